@@ -1,0 +1,115 @@
+package plan
+
+// FormatVersion is the version of the plan document layout.
+const FormatVersion = 1
+
+// Request is what a caller asks for, as flags or as one JSON document (schema "request").
+// PIN fields never appear in any output.
+type Request struct {
+	Slot        *int   `json:"slot,omitempty"`
+	Datastore   string `json:"datastore,omitempty"`
+	Confdir     string `json:"confdir,omitempty"`
+	SOPIN       string `json:"so_pin,omitempty"`
+	UserPIN     string `json:"user_pin,omitempty"`
+	SOPINFile   string `json:"so_pin_file,omitempty"`
+	UserPINFile string `json:"user_pin_file,omitempty"`
+	PlanFile    string `json:"plan_file,omitempty"`
+	AllSlots    bool   `json:"all_slots,omitempty"`
+}
+
+// Plan is what `plan` prints and what `apply --plan` executes (schema "plan").
+// It holds nothing derived from a PIN.
+type Plan struct {
+	FormatVersion int    `json:"format_version"`
+	ToolVersion   string `json:"tool_version"`
+	Changed       bool   `json:"changed"`
+
+	Slot      int    `json:"slot"`
+	TokenType string `json:"token_type"` // "Soft", "ICA", "CCA", "EP11"
+	Stdll     string `json:"stdll"`
+	UserGroup string `json:"usergroup"`
+	Datastore string `json:"datastore"` // absolute, cleaned
+	Confdir   string `json:"confdir"`   // absolute, cleaned
+	Conf      string `json:"conf"`      // <confdir>/opencryptoki.conf
+
+	Format      string `json:"format"`      // "old", "3.12", "mixed"
+	ConfFormat  string `json:"conf_format"` // tokversion found in the slot: "absent", "3.12", or the old value
+	PINsChecked bool   `json:"pins_checked"`
+
+	Token   TokenInfo `json:"token"`
+	Objects []Object  `json:"objects"`
+	Counts  Counts    `json:"counts"`
+
+	KeyFiles []FileAction `json:"key_files"` // NVTOK.DAT, MK_SO, MK_USER
+	ConfDiff string       `json:"conf_diff"` // unified diff, "" when the conf stays as it is
+
+	Fingerprint string   `json:"fingerprint"` // "sha256:<hex>"
+	Warnings    []string `json:"warnings"`
+	Incomplete  []string `json:"incomplete"` // what could not be seen (e.g. private objects without PINs)
+	Steps       []Step   `json:"steps"`
+}
+
+// TokenInfo is the token-info block of NVTOK.DAT (§2.1), as text.
+type TokenInfo struct {
+	Label           string `json:"label"`
+	ManufacturerID  string `json:"manufacturer_id"`
+	Model           string `json:"model"`
+	SerialNumber    string `json:"serial_number"`
+	Flags           string `json:"flags"` // "0x64D"
+	HardwareVersion string `json:"hardware_version"`
+	FirmwareVersion string `json:"firmware_version"`
+}
+
+// Object is one OBJ.IDX entry.
+type Object struct {
+	File      string `json:"file"`
+	Private   bool   `json:"private"`
+	Format    string `json:"format"` // "old", "3.12"
+	Class     *int64 `json:"class"`  // null when it could not be read (private, no PINs)
+	ClassName string `json:"class_name,omitempty"`
+	Label     string `json:"label"` // UTF-8 text of CKA_LABEL ("" when absent or unknown)
+	ID        string `json:"id"`    // hex of CKA_ID ("" when absent or unknown)
+	Size      int64  `json:"size"`  // current file size
+	NewSize   int64  `json:"new_size,omitempty"`
+	Action    string `json:"action"` // "reencrypt" (private), "rewrap_header" (public), "none" (already 3.12)
+}
+
+// Counts sums up Objects.
+type Counts struct {
+	Total        int `json:"total"`
+	Public       int `json:"public"`
+	Private      int `json:"private"`
+	Reencrypt    int `json:"reencrypt"`
+	RewrapHeader int `json:"rewrap_header"`
+	None         int `json:"none"`
+}
+
+// FileAction says what happens to one file of the repository or of the conf directory.
+type FileAction struct {
+	File   string `json:"file"`
+	Action string `json:"action"` // "rewrite", "create", "none"
+}
+
+// Step is one operation apply will carry out, in order.
+type Step struct {
+	Op   string `json:"op"` // "lock", "copy", "write_keys", "reencrypt", "verify", "exchange", "backup", "remove_shm", "conf_edit"
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
+	Path string `json:"path,omitempty"`
+	Note string `json:"note,omitempty"`
+}
+
+// Multi is what `plan --all-slots` prints.
+type Multi struct {
+	FormatVersion int           `json:"format_version"`
+	Changed       bool          `json:"changed"`
+	Plans         []Plan        `json:"plans"`
+	Skipped       []SkippedSlot `json:"skipped"`
+}
+
+// SkippedSlot is a slot of the conf that --all-slots did not plan, and why.
+type SkippedSlot struct {
+	Slot   int    `json:"slot"`
+	Stdll  string `json:"stdll"`
+	Reason string `json:"reason"`
+}
