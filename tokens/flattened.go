@@ -1,0 +1,179 @@
+package tokens
+
+import (
+	"fmt"
+)
+
+// Attribute types the flattened parser knows (§5.1).
+const (
+	ckaClass                = 0x0
+	ckaToken                = 0x1
+	ckaPrivate              = 0x2
+	ckaLabel                = 0x3
+	ckaCertificateType      = 0x80
+	ckaKeyType              = 0x100
+	ckaID                   = 0x102
+	ckaModulusBits          = 0x121
+	ckaValueBits            = 0x160
+	ckaValueLen             = 0x161
+	ckaWrapTemplate         = 0x40000211
+	ckaUnwrapTemplate       = 0x40000212
+	ckaDeriveTemplate       = 0x40000213
+	ckaEncapsulateTemplate  = 0x4000062A
+	ckaDecapsulateTemplate  = 0x4000062B
+	flatHdrLen              = 16
+	attrHdrLen              = 12
+	maxTemplateNestingDepth = 8
+)
+
+// Attrs are the attributes of a flattened object that a plan shows.
+type Attrs struct {
+	Class   uint32
+	Label   []byte // nil if absent
+	ID      []byte // nil if absent
+	KeyType *uint32
+	Token   *bool
+	Private *bool
+	// Count is the number of top-level attributes.
+	Count uint32
+}
+
+func is32BitAttr(t uint32) bool {
+	switch t {
+	case ckaClass, ckaKeyType, ckaCertificateType, ckaModulusBits, ckaValueBits, ckaValueLen:
+		return true
+	}
+	return false
+}
+
+func isTemplateAttr(t uint32) bool {
+	switch t {
+	case ckaWrapTemplate, ckaUnwrapTemplate, ckaDeriveTemplate, ckaEncapsulateTemplate, ckaDecapsulateTemplate:
+		return true
+	}
+	return false
+}
+
+// ParseFlattened walks a flattened object (§5.1): checks the header, every record's bounds
+// (nested templates recursively), the 32-bit special attributes, and that the stored name equals
+// name. Label and ID alias clear. Bytes after the last record are ignored, as the token library
+// does.
+func ParseFlattened(name string, clear []byte) (*Attrs, error) {
+	file := ObjectPath(name)
+	if len(clear) < flatHdrLen {
+		return nil, corrupt(file, "flattened object of %d bytes is shorter than its %d-byte header", len(clear), flatHdrLen)
+	}
+	if stored := clear[8:16]; string(stored) != name {
+		return nil, corrupt(file, "name stored in the object (%s) differs from the file name", quoteName(string(stored)))
+	}
+	a := &Attrs{Class: hostOrder.Uint32(clear), Count: hostOrder.Uint32(clear[4:])}
+	p := &flatParser{file: file, a: a}
+	if _, err := p.records(clear[flatHdrLen:], uint64(a.Count), 0); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+type flatParser struct {
+	file string
+	a    *Attrs
+}
+
+// records parses up to count records from b (count < 0 meaning "until b is used up", for nested
+// templates) and returns the number of bytes used. Only depth 0 fills Attrs.
+func (p *flatParser) records(b []byte, count uint64, depth int) (int, error) {
+	nested := depth > 0
+	off := 0
+	for i := uint64(0); nested && off < len(b) || !nested && i < count; i++ {
+		rest := b[off:]
+		if len(rest) < attrHdrLen {
+			return 0, corrupt(p.file, "attribute record %d header is past the end of the object", i)
+		}
+		typ := hostOrder.Uint32(rest)
+		l := uint64(hostOrder.Uint32(rest[8:]))
+		if l > uint64(len(rest)-attrHdrLen) {
+			return 0, corrupt(p.file, "attribute 0x%X value of %d bytes is past the end of the object", typ, l)
+		}
+		val := rest[attrHdrLen : attrHdrLen+int(l) : attrHdrLen+int(l)]
+		switch {
+		case is32BitAttr(typ):
+			if l != 0 && l != 4 {
+				return 0, corrupt(p.file, "attribute 0x%X has length %d, want 0 or 4", typ, l)
+			}
+		case isTemplateAttr(typ):
+			if depth >= maxTemplateNestingDepth {
+				return 0, corrupt(p.file, "templates nested deeper than %d", maxTemplateNestingDepth)
+			}
+			if _, err := p.records(val, 0, depth+1); err != nil {
+				return 0, err
+			}
+		}
+		if !nested {
+			p.set(typ, val)
+		}
+		off += attrHdrLen + int(l)
+	}
+	return off, nil
+}
+
+// set records the interesting top-level attributes; the first occurrence wins.
+func (p *flatParser) set(typ uint32, val []byte) {
+	a := p.a
+	switch typ {
+	case ckaLabel:
+		if a.Label == nil {
+			a.Label = val
+		}
+	case ckaID:
+		if a.ID == nil {
+			a.ID = val
+		}
+	case ckaKeyType:
+		if a.KeyType == nil && len(val) == 4 {
+			v := hostOrder.Uint32(val)
+			a.KeyType = &v
+		}
+	case ckaToken:
+		if a.Token == nil && len(val) >= 1 {
+			v := val[0] != 0
+			a.Token = &v
+		}
+	case ckaPrivate:
+		if a.Private == nil && len(val) >= 1 {
+			v := val[0] != 0
+			a.Private = &v
+		}
+	}
+}
+
+var classNames = map[uint32]string{
+	0: "CKO_DATA", 1: "CKO_CERTIFICATE", 2: "CKO_PUBLIC_KEY", 3: "CKO_PRIVATE_KEY",
+	4: "CKO_SECRET_KEY", 5: "CKO_HW_FEATURE", 6: "CKO_DOMAIN_PARAMETERS", 7: "CKO_MECHANISM",
+	8: "CKO_OTP_KEY", 9: "CKO_PROFILE", 0x80000000: "CKO_VENDOR_DEFINED",
+}
+
+// ClassName names an object class ("CKO_DATA", ...); unknown values are shown in hex.
+func ClassName(c uint32) string {
+	if n, ok := classNames[c]; ok {
+		return n
+	}
+	if c > 0x80000000 {
+		return fmt.Sprintf("CKO_VENDOR_DEFINED+0x%X", c-0x80000000)
+	}
+	return fmt.Sprintf("0x%08X", c)
+}
+
+var keyTypeNames = map[uint32]string{
+	0x0: "CKK_RSA", 0x1: "CKK_DSA", 0x2: "CKK_DH", 0x3: "CKK_EC", 0x4: "CKK_X9_42_DH",
+	0x5: "CKK_KEA", 0x10: "CKK_GENERIC_SECRET", 0x11: "CKK_RC2", 0x12: "CKK_RC4", 0x13: "CKK_DES",
+	0x14: "CKK_DES2", 0x15: "CKK_DES3", 0x1f: "CKK_AES",
+	0x40: "CKK_EC_EDWARDS", 0x41: "CKK_EC_MONTGOMERY", 0x80000000: "CKK_VENDOR_DEFINED",
+}
+
+// KeyTypeName names a key type ("CKK_AES", ...); unknown values are shown in hex.
+func KeyTypeName(k uint32) string {
+	if n, ok := keyTypeNames[k]; ok {
+		return n
+	}
+	return fmt.Sprintf("0x%08X", k)
+}

@@ -1,0 +1,309 @@
+package tokens
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/des"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// Object is one decoded token object file (§5).
+type Object struct {
+	Name    string
+	Format  Format
+	Private bool
+	// Clear is the flattened object (§5.1); nil when not decrypted. For a public object it
+	// aliases the file bytes given to DecodeObject (no copy).
+	Clear                 []byte
+	LegacyHostOrderHeader bool // 3.12–3.14 host-order public header (§5.5)
+}
+
+// Keys of an unlocked repository (or of a freshly built 3.12 one, see NewUpgrade).
+// A *Keys is safe for concurrent use by DecodeObject / ReencryptObject / EncodePrivate312.
+type Keys struct {
+	Format Format
+	OldMK  []byte // old format: the 24-byte 3DES key (first 24 bytes of the MK)
+	NewMK  []byte // 3.12 format: the 32-byte AES key
+
+	once sync.Once
+	blk  cipher.Block // 3DES of OldMK or AES of NewMK, built on first use
+	err  error
+}
+
+// block returns the cached cipher of the master key.
+func (k *Keys) block() (cipher.Block, error) {
+	k.once.Do(func() {
+		switch k.Format {
+		case FormatOld:
+			if len(k.OldMK) != oldObjKeyLen {
+				k.err = fmt.Errorf("tokens: old-format master key must be %d bytes", oldObjKeyLen)
+				return
+			}
+			k.blk, k.err = des.NewTripleDESCipher(k.OldMK)
+		case Format312:
+			if len(k.NewMK) != mkNewLen {
+				k.err = fmt.Errorf("tokens: 3.12 master key must be %d bytes", mkNewLen)
+				return
+			}
+			k.blk, k.err = aes.NewCipher(k.NewMK)
+		default:
+			k.err = fmt.Errorf("tokens: keys of unknown format")
+		}
+	})
+	return k.blk, k.err
+}
+
+// Wipe overwrites the key bytes. The Keys must not be used afterwards.
+func (k *Keys) Wipe() {
+	if k == nil {
+		return
+	}
+	clear(k.OldMK)
+	clear(k.NewMK)
+	k.OldMK, k.NewMK = nil, nil
+}
+
+const (
+	mkNewLen       = 32
+	mkNewFileSize  = 40
+	pubHdrLen      = 16
+	privHdrLen     = 64
+	gcmTagLen      = 16
+	objKeyLen      = 32
+	wrappedKeyLen  = 40
+	offPrivFlag    = 4
+	offPubLen      = 12
+	offWrappedKey  = 8
+	offNonce       = 48
+	nonceLen       = 12
+	offPrivLen     = 60
+	objectNameLen  = 8
+	objectDirSlash = "TOK_OBJ/"
+)
+
+// ObjectPath is the repository-relative path of an object file.
+func ObjectPath(name string) string { return objectDirSlash + name }
+
+// DecodeObject detects the format of an object file (§5.5 recommended rule) and returns its
+// clear flattened bytes. For a private object k must be of the object's format; k == nil decodes
+// public objects only and returns ErrNeedKeys for private ones (with Object.Private/Format
+// filled). Anything malformed is a *CorruptError naming TOK_OBJ/<name>.
+func DecodeObject(name string, file []byte, k *Keys) (*Object, error) {
+	o := &Object{Name: name}
+	err := decodeObject(name, file, k, o)
+	return o, err
+}
+
+func decodeObject(name string, data []byte, k *Keys, o *Object) error {
+	file := ObjectPath(name)
+	if len(data) < 4 {
+		return corrupt(file, "file of %d bytes is too short for an object", len(data))
+	}
+	keysFor := func(f Format) (func() (cipher.Block, error), error) {
+		if k == nil {
+			return nil, nil
+		}
+		if k.Format != f {
+			return nil, fmt.Errorf("%s: %s object needs %s-format keys, got %s", quoteName(file), f, f, k.Format)
+		}
+		return k.block, nil
+	}
+	switch {
+	case be.Uint32(data) == Version312:
+		o.Format = Format312
+		if len(data) < 5 {
+			return corrupt(file, "file of %d bytes is too short for a 3.12 object", len(data))
+		}
+		switch data[offPrivFlag] {
+		case 0:
+			return decodePublic312(file, data, be, o)
+		case 1:
+			o.Private = true
+			blk, err := keysFor(Format312)
+			if err != nil {
+				return err
+			}
+			if blk == nil {
+				if err := checkPrivate312(file, data); err != nil {
+					return err
+				}
+				return ErrNeedKeys
+			}
+			return decodePrivate312(file, data, blk, o)
+		default:
+			return corrupt(file, "private flag byte is %d, want 0 or 1", data[offPrivFlag])
+		}
+	case hostOrder.Uint32(data) == Version312:
+		o.Format = Format312
+		o.LegacyHostOrderHeader = true
+		if len(data) < 5 {
+			return corrupt(file, "file of %d bytes is too short for a 3.12 object", len(data))
+		}
+		if data[offPrivFlag] != 0 {
+			return corrupt(file, "host-order 3.12 header on a private object")
+		}
+		return decodePublic312(file, data, hostOrder, o)
+	default:
+		blk, err := keysFor(FormatOld)
+		if err != nil && len(data) >= oldPrefixLen && data[4] != 0 {
+			return err
+		}
+		return decodeOld(file, data, blk, o)
+	}
+}
+
+func decodePublic312(file string, data []byte, ord interface{ Uint32([]byte) uint32 }, o *Object) error {
+	if len(data) < pubHdrLen {
+		return corrupt(file, "file of %d bytes is shorter than the %d-byte public header", len(data), pubHdrLen)
+	}
+	for _, c := range data[5:offPubLen] {
+		if c != 0 {
+			return corrupt(file, "reserved header bytes are not zero")
+		}
+	}
+	n := uint64(ord.Uint32(data[offPubLen:]))
+	if n > maxObjectLen {
+		return corrupt(file, "object length %d is not below 2^31", n)
+	}
+	if want := pubHdrLen + n; want != uint64(len(data)) {
+		return corrupt(file, "object length %d needs a file of %d bytes, file has %d", n, want, len(data))
+	}
+	o.Clear = data[pubHdrLen:len(data):len(data)]
+	return nil
+}
+
+func checkPrivate312(file string, data []byte) error {
+	if len(data) < privHdrLen+gcmTagLen {
+		return corrupt(file, "file of %d bytes is shorter than a 3.12 private object (%d)", len(data), privHdrLen+gcmTagLen)
+	}
+	n := uint64(be.Uint32(data[offPrivLen:]))
+	if n == 0 || n > maxObjectLen {
+		return corrupt(file, "object length %d out of range 1..2^31-1", n)
+	}
+	if want := privHdrLen + n + gcmTagLen; want != uint64(len(data)) {
+		return corrupt(file, "object length %d needs a file of %d bytes, file has %d", n, want, len(data))
+	}
+	return nil
+}
+
+func decodePrivate312(file string, data []byte, mk func() (cipher.Block, error), o *Object) error {
+	if err := checkPrivate312(file, data); err != nil {
+		return err
+	}
+	mkBlk, err := mk()
+	if err != nil {
+		return err
+	}
+	objKey, err := keyUnwrap(mkBlk, data[offWrappedKey:offWrappedKey+wrappedKeyLen])
+	if err != nil {
+		return corrupt(file, "object key does not unwrap with the master key (wrong key or tampered)")
+	}
+	aead, err := newGCM(objKey)
+	clear(objKey)
+	if err != nil {
+		return err
+	}
+	hdr := data[:privHdrLen]
+	clearObj, err := aead.Open(nil, hdr[offNonce:offNonce+nonceLen], data[privHdrLen:], hdr)
+	if err != nil {
+		return corrupt(file, "AES-GCM authentication failed (tampered header or body)")
+	}
+	o.Clear = clearObj
+	return nil
+}
+
+func newGCM(key []byte) (cipher.AEAD, error) {
+	blk, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(blk)
+}
+
+// EncodePublic312 builds a 3.12 public object file (§5.3, BE header) around a flattened object.
+func EncodePublic312(clear []byte) []byte {
+	out := make([]byte, pubHdrLen+len(clear))
+	be.PutUint32(out, Version312)
+	be.PutUint32(out[offPubLen:], uint32(len(clear)))
+	copy(out[pubHdrLen:], clear)
+	return out
+}
+
+// EncodePrivate312 builds a 3.12 private object file (§5.4): a fresh 32-byte object key read
+// from rnd, wrapped under newMK, nonce = name ‖ 00000001, AES-256-GCM with the 64-byte header
+// as AAD. name must be a valid 8-byte object name.
+func EncodePrivate312(name string, clear, newMK []byte, rnd io.Reader) ([]byte, error) {
+	k := &Keys{Format: Format312, NewMK: newMK}
+	return encodePrivate312(name, clear, k, rnd)
+}
+
+func encodePrivate312(name string, clearObj []byte, k *Keys, rnd io.Reader) ([]byte, error) {
+	if err := ValidObjectName(name); err != nil {
+		return nil, err
+	}
+	if len(clearObj) == 0 || uint64(len(clearObj)) > maxObjectLen {
+		return nil, fmt.Errorf("%s: flattened object of %d bytes cannot be stored", quoteName(ObjectPath(name)), len(clearObj))
+	}
+	mkBlk, err := k.block()
+	if err != nil {
+		return nil, err
+	}
+	var objKey [objKeyLen]byte
+	defer clear(objKey[:])
+	if _, err := io.ReadFull(rnd, objKey[:]); err != nil {
+		return nil, fmt.Errorf("tokens: reading random object key: %w", err)
+	}
+	wrapped, err := keyWrap(mkBlk, objKey[:])
+	if err != nil {
+		return nil, err
+	}
+	aead, err := newGCM(objKey[:])
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, privHdrLen+len(clearObj)+gcmTagLen)
+	be.PutUint32(out, Version312)
+	out[offPrivFlag] = 1
+	copy(out[offWrappedKey:], wrapped)
+	copy(out[offNonce:], name)
+	be.PutUint32(out[offNonce+objectNameLen:], 1)
+	be.PutUint32(out[offPrivLen:], uint32(len(clearObj)))
+	hdr := out[:privHdrLen]
+	aead.Seal(out[privHdrLen:privHdrLen], hdr[offNonce:offNonce+nonceLen], clearObj, hdr)
+	return out, nil
+}
+
+// ReencryptObject turns one old object file into its 3.12 file: a public object gets the BE
+// 16-byte header, a private one is decrypted with oldKeys and encrypted with newKeys and a fresh
+// object key from rnd. clear is the flattened object. A file already in 3.12 format is returned
+// as is with changed == false (clear is then nil for a private object). Safe for concurrent use
+// (rnd must then be safe for concurrent use too, as crypto/rand.Reader is).
+func ReencryptObject(name string, file []byte, oldKeys, newKeys *Keys, rnd io.Reader) (out []byte, clear []byte, changed bool, err error) {
+	var o Object
+	if len(file) >= 4 && (be.Uint32(file) == Version312 || hostOrder.Uint32(file) == Version312) {
+		err := decodeObject(name, file, nil, &o)
+		if err != nil && err != ErrNeedKeys {
+			return nil, nil, false, err
+		}
+		return file, o.Clear, false, nil
+	}
+	if oldKeys != nil && oldKeys.Format != FormatOld {
+		return nil, nil, false, fmt.Errorf("tokens: ReencryptObject needs old-format keys, got %s", oldKeys.Format)
+	}
+	if err := decodeObject(name, file, oldKeys, &o); err != nil {
+		return nil, nil, false, err
+	}
+	if !o.Private {
+		return EncodePublic312(o.Clear), o.Clear, true, nil
+	}
+	if newKeys == nil || newKeys.Format != Format312 {
+		return nil, nil, false, fmt.Errorf("tokens: ReencryptObject needs 3.12 keys for private object %s", quoteName(name))
+	}
+	out, err = encodePrivate312(name, o.Clear, newKeys, rnd)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return out, o.Clear, true, nil
+}
