@@ -1,0 +1,228 @@
+package procscan
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	errNotDir = unix.ENOTDIR
+	errESRCH  = unix.ESRCH
+	ioEOF     = io.EOF
+)
+
+// Opener is one process that uses something below the directory.
+type Opener struct {
+	PID  int    `json:"pid"`
+	Comm string `json:"comm"`
+	What string `json:"what"` // "fd 3 -> /path", "cwd -> /path", "root", "mmap /path"
+}
+
+// Openers returns the PIDs of processes other than the caller that hold a file descriptor,
+// their working directory, their root directory or a memory mapping on dir or anything
+// below it. See FindOpeners for the details.
+func Openers(procRoot string, dir string) ([]int, error) {
+	list, err := FindOpeners(procRoot, dir)
+	seen := map[int]bool{}
+	var pids []int
+	for _, o := range list {
+		if !seen[o.PID] {
+			seen[o.PID] = true
+			pids = append(pids, o.PID)
+		}
+	}
+	sort.Ints(pids)
+	return pids, err
+}
+
+// FindOpeners scans every /proc/<pid> (fd/*, cwd, root and maps) for paths equal to dir or
+// below it. dir is compared both as given (made absolute and cleaned) and with symlinks
+// resolved, since /proc shows resolved paths. The caller's own process is skipped.
+// Processes that vanish during the scan are skipped; other errors while reading a process
+// (which should not happen as root) are collected into an error wrapping ErrIncomplete,
+// returned together with everything found.
+func FindOpeners(procRoot string, dir string) ([]Opener, error) {
+	if procRoot == "" {
+		procRoot = DefaultProcRoot
+	}
+	prefixes, err := dirSpellings(dir)
+	if err != nil {
+		return nil, err
+	}
+	pids, err := listPIDs(procRoot)
+	if err != nil {
+		return nil, fmt.Errorf("%w: list %s: %v", ErrIncomplete, procRoot, err)
+	}
+	self := os.Getpid()
+	var found []Opener
+	var problems []string
+	for _, pid := range pids {
+		if pid == self {
+			continue
+		}
+		hits, err := scanProcess(procRoot, pid, prefixes)
+		found = append(found, hits...)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%d: %v", pid, err))
+		}
+	}
+	if len(problems) > 0 {
+		return found, fmt.Errorf("%w: %s", ErrIncomplete, strings.Join(problems, "; "))
+	}
+	return found, nil
+}
+
+// dirSpellings gives the absolute cleaned dir and its symlink-resolved form.
+func dirSpellings(dir string) ([]string, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("openers: empty directory name")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("openers: %w", err)
+	}
+	out := []string{abs}
+	if real, err := filepath.EvalSymlinks(abs); err == nil && real != abs {
+		out = append(out, real)
+	}
+	return out, nil
+}
+
+// under reports whether p (a path read from /proc) is one of the dirs or below it. A
+// " (deleted)" suffix the kernel adds for unlinked files does not matter: the prefix test
+// still matches.
+func under(p string, dirs []string) bool {
+	for _, d := range dirs {
+		if d == "/" {
+			return strings.HasPrefix(p, "/")
+		}
+		if p == d || strings.HasPrefix(p, d+"/") || p == d+" (deleted)" {
+			return true
+		}
+	}
+	return false
+}
+
+// scanProcess checks one process. A vanished process gives no hits and no error.
+func scanProcess(procRoot string, pid int, dirs []string) ([]Opener, error) {
+	base := filepath.Join(procRoot, strconv.Itoa(pid))
+	comm := ""
+	if b, err := readSmall(filepath.Join(base, "comm"), 4096); err == nil {
+		comm = strings.TrimRight(string(b), "\n")
+	}
+	var hits []Opener
+	var errs []string
+	note := func(err error) {
+		if err != nil && !vanished(err) {
+			errs = append(errs, err.Error())
+		}
+	}
+
+	for _, l := range []string{"cwd", "root"} {
+		t, err := os.Readlink(filepath.Join(base, l))
+		if err != nil {
+			note(err)
+			continue
+		}
+		if under(t, dirs) {
+			hits = append(hits, Opener{PID: pid, Comm: comm, What: l + " -> " + t})
+		}
+	}
+
+	fdDir := filepath.Join(base, "fd")
+	if f, err := os.Open(fdDir); err != nil {
+		note(err)
+	} else {
+		names, err := f.Readdirnames(-1)
+		f.Close()
+		note(err)
+		sort.Slice(names, func(i, j int) bool { return numLess(names[i], names[j]) })
+		for _, n := range names {
+			t, err := os.Readlink(filepath.Join(fdDir, n))
+			if err != nil {
+				note(err)
+				continue
+			}
+			if under(t, dirs) {
+				hits = append(hits, Opener{PID: pid, Comm: comm, What: "fd " + n + " -> " + t})
+			}
+		}
+	}
+
+	if err := scanMaps(filepath.Join(base, "maps"), dirs, func(p string) {
+		hits = append(hits, Opener{PID: pid, Comm: comm, What: "mmap " + p})
+	}); err != nil {
+		note(err)
+	}
+
+	if len(errs) > 0 {
+		return hits, errors.New(strings.Join(errs, "; "))
+	}
+	return hits, nil
+}
+
+func numLess(a, b string) bool {
+	x, ex := strconv.Atoi(a)
+	y, ey := strconv.Atoi(b)
+	if ex == nil && ey == nil {
+		return x < y
+	}
+	return a < b
+}
+
+// scanMaps calls hit once per distinct mapped path below dirs. A maps line is
+// "start-end perms offset dev inode   path"; the path (which may contain blanks) starts
+// after the fifth field.
+func scanMaps(name string, dirs []string, hit func(string)) error {
+	f, err := os.Open(name)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // a fake tree without maps, or a vanished process
+		}
+		return err
+	}
+	defer f.Close()
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		p := mapsPath(sc.Bytes())
+		if p == "" || seen[p] || !under(p, dirs) {
+			continue
+		}
+		seen[p] = true
+		hit(p)
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", name, err)
+	}
+	return nil
+}
+
+func mapsPath(line []byte) string {
+	rest := line
+	for i := 0; i < 5; i++ {
+		rest = bytes.TrimLeft(rest, " ")
+		j := bytes.IndexByte(rest, ' ')
+		if j < 0 {
+			return ""
+		}
+		rest = rest[j:]
+	}
+	rest = bytes.TrimLeft(rest, " ")
+	if len(rest) == 0 || rest[0] != '/' {
+		return ""
+	}
+	return string(rest)
+}

@@ -1,0 +1,323 @@
+// Package procscan answers questions about other processes by reading /proc: is pkcsslotd
+// running (token-format.md §8.3, but failing closed), which processes hold files below a
+// directory open, and which shared-memory segment belongs to a repository (§8.5).
+//
+// Every function takes the proc root ("/proc" in production) so tests can use a fake tree.
+package procscan
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// DefaultPIDFiles are the pkcsslotd PID files checked when SlotdRunning gets nil:
+// openCryptoki's current location, the AIX one, and the one Debian's 3.8.1 uses.
+var DefaultPIDFiles = []string{
+	"/run/opencryptoki/pkcsslotd.pid",
+	"/var/run/opencryptoki/pkcsslotd.pid",
+	"/var/run/pkcsslotd.pid",
+}
+
+// DefaultProcRoot is the real proc file system.
+const DefaultProcRoot = "/proc"
+
+// SlotdName is what identifies the daemon in a process's argv[0] or comm.
+const SlotdName = "pkcsslotd"
+
+// ErrUndetermined means /proc could not be read well enough to rule out a running
+// pkcsslotd (or to list every opener). Callers must treat it as "the daemon may run".
+var ErrUndetermined = errors.New("cannot tell whether pkcsslotd runs")
+
+// ErrIncomplete means some processes could not be inspected by Openers.
+var ErrIncomplete = errors.New("some processes could not be inspected")
+
+// Evidence is one finding of CheckSlotd.
+type Evidence struct {
+	PID    int    `json:"pid"`
+	Source string `json:"source"` // a PID file path, or "proc"
+	Detail string `json:"detail"` // what was seen, e.g. the argv[0]
+}
+
+func (e Evidence) String() string {
+	return fmt.Sprintf("pid %d (%s): %s", e.PID, e.Source, e.Detail)
+}
+
+// SlotdStatus is the result of CheckSlotd.
+type SlotdStatus struct {
+	PIDs     []int      // processes taken as a running pkcsslotd, sorted, unique
+	Evidence []Evidence // why each PID counts, plus notes on PID files
+}
+
+// Running reports whether any pkcsslotd process was found.
+func (s SlotdStatus) Running() bool { return len(s.PIDs) > 0 }
+
+// SlotdRunning reports the PIDs of running pkcsslotd processes (empty: not running). It
+// fails closed, unlike the reference (§8.3): see CheckSlotd. A non-nil error means the
+// answer is unknown and the caller must act as if the daemon runs. pidFiles nil means
+// DefaultPIDFiles; procRoot "" means DefaultProcRoot.
+func SlotdRunning(procRoot string, pidFiles []string) ([]int, error) {
+	st, err := CheckSlotd(procRoot, pidFiles)
+	return st.PIDs, err
+}
+
+// CheckSlotd looks for pkcsslotd in two independent ways:
+//
+//  1. Each PID file: the first line, with surrounding blanks ignored (so "123 \n" counts,
+//     where the reference gives up), names a PID. If /proc/PID exists and its argv[0]
+//     (cmdline up to the first NUL and first blank, base name) or its comm contains
+//     "pkcsslotd", it runs. If /proc/PID exists but neither cmdline nor comm can be read,
+//     it counts as running too. A missing PID file, garbage in it or a PID without a /proc
+//     entry (stale file) is no evidence either way.
+//  2. A scan of every /proc/<pid>: any process whose argv[0] base name or comm contains
+//     "pkcsslotd" runs. Processes that vanish during the scan are skipped; processes that
+//     exist but cannot be read at all, or a /proc that cannot be listed, give
+//     ErrUndetermined.
+func CheckSlotd(procRoot string, pidFiles []string) (SlotdStatus, error) {
+	if procRoot == "" {
+		procRoot = DefaultProcRoot
+	}
+	if pidFiles == nil {
+		pidFiles = DefaultPIDFiles
+	}
+	var st SlotdStatus
+	found := map[int]bool{}
+	add := func(e Evidence) {
+		st.Evidence = append(st.Evidence, e)
+		if e.PID > 0 && !found[e.PID] {
+			found[e.PID] = true
+			st.PIDs = append(st.PIDs, e.PID)
+		}
+	}
+
+	for _, pf := range pidFiles {
+		pid, note := readPIDFile(pf)
+		if pid <= 0 {
+			if note != "" {
+				st.Evidence = append(st.Evidence, Evidence{Source: pf, Detail: note})
+			}
+			continue
+		}
+		switch v, detail := inspect(procRoot, pid); v {
+		case verdictSlotd:
+			add(Evidence{PID: pid, Source: pf, Detail: detail})
+		case verdictUnreadable:
+			add(Evidence{PID: pid, Source: pf, Detail: "process exists but cannot be inspected: " + detail})
+		case verdictGone:
+			st.Evidence = append(st.Evidence, Evidence{PID: pid, Source: pf, Detail: "stale PID file: no such process"})
+		case verdictOther:
+			st.Evidence = append(st.Evidence, Evidence{PID: pid, Source: pf, Detail: "PID file names another program: " + detail})
+		}
+	}
+
+	pids, err := listPIDs(procRoot)
+	if err != nil {
+		sortStatus(&st)
+		return st, fmt.Errorf("%w: list %s: %v", ErrUndetermined, procRoot, err)
+	}
+	var unreadable []string
+	for _, pid := range pids {
+		if found[pid] {
+			continue
+		}
+		switch v, detail := inspect(procRoot, pid); v {
+		case verdictSlotd:
+			add(Evidence{PID: pid, Source: "proc", Detail: detail})
+		case verdictUnreadable:
+			unreadable = append(unreadable, fmt.Sprintf("%d (%s)", pid, detail))
+		}
+	}
+	sortStatus(&st)
+	if len(unreadable) > 0 && !st.Running() {
+		return st, fmt.Errorf("%w: cannot inspect process(es) %s", ErrUndetermined, strings.Join(unreadable, ", "))
+	}
+	return st, nil
+}
+
+func sortStatus(st *SlotdStatus) { sort.Ints(st.PIDs) }
+
+// readPIDFile returns the PID named by the file's first line, or 0 and a note on why
+// there is none ("" when the file simply does not exist).
+func readPIDFile(name string) (int, string) {
+	f, err := os.Open(name)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errNotDir) {
+			return 0, ""
+		}
+		return 0, "cannot read PID file: " + err.Error()
+	}
+	defer f.Close()
+	buf := make([]byte, 128)
+	n, err := readUpTo(f, buf)
+	if err != nil {
+		return 0, "cannot read PID file: " + err.Error()
+	}
+	line := string(buf[:n])
+	if i := strings.IndexByte(line, '\n'); i >= 0 {
+		line = line[:i]
+	}
+	pid, ok := parsePID(line)
+	if !ok {
+		return 0, fmt.Sprintf("PID file does not hold a PID: %q", line)
+	}
+	return pid, ""
+}
+
+// parsePID accepts a decimal PID with optional surrounding blanks and a leading '+'.
+func parsePID(s string) (int, bool) {
+	s = strings.Trim(s, " \t\r\x00")
+	s = strings.TrimPrefix(s, "+")
+	if s == "" || len(s) > 10 {
+		return 0, false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	pid, err := strconv.Atoi(s)
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	return pid, true
+}
+
+type verdict int
+
+const (
+	verdictGone       verdict = iota // no /proc entry
+	verdictOther                     // some other program
+	verdictSlotd                     // looks like pkcsslotd
+	verdictUnreadable                // exists but neither cmdline nor comm readable
+)
+
+// inspect decides what process pid is.
+func inspect(procRoot string, pid int) (verdict, string) {
+	dir := filepath.Join(procRoot, strconv.Itoa(pid))
+	if _, err := os.Lstat(dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return verdictGone, ""
+		}
+		return verdictUnreadable, err.Error()
+	}
+	var reasons []string
+	readable := false
+	cmd, cerr := readSmall(filepath.Join(dir, "cmdline"), 64<<10)
+	if cerr == nil {
+		readable = true
+		if a0 := argv0(cmd); a0 != "" && strings.Contains(path.Base(a0), SlotdName) {
+			return verdictSlotd, "argv[0] " + strconv.Quote(a0)
+		}
+	} else {
+		reasons = append(reasons, cerr.Error())
+	}
+	comm, merr := readSmall(filepath.Join(dir, "comm"), 4096)
+	if merr == nil {
+		readable = true
+		c := strings.TrimRight(string(comm), "\n")
+		if strings.Contains(c, SlotdName) {
+			return verdictSlotd, "comm " + strconv.Quote(c)
+		}
+	} else {
+		reasons = append(reasons, merr.Error())
+	}
+	if readable {
+		return verdictOther, "argv[0] " + strconv.Quote(argv0(cmd))
+	}
+	if vanished(cerr) && vanished(merr) {
+		return verdictGone, ""
+	}
+	return verdictUnreadable, strings.Join(reasons, "; ")
+}
+
+// argv0 is the cmdline up to the first NUL, then up to the first blank (as §8.3 step 4).
+func argv0(cmdline []byte) string {
+	s := string(cmdline)
+	if i := strings.IndexByte(s, 0); i >= 0 {
+		s = s[:i]
+	}
+	if i := strings.IndexAny(s, " \t"); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// vanished reports an error that means the process went away.
+func vanished(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, errESRCH)
+}
+
+// listPIDs lists the numeric entries of procRoot.
+func listPIDs(procRoot string) ([]int, error) {
+	f, err := os.Open(procRoot)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, err
+	}
+	pids := make([]int, 0, len(names))
+	for _, n := range names {
+		if pid, ok := parsePIDName(n); ok {
+			pids = append(pids, pid)
+		}
+	}
+	sort.Ints(pids)
+	return pids, nil
+}
+
+func parsePIDName(n string) (int, bool) {
+	if n == "" || len(n) > 10 {
+		return 0, false
+	}
+	for _, c := range n {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	pid, err := strconv.Atoi(n)
+	return pid, err == nil && pid > 0
+}
+
+// readSmall reads at most limit bytes of a (proc) file; proc files report size 0, so it
+// reads until EOF.
+func readSmall(name string, limit int) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, limit)
+	n, err := readUpTo(f, buf)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	return buf[:n], nil
+}
+
+// readUpTo reads into buf until it is full or EOF.
+func readUpTo(f *os.File, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := f.Read(buf[n:])
+		n += m
+		if err != nil {
+			if errors.Is(err, ioEOF) {
+				return n, nil
+			}
+			return n, err
+		}
+		if m == 0 {
+			break
+		}
+	}
+	return n, nil
+}
