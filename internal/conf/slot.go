@@ -1,0 +1,205 @@
+package conf
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/ocktools/pkcstok-migrate/tokens"
+)
+
+// MaxSlots is upstream's NUMBER_SLOTS_MANAGED: slot ids are below it.
+const MaxSlots = 1024
+
+// DefaultUserGroup is the token group when a slot has no usergroup.
+const DefaultUserGroup = "pkcs11"
+
+// DefaultRepositoryBase is upstream's CONFIG_PATH (spec §1.1).
+const DefaultRepositoryBase = "/var/lib/opencryptoki"
+
+// TokVersion312 is the value SetTokVersion writes.
+const TokVersion312 = "3.12"
+
+// tokVersion312Packed is 3.12 as upstream packs a version: major<<16 | minor.
+const tokVersion312Packed = 3<<16 | 12
+
+// Kind is the kind of a slot's tokversion value.
+type Kind int
+
+// Kinds of tokversion.
+const (
+	KindAbsent  Kind = iota // no tokversion key
+	KindVersion             // tokversion = 3.11
+	KindString              // tokversion = "3.11"
+	KindOther               // anything else (tokversion = 3, tokversion = word, a block, ...)
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindAbsent:
+		return "absent"
+	case KindVersion:
+		return "version"
+	case KindString:
+		return "string"
+	}
+	return "other"
+}
+
+// Slot is what the tool needs to know about one "slot N { ... }" block (spec §7.3-7.4).
+type Slot struct {
+	ID    int
+	Line  int    // line of the "slot" word
+	Stdll string // as written, not cut to 255 characters
+	// Type is the token type from stdll; TypeExact is false when stdll is a path or has a
+	// version suffix (upstream refuses those; callers should warn) or is unsupported.
+	Type      tokens.Type
+	TypeExact bool
+	// UserGroup is the usergroup value, or DefaultUserGroup with UserGroupDefault set.
+	UserGroup        string
+	UserGroupDefault bool
+	TokName          string // "" when absent
+	// TokVersion is the first tokversion value as written (string without quotes); "" when
+	// absent. TokVersionKind tells its kind.
+	TokVersion     string
+	TokVersionKind Kind
+
+	block      *Node // the slot block
+	tokVersion *Node // first tokversion node, nil when absent
+}
+
+// Block returns the slot's parse-tree node.
+func (s *Slot) Block() *Node { return s.block }
+
+// TokVersionIs312 reports whether tokversion already says 3.12 (the version value 3.12, also
+// written 3.012, or the string "3.12").
+func (s *Slot) TokVersionIs312() bool {
+	switch s.TokVersionKind {
+	case KindVersion:
+		return s.tokVersion.Num == tokVersion312Packed
+	case KindString:
+		return s.TokVersion == TokVersion312
+	}
+	return false
+}
+
+// RepositoryDir is the directory the token library uses for this slot: base/tokname, or
+// base/<type's default directory> (spec §1.1). base "" means DefaultRepositoryBase. It returns
+// "" when it cannot be told: an unsupported type without tokname, or a tokname that is not a
+// single path element.
+func (s *Slot) RepositoryDir(base string) string {
+	if base == "" {
+		base = DefaultRepositoryBase
+	}
+	name := s.TokName
+	if name == "" {
+		name = s.Type.DefaultDir()
+	}
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return ""
+	}
+	return filepath.Join(base, name)
+}
+
+// Slot finds the slot as upstream does: the first top-level "slot <id>" block. Errors:
+// ErrSlotIDOutOfRange, ErrSlotNotFound, ErrStdllMissing, ErrUserGroupInvalid,
+// ErrTokNameInvalid.
+func (f *File) Slot(id uint64) (*Slot, error) {
+	if id >= MaxSlots {
+		return nil, fmt.Errorf("%s: slot %d: %w: %w", f.Name, id, ErrSlotNotFound, ErrSlotIDOutOfRange)
+	}
+	for _, n := range f.Nodes {
+		if n.Type == NodeIndexedBlock && n.Key == "slot" && n.Num == id {
+			return f.slotFromBlock(n)
+		}
+	}
+	return nil, fmt.Errorf("%s: slot %d: %w", f.Name, id, ErrSlotNotFound)
+}
+
+// Slots returns every slot (the first block for each id) in file order. Slots that cannot be
+// used are left out and their errors joined into the error; the usable ones are still returned.
+func (f *File) Slots() ([]*Slot, error) {
+	var slots []*Slot
+	var errs []error
+	seen := map[uint64]bool{}
+	for _, n := range f.Nodes {
+		if n.Type != NodeIndexedBlock || n.Key != "slot" || seen[n.Num] {
+			continue
+		}
+		seen[n.Num] = true
+		if n.Num >= MaxSlots {
+			errs = append(errs, fmt.Errorf("%s: line %d: slot %d: %w", f.Name, n.Line, n.Num, ErrSlotIDOutOfRange))
+			continue
+		}
+		s, err := f.slotFromBlock(n)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		slots = append(slots, s)
+	}
+	return slots, errors.Join(errs...)
+}
+
+// findKey returns the first child of a block whose key is key.
+func findKey(children []*Node, key string) *Node {
+	for _, c := range children {
+		switch c.Type {
+		case NodeEOC, NodeStringConst, NodeFileVersion:
+			continue
+		}
+		if c.Key == key {
+			return c
+		}
+	}
+	return nil
+}
+
+func isWordOrString(n *Node) bool { return n.Type == NodeBareValue || n.Type == NodeString }
+
+func (f *File) slotFromBlock(b *Node) (*Slot, error) {
+	s := &Slot{ID: int(b.Num), Line: b.Line, block: b}
+	where := func(n *Node) string {
+		return fmt.Sprintf("%s: line %d: slot %d", f.Name, n.Line, s.ID)
+	}
+	stdll := findKey(b.Children, "stdll")
+	if stdll == nil {
+		return nil, fmt.Errorf("%s: %w (no stdll key)", where(b), ErrStdllMissing)
+	}
+	if !isWordOrString(stdll) {
+		return nil, fmt.Errorf("%s: %w (stdll is a %s)", where(stdll), ErrStdllMissing, stdll.Type)
+	}
+	s.Stdll = stdll.Value
+	s.Type, s.TypeExact = tokens.TypeFromStdll(s.Stdll)
+
+	s.UserGroup, s.UserGroupDefault = DefaultUserGroup, true
+	if ug := findKey(b.Children, "usergroup"); ug != nil {
+		if !isWordOrString(ug) {
+			return nil, fmt.Errorf("%s: %w (it is a %s)", where(ug), ErrUserGroupInvalid, ug.Type)
+		}
+		s.UserGroup, s.UserGroupDefault = ug.Value, false
+	}
+	if tn := findKey(b.Children, "tokname"); tn != nil {
+		if !isWordOrString(tn) {
+			return nil, fmt.Errorf("%s: %w (it is a %s)", where(tn), ErrTokNameInvalid, tn.Type)
+		}
+		s.TokName = tn.Value
+	}
+	if tv := findKey(b.Children, "tokversion"); tv != nil {
+		s.tokVersion = tv
+		s.TokVersion = tv.Value
+		switch tv.Type {
+		case NodeVersion:
+			s.TokVersionKind = KindVersion
+		case NodeString:
+			s.TokVersionKind = KindString
+		default:
+			s.TokVersionKind = KindOther
+			if tv.Pos.End > tv.Pos.Start {
+				s.TokVersion = string(f.Data[tv.Pos.Start:tv.Pos.End])
+			}
+		}
+	}
+	return s, nil
+}
