@@ -28,12 +28,16 @@ const (
 
 // Attrs are the attributes of a flattened object that a plan shows.
 type Attrs struct {
-	Class   uint32
-	Label   []byte // nil if absent
-	ID      []byte // nil if absent
-	KeyType *uint32
-	Token   *bool
-	Private *bool
+	// Class is the CKA_CLASS attribute, or the header's class field when the attribute is
+	// absent. (The header field is not reliable: the real token writes 0 there for keys.)
+	Class uint32
+	// HeaderClass is the class field of the 16-byte header as stored.
+	HeaderClass uint32
+	Label       []byte // nil if absent
+	ID          []byte // nil if absent
+	KeyType     *uint32
+	Token       *bool
+	Private     *bool
 	// Count is the number of top-level attributes.
 	Count uint32
 }
@@ -66,17 +70,23 @@ func ParseFlattened(name string, clear []byte) (*Attrs, error) {
 	if stored := clear[8:16]; string(stored) != name {
 		return nil, corrupt(file, "name stored in the object (%s) differs from the file name", quoteName(string(stored)))
 	}
-	a := &Attrs{Class: hostOrder.Uint32(clear), Count: hostOrder.Uint32(clear[4:])}
+	a := &Attrs{HeaderClass: hostOrder.Uint32(clear), Count: hostOrder.Uint32(clear[4:])}
 	p := &flatParser{file: file, a: a}
 	if _, err := p.records(clear[flatHdrLen:], uint64(a.Count), 0); err != nil {
 		return nil, err
+	}
+	if p.class != nil {
+		a.Class = *p.class
+	} else {
+		a.Class = a.HeaderClass
 	}
 	return a, nil
 }
 
 type flatParser struct {
-	file string
-	a    *Attrs
+	file  string
+	a     *Attrs
+	class *uint32
 }
 
 // records parses up to count records from b (count < 0 meaning "until b is used up", for nested
@@ -120,6 +130,11 @@ func (p *flatParser) records(b []byte, count uint64, depth int) (int, error) {
 func (p *flatParser) set(typ uint32, val []byte) {
 	a := p.a
 	switch typ {
+	case ckaClass:
+		if p.class == nil && len(val) == 4 {
+			v := hostOrder.Uint32(val)
+			p.class = &v
+		}
 	case ckaLabel:
 		if a.Label == nil {
 			a.Label = val
