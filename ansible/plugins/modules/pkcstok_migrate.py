@@ -1,0 +1,781 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+
+# Copyright: (c) 2025, ocktools contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: pkcstok_migrate
+short_description: Migrate an openCryptoki token repository to the 3.12 format
+version_added: "0.1.0"
+description:
+  - Wraps the C(pkcstok-migrate) command line tool, which migrates an openCryptoki PKCS#11 token
+    repository (Soft, ICA, CCA or EP11 token) to the 3.12 data store format and sets
+    C(tokversion = 3.12) for the slot in C(opencryptoki.conf).
+  - The tool first computes a read-only plan (C(pkcstok-migrate plan)). When the plan finds nothing
+    to do (the token is already in the 3.12 format and the conf already says so), the module reports
+    C(changed=false) and does not write anything.
+  - Otherwise the module runs C(pkcstok-migrate apply), which makes backups
+    (C(<datastore>_BAK) and C(<confdir>/opencryptoki.conf_BAK)), re-encrypts the objects, verifies
+    the new repository and switches it in atomically.
+  - With I(state=rolled_back) the module runs C(pkcstok-migrate rollback), which switches back to the
+    backups made by an earlier migration.
+  - PINs are passed to the tool only as a JSON request on its standard input, never on its command
+    line and never in a file written by the module.
+options:
+  slot:
+    description:
+      - Slot number of the token, as in C(opencryptoki.conf).
+    type: int
+    required: true
+  datastore:
+    description:
+      - Token repository directory (for example C(/var/lib/opencryptoki/swtok)).
+      - When not set, the tool uses the slot's directory derived from C(opencryptoki.conf).
+    type: path
+  confdir:
+    description:
+      - Directory that holds C(opencryptoki.conf).
+    type: path
+    default: /etc/opencryptoki
+  so_pin:
+    description:
+      - SO PIN of the token.
+      - Mutually exclusive with I(so_pin_file).
+      - Never logged; still use Ansible Vault or C(no_log) for the variable that holds it.
+    type: str
+  user_pin:
+    description:
+      - User PIN of the token.
+      - Mutually exclusive with I(user_pin_file).
+      - Never logged; still use Ansible Vault or C(no_log) for the variable that holds it.
+    type: str
+  so_pin_file:
+    description:
+      - Path, on the managed host, of a file that holds the SO PIN.
+      - Mutually exclusive with I(so_pin).
+    type: path
+  user_pin_file:
+    description:
+      - Path, on the managed host, of a file that holds the user PIN.
+      - Mutually exclusive with I(user_pin).
+    type: path
+  binary:
+    description:
+      - Path of the C(pkcstok-migrate) executable on the managed host.
+      - When not set, C(pkcstok-migrate) is searched for in C(PATH) and the usual sbin directories.
+    type: path
+  state:
+    description:
+      - C(migrated) makes sure the token repository is in the 3.12 format.
+      - C(rolled_back) switches back to the backups made by an earlier migration. When there is
+        nothing to roll back, the module reports C(changed=false).
+    type: str
+    choices: [migrated, rolled_back]
+    default: migrated
+  stop_slot_daemon:
+    description:
+      - Stop C(pkcsslotd) before changing the repository and start it again afterwards, also when
+        the migration fails.
+      - Uses C(systemctl) when systemd is running, otherwise C(service).
+      - The daemon is only stopped when a change is actually going to be made, and only started again
+        when it was running before. Check mode never touches the daemon.
+      - When C(false) and the daemon is running, the tool refuses to change the repository
+        (error code C(slot_daemon_running)).
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details:
+      - Check mode runs C(pkcstok-migrate plan) only. With I(state=rolled_back) it reports what would
+        be rolled back from the backups that exist, and never runs the rollback.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: full
+    details:
+      - Returns the change of C(opencryptoki.conf) and, for I(state=migrated), the format of every
+        token object before and after.
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+requirements:
+  - C(pkcstok-migrate) installed on the managed host.
+notes:
+  - The tool must run as root (use C(become=true)); otherwise it fails with the error code C(not_root).
+  - The SO PIN and the user PIN are both needed to migrate a token that has private objects.
+  - I(so_pin) and I(user_pin) are marked C(no_log), so Ansible masks them in its output and logs. Keep
+    them in Ansible Vault, and set C(no_log=true) on tasks that handle them in other ways.
+  - Error results carry a machine-readable C(code) (for example C(wrong_pin),
+    C(slot_daemon_running), C(backup_exists)).
+  - The backups are left in place after a successful migration; remove them once the new repository
+    has been tested.
+author:
+  - ocktools contributors (@ocktools)
+'''
+
+EXAMPLES = r'''
+- name: Show what the migration of slot 3 would do
+  ocktools.pkcstok.pkcstok_migrate:
+    slot: 3
+    so_pin: "{{ vault_so_pin }}"
+    user_pin: "{{ vault_user_pin }}"
+  check_mode: true
+  diff: true
+  become: true
+  register: plan
+
+- name: Migrate slot 3, stopping pkcsslotd for the run
+  ocktools.pkcstok.pkcstok_migrate:
+    slot: 3
+    datastore: /var/lib/opencryptoki/swtok
+    confdir: /etc/opencryptoki
+    so_pin: "{{ vault_so_pin }}"
+    user_pin: "{{ vault_user_pin }}"
+    stop_slot_daemon: true
+  become: true
+
+- name: Migrate with PINs read from files on the managed host
+  ocktools.pkcstok.pkcstok_migrate:
+    slot: 3
+    so_pin_file: /root/.ock/so_pin
+    user_pin_file: /root/.ock/user_pin
+    binary: /usr/local/sbin/pkcstok-migrate
+  become: true
+
+- name: Roll slot 3 back to the backups
+  ocktools.pkcstok.pkcstok_migrate:
+    slot: 3
+    state: rolled_back
+    stop_slot_daemon: true
+  become: true
+'''
+
+RETURN = r'''
+changed:
+  description: Whether the repository or the conf was (or, in check mode, would be) changed.
+  returned: always
+  type: bool
+  sample: true
+plan:
+  description:
+    - The plan computed by C(pkcstok-migrate plan) (read-only), before any change was made.
+    - Holds nothing derived from a PIN.
+  returned: when I(state=migrated)
+  type: dict
+  contains:
+    changed:
+      description: Whether the plan has changes to make.
+      type: bool
+      returned: always
+    slot:
+      description: Slot number.
+      type: int
+      returned: always
+    token_type:
+      description: C(Soft), C(ICA), C(CCA) or C(EP11).
+      type: str
+      returned: always
+    datastore:
+      description: Absolute path of the token repository.
+      type: str
+      returned: always
+    conf:
+      description: Absolute path of C(opencryptoki.conf).
+      type: str
+      returned: always
+    format:
+      description: Current repository format, C(old), C(3.12) or C(mixed).
+      type: str
+      returned: always
+    objects:
+      description: One entry per token object (file, private, format, class, class_name, label, id, size, new_size, action).
+      type: list
+      elements: dict
+      returned: always
+    counts:
+      description: Object counts (total, public, private, reencrypt, rewrap_header, none).
+      type: dict
+      returned: always
+    key_files:
+      description: What happens to NVTOK.DAT, MK_SO and MK_USER.
+      type: list
+      elements: dict
+      returned: always
+    conf_diff:
+      description: Unified diff of C(opencryptoki.conf); empty when the conf stays as it is.
+      type: str
+      returned: always
+    fingerprint:
+      description: C(sha256:<hex>) over the repository and the conf as they were planned.
+      type: str
+      returned: always
+    warnings:
+      description: Warnings of the tool.
+      type: list
+      elements: str
+      returned: always
+    incomplete:
+      description: What the plan could not look at (for example private objects when no PINs were given).
+      type: list
+      elements: str
+      returned: always
+    steps:
+      description: The operations apply would carry out, in order.
+      type: list
+      elements: dict
+      returned: always
+  sample:
+    changed: true
+    slot: 3
+    token_type: Soft
+    datastore: /var/lib/opencryptoki/swtok
+    conf: /etc/opencryptoki/opencryptoki.conf
+    format: old
+    counts: {total: 3, public: 1, private: 2, reencrypt: 2, rewrap_header: 1, none: 0}
+result:
+  description:
+    - The result printed by C(pkcstok-migrate apply) or C(pkcstok-migrate rollback).
+  returned: when apply or rollback ran (not in check mode)
+  type: dict
+  sample:
+    changed: true
+    operation: apply
+    slot: 3
+    token_type: Soft
+    datastore: /var/lib/opencryptoki/swtok
+    conf: /etc/opencryptoki/opencryptoki.conf
+    backup: {datastore: /var/lib/opencryptoki/swtok_BAK, conf: /etc/opencryptoki/opencryptoki.conf_BAK}
+    objects_migrated: 3
+    objects_total: 3
+    verified: true
+backup_datastore:
+  description:
+    - Backup of the token repository (C(<datastore>_BAK)).
+    - With I(state=rolled_back) in check mode, the backup that the rollback would switch back to.
+  returned: when the tool made or found a backup, or in check mode with I(state=rolled_back) when it exists
+  type: str
+  sample: /var/lib/opencryptoki/swtok_BAK
+backup_conf:
+  description:
+    - Backup of C(opencryptoki.conf) (C(<confdir>/opencryptoki.conf_BAK)).
+    - With I(state=rolled_back) in check mode, the backup that the rollback would switch back to.
+  returned: when the tool made or found a backup, or in check mode with I(state=rolled_back) when it exists
+  type: str
+  sample: /etc/opencryptoki/opencryptoki.conf_BAK
+slot_daemon:
+  description: What the module did with C(pkcsslotd).
+  returned: when I(stop_slot_daemon=true) and not in check mode
+  type: dict
+  contains:
+    was_running:
+      description: Whether the daemon was running before the run.
+      type: bool
+    stopped:
+      description: Whether the module stopped the daemon.
+      type: bool
+    started:
+      description: Whether the module started the daemon again.
+      type: bool
+  sample: {was_running: true, stopped: true, started: true}
+code:
+  description:
+    - Machine-readable error code of the tool, on failure.
+    - One of C(wrong_pin), C(user_pin_not_set), C(slot_daemon_running), C(repository_in_use), C(locked),
+      C(stale_plan), C(slot_not_found), C(unsupported_token), C(conf_invalid), C(corrupt_repository),
+      C(backup_exists), C(bad_request), C(not_root), C(group_not_found), C(io_error), C(verify_failed),
+      C(internal), or C(slot_daemon_control) when pkcsslotd could not be stopped or started.
+  returned: failure
+  type: str
+  sample: wrong_pin
+details:
+  description: Code-specific details of the tool's error (file names, process ids, ...).
+  returned: failure, when the tool gives them
+  type: dict
+  sample: {pids: [1234]}
+rc:
+  description: Exit status of the tool.
+  returned: failure
+  type: int
+  sample: 1
+msg:
+  description: What happened, in plain words.
+  returned: always
+  type: str
+  sample: "slot 3: migrated 3 of 3 objects"
+diff:
+  description:
+    - In diff mode, a list with the change of C(opencryptoki.conf) (before/after text, headers set to
+      the conf path) and, for I(state=migrated), the format of every object file before and after.
+    - The object entry holds before/after dicts that map C(TOK_OBJ/<file>) (and the key files that
+      change) to their format, for example C(old) before and C(3.12 (reencrypt)) after.
+  returned: diff mode
+  type: list
+  elements: dict
+'''
+
+import json
+import os
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native, to_text
+
+CONF_NAME = 'opencryptoki.conf'
+BAK_SUFFIX = '_BAK'
+
+_HUNK_RE = re.compile(r'^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@')
+
+
+class DiffError(Exception):
+    pass
+
+
+def apply_unified_diff(text, diff):
+    """Apply a unified diff (one file, any number of hunks) to text and return the result.
+
+    Strict: every context and removed line must match exactly at the position the hunk header
+    names (no fuzz, no offset search), otherwise DiffError is raised.
+    """
+    if not diff:
+        return text
+    src = text.splitlines(True)
+    lines = diff.splitlines(True)
+    out = []
+    pos = 0
+    i = 0
+    n = len(lines)
+    # File headers before the first hunk.
+    while i < n and not lines[i].startswith('@@'):
+        if lines[i].startswith(('--- ', '+++ ', 'diff ', 'index ')) or lines[i].strip() == '':
+            i += 1
+            continue
+        raise DiffError('unexpected line %d before the first hunk: %r' % (i + 1, lines[i]))
+    if i >= n:
+        raise DiffError('the diff holds no hunk')
+    hunk_no = 0
+    while i < n:
+        m = _HUNK_RE.match(lines[i])
+        if not m:
+            if lines[i].strip() == '':
+                i += 1
+                continue
+            raise DiffError('expected a hunk header at line %d, got %r' % (i + 1, lines[i]))
+        hunk_no += 1
+        old_start = int(m.group(1))
+        old_len = int(m.group(2)) if m.group(2) is not None else 1
+        new_len = int(m.group(4)) if m.group(4) is not None else 1
+        i += 1
+        old, new = [], []
+        last = None
+        while i < n and (len(old) < old_len or len(new) < new_len or lines[i].startswith('\\')):
+            line = lines[i]
+            i += 1
+            if line.startswith('\\'):
+                # "\ No newline at end of file" applies to the line just before it.
+                if last in (' ', '-') and old:
+                    old[-1] = old[-1].rstrip('\r\n')
+                if last in (' ', '+') and new:
+                    new[-1] = new[-1].rstrip('\r\n')
+                continue
+            tag, body = line[:1], line[1:]
+            if tag in ('\n', '\r'):
+                # an empty context line whose leading blank was dropped
+                tag, body = ' ', line
+            if tag == ' ':
+                old.append(body)
+                new.append(body)
+            elif tag == '-':
+                old.append(body)
+            elif tag == '+':
+                new.append(body)
+            else:
+                raise DiffError('hunk %d: unexpected line %r' % (hunk_no, line))
+            last = tag
+        if len(old) != old_len or len(new) != new_len:
+            raise DiffError('hunk %d is truncated' % hunk_no)
+        start = old_start - 1 if old_len > 0 else old_start
+        if start < pos or start + old_len > len(src):
+            raise DiffError('hunk %d is out of range' % hunk_no)
+        if src[start:start + old_len] != old:
+            raise DiffError('hunk %d does not match the current file' % hunk_no)
+        out.extend(src[pos:start])
+        out.extend(new)
+        pos = start + old_len
+    out.extend(src[pos:])
+    return ''.join(out)
+
+
+def read_text(path):
+    with open(path, 'rb') as f:
+        return to_text(f.read(), errors='surrogate_or_replace')
+
+
+class Runner(object):
+    def __init__(self, module, binary):
+        self.module = module
+        self.binary = binary
+
+    def run(self, sub, request):
+        """Run one subcommand. Returns (rc, doc, stderr); doc is None when stdout is not JSON."""
+        args = [self.binary, sub, '--request', '-']
+        rc, out, err = self.module.run_command(args, data=json.dumps(request), binary_data=True)
+        doc = None
+        try:
+            doc = json.loads(out)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            doc = None
+        return rc, doc, err, out
+
+    @staticmethod
+    def error_of(doc):
+        if doc and isinstance(doc.get('error'), dict):
+            return doc['error']
+        return None
+
+
+class SlotDaemon(object):
+    """Stops pkcsslotd for the run and starts it again afterwards (only if it was running)."""
+
+    def __init__(self, module):
+        self.module = module
+        self.was_running = False
+        self.stopped = False
+        self.started = False
+        self.systemd = os.path.isdir('/run/systemd/system')
+        self.tool = None
+
+    def _cmd(self, action):
+        m = self.module
+        if self.systemd:
+            tool = m.get_bin_path('systemctl')
+            if tool:
+                return [tool, action, 'pkcsslotd']
+        tool = m.get_bin_path('service')
+        if tool:
+            return [tool, 'pkcsslotd', action]
+        return None
+
+    def status(self):
+        return dict(was_running=self.was_running, stopped=self.stopped, started=self.started)
+
+    def stop(self):
+        """Returns None on success, else an error message."""
+        cmd = self._cmd('status')
+        if cmd is None:
+            return ('cannot stop pkcsslotd: neither systemctl (with systemd running) nor service was found; '
+                    'stop the slot daemon yourself or install one of them')
+        if self.systemd and cmd[1] == 'status':
+            cmd[1] = 'is-active'
+        rc, dummy, dummy = self.module.run_command(cmd)
+        self.was_running = rc == 0
+        if not self.was_running:
+            return None
+        cmd = self._cmd('stop')
+        rc, out, err = self.module.run_command(cmd)
+        if rc != 0:
+            return 'could not stop pkcsslotd (%s exited %d): %s' % (' '.join(cmd), rc, (err or out).strip())
+        self.stopped = True
+        return None
+
+    def start(self):
+        if not self.stopped:
+            return None
+        cmd = self._cmd('start')
+        rc, out, err = self.module.run_command(cmd)
+        if rc != 0:
+            return 'could not start pkcsslotd again (%s exited %d): %s' % (' '.join(cmd), rc, (err or out).strip())
+        self.started = True
+        return None
+
+
+def fail_from(module, sub, rc, doc, err, out, **extra):
+    e = Runner.error_of(doc)
+    if e is not None:
+        kw = dict(extra)
+        kw.update(code=e.get('code', 'internal'), rc=rc)
+        if e.get('details'):
+            kw['details'] = e['details']
+        if e.get('field'):
+            kw['field'] = e['field']
+        if err:
+            kw['stderr'] = err
+        module.fail_json(msg=to_native(e.get('message') or ('pkcstok-migrate %s failed' % sub)), **kw)
+    kw = dict(extra)
+    module.fail_json(msg='pkcstok-migrate %s failed with exit status %d and printed no JSON result' % (sub, rc),
+                     code='internal', rc=rc, stdout=out, stderr=err, **kw)
+
+
+def object_diff(plan):
+    before, after = {}, {}
+    for o in plan.get('objects') or []:
+        name = 'TOK_OBJ/%s' % o.get('file')
+        fmt = o.get('format') or 'unknown'
+        action = o.get('action') or 'none'
+        before[name] = fmt
+        after[name] = fmt if action == 'none' else '3.12 (%s)' % action
+    for k in plan.get('key_files') or []:
+        action = k.get('action') or 'none'
+        if action == 'none':
+            continue
+        name = k.get('file')
+        before[name] = 'missing' if action == 'create' else (plan.get('format') or 'unknown')
+        after[name] = '3.12 (%s)' % action
+    return dict(before_header='%s (objects)' % plan.get('datastore', 'datastore'),
+                after_header='%s (objects)' % plan.get('datastore', 'datastore'),
+                before=before, after=after)
+
+
+def conf_diff_entry(module, plan, warnings):
+    conf = plan.get('conf') or os.path.join(module.params['confdir'], CONF_NAME)
+    udiff = plan.get('conf_diff') or ''
+    try:
+        before = read_text(conf)
+    except (IOError, OSError) as e:
+        warnings.append('could not read %s for the diff: %s' % (conf, to_native(e)))
+        return dict(prepared=udiff) if udiff else None
+    try:
+        after = apply_unified_diff(before, udiff)
+    except DiffError as e:
+        warnings.append('could not apply the conf diff of the plan to %s (%s); showing it as it is'
+                        % (conf, to_native(e)))
+        return dict(prepared=udiff)
+    return dict(before_header=conf, after_header=conf, before=before, after=after)
+
+
+def build_request(module, with_pins=True):
+    p = module.params
+    req = dict(slot=p['slot'], confdir=p['confdir'])
+    if p['datastore']:
+        req['datastore'] = p['datastore']
+    if with_pins:
+        for k in ('so_pin', 'user_pin', 'so_pin_file', 'user_pin_file'):
+            if p[k] is not None and p[k] != '':
+                req[k] = p[k]
+    return req
+
+
+def backups_of(result):
+    out = {}
+    b = result.get('backup') or {}
+    if b.get('datastore'):
+        out['backup_datastore'] = b['datastore']
+    if b.get('conf'):
+        out['backup_conf'] = b['conf']
+    return out
+
+
+def run_with_daemon_stopped(module, runner, sub, request, ret):
+    """Run a changing subcommand; stop/start pkcsslotd around it when asked. Fails the module on error."""
+    daemon = SlotDaemon(module) if module.params['stop_slot_daemon'] else None
+    rc, doc, err, out = None, None, '', ''
+    start_err = None
+    try:
+        if daemon is not None:
+            stop_err = daemon.stop()
+            ret['slot_daemon'] = daemon.status()
+            if stop_err:
+                module.fail_json(msg=stop_err, code='slot_daemon_control', **ret)
+        rc, doc, err, out = runner.run(sub, request)
+    finally:
+        if daemon is not None:
+            start_err = daemon.start()
+            ret['slot_daemon'] = daemon.status()
+    return rc, doc, err, out, start_err
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            slot=dict(type='int', required=True),
+            datastore=dict(type='path'),
+            confdir=dict(type='path', default='/etc/opencryptoki'),
+            so_pin=dict(type='str', no_log=True),
+            user_pin=dict(type='str', no_log=True),
+            so_pin_file=dict(type='path'),
+            user_pin_file=dict(type='path'),
+            binary=dict(type='path'),
+            state=dict(type='str', default='migrated', choices=['migrated', 'rolled_back']),
+            stop_slot_daemon=dict(type='bool', default=False),
+        ),
+        mutually_exclusive=[('so_pin', 'so_pin_file'), ('user_pin', 'user_pin_file')],
+        supports_check_mode=True,
+    )
+    module.run_command_environ_update = dict(LANG='C', LC_ALL='C', LC_MESSAGES='C', LC_CTYPE='C')
+    p = module.params
+
+    if p['binary']:
+        binary = p['binary']
+        if not os.path.isfile(binary) or not os.access(binary, os.X_OK):
+            module.fail_json(msg='binary %s does not exist or is not executable' % binary, code='bad_request')
+    else:
+        binary = module.get_bin_path('pkcstok-migrate', opt_dirs=['/usr/local/sbin', '/usr/sbin', '/sbin'])
+        if not binary:
+            module.fail_json(msg='pkcstok-migrate was not found in PATH; install it or set the binary option',
+                             code='bad_request')
+    runner = Runner(module, binary)
+
+    if p['state'] == 'rolled_back':
+        rollback(module, runner)
+    else:
+        migrate(module, runner)
+
+
+def migrate(module, runner):
+    warnings = []
+    req = build_request(module)
+    ret = dict(changed=False)
+
+    rc, plan, err, out = runner.run('plan', req)
+    perr = Runner.error_of(plan)
+    if rc not in (0, 2) or plan is None or perr is not None:
+        fail_from(module, 'plan', rc, plan, err, out)
+    changed = bool(plan.get('changed')) or rc == 2
+    ret['plan'] = plan
+    ret['changed'] = changed
+    for w in plan.get('warnings') or []:
+        warnings.append(to_text(w))
+
+    if module._diff:
+        diffs = []
+        c = conf_diff_entry(module, plan, warnings)
+        if c is not None:
+            diffs.append(c)
+        diffs.append(object_diff(plan))
+        ret['diff'] = diffs
+
+    if not changed:
+        ret['msg'] = 'slot %s is already in the 3.12 format' % plan.get('slot', module.params['slot'])
+        finish(module, ret, warnings)
+
+    if module.check_mode:
+        counts = plan.get('counts') or {}
+        ret['msg'] = 'slot %s would be migrated (%s of %s objects to re-encrypt or rewrite)' % (
+            plan.get('slot', module.params['slot']),
+            counts.get('reencrypt', 0) + counts.get('rewrap_header', 0), counts.get('total', 0))
+        finish(module, ret, warnings)
+
+    rc, result, err, out, start_err = run_with_daemon_stopped(module, runner, 'apply', req, ret)
+    if rc != 0 or result is None or Runner.error_of(result) is not None:
+        if start_err:
+            ret['slot_daemon_error'] = start_err
+        ret.pop('changed', None)
+        fail_from(module, 'apply', rc, result, err, out, **ret)
+    ret['result'] = result
+    ret['changed'] = bool(result.get('changed'))
+    ret.update(backups_of(result))
+    for w in result.get('warnings') or []:
+        if w not in warnings:
+            warnings.append(to_text(w))
+    if start_err:
+        ret['msg'] = 'migration finished but ' + start_err
+        ret['code'] = 'slot_daemon_control'
+        module.fail_json(**ret)
+    ret['msg'] = 'slot %s: migrated %s of %s objects' % (
+        result.get('slot'), result.get('objects_migrated', 0), result.get('objects_total', 0))
+    finish(module, ret, warnings)
+
+
+def rollback(module, runner):
+    p = module.params
+    warnings = []
+    ret = dict(changed=False)
+    conf = os.path.join(p['confdir'], CONF_NAME)
+
+    if module.check_mode:
+        datastore = p['datastore']
+        if not datastore:
+            # Learn the slot's directory from a read-only plan without PINs.
+            rc, plan, err, out = runner.run('plan', build_request(module, with_pins=False))
+            if rc not in (0, 2) or plan is None or Runner.error_of(plan) is not None:
+                fail_from(module, 'plan', rc, plan, err, out)
+            datastore = plan.get('datastore')
+            conf = plan.get('conf') or conf
+        ds_bak = datastore.rstrip('/') + BAK_SUFFIX
+        conf_bak = conf + BAK_SUFFIX
+        if os.path.isdir(ds_bak):
+            ret['backup_datastore'] = ds_bak
+        if os.path.isfile(conf_bak):
+            ret['backup_conf'] = conf_bak
+        ret['changed'] = bool('backup_datastore' in ret or 'backup_conf' in ret)
+        if ret['changed']:
+            ret['msg'] = 'would roll back to %s' % ', '.join(
+                v for v in (ret.get('backup_datastore'), ret.get('backup_conf')) if v)
+        else:
+            ret['msg'] = 'nothing to roll back: neither %s nor %s exists' % (ds_bak, conf_bak)
+        if module._diff and 'backup_conf' in ret:
+            ret['diff'] = [rollback_conf_diff(conf, conf_bak, warnings)]
+        finish(module, ret, warnings)
+
+    before_conf = None
+    if module._diff:
+        try:
+            before_conf = read_text(conf)
+        except (IOError, OSError):
+            before_conf = None
+
+    req = build_request(module)
+    rc, result, err, out, start_err = run_with_daemon_stopped(module, runner, 'rollback', req, ret)
+    e = Runner.error_of(result)
+    if e is not None and e.get('code') == 'nothing_to_roll_back':
+        ret['changed'] = False
+        ret['msg'] = to_native(e.get('message') or 'nothing to roll back')
+        if start_err:
+            ret['msg'] += '; but ' + start_err
+            ret['code'] = 'slot_daemon_control'
+            module.fail_json(**ret)
+        finish(module, ret, warnings)
+    if rc != 0 or result is None or e is not None:
+        if start_err:
+            ret['slot_daemon_error'] = start_err
+        ret.pop('changed', None)
+        fail_from(module, 'rollback', rc, result, err, out, **ret)
+    ret['result'] = result
+    ret['changed'] = bool(result.get('changed'))
+    ret.update(backups_of(result))
+    for w in result.get('warnings') or []:
+        warnings.append(to_text(w))
+    if module._diff and ret['changed']:
+        conf = result.get('conf') or conf
+        try:
+            after_conf = read_text(conf)
+            ret['diff'] = [dict(before_header=conf, after_header=conf, before=before_conf or '', after=after_conf)]
+        except (IOError, OSError) as ex:
+            warnings.append('could not read %s for the diff: %s' % (conf, to_native(ex)))
+    if start_err:
+        ret['msg'] = 'rollback finished but ' + start_err
+        ret['code'] = 'slot_daemon_control'
+        module.fail_json(**ret)
+    ret['msg'] = 'slot %s rolled back' % result.get('slot', p['slot'])
+    finish(module, ret, warnings)
+
+
+def rollback_conf_diff(conf, conf_bak, warnings):
+    try:
+        before = read_text(conf)
+    except (IOError, OSError):
+        before = ''
+    try:
+        after = read_text(conf_bak)
+    except (IOError, OSError) as e:
+        warnings.append('could not read %s for the diff: %s' % (conf_bak, to_native(e)))
+        after = before
+    return dict(before_header=conf, after_header=conf, before=before, after=after)
+
+
+def finish(module, ret, warnings):
+    for w in warnings:
+        module.warn(w)
+    module.exit_json(**ret)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,281 @@
+#!/bin/bash
+# Tests for the ocktools.pkcstok collection, run with the real ansible-playbook against localhost.
+#
+#   PKCSTOK_MIGRATE_BIN=/path/to/pkcstok-migrate ansible/tests/run.sh [FIXTURE_DIR]
+#
+# FIXTURE_DIR holds swtok/ and conf/ (default: tokens/testdata/fixtures/soft-small/before, slot 3,
+# PINs sopin123/user1234; override with PKCSTOK_SLOT, PKCSTOK_SO_PIN, PKCSTOK_USER_PIN).
+# Without ansible-playbook: fails when CI=true, else skips. Without PKCSTOK_MIGRATE_BIN: fails when
+# CI=true, else uses the fake binary tests/fake-pkcstok-migrate (module development only).
+# Needs root (the tool refuses to run otherwise; the copies get group pkcs11).
+# KEEP=1 keeps the work directory. Last line: "N passed, M failed".
+set -u
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+COLL=$(dirname "$HERE")
+FIXTURE=${1:-${PKCSTOK_FIXTURE:-$COLL/../tokens/testdata/fixtures/soft-small/before}}
+SLOT=${PKCSTOK_SLOT:-3}
+SO_PIN=${PKCSTOK_SO_PIN:-sopin123}
+USER_PIN=${PKCSTOK_USER_PIN:-user1234}
+CI=${CI:-}
+
+if ! command -v ansible-playbook >/dev/null 2>&1; then
+    if [ "$CI" = true ]; then
+        echo "FAIL: ansible-playbook not found (CI=true); install ansible-core" >&2
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+    echo "SKIP: ansible-playbook not found; install ansible-core to run the collection tests"
+    exit 0
+fi
+
+BIN=${PKCSTOK_MIGRATE_BIN:-}
+if [ -z "$BIN" ]; then
+    if [ "$CI" = true ]; then
+        echo "FAIL: PKCSTOK_MIGRATE_BIN is not set (CI=true)" >&2
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+    BIN=$HERE/fake-pkcstok-migrate
+    echo "NOTE: PKCSTOK_MIGRATE_BIN not set; using the FAKE binary $BIN"
+fi
+BIN=$(readlink -f "$BIN")
+if [ ! -x "$BIN" ]; then
+    echo "FAIL: $BIN is not executable" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+if [ ! -d "$FIXTURE/swtok" ] || [ ! -f "$FIXTURE/conf/opencryptoki.conf" ]; then
+    echo "FAIL: fixture $FIXTURE needs swtok/ and conf/opencryptoki.conf" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+FIXTURE=$(readlink -f "$FIXTURE")
+
+W=$(mktemp -d /tmp/pkcstok-ansible-test.XXXXXX)
+if [ "${KEEP:-}" = 1 ]; then
+    echo "work directory: $W"
+else
+    trap 'rm -rf "$W"' EXIT
+fi
+mkdir -p "$W/coll/ansible_collections/ocktools" "$W/tmp" "$W/rtmp" "$W/out"
+cp -a "$COLL" "$W/coll/ansible_collections/ocktools/pkcstok"
+rm -rf "$W/coll/ansible_collections/ocktools/pkcstok/tests/output"
+CROOT=$W/coll/ansible_collections/ocktools/pkcstok
+cp "$HERE/playbooks/migrate.yml" "$W/migrate.yml"
+
+export ANSIBLE_COLLECTIONS_PATH=$W/coll
+export ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_INVENTORY_UNPARSED_WARNING=false
+export ANSIBLE_LOCAL_TEMP=$W/tmp ANSIBLE_REMOTE_TEMP=$W/rtmp ANSIBLE_RETRY_FILES_ENABLED=false
+export ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 ANSIBLE_STDOUT_CALLBACK=default
+# The Python that runs ansible (has ansible and ansible_test on its path).
+APY=$(sed -n '1s/^#! *\([^ ]*\).*/\1/p' "$(command -v ansible-playbook)")
+case "$APY" in */env) APY=$(command -v python3) ;; esac
+[ -x "$APY" ] || APY=/usr/bin/python3
+export ANSIBLE_PYTHON_INTERPRETER=${ANSIBLE_PYTHON_INTERPRETER:-$APY}
+export ANSIBLE_CONFIG=$W/ansible.cfg
+printf '[defaults]\n' > "$W/ansible.cfg"
+cd "$W" || exit 1
+
+PASS=0
+FAILN=0
+ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
+bad() { FAILN=$((FAILN + 1)); echo "FAIL - $*"; }
+
+if ! getent group pkcs11 >/dev/null; then
+    groupadd -r pkcs11 || echo "warning: could not create group pkcs11"
+fi
+
+# prepare NAME: a fresh copy of the fixture in $W/NAME with the openCryptoki permissions.
+prepare() {
+    local d=$W/$1
+    rm -rf "$d"
+    mkdir -p "$d"
+    cp -a "$FIXTURE/swtok" "$FIXTURE/conf" "$d/"
+    find "$d/swtok" "$d/conf" -type d -exec chmod 0770 {} +
+    find "$d/swtok" "$d/conf" -type f -exec chmod 0660 {} +
+    chgrp -R pkcs11 "$d/swtok" "$d/conf" 2>/dev/null || true
+}
+
+# vars NAME [key: value lines...]: writes $W/NAME.vars.yml (0600).
+vars() {
+    local name=$1
+    shift
+    (
+        umask 077
+        {
+            echo "mig_slot: $SLOT"
+            echo "mig_datastore: '$W/$name/swtok'"
+            echo "mig_confdir: '$W/$name/conf'"
+            echo "mig_binary: '$BIN'"
+            echo "mig_so_pin: '$SO_PIN'"
+            echo "mig_user_pin: '$USER_PIN'"
+            for l in "$@"; do echo "$l"; done
+        } > "$W/$name.vars.yml"
+    )
+}
+
+# tree_hash DIR: types, modes, owners, names and contents of everything under DIR.
+tree_hash() {
+    (cd "$1" && find . -printf '%y %m %u:%g %s %p\n' | LC_ALL=C sort && \
+        find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum) | sha256sum | cut -d' ' -f1
+}
+# content_hash DIR: names and contents of the files of DIR.
+content_hash() {
+    (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum) | sha256sum | cut -d' ' -f1
+}
+
+# play OUT VARSNAME [ansible-playbook args...]: runs the test play; rc in $RC, output in $W/out/OUT.
+play() {
+    local out=$1 name=$2
+    shift 2
+    ansible-playbook -i localhost, -c local "$W/migrate.yml" \
+        -e "@$W/$name.vars.yml" "$@" > "$W/out/$out" 2>&1
+    RC=$?
+}
+recap_changed() { sed -n 's/.*localhost *: .*changed=\([0-9]*\).*/\1/p' "$W/out/$1" | tail -1; }
+show() { echo "----- $1 (last 40 lines)"; tail -40 "$W/out/$1"; echo "-----"; }
+
+CONF_REL=conf/opencryptoki.conf
+
+# 1. --check --diff: no byte changes, changed=1, conf diff shown.
+prepare c1
+vars c1
+H0=$(tree_hash "$W/c1")
+C0=$(content_hash "$W/c1/swtok"); F0=$(sha256sum < "$W/c1/$CONF_REL")
+play check.out c1 --check --diff
+H1=$(tree_hash "$W/c1")
+if [ "$RC" = 0 ] && [ "$(recap_changed check.out)" = 1 ] && [ "$H0" = "$H1" ] \
+    && grep -q "^+.*tokversion *= *3\.12" "$W/out/check.out" \
+    && grep -qF "after: $W/c1/$CONF_REL" "$W/out/check.out"; then
+    ok "1 check+diff: changed=1, conf diff shown, no byte changed"
+else
+    bad "1 check+diff (rc=$RC changed=$(recap_changed check.out) tree $( [ "$H0" = "$H1" ] && echo same || echo CHANGED))"
+    show check.out
+fi
+
+# 2. real run: changed=1, conf has tokversion = 3.12, backups made.
+play apply.out c1 --diff
+if [ "$RC" = 0 ] && [ "$(recap_changed apply.out)" = 1 ] \
+    && grep -q "^[^#]*tokversion *= *3\.12" "$W/c1/$CONF_REL" \
+    && [ -d "$W/c1/swtok_BAK" ] && [ -f "$W/c1/${CONF_REL}_BAK" ] \
+    && grep -qF "backup_datastore=$W/c1/swtok_BAK" "$W/out/apply.out"; then
+    ok "2 apply: changed=1, conf edited, backups $W/c1/swtok_BAK and conf_BAK made"
+else
+    bad "2 apply (rc=$RC changed=$(recap_changed apply.out))"
+    show apply.out
+fi
+
+# 3. the same run again: changed=0 (also in check mode), nothing written.
+H2=$(tree_hash "$W/c1")
+play again.out c1 --diff
+play againcheck.out c1 --check --diff
+RC2=$RC
+play again.out c1 --diff
+H3=$(tree_hash "$W/c1")
+if [ "$RC" = 0 ] && [ "$RC2" = 0 ] && [ "$(recap_changed again.out)" = 0 ] \
+    && [ "$(recap_changed againcheck.out)" = 0 ] && [ "$H2" = "$H3" ]; then
+    ok "3 rerun: changed=0 (check and real), nothing written"
+else
+    bad "3 rerun (rc=$RC/$RC2 changed=$(recap_changed again.out)/$(recap_changed againcheck.out) tree $( [ "$H2" = "$H3" ] && echo same || echo CHANGED))"
+    show again.out
+    show againcheck.out
+fi
+
+# 4. wrong PIN: fails with code wrong_pin, repository byte-identical, wrong PIN not shown.
+WRONG=wr0ngP1N77
+prepare c4
+vars c4 "mig_user_pin: '$WRONG'"
+H0=$(tree_hash "$W/c4")
+play wrongpin.out c4 --diff
+H1=$(tree_hash "$W/c4")
+if [ "$RC" != 0 ] && grep -q '"code": "wrong_pin"' "$W/out/wrongpin.out" && [ "$H0" = "$H1" ] \
+    && ! grep -qF "$WRONG" "$W/out/wrongpin.out"; then
+    ok "4 wrong PIN: failed with code wrong_pin, nothing changed, PIN not shown"
+else
+    bad "4 wrong PIN (rc=$RC tree $( [ "$H0" = "$H1" ] && echo same || echo CHANGED))"
+    show wrongpin.out
+fi
+
+# 5. PINs never in -vvv output, never on the binary's argv.
+prepare c5
+cat > "$W/wrap.sh" <<WRAP
+#!/bin/sh
+echo "\$@" >> "$W/argv.log"
+exec "$BIN" "\$@"
+WRAP
+chmod 0755 "$W/wrap.sh"
+: > "$W/argv.log"
+vars c5 "mig_binary: '$W/wrap.sh'"
+sed -i "/^mig_binary: '$(printf '%s' "$BIN" | sed 's/[\/&]/\\&/g')'\$/d" "$W/c5.vars.yml"
+play vvv.out c5 --diff -vvv
+LEAK=""
+for p in "$SO_PIN" "$USER_PIN"; do
+    grep -qF -- "$p" "$W/out/vvv.out" && LEAK="$LEAK output"
+    grep -qF -- "$p" "$W/argv.log" && LEAK="$LEAK argv"
+done
+if [ "$RC" = 0 ] && [ "$(recap_changed vvv.out)" = 1 ] && [ -z "$LEAK" ] \
+    && grep -q '^plan --request -$' "$W/argv.log" && grep -q '^apply --request -$' "$W/argv.log" \
+    && grep -q 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER' "$W/out/vvv.out"; then
+    ok "5 no_log: PINs in neither -vvv output nor argv ($(tr '\n' ';' < "$W/argv.log"))"
+else
+    bad "5 no_log (rc=$RC changed=$(recap_changed vvv.out) leak:${LEAK:-none})"
+    show vvv.out
+    cat "$W/argv.log"
+fi
+
+# 6. ansible-doc renders.
+ansible-doc -M "$COLL/plugins/modules" pkcstok_migrate > "$W/out/doc.out" 2>&1
+RC=$?
+if [ "$RC" = 0 ] && grep -q 'so_pin_file' "$W/out/doc.out" && grep -q 'stop_slot_daemon' "$W/out/doc.out" \
+    && grep -q 'EXAMPLES' "$W/out/doc.out" && grep -q 'RETURN VALUES' "$W/out/doc.out" \
+    && ! grep -q '^\[WARNING\]\|^ERROR' "$W/out/doc.out"; then
+    ok "6 ansible-doc renders"
+else
+    bad "6 ansible-doc (rc=$RC)"
+    show doc.out
+fi
+
+# 7. validate-modules (offline) and runtime-metadata.
+SANITY=$("$APY" -c 'import ansible_test, os; print(os.path.join(os.path.dirname(ansible_test.__file__), "_util/controller/sanity"))' 2>/dev/null)
+if [ -z "$SANITY" ] || [ ! -f "$SANITY/validate-modules/validate.py" ]; then
+    bad "7 validate-modules: ansible_test not found"
+else
+    (cd "$CROOT" && "$APY" "$SANITY/validate-modules/validate.py" --format plain --arg-spec \
+        --collection ansible_collections/ocktools/pkcstok --collection-version 0.1.0 \
+        plugins/modules/pkcstok_migrate.py) > "$W/out/vm.out" 2>&1
+    RC=$?
+    (cd "$CROOT" && "$APY" "$SANITY/code-smell/runtime-metadata.py" meta/runtime.yml) > "$W/out/rm.out" 2>&1
+    RC2=$?
+    if [ "$RC" = 0 ] && [ ! -s "$W/out/vm.out" ] && [ "$RC2" = 0 ] && [ ! -s "$W/out/rm.out" ]; then
+        ok "7 validate-modules and runtime-metadata clean"
+    else
+        bad "7 validate-modules rc=$RC / runtime-metadata rc=$RC2"
+        cat "$W/out/vm.out" "$W/out/rm.out"
+    fi
+fi
+
+# 8. rollback: check mode changes nothing, real rollback restores the original files, then changed=0.
+vars c1r "mig_state: rolled_back" 
+sed -i "s#/c1r/#/c1/#" "$W/c1r.vars.yml"
+H0=$(tree_hash "$W/c1")
+play rbcheck.out c1r --check --diff
+RCC=$RC
+H1=$(tree_hash "$W/c1")
+play rb.out c1r --diff
+RCR=$RC
+play rb2.out c1r --diff
+if [ "$RCC" = 0 ] && [ "$(recap_changed rbcheck.out)" = 1 ] && [ "$H0" = "$H1" ] \
+    && [ "$RCR" = 0 ] && [ "$(recap_changed rb.out)" = 1 ] \
+    && [ "$(content_hash "$W/c1/swtok")" = "$C0" ] && [ "$(sha256sum < "$W/c1/$CONF_REL")" = "$F0" ] \
+    && [ "$RC" = 0 ] && [ "$(recap_changed rb2.out)" = 0 ]; then
+    ok "8 rollback: check changes nothing, rollback restores the original bytes, rerun changed=0"
+else
+    bad "8 rollback (check rc=$RCC changed=$(recap_changed rbcheck.out), rollback rc=$RCR changed=$(recap_changed rb.out), again rc=$RC changed=$(recap_changed rb2.out))"
+    show rbcheck.out
+    show rb.out
+    show rb2.out
+fi
+
+echo "$PASS passed, $FAILN failed"
+[ "$FAILN" = 0 ]
