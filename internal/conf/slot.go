@@ -196,9 +196,6 @@ func (f *File) slotFromBlock(b *Node) (*Slot, error) {
 			s.TokVersionKind = KindString
 		default:
 			s.TokVersionKind = KindOther
-			if tv.Pos.End > tv.Pos.Start {
-				s.TokVersion = string(f.Data[tv.Pos.Start:tv.Pos.End])
-			}
 		}
 	}
 	return s, nil

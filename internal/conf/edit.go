@@ -1,0 +1,258 @@
+package conf
+
+import (
+	"bytes"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/pmezard/go-difflib/difflib"
+)
+
+// Edit actions.
+const (
+	ActionInsert  = "insert"  // a tokversion line was added
+	ActionReplace = "replace" // the tokversion value was replaced
+	ActionNone    = "none"    // tokversion already is 3.12; Content is the input
+)
+
+// Edit is the change SetTokVersion makes. Content == Data[:Offset] + New + Data[Offset+len(Old):].
+type Edit struct {
+	Action  string
+	Slot    *Slot
+	Offset  int    // byte offset of the change in the original
+	Old     string // bytes replaced ("" for insert and none)
+	New     string // bytes put in their place
+	Line    int    // 1-based line of the change in the original
+	Content []byte // the whole new file
+	Diff    string // unified diff of the change; "" for none
+}
+
+// SetTokVersion computes the file with the slot's tokversion set to 3.12 (spec §7.6), touching
+// nothing else:
+//   - absent: one line "tokversion = 3.12" is inserted before the block's closing brace,
+//     indented like the block's last key line and ended like the line before it (CRLF or LF);
+//     when the brace shares its line with other text the key is put on that line before it;
+//   - a version value or a string other than 3.12: only the value's characters (inside the
+//     quotes for a string) are replaced;
+//   - already 3.12: Action "none";
+//   - anything else (tokversion = 3, a word, a block): ErrTokVersionInvalid.
+//
+// The result is parsed again and must give the same tree as before plus the new value;
+// otherwise the error is ErrInternal and nothing should be written.
+func (f *File) SetTokVersion(id uint64) (*Edit, error) {
+	s, err := f.Slot(id)
+	if err != nil {
+		return nil, err
+	}
+	e := &Edit{Slot: s}
+	switch {
+	case s.TokVersionKind == KindOther:
+		tv := s.tokVersion
+		return nil, fmt.Errorf("%s: line %d: slot %d: tokversion is a %s (%q): %w; set it to 3.12 by hand",
+			f.Name, tv.Line, s.ID, tv.Type, tv.Value, ErrTokVersionInvalid)
+	case s.TokVersionIs312():
+		e.Action = ActionNone
+		e.Offset = s.tokVersion.ValuePos.Start
+		e.Line = s.tokVersion.Line
+		e.Content = bytes.Clone(f.Data)
+		return e, nil
+	case s.TokVersionKind == KindVersion:
+		v := s.tokVersion.ValuePos
+		e.Action, e.Offset, e.Old, e.New = ActionReplace, v.Start, string(f.Data[v.Start:v.End]), TokVersion312
+	case s.TokVersionKind == KindString:
+		v := s.tokVersion.ValuePos
+		start, end := v.Start+1, v.End
+		if end-1 > v.Start && f.Data[end-1] == '"' {
+			end-- // closed string; one left open at end of file has no closing quote
+		}
+		e.Action, e.Offset, e.Old, e.New = ActionReplace, start, string(f.Data[start:end]), TokVersion312
+	default:
+		e.Action = ActionInsert
+		e.Offset, e.New = f.insertion(s.block)
+	}
+	e.Line = 1 + bytes.Count(f.Data[:e.Offset], []byte("\n"))
+	var b bytes.Buffer
+	b.Grow(len(f.Data) + len(e.New))
+	b.Write(f.Data[:e.Offset])
+	b.WriteString(e.New)
+	b.Write(f.Data[e.Offset+len(e.Old):])
+	e.Content = b.Bytes()
+	if err := f.checkEdit(s, e); err != nil {
+		return nil, err
+	}
+	e.Diff = UnifiedDiff(f.Data, e.Content)
+	return e, nil
+}
+
+// insertion returns where and what to insert for a block without tokversion.
+func (f *File) insertion(b *Node) (int, string) {
+	d := f.Data
+	close := b.Close
+	lineStart := bytes.LastIndexByte(d[:close], '\n') + 1
+	if isBlank(d[lineStart:close]) {
+		eol := "\n"
+		if lineStart >= 2 && d[lineStart-2] == '\r' {
+			eol = "\r\n"
+		}
+		return lineStart, f.keyIndent(b) + "tokversion = " + TokVersion312 + eol
+	}
+	// The brace shares its line with other text (slot 1 { stdll = x }).
+	if c := d[close-1]; c == ' ' || c == '\t' {
+		return close, "tokversion = " + TokVersion312 + " "
+	}
+	return close, " tokversion = " + TokVersion312
+}
+
+func isBlank(b []byte) bool {
+	for _, c := range b {
+		if c != ' ' && c != '\t' {
+			return false
+		}
+	}
+	return true
+}
+
+// lineIndent returns the blanks before the element n when n is the first thing on its line.
+func (f *File) lineIndent(n *Node) (string, bool) {
+	ls := bytes.LastIndexByte(f.Data[:n.Pos.Start], '\n') + 1
+	if pre := f.Data[ls:n.Pos.Start]; isBlank(pre) {
+		return string(pre), true
+	}
+	return "", false
+}
+
+// keyIndent is the indentation for a new key line in block b: that of the block's last element
+// that starts a line, else that of any top-level block's element that does, else four spaces.
+func (f *File) keyIndent(b *Node) string {
+	for i := len(b.Children) - 1; i >= 0; i-- {
+		if c := b.Children[i]; c.Type != NodeEOC {
+			if ind, ok := f.lineIndent(c); ok {
+				return ind
+			}
+		}
+	}
+	for _, n := range f.Nodes {
+		if n.Type != NodeIndexedBlock && n.Type != NodeBlock {
+			continue
+		}
+		for _, c := range n.Children {
+			if c.Type != NodeEOC {
+				if ind, ok := f.lineIndent(c); ok {
+					return ind
+				}
+			}
+		}
+	}
+	return "    "
+}
+
+// checkEdit parses the new content and compares its tree with the old tree plus the change.
+func (f *File) checkEdit(s *Slot, e *Edit) error {
+	nf, err := Parse(f.Name, e.Content)
+	if err != nil {
+		return fmt.Errorf("%s: %w: the edited file does not parse: %v", f.Name, ErrInternal, err)
+	}
+	want := canon(f.Nodes)
+	idx := 0
+	for _, n := range f.Nodes {
+		if n == s.block {
+			break
+		}
+		if n.Type != NodeEOC {
+			idx++
+		}
+	}
+	blk := &want[idx]
+	tv := cnode{T: NodeVersion, Key: "tokversion", Num: tokVersion312Packed}
+	if e.Action == ActionInsert {
+		blk.Kids = append(blk.Kids, tv)
+	} else {
+		for i := range blk.Kids {
+			if blk.Kids[i].Key == "tokversion" {
+				if blk.Kids[i].T == NodeString {
+					tv = cnode{T: NodeString, Key: "tokversion", Val: TokVersion312}
+				}
+				blk.Kids[i] = tv
+				break
+			}
+		}
+	}
+	if !reflect.DeepEqual(canon(nf.Nodes), want) {
+		return fmt.Errorf("%s: %w: the edited file parses to a different tree", f.Name, ErrInternal)
+	}
+	ns, err := nf.Slot(uint64(s.ID))
+	if err != nil || !ns.TokVersionIs312() {
+		return fmt.Errorf("%s: %w: slot %d of the edited file does not say tokversion 3.12", f.Name, ErrInternal, s.ID)
+	}
+	return nil
+}
+
+// cnode is the normalised tree: what the file means, without comments, blank lines, layout or
+// number notation (0x1F and 31 are equal, so are 3.012 and 3.12).
+type cnode struct {
+	T     NodeType
+	Key   string
+	Val   string
+	Num   uint64
+	Words []string
+	Pairs [][2]uint64
+	Kids  []cnode
+}
+
+func canon(nodes []*Node) []cnode {
+	var out []cnode
+	for _, n := range nodes {
+		c := cnode{T: n.Type, Key: n.Key}
+		switch n.Type {
+		case NodeEOC:
+			continue
+		case NodeInt, NodeVersion, NodeIndexedBlock:
+			c.Num = n.Num
+		case NodeString, NodeBareValue, NodeStringConst, NodeFileVersion, NodeNumPairList:
+			c.Val = n.Value
+		}
+		c.Words = n.Words
+		c.Pairs = n.Pairs
+		if n.Type == NodeBlock || n.Type == NodeIndexedBlock {
+			c.Kids = canon(n.Children)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// UnifiedDiff is a unified diff (3 lines of context) from a to b, both named
+// opencryptoki.conf; "" when they are equal. A last line without a newline is marked as diff
+// does ("\ No newline at end of file").
+func UnifiedDiff(a, b []byte) string {
+	if bytes.Equal(a, b) {
+		return ""
+	}
+	d, err := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
+		A:        splitLines(a),
+		B:        splitLines(b),
+		FromFile: ConfName,
+		ToFile:   ConfName,
+		Context:  3,
+	})
+	if err != nil { // difflib only fails when writing to its buffer fails
+		return fmt.Sprintf("(no diff: %v)\n", err)
+	}
+	return d
+}
+
+// splitLines splits after each '\n'. Unlike difflib.SplitLines it adds no empty last line, and
+// it marks a last line that has no newline.
+func splitLines(b []byte) []string {
+	if len(b) == 0 {
+		return nil
+	}
+	lines := strings.SplitAfter(string(b), "\n")
+	if last := lines[len(lines)-1]; last == "" {
+		lines = lines[:len(lines)-1]
+	} else {
+		lines[len(lines)-1] = last + "\n\\ No newline at end of file\n"
+	}
+	return lines
+}
