@@ -1,0 +1,80 @@
+package schema_test
+
+import (
+	"encoding/json"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/plan"
+	"github.com/ocktools/pkcstok-migrate/schema"
+)
+
+// TestSchemasMatchStructs checks, for every Go type of the contract, that the schema object
+// describing it has exactly one property per json tag, and that "required" lists exactly the
+// members without omitempty.
+func TestSchemasMatchStructs(t *testing.T) {
+	cases := []struct {
+		kind schema.Kind
+		ptr  string // JSON pointer of the object schema inside the schema document
+		typ  any
+	}{
+		{schema.Request, "", plan.Request{}},
+		{schema.Plan, "/$defs/plan", plan.Plan{}},
+		{schema.Plan, "/$defs/token_info", plan.TokenInfo{}},
+		{schema.Plan, "/$defs/object", plan.Object{}},
+		{schema.Plan, "/$defs/counts", plan.Counts{}},
+		{schema.Plan, "/$defs/file_action", plan.FileAction{}},
+		{schema.Plan, "/$defs/step", plan.Step{}},
+		{schema.Plan, "/$defs/multi", plan.Multi{}},
+		{schema.Plan, "/$defs/skipped_slot", plan.SkippedSlot{}},
+		{schema.Result, "", apply.Result{}},
+		{schema.Result, "/properties/backup", apply.Backup{}},
+	}
+	for _, c := range cases {
+		rt := reflect.TypeOf(c.typ)
+		src, err := schema.Source(c.kind)
+		require.NoError(t, err)
+		var doc any
+		require.NoError(t, json.Unmarshal(src, &doc))
+		obj := doc
+		if c.ptr != "" {
+			for _, tok := range strings.Split(c.ptr[1:], "/") {
+				obj = obj.(map[string]any)[tok]
+			}
+		}
+		m := obj.(map[string]any)
+		assert.Equal(t, false, m["additionalProperties"], rt.Name())
+
+		var props, required []string
+		for name := range m["properties"].(map[string]any) {
+			props = append(props, name)
+		}
+		if r, ok := m["required"].([]any); ok {
+			for _, x := range r {
+				required = append(required, x.(string))
+			}
+		}
+		var tags, always []string
+		for i := 0; i < rt.NumField(); i++ {
+			tag := rt.Field(i).Tag.Get("json")
+			name, opts, _ := strings.Cut(tag, ",")
+			require.NotEmpty(t, name, "%s.%s has no json name", rt.Name(), rt.Field(i).Name)
+			tags = append(tags, name)
+			if !strings.Contains(","+opts+",", ",omitempty,") {
+				always = append(always, name)
+			}
+		}
+		sort.Strings(props)
+		sort.Strings(required)
+		sort.Strings(tags)
+		sort.Strings(always)
+		assert.Equal(t, tags, props, "%s properties vs json tags", rt.Name())
+		assert.Equal(t, always, required, "%s required vs members without omitempty", rt.Name())
+	}
+}
