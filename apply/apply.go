@@ -1,0 +1,688 @@
+// Package apply carries out a plan: it builds the migrated repository in a working copy,
+// verifies it, switches it in with one atomic exchange and edits opencryptoki.conf. It also
+// rolls a migration back. It decides nothing the plan has not decided.
+package apply
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	json "github.com/goccy/go-json"
+
+	"github.com/ocktools/pkcstok-migrate/internal/conf"
+	"github.com/ocktools/pkcstok-migrate/internal/procscan"
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
+	"github.com/ocktools/pkcstok-migrate/plan"
+	"github.com/ocktools/pkcstok-migrate/tokens"
+)
+
+// Options are the run-time inputs of apply and rollback that are not part of the plan.
+type Options struct {
+	Rand     io.Reader // nil = crypto/rand
+	ShmDir   string    // "" = /dev/shm
+	ProcRoot string    // "" = /proc
+	PIDFiles []string  // nil = procscan defaults
+
+	// Hook is called before each step with its name; an error stops the run there as if the
+	// step had failed. Tests use it for fault injection; production leaves it nil.
+	Hook func(step string) error
+	// Progress is told how many objects of how many are done.
+	Progress func(done, total int)
+}
+
+func (o *Options) hook(step string) error {
+	if o.Hook == nil {
+		return nil
+	}
+	if err := o.Hook(step); err != nil {
+		return plan.Errorf(plan.CodeIO, "step %s: %w", step, err)
+	}
+	return nil
+}
+
+// journal records that a run reached the switch, so a rerun after a crash knows which of
+// the repository and the working copy is which.
+type journal struct {
+	State     string `json:"state"` // "exchanging"
+	Datastore string `json:"datastore"`
+	Tmp       string `json:"tmp"`
+	Bak       string `json:"bak"`
+}
+
+// Run plans under the locks and executes the plan. When saved is not nil, the fresh plan
+// must have the same fingerprint (else stale_plan) and nothing else is taken from the
+// request but the PINs.
+func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
+	if saved != nil {
+		req.Slot, req.Datastore, req.Confdir = saved.Slot, saved.Datastore, saved.Confdir
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Reader
+	}
+	if o.ShmDir == "" {
+		o.ShmDir = "/dev/shm"
+	}
+	req.ProcRoot, req.PIDFiles = o.ProcRoot, o.PIDFiles
+
+	// A first look without PINs tells the paths; the real plan is made under the locks.
+	ds, confdir, err := resolvePaths(req)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := lockAll(confdir, ds)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := o.hook("locked"); err != nil {
+		return nil, err
+	}
+	if err := checkNotInUse(ds, o); err != nil {
+		return nil, err
+	}
+	recovered, err := recoverJournal(ds, o)
+	if err != nil {
+		return nil, err
+	}
+
+	p, insp, err := plan.MakeWithKeys(req)
+	if err != nil {
+		return nil, err
+	}
+	if insp.Keys != nil {
+		defer insp.Keys.Wipe()
+	}
+	if saved != nil && saved.Fingerprint != p.Fingerprint && !recovered {
+		return nil, &plan.Error{Code: plan.CodeStalePlan, Message: fmt.Sprintf("the plan was made from another state of %s or %s: plan again", p.Datastore, p.Conf),
+			Details: map[string]any{"plan_fingerprint": saved.Fingerprint, "current_fingerprint": p.Fingerprint}}
+	}
+	return execute(p, insp, req, o)
+}
+
+func resolvePaths(req plan.Options) (ds, confdir string, err error) {
+	if req.Confdir == "" {
+		return "", "", &plan.Error{Code: plan.CodeBadRequest, Field: "confdir", Message: "confdir is required"}
+	}
+	confdir, err = filepath.Abs(req.Confdir)
+	if err != nil {
+		return "", "", plan.Errorf(plan.CodeBadRequest, "confdir: %w", err)
+	}
+	ds = req.Datastore
+	if ds == "" {
+		cf, _, err := plan.ReadConf(confdir)
+		if err != nil {
+			return "", "", err
+		}
+		s, err := cf.Slot(uint64(req.Slot))
+		if err != nil {
+			if errors.Is(err, conf.ErrSlotNotFound) {
+				return "", "", plan.Errorf(plan.CodeSlotNotFound, "no slot %d: %w", req.Slot, err)
+			}
+			return "", "", plan.Errorf(plan.CodeConfInvalid, "slot %d: %w", req.Slot, err)
+		}
+		base := req.StateBase
+		if base == "" {
+			base = plan.DefaultStateBase
+		}
+		ds = s.RepositoryDir(base)
+	}
+	if ds, err = filepath.Abs(ds); err != nil {
+		return "", "", plan.Errorf(plan.CodeBadRequest, "datastore: %w", err)
+	}
+	return ds, confdir, nil
+}
+
+// lockAll takes flock on the conf directory (one migration per conf at a time, so two slots
+// cannot race on the conf) and on the repository directory. No lock file is created.
+func lockAll(confdir, ds string) (func(), error) {
+	var held []*repofs.Dir
+	release := func() {
+		for i := len(held) - 1; i >= 0; i-- {
+			held[i].Close()
+		}
+	}
+	for _, path := range []string{confdir, ds} {
+		d, err := repofs.OpenDir(path)
+		if err != nil {
+			release()
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, plan.Errorf(plan.CodeCorruptRepository, "%s does not exist: %w", path, err)
+			}
+			if errors.Is(err, repofs.ErrSymlink) {
+				return nil, plan.Errorf(plan.CodeCorruptRepository, "%s: refusing: %w", path, err)
+			}
+			return nil, plan.Errorf(plan.CodeIO, "open %s: %w", path, err)
+		}
+		if err := d.TryLock(); err != nil {
+			d.Close()
+			release()
+			if errors.Is(err, repofs.ErrLocked) {
+				return nil, &plan.Error{Code: plan.CodeLocked, Message: fmt.Sprintf("another pkcstok-migrate run holds %s", path), Err: err}
+			}
+			return nil, plan.Errorf(plan.CodeIO, "lock %s: %w", path, err)
+		}
+		held = append(held, d)
+	}
+	return release, nil
+}
+
+func checkNotInUse(ds string, o Options) error {
+	pids, err := procscan.SlotdRunning(o.ProcRoot, o.PIDFiles)
+	if err != nil || len(pids) > 0 {
+		msg := fmt.Sprintf("pkcsslotd is running (pid %v): stop it before migrating", pids)
+		if err != nil {
+			msg = fmt.Sprintf("cannot tell whether pkcsslotd runs (%v): taken as running", err)
+		}
+		return &plan.Error{Code: plan.CodeSlotdRunning, Message: msg, Details: map[string]any{"pids": pidList(pids)}, Err: err}
+	}
+	pids, err = procscan.Openers(o.ProcRoot, ds)
+	if err != nil {
+		return plan.Errorf(plan.CodeIO, "scan processes for open files under %s: %w", ds, err)
+	}
+	if len(pids) > 0 {
+		return &plan.Error{Code: plan.CodeRepositoryInUse, Message: fmt.Sprintf("processes %v hold files of %s open: stop them before migrating", pids, ds), Details: map[string]any{"pids": pidList(pids)}}
+	}
+	return nil
+}
+
+func pidList(p []int) []int {
+	if p == nil {
+		return []int{}
+	}
+	return p
+}
+
+// recoverJournal finishes the switch of a run that was interrupted after it wrote its
+// journal. It reports whether it changed anything.
+func recoverJournal(ds string, o Options) (bool, error) {
+	parent, base := filepath.Dir(ds), filepath.Base(ds)
+	pdir, err := repofs.OpenDir(parent)
+	if err != nil {
+		return false, plan.Errorf(plan.CodeIO, "open %s: %w", parent, err)
+	}
+	defer pdir.Close()
+	raw, err := pdir.ReadFile(base + plan.SuffixJournal)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, plan.Errorf(plan.CodeIO, "read journal: %w", err)
+	}
+	var j journal
+	if err := json.Unmarshal(raw, &j); err != nil || j.State != "exchanging" {
+		return false, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("journal %s is not readable: remove it after checking %s and %s", ds+plan.SuffixJournal, ds, ds+plan.SuffixTmp)}
+	}
+	dsFormat := nvFormat(pdir, base)
+	tmpFormat := nvFormat(pdir, base+plan.SuffixTmp)
+	switch {
+	case dsFormat == tokens.Format312 && tmpFormat == tokens.FormatOld:
+		// Exchanged, not yet backed up.
+		if _, err := pdir.Lstat(base + plan.SuffixBak); err == nil {
+			return false, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists: cannot move the original repository (now at %s) there", ds+plan.SuffixBak, ds+plan.SuffixTmp)}
+		}
+		if err := pdir.Rename(base+plan.SuffixTmp, base+plan.SuffixBak); err != nil {
+			return false, plan.Errorf(plan.CodeIO, "rename %s: %w", ds+plan.SuffixTmp, err)
+		}
+	case dsFormat == tokens.FormatOld:
+		// Not exchanged: the working copy is rebuilt by the new run.
+	case dsFormat == tokens.Format312 && tmpFormat == tokens.FormatUnknown:
+		// Exchanged and backed up.
+	default:
+		return false, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("journal %s: cannot tell %s (%s) from %s (%s): check them by hand", ds+plan.SuffixJournal, ds, dsFormat, ds+plan.SuffixTmp, tmpFormat)}
+	}
+	if err := pdir.Sync(); err != nil {
+		return false, plan.Errorf(plan.CodeIO, "sync %s: %w", parent, err)
+	}
+	if err := pdir.Remove(base + plan.SuffixJournal); err != nil {
+		return false, plan.Errorf(plan.CodeIO, "remove journal: %w", err)
+	}
+	if err := pdir.Sync(); err != nil {
+		return false, plan.Errorf(plan.CodeIO, "sync %s: %w", parent, err)
+	}
+	return true, nil
+}
+
+// nvFormat tells the format of the repository dir/name by the size of its NVTOK.DAT.
+func nvFormat(dir *repofs.Dir, name string) tokens.Format {
+	b, err := dir.ReadFile(name + "/NVTOK.DAT")
+	if err != nil {
+		return tokens.FormatUnknown
+	}
+	switch len(b) {
+	case tokens.NVTokOldSize:
+		return tokens.FormatOld
+	case tokens.NVTokNewSize:
+		return tokens.Format312
+	}
+	return tokens.FormatUnknown
+}
+
+func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (*Result, error) {
+	res := &Result{
+		Operation: "apply",
+		Slot:      p.Slot,
+		TokenType: p.TokenType,
+		Datastore: p.Datastore,
+		Conf:      p.Conf,
+		ConfDiff:  p.ConfDiff,
+		Warnings:  append([]string{}, p.Warnings...),
+		Steps:     []string{},
+		Verified:  true,
+	}
+	res.ObjectsTotal = p.Counts.Total
+	parent, base := filepath.Dir(p.Datastore), filepath.Base(p.Datastore)
+	pdir, err := repofs.OpenDir(parent)
+	if err != nil {
+		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", parent, err)
+	}
+	defer pdir.Close()
+
+	repoChange := p.Format == "old"
+	if p.Format == "mixed" {
+		return nil, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("%s mixes old and 3.12 files; refusing to guess", p.Datastore)}
+	}
+	confChange := insp.Edit.Action != "none"
+
+	if confChange {
+		if err := checkConfBackup(p.Confdir); err != nil {
+			return nil, err
+		}
+	}
+	if repoChange {
+		if req.SOPIN == nil || req.UserPIN == nil || insp.Keys == nil {
+			return nil, &plan.Error{Code: plan.CodeBadRequest, Field: "so_pin", Message: "the SO PIN and the user PIN are needed to migrate the repository"}
+		}
+		if _, err := pdir.Lstat(base + plan.SuffixBak); err == nil {
+			return nil, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("datastore backup %s already exists: remove it before migrating", p.Datastore+plan.SuffixBak)}
+		}
+		gid, err := repofs.LookupGroup(p.UserGroup)
+		if err != nil {
+			return nil, plan.Errorf(plan.CodeGroupNotFound, "token group %q: %w", p.UserGroup, err)
+		}
+		if err := migrateRepository(p, insp, req, o, pdir, base, repofs.Perm{GID: gid}, res); err != nil {
+			return nil, err
+		}
+	}
+	if repoChange || confChange {
+		removeShm(p.Datastore, o)
+		res.Steps = append(res.Steps, "remove_shm")
+	}
+	if confChange {
+		if err := o.hook("conf_edit"); err != nil {
+			return nil, err
+		}
+		if _, err := conf.Write(p.Confdir, insp.Edit.Content, o.Hook); err != nil {
+			if errors.Is(err, conf.ErrBackupExists) {
+				return nil, plan.Errorf(plan.CodeBackupExists, "%w", err)
+			}
+			return nil, plan.Errorf(plan.CodeIO, "update %s (the repository is migrated; run apply again): %w", p.Conf, err)
+		}
+		res.ConfChanged = true
+		res.Steps = append(res.Steps, "conf_edit")
+	}
+	res.Changed = repoChange || confChange
+	res.Backup = backups(p)
+
+	fp, err := fingerprintNow(p.Datastore, p.Confdir)
+	if err != nil {
+		return nil, err
+	}
+	res.Fingerprint = fp
+	if !res.Changed {
+		res.Verified = true
+	}
+	return res, nil
+}
+
+func backups(p *plan.Plan) *Backup {
+	b := &Backup{}
+	if _, err := os.Lstat(p.Datastore + plan.SuffixBak); err == nil {
+		b.Datastore = p.Datastore + plan.SuffixBak
+	}
+	if _, err := os.Lstat(filepath.Join(p.Confdir, plan.ConfBakName)); err == nil {
+		b.Conf = filepath.Join(p.Confdir, plan.ConfBakName)
+	}
+	if b.Datastore == "" && b.Conf == "" {
+		return nil
+	}
+	return b
+}
+
+func fingerprintNow(ds, confdir string) (string, error) {
+	_, confBytes, err := plan.ReadConf(confdir)
+	if err != nil {
+		return "", err
+	}
+	d, err := repofs.OpenDir(ds)
+	if err != nil {
+		return "", plan.Errorf(plan.CodeIO, "open %s: %w", ds, err)
+	}
+	defer d.Close()
+	fp, err := plan.Fingerprint(d, confBytes)
+	if err != nil {
+		return "", plan.Errorf(plan.CodeIO, "fingerprint %s: %w", ds, err)
+	}
+	return fp, nil
+}
+
+// checkConfBackup refuses a conf backup that is not ours: one equal to the current conf was
+// left by an interrupted run and may be replaced.
+func checkConfBackup(confdir string) error {
+	d, err := repofs.OpenDir(confdir)
+	if err != nil {
+		return plan.Errorf(plan.CodeIO, "open %s: %w", confdir, err)
+	}
+	defer d.Close()
+	bak, err := d.ReadFile(plan.ConfBakName)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return plan.Errorf(plan.CodeBackupExists, "conf backup %s: %w", filepath.Join(confdir, plan.ConfBakName), err)
+	}
+	cur, err := d.ReadFile(plan.ConfName)
+	if err != nil {
+		return plan.Errorf(plan.CodeIO, "read conf: %w", err)
+	}
+	if !bytes.Equal(bak, cur) {
+		return &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("config file backup %s already exists: remove it before migrating", filepath.Join(confdir, plan.ConfBakName))}
+	}
+	return nil
+}
+
+func removeShm(ds string, o Options) {
+	name := strings.TrimPrefix(procscan.ShmName(ds), "/")
+	if name == "" || strings.Contains(name, "/") {
+		return
+	}
+	if d, err := repofs.OpenDir(o.ShmDir); err == nil {
+		_ = d.Remove(name)
+		d.Close()
+	}
+}
+
+// migrateRepository builds the 3.12 repository in the working copy, verifies it and
+// switches it in. Before the exchange any failure removes the working copy and leaves the
+// original untouched.
+func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir *repofs.Dir, base string, perm repofs.Perm, res *Result) (err error) {
+	tmpName := base + plan.SuffixTmp
+	switched := false
+	defer func() {
+		if err != nil && !switched {
+			_ = pdir.RemoveAll(tmpName)
+			_ = pdir.Remove(base + plan.SuffixJournal)
+		}
+	}()
+	if err := pdir.RemoveAll(tmpName); err != nil {
+		return plan.Errorf(plan.CodeIO, "remove old working copy %s: %w", tmpName, err)
+	}
+	if err := o.hook("copy"); err != nil {
+		return err
+	}
+	src, err := repofs.OpenDir(p.Datastore)
+	if err != nil {
+		return plan.Errorf(plan.CodeIO, "open %s: %w", p.Datastore, err)
+	}
+	defer src.Close()
+	if err := repofs.CopyTree(src, pdir, tmpName, perm, nil); err != nil {
+		if errors.Is(err, repofs.ErrSymlink) || errors.Is(err, repofs.ErrNotRegular) {
+			return plan.Errorf(plan.CodeCorruptRepository, "copy %s: %w", p.Datastore, err)
+		}
+		return plan.Errorf(plan.CodeIO, "copy %s: %w", p.Datastore, err)
+	}
+	res.Steps = append(res.Steps, "copy")
+	tmp, err := pdir.OpenSubdir(tmpName)
+	if err != nil {
+		return plan.Errorf(plan.CodeIO, "open working copy: %w", err)
+	}
+	defer tmp.Close()
+
+	repo, err := tokens.Load(tmp)
+	if err != nil {
+		return plan.Errorf(plan.CodeCorruptRepository, "working copy: %w", err)
+	}
+	up, err := repo.NewUpgrade(req.SOPIN, req.UserPIN, o.Rand)
+	if err != nil {
+		return plan.Errorf(plan.CodeCorruptRepository, "new keys: %w", err)
+	}
+	defer up.Keys.Wipe()
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{"NVTOK.DAT", up.NVToken}, {"MK_SO", up.MKSO}, {"MK_USER", up.MKUser}} {
+		if err := o.hook("write " + f.name); err != nil {
+			return err
+		}
+		if err := tmp.WriteFile(f.name, f.data, perm); err != nil {
+			return plan.Errorf(plan.CodeIO, "write %s: %w", f.name, err)
+		}
+	}
+	res.Steps = append(res.Steps, "write_keys")
+
+	sums, migrated, err := reencryptAll(p, tmp, insp.Keys, up.Keys, perm, o)
+	if err != nil {
+		return err
+	}
+	res.ObjectsMigrated = migrated
+	res.Steps = append(res.Steps, "reencrypt")
+
+	if err := o.hook("sync"); err != nil {
+		return err
+	}
+	if err := syncTree(tmp); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync working copy: %w", err)
+	}
+	if err := o.hook("verify"); err != nil {
+		return err
+	}
+	if err := verify(p, tmp, up, sums); err != nil {
+		return err
+	}
+	res.Steps = append(res.Steps, "verify")
+
+	// The switch.
+	j, _ := json.Marshal(journal{State: "exchanging", Datastore: p.Datastore, Tmp: p.Datastore + plan.SuffixTmp, Bak: p.Datastore + plan.SuffixBak})
+	if err := o.hook("journal"); err != nil {
+		return err
+	}
+	if err := pdir.WriteFile(base+plan.SuffixJournal, j, perm); err != nil {
+		return plan.Errorf(plan.CodeIO, "write journal: %w", err)
+	}
+	if err := pdir.Syncfs(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync journal: %w", err)
+	}
+	if err := pdir.Sync(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+	}
+	if err := o.hook("exchange"); err != nil {
+		return err
+	}
+	if err := pdir.Exchange(base, tmpName); err != nil {
+		return plan.Errorf(plan.CodeIO, "exchange %s and %s: %w", p.Datastore, tmpName, err)
+	}
+	switched = true
+	res.RepositoryChanged = true
+	res.Steps = append(res.Steps, "exchange")
+	if err := pdir.Sync(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s (the repository is migrated; run apply again): %w", pdir.Path(), err)
+	}
+	if err := o.hook("backup"); err != nil {
+		return err
+	}
+	if err := pdir.Rename(tmpName, base+plan.SuffixBak); err != nil {
+		return plan.Errorf(plan.CodeIO, "rename the original to %s (the repository is migrated; run apply again): %w", p.Datastore+plan.SuffixBak, err)
+	}
+	if err := pdir.Sync(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+	}
+	res.Steps = append(res.Steps, "backup")
+	if err := o.hook("journal_remove"); err != nil {
+		return err
+	}
+	if err := pdir.Remove(base + plan.SuffixJournal); err != nil {
+		return plan.Errorf(plan.CodeIO, "remove journal: %w", err)
+	}
+	if err := pdir.Sync(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+	}
+	return nil
+}
+
+// syncTree makes every file of the working copy durable with one syncfs, then fsyncs the
+// directories so the entries are durable too.
+func syncTree(d *repofs.Dir) error {
+	if err := d.Syncfs(); err != nil {
+		return err
+	}
+	obj, err := d.OpenSubdir("TOK_OBJ")
+	if err == nil {
+		err = obj.Sync()
+		obj.Close()
+		if err != nil {
+			return err
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return d.Sync()
+}
+
+// reencryptAll rewrites every object of the plan in the working copy, spread over all cores,
+// and returns the SHA-256 of each object's clear bytes (in plan order).
+func reencryptAll(p *plan.Plan, tmp *repofs.Dir, oldKeys, newKeys *tokens.Keys, perm repofs.Perm, o Options) ([][32]byte, int, error) {
+	n := len(p.Objects)
+	sums := make([][32]byte, n)
+	var migrated atomic.Int64
+	var done atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	var failed atomic.Bool
+	next := make(chan int, 256)
+	var wg sync.WaitGroup
+	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if failed.Load() {
+					continue
+				}
+				if err := reencryptOne(p.Objects[i], tmp, oldKeys, newKeys, perm, o, &sums[i], &migrated); err != nil {
+					errOnce.Do(func() { firstErr = err })
+					failed.Store(true)
+					continue
+				}
+				if o.Progress != nil {
+					o.Progress(int(done.Add(1)), n)
+				}
+			}
+		}()
+	}
+	for i := range p.Objects {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if firstErr != nil {
+		return nil, 0, firstErr
+	}
+	return sums, int(migrated.Load()), nil
+}
+
+func reencryptOne(obj plan.Object, tmp *repofs.Dir, oldKeys, newKeys *tokens.Keys, perm repofs.Perm, o Options, sum *[32]byte, migrated *atomic.Int64) error {
+	name := "TOK_OBJ/" + obj.File
+	if err := o.hook("object " + obj.File); err != nil {
+		return err
+	}
+	data, err := tmp.ReadFile(name)
+	if err != nil {
+		return plan.Errorf(plan.CodeIO, "read %s: %w", name, err)
+	}
+	out, clear, changed, err := tokens.ReencryptObject(obj.File, data, oldKeys, newKeys, o.Rand)
+	if err != nil {
+		return plan.Errorf(plan.CodeCorruptRepository, "object %s: %w", obj.File, err)
+	}
+	*sum = sha256.Sum256(clear)
+	if !changed {
+		return nil
+	}
+	if err := tmp.WriteFile(name, out, perm); err != nil {
+		return plan.Errorf(plan.CodeIO, "write %s: %w", name, err)
+	}
+	migrated.Add(1)
+	return nil
+}
+
+// verify re-reads the working copy with the 3.12 reader: the key files are the ones written
+// and every object decrypts to exactly the clear bytes it had before.
+func verify(p *plan.Plan, tmp *repofs.Dir, up *tokens.Upgrade, sums [][32]byte) error {
+	fail := func(format string, args ...any) error {
+		return &plan.Error{Code: plan.CodeVerifyFailed, Message: "verification of the working copy failed, nothing was switched: " + fmt.Sprintf(format, args...)}
+	}
+	repo, err := tokens.Load(tmp)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if repo.NV.Format != tokens.Format312 {
+		return fail("NVTOK.DAT is not in the 3.12 format")
+	}
+	for _, f := range []struct {
+		name      string
+		got, want []byte
+	}{{"MK_SO", repo.MKSO, up.MKSO}, {"MK_USER", repo.MKUser, up.MKUser}} {
+		if !bytes.Equal(f.got, f.want) {
+			return fail("%s differs from what was written", f.name)
+		}
+	}
+	nv, err := tmp.ReadFile("NVTOK.DAT")
+	if err != nil || !bytes.Equal(nv, up.NVToken) {
+		return fail("NVTOK.DAT differs from what was written")
+	}
+	if len(repo.Index) != len(p.Objects) {
+		return fail("OBJ.IDX lists %d objects, the plan %d", len(repo.Index), len(p.Objects))
+	}
+	var firstErr error
+	var once sync.Once
+	next := make(chan int, 256)
+	var wg sync.WaitGroup
+	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				name := p.Objects[i].File
+				data, err := tmp.ReadFile("TOK_OBJ/" + name)
+				if err == nil {
+					var obj *tokens.Object
+					obj, err = tokens.DecodeObject(name, data, up.Keys)
+					if err == nil && obj.Format != tokens.Format312 {
+						err = errors.New("not in the 3.12 format")
+					}
+					if err == nil && sha256.Sum256(obj.Clear) != sums[i] {
+						err = errors.New("clear bytes differ from the original's")
+					}
+				}
+				if err != nil {
+					once.Do(func() { firstErr = fail("object %s: %v", name, err) })
+				}
+			}
+		}()
+	}
+	for i := range p.Objects {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return firstErr
+}

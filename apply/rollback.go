@@ -1,0 +1,150 @@
+package apply
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
+	"github.com/ocktools/pkcstok-migrate/plan"
+	"github.com/ocktools/pkcstok-migrate/tokens"
+)
+
+// Names the migrated state is kept under after a rollback, so a rollback loses nothing either.
+const (
+	SuffixRolledBack   = "_ROLLED_BACK"
+	ConfRolledBackName = "opencryptoki.conf_ROLLED_BACK"
+)
+
+// Rollback switches back to <datastore>_BAK and opencryptoki.conf_BAK. The migrated
+// repository is kept as <datastore>_ROLLED_BACK and the migrated conf as
+// opencryptoki.conf_ROLLED_BACK. Each part is decided by what is on disk, so a rerun after an
+// interruption finishes the work.
+func Rollback(req plan.Options, o Options) (*Result, error) {
+	if o.ShmDir == "" {
+		o.ShmDir = "/dev/shm"
+	}
+	ds, confdir, err := resolvePaths(req)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := lockAll(confdir, ds)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := checkNotInUse(ds, o); err != nil {
+		return nil, err
+	}
+	res := &Result{Operation: "rollback", Slot: req.Slot, Datastore: ds, Conf: filepath.Join(confdir, plan.ConfName), Warnings: []string{}, Steps: []string{}, Verified: true}
+	cf, _, err := plan.ReadConf(confdir)
+	if err != nil {
+		return nil, err
+	}
+	slot, err := cf.Slot(uint64(req.Slot))
+	if err != nil {
+		return nil, plan.Errorf(plan.CodeSlotNotFound, "slot %d: %w", req.Slot, err)
+	}
+	if !slot.Type.Supported() {
+		return nil, &plan.Error{Code: plan.CodeUnsupportedToken, Message: fmt.Sprintf("slot %d: stdll %s is not a supported token", req.Slot, slot.Stdll)}
+	}
+	res.TokenType = slot.Type.String()
+
+	parent, base := filepath.Dir(ds), filepath.Base(ds)
+	pdir, err := repofs.OpenDir(parent)
+	if err != nil {
+		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", parent, err)
+	}
+	defer pdir.Close()
+	cdir, err := repofs.OpenDir(confdir)
+	if err != nil {
+		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", confdir, err)
+	}
+	defer cdir.Close()
+
+	bak := base + plan.SuffixBak
+	dsFmt, bakFmt := nvFormat(pdir, base), nvFormat(pdir, bak)
+	_, confBakErr := cdir.Lstat(plan.ConfBakName)
+	repoTodo := bakFmt == tokens.FormatOld && dsFmt == tokens.Format312
+	confTodo := confBakErr == nil
+	if !repoTodo && !confTodo {
+		if dsFmt == tokens.FormatOld && bakFmt == tokens.Format312 {
+			// Interrupted after the exchange: only the rename is left.
+			repoTodo = true
+		} else {
+			return nil, &plan.Error{Code: plan.CodeNothingToRollBack, Message: fmt.Sprintf("nothing to roll back: no old-format %s beside a 3.12 %s, and no %s", ds+plan.SuffixBak, ds, filepath.Join(confdir, plan.ConfBakName))}
+		}
+	}
+	if _, err := pdir.Lstat(base + SuffixRolledBack); repoTodo && err == nil {
+		return nil, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", ds+SuffixRolledBack)}
+	}
+	if _, err := cdir.Lstat(ConfRolledBackName); confTodo && err == nil {
+		return nil, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", filepath.Join(confdir, ConfRolledBackName))}
+	}
+
+	if repoTodo {
+		if bakFmt == tokens.FormatOld {
+			// The backup must still be a loadable repository before it is switched in.
+			bd, err := pdir.OpenSubdir(bak)
+			if err != nil {
+				return nil, plan.Errorf(plan.CodeCorruptRepository, "open %s: %w", ds+plan.SuffixBak, err)
+			}
+			_, err = tokens.Load(bd)
+			bd.Close()
+			if err != nil {
+				return nil, plan.Errorf(plan.CodeCorruptRepository, "backup %s: %w", ds+plan.SuffixBak, err)
+			}
+			if err := o.hook("rollback_exchange"); err != nil {
+				return nil, err
+			}
+			if err := pdir.Exchange(base, bak); err != nil {
+				return nil, plan.Errorf(plan.CodeIO, "exchange %s and %s: %w", ds, ds+plan.SuffixBak, err)
+			}
+			if err := pdir.Sync(); err != nil {
+				return nil, plan.Errorf(plan.CodeIO, "sync %s: %w", parent, err)
+			}
+			res.Steps = append(res.Steps, "exchange")
+		}
+		if err := o.hook("rollback_rename"); err != nil {
+			return nil, err
+		}
+		if err := pdir.Rename(bak, base+SuffixRolledBack); err != nil {
+			return nil, plan.Errorf(plan.CodeIO, "rename %s: %w", ds+plan.SuffixBak, err)
+		}
+		if err := pdir.Sync(); err != nil {
+			return nil, plan.Errorf(plan.CodeIO, "sync %s: %w", parent, err)
+		}
+		res.Steps = append(res.Steps, "keep_migrated")
+		res.RepositoryChanged = true
+		res.Backup = &Backup{Datastore: ds + SuffixRolledBack}
+	}
+	if confTodo {
+		if err := o.hook("rollback_conf"); err != nil {
+			return nil, err
+		}
+		if err := cdir.Link(plan.ConfName, ConfRolledBackName); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, plan.Errorf(plan.CodeIO, "keep the migrated conf: %w", err)
+		}
+		if err := cdir.Rename(plan.ConfBakName, plan.ConfName); err != nil {
+			return nil, plan.Errorf(plan.CodeIO, "restore %s: %w", plan.ConfBakName, err)
+		}
+		if err := cdir.Sync(); err != nil {
+			return nil, plan.Errorf(plan.CodeIO, "sync %s: %w", confdir, err)
+		}
+		res.ConfChanged = true
+		res.Steps = append(res.Steps, "conf_restore")
+		if res.Backup == nil {
+			res.Backup = &Backup{}
+		}
+		res.Backup.Conf = filepath.Join(confdir, ConfRolledBackName)
+	}
+	removeShm(ds, o)
+	res.Changed = true
+	fp, err := fingerprintNow(ds, confdir)
+	if err != nil {
+		return nil, err
+	}
+	res.Fingerprint = fp
+	return res, nil
+}

@@ -1,0 +1,323 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	json "github.com/goccy/go-json"
+
+	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/plan"
+	"github.com/ocktools/pkcstok-migrate/schema"
+)
+
+const defaultConfdir = "/etc/opencryptoki"
+
+// opFlags are the flags of plan, apply and rollback.
+type opFlags struct {
+	request     string
+	slot        string
+	datastore   string
+	confdir     string
+	soPINFile   string
+	userPINFile string
+	soPIN       string
+	userPIN     string
+	planFile    string
+	out         string
+	allSlots    bool
+	json        bool
+	set         map[string]bool
+}
+
+func runOperation(e *env, op string, args []string) int {
+	fs := flag.NewFlagSet("pkcstok-migrate "+op, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var f opFlags
+	fs.StringVar(&f.request, "request", "", "read the JSON request from FILE (- for stdin)")
+	fs.StringVar(&f.slot, "slot", "", "slot number")
+	fs.StringVar(&f.datastore, "datastore", "", "token repository directory")
+	fs.StringVar(&f.confdir, "confdir", "", "directory of opencryptoki.conf")
+	fs.StringVar(&f.soPINFile, "so-pin-file", "", "file whose first line is the SO PIN")
+	fs.StringVar(&f.userPINFile, "user-pin-file", "", "file whose first line is the user PIN")
+	fs.StringVar(&f.soPIN, "so-pin", "", "SO PIN (visible to other users: prefer a file or the request)")
+	fs.StringVar(&f.userPIN, "user-pin", "", "user PIN (visible to other users: prefer a file or the request)")
+	fs.BoolVar(&f.json, "json", true, "print JSON (false: a readable summary)")
+	if op == "apply" {
+		fs.StringVar(&f.planFile, "plan", "", "apply this saved plan (refused if the state changed since)")
+	}
+	if op == "plan" {
+		fs.StringVar(&f.out, "out", "", "also save the plan to FILE")
+		fs.BoolVar(&f.allSlots, "all-slots", false, "plan every supported slot of the conf")
+	}
+	out := &output{e: e, json: true}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(e.stdout, usage)
+			return 0
+		}
+		return out.fail(&plan.Error{Code: plan.CodeBadRequest, Message: err.Error()})
+	}
+	out.json = f.json
+	if fs.NArg() > 0 {
+		return out.fail(&plan.Error{Code: plan.CodeBadRequest, Message: fmt.Sprintf("unexpected argument %q", fs.Arg(0))})
+	}
+	f.set = map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
+
+	req, err := buildRequest(e, &f)
+	if err != nil {
+		return out.fail(err)
+	}
+	if f.set["so-pin"] || f.set["user-pin"] {
+		out.warn("PINs given on the command line are visible to other users of this host (ps, /proc); use --so-pin-file/--user-pin-file or --request")
+	}
+	opts, err := resolve(e, op, req, out)
+	if err != nil {
+		return out.fail(err)
+	}
+	defer wipe(opts.SOPIN)
+	defer wipe(opts.UserPIN)
+
+	switch op {
+	case "plan":
+		if req.AllSlots {
+			return planAll(e, out, opts, f.out)
+		}
+		p, err := plan.Make(opts)
+		if err != nil {
+			return out.fail(err)
+		}
+		if f.out != "" {
+			if err := writePlanFile(f.out, p); err != nil {
+				return out.fail(err)
+			}
+		}
+		out.plan(p)
+		if p.Changed {
+			return 2
+		}
+		return 0
+	case "apply":
+		if e.euid != 0 {
+			return out.fail(&plan.Error{Code: plan.CodeNotRoot, Message: "apply must run as root: it sets the group of every file to the token group"})
+		}
+		var saved *plan.Plan
+		if req.PlanFile != "" {
+			if saved, err = readPlanFile(req.PlanFile); err != nil {
+				return out.fail(err)
+			}
+		}
+		ao := applyOptions(e, out)
+		res, err := apply.Run(opts, saved, ao)
+		out.finishProgress()
+		if err != nil {
+			return out.fail(err)
+		}
+		out.result(res)
+		return 0
+	default: // rollback
+		if e.euid != 0 {
+			return out.fail(&plan.Error{Code: plan.CodeNotRoot, Message: "rollback must run as root"})
+		}
+		res, err := apply.Rollback(opts, applyOptions(e, out))
+		if err != nil {
+			return out.fail(err)
+		}
+		out.result(res)
+		return 0
+	}
+}
+
+// buildRequest merges the JSON request and the flags; a field given both ways is an error.
+func buildRequest(e *env, f *opFlags) (*plan.Request, error) {
+	req := &plan.Request{}
+	if f.request != "" {
+		var raw []byte
+		var err error
+		if f.request == "-" {
+			raw, err = io.ReadAll(io.LimitReader(e.stdin, 1<<20))
+		} else {
+			raw, err = os.ReadFile(f.request)
+		}
+		if err != nil {
+			return nil, plan.Errorf(plan.CodeBadRequest, "read request: %w", err)
+		}
+		if err := schema.Validate(schema.Request, raw); err != nil {
+			field := ""
+			var ve *schema.ValidationError
+			if errors.As(err, &ve) {
+				field = ve.Field
+			}
+			return nil, &plan.Error{Code: plan.CodeBadRequest, Field: field, Message: "request: " + err.Error()}
+		}
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(req); err != nil {
+			return nil, plan.Errorf(plan.CodeBadRequest, "request: %w", err)
+		}
+	}
+	twice := func(flagName, field string, inRequest bool) error {
+		if f.set[flagName] && inRequest {
+			return &plan.Error{Code: plan.CodeBadRequest, Field: field, Message: fmt.Sprintf("%s is given both in the request and as --%s", field, flagName)}
+		}
+		return nil
+	}
+	checks := []struct {
+		flag, field string
+		inReq       bool
+	}{
+		{"slot", "slot", req.Slot != nil}, {"datastore", "datastore", req.Datastore != ""}, {"confdir", "confdir", req.Confdir != ""},
+		{"so-pin-file", "so_pin_file", req.SOPINFile != "" || req.SOPIN != ""}, {"user-pin-file", "user_pin_file", req.UserPINFile != "" || req.UserPIN != ""},
+		{"so-pin", "so_pin", req.SOPIN != "" || req.SOPINFile != ""}, {"user-pin", "user_pin", req.UserPIN != "" || req.UserPINFile != ""},
+		{"plan", "plan_file", req.PlanFile != ""}, {"all-slots", "all_slots", req.AllSlots},
+	}
+	for _, c := range checks {
+		if err := twice(c.flag, c.field, c.inReq); err != nil {
+			return nil, err
+		}
+	}
+	if f.set["slot"] {
+		n, err := strconv.Atoi(f.slot)
+		if err != nil || n < 0 || n > 1023 {
+			return nil, &plan.Error{Code: plan.CodeBadRequest, Field: "slot", Message: fmt.Sprintf("--slot %q: want a number from 0 to 1023", f.slot)}
+		}
+		req.Slot = &n
+	}
+	if f.set["datastore"] {
+		req.Datastore = f.datastore
+	}
+	if f.set["confdir"] {
+		req.Confdir = f.confdir
+	}
+	if f.set["so-pin-file"] {
+		req.SOPINFile = f.soPINFile
+	}
+	if f.set["user-pin-file"] {
+		req.UserPINFile = f.userPINFile
+	}
+	if f.set["so-pin"] {
+		req.SOPIN = f.soPIN
+	}
+	if f.set["user-pin"] {
+		req.UserPIN = f.userPIN
+	}
+	if f.set["so-pin"] && f.set["so-pin-file"] || f.set["user-pin"] && f.set["user-pin-file"] {
+		return nil, &plan.Error{Code: plan.CodeBadRequest, Field: "so_pin", Message: "give a PIN either directly or as a file, not both"}
+	}
+	if f.set["plan"] {
+		req.PlanFile = f.planFile
+	}
+	if f.set["all-slots"] {
+		req.AllSlots = f.allSlots
+	}
+	return req, nil
+}
+
+// resolve turns a request into plan.Options: reads PIN files, prompts on a terminal.
+func resolve(e *env, op string, req *plan.Request, out *output) (plan.Options, error) {
+	o := plan.Options{Confdir: req.Confdir, Datastore: req.Datastore}
+	if o.Confdir == "" {
+		o.Confdir = defaultConfdir
+	}
+	if req.Slot != nil {
+		o.Slot = *req.Slot
+	} else if !req.AllSlots && req.PlanFile == "" {
+		return o, &plan.Error{Code: plan.CodeBadRequest, Field: "slot", Message: "slot is required (--slot N or \"slot\" in the request)"}
+	}
+	if req.AllSlots && (req.Slot != nil || req.Datastore != "") {
+		return o, &plan.Error{Code: plan.CodeBadRequest, Field: "all_slots", Message: "all_slots plans every slot: give neither slot nor datastore"}
+	}
+	if req.PlanFile != "" && (req.Slot != nil || req.Datastore != "" || req.Confdir != "") {
+		return o, &plan.Error{Code: plan.CodeBadRequest, Field: "plan_file", Message: "a saved plan names its slot, datastore and confdir: give none of them"}
+	}
+	if op == "rollback" {
+		return o, nil
+	}
+	var err error
+	if o.SOPIN, err = pinFrom(e, req.SOPIN, req.SOPINFile, "so_pin_file", "SO PIN", op, out); err != nil {
+		return o, err
+	}
+	if o.UserPIN, err = pinFrom(e, req.UserPIN, req.UserPINFile, "user_pin_file", "user PIN", op, out); err != nil {
+		wipe(o.SOPIN)
+		return o, err
+	}
+	return o, nil
+}
+
+func writePlanFile(path string, p *plan.Plan) error {
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return plan.Errorf(plan.CodeInternal, "encode plan: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return plan.Errorf(plan.CodeIO, "write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return plan.Errorf(plan.CodeIO, "rename %s: %w", path, err)
+	}
+	return nil
+}
+
+func readPlanFile(path string) (*plan.Plan, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, plan.Errorf(plan.CodeBadRequest, "read plan %s: %w", path, err)
+	}
+	if err := schema.Validate(schema.Plan, raw); err != nil {
+		return nil, plan.Errorf(plan.CodeBadRequest, "plan %s: %w", path, err)
+	}
+	var p plan.Plan
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, plan.Errorf(plan.CodeBadRequest, "plan %s: %w", path, err)
+	}
+	if p.Datastore == "" || !filepath.IsAbs(p.Datastore) || !filepath.IsAbs(p.Confdir) {
+		return nil, &plan.Error{Code: plan.CodeBadRequest, Field: "plan_file", Message: fmt.Sprintf("plan %s is for --all-slots or lacks absolute paths: save a single-slot plan", path)}
+	}
+	return &p, nil
+}
+
+func planAll(e *env, out *output, o plan.Options, outFile string) int {
+	m, err := plan.MakeAll(o)
+	if err != nil {
+		return out.fail(err)
+	}
+	if outFile != "" {
+		b, _ := json.MarshalIndent(m, "", "  ")
+		if err := os.WriteFile(outFile, append(b, '\n'), 0o644); err != nil {
+			return out.fail(plan.Errorf(plan.CodeIO, "write %s: %w", outFile, err))
+		}
+	}
+	out.multi(m)
+	if m.Changed {
+		return 2
+	}
+	return 0
+}
+
+func applyOptions(e *env, out *output) apply.Options {
+	o := apply.Options{Progress: out.progress}
+	o.Hook = faultHook(e)
+	if v := e.getenv("PKCSTOK_MIGRATE_PROC"); v != "" && testHooksEnabled {
+		o.ProcRoot = v
+	}
+	if v := e.getenv("PKCSTOK_MIGRATE_PIDFILES"); v != "" && testHooksEnabled {
+		o.PIDFiles = strings.Split(v, ":")
+	}
+	return o
+}
+
+func wipe(b []byte) {
+	for i := range b {
+		b[i] = 0
+	}
+}

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+
+	json "github.com/goccy/go-json"
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/plan"
+	"github.com/ocktools/pkcstok-migrate/schema"
+)
+
+// progressThreshold is the object count from which a progress bar is shown on a terminal.
+const progressThreshold = 500
+
+// output prints JSON (or a text summary) on stdout and a human summary on stderr when stderr
+// is a terminal.
+type output struct {
+	e        *env
+	json     bool
+	warnings []string
+
+	mu  sync.Mutex
+	bar *progressbar.ProgressBar
+}
+
+func (o *output) stderrTTY() bool {
+	f, ok := o.e.stderr.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func (o *output) warn(msg string) {
+	o.warnings = append(o.warnings, msg)
+	fmt.Fprintf(o.e.stderr, "pkcstok-migrate: warning: %s\n", msg)
+}
+
+func (o *output) writeJSON(v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		b = []byte(`{"error":{"code":"internal","message":"cannot encode the output"}}`)
+	}
+	o.e.stdout.Write(append(b, '\n'))
+}
+
+// errorDoc is the error document of schema "error".
+type errorDoc struct {
+	Error errorBody `json:"error"`
+}
+
+type errorBody struct {
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Field   string         `json:"field,omitempty"`
+	Details map[string]any `json:"details,omitempty"`
+}
+
+func (o *output) fail(err error) int {
+	var pe *plan.Error
+	body := errorBody{Code: string(plan.CodeInternal), Message: err.Error()}
+	if errors.As(err, &pe) {
+		body = errorBody{Code: string(pe.Code), Message: pe.Message, Field: pe.Field, Details: pe.Details}
+	}
+	if o.json {
+		o.writeJSON(errorDoc{Error: body})
+	} else {
+		fmt.Fprintf(o.e.stdout, "error (%s): %s\n", body.Code, body.Message)
+	}
+	if o.json && o.stderrTTY() {
+		fmt.Fprintf(o.e.stderr, "pkcstok-migrate: %s\n", body.Message)
+	}
+	return 1
+}
+
+func (o *output) plan(p *plan.Plan) {
+	p.Warnings = append(p.Warnings, o.warnings...)
+	if o.json {
+		o.writeJSON(p)
+		if o.stderrTTY() {
+			fmt.Fprint(o.e.stderr, planSummary(p))
+		}
+		return
+	}
+	fmt.Fprint(o.e.stdout, planSummary(p))
+	if p.ConfDiff != "" {
+		fmt.Fprint(o.e.stdout, "\n", p.ConfDiff)
+	}
+}
+
+func (o *output) multi(m *plan.Multi) {
+	if o.json {
+		o.writeJSON(m)
+		return
+	}
+	for i := range m.Plans {
+		fmt.Fprint(o.e.stdout, planSummary(&m.Plans[i]))
+	}
+	for _, s := range m.Skipped {
+		fmt.Fprintf(o.e.stdout, "slot %d (%s): skipped: %s\n", s.Slot, s.Stdll, s.Reason)
+	}
+}
+
+func (o *output) result(r *apply.Result) {
+	r.Warnings = append(r.Warnings, o.warnings...)
+	if o.json {
+		o.writeJSON(r)
+		if o.stderrTTY() {
+			fmt.Fprint(o.e.stderr, resultSummary(r))
+		}
+		return
+	}
+	fmt.Fprint(o.e.stdout, resultSummary(r))
+}
+
+func planSummary(p *plan.Plan) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "slot %d: %s token, repository %s (%s format), conf tokversion %s\n", p.Slot, p.TokenType, p.Datastore, p.Format, p.ConfFormat)
+	fmt.Fprintf(&b, "  objects: %d (%d private, %d public): %d to re-encrypt, %d headers to rewrite, %d already 3.12\n",
+		p.Counts.Total, p.Counts.Private, p.Counts.Public, p.Counts.Reencrypt, p.Counts.RewrapHeader, p.Counts.None)
+	if p.Changed {
+		b.WriteString("  changes: ")
+		var parts []string
+		if p.Format != "3.12" {
+			parts = append(parts, "migrate the repository")
+		}
+		if p.ConfDiff != "" {
+			parts = append(parts, "set tokversion = 3.12 in "+p.Conf)
+		}
+		b.WriteString(strings.Join(parts, ", ") + "\n")
+	} else {
+		b.WriteString("  nothing to do\n")
+	}
+	for _, w := range p.Warnings {
+		fmt.Fprintf(&b, "  warning: %s\n", w)
+	}
+	for _, w := range p.Incomplete {
+		fmt.Fprintf(&b, "  not seen: %s\n", w)
+	}
+	return b.String()
+}
+
+func resultSummary(r *apply.Result) string {
+	var b strings.Builder
+	if !r.Changed {
+		fmt.Fprintf(&b, "%s: nothing to do for %s\n", r.Operation, r.Datastore)
+	} else {
+		fmt.Fprintf(&b, "%s: %s done", r.Operation, r.Datastore)
+		if r.Operation == "apply" {
+			fmt.Fprintf(&b, " (%d of %d objects migrated, verified %v)", r.ObjectsMigrated, r.ObjectsTotal, r.Verified)
+		}
+		b.WriteString("\n")
+	}
+	if r.Backup != nil {
+		if r.Backup.Datastore != "" {
+			fmt.Fprintf(&b, "  backup: %s\n", r.Backup.Datastore)
+		}
+		if r.Backup.Conf != "" {
+			fmt.Fprintf(&b, "  backup: %s\n", r.Backup.Conf)
+		}
+	}
+	for _, w := range r.Warnings {
+		fmt.Fprintf(&b, "  warning: %s\n", w)
+	}
+	return b.String()
+}
+
+// progress drives a progress bar on a terminal for large tokens.
+func (o *output) progress(done, total int) {
+	if total < progressThreshold || !o.stderrTTY() {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.bar == nil {
+		o.bar = progressbar.NewOptions(total,
+			progressbar.OptionSetWriter(o.e.stderr),
+			progressbar.OptionSetDescription("re-encrypting objects"),
+			progressbar.OptionShowCount(),
+			progressbar.OptionThrottle(100_000_000),
+			progressbar.OptionClearOnFinish())
+	}
+	_ = o.bar.Set(done)
+}
+
+func (o *output) finishProgress() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.bar != nil {
+		_ = o.bar.Finish()
+	}
+}
+
+func runSchema(e *env, args []string) int {
+	if len(args) > 1 {
+		fmt.Fprintf(e.stderr, "pkcstok-migrate: usage: schema [request|plan|result|error]\n")
+		return 1
+	}
+	if len(args) == 0 {
+		docs := map[string]json.RawMessage{}
+		for _, k := range schema.Kinds() {
+			src, err := schema.Source(k)
+			if err != nil {
+				fmt.Fprintf(e.stderr, "pkcstok-migrate: %v\n", err)
+				return 1
+			}
+			docs[string(k)] = src
+		}
+		b, _ := json.MarshalIndent(docs, "", "  ")
+		e.stdout.Write(append(b, '\n'))
+		return 0
+	}
+	src, err := schema.Source(schema.Kind(args[0]))
+	if err != nil {
+		fmt.Fprintf(e.stderr, "pkcstok-migrate: unknown schema %q: want request, plan, result or error\n", args[0])
+		return 1
+	}
+	e.stdout.Write(src)
+	return 0
+}
+
+func toolVersion() string { return plan.ToolVersion }

@@ -1,0 +1,58 @@
+package plan
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code is a stable error code that automation (the Ansible module, CI jobs) can branch on.
+type Code string
+
+// The error codes of the JSON contract (schema "error").
+const (
+	CodeWrongPIN          Code = "wrong_pin"
+	CodeUserPINNotSet     Code = "user_pin_not_set"
+	CodeSlotdRunning      Code = "slot_daemon_running"
+	CodeRepositoryInUse   Code = "repository_in_use"
+	CodeLocked            Code = "locked"
+	CodeStalePlan         Code = "stale_plan"
+	CodeSlotNotFound      Code = "slot_not_found"
+	CodeUnsupportedToken  Code = "unsupported_token"
+	CodeConfInvalid       Code = "conf_invalid"
+	CodeCorruptRepository Code = "corrupt_repository"
+	CodeBackupExists      Code = "backup_exists"
+	CodeBadRequest        Code = "bad_request"
+	CodeNotRoot           Code = "not_root"
+	CodeGroupNotFound     Code = "group_not_found"
+	CodeIO                Code = "io_error"
+	CodeVerifyFailed      Code = "verify_failed"
+	CodeNothingToRollBack Code = "nothing_to_roll_back"
+	CodeInternal          Code = "internal"
+)
+
+// Error is an error with a stable code. Message is safe to show: it never holds a secret.
+type Error struct {
+	Code    Code
+	Message string
+	Field   string         // for bad_request: the offending request field
+	Details map[string]any // extra machine-readable facts (PIDs, paths)
+	Err     error          // the cause, for errors.Is/As
+}
+
+func (e *Error) Error() string { return e.Message }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf makes an *Error whose message is formatted and whose cause is the last %w argument.
+func Errorf(code Code, format string, args ...any) *Error {
+	err := fmt.Errorf(format, args...)
+	return &Error{Code: code, Message: err.Error(), Err: errors.Unwrap(err)}
+}
+
+// CodeOf returns the code of err, CodeInternal when it carries none.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}

@@ -1,0 +1,461 @@
+// Package plan reads a token repository and opencryptoki.conf and decides what a migration
+// would do. It changes nothing and takes no lock that could block the token library.
+package plan
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/ocktools/pkcstok-migrate/internal/conf"
+	"github.com/ocktools/pkcstok-migrate/internal/procscan"
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
+	"github.com/ocktools/pkcstok-migrate/tokens"
+)
+
+// ToolVersion is the version printed in plans.
+var ToolVersion = "0.1.0"
+
+// Suffixes of the sibling directories and files the migration uses (spec §1.3).
+const (
+	SuffixTmp     = "_PKCSTOK_MIGRATE_TMP"
+	SuffixBak     = "_BAK"
+	SuffixJournal = "_PKCSTOK_MIGRATE_JOURNAL"
+	ConfName      = "opencryptoki.conf"
+	ConfBakName   = "opencryptoki.conf_BAK"
+)
+
+// DefaultStateBase is CONFIG_PATH (spec §1.1).
+const DefaultStateBase = "/var/lib/opencryptoki"
+
+// Options is a resolved request: PINs are bytes, paths are as given.
+type Options struct {
+	Slot      int
+	Datastore string // "" = the slot's directory from the conf
+	Confdir   string
+	SOPIN     []byte // nil = not given
+	UserPIN   []byte // nil = not given
+
+	StateBase string   // "" = DefaultStateBase
+	ProcRoot  string   // "" = "/proc"
+	PIDFiles  []string // nil = procscan defaults
+}
+
+// Make reads the state and returns the plan. It never writes.
+func Make(o Options) (*Plan, error) {
+	p, _, err := MakeWithKeys(o)
+	return p, err
+}
+
+// Inspection is what Make learned beyond the Plan: the unlocked keys of the repository when
+// PINs were given. Callers must Wipe the keys.
+type Inspection struct {
+	Keys *tokens.Keys
+	Edit *conf.Edit
+}
+
+// MakeWithKeys is Make that also hands back the keys it unlocked, so apply does not derive
+// them twice.
+func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
+	if o.StateBase == "" {
+		o.StateBase = DefaultStateBase
+	}
+	if o.Slot < 0 || o.Slot >= 1024 {
+		return nil, nil, &Error{Code: CodeBadRequest, Field: "slot", Message: fmt.Sprintf("slot %d is out of range 0..1023", o.Slot)}
+	}
+	if o.Confdir == "" {
+		return nil, nil, &Error{Code: CodeBadRequest, Field: "confdir", Message: "confdir is required"}
+	}
+	p := &Plan{
+		FormatVersion: FormatVersion,
+		ToolVersion:   ToolVersion,
+		Slot:          o.Slot,
+		Objects:       []Object{},
+		Warnings:      []string{},
+		Incomplete:    []string{},
+		Steps:         []Step{},
+		KeyFiles:      []FileAction{},
+	}
+	confdir, err := filepath.Abs(o.Confdir)
+	if err != nil {
+		return nil, nil, Errorf(CodeBadRequest, "confdir %s: %w", o.Confdir, err)
+	}
+	p.Confdir = confdir
+	p.Conf = filepath.Join(confdir, ConfName)
+
+	cf, confBytes, err := ReadConf(confdir)
+	if err != nil {
+		return nil, nil, err
+	}
+	slot, err := cf.Slot(uint64(o.Slot))
+	if err != nil {
+		if errors.Is(err, conf.ErrSlotNotFound) {
+			return nil, nil, Errorf(CodeSlotNotFound, "%s: no slot %d: %w", p.Conf, o.Slot, err)
+		}
+		return nil, nil, Errorf(CodeConfInvalid, "%s: slot %d: %w", p.Conf, o.Slot, err)
+	}
+	p.Stdll = slot.Stdll
+	p.UserGroup = slot.UserGroup
+	if !slot.Type.Supported() {
+		return nil, nil, &Error{Code: CodeUnsupportedToken, Message: fmt.Sprintf("slot %d points to DLL name %s, which is an unknown/unsupported token: only %s, %s, %s and %s tokens can be migrated", o.Slot, slot.Stdll, tokens.TypeICA.Stdll(), tokens.TypeCCA.Stdll(), tokens.TypeSoft.Stdll(), tokens.TypeEP11.Stdll())}
+	}
+	p.TokenType = slot.Type.String()
+	if !slot.TypeExact {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("stdll %q is not one of the four exact names upstream accepts; taken as a %s token", slot.Stdll, slot.Type))
+	}
+	if _, err := repofs.LookupGroup(slot.UserGroup); err != nil {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("token group %q does not exist on this host: apply will refuse", slot.UserGroup))
+	}
+
+	expected := slot.RepositoryDir(o.StateBase)
+	ds := o.Datastore
+	if ds == "" {
+		ds = expected
+	}
+	if ds, err = filepath.Abs(ds); err != nil {
+		return nil, nil, Errorf(CodeBadRequest, "datastore %s: %w", o.Datastore, err)
+	}
+	if ds == "/" || ds == "." {
+		return nil, nil, &Error{Code: CodeBadRequest, Field: "datastore", Message: "datastore must not be the root directory"}
+	}
+	p.Datastore = ds
+	if filepath.Clean(expected) != ds {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("datastore %s differs from the directory the token library uses for slot %d (%s)", ds, o.Slot, expected))
+	}
+
+	edit, err := cf.SetTokVersion(uint64(o.Slot))
+	if err != nil {
+		return nil, nil, Errorf(CodeConfInvalid, "%s: slot %d: %w", p.Conf, o.Slot, err)
+	}
+	p.ConfFormat = confFormat(slot)
+	p.ConfDiff = edit.Diff
+	confChange := edit.Action != "none"
+
+	dir, err := repofs.OpenDir(ds)
+	if err != nil {
+		return nil, nil, repoError(ds, err)
+	}
+	defer dir.Close()
+	repo, err := tokens.Load(dir)
+	if err != nil {
+		return nil, nil, repoError(ds, err)
+	}
+	p.Token = tokenInfo(repo.NV.Info)
+
+	var keys *tokens.Keys
+	if o.SOPIN != nil && o.UserPIN != nil {
+		keys, err = repo.Unlock(o.SOPIN, o.UserPIN)
+		if err != nil {
+			return nil, nil, unlockError(err)
+		}
+		p.PINsChecked = true
+	} else {
+		p.Incomplete = append(p.Incomplete, "PINs not given: PINs not verified, private objects listed without class, label or id")
+	}
+	ok := false
+	defer func() {
+		if !ok && keys != nil {
+			keys.Wipe()
+		}
+	}()
+
+	if err := scanObjects(p, dir, repo, keys); err != nil {
+		return nil, nil, err
+	}
+	nvFormat := repo.NV.Format
+	switch {
+	case nvFormat == tokens.FormatOld && p.Counts.None == 0:
+		p.Format = "old"
+	case nvFormat == tokens.Format312 && p.Counts.Reencrypt+p.Counts.RewrapHeader == 0:
+		p.Format = "3.12"
+	default:
+		p.Format = "mixed"
+	}
+	repoChange := nvFormat == tokens.FormatOld
+	if p.Format == "mixed" {
+		p.Warnings = append(p.Warnings, "repository mixes old and 3.12 files: apply will refuse; an old private object in a 3.12 repository cannot be decrypted any more")
+		repoChange = nvFormat == tokens.FormatOld
+	}
+	if nvFormat == tokens.Format312 && !repo.IndexPresent {
+		p.Warnings = append(p.Warnings, "TOK_OBJ/OBJ.IDX is missing: the token has no objects")
+	}
+
+	for _, f := range []string{"NVTOK.DAT", "MK_SO", "MK_USER"} {
+		a := "none"
+		if repoChange {
+			a = "rewrite"
+			if f == "MK_USER" && repo.MKUser == nil {
+				a = "create"
+			}
+		}
+		p.KeyFiles = append(p.KeyFiles, FileAction{File: f, Action: a})
+	}
+
+	parent := filepath.Dir(ds)
+	base := filepath.Base(ds)
+	bak := ds + SuffixBak
+	tmp := ds + SuffixTmp
+	if exists(parent, base+SuffixBak) {
+		if repoChange {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("backup %s already exists: apply will refuse until it is removed", bak))
+		} else {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("backup %s exists from an earlier migration; remove it after testing the migrated token", bak))
+		}
+	}
+	if exists(parent, base+SuffixTmp) {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("working copy %s from an interrupted run exists: apply will remove and rebuild it", tmp))
+	}
+	if exists(parent, base+SuffixJournal) {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("journal %s of an interrupted run exists: apply will finish that run", ds+SuffixJournal))
+	}
+	if confChange && exists(confdir, ConfBakName) {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("conf backup %s already exists: apply will refuse unless it equals the current conf", filepath.Join(confdir, ConfBakName)))
+	}
+	if pids, err := procscan.SlotdRunning(o.ProcRoot, o.PIDFiles); err != nil || len(pids) > 0 {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("pkcsslotd is running (pid %v): apply will refuse until it is stopped", pids))
+	}
+
+	fp, err := Fingerprint(dir, confBytes)
+	if err != nil {
+		return nil, nil, repoError(ds, err)
+	}
+	p.Fingerprint = fp
+
+	p.Changed = repoChange || confChange
+	if repoChange {
+		p.Steps = append(p.Steps,
+			Step{Op: "lock", Path: ds},
+			Step{Op: "copy", From: ds, To: tmp, Note: fmt.Sprintf("files 0660, directories 0770, group %s", slot.UserGroup)},
+			Step{Op: "write_keys", Path: tmp, Note: "NVTOK.DAT, MK_SO, MK_USER in the 3.12 format with a fresh master key"},
+			Step{Op: "reencrypt", Path: filepath.Join(tmp, "TOK_OBJ"), Note: fmt.Sprintf("%d private object(s) re-encrypted, %d public header(s) rewritten", p.Counts.Reencrypt, p.Counts.RewrapHeader)},
+			Step{Op: "verify", Path: tmp, Note: "every object decrypts to the clear bytes it had before"},
+			Step{Op: "exchange", From: tmp, To: ds, Note: "atomic exchange: the repository path never goes missing"},
+			Step{Op: "backup", From: tmp, To: bak, Note: "the original repository, renamed"},
+			Step{Op: "remove_shm", Path: "/dev/shm/" + strings.TrimPrefix(procscan.ShmName(ds), "/")},
+		)
+	}
+	if confChange {
+		p.Steps = append(p.Steps, Step{Op: "conf_edit", Path: p.Conf, To: filepath.Join(confdir, ConfBakName), Note: "tokversion = 3.12 (" + edit.Action + ")"})
+	}
+	ok = true
+	return p, &Inspection{Keys: keys, Edit: edit}, nil
+}
+
+// ReadConf reads and parses <confdir>/opencryptoki.conf without following symlinks.
+func ReadConf(confdir string) (*conf.File, []byte, error) {
+	name := filepath.Join(confdir, ConfName)
+	d, err := repofs.OpenDir(confdir)
+	if err != nil {
+		return nil, nil, confReadError(name, err)
+	}
+	defer d.Close()
+	data, err := d.ReadFile(ConfName)
+	if err != nil {
+		return nil, nil, confReadError(name, err)
+	}
+	if len(data) > conf.MaxSize {
+		return nil, nil, &Error{Code: CodeConfInvalid, Message: fmt.Sprintf("%s is %d bytes, larger than the %d bytes accepted", name, len(data), conf.MaxSize)}
+	}
+	f, err := conf.Parse(name, data)
+	if err != nil {
+		return nil, nil, Errorf(CodeConfInvalid, "%w", err)
+	}
+	return f, data, nil
+}
+
+func confReadError(name string, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return Errorf(CodeConfInvalid, "%s does not exist: %w", name, err)
+	case errors.Is(err, repofs.ErrSymlink), errors.Is(err, repofs.ErrNotRegular):
+		return Errorf(CodeConfInvalid, "%s: refusing: %w", name, err)
+	case errors.Is(err, repofs.ErrTooLarge):
+		return Errorf(CodeConfInvalid, "%s: %w", name, err)
+	}
+	return Errorf(CodeIO, "read %s: %w", name, err)
+}
+
+func repoError(ds string, err error) error {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return err
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return Errorf(CodeCorruptRepository, "repository %s: %w", ds, err)
+	case errors.Is(err, tokens.ErrCorrupt), errors.Is(err, repofs.ErrSymlink), errors.Is(err, repofs.ErrNotRegular), errors.Is(err, repofs.ErrTooLarge):
+		return Errorf(CodeCorruptRepository, "repository %s: %w", ds, err)
+	}
+	return Errorf(CodeIO, "repository %s: %w", ds, err)
+}
+
+func unlockError(err error) error {
+	switch {
+	case errors.Is(err, tokens.ErrWrongSOPIN), errors.Is(err, tokens.ErrWrongUserPIN):
+		return Errorf(CodeWrongPIN, "could not verify the PINs: %w", err)
+	case errors.Is(err, tokens.ErrUserPINNotSet):
+		return Errorf(CodeUserPINNotSet, "%w: set it with pkcsconf before migrating", err)
+	case errors.Is(err, tokens.ErrMKMismatch), errors.Is(err, tokens.ErrCorrupt):
+		return Errorf(CodeCorruptRepository, "%w", err)
+	}
+	return Errorf(CodeIO, "unlock: %w", err)
+}
+
+func confFormat(s *conf.Slot) string {
+	switch s.TokVersionKind {
+	case conf.KindAbsent:
+		return "absent"
+	}
+	return s.TokVersion
+}
+
+func exists(dir, name string) bool {
+	_, err := os.Lstat(filepath.Join(dir, name))
+	return err == nil
+}
+
+func tokenInfo(ti tokens.TokenInfo) TokenInfo {
+	return TokenInfo{
+		Label:           strings.TrimRight(printable(ti.Label), " "),
+		ManufacturerID:  strings.TrimRight(printable(ti.ManufacturerID), " "),
+		Model:           strings.TrimRight(printable(ti.Model), " "),
+		SerialNumber:    strings.TrimRight(printable(ti.SerialNumber), " "),
+		Flags:           fmt.Sprintf("0x%X", ti.Flags),
+		HardwareVersion: fmt.Sprintf("%d.%d", ti.HardwareVersion[0], ti.HardwareVersion[1]),
+		FirmwareVersion: fmt.Sprintf("%d.%d", ti.FirmwareVersion[0], ti.FirmwareVersion[1]),
+	}
+}
+
+// printable keeps valid UTF-8 text and replaces control bytes, so a hostile label cannot
+// reach a terminal raw.
+func printable(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+		if r < 0x20 || r == 0x7f {
+			r = '\uFFFD'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// scanObjects reads every object listed in OBJ.IDX, in parallel, keeping index order.
+func scanObjects(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens.Keys) error {
+	names := repo.Index
+	objs := make([]Object, len(names))
+	errs := make([]error, len(names))
+	workers := runtime.GOMAXPROCS(0)
+	var wg sync.WaitGroup
+	next := make(chan int, 64)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				objs[i], errs[i] = scanObject(dir, names[i], keys)
+			}
+		}()
+	}
+	for i := range names {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: %w", i+1, err))
+		}
+	}
+	p.Objects = objs
+	for _, o := range objs {
+		p.Counts.Total++
+		if o.Private {
+			p.Counts.Private++
+		} else {
+			p.Counts.Public++
+		}
+		switch o.Action {
+		case "reencrypt":
+			p.Counts.Reencrypt++
+		case "rewrap_header":
+			p.Counts.RewrapHeader++
+		default:
+			p.Counts.None++
+		}
+	}
+	return nil
+}
+
+func scanObject(dir *repofs.Dir, name string, keys *tokens.Keys) (Object, error) {
+	if err := tokens.ValidObjectName(name); err != nil {
+		return Object{}, err
+	}
+	data, err := dir.ReadFile("TOK_OBJ/" + name)
+	if err != nil {
+		return Object{}, err
+	}
+	o := Object{File: name, Size: int64(len(data))}
+	var k *tokens.Keys
+	if keys != nil {
+		k = keys
+	}
+	obj, err := tokens.DecodeObject(name, data, k)
+	if err != nil && !errors.Is(err, tokens.ErrNeedKeys) {
+		return Object{}, err
+	}
+	if obj == nil {
+		return Object{}, fmt.Errorf("object %s: no result", name)
+	}
+	o.Private = obj.Private
+	o.Format = obj.Format.String()
+	switch {
+	case obj.Format == tokens.Format312:
+		o.Action = "none"
+		o.NewSize = o.Size
+	case obj.Private:
+		o.Action = "reencrypt"
+	default:
+		o.Action = "rewrap_header"
+	}
+	if obj.Clear != nil {
+		if o.Action == "reencrypt" {
+			o.NewSize = int64(80 + len(obj.Clear))
+		} else if o.Action == "rewrap_header" {
+			o.NewSize = int64(16 + len(obj.Clear))
+		}
+		a, err := tokens.ParseFlattened(name, obj.Clear)
+		if err != nil {
+			return Object{}, err
+		}
+		c := int64(a.Class)
+		o.Class = &c
+		o.ClassName = tokens.ClassName(a.Class)
+		o.Label = printable(string(a.Label))
+		o.ID = hex.EncodeToString(a.ID)
+	}
+	return o, nil
+}
+
+// Fingerprint hashes every file of the repository and the conf bytes. It holds nothing
+// derived from a PIN.
+func Fingerprint(dir *repofs.Dir, confBytes []byte) (string, error) {
+	h := sha256.New()
+	h.Write([]byte("pkcstok-migrate fingerprint v1\nrepository\n"))
+	if err := repofs.TreeDigest(dir, h); err != nil {
+		return "", err
+	}
+	c := sha256.Sum256(confBytes)
+	fmt.Fprintf(h, "conf %x\n", c)
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
