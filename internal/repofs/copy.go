@@ -37,14 +37,13 @@ func CopyTree(src *Dir, parent *Dir, dstName string, p Perm, onFile func(rel str
 		return fmt.Errorf("copy %s: %w", src.path, err)
 	}
 	var root unix.Stat_t
-	if err := unix.Fstat(dfd, &root); err != nil {
-		unix.Close(dfd)
-		err = pathErr("stat", display, err)
+	if serr := unix.Fstat(dfd, &root); serr != nil {
+		err = pathErr("stat", display, serr)
 	} else {
 		c := &copier{perm: p, onFile: onFile, rootDev: uint64(root.Dev), rootIno: uint64(root.Ino)}
 		err = c.copyDir(src.fd, dfd, src.path, display, "", 0)
-		unix.Close(dfd)
 	}
+	unix.Close(dfd)
 	if err != nil {
 		// dstName did not exist before (mkdir succeeded), so everything below it is ours.
 		if rerr := removeAllAt(pfd, base, display, 0); rerr != nil {
