@@ -49,8 +49,8 @@ func (f *File) SetTokVersion(id uint64) (*Edit, error) {
 	switch {
 	case s.TokVersionKind == KindOther:
 		tv := s.tokVersion
-		return nil, fmt.Errorf("%s: line %d: slot %d: tokversion is a %s (%q): %w; set it to 3.12 by hand",
-			f.Name, tv.Line, s.ID, tv.Type, tv.Value, ErrTokVersionInvalid)
+		return nil, fmt.Errorf("%s: line %d: slot %d: tokversion %s: %w (set it to 3.12 by hand)",
+			f.Name, tv.Line, s.ID, describe(tv), ErrTokVersionInvalid)
 	case s.TokVersionIs312():
 		e.Action = ActionNone
 		e.Offset = s.tokVersion.ValuePos.Start
@@ -83,6 +83,19 @@ func (f *File) SetTokVersion(id uint64) (*Edit, error) {
 	}
 	e.Diff = UnifiedDiff(f.Data, e.Content)
 	return e, nil
+}
+
+// describe names the kind and value of a node for messages.
+func describe(n *Node) string {
+	switch n.Type {
+	case NodeInt:
+		return fmt.Sprintf("= %s is a number", n.Value)
+	case NodeBareValue:
+		return fmt.Sprintf("= %s is a bare word", n.Value)
+	case NodeBareConst:
+		return "has no value"
+	}
+	return "is a " + n.Type.String()
 }
 
 // insertion returns where and what to insert for a block without tokversion.

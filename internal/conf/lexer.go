@@ -63,10 +63,10 @@ type token struct {
 type lexState int
 
 const (
-	stStart   lexState = iota // flex INITIAL: until the first real token
-	stMain                    // MAIN
-	stComment                 // after '#', before the text
-	stCommentText             // comment text returned, newline (EOL) pending
+	stStart       lexState = iota // flex INITIAL: until the first real token
+	stMain                        // MAIN
+	stComment                     // after '#', before the text
+	stCommentText                 // comment text returned, newline (EOL) pending
 )
 
 // lexer reproduces upstream's cfglex.l (spec §7.1) on a byte slice.
