@@ -612,10 +612,10 @@ func TestIndex(t *testing.T) {
 	}
 
 	repo := mapFS{
-		FileNVTok:  oldNV(defaultSOPIN, testUserPIN),
-		FileMKSO:   encryptOldMK(t, seq(0, 24), defaultSOPIN),
-		FileMKUser: encryptOldMK(t, seq(0, 24), testUserPIN),
-		FileIndex:  []byte("OB123456\n\nOBmissin\n"),
+		FileNVTok:          oldNV(defaultSOPIN, testUserPIN),
+		FileMKSO:           encryptOldMK(t, seq(0, 24), defaultSOPIN),
+		FileMKUser:         encryptOldMK(t, seq(0, 24), testUserPIN),
+		FileIndex:          []byte("OB123456\n\nOBmissin\n"),
 		"TOK_OBJ/OB123456": encodeOldPublic(unhex(t, sampleFlat)),
 	}
 	r, err := Load(repo)
