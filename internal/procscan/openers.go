@@ -66,7 +66,8 @@ func FindOpeners(procRoot string, dir string) ([]Opener, error) {
 	}
 	self := os.Getpid()
 	var found []Opener
-	var problems []string
+	var unreadable []string
+	var first error
 	for _, pid := range pids {
 		if pid == self {
 			continue
@@ -74,11 +75,15 @@ func FindOpeners(procRoot string, dir string) ([]Opener, error) {
 		hits, err := scanProcess(procRoot, pid, prefixes)
 		found = append(found, hits...)
 		if err != nil {
-			problems = append(problems, fmt.Sprintf("%d: %v", pid, err))
+			unreadable = append(unreadable, strconv.Itoa(pid))
+			if first == nil {
+				first = err
+			}
 		}
 	}
-	if len(problems) > 0 {
-		return found, fmt.Errorf("%w: %s", ErrIncomplete, strings.Join(problems, "; "))
+	if len(unreadable) > 0 {
+		// One line, whatever the number of descriptors: the PIDs and the first cause.
+		return found, fmt.Errorf("%w: pid %s (first: %v)", ErrIncomplete, strings.Join(unreadable, ", "), first)
 	}
 	return found, nil
 }
@@ -167,7 +172,10 @@ func scanProcess(procRoot string, pid int, dirs []string) ([]Opener, error) {
 	}
 
 	if len(errs) > 0 {
-		return hits, errors.New(strings.Join(errs, "; "))
+		if len(errs) == 1 {
+			return hits, errors.New(errs[0])
+		}
+		return hits, fmt.Errorf("%s (and %d more)", errs[0], len(errs)-1)
 	}
 	return hits, nil
 }
