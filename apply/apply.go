@@ -39,6 +39,8 @@ type Options struct {
 	Hook func(step string) error
 	// Progress is told how many objects of how many are done.
 	Progress func(done, total int)
+
+	warn func(string) // collects warnings for the result
 }
 
 func (o *Options) hook(step string) error {
@@ -88,6 +90,8 @@ func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
 	if err := o.hook("locked"); err != nil {
 		return nil, err
 	}
+	var warnings []string
+	o.warn = func(w string) { warnings = append(warnings, w) }
 	if err := checkNotInUse(ds, o); err != nil {
 		return nil, err
 	}
@@ -107,7 +111,12 @@ func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
 		return nil, &plan.Error{Code: plan.CodeStalePlan, Message: fmt.Sprintf("the plan was made from another state of %s or %s: plan again", p.Datastore, p.Conf),
 			Details: map[string]any{"plan_fingerprint": saved.Fingerprint, "current_fingerprint": p.Fingerprint}}
 	}
-	return execute(p, insp, req, o)
+	res, err := execute(p, insp, req, o)
+	if err != nil {
+		return nil, err
+	}
+	res.Warnings = append(res.Warnings, warnings...)
+	return res, nil
 }
 
 func resolvePaths(req plan.Options) (ds, confdir string, err error) {
@@ -187,8 +196,13 @@ func checkNotInUse(ds string, o Options) error {
 		return &plan.Error{Code: plan.CodeSlotdRunning, Message: msg, Details: map[string]any{"pids": pidList(pids)}, Err: err}
 	}
 	pids, err = procscan.Openers(o.ProcRoot, ds)
-	if err != nil {
+	if err != nil && !errors.Is(err, procscan.ErrIncomplete) {
 		return plan.Errorf(plan.CodeIO, "scan processes for open files under %s: %w", ds, err)
+	}
+	if err != nil && o.warn != nil {
+		// Processes root cannot inspect (another user namespace, a hardened /proc) cannot be
+		// ruled out; pkcsslotd itself is checked separately and fails closed.
+		o.warn(fmt.Sprintf("could not check every process for open files under %s: %v", ds, err))
 	}
 	if len(pids) > 0 {
 		return &plan.Error{Code: plan.CodeRepositoryInUse, Message: fmt.Sprintf("processes %v hold files of %s open: stop them before migrating", pids, ds), Details: map[string]any{"pids": pidList(pids)}}

@@ -34,6 +34,8 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer unlock()
+	var warnings []string
+	o.warn = func(w string) { warnings = append(warnings, w) }
 	if err := checkNotInUse(ds, o); err != nil {
 		return nil, err
 	}
@@ -146,5 +148,6 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 		return nil, err
 	}
 	res.Fingerprint = fp
+	res.Warnings = append(res.Warnings, warnings...)
 	return res, nil
 }

@@ -1,0 +1,46 @@
+# pkcstok-migrate
+#   make demo    build, then plan and apply on a copy of examples/soft-small (root)
+#   make test    every test: unit, CLI scripts, fuzz smoke, reliability, Ansible, real openCryptoki
+#   make bench   benchmarks (not run in CI), results in bench/RESULTS.md
+
+GO       ?= go
+BIN      := bin/pkcstok-migrate
+FUZZTIME ?= 5s
+export CGO_ENABLED ?= 0
+
+.PHONY: all build demo test unit fuzz e2e ansible-test lint clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/pkcstok-migrate
+
+demo: build
+	sh examples/demo.sh $(BIN)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Unit and CLI tests. e2e is left out here: it starts a real pkcsslotd, which every other
+# package's apply would then (rightly) refuse to run beside.
+unit:
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
+
+# Each fuzz target for a few seconds: any input parses or errors, never panics.
+fuzz:
+	@set -e; for t in FuzzParseNVToken FuzzDecryptOldMK FuzzDecodeObject FuzzParseFlattened FuzzParseIndex; do \
+		$(GO) test ./tokens -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME); done
+	$(GO) test ./internal/conf -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+
+# The suite against Debian's real opencryptoki 3.8.1 (root; installs with e2e/install.sh).
+e2e:
+	PKCSTOK_E2E=1 $(GO) test -count=1 -v ./e2e
+
+ansible-test: build
+	PKCSTOK_MIGRATE_BIN=$(CURDIR)/$(BIN) bash ansible/tests/run.sh
+
+test: lint unit fuzz ansible-test e2e
+
+clean:
+	rm -rf bin
