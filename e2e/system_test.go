@@ -515,6 +515,15 @@ func (s *sandbox) startSlotd(t *testing.T) int {
 	if pids := runningSlotds(); len(pids) > 0 {
 		t.Fatalf("pkcsslotd already runs (pid %v) before the suite starts it", pids)
 	}
+	// Become a child subreaper: the daemonised pkcsslotd is then re-parented to this test
+	// process, which reaps it at once when it stops. Otherwise it stays a zombie until PID 1
+	// reaps it (about 1 s here, forever under an init that never reaps), and a zombie whose
+	// comm is still "pkcsslotd" counts as running for the tool's fail-closed check.
+	subreaperOnce.Do(func() {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			t.Logf("PR_SET_CHILD_SUBREAPER: %v (stopped daemons may linger as zombies)", err)
+		}
+	})
 	// Files, not pipes, for the output: the daemon inherits them and would keep a pipe open.
 	logf, err := os.CreateTemp(s.tmp, "pkcsslotd-*.log")
 	if err != nil {
@@ -570,6 +579,8 @@ func (s *sandbox) stopSlotd(t *testing.T, pid int) {
 	t.Logf("pkcsslotd %d stopped", pid)
 }
 
+var subreaperOnce sync.Once
+
 // stopPID sends SIGTERM to pid (only while it is a pkcsslotd), waits, then SIGKILL.
 func stopPID(pid int, wait time.Duration) error {
 	if !isSlotd(pid) {
@@ -579,20 +590,41 @@ func stopPID(pid int, wait time.Duration) error {
 		return err
 	}
 	deadline := time.Now().Add(wait)
-	for alive(pid) {
+	killed := false
+	for {
+		reap(pid)
+		if !exists(pid) {
+			break
+		}
 		if time.Now().After(deadline) {
-			if isSlotd(pid) {
+			if alive(pid) && !killed && isSlotd(pid) {
 				syscall.Kill(pid, syscall.SIGKILL)
+				killed, deadline = true, time.Now().Add(5*time.Second)
+				continue
 			}
-			time.Sleep(2 * time.Second)
-			if alive(pid) {
-				return fmt.Errorf("pid %d still alive after SIGTERM and SIGKILL", pid)
+			if !alive(pid) {
+				return fmt.Errorf("pid %d stopped but stays a zombie: nobody reaps it (run the suite under an init that reaps, e.g. docker --init)", pid)
 			}
-			return fmt.Errorf("pid %d ignored SIGTERM for %v and was killed", pid, wait)
+			return fmt.Errorf("pid %d still alive after SIGTERM and SIGKILL", pid)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	if killed {
+		return fmt.Errorf("pid %d ignored SIGTERM for %v and was killed", pid, wait)
+	}
 	return nil
+}
+
+// reap collects pid if it is a zombie child of this process (see PR_SET_CHILD_SUBREAPER).
+func reap(pid int) {
+	var ws unix.WaitStatus
+	unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+}
+
+// exists: /proc/pid exists (zombies included).
+func exists(pid int) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	return err == nil
 }
 
 // removeSysVShm removes the System V shared memory segments created by the given PIDs

@@ -215,4 +215,3 @@ func (r *readRepo) labels() []string {
 	sort.Strings(l)
 	return l
 }
-
