@@ -245,7 +245,7 @@ func recoverJournal(ds string, o Options) (bool, error) {
 		if _, err := pdir.Lstat(base + plan.SuffixBak); err == nil {
 			return false, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists: cannot move the original repository (now at %s) there", ds+plan.SuffixBak, ds+plan.SuffixTmp)}
 		}
-		if err := pdir.Rename(base+plan.SuffixTmp, base+plan.SuffixBak); err != nil {
+		if err := pdir.RenameNoReplace(base+plan.SuffixTmp, base+plan.SuffixBak); err != nil {
 			return false, plan.Errorf(plan.CodeIO, "rename %s: %w", ds+plan.SuffixTmp, err)
 		}
 	case dsFormat == tokens.FormatOld:
@@ -534,7 +534,7 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	if err := o.hook("backup"); err != nil {
 		return err
 	}
-	if err := pdir.Rename(tmpName, base+plan.SuffixBak); err != nil {
+	if err := pdir.RenameNoReplace(tmpName, base+plan.SuffixBak); err != nil {
 		return plan.Errorf(plan.CodeIO, "rename the original to %s (the repository is migrated; run apply again): %w", p.Datastore+plan.SuffixBak, err)
 	}
 	if err := pdir.Sync(); err != nil {

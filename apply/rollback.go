@@ -111,7 +111,7 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 		if err := o.hook("rollback_rename"); err != nil {
 			return nil, err
 		}
-		if err := pdir.Rename(bak, base+SuffixRolledBack); err != nil {
+		if err := pdir.RenameNoReplace(bak, base+SuffixRolledBack); err != nil {
 			return nil, plan.Errorf(plan.CodeIO, "rename %s: %w", ds+plan.SuffixBak, err)
 		}
 		if err := pdir.Sync(); err != nil {
