@@ -492,7 +492,7 @@ func run(t *testing.T, stdin []byte, name string, args ...string) []byte {
 	}
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
-	if err := cmd.Run(); err != nil {
+	if err := guarded(cmd.Run); err != nil {
 		t.Fatalf("%s %s: %v\nstdout: %s\nstderr: %s", name, strings.Join(args, " "), err, so.Bytes(), se.Bytes())
 	}
 	return so.Bytes()

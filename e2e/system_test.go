@@ -265,6 +265,11 @@ func newSandbox(t *testing.T) *sandbox {
 	go func() {
 		if _, ok := <-sig; ok {
 			fmt.Fprintln(os.Stderr, "e2e: interrupted: restoring the system")
+			// Let a running command finish (bounded), then keep every later one from starting:
+			// cmdMu is never released again, the process exits below.
+			for end := time.Now().Add(2 * time.Minute); !cmdMu.TryLock() && time.Now().Before(end); {
+				time.Sleep(50 * time.Millisecond)
+			}
 			s.restore()
 			os.Exit(1)
 		}
@@ -466,6 +471,16 @@ func modeBits(m uint32) fs.FileMode {
 	return f
 }
 
+// cmdMu is held while the suite runs an external command (pkcsslotd, pkcsconf, pkcs11-tool,
+// pkcstok-migrate), so that a restore on SIGINT/SIGTERM does not race with one.
+var cmdMu sync.Mutex
+
+func guarded(f func() error) error {
+	cmdMu.Lock()
+	defer cmdMu.Unlock()
+	return f()
+}
+
 // ---------------------------------------------------------------------------------------
 // pkcsslotd
 
@@ -532,7 +547,7 @@ func (s *sandbox) startSlotd(t *testing.T) int {
 	defer logf.Close()
 	cmd := exec.Command(slotdBin)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	runErr := cmd.Run()
+	runErr := guarded(cmd.Run)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		b, _ := os.ReadFile(slotdPID)

@@ -121,7 +121,7 @@ func (tl tool) run(t *testing.T, op string, req plan.Request) toolRun {
 	cmd.Stdin = bytes.NewReader(body)
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
-	err = cmd.Run()
+	err = guarded(cmd.Run)
 	r := toolRun{args: append([]string{"pkcstok-migrate"}, args...), stdout: so.Bytes(), stderr: se.Bytes()}
 	var ee *exec.ExitError
 	switch {
