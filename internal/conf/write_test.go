@@ -1,0 +1,203 @@
+package conf
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const (
+	origConf = "slot 3\n{\n    stdll = libpkcs11_sw.so\n}\n"
+	newConf  = "slot 3\n{\n    stdll = libpkcs11_sw.so\n    tokversion = 3.12\n}\n"
+)
+
+func confDir(t *testing.T, mode os.FileMode) string {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, ConfName)
+	require.NoError(t, os.WriteFile(p, []byte(origConf), 0o600))
+	require.NoError(t, os.Chmod(p, mode))
+	return dir
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	return string(b)
+}
+
+func assertNoTemp(t *testing.T, dir string) {
+	t.Helper()
+	_, err := os.Lstat(filepath.Join(dir, TempName))
+	assert.True(t, errors.Is(err, os.ErrNotExist), "no %s left: %v", TempName, err)
+}
+
+func TestWriteKeepsModeOwnerAndBackup(t *testing.T) {
+	dir := confDir(t, 0o640)
+	conf := filepath.Join(dir, ConfName)
+	uid, gid := os.Getuid(), os.Getgid()
+	if os.Geteuid() == 0 {
+		uid, gid = 4321, 8765 // root can give the original any owner; it must be kept
+		require.NoError(t, os.Chown(conf, uid, gid))
+	}
+	before, err := os.Stat(conf)
+	require.NoError(t, err)
+
+	var steps []string
+	res, err := Write(dir, []byte(newConf), func(s string) error { steps = append(steps, s); return nil })
+	require.NoError(t, err)
+	assert.Equal(t, []string{StepTmpWritten, StepTmpSynced, StepBackupLinked, StepRenamed, StepDirSynced}, steps)
+
+	assert.Equal(t, newConf, readFile(t, conf))
+	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, BackupName)), "_BAK holds the original bytes")
+	fi, err := os.Stat(conf)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o640), fi.Mode().Perm())
+	st := fi.Sys().(*syscall.Stat_t)
+	assert.Equal(t, [2]int{uid, gid}, [2]int{int(st.Uid), int(st.Gid)})
+	assert.Equal(t, os.FileMode(0o640), res.Mode)
+	assert.Equal(t, uid, res.UID)
+	assert.False(t, res.BackupReplaced)
+
+	bak, err := os.Stat(filepath.Join(dir, BackupName))
+	require.NoError(t, err)
+	assert.True(t, os.SameFile(before, bak), "_BAK is the original inode (hard link)")
+	assertNoTemp(t, dir)
+
+	// Rollback puts the original back.
+	require.NoError(t, Rollback(dir))
+	assert.Equal(t, origConf, readFile(t, conf))
+	_, err = os.Lstat(filepath.Join(dir, BackupName))
+	assert.True(t, errors.Is(err, os.ErrNotExist))
+	assert.ErrorIs(t, Rollback(dir), ErrNoBackup)
+}
+
+func TestWriteRefusesSymlinks(t *testing.T) {
+	// symlinked conf
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real.conf")
+	require.NoError(t, os.WriteFile(real, []byte(origConf), 0o644))
+	require.NoError(t, os.Symlink(real, filepath.Join(dir, ConfName)))
+	_, err := Write(dir, []byte(newConf), nil)
+	assert.ErrorIs(t, err, ErrSymlink)
+	assert.Equal(t, origConf, readFile(t, real))
+	assertNoTemp(t, dir)
+	_, err = ReadConf(dir)
+	assert.ErrorIs(t, err, ErrSymlink)
+
+	// symlinked directory
+	realDir := confDir(t, 0o644)
+	link := filepath.Join(t.TempDir(), "etc-link")
+	require.NoError(t, os.Symlink(realDir, link))
+	_, err = Write(link, []byte(newConf), nil)
+	assert.ErrorIs(t, err, ErrSymlink)
+	assert.Equal(t, origConf, readFile(t, filepath.Join(realDir, ConfName)))
+	assertNoTemp(t, realDir)
+	assert.ErrorIs(t, Rollback(link), ErrSymlink)
+
+	// a symlinked _BAK is never followed or replaced
+	dir = confDir(t, 0o644)
+	require.NoError(t, os.Symlink(filepath.Join(dir, ConfName), filepath.Join(dir, BackupName)))
+	_, err = Write(dir, []byte(newConf), nil)
+	assert.ErrorIs(t, err, ErrBackupExists)
+	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, ConfName)))
+
+	// a symlinked stale temp file is not removed
+	dir = confDir(t, 0o644)
+	target := filepath.Join(t.TempDir(), "victim")
+	require.NoError(t, os.WriteFile(target, []byte("keep"), 0o644))
+	require.NoError(t, os.Symlink(target, filepath.Join(dir, TempName)))
+	_, err = Write(dir, []byte(newConf), nil)
+	assert.Error(t, err)
+	assert.Equal(t, "keep", readFile(t, target))
+	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, ConfName)))
+}
+
+func TestWriteBackupExists(t *testing.T) {
+	// identical _BAK (an interrupted run of ours): replaced
+	dir := confDir(t, 0o644)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, BackupName), []byte(origConf), 0o644))
+	res, err := Write(dir, []byte(newConf), nil)
+	require.NoError(t, err)
+	assert.True(t, res.BackupReplaced)
+	assert.Equal(t, newConf, readFile(t, filepath.Join(dir, ConfName)))
+	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, BackupName)))
+
+	// different _BAK: refused, nothing touched
+	dir = confDir(t, 0o644)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, BackupName), []byte("older\n"), 0o644))
+	_, err = Write(dir, []byte(newConf), nil)
+	assert.ErrorIs(t, err, ErrBackupExists)
+	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, ConfName)))
+	assert.Equal(t, "older\n", readFile(t, filepath.Join(dir, BackupName)))
+	assertNoTemp(t, dir)
+}
+
+func TestWriteStaleTempRemoved(t *testing.T) {
+	dir := confDir(t, 0o644)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, TempName), []byte("junk"), 0o600))
+	_, err := Write(dir, []byte(newConf), nil)
+	require.NoError(t, err)
+	assert.Equal(t, newConf, readFile(t, filepath.Join(dir, ConfName)))
+	assertNoTemp(t, dir)
+}
+
+func TestWriteIfUnchanged(t *testing.T) {
+	dir := confDir(t, 0o644)
+	_, err := WriteIfUnchanged(dir, []byte("something else"), []byte(newConf), nil)
+	assert.ErrorIs(t, err, ErrConfChanged)
+	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, ConfName)))
+	_, err = WriteIfUnchanged(dir, []byte(origConf), []byte(newConf), nil)
+	require.NoError(t, err)
+	assert.Equal(t, newConf, readFile(t, filepath.Join(dir, ConfName)))
+}
+
+func TestWriteHookFailure(t *testing.T) {
+	boom := errors.New("injected fault")
+	for _, step := range []string{StepTmpWritten, StepTmpSynced, StepBackupLinked, StepRenamed} {
+		t.Run(step, func(t *testing.T) {
+			dir := confDir(t, 0o640)
+			_, err := Write(dir, []byte(newConf), func(s string) error {
+				if s == step {
+					return boom
+				}
+				return nil
+			})
+			assert.ErrorIs(t, err, boom)
+			assert.Equal(t, origConf, readFile(t, filepath.Join(dir, ConfName)), "conf byte-identical")
+			fi, err := os.Stat(filepath.Join(dir, ConfName))
+			require.NoError(t, err)
+			assert.Equal(t, os.FileMode(0o640), fi.Mode().Perm())
+			assertNoTemp(t, dir)
+			// a rerun (identical _BAK may remain) succeeds
+			_, err = Write(dir, []byte(newConf), nil)
+			require.NoError(t, err)
+			assert.Equal(t, origConf, readFile(t, filepath.Join(dir, BackupName)))
+		})
+	}
+	// after the rename the new conf is in place; the error is still reported
+	dir := confDir(t, 0o644)
+	_, err := Write(dir, []byte(newConf), func(s string) error {
+		if s == StepDirSynced {
+			return boom
+		}
+		return nil
+	})
+	assert.ErrorIs(t, err, boom)
+	assert.Equal(t, newConf, readFile(t, filepath.Join(dir, ConfName)))
+	assertNoTemp(t, dir)
+}
+
+func TestWriteMissingConf(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Write(dir, []byte(newConf), nil)
+	assert.ErrorIs(t, err, os.ErrNotExist)
+	_, err = Write(filepath.Join(dir, "nope"), []byte(newConf), nil)
+	assert.ErrorIs(t, err, os.ErrNotExist)
+}
