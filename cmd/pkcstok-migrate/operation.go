@@ -33,6 +33,7 @@ type opFlags struct {
 	planFile    string
 	out         string
 	allSlots    bool
+	stateDir    string
 	json        bool
 	set         map[string]bool
 }
@@ -50,6 +51,7 @@ func runOperation(e *env, op string, args []string) int {
 	fs.StringVar(&f.soPIN, "so-pin", "", "SO PIN (visible to other users: prefer a file or the request)")
 	fs.StringVar(&f.userPIN, "user-pin", "", "user PIN (visible to other users: prefer a file or the request)")
 	fs.BoolVar(&f.json, "json", true, "print JSON (false: a readable summary)")
+	fs.StringVar(&f.stateDir, "state-dir", plan.DefaultStateBase, "where the token library keeps its repositories (CONFIG_PATH)")
 	if op == "apply" {
 		fs.StringVar(&f.planFile, "plan", "", "apply this saved plan (refused if the state changed since)")
 	}
@@ -83,6 +85,7 @@ func runOperation(e *env, op string, args []string) int {
 	if err != nil {
 		return out.fail(err)
 	}
+	opts.StateBase = f.stateDir
 	defer wipe(opts.SOPIN)
 	defer wipe(opts.UserPIN)
 
