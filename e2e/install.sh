@@ -67,9 +67,11 @@ if ! installed; then
 	fi
 fi
 
-for f in /usr/sbin/pkcsslotd /usr/sbin/pkcsconf /usr/bin/pkcs11-tool \
-	/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so; do
+for f in /usr/sbin/pkcsslotd /usr/sbin/pkcsconf /usr/bin/pkcs11-tool; do
 	[ -e "$f" ] || { say "missing after installation: $f"; exit 1; }
 done
-getent group pkcs11 >/dev/null || { say "group pkcs11 missing after installation"; exit 1; }
+ls /usr/lib/*/pkcs11/libopencryptoki.so >/dev/null 2>&1 || { say "missing after installation: /usr/lib/<triplet>/pkcs11/libopencryptoki.so"; exit 1; }
+# The package creates the group on its first installation; recreate it (as a system group) if it
+# was deleted since.
+getent group pkcs11 >/dev/null || groupadd -r pkcs11
 say "opencryptoki $(dpkg-query -W -f='${Version}' opencryptoki) and opensc $(dpkg-query -W -f='${Version}' opensc) are installed"
