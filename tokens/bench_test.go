@@ -25,3 +25,36 @@ func BenchmarkReencryptPrivate(b *testing.B) {
 }
 
 const ckaValue = 0x11
+
+// TestReencryptConcurrent shares one pair of Keys between goroutines (run with -race).
+func TestReencryptConcurrent(t *testing.T) {
+	flat := unhex(t, sampleFlat)
+	oldKeys := &Keys{Format: FormatOld, OldMK: seq(0, 24)}
+	newKeys := &Keys{Format: Format312, NewMK: seq(0x20, 32)}
+	file := encodeOldPrivate(t, flat, oldKeys.OldMK)
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			var err error
+			for range 50 {
+				var out []byte
+				if out, _, _, err = ReencryptObject(sampleName, file, oldKeys, newKeys, rand.Reader); err != nil {
+					break
+				}
+				var o *Object
+				if o, err = DecodeObject(sampleName, out, newKeys); err != nil {
+					break
+				}
+				if !bytes.Equal(o.Clear, flat) {
+					t.Error("clear bytes differ")
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -9,11 +9,11 @@ import (
 
 // Fuzz targets: no input may panic. Seeds are the §11 vectors and real fixture files.
 
-func fixtureSeeds(f *testing.F, glob string) {
+func fixtureSeeds(f *testing.F, glob string, extra ...any) {
 	paths, _ := filepath.Glob(filepath.Join("testdata/fixtures", glob))
 	for _, p := range paths {
 		if b, err := os.ReadFile(p); err == nil && len(b) < 4096 {
-			f.Add(b)
+			f.Add(append([]any{b}, extra...)...)
 		}
 	}
 }
@@ -50,7 +50,7 @@ func FuzzDecodeObject(f *testing.F) {
 	f.Add(encodeOldPrivate(f, flat, oldKeys.OldMK), uint8(1))
 	f.Add(EncodePublic312(flat), uint8(0))
 	f.Add(newPriv, uint8(2))
-	fixtureSeeds(f, "soft-small/*/swtok/TOK_OBJ/OB*")
+	fixtureSeeds(f, "soft-small/*/swtok/TOK_OBJ/OB*", uint8(0))
 	f.Fuzz(func(t *testing.T, file []byte, which uint8) {
 		var k *Keys
 		switch which % 3 {
