@@ -17,7 +17,14 @@
 //	func UnifiedDiff(a, b []byte) string                      // "" when a == b
 //	func Write(confdir string, newContent []byte, hook func(step string) error) (*WriteResult, error)
 //	func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(string) error) (*WriteResult, error)
-//	func Rollback(confdir string) error
+//	func Rollback(confdir string) error                       // conf_BAK renamed back over the conf
+//	func ReadConf(confdir string) ([]byte, error)             // read with Write's no-symlink rules
+//
+// Slot gives ID, Stdll, Type/TypeExact (tokens.TypeFromStdll; exact == false for a path or a
+// ".so.N" name, which upstream refuses and callers should warn about), UserGroup (default
+// "pkcs11" with UserGroupDefault), TokName, TokVersion and TokVersionKind (KindAbsent,
+// KindVersion, KindString, KindOther). Write's hook is called with StepTmpWritten,
+// StepTmpSynced, StepBackupLinked, StepRenamed, StepDirSynced, each just before that step.
 //
 // The grammar is exactly upstream's (spec §7.1-7.2), so a file this package accepts is one
 // pkcsslotd accepts and the other way round, with three deliberate differences: a number or a

@@ -108,10 +108,11 @@ func checkEditInvariants(t *testing.T, f *File, id uint64, e *Edit) {
 // other) and expected.conf + expected.diff or error.txt. go test -run TestGolden -update
 // rewrites the expectations.
 func TestGolden(t *testing.T) {
-	dirs, err := filepath.Glob("testdata/golden/*")
+	dirs, err := filepath.Glob("testdata/golden/*/input.conf")
 	require.NoError(t, err)
 	require.NotEmpty(t, dirs)
-	for _, dir := range dirs {
+	for _, in := range dirs {
+		dir := filepath.Dir(in)
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			input, err := os.ReadFile(filepath.Join(dir, "input.conf"))
 			require.NoError(t, err)
