@@ -6,6 +6,7 @@
 package procscan
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -205,6 +206,13 @@ func inspect(procRoot string, pid int) (verdict, string) {
 			return verdictGone, ""
 		}
 		return verdictUnreadable, err.Error()
+	}
+	// A zombie has exited and holds no files; it stays until its parent reaps it (a
+	// detached pkcsslotd: until init does), so it does not count as running.
+	if st, err := readSmall(filepath.Join(dir, "stat"), 4096); err == nil {
+		if i := bytes.LastIndexByte(st, ')'); i >= 0 && i+2 < len(st) && (st[i+2] == 'Z' || st[i+2] == 'X') {
+			return verdictGone, ""
+		}
 	}
 	var reasons []string
 	readable := false
