@@ -336,9 +336,12 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 		if err := o.hook("conf_edit"); err != nil {
 			return nil, err
 		}
-		if _, err := conf.Write(p.Confdir, insp.Edit.Content, o.Hook); err != nil {
+		if _, err := conf.WriteIfUnchanged(p.Confdir, insp.Conf, insp.Edit.Content, o.Hook); err != nil {
 			if errors.Is(err, conf.ErrBackupExists) {
 				return nil, plan.Errorf(plan.CodeBackupExists, "%w", err)
+			}
+			if errors.Is(err, conf.ErrConfChanged) {
+				return nil, plan.Errorf(plan.CodeStalePlan, "%s changed during the run (the repository is migrated; run apply again): %w", p.Conf, err)
 			}
 			return nil, plan.Errorf(plan.CodeIO, "update %s (the repository is migrated; run apply again): %w", p.Conf, err)
 		}

@@ -60,6 +60,7 @@ func Make(o Options) (*Plan, error) {
 type Inspection struct {
 	Keys *tokens.Keys
 	Edit *conf.Edit
+	Conf []byte // the conf bytes the edit was made from
 }
 
 // MakeWithKeys is Make that also hands back the keys it unlocked, so apply does not derive
@@ -246,7 +247,7 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 		p.Steps = append(p.Steps, Step{Op: "conf_edit", Path: p.Conf, To: filepath.Join(confdir, ConfBakName), Note: "tokversion = 3.12 (" + edit.Action + ")"})
 	}
 	ok = true
-	return p, &Inspection{Keys: keys, Edit: edit}, nil
+	return p, &Inspection{Keys: keys, Edit: edit, Conf: confBytes}, nil
 }
 
 // ReadConf reads and parses <confdir>/opencryptoki.conf without following symlinks.
