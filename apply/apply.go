@@ -418,14 +418,20 @@ func checkConfBackup(confdir string) error {
 	return nil
 }
 
+// removeShm deletes the token's shared-memory segment under every spelling a token library
+// could have used for the datastore (spec §8.5); a missing segment is fine.
 func removeShm(ds string, o Options) {
-	name := strings.TrimPrefix(procscan.ShmName(ds), "/")
-	if name == "" || strings.Contains(name, "/") {
+	d, err := repofs.OpenDir(o.ShmDir)
+	if err != nil {
 		return
 	}
-	if d, err := repofs.OpenDir(o.ShmDir); err == nil {
+	defer d.Close()
+	for _, n := range procscan.ShmNames(ds) {
+		name := strings.TrimPrefix(n, "/")
+		if name == "" || strings.Contains(name, "/") {
+			continue
+		}
 		_ = d.Remove(name)
-		d.Close()
 	}
 }
 
