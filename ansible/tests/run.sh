@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Tests for the ocktools.pkcstok collection, run with the real ansible-playbook against localhost.
 #
 #   PKCSTOK_MIGRATE_BIN=/path/to/pkcstok-migrate ansible/tests/run.sh [FIXTURE_DIR]
@@ -9,6 +9,9 @@
 # CI=true, else uses the fake binary tests/fake-pkcstok-migrate (module development only).
 # Needs root (the tool refuses to run otherwise; the copies get group pkcs11).
 # KEEP=1 keeps the work directory. Last line: "N passed, M failed".
+# The environment reaches the binary (local connection), so test hooks of a -tags faultinject
+# build work, e.g. PKCSTOK_MIGRATE_PROC=/some/empty/dir where /proc/1 cannot be inspected
+# (containers): the real tool fails closed there with io_error "... could not be inspected".
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -275,6 +278,123 @@ else
     show rbcheck.out
     show rb.out
     show rb2.out
+fi
+
+# Fleet playbooks: an inventory with localhost, fake systemctl/service that log what they are
+# asked, and a wrapper binary that logs the subcommands into the same event log.
+mkdir -p "$W/bin"
+for t in systemctl service; do
+    cat > "$W/bin/$t" <<FAKE
+#!/bin/sh
+echo "$t \$*" >> "$W/events.log"
+exit 0
+FAKE
+    chmod 0755 "$W/bin/$t"
+done
+cat > "$W/evwrap.sh" <<WRAP
+#!/bin/sh
+echo "bin \$1" >> "$W/events.log"
+exec "$BIN" "\$@"
+WRAP
+chmod 0755 "$W/evwrap.sh"
+printf '[opencryptoki_hosts]\nlocalhost ansible_connection=local\n' > "$W/inv-plain"
+printf '[opencryptoki_hosts]\nlocalhost ansible_connection=local\n[migrate_expected]\nlocalhost\n' > "$W/inv-expected"
+cp "$HERE/../playbooks/fleet-dry-run.yml" "$HERE/../playbooks/fleet-rollout.yml" "$W/"
+# fleetvars NAME [lines...]: vars for the fleet playbooks, token copy $W/NAME.
+fleetvars() {
+    local name=$1
+    shift
+    (
+        umask 077
+        {
+            echo "pkcstok_slot: $SLOT"
+            echo "pkcstok_datastore: '$W/$name/swtok'"
+            echo "pkcstok_confdir: '$W/$name/conf'"
+            echo "pkcstok_binary: '$W/evwrap.sh'"
+            echo "pkcstok_become: false"
+            echo "vault_pkcstok_so_pin: '$SO_PIN'"
+            echo "vault_pkcstok_user_pin: '$USER_PIN'"
+            for l in "$@"; do echo "$l"; done
+        } > "$W/$name.fleet.yml"
+    )
+}
+fleet() {
+    local out=$1 inv=$2 pb=$3 name=$4
+    shift 4
+    : > "$W/events.log"
+    PATH="$W/bin:$PATH" ansible-playbook -i "$W/$inv" "$W/$pb" -e "@$W/$name.fleet.yml" "$@" > "$W/out/$out" 2>&1
+    RC=$?
+    EVENTS=$(grep -oE 'is-active|status|stop|start|plan|apply|rollback' "$W/events.log" | tr '\n' ' ' | sed 's/ $//')
+}
+
+# 9. fleet-dry-run.yml: fails for a host that would change unexpectedly, passes when expected.
+prepare c9
+fleetvars c9
+H0=$(tree_hash "$W/c9")
+fleet dry1.out inv-plain fleet-dry-run.yml c9
+RC1=$RC
+fleet dry2.out inv-expected fleet-dry-run.yml c9
+H1=$(tree_hash "$W/c9")
+if [ "$RC1" = 2 ] && grep -q 'not in the group migrate_expected' "$W/out/dry1.out" \
+    && [ "$RC" = 0 ] && grep -q 'tokversion' "$W/out/dry2.out" && [ "$H0" = "$H1" ] && [ "$EVENTS" = plan ] \
+    && ! grep -qF -- "$SO_PIN" "$W/out/dry1.out" "$W/out/dry2.out" \
+    && ! grep -qF -- "$USER_PIN" "$W/out/dry1.out" "$W/out/dry2.out"; then
+    ok "9 fleet-dry-run: unexpected change fails (rc 2), expected change passes, nothing written"
+else
+    bad "9 fleet-dry-run (rc $RC1/$RC events '$EVENTS' tree $( [ "$H0" = "$H1" ] && echo same || echo CHANGED))"
+    show dry1.out
+    show dry2.out
+fi
+
+# 10. fleet-rollout.yml: pkcsslotd stopped around apply and started again; rerun touches nothing.
+fleet roll1.out inv-plain fleet-rollout.yml c9
+RC1=$RC
+EV1=$EVENTS
+fleet roll2.out inv-plain fleet-rollout.yml c9
+if [ "$RC1" = 0 ] && [ "$(recap_changed roll1.out)" = 1 ] \
+    && echo "$EV1" | grep -qE '^plan (is-active|status) stop apply start$' \
+    && [ "$RC" = 0 ] && [ "$(recap_changed roll2.out)" = 0 ] && [ "$EVENTS" = plan ] \
+    && grep -q 'backups: ' "$W/out/roll1.out" \
+    && ! grep -qF -- "$SO_PIN" "$W/out/roll1.out" "$W/out/roll2.out" \
+    && ! grep -qF -- "$USER_PIN" "$W/out/roll1.out" "$W/out/roll2.out"; then
+    ok "10 fleet-rollout: daemon stopped around apply ($EV1), rerun changed=0 without touching it"
+else
+    bad "10 fleet-rollout (rc $RC1/$RC, events '$EV1' / '$EVENTS')"
+    show roll1.out
+    show roll2.out
+fi
+
+# 11. fleet-rollout.yml with a wrong PIN: stops with code wrong_pin, nothing changed, PIN hidden.
+prepare c11
+fleetvars c11 "vault_pkcstok_so_pin: '$WRONG'"
+sed -i "0,/^vault_pkcstok_so_pin: '$SO_PIN'\$/{//d}" "$W/c11.fleet.yml"
+H0=$(tree_hash "$W/c11")
+fleet roll3.out inv-plain fleet-rollout.yml c11
+H1=$(tree_hash "$W/c11")
+if [ "$RC" = 2 ] && grep -q '\[wrong_pin\]' "$W/out/roll3.out" && [ "$H0" = "$H1" ] \
+    && ! grep -qF -- "$WRONG" "$W/out/roll3.out" \
+    && { ! echo "$EVENTS" | grep -q stop || echo "$EVENTS" | grep -qE 'stop.*start$'; }; then
+    ok "11 fleet-rollout wrong PIN: stopped with [wrong_pin], nothing changed, daemon left running ($EVENTS)"
+else
+    bad "11 fleet-rollout wrong PIN (rc $RC, events '$EVENTS', tree $( [ "$H0" = "$H1" ] && echo same || echo CHANGED))"
+    show roll3.out
+fi
+
+# 12. the unified-diff applier used for the conf "after" text in diff mode.
+FXROOT=$(dirname "$FIXTURE")
+[ -f "$FXROOT/fixture.json" ] && [ -d "$FXROOT/after-reference" ] || FXROOT=
+"$APY" "$HERE/test_unidiff.py" $FXROOT > "$W/out/unidiff.out" 2>&1
+RC=$?
+if [ "$RC" = 0 ]; then
+    ok "12 unified-diff applier (incl. the fixture's multi-hunk upstream conf diff)"
+else
+    bad "12 unified-diff applier"
+    cat "$W/out/unidiff.out"
+fi
+
+if grep -qs 'could not be inspected' "$W"/out/*.out; then
+    echo "HINT: the tool could not inspect every process in /proc (sandbox/container?). It fails closed;"
+    echo "      for tests only, build with -tags faultinject and set PKCSTOK_MIGRATE_PROC=<empty dir>."
 fi
 
 echo "$PASS passed, $FAILN failed"
