@@ -119,3 +119,40 @@ func TestReliabilityConfTempRefusedBeforeSwitch(t *testing.T) {
 		})
 	}
 }
+
+// A rollback stopped after its exchange (before the migrated repository is renamed to
+// _ROLLED_BACK) must finish that rename on the rerun even though the conf still has to be
+// restored too; it used to restore only the conf and leave the migrated repository under the
+// backup's name.
+func TestReliabilityRollbackResumesAfterExchange(t *testing.T) {
+	ds, confdir, o := newToken(t)
+	req := plan.Options{Slot: 3, Datastore: ds, Confdir: confdir, SOPIN: []byte("so-pin-1"), UserPIN: []byte("user-pin-2")}
+	original := tree(t, ds)
+	if _, err := apply.Run(req, nil, o); err != nil {
+		t.Fatal(err)
+	}
+	stop := o
+	stop.Hook = func(s string) error {
+		if s == "rollback_rename" {
+			return errors.New("injected fault")
+		}
+		return nil
+	}
+	rb := plan.Options{Slot: 3, Datastore: ds, Confdir: confdir}
+	if _, err := apply.Rollback(rb, stop); err == nil {
+		t.Fatal("the injected fault did not stop rollback")
+	}
+	if _, err := apply.Rollback(rb, o); err != nil {
+		t.Fatalf("second rollback: %v", err)
+	}
+	if got := tree(t, ds); got != original {
+		t.Errorf("the repository is not the original:\n%s\nwant\n%s", got, original)
+	}
+	if _, err := os.Lstat(ds + plan.SuffixBak); err == nil {
+		t.Errorf("%s still exists after the rollback", ds+plan.SuffixBak)
+	}
+	b, err := os.ReadFile(filepath.Join(ds+apply.SuffixRolledBack, "NVTOK.DAT"))
+	if err != nil || len(b) != tokens.NVTokNewSize {
+		t.Errorf("the migrated repository is not at %s (%v)", ds+apply.SuffixRolledBack, err)
+	}
+}

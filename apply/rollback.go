@@ -69,14 +69,11 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 	dsFmt, bakFmt := nvFormat(pdir, base), nvFormat(pdir, bak)
 	_, confBakErr := cdir.Lstat(plan.ConfBakName)
 	repoTodo := bakFmt == tokens.FormatOld && dsFmt == tokens.Format312
+	// Interrupted after the exchange: only the rename is left (whether or not the conf is).
+	repoTodo = repoTodo || dsFmt == tokens.FormatOld && bakFmt == tokens.Format312
 	confTodo := confBakErr == nil
 	if !repoTodo && !confTodo {
-		if dsFmt == tokens.FormatOld && bakFmt == tokens.Format312 {
-			// Interrupted after the exchange: only the rename is left.
-			repoTodo = true
-		} else {
-			return nil, &plan.Error{Code: plan.CodeNothingToRollBack, Message: fmt.Sprintf("nothing to roll back: no old-format %s beside a 3.12 %s, and no %s", ds+plan.SuffixBak, ds, filepath.Join(confdir, plan.ConfBakName))}
-		}
+		return nil, &plan.Error{Code: plan.CodeNothingToRollBack, Message: fmt.Sprintf("nothing to roll back: no old-format %s beside a 3.12 %s, and no %s", ds+plan.SuffixBak, ds, filepath.Join(confdir, plan.ConfBakName))}
 	}
 	if _, err := pdir.Lstat(base + SuffixRolledBack); repoTodo && err == nil {
 		return nil, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", ds+SuffixRolledBack)}

@@ -81,6 +81,7 @@ func TestReliability(t *testing.T) {
 	start := time.Now()
 	h := newHarness(t)
 	t.Run("faults", h.testFaults)
+	t.Run("rollback_faults", h.testRollbackFaults)
 	t.Run("never_missing", h.testNeverMissing)
 	t.Run("disk_full", h.testDiskFull)
 	t.Run("hostile", h.testHostile)
@@ -824,4 +825,69 @@ func (h *harness) testNeverMissing(t *testing.T) {
 		t.Errorf("a path was missing %d times during apply; first: %v", m, firstMissing.Load())
 	}
 	h.checkFinal(t, tk, origRepo, origConf)
+}
+
+// testRollbackFaults stops rollback before each of its steps (error and SIGKILL): the
+// repository path must hold the migrated or the original repository, neither may be lost, and
+// a second rollback must bring back the original byte for byte.
+func (h *harness) testRollbackFaults(t *testing.T) {
+	for _, step := range []string{"rollback_exchange", "rollback_rename", "rollback_conf"} {
+		for _, mode := range []string{"error", "kill"} {
+			t.Run(step+"/"+mode, func(t *testing.T) {
+				tk := fixtureTokenIn(t, "soft-small", h.root(t))
+				origRepo := withoutRoot(snapshot(t, tk.ds))
+				origConf, _ := os.ReadFile(filepath.Join(tk.confdir, plan.ConfName))
+				if r := h.apply(t, tk); r.code != 0 {
+					t.Fatalf("apply: %s", r)
+				}
+				migConf, _ := os.ReadFile(filepath.Join(tk.confdir, plan.ConfName))
+				req := tk.request(map[string]any{"so_pin": nil, "user_pin": nil})
+				r := h.run(t, tk, time.Minute, req, []string{"PKCSTOK_MIGRATE_FAULT=" + step + ":" + mode}, "rollback", "--request", "-")
+				if mode == "kill" && r.signal != syscall.SIGKILL || mode == "error" && (r.code != 1 || !strings.Contains(r.errMsg, "injected fault")) {
+					t.Fatalf("fault %s:%s did not stop rollback: %s", step, mode, r)
+				}
+				h.fig.stepsInterrupted.Add(1)
+				if mode == "error" {
+					h.fig.errorsInjected.Add(1)
+				}
+				if fi, err := os.Lstat(tk.ds); err != nil || !fi.IsDir() {
+					t.Fatalf("the repository path is not a directory: %v", err)
+				}
+				if snapDiff(origRepo, withoutRoot(snapshot(t, tk.ds))) == "" {
+					// Rolled back: the migrated repository is kept at _BAK or _ROLLED_BACK.
+					if h.checkMigrated(tk, tk.ds+plan.SuffixBak) != nil && h.checkMigrated(tk, tk.ds+apply.SuffixRolledBack) != nil {
+						t.Fatalf("the migrated repository is lost")
+					}
+				} else {
+					if err := h.checkMigrated(tk, tk.ds); err != nil {
+						t.Fatalf("the repository is neither original nor migrated: %v", err)
+					}
+					if d := snapDiff(origRepo, withoutRoot(snapshot(t, tk.ds+plan.SuffixBak))); d != "" {
+						t.Fatalf("_BAK is not the original:\n%s", d)
+					}
+				}
+				if b, _ := os.ReadFile(filepath.Join(tk.confdir, plan.ConfName)); !bytes.Equal(b, origConf) && !bytes.Equal(b, migConf) {
+					t.Fatalf("the conf is neither the original nor the migrated one:\n%s", b)
+				}
+				if r := h.run(t, tk, time.Minute, req, nil, "rollback", "--request", "-"); r.code != 0 {
+					t.Fatalf("second rollback: %s", r)
+				}
+				if d := snapDiff(origRepo, withoutRoot(snapshot(t, tk.ds))); d != "" {
+					t.Errorf("after rollback the repository is not the original:\n%s", d)
+				}
+				if b, _ := os.ReadFile(filepath.Join(tk.confdir, plan.ConfName)); !bytes.Equal(b, origConf) {
+					t.Errorf("after rollback the conf is not the original")
+				}
+				if err := h.checkMigrated(tk, tk.ds+apply.SuffixRolledBack); err != nil {
+					t.Errorf("_ROLLED_BACK: %v", err)
+				}
+				if b, _ := os.ReadFile(filepath.Join(tk.confdir, apply.ConfRolledBackName)); !bytes.Equal(b, migConf) {
+					t.Errorf("%s is not the migrated conf", apply.ConfRolledBackName)
+				}
+				if !t.Failed() && mode == "kill" {
+					h.fig.killsSurvived.Add(1)
+				}
+			})
+		}
+	}
 }
