@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -445,6 +446,7 @@ func removeShm(ds string, o Options) {
 // original untouched.
 func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir *repofs.Dir, base string, perm repofs.Perm, res *Result) (err error) {
 	tmpName := base + plan.SuffixTmp
+	defer plan.LimitMemory(len(p.Objects))()
 	switched := false
 	defer func() {
 		if err != nil && !switched {
@@ -463,11 +465,31 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 		return plan.Errorf(plan.CodeIO, "open %s: %w", p.Datastore, err)
 	}
 	defer src.Close()
-	if err := repofs.CopyTree(src, pdir, tmpName, perm, nil); err != nil {
+	// The new keys come first: the copy re-encrypts each object on the way, so every file
+	// is read once and written once (no second pass that truncates and rewrites the copy).
+	repo, err := tokens.Load(src)
+	if err != nil {
+		return plan.Errorf(plan.CodeCorruptRepository, "%s: %w", p.Datastore, err)
+	}
+	up, err := repo.NewUpgrade(req.SOPIN, req.UserPIN, o.Rand)
+	if err != nil {
+		return plan.Errorf(plan.CodeCorruptRepository, "new keys: %w", err)
+	}
+	defer up.Keys.Wipe()
+	rc := newReencrypter(p, insp.Keys, up.Keys, o)
+	if err := repofs.CopyTreeWith(src, pdir, tmpName, perm, repofs.CopyOptions{Transform: rc.transform, Workers: copyWorkers()}); err != nil {
+		var pe *plan.Error
+		if errors.As(err, &pe) {
+			return pe
+		}
 		if errors.Is(err, repofs.ErrSymlink) || errors.Is(err, repofs.ErrNotRegular) {
 			return plan.Errorf(plan.CodeCorruptRepository, "copy %s: %w", p.Datastore, err)
 		}
 		return plan.Errorf(plan.CodeIO, "copy %s: %w", p.Datastore, err)
+	}
+	sums, migrated, err := rc.result()
+	if err != nil {
+		return err
 	}
 	res.Steps = append(res.Steps, "copy")
 	tmp, err := pdir.OpenSubdir(tmpName)
@@ -475,16 +497,6 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 		return plan.Errorf(plan.CodeIO, "open working copy: %w", err)
 	}
 	defer tmp.Close()
-
-	repo, err := tokens.Load(tmp)
-	if err != nil {
-		return plan.Errorf(plan.CodeCorruptRepository, "working copy: %w", err)
-	}
-	up, err := repo.NewUpgrade(req.SOPIN, req.UserPIN, o.Rand)
-	if err != nil {
-		return plan.Errorf(plan.CodeCorruptRepository, "new keys: %w", err)
-	}
-	defer up.Keys.Wipe()
 	for _, f := range []struct {
 		name string
 		data []byte
@@ -498,10 +510,6 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	}
 	res.Steps = append(res.Steps, "write_keys")
 
-	sums, migrated, err := reencryptAll(p, tmp, insp.Keys, up.Keys, perm, o)
-	if err != nil {
-		return err
-	}
 	res.ObjectsMigrated = migrated
 	res.Steps = append(res.Steps, "reencrypt")
 
@@ -586,70 +594,79 @@ func syncTree(d *repofs.Dir) error {
 	return d.Sync()
 }
 
-// reencryptAll rewrites every object of the plan in the working copy, spread over all cores,
-// and returns the SHA-256 of each object's clear bytes (in plan order).
-func reencryptAll(p *plan.Plan, tmp *repofs.Dir, oldKeys, newKeys *tokens.Keys, perm repofs.Perm, o Options) ([][32]byte, int, error) {
-	n := len(p.Objects)
-	sums := make([][32]byte, n)
-	var migrated atomic.Int64
-	var done atomic.Int64
-	var firstErr error
-	var errOnce sync.Once
-	var failed atomic.Bool
-	next := make(chan int, 256)
-	var wg sync.WaitGroup
-	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if failed.Load() {
-					continue
-				}
-				if err := reencryptOne(p.Objects[i], tmp, oldKeys, newKeys, perm, o, &sums[i], &migrated); err != nil {
-					errOnce.Do(func() { firstErr = err })
-					failed.Store(true)
-					continue
-				}
-				if o.Progress != nil {
-					o.Progress(int(done.Add(1)), n)
-				}
-			}
-		}()
-	}
-	for i := range p.Objects {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	if firstErr != nil {
-		return nil, 0, firstErr
-	}
-	return sums, int(migrated.Load()), nil
+// copyWorkers is how many files the working copy creates at once: creating a file is
+// system-call bound (the kernel, not this process, is busy), so a couple of files per core
+// are in flight.
+func copyWorkers() int { return 2 * runtime.GOMAXPROCS(0) }
+
+// reencrypter turns the objects of the plan into their 3.12 files while CopyTreeWith copies
+// them, spread over the copy's workers, and keeps the SHA-256 of each object's clear bytes
+// (in plan order) for verify.
+type reencrypter struct {
+	p                *plan.Plan
+	oldKeys, newKeys *tokens.Keys
+	o                Options
+	byName           []int32 // indexes of p.Objects sorted by file name
+	sums             [][32]byte
+	done             []bool
+	migrated         atomic.Int64
+	progress         atomic.Int64
 }
 
-func reencryptOne(obj plan.Object, tmp *repofs.Dir, oldKeys, newKeys *tokens.Keys, perm repofs.Perm, o Options, sum *[32]byte, migrated *atomic.Int64) error {
-	name := "TOK_OBJ/" + obj.File
-	if err := o.hook("object " + obj.File); err != nil {
-		return err
+func newReencrypter(p *plan.Plan, oldKeys, newKeys *tokens.Keys, o Options) *reencrypter {
+	n := len(p.Objects)
+	r := &reencrypter{p: p, oldKeys: oldKeys, newKeys: newKeys, o: o, byName: make([]int32, n), sums: make([][32]byte, n), done: make([]bool, n)}
+	for i := range r.byName {
+		r.byName[i] = int32(i)
 	}
-	data, err := tmp.ReadFile(name)
+	sort.Slice(r.byName, func(a, b int) bool { return p.Objects[r.byName[a]].File < p.Objects[r.byName[b]].File })
+	return r
+}
+
+// transform is the CopyOptions.Transform of the working copy: objects listed in OBJ.IDX are
+// re-encrypted, every other file is copied as it is.
+func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
+	name, ok := strings.CutPrefix(rel, "TOK_OBJ/")
+	if !ok || strings.Contains(name, "/") {
+		return data, nil
+	}
+	objs := r.p.Objects
+	k := sort.Search(len(r.byName), func(k int) bool { return objs[r.byName[k]].File >= name })
+	if k == len(r.byName) || objs[r.byName[k]].File != name {
+		return data, nil // not listed in OBJ.IDX: copied as it is
+	}
+	if err := r.o.hook("object " + name); err != nil {
+		return nil, err
+	}
+	out, clear, changed, err := tokens.ReencryptObject(name, data, r.oldKeys, r.newKeys, r.o.Rand)
 	if err != nil {
-		return plan.Errorf(plan.CodeIO, "read %s: %w", name, err)
+		return nil, plan.Errorf(plan.CodeCorruptRepository, "object %s: %w", name, err)
 	}
-	out, clear, changed, err := tokens.ReencryptObject(obj.File, data, oldKeys, newKeys, o.Rand)
-	if err != nil {
-		return plan.Errorf(plan.CodeCorruptRepository, "object %s: %w", obj.File, err)
+	sum := sha256.Sum256(clear)
+	// A name OBJ.IDX lists twice is one file: every entry gets its sum.
+	for ; k < len(r.byName) && objs[r.byName[k]].File == name; k++ {
+		i := r.byName[k]
+		r.sums[i], r.done[i] = sum, true
+		if r.o.Progress != nil {
+			r.o.Progress(int(r.progress.Add(1)), len(objs))
+		}
 	}
-	*sum = sha256.Sum256(clear)
 	if !changed {
-		return nil
+		return data, nil
 	}
-	if err := tmp.WriteFile(name, out, perm); err != nil {
-		return plan.Errorf(plan.CodeIO, "write %s: %w", name, err)
+	r.migrated.Add(1)
+	return out, nil
+}
+
+// result hands back the sums once the copy is done; an object of the plan the copy never
+// met (its file vanished) is an error.
+func (r *reencrypter) result() ([][32]byte, int, error) {
+	for i, d := range r.done {
+		if !d {
+			return nil, 0, plan.Errorf(plan.CodeCorruptRepository, "object %s of OBJ.IDX was not found while copying", r.p.Objects[i].File)
+		}
 	}
-	migrated.Add(1)
-	return nil
+	return r.sums, int(r.migrated.Load()), nil
 }
 
 // verify re-reads the working copy with the 3.12 reader: the key files are the ones written
@@ -680,6 +697,14 @@ func verify(p *plan.Plan, tmp *repofs.Dir, up *tokens.Upgrade, sums [][32]byte) 
 	if len(repo.Index) != len(p.Objects) {
 		return fail("OBJ.IDX lists %d objects, the plan %d", len(repo.Index), len(p.Objects))
 	}
+	if len(p.Objects) == 0 {
+		return nil
+	}
+	objDir, err := tmp.OpenSubdir("TOK_OBJ")
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer objDir.Close()
 	var firstErr error
 	var once sync.Once
 	next := make(chan int, 256)
@@ -690,7 +715,7 @@ func verify(p *plan.Plan, tmp *repofs.Dir, up *tokens.Upgrade, sums [][32]byte) 
 			defer wg.Done()
 			for i := range next {
 				name := p.Objects[i].File
-				data, err := tmp.ReadFile("TOK_OBJ/" + name)
+				data, err := objDir.ReadFile(name)
 				if err == nil {
 					var obj *tokens.Object
 					obj, err = tokens.DecodeObject(name, data, up.Keys)

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -351,9 +353,22 @@ func printable(s string) string {
 	return b.String()
 }
 
+// LimitMemory sets a soft memory limit (runtime/debug.SetMemoryLimit) fitting a run over
+// objects objects, unless one is already set (GOMEMLIMIT); restore undoes it. The plan keeps
+// about 230 bytes per object alive; without a limit the garbage collector lets the heap grow
+// to twice that before it runs, which at 100,000 objects would take the process above 64 MiB.
+func LimitMemory(objects int) (restore func()) {
+	if objects < 10000 || debug.SetMemoryLimit(-1) != math.MaxInt64 {
+		return func() {}
+	}
+	prev := debug.SetMemoryLimit(24<<20 + 200*int64(objects))
+	return func() { debug.SetMemoryLimit(prev) }
+}
+
 // scanObjects reads every object listed in OBJ.IDX, in parallel, keeping index order.
 func scanObjects(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens.Keys) error {
 	names := repo.Index
+	defer LimitMemory(len(names))()
 	objs := make([]Object, len(names))
 	errs := make([]error, len(names))
 	workers := runtime.GOMAXPROCS(0)
