@@ -44,3 +44,12 @@ test: lint unit fuzz ansible-test e2e
 
 clean:
 	rm -rf bin
+
+# Benchmarks (not run in CI; root, group pkcs11, /usr/bin/time). bench-data writes
+# old-format repositories with 10, 1000, 10000 and 100000 objects into bench/data.
+.PHONY: bench bench-data
+bench-data:
+	GO=$(GO) sh bench/data.sh
+
+bench: bench-data
+	GO=$(GO) sh bench/bench.sh
