@@ -16,12 +16,12 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	json "github.com/goccy/go-json"
 
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
+	"github.com/ocktools/pkcstok-migrate/internal/parallel"
 	"github.com/ocktools/pkcstok-migrate/internal/procscan"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
@@ -78,24 +78,11 @@ func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
 	}
 	req.ProcRoot, req.PIDFiles = o.ProcRoot, o.PIDFiles
 
-	// A first look without PINs tells the paths; the real plan is made under the locks.
-	ds, confdir, err := resolvePaths(req)
-	if err != nil {
-		return nil, err
-	}
-	unlock, err := lockAll(confdir, ds)
+	ds, _, unlock, warnings, err := begin(req, &o)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if err := o.hook("locked"); err != nil {
-		return nil, err
-	}
-	var warnings []string
-	o.warn = func(w string) { warnings = append(warnings, w) }
-	if err := checkNotInUse(ds, o); err != nil {
-		return nil, err
-	}
 	recovered, err := recoverJournal(ds, o)
 	if err != nil {
 		return nil, err
@@ -116,8 +103,32 @@ func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res.Warnings = append(res.Warnings, warnings...)
+	res.Warnings = append(res.Warnings, *warnings...)
 	return res, nil
+}
+
+// begin is what apply and rollback do first: find the paths (a look at the conf without
+// PINs; the real plan is made under the locks), take the locks, and refuse while pkcsslotd
+// or another process uses the repository. Warnings found on the way are collected in
+// *warnings; the caller must call unlock.
+func begin(req plan.Options, o *Options) (ds, confdir string, unlock func(), warnings *[]string, err error) {
+	if ds, confdir, err = resolvePaths(req); err != nil {
+		return "", "", nil, nil, err
+	}
+	if unlock, err = lockAll(confdir, ds); err != nil {
+		return "", "", nil, nil, err
+	}
+	warnings = &[]string{}
+	o.warn = func(w string) { *warnings = append(*warnings, w) }
+	err = o.hook("locked")
+	if err == nil {
+		err = checkNotInUse(ds, *o)
+	}
+	if err != nil {
+		unlock()
+		return "", "", nil, nil, err
+	}
+	return ds, confdir, unlock, warnings, nil
 }
 
 func resolvePaths(req plan.Options) (ds, confdir string, err error) {
@@ -705,37 +716,21 @@ func verify(p *plan.Plan, tmp *repofs.Dir, up *tokens.Upgrade, sums [][32]byte) 
 		return fail("%v", err)
 	}
 	defer objDir.Close()
-	var firstErr error
-	var once sync.Once
-	next := make(chan int, 256)
-	var wg sync.WaitGroup
-	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				name := p.Objects[i].File
-				data, err := objDir.ReadFile(name)
-				if err == nil {
-					var obj *tokens.Object
-					obj, err = tokens.DecodeObject(name, data, up.Keys)
-					if err == nil && obj.Format != tokens.Format312 {
-						err = errors.New("not in the 3.12 format")
-					}
-					if err == nil && sha256.Sum256(obj.Clear) != sums[i] {
-						err = errors.New("clear bytes differ from the original's")
-					}
-				}
-				if err != nil {
-					once.Do(func() { firstErr = fail("object %s: %v", name, err) })
-				}
-			}
-		}()
-	}
-	for i := range p.Objects {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	return firstErr
+	return parallel.For(len(p.Objects), func(i int) error {
+		name := p.Objects[i].File
+		data, err := objDir.ReadFile(name)
+		if err != nil {
+			return fail("object %s: %v", name, err)
+		}
+		obj, err := tokens.DecodeObject(name, data, up.Keys)
+		switch {
+		case err != nil:
+			return fail("object %s: %v", name, err)
+		case obj.Format != tokens.Format312:
+			return fail("object %s: not in the 3.12 format", name)
+		case sha256.Sum256(obj.Clear) != sums[i]:
+			return fail("object %s: clear bytes differ from the original's", name)
+		}
+		return nil
+	})
 }

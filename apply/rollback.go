@@ -25,20 +25,11 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 	if o.ShmDir == "" {
 		o.ShmDir = "/dev/shm"
 	}
-	ds, confdir, err := resolvePaths(req)
-	if err != nil {
-		return nil, err
-	}
-	unlock, err := lockAll(confdir, ds)
+	ds, confdir, unlock, warnings, err := begin(req, &o)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	var warnings []string
-	o.warn = func(w string) { warnings = append(warnings, w) }
-	if err := checkNotInUse(ds, o); err != nil {
-		return nil, err
-	}
 	res := &Result{Operation: "rollback", Slot: req.Slot, Datastore: ds, Conf: filepath.Join(confdir, plan.ConfName), Warnings: []string{}, Steps: []string{}, Verified: true}
 	cf, _, err := plan.ReadConf(confdir)
 	if err != nil {
@@ -145,6 +136,6 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 		return nil, err
 	}
 	res.Fingerprint = fp
-	res.Warnings = append(res.Warnings, warnings...)
+	res.Warnings = append(res.Warnings, *warnings...)
 	return res, nil
 }

@@ -11,13 +11,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"unicode/utf8"
 
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
+	"github.com/ocktools/pkcstok-migrate/internal/parallel"
 	"github.com/ocktools/pkcstok-migrate/internal/procscan"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/tokens"
@@ -370,28 +369,15 @@ func scanObjects(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens
 	names := repo.Index
 	defer LimitMemory(len(names))()
 	objs := make([]Object, len(names))
-	errs := make([]error, len(names))
-	workers := runtime.GOMAXPROCS(0)
-	var wg sync.WaitGroup
-	next := make(chan int, 64)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				objs[i], errs[i] = scanObject(dir, names[i], keys)
-			}
-		}()
-	}
-	for i := range names {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			return repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: %w", i+1, err))
+	err := parallel.For(len(names), func(i int) error {
+		var err error
+		if objs[i], err = scanObject(dir, names[i], keys); err != nil {
+			return fmt.Errorf("object %d of OBJ.IDX: %w", i+1, err)
 		}
+		return nil
+	})
+	if err != nil {
+		return repoError(p.Datastore, err)
 	}
 	p.Objects = objs
 	for _, o := range objs {
