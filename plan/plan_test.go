@@ -1,0 +1,130 @@
+package plan
+
+import (
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	json "github.com/goccy/go-json"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ocktools/pkcstok-migrate/schema"
+	"github.com/ocktools/pkcstok-migrate/tokens"
+	"github.com/ocktools/pkcstok-migrate/tokens/tokentest"
+)
+
+// newRepo writes a generated old-format token of the given type (slot 3) and its conf.
+func newRepo(t *testing.T, typ tokens.Type, mk88 bool) (ds, confdir string) {
+	t.Helper()
+	dir := t.TempDir()
+	ds, confdir = filepath.Join(dir, "tok"), filepath.Join(dir, "conf")
+	_, err := tokentest.WriteOld(ds, tokentest.Options{Type: typ, SOPIN: "sopin123", UserPIN: "user1234", N: 12, Seed: 7, MK88: mk88})
+	require.NoError(t, err)
+	c, err := tokentest.OldConf(3, typ)
+	require.NoError(t, err)
+	require.NoError(t, os.MkdirAll(confdir, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(confdir, ConfName), c, 0o644))
+	return ds, confdir
+}
+
+// Every token type goes through the same plan; the type comes from the slot's stdll.
+func TestPlanEveryTokenType(t *testing.T) {
+	for _, tc := range []struct {
+		typ  tokens.Type
+		mk88 bool
+	}{{tokens.TypeSoft, false}, {tokens.TypeICA, false}, {tokens.TypeCCA, true}, {tokens.TypeEP11, false}} {
+		t.Run(tc.typ.String(), func(t *testing.T) {
+			ds, confdir := newRepo(t, tc.typ, tc.mk88)
+			p, err := Make(Options{Slot: 3, Datastore: ds, Confdir: confdir, SOPIN: []byte("sopin123"), UserPIN: []byte("user1234"), ProcRoot: t.TempDir(), PIDFiles: []string{}})
+			require.NoError(t, err)
+			require.Equal(t, tc.typ.String(), p.TokenType)
+			require.Equal(t, "old", p.Format)
+			require.True(t, p.Changed)
+			require.Equal(t, 12, p.Counts.Total)
+			require.Equal(t, p.Counts.Private, p.Counts.Reencrypt)
+			require.Equal(t, p.Counts.Public, p.Counts.RewrapHeader)
+			require.Contains(t, p.ConfDiff, "+  tokversion = 3.12")
+			require.NoError(t, schema.ValidateValue(schema.Plan, p))
+		})
+	}
+}
+
+// A plan holds no PIN and nothing derived from one: it is safe as a CI artifact.
+func TestPlanHoldsNoSecret(t *testing.T) {
+	ds, confdir := newRepo(t, tokens.TypeSoft, false)
+	p, err := Make(Options{Slot: 3, Datastore: ds, Confdir: confdir, SOPIN: []byte("sopin123"), UserPIN: []byte("user1234"), ProcRoot: t.TempDir(), PIDFiles: []string{}})
+	require.NoError(t, err)
+	b, err := json.Marshal(p)
+	require.NoError(t, err)
+	for _, secret := range []string{"sopin123", "user1234", hex.EncodeToString([]byte("sopin123")), hex.EncodeToString([]byte("user1234"))} {
+		require.NotContains(t, string(b), secret)
+	}
+}
+
+// The fingerprint covers every byte and mode of the repository and the conf bytes.
+func TestFingerprintTracksState(t *testing.T) {
+	ds, confdir := newRepo(t, tokens.TypeSoft, false)
+	o := Options{Slot: 3, Datastore: ds, Confdir: confdir, ProcRoot: t.TempDir(), PIDFiles: []string{}}
+	first, err := Make(o)
+	require.NoError(t, err)
+	again, err := Make(o)
+	require.NoError(t, err)
+	require.Equal(t, first.Fingerprint, again.Fingerprint)
+
+	conf := filepath.Join(confdir, ConfName)
+	orig, err := os.ReadFile(conf)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(conf, append(append([]byte{}, orig...), '\n'), 0o644))
+	changed, err := Make(o)
+	require.NoError(t, err)
+	require.NotEqual(t, first.Fingerprint, changed.Fingerprint, "conf edit")
+	require.NoError(t, os.WriteFile(conf, orig, 0o644))
+
+	require.NoError(t, os.Chmod(filepath.Join(ds, "MK_SO"), 0o640))
+	changed, err = Make(o)
+	require.NoError(t, err)
+	require.NotEqual(t, first.Fingerprint, changed.Fingerprint, "mode change")
+}
+
+// Without PINs the plan still lists every object and says what it could not see.
+func TestPlanWithoutPINs(t *testing.T) {
+	ds, confdir := newRepo(t, tokens.TypeSoft, false)
+	p, err := Make(Options{Slot: 3, Datastore: ds, Confdir: confdir, ProcRoot: t.TempDir(), PIDFiles: []string{}})
+	require.NoError(t, err)
+	require.False(t, p.PINsChecked)
+	require.Len(t, p.Objects, 12)
+	require.NotEmpty(t, p.Incomplete)
+	for _, o := range p.Objects {
+		if o.Private {
+			require.Nil(t, o.Class, o.File)
+		} else {
+			require.NotNil(t, o.Class, o.File)
+		}
+	}
+}
+
+// Codes for what the conf says about the slot.
+func TestPlanConfErrors(t *testing.T) {
+	ds, confdir := newRepo(t, tokens.TypeSoft, false)
+	conf := filepath.Join(confdir, ConfName)
+	for _, tc := range []struct {
+		name, content string
+		slot          int
+		code          Code
+	}{
+		{"fail_slot_missing", "slot 1 {\n stdll = libpkcs11_sw.so\n}\n", 3, CodeSlotNotFound},
+		{"fail_tpm_unsupported", "slot 3 {\n stdll = libpkcs11_tpm.so\n}\n", 3, CodeUnsupportedToken},
+		{"fail_syntax", "slot 3 {\n stdll = \n}\n", 3, CodeConfInvalid},
+		{"fail_tokversion_bare_word", "slot 3 {\n stdll = libpkcs11_sw.so\n tokversion = new\n}\n", 3, CodeConfInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.NoError(t, os.WriteFile(conf, []byte(tc.content), 0o644))
+			_, err := Make(Options{Slot: tc.slot, Datastore: ds, Confdir: confdir, ProcRoot: t.TempDir(), PIDFiles: []string{}})
+			require.Error(t, err)
+			require.Equal(t, tc.code, CodeOf(err), err.Error())
+			require.False(t, strings.Contains(err.Error(), "sopin123"))
+		})
+	}
+}
