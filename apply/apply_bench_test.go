@@ -25,43 +25,6 @@ import (
 // deleting tens of thousands of files right before a run would make its file creation
 // several times slower.
 
-func benchSizes() []int {
-	s := []int{10, 1000, 10000}
-	if os.Getenv("BENCH_LARGE") == "1" {
-		s = append(s, 100000)
-	}
-	return s
-}
-
-// benchRepo returns a directory holding swtok/ (old format, N objects) and conf/,
-// generating it below tmp when PKCSTOK_BENCH_DATA does not hold one.
-func benchRepo(b *testing.B, tmp string, n int) string {
-	if base := os.Getenv("PKCSTOK_BENCH_DATA"); base != "" {
-		d := filepath.Join(base, "n"+strconv.Itoa(n))
-		if _, err := os.Stat(filepath.Join(d, "swtok", "NVTOK.DAT")); err == nil {
-			return d
-		}
-	}
-	d := filepath.Join(tmp, "n"+strconv.Itoa(n))
-	if _, err := tokentest.WriteOld(filepath.Join(d, "swtok"), tokentest.Options{
-		Type: tokens.TypeSoft, SOPIN: "sopin123", UserPIN: "user1234", N: n, Seed: 1, NoObjectList: true,
-		Label: fmt.Sprintf("pkcstok bench %d", n),
-	}); err != nil {
-		b.Fatal(err)
-	}
-	conf, err := tokentest.OldConf(3, tokens.TypeSoft)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(d, "conf"), 0o755); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(d, "conf", plan.ConfName), conf, 0o644); err != nil {
-		b.Fatal(err)
-	}
-	return d
-}
-
 // BenchmarkApply migrates a repository of N objects end to end (plan under the lock, copy
 // with re-encryption, syncfs, verification, exchange, conf edit), in process.
 func BenchmarkApply(b *testing.B) {
@@ -69,9 +32,9 @@ func BenchmarkApply(b *testing.B) {
 		b.Skip("group pkcs11 is needed: ", err)
 	}
 	tmp := b.TempDir()
-	for _, n := range benchSizes() {
+	for _, n := range tokentest.BenchSizes() {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
-			d := benchRepo(b, tmp, n)
+			d := tokentest.BenchRepo(b, tmp, n)
 			req := plan.Options{Slot: 3, Datastore: filepath.Join(d, "swtok"), Confdir: filepath.Join(d, "conf"), SOPIN: []byte("sopin123"), UserPIN: []byte("user1234")}
 			trash := filepath.Join(d, "bench-trash")
 			b.Cleanup(func() { os.RemoveAll(trash) })

@@ -19,14 +19,9 @@ import (
 func newRepo(t *testing.T, typ tokens.Type, mk88 bool) (ds, confdir string) {
 	t.Helper()
 	dir := t.TempDir()
-	ds, confdir = filepath.Join(dir, "tok"), filepath.Join(dir, "conf")
-	_, err := tokentest.WriteOld(ds, tokentest.Options{Type: typ, SOPIN: "sopin123", UserPIN: "user1234", N: 12, Seed: 7, MK88: mk88})
+	_, err := tokentest.WriteOldWithConf(dir, 3, tokentest.Options{Type: typ, SOPIN: "sopin123", UserPIN: "user1234", N: 12, Seed: 7, MK88: mk88})
 	require.NoError(t, err)
-	c, err := tokentest.OldConf(3, typ)
-	require.NoError(t, err)
-	require.NoError(t, os.MkdirAll(confdir, 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(confdir, ConfName), c, 0o644))
-	return ds, confdir
+	return filepath.Join(dir, "swtok"), filepath.Join(dir, "conf")
 }
 
 // Every token type goes through the same plan; the type comes from the slot's stdll.
