@@ -241,7 +241,16 @@ func resolve(e *env, op string, req *plan.Request, out *output) (plan.Options, e
 	if req.PlanFile != "" && (req.Slot != nil || req.Datastore != "" || req.Confdir != "") {
 		return o, &plan.Error{Code: plan.CodeBadRequest, Field: "plan_file", Message: "a saved plan names its slot, datastore and confdir: give none of them"}
 	}
+	if req.PlanFile != "" && op != "apply" {
+		return o, &plan.Error{Code: plan.CodeBadRequest, Field: "plan_file", Message: "plan_file is for apply only"}
+	}
+	if req.AllSlots && op != "plan" {
+		return o, &plan.Error{Code: plan.CodeBadRequest, Field: "all_slots", Message: "all_slots is for plan only: apply and rollback take one slot at a time"}
+	}
 	if op == "rollback" {
+		if req.SOPIN != "" || req.UserPIN != "" || req.SOPINFile != "" || req.UserPINFile != "" {
+			return o, &plan.Error{Code: plan.CodeBadRequest, Field: "so_pin", Message: "rollback needs no PINs"}
+		}
 		return o, nil
 	}
 	var err error

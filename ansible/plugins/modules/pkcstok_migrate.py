@@ -722,7 +722,8 @@ def rollback(module, runner):
         except (IOError, OSError):
             before_conf = None
 
-    req = build_request(module)
+    # rollback needs no PIN, and the tool refuses a request that carries one.
+    req = build_request(module, with_pins=False)
     rc, result, err, out, start_err = run_with_daemon_stopped(module, runner, 'rollback', req, ret)
     e = Runner.error_of(result)
     if e is not None and e.get('code') == 'nothing_to_roll_back':
