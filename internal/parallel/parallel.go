@@ -11,9 +11,25 @@ import (
 // error, indexes not yet started are skipped. It returns the error of the lowest index that
 // failed, so the result does not depend on scheduling when only one item is bad.
 func For(n int, fn func(i int) error) error {
-	workers := runtime.GOMAXPROCS(0)
-	if workers > n {
-		workers = n
+	return Workers(n, runtime.GOMAXPROCS(0), func() func(int) error { return fn })
+}
+
+// Workers is For with state per goroutine (a buffer, a hash): each of at most workers
+// goroutines calls newWorker once and uses the function it returns for the indexes it
+// takes. With one worker (or one item) everything runs on the calling goroutine.
+func Workers(n, workers int, newWorker func() func(i int) error) error {
+	workers = min(workers, n)
+	if workers <= 1 {
+		if n == 0 {
+			return nil
+		}
+		fn := newWorker()
+		for i := 0; i < n; i++ {
+			if err := fn(i); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	var (
 		next     atomic.Int64
@@ -24,9 +40,8 @@ func For(n int, fn func(i int) error) error {
 		wg       sync.WaitGroup
 	)
 	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
+			fn := newWorker()
 			for !failed.Load() {
 				i := int(next.Add(1) - 1)
 				if i >= n {
@@ -39,9 +54,10 @@ func For(n int, fn func(i int) error) error {
 					}
 					mu.Unlock()
 					failed.Store(true)
+					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return firstErr

@@ -9,8 +9,8 @@ import (
 	"path"
 	"runtime"
 	"sync"
-	"sync/atomic"
 
+	"github.com/ocktools/pkcstok-migrate/internal/parallel"
 	"golang.org/x/sys/unix"
 )
 
@@ -84,7 +84,6 @@ type copier struct {
 	onFile    func(string)
 	transform func(string, []byte) ([]byte, error)
 	workers   int
-	buf       []byte
 	rootDev   uint64
 	rootIno   uint64
 	onFileMu  sync.Mutex
@@ -181,48 +180,10 @@ func (c *copier) copyFiles(sfd, dfd int, srcDisplay, dstDisplay, rel string, fil
 		}
 		return nil
 	}
-	workers := c.workers
-	if workers > len(files) {
-		workers = len(files)
-	}
-	if workers <= 1 {
-		for _, f := range files {
-			if err := one(f, &c.buf); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	var (
-		next    atomic.Int64
-		failed  atomic.Bool
-		mu      sync.Mutex
-		errAt   = len(files)
-		firstEr error
-		wg      sync.WaitGroup
-	)
-	for w := 0; w < workers; w++ {
-		wg.Go(func() {
-			var buf []byte
-			for !failed.Load() {
-				i := int(next.Add(1) - 1)
-				if i >= len(files) {
-					return
-				}
-				if err := one(files[i], &buf); err != nil {
-					mu.Lock()
-					if i < errAt {
-						errAt, firstEr = i, err
-					}
-					mu.Unlock()
-					failed.Store(true)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return firstEr
+	return parallel.Workers(len(files), c.workers, func() func(int) error {
+		var buf []byte
+		return func(i int) error { return one(files[i], &buf) }
+	})
 }
 
 func (c *copier) copySubdir(sfd, dfd int, name string, st *unix.Stat_t, sp, dp, rel string, depth int) error {
@@ -438,46 +399,9 @@ func (t *digester) hashFiles(dirfd int, display string, entries []digestEntry, f
 		fh.Sum(e.sum[:0])
 		return nil
 	}
-	workers := min(t.workers, len(files))
-	if workers <= 1 {
+	return parallel.Workers(len(files), t.workers, func() func(int) error {
 		fh := sha256.New()
 		var buf []byte
-		for _, i := range files {
-			if err := one(&entries[i], fh, &buf); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	var (
-		next   atomic.Int64
-		failed atomic.Bool
-		mu     sync.Mutex
-		errAt  = len(files)
-		first  error
-		wg     sync.WaitGroup
-	)
-	for w := 0; w < workers; w++ {
-		wg.Go(func() {
-			fh := sha256.New()
-			var buf []byte
-			for !failed.Load() {
-				k := int(next.Add(1) - 1)
-				if k >= len(files) {
-					return
-				}
-				if err := one(&entries[files[k]], fh, &buf); err != nil {
-					mu.Lock()
-					if k < errAt {
-						errAt, first = k, err
-					}
-					mu.Unlock()
-					failed.Store(true)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return first
+		return func(k int) error { return one(&entries[files[k]], fh, &buf) }
+	})
 }
