@@ -261,6 +261,15 @@ func resolve(e *env, op string, req *plan.Request, out *output) (plan.Options, e
 		wipe(o.SOPIN)
 		return o, err
 	}
+	if (o.SOPIN == nil) != (o.UserPIN == nil) {
+		wipe(o.SOPIN)
+		wipe(o.UserPIN)
+		field := "user_pin"
+		if o.SOPIN == nil {
+			field = "so_pin"
+		}
+		return o, &plan.Error{Code: plan.CodeBadRequest, Field: field, Message: "give both PINs (SO and user) or neither: one alone can neither be checked nor migrate anything"}
+	}
 	return o, nil
 }
 
