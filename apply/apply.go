@@ -363,13 +363,14 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 	res.Changed = repoChange || confChange
 	res.Backup = backups(p)
 
-	fp, err := fingerprintNow(p.Datastore, p.Confdir)
-	if err != nil {
-		return nil, err
-	}
-	res.Fingerprint = fp
-	if !res.Changed {
-		res.Verified = true
+	// Nothing written: the plan's fingerprint, taken under the same locks, is the state.
+	res.Fingerprint = p.Fingerprint
+	if res.Changed {
+		fp, err := fingerprintNow(p.Datastore, p.Confdir)
+		if err != nil {
+			return nil, err
+		}
+		res.Fingerprint = fp
 	}
 	return res, nil
 }

@@ -184,7 +184,6 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 	repoChange := nvFormat == tokens.FormatOld
 	if p.Format == "mixed" {
 		p.Warnings = append(p.Warnings, "repository mixes old and 3.12 files: apply will refuse; an old private object in a 3.12 repository cannot be decrypted any more")
-		repoChange = nvFormat == tokens.FormatOld
 	}
 	if nvFormat == tokens.Format312 && !repo.IndexPresent {
 		p.Warnings = append(p.Warnings, "TOK_OBJ/OBJ.IDX is missing: the token has no objects")
@@ -408,11 +407,7 @@ func scanObject(dir *repofs.Dir, name string, keys *tokens.Keys) (Object, error)
 		return Object{}, err
 	}
 	o := Object{File: name, Size: int64(len(data))}
-	var k *tokens.Keys
-	if keys != nil {
-		k = keys
-	}
-	obj, err := tokens.DecodeObject(name, data, k)
+	obj, err := tokens.DecodeObject(name, data, keys)
 	if err != nil && !errors.Is(err, tokens.ErrNeedKeys) {
 		return Object{}, err
 	}

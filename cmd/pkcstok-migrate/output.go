@@ -77,19 +77,26 @@ func (o *output) fail(err error) int {
 	return 1
 }
 
-func (o *output) plan(p *plan.Plan) {
-	p.Warnings = append(p.Warnings, o.warnings...)
+// emit prints v as JSON with the summary on a terminal's stderr, or with --json=false the
+// summary (and text) on stdout.
+func (o *output) emit(v any, summary, text string) {
 	if o.json {
-		o.writeJSON(p)
+		o.writeJSON(v)
 		if o.stderrTTY() {
-			fmt.Fprint(o.e.stderr, planSummary(p))
+			fmt.Fprint(o.e.stderr, summary)
 		}
 		return
 	}
-	fmt.Fprint(o.e.stdout, planSummary(p))
+	fmt.Fprint(o.e.stdout, summary, text)
+}
+
+func (o *output) plan(p *plan.Plan) {
+	p.Warnings = append(p.Warnings, o.warnings...)
+	text := ""
 	if p.ConfDiff != "" {
-		fmt.Fprint(o.e.stdout, "\n", p.ConfDiff)
+		text = "\n" + p.ConfDiff
 	}
+	o.emit(p, planSummary(p), text)
 }
 
 func (o *output) multi(m *plan.Multi) {
@@ -107,14 +114,7 @@ func (o *output) multi(m *plan.Multi) {
 
 func (o *output) result(r *apply.Result) {
 	r.Warnings = append(r.Warnings, o.warnings...)
-	if o.json {
-		o.writeJSON(r)
-		if o.stderrTTY() {
-			fmt.Fprint(o.e.stderr, resultSummary(r))
-		}
-		return
-	}
-	fmt.Fprint(o.e.stdout, resultSummary(r))
+	o.emit(r, resultSummary(r), "")
 }
 
 func planSummary(p *plan.Plan) string {
