@@ -1,6 +1,7 @@
 package tokens
 
 import (
+	"encoding/binary"
 	"fmt"
 )
 
@@ -40,6 +41,9 @@ type Attrs struct {
 	Private     *bool
 	// Count is the number of top-level attributes.
 	Count uint32
+	// Order is the byte order the object was read in; OrderUnknown when it was given none and
+	// both orders read the same.
+	Order ByteOrder
 }
 
 func is32BitAttr(t uint32) bool {
@@ -61,8 +65,76 @@ func isTemplateAttr(t uint32) bool {
 // ParseFlattened walks a flattened object (§5.1): checks the header, every record's bounds
 // (nested templates recursively), the 32-bit special attributes, and that the stored name equals
 // name. Label and ID alias clear. Bytes after the last record are ignored, as the token library
-// does.
+// does. The byte order is found from the object itself (ParseFlattenedOrder with
+// OrderUnknown).
 func ParseFlattened(name string, clear []byte) (*Attrs, error) {
+	return ParseFlattenedOrder(name, clear, OrderUnknown)
+}
+
+// ParseFlattenedOrder is ParseFlattened for an object of byte order ord. With OrderUnknown both
+// orders are tried: the one that gives a well-formed object is taken; when both do and they
+// differ in what Attrs reports, the order cannot be told and an *OrderError is returned.
+func ParseFlattenedOrder(name string, clear []byte, ord ByteOrder) (*Attrs, error) {
+	if ord != OrderUnknown {
+		a, err := parseFlattened(name, clear, ord)
+		if a != nil {
+			a.Order = ord
+		}
+		return a, err
+	}
+	le, errLE := parseFlattened(name, clear, LittleEndian)
+	bg, errBE := parseFlattened(name, clear, BigEndian)
+	switch {
+	case errLE == nil && errBE == nil:
+		if !sameAttrs(le, bg) {
+			return nil, orderErr(ObjectPath(name), "the flattened object is well-formed in both byte orders with different attributes")
+		}
+		return le, nil
+	case errLE == nil:
+		le.Order = LittleEndian
+		return le, nil
+	case errBE == nil:
+		bg.Order = BigEndian
+		return bg, nil
+	}
+	// Neither order gives a well-formed object: report the reading whose attribute count is
+	// the plausible one, so the message names the real defect.
+	if len(clear) >= 8 && vote(binary.LittleEndian.Uint32(clear[4:]), binary.BigEndian.Uint32(clear[4:])) == BigEndian {
+		return nil, errBE
+	}
+	return nil, errLE
+}
+
+// sameAttrs: the two readings agree on everything Attrs reports.
+func sameAttrs(a, b *Attrs) bool {
+	eqU := func(x, y *uint32) bool { return x == nil && y == nil || x != nil && y != nil && *x == *y }
+	eqB := func(x, y *bool) bool { return x == nil && y == nil || x != nil && y != nil && *x == *y }
+	return a.Class == b.Class && a.HeaderClass == b.HeaderClass && a.Count == b.Count &&
+		string(a.Label) == string(b.Label) && (a.Label == nil) == (b.Label == nil) &&
+		string(a.ID) == string(b.ID) && (a.ID == nil) == (b.ID == nil) &&
+		eqU(a.KeyType, b.KeyType) && eqB(a.Token, b.Token) && eqB(a.Private, b.Private)
+}
+
+// flattenedOrder tells the byte order a flattened object shows: the one order in which it is
+// well-formed, OrderUnknown when both or neither are.
+func flattenedOrder(name string, clear []byte) (ByteOrder, string) {
+	if len(clear) < 8 {
+		return OrderUnknown, ""
+	}
+	_, errLE := parseFlattened(name, clear, LittleEndian)
+	_, errBE := parseFlattened(name, clear, BigEndian)
+	cLE, cBE := binary.LittleEndian.Uint32(clear[4:]), binary.BigEndian.Uint32(clear[4:])
+	switch {
+	case errLE == nil && errBE != nil:
+		return LittleEndian, fmt.Sprintf("its flattened body is well-formed only read little-endian (%d attributes; %d read big-endian)", cLE, cBE)
+	case errBE == nil && errLE != nil:
+		return BigEndian, fmt.Sprintf("its flattened body is well-formed only read big-endian (%d attributes; %d read little-endian)", cBE, cLE)
+	}
+	return OrderUnknown, ""
+}
+
+// parseFlattened is ParseFlattened in the byte order ord.
+func parseFlattened(name string, clear []byte, ord ByteOrder) (*Attrs, error) {
 	file := ObjectPath(name)
 	if len(clear) < flatHdrLen {
 		return nil, corrupt(file, "flattened object of %d bytes is shorter than its %d-byte header", len(clear), flatHdrLen)
@@ -70,8 +142,9 @@ func ParseFlattened(name string, clear []byte) (*Attrs, error) {
 	if stored := clear[8:16]; string(stored) != name {
 		return nil, corrupt(file, "name stored in the object (%s) differs from the file name", quoteName(string(stored)))
 	}
-	a := &Attrs{HeaderClass: hostOrder.Uint32(clear), Count: hostOrder.Uint32(clear[4:])}
-	p := &flatParser{file: file, a: a}
+	host := ord.Binary()
+	a := &Attrs{HeaderClass: host.Uint32(clear), Count: host.Uint32(clear[4:])}
+	p := &flatParser{file: file, a: a, host: host}
 	if _, err := p.records(clear[flatHdrLen:], uint64(a.Count), 0); err != nil {
 		return nil, err
 	}
@@ -87,6 +160,7 @@ type flatParser struct {
 	file  string
 	a     *Attrs
 	class *uint32
+	host  binary.ByteOrder
 }
 
 // records parses up to count records from b (count < 0 meaning "until b is used up", for nested
@@ -99,8 +173,8 @@ func (p *flatParser) records(b []byte, count uint64, depth int) (int, error) {
 		if len(rest) < attrHdrLen {
 			return 0, corrupt(p.file, "attribute record %d header is past the end of the object", i)
 		}
-		typ := hostOrder.Uint32(rest)
-		l := uint64(hostOrder.Uint32(rest[8:]))
+		typ := p.host.Uint32(rest)
+		l := uint64(p.host.Uint32(rest[8:]))
 		if l > uint64(len(rest)-attrHdrLen) {
 			return 0, corrupt(p.file, "attribute 0x%X value of %d bytes is past the end of the object", typ, l)
 		}
@@ -132,7 +206,7 @@ func (p *flatParser) set(typ uint32, val []byte) {
 	switch typ {
 	case ckaClass:
 		if p.class == nil && len(val) == 4 {
-			v := hostOrder.Uint32(val)
+			v := p.host.Uint32(val)
 			p.class = &v
 		}
 	case ckaLabel:
@@ -145,7 +219,7 @@ func (p *flatParser) set(typ uint32, val []byte) {
 		}
 	case ckaKeyType:
 		if a.KeyType == nil && len(val) == 4 {
-			v := hostOrder.Uint32(val)
+			v := p.host.Uint32(val)
 			a.KeyType = &v
 		}
 	case ckaToken:

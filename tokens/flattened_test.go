@@ -11,21 +11,21 @@ type flatBuilder struct{ b []byte }
 
 func newFlat(class uint32, count uint32, name string) *flatBuilder {
 	f := &flatBuilder{b: make([]byte, 16)}
-	hostOrder.PutUint32(f.b, class)
-	hostOrder.PutUint32(f.b[4:], count)
+	vecOrder.PutUint32(f.b, class)
+	vecOrder.PutUint32(f.b[4:], count)
 	copy(f.b[8:], name)
 	return f
 }
 
 func attr(typ uint32, val []byte) []byte {
 	r := make([]byte, 12, 12+len(val))
-	hostOrder.PutUint32(r, typ)
-	hostOrder.PutUint32(r[8:], uint32(len(val)))
+	vecOrder.PutUint32(r, typ)
+	vecOrder.PutUint32(r[8:], uint32(len(val)))
 	return append(r, val...)
 }
 
-func u32(v uint32) []byte { b := make([]byte, 4); hostOrder.PutUint32(b, v); return b }
-func u64(v uint64) []byte { b := make([]byte, 8); hostOrder.PutUint64(b, v); return b }
+func u32(v uint32) []byte { b := make([]byte, 4); vecOrder.PutUint32(b, v); return b }
+func u64(v uint64) []byte { b := make([]byte, 8); vecOrder.PutUint64(b, v); return b }
 
 func (f *flatBuilder) add(recs ...[]byte) *flatBuilder {
 	for _, r := range recs {
@@ -86,7 +86,7 @@ func TestParseFlattened(t *testing.T) {
 		{"fail_flat_value_past_end", good[:len(good)-1]},
 		{"fail_flat_value_length_4GiB", func() []byte {
 			b := newFlat(0, 1, name).add(attr(ckaLabel, []byte("x"))).b
-			hostOrder.PutUint32(b[24:], 0xFFFFFFFF)
+			vecOrder.PutUint32(b[24:], 0xFFFFFFFF)
 			return b
 		}()},
 		{"fail_flat_class_8_bytes", newFlat(0, 1, name).add(attr(ckaClass, u64(4))).b},

@@ -2,6 +2,7 @@ package tokens
 
 import (
 	"bytes"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"testing"
@@ -18,13 +19,32 @@ func fixtureSeeds(f *testing.F, glob string, extra ...any) {
 	}
 }
 
+// swapNVTok is an old NVTOK.DAT with its 15 integers in the other byte order.
+func swapNVTok(b []byte) []byte {
+	s := bytes.Clone(b)
+	for _, f := range nvtokIntFields {
+		binary.BigEndian.PutUint32(s[f.off:], binary.LittleEndian.Uint32(b[f.off:]))
+	}
+	return s
+}
+
 func FuzzParseNVToken(f *testing.F) {
 	fixtureSeeds(f, "*/*/swtok/NVTOK.DAT")
+	if b, err := os.ReadFile("testdata/fixtures/soft-small/before/swtok/NVTOK.DAT"); err == nil {
+		f.Add(swapNVTok(b)) // big-endian
+	}
 	f.Add(make([]byte, NVTokOldSize))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		nv, err := ParseNVToken(b)
 		if err == nil {
 			_ = nv.UserPINSet()
+			if nv.Format == FormatOld {
+				// The swapped file must be found in the other order with the same values.
+				sw, err := ParseNVToken(swapNVTok(b))
+				if err != nil || sw.Order != nv.Order.Other() || sw.Info != nv.Info {
+					t.Fatalf("byte-swapped NVTOK.DAT: order %v vs %v, err %v", sw.Order, nv.Order, err)
+				}
+			}
 		}
 	})
 }
@@ -51,6 +71,11 @@ func FuzzDecodeObject(f *testing.F) {
 	f.Add(EncodePublic312(flat), uint8(0))
 	f.Add(newPriv, uint8(2))
 	fixtureSeeds(f, "soft-small/*/swtok/TOK_OBJ/OB*", uint8(0))
+	// Big-endian seeds (which/3 picks the order given: unknown, little-, big-endian).
+	flatBE := swapFlat(f, flat)
+	pubBE := append(binary.BigEndian.AppendUint32(nil, uint32(5+len(flatBE))), 0)
+	f.Add(append(pubBE, flatBE...), uint8(6))
+	f.Add(EncodePublic312(flatBE), uint8(3))
 	f.Fuzz(func(t *testing.T, file []byte, which uint8) {
 		var k *Keys
 		switch which % 3 {
@@ -59,23 +84,61 @@ func FuzzDecodeObject(f *testing.F) {
 		case 2:
 			k = newKeys
 		}
-		o, err := DecodeObject(sampleName, file, k)
+		ord := ByteOrder(which / 3 % 3)
+		o, err := DecodeObjectOrder(sampleName, file, ord, k)
 		if o == nil {
 			t.Fatal("nil object")
 		}
 		if err == nil {
-			_, _ = ParseFlattened(sampleName, o.Clear)
+			if ord != OrderUnknown && o.Order == ord.Other() {
+				t.Fatalf("decoded in %v but shows %v", ord, o.Order)
+			}
+			_, _ = ParseFlattenedOrder(sampleName, o.Clear, o.Order)
 		}
-		_, _, _, _ = ReencryptObject(sampleName, file, oldKeys, newKeys, bytes.NewReader(make([]byte, 32)))
+		_, _, _, _ = ReencryptObjectOrder(sampleName, file, ord, oldKeys, newKeys, bytes.NewReader(make([]byte, 32)))
 	})
 }
 
 func FuzzParseFlattened(f *testing.F) {
-	f.Add(unhex(f, sampleFlat))
-	f.Add(newFlat(0, 1, sampleName).add(attr(ckaWrapTemplate, attr(ckaClass, u32(1)))).b)
-	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = ParseFlattened(sampleName, b)
+	f.Add(unhex(f, sampleFlat), uint8(0))
+	f.Add(swapFlat(f, unhex(f, sampleFlat)), uint8(2))
+	f.Add(newFlat(0, 1, sampleName).add(attr(ckaWrapTemplate, attr(ckaClass, u32(1)))).b, uint8(1))
+	f.Fuzz(func(t *testing.T, b []byte, which uint8) {
+		a, err := ParseFlattenedOrder(sampleName, b, ByteOrder(which%3))
+		if err == nil && which%3 == 0 && a.Order != OrderUnknown {
+			// What was found from the object itself must parse the same when given.
+			if b, err := ParseFlattenedOrder(sampleName, b, a.Order); err != nil || !sameAttrs(a, b) {
+				t.Fatalf("order %v found, then refused: %v", a.Order, err)
+			}
+		}
 	})
+}
+
+// swapFlat re-encodes the little-endian §11.3 sample object big-endian: header, record headers
+// and the 4-byte CKA_CLASS value.
+func swapFlat(f *testing.F, le []byte) []byte {
+	a, err := parseFlattened(sampleName, le, LittleEndian)
+	if err != nil {
+		f.Fatal(err)
+	}
+	out := binary.BigEndian.AppendUint32(nil, a.HeaderClass)
+	out = binary.BigEndian.AppendUint32(out, a.Count)
+	out = append(out, le[8:16]...)
+	rest := le[16:]
+	for len(rest) >= 12 {
+		typ, l := binary.LittleEndian.Uint32(rest), binary.LittleEndian.Uint32(rest[8:])
+		val := rest[12 : 12+l]
+		out = binary.BigEndian.AppendUint32(out, typ)
+		out = binary.BigEndian.AppendUint32(out, 0)
+		out = binary.BigEndian.AppendUint32(out, l)
+		if is32BitAttr(typ) && l == 4 {
+			out = binary.BigEndian.AppendUint32(out, binary.LittleEndian.Uint32(val))
+		} else {
+			out = append(out, val...)
+		}
+		rest = rest[12+l:]
+	}
+	return out
 }
 
 func FuzzParseIndex(f *testing.F) {

@@ -5,13 +5,6 @@ import (
 	"strings"
 )
 
-// hostOrder is the byte order of "host order" fields (spec §0): every integer of the old format
-// and of the flattened object body (§5.1), and the 3.12–3.14 public object header (§5.5).
-// openCryptoki writes them in the writer's native order; we support repositories written on
-// little-endian hosts (x86_64, ppc64le, aarch64), which is what the fixtures and §11 vectors use.
-// This is the only place that decides it.
-var hostOrder binary.ByteOrder = binary.LittleEndian
-
 // be is for the fields the 3.12 format defines as big-endian.
 var be = binary.BigEndian
 
@@ -91,6 +84,11 @@ type NVToken struct {
 	UserPINSHA, SOPINSHA []byte
 	NextObjectName       []byte   // bytes 208–215
 	Tweaks               [4]int32 // allow_weak_des, check_des_parity, allow_key_mods, netscape_mods
+	// Order is the byte order of the old format's integers as NVTokenOrder found it
+	// (OrderUnknown when every one of them reads the same in both orders, and always for the
+	// 3.12 format, whose integers are big-endian on every machine). OrderEvidence says why.
+	Order         ByteOrder
+	OrderEvidence Evidence
 	// 3.12 only (zero for the old format).
 	Version                              uint32
 	SOLogin, UserLogin, SOWrap, UserWrap KDF
@@ -105,7 +103,16 @@ func ParseNVToken(b []byte) (*NVToken, error) {
 	n := &NVToken{Raw: b}
 	switch len(b) {
 	case NVTokOldSize:
-		n.Format, ord = FormatOld, hostOrder
+		n.Format = FormatOld
+		o, ev, err := NVTokenOrder(b)
+		if err != nil {
+			return nil, err
+		}
+		n.Order, n.OrderEvidence = o, ev
+		if o == OrderUnknown {
+			o = LittleEndian // every integer reads the same in both orders
+		}
+		ord = o.Binary()
 	case NVTokNewSize:
 		n.Format, ord = Format312, be
 	default:
@@ -179,17 +186,23 @@ func (n *NVToken) UserPINSet() bool {
 
 // upgradeNVToken builds the 3.12 image of an old NVTOK.DAT (§2.5 steps 1–2, 5) with the version
 // and iteration counts filled in and the four salts taken from salts (4 × 32 random bytes, in
-// file order so_login, user_login, so_wrap, user_wrap). The login keys are left zero.
-func upgradeNVToken(old []byte, salts []byte) []byte {
+// file order so_login, user_login, so_wrap, user_wrap). The login keys are left zero. The 15
+// integers are read in the old file's own byte order ord (OrderUnknown only when each reads
+// the same in both orders) and written big-endian.
+func upgradeNVToken(old []byte, ord ByteOrder, salts []byte) []byte {
+	if ord == OrderUnknown {
+		ord = LittleEndian
+	}
+	host := ord.Binary()
 	out := make([]byte, NVTokNewSize)
 	copy(out, old[:NVTokOldSize])
 	for i := 0; i < numInfoInts; i++ {
 		o := offInfoInts + 4*i
-		be.PutUint32(out[o:], hostOrder.Uint32(old[o:]))
+		be.PutUint32(out[o:], host.Uint32(old[o:]))
 	}
 	for i := 0; i < numTweaks; i++ {
 		o := offTweaks + 4*i
-		be.PutUint32(out[o:], hostOrder.Uint32(old[o:]))
+		be.PutUint32(out[o:], host.Uint32(old[o:]))
 	}
 	be.PutUint32(out[offVersion:], Version312)
 	// bytes 236–239 stay zero (§2.3 padding)

@@ -4,6 +4,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/des"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"sync"
@@ -18,6 +19,11 @@ type Object struct {
 	// aliases the file bytes given to DecodeObject (no copy).
 	Clear                 []byte
 	LegacyHostOrderHeader bool // 3.12–3.14 host-order public header (§5.5)
+	// Order is the byte order this file's own bytes show (an old object's total_len, a
+	// host-order 3.12 header, the flattened body), OrderUnknown when they show none; Evidence
+	// says what showed it. DecideOrder puts the objects of a repository together.
+	Order         ByteOrder
+	OrderEvidence Evidence
 }
 
 // Keys of an unlocked repository (or of a freshly built 3.12 one, see NewUpgrade).
@@ -87,16 +93,59 @@ const (
 func ObjectPath(name string) string { return objectDirSlash + name }
 
 // DecodeObject detects the format of an object file (§5.5 recommended rule) and returns its
-// clear flattened bytes. For a private object k must be of the object's format; k == nil decodes
-// public objects only and returns ErrNeedKeys for private ones (with Object.Private/Format
-// filled). Anything malformed is a *CorruptError naming TOK_OBJ/<name>.
+// clear flattened bytes; the byte order of its host-order fields is found from the file's own
+// bytes (DecodeObjectOrder with OrderUnknown). For a private object k must be of the object's
+// format; k == nil decodes public objects only and returns ErrNeedKeys for private ones (with
+// Object.Private/Format filled). Anything malformed is a *CorruptError naming TOK_OBJ/<name>.
 func DecodeObject(name string, file []byte, k *Keys) (*Object, error) {
+	return DecodeObjectOrder(name, file, OrderUnknown, k)
+}
+
+// DecodeObjectOrder is DecodeObject for a repository whose byte order ord is known: the file
+// is read in that order, and a file whose own bytes show the other order gives an *OrderError
+// (mixed byte order). With OrderUnknown the file's own bytes decide; a file whose bytes fit
+// both orders with different results gives an *OrderError too.
+func DecodeObjectOrder(name string, file []byte, ord ByteOrder, k *Keys) (*Object, error) {
 	o := &Object{Name: name}
-	err := decodeObject(name, file, k, o)
+	err := decodeObject(name, file, ord, k, o)
+	if err == nil || err == ErrNeedKeys {
+		if oerr := o.checkOrder(ord); oerr != nil {
+			return o, oerr
+		}
+	}
 	return o, err
 }
 
-func decodeObject(name string, data []byte, k *Keys, o *Object) error {
+// checkOrder adds the flattened body's evidence to o and refuses a contradiction with the
+// evidence already found or with the repository's order.
+func (o *Object) checkOrder(ord ByteOrder) error {
+	file := ObjectPath(o.Name)
+	if o.Clear != nil {
+		if fo, why := flattenedOrder(o.Name, o.Clear); fo != OrderUnknown {
+			if o.Order != OrderUnknown && o.Order != fo {
+				return orderErr(file, "its header says %s (%s) but its body says %s (%s)", o.Order, o.OrderEvidence.Reason, fo, why)
+			}
+			if o.Order == OrderUnknown {
+				o.Order, o.OrderEvidence = fo, Evidence{File: file, Order: fo, Reason: why}
+			}
+		}
+	}
+	if ord != OrderUnknown && o.Order == ord.Other() {
+		return orderErr(file, "written in %s byte order (%s), but the repository is %s: mixed byte order, was it copied from another machine?", o.Order, o.OrderEvidence.Reason, ord)
+	}
+	return nil
+}
+
+func (o *Object) evidence(ord ByteOrder, format string, args ...any) {
+	o.Order = ord
+	o.OrderEvidence = Evidence{File: ObjectPath(o.Name), Order: ord, Reason: fmt.Sprintf(format, args...)}
+}
+
+// oldObjectSizeBE312 is the one total_len a big-endian old object can have that makes its first
+// four bytes read as the 3.12 version (§5.5: the reference has the same ambiguity).
+const oldObjectSizeBE312 = int(Version312)
+
+func decodeObject(name string, data []byte, ord ByteOrder, k *Keys, o *Object) error {
 	file := ObjectPath(name)
 	if len(data) < 4 {
 		return corrupt(file, "file of %d bytes is too short for an object", len(data))
@@ -112,46 +161,157 @@ func decodeObject(name string, data []byte, k *Keys, o *Object) error {
 	}
 	switch {
 	case be.Uint32(data) == Version312:
-		o.Format = Format312
-		if len(data) < 5 {
-			return corrupt(file, "file of %d bytes is too short for a 3.12 object", len(data))
-		}
-		switch data[offPrivFlag] {
-		case 0:
-			return decodePublic312(file, data, be, o)
-		case 1:
-			o.Private = true
-			blk, err := keysFor(Format312)
-			if err != nil {
-				return err
-			}
-			if blk == nil {
-				if err := checkPrivate312(file, data); err != nil {
-					return err
+		err := decode312(file, data, keysFor, o)
+		if err != nil && err != ErrNeedKeys && ord != LittleEndian && len(data) == oldObjectSizeBE312 {
+			// A big-endian old object of exactly 196620 bytes starts like a 3.12 one.
+			alt := &Object{Name: o.Name}
+			if blk, kerr := keysFor(FormatOld); kerr == nil {
+				if e := decodeOld(file, data, BigEndian, blk, alt); e == nil || e == ErrNeedKeys {
+					*o = *alt
+					o.evidence(BigEndian, "total_len %d equals the file size read big-endian", len(data))
+					return e
 				}
-				return ErrNeedKeys
 			}
-			return decodePrivate312(file, data, blk, o)
-		default:
-			return corrupt(file, "private flag byte is %d, want 0 or 1", data[offPrivFlag])
 		}
-	case hostOrder.Uint32(data) == Version312:
+		return err
+	case binary.LittleEndian.Uint32(data) == Version312:
 		o.Format = Format312
 		o.LegacyHostOrderHeader = true
+		o.evidence(LittleEndian, "3.12–3.14 host-order public header 0C 00 03 00")
 		if len(data) < 5 {
 			return corrupt(file, "file of %d bytes is too short for a 3.12 object", len(data))
 		}
 		if data[offPrivFlag] != 0 {
 			return corrupt(file, "host-order 3.12 header on a private object")
 		}
-		return decodePublic312(file, data, hostOrder, o)
+		return decodePublic312(file, data, binary.LittleEndian, o)
 	default:
 		blk, err := keysFor(FormatOld)
 		if err != nil && len(data) >= oldPrefixLen && data[4] != 0 {
 			return err
 		}
-		return decodeOld(file, data, blk, o)
+		return decodeOldOrder(file, data, ord, blk, o)
 	}
+}
+
+func decode312(file string, data []byte, keysFor func(Format) (func() (cipher.Block, error), error), o *Object) error {
+	o.Format = Format312
+	if len(data) < 5 {
+		return corrupt(file, "file of %d bytes is too short for a 3.12 object", len(data))
+	}
+	switch data[offPrivFlag] {
+	case 0:
+		return decodePublic312(file, data, be, o)
+	case 1:
+		o.Private = true
+		blk, err := keysFor(Format312)
+		if err != nil {
+			return err
+		}
+		if blk == nil {
+			if err := checkPrivate312(file, data); err != nil {
+				return err
+			}
+			return ErrNeedKeys
+		}
+		return decodePrivate312(file, data, blk, o)
+	}
+	return corrupt(file, "private flag byte is %d, want 0 or 1", data[offPrivFlag])
+}
+
+// totalLenFits: the old object's total_len read in order ord lies in (5, file size] and below
+// 2^31.
+func totalLenFits(data []byte, ord ByteOrder) (uint32, bool) {
+	tl := ord.Binary().Uint32(data)
+	return tl, tl > oldPrefixLen && uint64(tl) <= maxObjectLen && int(tl) <= len(data)
+}
+
+// decodeOldOrder decodes an old object (§5.2) in the repository's order ord, or, with
+// OrderUnknown, in the order its total_len (and, if that is not enough, its content) shows.
+func decodeOldOrder(file string, data []byte, ord ByteOrder, blk func() (cipher.Block, error), o *Object) error {
+	if len(data) < oldPrefixLen {
+		return corrupt(file, "file of %d bytes is shorter than the %d-byte object prefix", len(data), oldPrefixLen)
+	}
+	tlLE, fitsLE := totalLenFits(data, LittleEndian)
+	tlBE, fitsBE := totalLenFits(data, BigEndian)
+	fits := map[ByteOrder]bool{LittleEndian: fitsLE, BigEndian: fitsBE}
+	tl := map[ByteOrder]uint32{LittleEndian: tlLE, BigEndian: tlBE}
+	exact := func(x ByteOrder) bool { return int(tl[x]) == len(data) }
+	// What the total_len field alone shows.
+	shown := OrderUnknown
+	switch {
+	case fitsLE && !fitsBE:
+		shown = LittleEndian
+	case fitsBE && !fitsLE:
+		shown = BigEndian
+	case fitsLE && fitsBE && exact(LittleEndian) != exact(BigEndian):
+		shown = LittleEndian
+		if exact(BigEndian) {
+			shown = BigEndian
+		}
+	}
+	note := func(x ByteOrder) {
+		if x == shown && tlLE != tlBE {
+			o.evidence(x, "total_len %d fits the %d-byte file read %s (%d read %s)", tl[x], len(data), x, tl[x.Other()], x.Other())
+		}
+	}
+	if ord != OrderUnknown {
+		if !fits[ord] && exact(ord.Other()) && fits[ord.Other()] {
+			o.Format = FormatOld
+			note(ord.Other())
+			return orderErr(file, "written in %s byte order (total_len %d is the file size read %s, %d read %s), but the repository is %s: mixed byte order, was it copied from another machine?",
+				ord.Other(), tl[ord.Other()], ord.Other(), tl[ord], ord, ord)
+		}
+		note(ord)
+		return decodeOld(file, data, ord, blk, o)
+	}
+	if shown != OrderUnknown {
+		note(shown)
+		return decodeOld(file, data, shown, blk, o)
+	}
+	if tlLE == tlBE {
+		return decodeOld(file, data, LittleEndian, blk, o)
+	}
+	if !fitsLE && !fitsBE {
+		// Neither reading fits: report the smaller (the more plausible) one.
+		x := LittleEndian
+		if tlBE < tlLE {
+			x = BigEndian
+		}
+		return decodeOld(file, data, x, blk, o)
+	}
+	// Both readings fit and neither or both equal the file size: try the whole object both ways.
+	var ok []ByteOrder
+	var objs [3]Object
+	var firstErr error
+	for _, x := range bothOrders {
+		objs[x] = Object{Name: o.Name}
+		err := decodeOld(file, data, x, blk, &objs[x])
+		if err == nil || err == ErrNeedKeys {
+			if err == nil {
+				if _, ferr := parseFlattened(o.Name, objs[x].Clear, x); ferr != nil {
+					err = ferr
+				}
+			}
+		}
+		if err == nil {
+			ok = append(ok, x)
+		} else if firstErr == nil && err != ErrNeedKeys {
+			firstErr = err
+		}
+		if err == ErrNeedKeys {
+			return orderErr(file, "total_len %d (little-endian) and %d (big-endian) both fit the %d-byte file; the private object would tell, but the PINs were not given", tlLE, tlBE, len(data))
+		}
+	}
+	switch len(ok) {
+	case 1:
+		*o = objs[ok[0]]
+		o.evidence(ok[0], "only the %s reading of total_len (%d) gives a well-formed object", ok[0], tl[ok[0]])
+		return nil
+	case 2:
+		return orderErr(file, "total_len %d (little-endian) and %d (big-endian) both give a well-formed object", tlLE, tlBE)
+	}
+	return firstErr
 }
 
 func decodePublic312(file string, data []byte, ord interface{ Uint32([]byte) uint32 }, o *Object) error {
@@ -281,18 +441,39 @@ func encodePrivate312(name string, clearObj []byte, k *Keys, rnd io.Reader) ([]b
 // as is with changed == false (clear is then nil for a private object). Safe for concurrent use
 // (rnd must then be safe for concurrent use too, as crypto/rand.Reader is).
 func ReencryptObject(name string, file []byte, oldKeys, newKeys *Keys, rnd io.Reader) (out []byte, clear []byte, changed bool, err error) {
-	var o Object
-	if len(file) >= 4 && (be.Uint32(file) == Version312 || hostOrder.Uint32(file) == Version312) {
-		err := decodeObject(name, file, nil, &o)
-		if err != nil && err != ErrNeedKeys {
-			return nil, nil, false, err
-		}
-		return file, o.Clear, false, nil
-	}
+	return ReencryptObjectOrder(name, file, OrderUnknown, oldKeys, newKeys, rnd)
+}
+
+// ReencryptObjectOrder is ReencryptObject for a repository of byte order ord (OrderUnknown: the
+// file's own bytes decide). The flattened body is copied unchanged, so the 3.12 file keeps the
+// repository's order where the format keeps host order; a file of the other order is an
+// *OrderError.
+func ReencryptObjectOrder(name string, file []byte, ord ByteOrder, oldKeys, newKeys *Keys, rnd io.Reader) (out []byte, clear []byte, changed bool, err error) {
 	if oldKeys != nil && oldKeys.Format != FormatOld {
 		return nil, nil, false, fmt.Errorf("tokens: ReencryptObject needs old-format keys, got %s", oldKeys.Format)
 	}
-	if err := decodeObject(name, file, oldKeys, &o); err != nil {
+	// A 3.12 file is taken as it is and needs no keys; the one old object that looks like
+	// 3.12 (§5.5) comes back as old and is decoded again with the keys.
+	is312 := len(file) >= 4 && (be.Uint32(file) == Version312 || binary.LittleEndian.Uint32(file) == Version312)
+	keys := oldKeys
+	if is312 {
+		keys = nil
+	}
+	o := &Object{Name: name}
+	err = decodeObject(name, file, ord, keys, o)
+	if is312 && o.Format == FormatOld && err == ErrNeedKeys && oldKeys != nil {
+		o = &Object{Name: name}
+		err = decodeObject(name, file, ord, oldKeys, o)
+	}
+	if err == nil || err == ErrNeedKeys {
+		if oerr := o.checkOrder(ord); oerr != nil {
+			return nil, nil, false, oerr
+		}
+	}
+	if o.Format == Format312 && (err == nil || err == ErrNeedKeys) {
+		return file, o.Clear, false, nil
+	}
+	if err != nil {
 		return nil, nil, false, err
 	}
 	if !o.Private {

@@ -73,12 +73,14 @@ func DecryptOldMK(file string, data, pin []byte) ([]byte, error) {
 	return pt[:mkLen:mkLen], nil
 }
 
-// decodeOld decodes an old object file (§5.2). blk is the 3DES block of MK[0:24], or nil.
-func decodeOld(file string, data []byte, blk func() (cipher.Block, error), o *Object) error {
+// decodeOld decodes an old object file (§5.2) whose host-order fields are in order ord. blk is
+// the 3DES block of MK[0:24], or nil.
+func decodeOld(file string, data []byte, ord ByteOrder, blk func() (cipher.Block, error), o *Object) error {
 	if len(data) < oldPrefixLen {
 		return corrupt(file, "file of %d bytes is shorter than the %d-byte object prefix", len(data), oldPrefixLen)
 	}
-	total := uint64(hostOrder.Uint32(data))
+	host := ord.Binary()
+	total := uint64(host.Uint32(data))
 	if total <= oldPrefixLen {
 		return corrupt(file, "improper object size %d in total_len", total)
 	}
@@ -110,7 +112,7 @@ func decodeOld(file string, data []byte, blk func() (cipher.Block, error), o *Ob
 	}
 	pt := make([]byte, len(body))
 	cipher.NewCBCDecrypter(b, oldObjIV).CryptBlocks(pt, body)
-	n := uint64(hostOrder.Uint32(pt))
+	n := uint64(host.Uint32(pt))
 	if n >= uint64(len(pt)) || n > uint64(len(pt)-oldPrivOverhad) {
 		clear(pt)
 		return corrupt(file, "decrypted object data length %d inconsistent with %d bytes of ciphertext (wrong master key or tampered)", n, len(body))

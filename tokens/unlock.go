@@ -213,7 +213,7 @@ func (r *Repository) NewUpgrade(soPIN, userPIN []byte, rnd io.Reader) (*Upgrade,
 	if _, err := io.ReadFull(rnd, rand[:]); err != nil {
 		return nil, fmt.Errorf("tokens: reading random salts and master key: %w", err)
 	}
-	nvt := upgradeNVToken(r.NV.Raw, rand[:128])
+	nvt := upgradeNVToken(r.NV.Raw, r.NV.Order, rand[:128])
 	mk := bytes.Clone(rand[128:])
 	nv, err := ParseNVToken(nvt)
 	if err != nil {

@@ -31,6 +31,8 @@ type vectorMeta struct {
 	ErrorContains string         `json:"error_contains"` // substring of the error text (fail_ only)
 	Objects       []vectorObject `json:"objects"`        // good_: exactly the OBJ.IDX objects, in order
 	Proves        string         `json:"proves"`
+	// ByteOrder is the order the repository must be found in ("" = little-endian).
+	ByteOrder string `json:"byte_order,omitempty"`
 }
 
 type vectorObject struct {
@@ -50,6 +52,7 @@ var vectorErrors = map[string]error{
 	"ErrCorrupt":       tokens.ErrCorrupt,
 	"ErrNotExist":      fs.ErrNotExist,
 	"ErrSymlink":       repofs.ErrSymlink,
+	"ErrByteOrder":     tokens.ErrByteOrder,
 }
 
 func TestVectorFiles(t *testing.T) {
@@ -172,34 +175,43 @@ type decodedObject struct {
 }
 
 // walkVector is the read path of a migration: Load, Unlock, then every OBJ.IDX object read,
-// decoded and parsed. It stops at the first error and returns the objects decoded before it.
+// decoded in the order NVTOK.DAT shows and parsed, then the repository's byte order decided
+// over all of them. It stops at the first error and returns the objects decoded before it.
 func walkVector(fsys tokens.FS, soPIN, userPIN string) ([]decodedObject, error) {
+	out, _, err := walkVectorOrder(fsys, soPIN, userPIN)
+	return out, err
+}
+
+func walkVectorOrder(fsys tokens.FS, soPIN, userPIN string) ([]decodedObject, tokens.ByteOrder, error) {
 	r, err := tokens.Load(fsys)
 	if err != nil {
-		return nil, err
+		return nil, tokens.OrderUnknown, err
 	}
 	k, err := r.Unlock([]byte(soPIN), []byte(userPIN))
 	if err != nil {
-		return nil, err
+		return nil, tokens.OrderUnknown, err
 	}
 	defer k.Wipe()
 	var out []decodedObject
+	var evidence []tokens.Evidence
 	for _, name := range r.Index {
 		file, err := r.ReadObject(name)
 		if err != nil {
-			return out, err
+			return out, tokens.OrderUnknown, err
 		}
-		o, err := tokens.DecodeObject(name, file, k)
+		o, err := tokens.DecodeObjectOrder(name, file, r.NV.Order, k)
 		if err != nil {
-			return out, err
+			return out, tokens.OrderUnknown, err
 		}
-		if _, err := tokens.ParseFlattened(name, o.Clear); err != nil {
-			return out, err
+		evidence = append(evidence, o.OrderEvidence)
+		if _, err := tokens.ParseFlattenedOrder(name, o.Clear, o.Order); err != nil {
+			return out, tokens.OrderUnknown, err
 		}
 		sum := sha256.Sum256(o.Clear)
 		out = append(out, decodedObject{name: name, private: o.Private, legacy: o.LegacyHostOrderHeader, sum: hex.EncodeToString(sum[:])})
 	}
-	return out, nil
+	ord, _, err := tokens.DecideOrder(r.NV.OrderEvidence, evidence)
+	return out, ord, err
 }
 
 func runVector(t *testing.T, name, dir string, m *vectorMeta) {
@@ -207,7 +219,7 @@ func runVector(t *testing.T, name, dir string, m *vectorMeta) {
 	d, err := repofs.OpenDir(dir)
 	require.NoError(t, err)
 	defer d.Close()
-	got, err := walkVector(d, m.SOPIN, m.UserPIN)
+	got, order, err := walkVectorOrder(d, m.SOPIN, m.UserPIN)
 
 	listed := map[string]vectorObject{}
 	for _, o := range m.Objects {
@@ -226,6 +238,14 @@ func runVector(t *testing.T, name, dir string, m *vectorMeta) {
 
 	if m.Expect == "ok" {
 		require.NoError(t, err, name)
+		want := tokens.LittleEndian
+		if m.ByteOrder != "" {
+			want, err = tokens.ParseByteOrder(m.ByteOrder)
+			require.NoError(t, err, name)
+		}
+		if len(m.Objects) > 0 || m.ByteOrder != "" {
+			require.Equal(t, want, order, "%s: byte order", name)
+		}
 		require.Len(t, got, len(m.Objects), "%s: objects in OBJ.IDX vs vector.json", name)
 		for i, o := range m.Objects {
 			require.Equal(t, o.File, got[i].name, "%s: object %d", name, i)
@@ -236,7 +256,8 @@ func runVector(t *testing.T, name, dir string, m *vectorMeta) {
 	require.Error(t, err, "%s: want %s", name, m.Expect)
 	msg := err.Error()
 	for k, e := range vectorErrors { // the first error is the expected one and only that one
-		require.Equal(t, k == m.Expect, errors.Is(err, e), "%s: errors.Is(%s) for error %q", name, k, msg)
+		want := k == m.Expect || m.Expect == "ErrByteOrder" && k == "ErrCorrupt" // a byte-order error is a kind of corruption
+		require.Equal(t, want, errors.Is(err, e), "%s: errors.Is(%s) for error %q", name, k, msg)
 	}
 	require.Contains(t, msg, m.ErrorContains, name)
 	for _, pin := range []string{m.SOPIN, m.UserPIN} {

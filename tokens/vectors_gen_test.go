@@ -156,6 +156,22 @@ func writeVector(t *testing.T, root, name string, r *vecRepo, m vectorMeta) {
 
 func u32(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
 
+// beAttrs re-encodes little-endian 4- and 8-byte unsigned-long attributes big-endian.
+func beAttrs(attrs []tokentest.Attr) []tokentest.Attr {
+	out := slices.Clone(attrs)
+	for i, a := range out {
+		switch len(a.Value) {
+		case 4:
+			out[i] = tokentest.BE.UlongAttr(a.Type, uint64(binary.LittleEndian.Uint32(a.Value)))
+		case 8:
+			if !tokentest.Is32Bit(a.Type) && a.Type != tokentest.CKAValue {
+				out[i] = tokentest.BE.UlongAttr(a.Type, binary.LittleEndian.Uint64(a.Value))
+			}
+		}
+	}
+	return out
+}
+
 // blob is n deterministic bytes (key material and secure-key blobs).
 func blob(tag string, n int) []byte {
 	var b []byte
@@ -367,6 +383,90 @@ func TestGenerateVectors(t *testing.T) {
 		"The 8-byte OBJ.IDX name ../MK_SO, which would read the SO master key file as an object, is refused before any file is opened."))
 	writeVector(t, root, "fail_objidx_name_dotdot", idxWith(soft, "..000000", pubFile), with(ok, "ErrCorrupt", `contains ".."`,
 		"An 8-byte OBJ.IDX name containing \"..\" is refused although a file of that name exists: no name with \"..\" can leave TOK_OBJ."))
+
+	// --- big-endian repositories, as a token on s390x writes them (issue 11) ---
+	withOrder := func(m vectorMeta, order string) vectorMeta { m.ByteOrder = order; return m }
+	beBase := base
+	beBase.Order = binary.BigEndian
+
+	o = beBase
+	o.Type, o.Objects, o.Label = tokens.TypeSoft, vecObjects(), "vectors soft be"
+	o.Objects[2].Attrs = beAttrs(o.Objects[2].Attrs)
+	softBE, _ := genOld(t, o)
+	writeVector(t, root, "good_be_soft_old", softBE, withOrder(with(ok, "ok", "",
+		"An old-format Soft repository written big-endian (NVTOK.DAT integers, total_len, the private objects' length field and the flattened bodies) is found big-endian from its own bytes on any host, unlocks, and every object decrypts to the bytes tokentest's encoder flattened."), "big-endian"))
+
+	o = beBase
+	o.Type, o.Label, o.NameStyle = tokens.TypeICA, "vectors ica be", tokentest.NameMkstemp
+	o.Objects = []tokentest.ObjectSpec{
+		{Class: tokentest.CKOCertificate, Label: "cert", Value: blob("cert", 40),
+			Attrs: []tokentest.Attr{tokentest.BE.UlongAttr(tokentest.CKACertificateType, 0)}},
+		{Private: true, Class: tokentest.CKOSecretKey, Label: "ica key",
+			Attrs: []tokentest.Attr{tokentest.BE.UlongAttr(tokentest.CKAKeyType, uint64(tokentest.CKKGenericSecret))},
+			Value: blob("ica", 24)},
+	}
+	icaBE, _ := genOld(t, o)
+	writeVector(t, root, "good_be_ica_old", icaBE, withOrder(with(ok, "ok", "",
+		"A big-endian ICA repository (the token type that exists only on s390x) reads like the little-endian one."), "big-endian"))
+
+	o = beBase
+	o.Type, o.Label, o.MK88 = tokens.TypeCCA, "vectors cca be", true
+	o.Objects = []tokentest.ObjectSpec{
+		{Class: tokentest.CKOData, Label: "cca public", Value: []byte("cca public data")},
+		{Private: true, Class: tokentest.CKOSecretKey, Label: "cca secure key",
+			Attrs: []tokentest.Attr{tokentest.BE.UlongAttr(tokentest.CKAKeyType, uint64(tokentest.CKKAES))},
+			Value: blob("cca", 64)},
+	}
+	ccaBE, _ := genOld(t, o)
+	writeVector(t, root, "good_be_cca_old_mk88", ccaBE, withOrder(with(ok, "ok", "",
+		"A big-endian CCA repository with legacy 88-byte MK files: the MK files are byte strings (no order), the objects big-endian."), "big-endian"))
+
+	o = beBase
+	o.Type, o.Label = tokens.TypeEP11, "vectors ep11 be"
+	o.Objects = []tokentest.ObjectSpec{
+		{Private: true, Class: tokentest.CKOSecretKey, Label: "ep11 secure key", ID: []byte{0xE1},
+			Attrs: []tokentest.Attr{tokentest.BE.UlongAttr(tokentest.CKAKeyType, uint64(tokentest.CKKAES))},
+			Value: blob("ep11", 200)},
+		{Class: tokentest.CKOData, Label: "ep11 public", Value: []byte("ep11 public data")},
+	}
+	ep11BE, _ := genOld(t, o)
+	writeVector(t, root, "good_be_ep11_old_opaque_blob", ep11BE, withOrder(with(ok, "ok", "",
+		"A big-endian EP11 repository whose secure-key blob is carried as opaque bytes."), "big-endian"))
+
+	soft312BE := to312(t, softBE, vecSOPIN, vecUserPIN, 2)
+	writeVector(t, root, "good_be_soft_312", soft312BE, withOrder(with(ok, "ok", "",
+		"good_be_soft_old converted by tokens' own writer: NVTOK.DAT and the object headers are big-endian as on every host, the flattened bodies stay big-endian (the repository's order), and the order is found from the public object's body."), "big-endian"))
+
+	writeVector(t, root, "fail_be_wrong_user_pin", softBE, with(pins(vecSOPIN, vecWrongUserPIN), "ErrWrongUserPIN", "user PIN is incorrect",
+		"A wrong user PIN on a big-endian repository is a wrong PIN, not a byte-order or corruption error."))
+
+	r = softBE.clone()
+	r.files["TOK_OBJ/10000000"] = r.obj(t, "10000000")[:len(r.obj(t, "10000000"))-8]
+	writeVector(t, root, "fail_be_old_private_truncated", r, with(ok, "ErrCorrupt", "TOK_OBJ/10000000: total_len",
+		"A big-endian private object cut short by one block is corrupt (its big-endian total_len runs past the end), not taken for an object of the other order."))
+
+	// One object file of a little-endian repository copied into a big-endian one, and the
+	// reverse: the public object 00000000 has the same name and content in both.
+	r = softBE.clone()
+	r.files["TOK_OBJ/00000000"] = soft.obj(t, "00000000")
+	writeVector(t, root, "fail_be_repository_with_le_object", r, with(ok, "ErrByteOrder", "TOK_OBJ/00000000: written in little-endian byte order",
+		"A little-endian object file copied into a big-endian repository is refused as mixed byte order, naming the file."))
+	r = soft.clone()
+	r.files["TOK_OBJ/00000000"] = softBE.obj(t, "00000000")
+	writeVector(t, root, "fail_le_repository_with_be_object", r, with(ok, "ErrByteOrder", "TOK_OBJ/00000000: written in big-endian byte order",
+		"A big-endian object file copied into a little-endian repository is refused as mixed byte order, naming the file."))
+	r = soft312BE.clone()
+	r.files["TOK_OBJ/00000000"] = soft312.obj(t, "00000000")
+	r.objects[0] = soft312.objects[0] // it decodes on its own; only the repository as a whole is refused
+	writeVector(t, root, "fail_be_312_repository_with_le_object", r, with(ok, "ErrByteOrder", "mixed byte order",
+		"In a 3.12 repository (whose NVTOK.DAT tells no host order) a public object with a little-endian body among big-endian ones is refused."))
+
+	r = soft.clone()
+	nv := r.files[tokens.FileNVTok]
+	binary.BigEndian.PutUint32(nv[116:], 8) // max PIN length big-endian, flags and tweaks little-endian
+	binary.BigEndian.PutUint32(nv[120:], 4)
+	writeVector(t, root, "fail_nvtok_order_contradicts_itself", r, with(ok, "ErrByteOrder", "NVTOK.DAT: its fields contradict each other",
+		"An NVTOK.DAT whose PIN lengths read big-endian but whose flags and tweaks read little-endian is refused: its byte order cannot be decided."))
 
 	var total int64
 	require.NoError(t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {

@@ -54,7 +54,7 @@ func encryptOldMK(t testing.TB, mk []byte, pin string) []byte {
 
 func encodeOldPublic(flat []byte) []byte {
 	out := make([]byte, 5+len(flat))
-	hostOrder.PutUint32(out, uint32(len(out)))
+	vecOrder.PutUint32(out, uint32(len(out)))
 	copy(out[5:], flat)
 	return out
 }
@@ -68,14 +68,14 @@ func encodeOldPrivateN(t testing.TB, flat, mk []byte, n uint32) []byte {
 	t.Helper()
 	sum := sha1.Sum(flat)
 	pt := make([]byte, 4, 4+len(flat)+28)
-	hostOrder.PutUint32(pt, n)
+	vecOrder.PutUint32(pt, n)
 	pt = append(append(pt, flat...), sum[:]...)
 	p := 8 - len(pt)%8
 	pt = append(pt, bytes.Repeat([]byte{byte(p)}, p)...)
 	blk, err := des.NewTripleDESCipher(mk[:24])
 	require.NoError(t, err)
 	out := make([]byte, 5+len(pt))
-	hostOrder.PutUint32(out, uint32(len(out)))
+	vecOrder.PutUint32(out, uint32(len(out)))
 	out[4] = 1
 	cipher.NewCBCEncrypter(blk, oldObjIV).CryptBlocks(out[5:], pt)
 	return out
@@ -93,9 +93,9 @@ func oldNV(soPIN, userPIN string) []byte {
 		flags |= FlagUserPINInitialized
 	}
 	for i := 0; i < numInfoInts; i++ {
-		hostOrder.PutUint32(b[offInfoInts+4*i:], uint32(i*0x01020304)+1)
+		vecOrder.PutUint32(b[offInfoInts+4*i:], uint32(i*0x01020304)+1)
 	}
-	hostOrder.PutUint32(b[offFlags:], flags)
+	vecOrder.PutUint32(b[offFlags:], flags)
 	b[140], b[141], b[142], b[143] = 1, 2, 3, 4
 	copy(b[offUTCTime:], "2024010112000000")
 	if userPIN == "" {
@@ -108,7 +108,7 @@ func oldNV(soPIN, userPIN string) []byte {
 	copy(b[offSOPINSHA:], s[:])
 	copy(b[offNextName:], "20000000")
 	for i := 0; i < numTweaks; i++ {
-		hostOrder.PutUint32(b[offTweaks+4*i:], uint32(int32(i-1)))
+		vecOrder.PutUint32(b[offTweaks+4*i:], uint32(int32(i-1)))
 	}
 	return b
 }
@@ -234,11 +234,11 @@ func TestKeyMaterial_11_4(t *testing.T) {
 	old := repo[FileNVTok]
 	require.Equal(t, old[:96], nvt[:96])
 	for i := 0; i < numInfoInts; i++ {
-		require.Equal(t, hostOrder.Uint32(old[96+4*i:]), be.Uint32(nvt[96+4*i:]), "info int %d", i)
+		require.Equal(t, vecOrder.Uint32(old[96+4*i:]), be.Uint32(nvt[96+4*i:]), "info int %d", i)
 	}
 	require.Equal(t, old[140:216], nvt[140:216])
 	for i := 0; i < numTweaks; i++ {
-		require.Equal(t, hostOrder.Uint32(old[216+4*i:]), be.Uint32(nvt[216+4*i:]), "tweak %d", i)
+		require.Equal(t, vecOrder.Uint32(old[216+4*i:]), be.Uint32(nvt[216+4*i:]), "tweak %d", i)
 	}
 	require.Equal(t, unhex(t, "0003000c 00000000"), nvt[232:240])
 	for _, f := range []struct {
@@ -439,7 +439,7 @@ func TestNVToken(t *testing.T) {
 	require.False(t, nv.UserPINSet())
 
 	// a 3.12 image: padding ignored on read, version and iteration counts checked
-	img := upgradeNVToken(oldNV(defaultSOPIN, testUserPIN), make([]byte, 128))
+	img := upgradeNVToken(oldNV(defaultSOPIN, testUserPIN), LittleEndian, make([]byte, 128))
 	img[236], img[239] = 0xde, 0xad
 	nv, err = ParseNVToken(img)
 	require.NoError(t, err, "good_nvtok_312_padding_ignored")
@@ -480,8 +480,8 @@ func TestObjectVectors(t *testing.T) {
 	mod := func(b []byte, f func(b []byte) []byte) []byte { return f(bytes.Clone(b)) }
 
 	legacy := mod(newPub, func(b []byte) []byte {
-		hostOrder.PutUint32(b, Version312)
-		hostOrder.PutUint32(b[12:], uint32(len(flat)))
+		vecOrder.PutUint32(b, Version312)
+		vecOrder.PutUint32(b[12:], uint32(len(flat)))
 		return b
 	})
 	o, err := DecodeObject(sampleName, legacy, nil)
@@ -502,18 +502,18 @@ func TestObjectVectors(t *testing.T) {
 		{"fail_empty_object", nil, oldKeys},
 		{"fail_object_of_3_bytes", []byte{1, 2, 3}, oldKeys},
 		{"fail_object_of_4_bytes", oldPub[:4], oldKeys},
-		{"fail_old_total_len_5", mod(oldPub, func(b []byte) []byte { hostOrder.PutUint32(b, 5); return b }), nil},
-		{"fail_old_total_len_0", mod(oldPub, func(b []byte) []byte { hostOrder.PutUint32(b, 0); return b }), nil},
+		{"fail_old_total_len_5", mod(oldPub, func(b []byte) []byte { vecOrder.PutUint32(b, 5); return b }), nil},
+		{"fail_old_total_len_0", mod(oldPub, func(b []byte) []byte { vecOrder.PutUint32(b, 0); return b }), nil},
 		{"fail_old_public_truncated", oldPub[:len(oldPub)-1], nil},
 		{"fail_old_private_truncated", oldPriv[:len(oldPriv)-8], oldKeys},
-		{"fail_old_total_len_past_end", mod(oldPub, func(b []byte) []byte { hostOrder.PutUint32(b, uint32(len(b)+1)); return b }), nil},
-		{"fail_old_total_len_4GiB", mod(oldPriv, func(b []byte) []byte { hostOrder.PutUint32(b, 0xFFFFFFFF); return b }), oldKeys},
+		{"fail_old_total_len_past_end", mod(oldPub, func(b []byte) []byte { vecOrder.PutUint32(b, uint32(len(b)+1)); return b }), nil},
+		{"fail_old_total_len_4GiB", mod(oldPriv, func(b []byte) []byte { vecOrder.PutUint32(b, 0xFFFFFFFF); return b }), oldKeys},
 		{"fail_old_ciphertext_not_multiple_of_8", mod(oldPriv, func(b []byte) []byte {
 			b = append(b, 0)
-			hostOrder.PutUint32(b, uint32(len(b)))
+			vecOrder.PutUint32(b, uint32(len(b)))
 			return b
 		}), oldKeys},
-		{"fail_old_ciphertext_8_bytes", mod(oldPriv[:13], func(b []byte) []byte { hostOrder.PutUint32(b, 13); return b }), oldKeys},
+		{"fail_old_ciphertext_8_bytes", mod(oldPriv[:13], func(b []byte) []byte { vecOrder.PutUint32(b, 13); return b }), oldKeys},
 		{"fail_old_private_flipped_ciphertext", mod(oldPriv, func(b []byte) []byte { b[40] ^= 1; return b }), oldKeys},
 		{"fail_old_private_flipped_last_block", mod(oldPriv, func(b []byte) []byte { b[len(b)-9] ^= 1; return b }), oldKeys},
 		{"fail_old_private_wrong_mk", oldPriv, &Keys{Format: FormatOld, OldMK: seq(1, 24)}},
@@ -532,7 +532,7 @@ func TestObjectVectors(t *testing.T) {
 		{"fail_new_private_4GiB_length", mod(newPriv, func(b []byte) []byte { be.PutUint32(b[60:], 0xFFFFFFFF); return b }), newKeys},
 		{"fail_new_private_zero_length", mod(newPriv[:80], func(b []byte) []byte { be.PutUint32(b[60:], 0); return b }), newKeys},
 		{"fail_new_private_wrong_mk", newPriv, &Keys{Format: Format312, NewMK: seq(0x21, 32)}},
-		{"fail_new_private_host_order_header", mod(newPriv, func(b []byte) []byte { hostOrder.PutUint32(b, Version312); return b }), newKeys},
+		{"fail_new_private_host_order_header", mod(newPriv, func(b []byte) []byte { vecOrder.PutUint32(b, Version312); return b }), newKeys},
 	}
 	for i := 0; i < privHdrLen; i++ {
 		cases = append(cases, struct {

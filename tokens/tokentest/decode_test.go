@@ -12,8 +12,6 @@ import (
 	"fmt"
 )
 
-var littleEndianHost = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
-
 func tdesCBCDecrypt(key, iv, ct []byte) ([]byte, error) {
 	if len(ct)%8 != 0 {
 		return nil, fmt.Errorf("ciphertext length %d not a multiple of 8", len(ct))
@@ -55,8 +53,12 @@ func decodeOldMK(file []byte, pin string) ([]byte, error) {
 }
 
 // decodeOldObject returns the flattened bytes of an old object file.
+// Its host-order fields are little-endian, the default encoding (decodeOldObjectIn for others).
 func decodeOldObject(file, mk []byte) (flat []byte, private bool, err error) {
-	ne := binary.NativeEndian
+	return decodeOldObjectIn(binary.LittleEndian, file, mk)
+}
+
+func decodeOldObjectIn(ne binary.ByteOrder, file, mk []byte) (flat []byte, private bool, err error) {
 	if len(file) < 5 {
 		return nil, false, fmt.Errorf("short file")
 	}
@@ -99,7 +101,10 @@ func decodeOldObject(file, mk []byte) (flat []byte, private bool, err error) {
 // parseFlat splits a flattened object into its header fields and raw top-level records
 // (nested templates stay raw bytes, which still re-flatten to the same bytes).
 func parseFlat(flat []byte) (class uint32, name string, attrs []Attr, err error) {
-	ne := binary.NativeEndian
+	return parseFlatIn(binary.LittleEndian, flat)
+}
+
+func parseFlatIn(ne binary.ByteOrder, flat []byte) (class uint32, name string, attrs []Attr, err error) {
 	if len(flat) < 16 {
 		return 0, "", nil, fmt.Errorf("flattened object of %d bytes", len(flat))
 	}

@@ -6,8 +6,10 @@
 // cross-check the reader in package tokens. It deliberately imports nothing from tokens
 // except tokens.Type.
 //
-// Host-order fields are written with binary.NativeEndian, as a real token on this machine
-// would; the spec's §11 vectors hold for a little-endian host.
+// Host-order fields are written in the byte order of an Encoding: LE (what the package-level
+// functions and a zero Options use, the order of the spec's §11 vectors and of x86_64, ppc64le
+// and aarch64 hosts) or BE (what a token on s390x writes), whatever the order of the machine the
+// tests run on.
 package tokentest
 
 import (
@@ -124,17 +126,43 @@ func BoolAttr(t uint32, v bool) Attr {
 	return Attr{Type: t, Value: []byte{0}}
 }
 
+// Encoding writes the host-order fields of the old format and of flattened objects in one
+// byte order: the order of the machine a repository is meant for.
+type Encoding struct{ Order ByteOrder }
+
+// ByteOrder is what binary.LittleEndian and binary.BigEndian are.
+type ByteOrder interface {
+	binary.ByteOrder
+	binary.AppendByteOrder
+}
+
+// LE and BE are the encodings of little-endian and big-endian (s390x) token repositories.
+var (
+	LE = Encoding{binary.LittleEndian}
+	BE = Encoding{binary.BigEndian}
+)
+
+func (e Encoding) order() ByteOrder {
+	if e.Order == nil {
+		return binary.LittleEndian
+	}
+	return e.Order
+}
+
+// UlongAttr is LE.UlongAttr.
+func UlongAttr(t uint32, v uint64) Attr { return LE.UlongAttr(t, v) }
+
 // UlongAttr is an unsigned-long attribute in host order: 4 bytes for the special-case types
 // of Is32Bit, 8 bytes for every other type (§5.1). A value that does not fit into 32 bits is
 // truncated for the 4-byte types.
-func UlongAttr(t uint32, v uint64) Attr {
+func (e Encoding) UlongAttr(t uint32, v uint64) Attr {
 	if Is32Bit(t) {
 		b := make([]byte, 4)
-		binary.NativeEndian.PutUint32(b, uint32(v))
+		e.order().PutUint32(b, uint32(v))
 		return Attr{Type: t, Value: b}
 	}
 	b := make([]byte, 8)
-	binary.NativeEndian.PutUint64(b, v)
+	e.order().PutUint64(b, v)
 	return Attr{Type: t, Value: b}
 }
 
@@ -160,15 +188,15 @@ func attrValueSize(a *Attr) int {
 	return len(a.Value)
 }
 
-func appendAttrs(b []byte, attrs []Attr) []byte {
-	ne := binary.NativeEndian
+func (e Encoding) appendAttrs(b []byte, attrs []Attr) []byte {
+	ne := e.order()
 	for i := range attrs {
 		a := &attrs[i]
 		b = ne.AppendUint32(b, a.Type)
 		b = ne.AppendUint32(b, 0) // pointer slot, always 0 on disk
 		b = ne.AppendUint32(b, uint32(attrValueSize(a)))
 		if a.Nested != nil {
-			b = appendAttrs(b, a.Nested)
+			b = e.appendAttrs(b, a.Nested)
 		} else {
 			b = append(b, a.Value...)
 		}
@@ -183,20 +211,28 @@ func FlattenedSize(attrs []Attr) int { return 16 + attrsSize(attrs) }
 // name, then the records exactly as given (the caller includes CKA_CLASS etc. itself; the count
 // is len(attrs)). The name is written as exactly 8 bytes: a shorter name is padded with NUL
 // bytes and a longer one cut, which only makes sense for tests of corrupt data.
-func Flatten(class uint32, name string, attrs []Attr) []byte {
-	return AppendFlatten(nil, class, name, attrs)
+func (e Encoding) Flatten(class uint32, name string, attrs []Attr) []byte {
+	return e.AppendFlatten(nil, class, name, attrs)
+}
+
+// Flatten is LE.Flatten.
+func Flatten(class uint32, name string, attrs []Attr) []byte { return LE.Flatten(class, name, attrs) }
+
+// AppendFlatten is LE.AppendFlatten.
+func AppendFlatten(b []byte, class uint32, name string, attrs []Attr) []byte {
+	return LE.AppendFlatten(b, class, name, attrs)
 }
 
 // AppendFlatten is Flatten appending to b.
-func AppendFlatten(b []byte, class uint32, name string, attrs []Attr) []byte {
-	ne := binary.NativeEndian
+func (e Encoding) AppendFlatten(b []byte, class uint32, name string, attrs []Attr) []byte {
+	ne := e.order()
 	b = growCap(b, FlattenedSize(attrs))
 	b = ne.AppendUint32(b, class)
 	b = ne.AppendUint32(b, uint32(len(attrs)))
 	var nm [8]byte
 	copy(nm[:], name)
 	b = append(b, nm[:]...)
-	return appendAttrs(b, attrs)
+	return e.appendAttrs(b, attrs)
 }
 
 func growCap(b []byte, n int) []byte {
@@ -210,11 +246,14 @@ func growCap(b []byte, n int) []byte {
 
 // EncodeOldPublic is an old-format public object file (§5.2): total_len (host order) = 5 +
 // len(flat), private flag 0, then flat in clear.
-func EncodeOldPublic(flat []byte) []byte {
+func (e Encoding) EncodeOldPublic(flat []byte) []byte {
 	b := make([]byte, 5, 5+len(flat))
-	binary.NativeEndian.PutUint32(b, uint32(5+len(flat)))
+	e.order().PutUint32(b, uint32(5+len(flat)))
 	return append(b, flat...)
 }
+
+// EncodeOldPublic is LE.EncodeOldPublic.
+func EncodeOldPublic(flat []byte) []byte { return LE.EncodeOldPublic(flat) }
 
 // OldPrivateSize is the file size of an old private object whose flattened body has n bytes:
 // 5 + 8*(floor((n+24)/8)+1) (§5.2).
@@ -226,7 +265,10 @@ func OldPublicSize(n int) int { return 5 + n }
 // EncodeOldPrivate is an old-format private object file (§5.2): total_len, flag 1, then
 // 3DES-CBC(key = mk[0:24], IV "10293847") of N ‖ flat ‖ SHA-1(flat) ‖ PKCS#7 padding.
 // mk may be a 24- or 64-byte master key; only its first 24 bytes are used.
-func EncodeOldPrivate(flat, mk []byte) ([]byte, error) {
+func EncodeOldPrivate(flat, mk []byte) ([]byte, error) { return LE.EncodeOldPrivate(flat, mk) }
+
+// EncodeOldPrivate is an old-format private object file in the encoding's byte order.
+func (e Encoding) EncodeOldPrivate(flat, mk []byte) ([]byte, error) {
 	if len(mk) < 24 {
 		return nil, fmt.Errorf("encode private object: master key has %d bytes, need at least 24", len(mk))
 	}
@@ -234,13 +276,13 @@ func EncodeOldPrivate(flat, mk []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode private object: %w", err)
 	}
-	return appendOldPrivate(nil, flat, block), nil
+	return e.appendOldPrivate(nil, flat, block), nil
 }
 
 // appendOldPrivate appends the old private object file for flat, encrypting with block
 // (a 3DES cipher built from MK[0:24]; safe to share between goroutines).
-func appendOldPrivate(b, flat []byte, block cipher.Block) []byte {
-	ne := binary.NativeEndian
+func (e Encoding) appendOldPrivate(b, flat []byte, block cipher.Block) []byte {
+	ne := e.order()
 	ctLen := 8 * ((len(flat)+24)/8 + 1)
 	b = growCap(b, 5+ctLen)
 	b = ne.AppendUint32(b, uint32(5+ctLen))
@@ -360,8 +402,11 @@ func DefaultNVTokenFields(t tokens.Type, label, soPIN string, userPIN *string) N
 	return f
 }
 
+// OldNVToken is LE.OldNVToken.
+func OldNVToken(f NVTokenFields) ([]byte, error) { return LE.OldNVToken(f) }
+
 // OldNVToken encodes a 232-byte old NVTOK.DAT (§2.2) with host-order integers.
-func OldNVToken(f NVTokenFields) ([]byte, error) {
+func (e Encoding) OldNVToken(f NVTokenFields) ([]byte, error) {
 	b := make([]byte, 0, NVTokenSize)
 	var err error
 	pad := func(name, s string, n int) {
@@ -382,7 +427,7 @@ func OldNVToken(f NVTokenFields) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	ne := binary.NativeEndian
+	ne := e.order()
 	b = ne.AppendUint32(b, f.Flags)
 	for _, c := range f.Counters {
 		b = ne.AppendUint32(b, c)

@@ -79,6 +79,11 @@ type Options struct {
 	// it requires zero objects.
 	NoObjIdx bool
 
+	// Order is the byte order of the host-order fields (NVTOK.DAT integers, object total_len,
+	// the flattened bodies): binary.BigEndian for a repository as a token on s390x writes it.
+	// nil means little-endian, whatever machine the tests run on.
+	Order ByteOrder
+
 	// Workers is the number of goroutines writing object files; 0 means 4 × GOMAXPROCS.
 	Workers int
 	// NoObjectList leaves Generated.Objects nil (the counts are still filled).
@@ -162,7 +167,7 @@ func WriteOld(dir string, o Options) (*Generated, error) {
 	if o.NameStyle == NameCounter {
 		nv.NextObjectName = CounterName(nextName)
 	}
-	nvb, err := OldNVToken(nv)
+	nvb, err := o.enc().OldNVToken(nv)
 	if err != nil {
 		return nil, err
 	}
@@ -523,6 +528,7 @@ func (o *Options) writeObjects(objDir string, count int, names func(int) string,
 	}
 	workers = min(workers, max(count, 1))
 	keepClear := count <= KeepClearMax
+	enc := o.enc()
 
 	var (
 		firstErr  error
@@ -552,14 +558,14 @@ func (o *Options) writeObjects(objDir string, count int, names func(int) string,
 				c := o.content(i, name)
 				flat := c.flat
 				if flat == nil {
-					flatBuf = AppendFlatten(flatBuf[:0], c.class, name, c.attrs)
+					flatBuf = enc.AppendFlatten(flatBuf[:0], c.class, name, c.attrs)
 					flat = flatBuf
 				}
 				if c.private {
-					fileBuf = appendOldPrivate(fileBuf[:0], flat, block)
+					fileBuf = enc.appendOldPrivate(fileBuf[:0], flat, block)
 				} else {
 					fileBuf = append(growCap(fileBuf[:0], 5+len(flat)), 0, 0, 0, 0, 0)
-					binary.NativeEndian.PutUint32(fileBuf, uint32(5+len(flat)))
+					enc.order().PutUint32(fileBuf, uint32(5+len(flat)))
 					fileBuf = append(fileBuf, flat...)
 				}
 				if err := writeFile(filepath.Join(objDir, name), fileBuf, fast); err != nil {
@@ -578,7 +584,7 @@ func (o *Options) writeObjects(objDir string, count int, names func(int) string,
 						FileSize: len(fileBuf), ClearLen: len(flat), ClearSHA256: sha256.Sum256(flat),
 					}
 					if c.flat != nil && len(flat) >= 4 {
-						gobj.Class = binary.NativeEndian.Uint32(flat)
+						gobj.Class = enc.order().Uint32(flat)
 					}
 					if keepClear {
 						gobj.Clear = append([]byte(nil), flat...)
@@ -605,12 +611,15 @@ dispatch:
 	return nil
 }
 
+// enc is the Encoding of Options.Order.
+func (o *Options) enc() Encoding { return Encoding{o.Order} }
+
 // content builds object i: from Options.Objects, or generated from the seed.
 func (o *Options) content(i int, name string) objectContent {
 	if len(o.Objects) > 0 {
 		return o.explicit(&o.Objects[i])
 	}
-	return generate(o.Type, o.Seed, i)
+	return generate(o.enc(), o.Type, o.Seed, i)
 }
 
 func secureKeyType(t tokens.Type) bool { return t == tokens.TypeCCA || t == tokens.TypeEP11 }
@@ -621,7 +630,7 @@ func (o *Options) explicit(s *ObjectSpec) objectContent {
 		return c
 	}
 	attrs := make([]Attr, 0, 6+len(s.Attrs))
-	attrs = append(attrs, UlongAttr(CKAClass, uint64(s.Class)), BoolAttr(CKAToken, true), BoolAttr(CKAPrivate, s.Private))
+	attrs = append(attrs, o.enc().UlongAttr(CKAClass, uint64(s.Class)), BoolAttr(CKAToken, true), BoolAttr(CKAPrivate, s.Private))
 	if s.Label != "" {
 		attrs = append(attrs, StringAttr(CKALabel, s.Label))
 	}
@@ -648,7 +657,7 @@ func (o *Options) explicit(s *ObjectSpec) objectContent {
 // random CKA_IBM_OPAQUE blob (EP11 300–1000 bytes, CCA 800–1200) instead of the private
 // components. Every eighth RSA key also has a nested CKA_UNWRAP_TEMPLATE and an 8-byte-per-
 // entry CKA_ALLOWED_MECHANISMS, to exercise those parser paths.
-func generate(t tokens.Type, seed int64, i int) objectContent {
+func generate(enc Encoding, t tokens.Type, seed int64, i int) objectContent {
 	src := newChaCha(seed, uint64(i), "tokentest-object")
 	r := rand.New(src)
 	bytesN := func(n int) []byte {
@@ -669,7 +678,7 @@ func generate(t tokens.Type, seed int64, i int) objectContent {
 		label := fmt.Sprintf("%s%06d", prefix, i)
 		value := bytesN(16 + r.IntN(185))
 		return objectContent{class: CKOData, private: private, label: label, attrs: []Attr{
-			UlongAttr(CKAClass, uint64(CKOData)),
+			enc.UlongAttr(CKAClass, uint64(CKOData)),
 			BoolAttr(CKAToken, true),
 			BoolAttr(CKAPrivate, private),
 			BoolAttr(CKAModifiable, true),
@@ -688,8 +697,8 @@ func generate(t tokens.Type, seed int64, i int) objectContent {
 	modulus[0] |= 0x80
 	attrs := make([]Attr, 0, 24)
 	attrs = append(attrs,
-		UlongAttr(CKAClass, uint64(CKOPrivateKey)),
-		UlongAttr(CKAKeyType, uint64(CKKRSA)),
+		enc.UlongAttr(CKAClass, uint64(CKOPrivateKey)),
+		enc.UlongAttr(CKAKeyType, uint64(CKKRSA)),
 		BoolAttr(CKAToken, true),
 		BoolAttr(CKAPrivate, true),
 		BoolAttr(CKAModifiable, true),
@@ -704,7 +713,7 @@ func generate(t tokens.Type, seed int64, i int) objectContent {
 		BoolAttr(CKALocal, true),
 		BoolAttr(CKANeverExtractable, true),
 		BoolAttr(CKAAlwaysSensitive, true),
-		UlongAttr(CKAKeyGenMechanism, 0), // CKM_RSA_PKCS_KEY_PAIR_GEN
+		enc.UlongAttr(CKAKeyGenMechanism, 0), // CKM_RSA_PKCS_KEY_PAIR_GEN
 		BytesAttr(CKAModulus, modulus),
 		BytesAttr(CKAPublicExponent, []byte{1, 0, 1}),
 	)
@@ -726,14 +735,14 @@ func generate(t tokens.Type, seed int64, i int) objectContent {
 	}
 	if r.IntN(8) == 0 {
 		mechs := make([]byte, 16)
-		binary.NativeEndian.PutUint64(mechs[0:], 0x1)  // CKM_RSA_PKCS
-		binary.NativeEndian.PutUint64(mechs[8:], 0x40) // CKM_SHA256_RSA_PKCS
+		enc.order().PutUint64(mechs[0:], 0x1)  // CKM_RSA_PKCS
+		enc.order().PutUint64(mechs[8:], 0x40) // CKM_SHA256_RSA_PKCS
 		attrs = append(attrs,
 			BytesAttr(CKAAllowedMechs, mechs),
 			NestedAttr(CKAUnwrapTemplate,
-				UlongAttr(CKAClass, uint64(CKOSecretKey)),
-				UlongAttr(CKAKeyType, uint64(CKKAES)),
-				UlongAttr(CKAValueLen, 32),
+				enc.UlongAttr(CKAClass, uint64(CKOSecretKey)),
+				enc.UlongAttr(CKAKeyType, uint64(CKKAES)),
+				enc.UlongAttr(CKAValueLen, 32),
 				BoolAttr(CKASensitive, true),
 			),
 		)

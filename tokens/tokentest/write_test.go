@@ -58,7 +58,7 @@ func checkRepo(t *testing.T, o Options, g *Generated) map[string][]byte {
 	if len(nv) != NVTokenSize {
 		t.Fatalf("NVTOK.DAT is %d bytes", len(nv))
 	}
-	flags := binary.NativeEndian.Uint32(nv[96:])
+	flags := binary.LittleEndian.Uint32(nv[96:])
 	if !bytes.Equal(nv[184:204], PINHash(o.SOPIN)) {
 		t.Error("so_pin_sha is not SHA-1(SO PIN)")
 	}
@@ -141,7 +141,7 @@ func checkRepo(t *testing.T, o Options, g *Generated) map[string][]byte {
 		if a, ok := findAttr(attrs, CKAPrivate); !ok || (a.Value[0] == 1) != private {
 			t.Errorf("%s: CKA_PRIVATE does not match the file flag", name)
 		}
-		if a, ok := findAttr(attrs, CKAClass); ok && binary.NativeEndian.Uint32(a.Value) != class {
+		if a, ok := findAttr(attrs, CKAClass); ok && binary.LittleEndian.Uint32(a.Value) != class {
 			t.Errorf("%s: CKA_CLASS differs from the header", name)
 		}
 		if obj.Label != "" {
@@ -334,7 +334,6 @@ func pop(b byte) int {
 }
 
 func TestWriteOldExplicitObjects(t *testing.T) {
-	needLE(t)
 	o := baseOptions(tokens.TypeCCA)
 	o.MK = seq(0, 24)
 	o.Objects = []ObjectSpec{
