@@ -2,7 +2,7 @@
 // reads or prints, and validates documents against them.
 //
 // The schemas describe exactly the Go types plan.Request ("request"), plan.Plan or plan.Multi
-// ("plan"), apply.Result ("result") and the error document ("error").
+// ("plan"), apply.Result ("result"), the error document ("error") and plan.Inventory ("info").
 package schema
 
 import (
@@ -33,9 +33,10 @@ const (
 	Plan    Kind = "plan"
 	Result  Kind = "result"
 	Error   Kind = "error"
+	Info    Kind = "info"
 )
 
-var kinds = []Kind{Request, Plan, Result, Error}
+var kinds = []Kind{Request, Plan, Result, Error, Info}
 
 // Kinds lists every schema, in the order the `schema` command shows them.
 func Kinds() []Kind { return append([]Kind(nil), kinds...) }

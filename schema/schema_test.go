@@ -27,7 +27,7 @@ func ptr[T any](v T) *T { return &v }
 func TestSchemasAreValid2020(t *testing.T) {
 	meta, err := jsonschema.Compile("https://json-schema.org/draft/2020-12/schema")
 	require.NoError(t, err)
-	require.Equal(t, []schema.Kind{"request", "plan", "result", "error"}, schema.Kinds())
+	require.Equal(t, []schema.Kind{"request", "plan", "result", "error", "info"}, schema.Kinds())
 	for _, k := range schema.Kinds() {
 		src, err := schema.Source(k)
 		require.NoError(t, err, k)
@@ -81,19 +81,21 @@ func TestStrictEverywhere(t *testing.T) {
 
 func fullPlan() plan.Plan {
 	return plan.Plan{
-		FormatVersion: plan.FormatVersion,
-		ToolVersion:   "0.1.0",
-		Changed:       true,
-		Slot:          3,
-		TokenType:     "CCA",
-		Stdll:         "libpkcs11_cca.so",
-		UserGroup:     "pkcs11",
-		Datastore:     "/var/lib/opencryptoki/ccatok",
-		Confdir:       "/etc/opencryptoki",
-		Conf:          "/etc/opencryptoki/opencryptoki.conf",
-		Format:        "mixed",
-		ConfFormat:    "absent",
-		PINsChecked:   false,
+		FormatVersion:     plan.FormatVersion,
+		ToolVersion:       "0.1.0",
+		Changed:           true,
+		Slot:              3,
+		TokenType:         "CCA",
+		Stdll:             "libpkcs11_cca.so",
+		UserGroup:         "pkcs11",
+		Datastore:         "/var/lib/opencryptoki/ccatok",
+		Confdir:           "/etc/opencryptoki",
+		Conf:              "/etc/opencryptoki/opencryptoki.conf",
+		Format:            "mixed",
+		ByteOrder:         "big-endian",
+		ByteOrderEvidence: []string{"NVTOK.DAT: max PIN length 8 (134217728 read little-endian)"},
+		ConfFormat:        "absent",
+		PINsChecked:       false,
 		Token: plan.TokenInfo{
 			Label: "cca                             ", ManufacturerID: "IBM", Model: "CCA",
 			SerialNumber: "0000", Flags: "0x64D", HardwareVersion: "1.0", FirmwareVersion: "1.0",
@@ -125,7 +127,7 @@ func emptyPlan() plan.Plan {
 		FormatVersion: plan.FormatVersion, ToolVersion: "0.1.0", Slot: 0, TokenType: "Soft",
 		Stdll: "libpkcs11_sw.so", UserGroup: "pkcs11", Datastore: "/var/lib/opencryptoki/swtok",
 		Confdir: "/etc/opencryptoki", Conf: "/etc/opencryptoki/opencryptoki.conf",
-		Format: "3.12", ConfFormat: "3.12", Token: plan.TokenInfo{Flags: "0x0"},
+		Format: "3.12", ByteOrder: "any", ByteOrderEvidence: []string{}, ConfFormat: "3.12", Token: plan.TokenInfo{Flags: "0x0"},
 		Objects: []plan.Object{}, KeyFiles: []plan.FileAction{}, Fingerprint: fp,
 		Warnings: []string{}, Incomplete: []string{}, Steps: []plan.Step{},
 	}
@@ -162,6 +164,12 @@ func TestPlanFromGo(t *testing.T) {
 	p = fullPlan()
 	p.Datastore = "relative/dir"
 	assertField(t, schema.Plan, p, "/datastore")
+	p = fullPlan()
+	p.ByteOrder = "native"
+	assertField(t, schema.Plan, p, "/byte_order")
+	p = emptyPlan()
+	p.ByteOrderEvidence = nil
+	assertField(t, schema.Plan, p, "/byte_order_evidence")
 }
 
 func TestMultiFromGo(t *testing.T) {
@@ -205,7 +213,7 @@ func TestResultFromGo(t *testing.T) {
 
 func TestErrorCodes(t *testing.T) {
 	codes := []string{"wrong_pin", "user_pin_not_set", "slot_daemon_running", "repository_in_use", "locked",
-		"stale_plan", "slot_not_found", "unsupported_token", "conf_invalid", "corrupt_repository",
+		"stale_plan", "slot_not_found", "unsupported_token", "conf_invalid", "corrupt_repository", "byte_order",
 		"backup_exists", "bad_request", "not_root", "group_not_found", "io_error", "verify_failed",
 		"nothing_to_roll_back", "internal"}
 	for _, c := range codes {
@@ -283,6 +291,9 @@ func TestTestdata(t *testing.T) {
 		"fail_result_backup_extra.json":           "/backup/extra",
 		"fail_error_code.json":                    "/error/code",
 		"fail_error_extra.json":                   "/exit",
+		"fail_info_objects_for_missing.json":      "/slots/0/objects",
+		"fail_info_unsupported_format.json":       "/slots/0/format",
+		"fail_info_files_extra.json":              "/slots/0/files/so_pin",
 	}
 	names, err := filepath.Glob("testdata/*.json")
 	require.NoError(t, err)

@@ -35,6 +35,9 @@ func TestSchemasMatchStructs(t *testing.T) {
 		{schema.Plan, "/$defs/skipped_slot", plan.SkippedSlot{}},
 		{schema.Result, "", apply.Result{}},
 		{schema.Result, "/properties/backup", apply.Backup{}},
+		{schema.Info, "", plan.Inventory{}},
+		{schema.Info, "/$defs/slot_info", plan.SlotInfo{}},
+		{schema.Info, "/$defs/slot_info/properties/files", plan.SlotFiles{}},
 	}
 	for _, c := range cases {
 		rt := reflect.TypeOf(c.typ)
