@@ -22,22 +22,6 @@ import (
 // object that cannot be migrated fails the run. The conf is edited minimally instead of
 // being rewritten.
 
-const legacyUsage = `usage: pkcstok_migrate [-h] [-s|--slotid slotid] [-d|--datastore datastore] [-c|--confdir confdir] [-u|--userpin userpin] [-p|--sopin sopin] [-v|--verbose level]
-
-	-h, --help              Show this help
-	-s, --slotid            PKCS slot number (required)
-	-d, --datastore         token datastore location (required)
-	-c, --confdir           location of opencryptoki.conf (required)
-	-u, --userpin           token user pin (prompted if not specified)
-	-p, --sopin             token SO pin (prompted if not specified)
-	-v, --verbose           verbose level: none, error, warn, info, devel, debug
-
-PINs on the command line are visible to other users; pkcstok-migrate also reads them from
-a terminal prompt, or use 'pkcstok-migrate plan|apply' with a JSON request on stdin.
-`
-
-var legacyLevels = []string{"none", "error", "warn", "info", "devel", "debug"}
-
 type legacyArgs struct {
 	slot, datastore, confdir, userPIN, soPIN, verbose string
 	set                                               map[byte]bool
@@ -45,7 +29,12 @@ type legacyArgs struct {
 
 func parseLegacy(args []string) (*legacyArgs, error, bool) {
 	a := &legacyArgs{set: map[byte]bool{}}
-	long := map[string]byte{"slotid": 's', "datastore": 'd', "confdir": 'c', "userpin": 'u', "sopin": 'p', "verbose": 'v', "help": 'h'}
+	long := map[string]byte{}
+	shorts := ""
+	for _, o := range legacyOpts {
+		long[o.long] = o.short
+		shorts += string(o.short)
+	}
 	for i := 0; i < len(args); i++ {
 		arg := args[i]
 		var opt byte
@@ -64,7 +53,7 @@ func parseLegacy(args []string) (*legacyArgs, error, bool) {
 			if len(arg) > 2 {
 				val, hasVal = arg[2:], true
 			}
-			if !strings.ContainsRune("sdcupvh", rune(opt)) {
+			if !strings.ContainsRune(shorts, rune(opt)) {
 				return nil, fmt.Errorf("invalid option -- '%c'", opt), false
 			}
 		default:
@@ -106,13 +95,13 @@ func runLegacy(e *env, args []string) int {
 	out := e.stdout
 	a, err, help := parseLegacy(args)
 	if help {
-		fmt.Fprint(out, legacyUsage)
+		fmt.Fprint(out, legacyUsageText())
 		return 0
 	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "pkcstok_migrate: %v\n", err)
 		warnx("Parameters are required.")
-		fmt.Fprint(e.stderr, legacyUsage)
+		fmt.Fprint(e.stderr, legacyUsageText())
 		return 1
 	}
 	if a.set['v'] {
@@ -122,7 +111,7 @@ func runLegacy(e *env, args []string) int {
 		}
 		if !ok {
 			warnx("Invalid verbose level '%s' specified.", a.verbose)
-			fmt.Fprint(e.stderr, legacyUsage)
+			fmt.Fprint(e.stderr, legacyUsageText())
 			return 1
 		}
 	}

@@ -5,10 +5,12 @@
 //	pkcstok-migrate plan     --slot N --confdir DIR [--datastore DIR] [--out FILE]
 //	pkcstok-migrate apply    --slot N --confdir DIR [--datastore DIR] [--plan FILE]
 //	pkcstok-migrate rollback --slot N --confdir DIR [--datastore DIR]
-//	pkcstok-migrate schema   [request|plan|result|error]
+//	pkcstok-migrate info     [--confdir DIR] [--state-dir DIR]
+//	pkcstok-migrate schema   [request|plan|result|error|info]
 //	pkcstok-migrate -s SLOT -d DATASTORE -c CONFDIR [-u PIN] [-p PIN] [-v LEVEL]   (upstream interface)
 //
-// Output is one JSON document on stdout. Exit status: 0 success or nothing to do, 1 error,
+// The flags and subcommands are one table (cli.go) that drives the parser, the help, the man
+// page and the bash completion. Output is one JSON document on stdout. Exit status: 0 success or nothing to do, 1 error,
 // 2 plan found changes to make.
 package main
 
@@ -34,48 +36,48 @@ func main() {
 	os.Exit(run(e))
 }
 
-const usage = `Usage:
-  pkcstok-migrate plan     [--slot N] [--confdir DIR] [--datastore DIR] [PIN options] [--out FILE] [--all-slots] [--json=false]
-  pkcstok-migrate apply    [--slot N] [--confdir DIR] [--datastore DIR] [PIN options] [--plan FILE] [--json=false]
-  pkcstok-migrate rollback [--slot N] [--confdir DIR] [--datastore DIR] [--json=false]
-  pkcstok-migrate schema   [request|plan|result|error]
-  pkcstok-migrate version
-  pkcstok-migrate -s SLOT -d DATASTORE -c CONFDIR [-u USERPIN] [-p SOPIN] [-v LEVEL] [-h]
-
-Input:
-  --request FILE|-        one JSON request (see 'schema request'); a field may not also be a flag
-  --slot N                slot number in opencryptoki.conf
-  --confdir DIR           directory of opencryptoki.conf (default /etc/opencryptoki)
-  --datastore DIR         token repository (default: the slot's directory from the conf)
-PIN options (PINs are never needed on the command line):
-  --so-pin-file FILE      first line is the SO PIN; the file must not be readable by others
-  --user-pin-file FILE    first line is the user PIN
-  (PINs also come from the JSON request, or are prompted for on a terminal)
-
-Exit status: 0 success or nothing to do, 1 error, 2 'plan' found changes to make.
-`
-
 func run(e *env) int {
 	args := e.args[1:]
 	if len(args) == 0 {
-		fmt.Fprint(e.stderr, usage)
+		fmt.Fprint(e.stderr, usageText())
 		return 1
 	}
-	switch cmd := args[0]; {
+	cmd := args[0]
+	if c := commandByName(cmd); c != nil && len(c.flags) == 0 && len(args) > 1 && (args[1] == "-h" || args[1] == "--help") {
+		fmt.Fprint(e.stdout, c.help())
+		return 0
+	}
+	switch {
 	case cmd == "plan" || cmd == "apply" || cmd == "rollback":
 		return runOperation(e, cmd, args[1:])
+	case cmd == "info":
+		return runInfo(e, args[1:])
 	case cmd == "schema":
 		return runSchema(e, args[1:])
 	case cmd == "version" || cmd == "--version":
 		fmt.Fprintf(e.stdout, "pkcstok-migrate %s\n", toolVersion())
 		return 0
 	case cmd == "help" || cmd == "--help":
-		fmt.Fprint(e.stdout, usage)
-		return 0
+		return runHelp(e, args[1:])
 	case strings.HasPrefix(cmd, "-"):
 		return runLegacy(e, args)
 	default:
-		fmt.Fprintf(e.stderr, "pkcstok-migrate: unknown command %q\n\n%s", cmd, usage)
+		fmt.Fprintf(e.stderr, "pkcstok-migrate: unknown command %q\n\n%s", cmd, usageText())
 		return 1
 	}
+}
+
+// runHelp prints the usage, or the help of one command.
+func runHelp(e *env, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(e.stdout, usageText())
+		return 0
+	}
+	c := commandByName(args[0])
+	if c == nil || len(args) > 1 {
+		fmt.Fprintf(e.stderr, "pkcstok-migrate: help: unknown command %q\n\n%s", strings.Join(args, " "), usageText())
+		return 1
+	}
+	fmt.Fprint(e.stdout, c.help())
+	return 0
 }

@@ -39,40 +39,26 @@ type opFlags struct {
 }
 
 func runOperation(e *env, op string, args []string) int {
-	fs := flag.NewFlagSet("pkcstok-migrate "+op, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	var f opFlags
-	fs.StringVar(&f.request, "request", "", "read the JSON request from FILE (- for stdin)")
-	fs.StringVar(&f.slot, "slot", "", "slot number")
-	fs.StringVar(&f.datastore, "datastore", "", "token repository directory")
-	fs.StringVar(&f.confdir, "confdir", "", "directory of opencryptoki.conf")
-	fs.StringVar(&f.soPINFile, "so-pin-file", "", "file whose first line is the SO PIN")
-	fs.StringVar(&f.userPINFile, "user-pin-file", "", "file whose first line is the user PIN")
-	fs.StringVar(&f.soPIN, "so-pin", "", "SO PIN (visible to other users: prefer a file or the request)")
-	fs.StringVar(&f.userPIN, "user-pin", "", "user PIN (visible to other users: prefer a file or the request)")
-	fs.BoolVar(&f.json, "json", true, "print JSON (false: a readable summary)")
-	fs.StringVar(&f.stateDir, "state-dir", plan.DefaultStateBase, "where the token library keeps its repositories (CONFIG_PATH)")
-	if op == "apply" {
-		fs.StringVar(&f.planFile, "plan", "", "apply this saved plan (refused if the state changed since)")
-	}
-	if op == "plan" {
-		fs.StringVar(&f.out, "out", "", "also save the plan to FILE")
-		fs.BoolVar(&f.allSlots, "all-slots", false, "plan every supported slot of the conf")
-	}
+	c := commandByName(op)
 	out := &output{e: e, json: true}
-	if err := fs.Parse(args); err != nil {
+	v, rest, err := c.parse(args)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(e.stdout, usage)
+			fmt.Fprint(e.stdout, c.help())
 			return 0
 		}
 		return out.fail(&plan.Error{Code: plan.CodeBadRequest, Message: err.Error()})
 	}
-	out.json = f.json
-	if fs.NArg() > 0 {
-		return out.fail(&plan.Error{Code: plan.CodeBadRequest, Message: fmt.Sprintf("unexpected argument %q", fs.Arg(0))})
+	f := opFlags{
+		request: v.s("request"), slot: v.s("slot"), datastore: v.s("datastore"), confdir: v.s("confdir"),
+		soPINFile: v.s("so-pin-file"), userPINFile: v.s("user-pin-file"), soPIN: v.s("so-pin"), userPIN: v.s("user-pin"),
+		planFile: v.s("plan"), out: v.s("out"), allSlots: v.b("all-slots"), stateDir: v.s("state-dir"), json: v.b("json"),
+		set: v.set,
 	}
-	f.set = map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
+	out.json = f.json
+	if len(rest) > 0 {
+		return out.fail(&plan.Error{Code: plan.CodeBadRequest, Message: fmt.Sprintf("unexpected argument %q", rest[0])})
+	}
 
 	req, err := buildRequest(e, &f)
 	if err != nil {

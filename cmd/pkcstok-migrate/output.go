@@ -197,7 +197,7 @@ func (o *output) finishProgress() {
 
 func runSchema(e *env, args []string) int {
 	if len(args) > 1 {
-		fmt.Fprintf(e.stderr, "pkcstok-migrate: usage: schema [request|plan|result|error]\n")
+		fmt.Fprintf(e.stderr, "pkcstok-migrate: usage: schema [%s]\n", strings.Join(commandByName("schema").choices, "|"))
 		return 1
 	}
 	if len(args) == 0 {
@@ -216,7 +216,7 @@ func runSchema(e *env, args []string) int {
 	}
 	src, err := schema.Source(schema.Kind(args[0]))
 	if err != nil {
-		fmt.Fprintf(e.stderr, "pkcstok-migrate: unknown schema %q: want request, plan, result or error\n", args[0])
+		fmt.Fprintf(e.stderr, "pkcstok-migrate: unknown schema %q: want one of %s\n", args[0], strings.Join(commandByName("schema").choices, ", "))
 		return 1
 	}
 	e.stdout.Write(src)

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/ocktools/pkcstok-migrate/plan"
+)
+
+// runInfo reports every slot of opencryptoki.conf (plan.MakeInventory). It needs no PINs and
+// never writes; it fails only when the conf cannot be read.
+func runInfo(e *env, args []string) int {
+	c := commandByName("info")
+	out := &output{e: e, json: true}
+	v, rest, err := c.parse(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(e.stdout, c.help())
+			return 0
+		}
+		return out.fail(&plan.Error{Code: plan.CodeBadRequest, Message: err.Error()})
+	}
+	out.json = v.b("json")
+	if len(rest) > 0 {
+		return out.fail(&plan.Error{Code: plan.CodeBadRequest, Message: fmt.Sprintf("unexpected argument %q", rest[0])})
+	}
+	o := plan.Options{Confdir: v.s("confdir"), StateBase: v.s("state-dir")}
+	if o.Confdir == "" {
+		o.Confdir = defaultConfdir
+	}
+	ao := applyOptions(e, out)
+	o.ProcRoot, o.PIDFiles = ao.ProcRoot, ao.PIDFiles
+	inv, err := plan.MakeInventory(o)
+	if err != nil {
+		return out.fail(err)
+	}
+	out.emit(inv, infoSummary(inv), "")
+	return 0
+}
+
+func infoSummary(inv *plan.Inventory) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d slot(s)", inv.Conf, len(inv.Slots))
+	if inv.NeedsMigration {
+		b.WriteString(", needs migrating")
+	}
+	b.WriteString("\n")
+	for _, s := range inv.Slots {
+		fmt.Fprintf(&b, "slot %d: %s (%s)", s.Slot, s.TokenType, s.Stdll)
+		if s.TokenType == plan.TokenTypeUnsupported {
+			b.WriteString(": not examined\n")
+			continue
+		}
+		fmt.Fprintf(&b, ", %s: %s format", s.Datastore, s.Format)
+		if s.Objects != nil {
+			fmt.Fprintf(&b, ", %d object(s)", *s.Objects)
+		}
+		fmt.Fprintf(&b, ", conf tokversion %s", s.TokVersion)
+		if s.NeedsMigration {
+			b.WriteString(", NEEDS MIGRATION")
+		}
+		b.WriteString("\n")
+		if s.Reason != "" {
+			fmt.Fprintf(&b, "  %s\n", s.Reason)
+		}
+		var have []string
+		for _, f := range []struct {
+			ok   bool
+			name string
+		}{
+			{s.Files.Backup, s.Datastore + plan.SuffixBak},
+			{s.Files.RolledBack, s.Datastore + plan.SuffixRolledBack},
+			{s.Files.Journal, s.Datastore + plan.SuffixJournal},
+			{s.Files.WorkingCopy, s.Datastore + plan.SuffixTmp},
+		} {
+			if f.ok {
+				have = append(have, f.name)
+			}
+		}
+		if len(have) > 0 {
+			fmt.Fprintf(&b, "  exists: %s\n", strings.Join(have, ", "))
+		}
+		for _, w := range s.Warnings {
+			fmt.Fprintf(&b, "  warning: %s\n", w)
+		}
+	}
+	if inv.ConfBackup {
+		fmt.Fprintf(&b, "exists: %s_BAK\n", inv.Conf)
+	}
+	for _, w := range inv.Warnings {
+		fmt.Fprintf(&b, "warning: %s\n", w)
+	}
+	return b.String()
+}
