@@ -616,6 +616,7 @@ func copyWorkers() int { return 2 * runtime.GOMAXPROCS(0) }
 // (in plan order) for verify.
 type reencrypter struct {
 	p                *plan.Plan
+	order            tokens.ByteOrder // the repository's, from the plan
 	oldKeys, newKeys *tokens.Keys
 	o                Options
 	byName           []int32 // indexes of p.Objects sorted by file name
@@ -627,7 +628,7 @@ type reencrypter struct {
 
 func newReencrypter(p *plan.Plan, oldKeys, newKeys *tokens.Keys, o Options) *reencrypter {
 	n := len(p.Objects)
-	r := &reencrypter{p: p, oldKeys: oldKeys, newKeys: newKeys, o: o, byName: make([]int32, n), sums: make([][32]byte, n), done: make([]bool, n)}
+	r := &reencrypter{p: p, order: planOrder(p), oldKeys: oldKeys, newKeys: newKeys, o: o, byName: make([]int32, n), sums: make([][32]byte, n), done: make([]bool, n)}
 	for i := range r.byName {
 		r.byName[i] = int32(i)
 	}
@@ -650,9 +651,13 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 	if err := r.o.hook("object " + name); err != nil {
 		return nil, err
 	}
-	out, clear, changed, err := tokens.ReencryptObject(name, data, r.oldKeys, r.newKeys, r.o.Rand)
+	out, clear, changed, err := tokens.ReencryptObjectOrder(name, data, r.order, r.oldKeys, r.newKeys, r.o.Rand)
 	if err != nil {
-		return nil, plan.Errorf(plan.CodeCorruptRepository, "object %s: %w", name, err)
+		code := plan.CodeCorruptRepository
+		if errors.Is(err, tokens.ErrByteOrder) {
+			code = plan.CodeByteOrder
+		}
+		return nil, plan.Errorf(code, "object %s: %w", name, err)
 	}
 	sum := sha256.Sum256(clear)
 	// A name OBJ.IDX lists twice is one file: every entry gets its sum.
@@ -679,6 +684,15 @@ func (r *reencrypter) result() ([][32]byte, int, error) {
 		}
 	}
 	return r.sums, int(r.migrated.Load()), nil
+}
+
+// planOrder is the repository byte order the plan found ("any": nothing depends on it).
+func planOrder(p *plan.Plan) tokens.ByteOrder {
+	o, err := tokens.ParseByteOrder(p.ByteOrder)
+	if err != nil {
+		return tokens.OrderUnknown
+	}
+	return o
 }
 
 // verify re-reads the working copy with the 3.12 reader: the key files are the ones written
@@ -717,13 +731,14 @@ func verify(p *plan.Plan, tmp *repofs.Dir, up *tokens.Upgrade, sums [][32]byte) 
 		return fail("%v", err)
 	}
 	defer objDir.Close()
+	order := planOrder(p)
 	return parallel.For(len(p.Objects), func(i int) error {
 		name := p.Objects[i].File
 		data, err := objDir.ReadFile(name)
 		if err != nil {
 			return fail("object %s: %v", name, err)
 		}
-		obj, err := tokens.DecodeObject(name, data, up.Keys)
+		obj, err := tokens.DecodeObjectOrder(name, data, order, up.Keys)
 		switch {
 		case err != nil:
 			return fail("object %s: %v", name, err)

@@ -20,6 +20,7 @@ const (
 	CodeUnsupportedToken  Code = "unsupported_token"
 	CodeConfInvalid       Code = "conf_invalid"
 	CodeCorruptRepository Code = "corrupt_repository"
+	CodeByteOrder         Code = "byte_order" // files of both byte orders, or an order nothing decides
 	CodeBackupExists      Code = "backup_exists"
 	CodeBadRequest        Code = "bad_request"
 	CodeNotRoot           Code = "not_root"

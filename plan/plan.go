@@ -169,8 +169,21 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 		}
 	}()
 
-	if err := scanObjects(p, dir, repo, keys); err != nil {
+	evidence, err := scanObjects(p, dir, repo, keys)
+	if err != nil {
 		return nil, nil, err
+	}
+	order, why, err := tokens.DecideOrder(repo.NV.OrderEvidence, evidence)
+	if err != nil {
+		return nil, nil, repoError(ds, err)
+	}
+	p.ByteOrder, p.ByteOrderEvidence = ByteOrderName(order), []string{}
+	for _, e := range why {
+		p.ByteOrderEvidence = append(p.ByteOrderEvidence, e.String())
+	}
+	if host := tokens.HostByteOrder(); order != tokens.OrderUnknown && order != host {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("the repository is %s (written on a %s machine such as %s) but this host is %s: the token library on this host cannot open it, before or after the migration; the migration itself runs on any host and keeps the repository %s",
+			order, order, machinesOf(order), host, order))
 	}
 	nvFormat := repo.NV.Format
 	switch {
@@ -292,6 +305,8 @@ func repoError(ds string, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return Errorf(CodeCorruptRepository, "repository %s: %w", ds, err)
+	case errors.Is(err, tokens.ErrByteOrder):
+		return Errorf(CodeByteOrder, "repository %s: %w", ds, err)
 	case errors.Is(err, tokens.ErrCorrupt), errors.Is(err, repofs.ErrSymlink), errors.Is(err, repofs.ErrNotRegular), errors.Is(err, repofs.ErrTooLarge):
 		return Errorf(CodeCorruptRepository, "repository %s: %w", ds, err)
 	}
@@ -363,20 +378,22 @@ func LimitMemory(objects int) (restore func()) {
 	return func() { debug.SetMemoryLimit(prev) }
 }
 
-// scanObjects reads every object listed in OBJ.IDX, in parallel, keeping index order.
-func scanObjects(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens.Keys) error {
+// scanObjects reads every object listed in OBJ.IDX, in parallel, keeping index order, and
+// returns the byte-order evidence of each (for tokens.DecideOrder).
+func scanObjects(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens.Keys) ([]tokens.Evidence, error) {
 	names := repo.Index
 	defer LimitMemory(len(names))()
 	objs := make([]Object, len(names))
+	evidence := make([]tokens.Evidence, len(names))
 	err := parallel.For(len(names), func(i int) error {
 		var err error
-		if objs[i], err = scanObject(dir, names[i], keys); err != nil {
+		if objs[i], evidence[i], err = scanObject(dir, names[i], repo.NV.Order, keys); err != nil {
 			return fmt.Errorf("object %d of OBJ.IDX: %w", i+1, err)
 		}
 		return nil
 	})
 	if err != nil {
-		return repoError(p.Datastore, err)
+		return nil, repoError(p.Datastore, err)
 	}
 	p.Objects = objs
 	for _, o := range objs {
@@ -395,24 +412,25 @@ func scanObjects(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens
 			p.Counts.None++
 		}
 	}
-	return nil
+	return evidence, nil
 }
 
-func scanObject(dir *repofs.Dir, name string, keys *tokens.Keys) (Object, error) {
+// scanObject decodes one object; ord is the order NVTOK.DAT showed (OrderUnknown for 3.12).
+func scanObject(dir *repofs.Dir, name string, ord tokens.ByteOrder, keys *tokens.Keys) (Object, tokens.Evidence, error) {
 	if err := tokens.ValidObjectName(name); err != nil {
-		return Object{}, err
+		return Object{}, tokens.Evidence{}, err
 	}
 	data, err := dir.ReadFile("TOK_OBJ/" + name)
 	if err != nil {
-		return Object{}, err
+		return Object{}, tokens.Evidence{}, err
 	}
 	o := Object{File: name, Size: int64(len(data))}
-	obj, err := tokens.DecodeObject(name, data, keys)
+	obj, err := tokens.DecodeObjectOrder(name, data, ord, keys)
 	if err != nil && !errors.Is(err, tokens.ErrNeedKeys) {
-		return Object{}, err
+		return Object{}, tokens.Evidence{}, err
 	}
 	if obj == nil {
-		return Object{}, fmt.Errorf("object %s: no result", name)
+		return Object{}, tokens.Evidence{}, fmt.Errorf("object %s: no result", name)
 	}
 	o.Private = obj.Private
 	o.Format = obj.Format.String()
@@ -431,9 +449,13 @@ func scanObject(dir *repofs.Dir, name string, keys *tokens.Keys) (Object, error)
 		} else if o.Action == "rewrap_header" {
 			o.NewSize = int64(16 + len(obj.Clear))
 		}
-		a, err := tokens.ParseFlattened(name, obj.Clear)
+		parseOrder := obj.Order
+		if parseOrder == tokens.OrderUnknown {
+			parseOrder = ord
+		}
+		a, err := tokens.ParseFlattenedOrder(name, obj.Clear, parseOrder)
 		if err != nil {
-			return Object{}, err
+			return Object{}, tokens.Evidence{}, err
 		}
 		c := int64(a.Class)
 		o.Class = &c
@@ -441,7 +463,22 @@ func scanObject(dir *repofs.Dir, name string, keys *tokens.Keys) (Object, error)
 		o.Label = printable(string(a.Label))
 		o.ID = hex.EncodeToString(a.ID)
 	}
-	return o, nil
+	return o, obj.OrderEvidence, nil
+}
+
+// ByteOrderName is the plan's name of a repository byte order: "any" when nothing depends on it.
+func ByteOrderName(o tokens.ByteOrder) string {
+	if o == tokens.OrderUnknown {
+		return "any"
+	}
+	return o.String()
+}
+
+func machinesOf(o tokens.ByteOrder) string {
+	if o == tokens.BigEndian {
+		return "IBM Z (s390x)"
+	}
+	return "x86_64, ppc64le or aarch64"
 }
 
 // Fingerprint hashes every file of the repository and the conf bytes. It holds nothing

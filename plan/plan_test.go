@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"os"
 	"path/filepath"
@@ -121,5 +122,72 @@ func TestPlanConfErrors(t *testing.T) {
 			require.Equal(t, tc.code, CodeOf(err), err.Error())
 			require.False(t, strings.Contains(err.Error(), "sopin123"))
 		})
+	}
+}
+
+// newRepoOrder is newRepo in a given byte order.
+func newRepoOrder(t *testing.T, typ tokens.Type, mk88 bool, order tokentest.ByteOrder) (ds, confdir string) {
+	t.Helper()
+	dir := t.TempDir()
+	_, err := tokentest.WriteOldWithConf(dir, 3, tokentest.Options{Type: typ, SOPIN: "sopin123", UserPIN: "user1234", N: 12, Seed: 7, MK88: mk88, Order: order})
+	require.NoError(t, err)
+	return filepath.Join(dir, "swtok"), filepath.Join(dir, "conf")
+}
+
+// The byte order is the repository's, found from its bytes on any host; a repository of the
+// other order than this host's gets a warning (this host's token library cannot open it).
+func TestPlanByteOrder(t *testing.T) {
+	host := tokens.HostByteOrder()
+	for _, tc := range []struct {
+		typ   tokens.Type
+		mk88  bool
+		order tokentest.ByteOrder
+		want  tokens.ByteOrder
+	}{
+		{tokens.TypeSoft, false, binary.BigEndian, tokens.BigEndian},
+		{tokens.TypeICA, false, binary.BigEndian, tokens.BigEndian},
+		{tokens.TypeCCA, true, binary.BigEndian, tokens.BigEndian},
+		{tokens.TypeEP11, false, binary.BigEndian, tokens.BigEndian},
+		{tokens.TypeSoft, false, binary.LittleEndian, tokens.LittleEndian},
+	} {
+		t.Run(tc.typ.String()+"_"+tc.want.String(), func(t *testing.T) {
+			ds, confdir := newRepoOrder(t, tc.typ, tc.mk88, tc.order)
+			for _, pins := range [][2][]byte{{[]byte("sopin123"), []byte("user1234")}, {nil, nil}} {
+				p, err := Make(Options{Slot: 3, Datastore: ds, Confdir: confdir, SOPIN: pins[0], UserPIN: pins[1], ProcRoot: t.TempDir(), PIDFiles: []string{}})
+				require.NoError(t, err)
+				require.Equal(t, tc.want.String(), p.ByteOrder)
+				require.NotEmpty(t, p.ByteOrderEvidence)
+				require.Contains(t, p.ByteOrderEvidence[0], "NVTOK.DAT: ")
+				warned := strings.Contains(strings.Join(p.Warnings, "\n"), "the token library on this host cannot open it")
+				require.Equal(t, tc.want != host, warned, "warnings %q", p.Warnings)
+				require.NoError(t, schema.ValidateValue(schema.Plan, p))
+				for _, o := range p.Objects {
+					if o.Class != nil {
+						require.NotEqual(t, "", o.ClassName)
+						require.Less(t, *o.Class, int64(16), "class of %s read in the wrong order", o.File)
+					}
+				}
+			}
+		})
+	}
+}
+
+// An object file of the other byte order copied into a repository is refused with byte_order,
+// naming the file; so is an NVTOK.DAT whose order cannot be decided.
+func TestPlanMixedByteOrder(t *testing.T) {
+	ds, confdir := newRepoOrder(t, tokens.TypeSoft, false, binary.BigEndian)
+	le, _ := newRepoOrder(t, tokens.TypeSoft, false, binary.LittleEndian)
+	idx, err := os.ReadFile(filepath.Join(ds, "TOK_OBJ", "OBJ.IDX"))
+	require.NoError(t, err)
+	name := strings.Fields(string(idx))[0]
+	other, err := os.ReadFile(filepath.Join(le, "TOK_OBJ", name))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(ds, "TOK_OBJ", name), other, 0o660))
+	for _, pins := range [][2][]byte{{[]byte("sopin123"), []byte("user1234")}, {nil, nil}} {
+		_, err := Make(Options{Slot: 3, Datastore: ds, Confdir: confdir, SOPIN: pins[0], UserPIN: pins[1], ProcRoot: t.TempDir(), PIDFiles: []string{}})
+		require.Error(t, err)
+		require.Equal(t, CodeByteOrder, CodeOf(err))
+		require.Contains(t, err.Error(), "TOK_OBJ/"+name+": written in little-endian byte order")
+		require.Contains(t, err.Error(), "the repository is big-endian")
 	}
 }
