@@ -353,6 +353,7 @@ var errorCodes = []struct {
 	{plan.CodeUnsupportedToken, "the slot's token is not a Soft, ICA, CCA or EP11 token"},
 	{plan.CodeConfInvalid, "opencryptoki.conf is missing, unreadable or invalid"},
 	{plan.CodeCorruptRepository, "the repository is missing a file or a file is corrupt"},
+	{plan.CodeByteOrder, "the repository mixes files of both byte orders (one was copied from another machine), or nothing in it decides its order"},
 	{plan.CodeBackupExists, "<store>_BAK or opencryptoki.conf_BAK is in the way"},
 	{plan.CodeBadRequest, "the request or the flags make no sense; \"field\" names the culprit"},
 	{plan.CodeNotRoot, "apply and rollback must run as root"},
