@@ -174,7 +174,11 @@ func NVTokenOrder(b []byte) (ByteOrder, Evidence, error) {
 		if v == BigEndian {
 			real, other = be, le
 		}
-		desc := fmt.Sprintf("%s %d (%d read %s)", f.name, real, other, v.Other())
+		format := "%s %d (%d read %s)"
+		if f.off == offFlags {
+			format = "%s 0x%X (0x%X read %s)"
+		}
+		desc := fmt.Sprintf(format, f.name, real, other, v.Other())
 		if f.strong {
 			strong[v].names = append(strong[v].names, desc)
 		} else {

@@ -74,6 +74,8 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			"checkobjects": cmdCheckObjects,
 			"checkperms":   cmdCheckPerms,
 			"startfake":    cmdStartFake,
+			"gentoken":     cmdGentoken,
+			"truncate":     cmdTruncate,
 		},
 	}
 }
