@@ -35,8 +35,11 @@ type SlotInfo struct {
 	Datastore string `json:"datastore"`  // the repository the token library uses ("" when the conf names none)
 	// Format: "old", "3.12", "mixed", "missing" (no repository, or no NVTOK.DAT in it),
 	// "unreadable" (Reason says why), or "" for an unsupported token (not examined).
-	Format     string `json:"format"`
-	Reason     string `json:"reason,omitempty"`
+	Format string `json:"format"`
+	Reason string `json:"reason,omitempty"`
+	// ByteOrder of the repository's host-order fields: "big-endian", "little-endian", or
+	// "any" when nothing in it depends on the order; "" when the repository was not read.
+	ByteOrder  string `json:"byte_order"`
 	Objects    *int   `json:"objects"`    // objects listed in OBJ.IDX; null when not known
 	TokVersion string `json:"tokversion"` // the slot's tokversion as written, "absent" when there is none
 	Label      string `json:"label"`      // the token label from NVTOK.DAT ("" when not known)
@@ -152,6 +155,7 @@ func inspectSlot(si *SlotInfo, o Options, confdir, stateBase string, conf312 boo
 		return
 	}
 	si.Format = p.Format
+	si.ByteOrder = p.ByteOrder
 	n := p.Counts.Total
 	si.Objects = &n
 	si.Label = p.Token.Label

@@ -70,6 +70,7 @@ func TestInventoryEveryTokenType(t *testing.T) {
 			require.Equal(t, tc.typ.String(), s.TokenType)
 			require.Equal(t, filepath.Join(dir, tc.typ.DefaultDir()), s.Datastore)
 			require.Equal(t, "old", s.Format)
+			require.Equal(t, "little-endian", s.ByteOrder)
 			require.NotNil(t, s.Objects)
 			require.Equal(t, 12, *s.Objects)
 			require.Equal(t, "absent", s.TokVersion)

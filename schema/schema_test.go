@@ -294,6 +294,7 @@ func TestTestdata(t *testing.T) {
 		"fail_info_objects_for_missing.json":      "/slots/0/objects",
 		"fail_info_unsupported_format.json":       "/slots/0/format",
 		"fail_info_files_extra.json":              "/slots/0/files/so_pin",
+		"fail_info_byte_order_unread.json":        "/slots/0/byte_order",
 	}
 	names, err := filepath.Glob("testdata/*.json")
 	require.NoError(t, err)

@@ -54,6 +54,9 @@ func infoSummary(inv *plan.Inventory) string {
 			continue
 		}
 		fmt.Fprintf(&b, ", %s: %s format", s.Datastore, s.Format)
+		if s.ByteOrder != "" {
+			fmt.Fprintf(&b, ", %s", s.ByteOrder)
+		}
 		if s.Objects != nil {
 			fmt.Fprintf(&b, ", %d object(s)", *s.Objects)
 		}
