@@ -47,6 +47,26 @@ test: lint unit fuzz ansible-test e2e
 clean:
 	rm -rf bin
 
+# Release artifacts in $(DIST) (packaging/dist.sh): static binaries for linux/amd64, arm64,
+# ppc64le and s390x, a .deb and an .rpm of each (nfpm, pinned in packaging/go.mod), the Ansible
+# collection carrying the binaries, SHA256SUMS. dist-check builds twice (the second time from
+# a copy elsewhere) and wants identical bytes; package-test checks the packages with dpkg-deb,
+# rpm, dpkg -i here and in a Debian 13 root; man regenerates the man page and bash completion
+# from the command table (a test fails when they differ).
+DIST ?= dist
+.PHONY: dist dist-check package-test man
+dist:
+	GO=$(GO) sh packaging/dist.sh $(DIST)
+
+dist-check:
+	GO=$(GO) sh packaging/dist-check.sh
+
+package-test: dist
+	sh packaging/check-packages.sh $(DIST)
+
+man:
+	$(GO) test ./cmd/pkcstok-migrate -count=1 -run 'UpToDate' -update
+
 # Benchmarks (not run in CI; root, group pkcs11, /usr/bin/time). bench-data writes
 # old-format repositories with 10, 1000, 10000 and 100000 objects into bench/data.
 .PHONY: bench bench-data
