@@ -79,7 +79,7 @@ func (h *harness) testDiskFull(t *testing.T) {
 			if err := unix.Statfs(mnt, &sfs); err != nil {
 				t.Fatal(err)
 			}
-			used := int64(sfs.Blocks-sfs.Bfree) * sfs.Bsize
+			used := int64(sfs.Blocks-sfs.Bfree) * int64(sfs.Bsize) // Bsize is uint32 on s390x
 			usedInodes := int64(sfs.Files - sfs.Ffree)
 			entries := int64(len(snapshot(t, tk.ds)))
 			opts := lim.opts(used, usedInodes, entries)
