@@ -1,0 +1,78 @@
+package repofs
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// Rename renames old to new (both below d), replacing new if it exists, as rename(2).
+func (d *Dir) Rename(oldName, newName string) error {
+	return d.rename2(oldName, newName, 0, "rename")
+}
+
+// RenameNoReplace renames old to new but fails with an error satisfying
+// errors.Is(err, fs.ErrExist) when new exists (renameat2 RENAME_NOREPLACE). Use it whenever
+// the target must not be clobbered, for example when moving a repository to its _BAK name.
+func (d *Dir) RenameNoReplace(oldName, newName string) error {
+	return d.rename2(oldName, newName, unix.RENAME_NOREPLACE, "rename")
+}
+
+// Exchange atomically swaps the entries a and b below d (renameat2 RENAME_EXCHANGE). Both
+// must exist. Neither path is missing at any moment.
+func (d *Dir) Exchange(a, b string) error {
+	return d.rename2(a, b, unix.RENAME_EXCHANGE, "exchange")
+}
+
+func (d *Dir) rename2(a, b string, flags uint, op string) error {
+	pa, ba, ra, err := d.walkParent(a)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, d.join(a), err)
+	}
+	defer ra()
+	pb, bb, rb, err := d.walkParent(b)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, d.join(b), err)
+	}
+	defer rb()
+	for {
+		err = unix.Renameat2(pa, ba, pb, bb, flags)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s %s to %s: %w", op, d.join(a), d.join(b), err)
+	}
+	return nil
+}
+
+// Link makes new a hard link to old (both below d). old must be a regular file.
+func (d *Dir) Link(oldName, newName string) error {
+	pa, ba, ra, err := d.walkParent(oldName)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", d.join(oldName), err)
+	}
+	defer ra()
+	pb, bb, rb, err := d.walkParent(newName)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", d.join(newName), err)
+	}
+	defer rb()
+	var st unix.Stat_t
+	if err := unix.Fstatat(pa, ba, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return pathErr("lstat", d.join(oldName), err)
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+	case unix.S_IFLNK:
+		return fmt.Errorf("link %s: %w", d.join(oldName), ErrSymlink)
+	default:
+		return fmt.Errorf("link %s: %w", d.join(oldName), ErrNotRegular)
+	}
+	// Flags 0: linkat does not follow a symlink in old.
+	if err := unix.Linkat(pa, ba, pb, bb, 0); err != nil {
+		return fmt.Errorf("link %s to %s: %w", d.join(oldName), d.join(newName), err)
+	}
+	return nil
+}
