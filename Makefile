@@ -10,7 +10,7 @@ BIN      := bin/pkcstok-migrate
 FUZZTIME ?= 50000x
 export CGO_ENABLED ?= 0
 
-.PHONY: all build demo test unit unit-s390x cross fuzz e2e ansible-test lint clean
+.PHONY: all build demo test unit unit-s390x cross fuzz e2e e2e-s390x setup ansible-test lint clean
 
 all: build
 
@@ -55,17 +55,35 @@ fuzz:
 		$(GO) test ./tokens -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME); done
 	$(GO) test ./internal/conf -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 
-# The suite against Debian's real opencryptoki 3.8.1 (root; installs with e2e/install.sh).
+# Everything `make test` needs (root, idempotent): the apt packages (Debian's opencryptoki
+# 3.8.1, opensc, mmdebstrap, qemu-user-static, ansible-core, rpm, man-db, ...), the group
+# pkcs11 and the cached Debian roots in .cache/roots (trixie amd64 and s390x with openCryptoki
+# 3.23, bookworm amd64 with 3.8.1). Fails, saying what is missing, without root or archive.
+setup:
+	sh e2e/setup.sh
+
+# The real-openCryptoki suites (root, after make setup; e2e/README.md): Debian's 3.8.1 on the
+# host, the Debian 12 -> 13 upgrade (3.8.1 and 3.23 tokens, ours and upstream's migration,
+# loaded by the real 3.23), every Soft fixture loaded by 3.23.
 e2e:
-	PKCSTOK_E2E=1 $(GO) test -count=1 -v ./e2e
+	PKCSTOK_E2E=1 $(GO) test -count=1 -v -timeout 20m -run '^(TestRealOpencryptoki|TestUpgrade|TestFixturesLoadIn323)$$' ./e2e
+
+# The real s390x openCryptoki 3.23 under qemu-user: big-endian Soft and ICA tokens migrated by
+# our s390x and amd64 binaries and by upstream's, loaded by it.
+e2e-s390x:
+	PKCSTOK_E2E=1 $(GO) test -count=1 -v -timeout 20m -run '^TestS390x$$' ./e2e
 
 ansible-test: build
 	PKCSTOK_MIGRATE_BIN=$(CURDIR)/$(BIN) bash ansible/tests/run.sh
 
-test: lint unit unit-s390x cross fuzz ansible-test e2e
+# CI=true for every prerequisite: a suite whose package or root is missing fails, never skips.
+test: export CI = true
+test: setup lint unit unit-s390x cross fuzz ansible-test e2e e2e-s390x
 
+# .cache (roots, overlay sessions) is unmounted first: e2e/clean.sh.
 clean:
 	rm -rf bin
+	sh e2e/clean.sh
 
 # Release artifacts in $(DIST) (packaging/dist.sh): static binaries for linux/amd64, arm64,
 # ppc64le and s390x, a .deb and an .rpm of each (nfpm, pinned in packaging/go.mod), the Ansible

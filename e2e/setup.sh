@@ -1,0 +1,82 @@
+#!/bin/sh
+# make setup: installs everything `make test` needs on a fresh Debian 12 machine with Go, as
+# root, and does nothing that is already done (idempotent):
+#
+#   * Debian 12's opencryptoki 3.8.1 and opensc on the host (e2e/install.sh: group pkcs11 as a
+#     system group, a pkcsslotd the package starts is stopped, /run/lock);
+#   * mmdebstrap arch-test qemu-user-static strace ansible-core python3-voluptuous rpm man-db
+#     (apt-get install --no-install-recommends);
+#   * the group pkcs11;
+#   * the cached Debian roots under .cache/roots (e2e/mkroot.sh): trixie amd64 (opencryptoki
+#     3.23, opensc, dpkg, man-db), trixie s390x (opencryptoki 3.23 under qemu), bookworm amd64
+#     (opencryptoki 3.8.1).
+#
+# Without root, or when the package archive cannot be reached, it says what is missing and
+# exits 1.
+set -eu
+
+say() { echo "make setup: $*" >&2; }
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+
+PACKAGES="mmdebstrap arch-test qemu-user-static strace ansible-core python3-voluptuous opencryptoki opensc rpm man-db"
+# name suite arch packages
+ROOTS="trixie amd64 opencryptoki,opensc,libc-bin,dpkg,man-db,dash,coreutils,diffutils
+trixie s390x opencryptoki,opensc,libc-bin
+bookworm amd64 opencryptoki,opensc,libc-bin"
+# dash, coreutils and diffutils in trixie-amd64: man runs nroff (a shell script) and dpkg -i
+# needs sh, rm and diff; the extract variant brings only what is named and its dependencies.
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+missing_packages() {
+	for p in $PACKAGES; do
+		installed "$p" || printf '%s ' "$p"
+	done
+}
+
+missing_roots() {
+	cache=${PKCSTOK_ROOTS:-$(pwd)/.cache/roots}
+	printf '%s\n' "$ROOTS" | while read -r suite arch _; do
+		[ -f "$cache/$suite-$arch/.pkcstok-root" ] || printf '%s ' "$cache/$suite-$arch"
+	done
+}
+
+if [ "$(id -u)" != 0 ]; then
+	say "must run as root (apt-get install, groupadd, mmdebstrap, mount); missing now:"
+	mp=$(missing_packages)
+	[ -z "$mp" ] || say "  packages: $mp"
+	getent group pkcs11 >/dev/null || say "  group: pkcs11"
+	mr=$(missing_roots)
+	[ -z "$mr" ] || say "  roots: $mr"
+	[ -n "$mp$mr" ] || ! getent group pkcs11 >/dev/null || say "  nothing, as far as a non-root user can tell"
+	exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+mkdir -p /run/lock
+
+# 1. The host's 3.8.1 (with its precautions) first: it also creates the group pkcs11.
+sh e2e/install.sh || { say "could not install opencryptoki and opensc: is the package archive reachable?"; exit 1; }
+
+# 2. The rest.
+mp=$(missing_packages)
+if [ -n "$mp" ]; then
+	say "installing: $mp"
+	if ! apt-get update -q || ! apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 $mp; then
+		say "could not install: $mp (is the package archive in /etc/apt/sources.list.d reachable?)"
+		exit 1
+	fi
+	mp=$(missing_packages)
+	[ -z "$mp" ] || { say "still missing after apt-get install: $mp"; exit 1; }
+fi
+
+# 3. The group (install.sh recreates it too; here for a machine where opencryptoki was already
+#    installed and the group deleted since).
+getent group pkcs11 >/dev/null || groupadd -r pkcs11
+
+# 4. The roots.
+printf '%s\n' "$ROOTS" | while read -r suite arch pkgs; do
+	sh e2e/mkroot.sh "$suite" "$arch" "$pkgs" || { say "could not build the $suite $arch root (archive reachable?)"; exit 1; }
+done
+
+say "ready in $(($(date +%s) - start)) s: host opencryptoki $(dpkg-query -W -f='${Version}' opencryptoki), roots in ${PKCSTOK_ROOTS:-.cache/roots}"
