@@ -353,3 +353,27 @@ func TestSnapshotMaterializeRoundTrip(t *testing.T) {
 		t.Errorf("snapshot took a symlink")
 	}
 }
+
+func TestWithoutBarrier(t *testing.T) {
+	s := confWrite(&tb{}, true, true).sim(t, base())
+	fsyncFile := -1
+	for i, o := range s.Ops {
+		if o.Kind == OpFsync && o.Path == "conf_new" {
+			fsyncFile = i
+		}
+	}
+	if _, err := s.WithoutBarrier(0); err == nil {
+		t.Errorf("dropped a change, not a barrier")
+	}
+	w, err := s.WithoutBarrier(fsyncFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strict, _ := states(t, w)
+	if got := content(strict[len(strict)-1], "conf"); got != "" {
+		t.Errorf("without the file's fsync the strict end state has conf %q, want it empty", got)
+	}
+	if len(w.Ops) != len(s.Ops)-1 {
+		t.Errorf("%d ops", len(w.Ops))
+	}
+}

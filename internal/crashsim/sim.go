@@ -126,3 +126,16 @@ func (c *Cut) Mix(seed int64) (*Tree, error) {
 	r := rand.New(rand.NewSource(seed))
 	return c.state(func(n int) int { return r.Intn(n + 1) })
 }
+
+// WithoutBarrier is the same run as if op i, a barrier, had never been called: the process
+// does not depend on what fsync does, so its other calls stay as they were. It tells which
+// barriers a protocol really needs.
+func (s *Sim) WithoutBarrier(i int) (*Sim, error) {
+	if i < 0 || i >= len(s.Ops) || !s.Ops[i].Barrier() {
+		return nil, fmt.Errorf("crashsim: op %d is not a barrier", i)
+	}
+	ops := make([]Op, 0, len(s.Ops)-1)
+	ops = append(ops, s.Ops[:i]...)
+	ops = append(ops, s.Ops[i+1:]...)
+	return &Sim{Ops: ops, initial: s.initial, final: s.final}, nil
+}
