@@ -8,6 +8,10 @@
 # Without ansible-playbook: fails when CI=true, else skips. Without PKCSTOK_MIGRATE_BIN: fails when
 # CI=true, else uses the fake binary tests/fake-pkcstok-migrate (module development only).
 # Needs root (the tool refuses to run otherwise; the copies get group pkcs11).
+# Besides the pkcstok_migrate module and the fleet playbooks: the install role (on a copy of the
+# collection that carries this host's binary and its SHA256SUMS: check mode, install, rerun,
+# unknown architecture, checksum mismatch), pkcstok_info before and after an apply, and
+# fleet-audit.yml. ansible-doc and validate-modules run on both modules.
 # KEEP=1 keeps the work directory. Last line: "N passed, M failed".
 # The environment reaches the binary (local connection), so test hooks of a -tags faultinject
 # build work, e.g. PKCSTOK_MIGRATE_PROC=/some/empty/dir where /proc/1 cannot be inspected
@@ -227,16 +231,22 @@ else
     cat "$W/argv.log"
 fi
 
-# 6. ansible-doc renders.
+# 6. ansible-doc renders both modules.
 ansible-doc -M "$COLL/plugins/modules" pkcstok_migrate > "$W/out/doc.out" 2>&1
 RC=$?
+ansible-doc -M "$COLL/plugins/modules" pkcstok_info > "$W/out/docinfo.out" 2>&1
+RCI=$?
 if [ "$RC" = 0 ] && grep -q 'so_pin_file' "$W/out/doc.out" && grep -q 'stop_slot_daemon' "$W/out/doc.out" \
     && grep -q 'EXAMPLES' "$W/out/doc.out" && grep -q 'RETURN VALUES' "$W/out/doc.out" \
-    && ! grep -q '^\[WARNING\]\|^ERROR' "$W/out/doc.out"; then
-    ok "6 ansible-doc renders"
+    && ! grep -q '^\[WARNING\]\|^ERROR' "$W/out/doc.out" \
+    && [ "$RCI" = 0 ] && grep -q 'state_dir' "$W/out/docinfo.out" && grep -q 'needs_migration' "$W/out/docinfo.out" \
+    && grep -q 'EXAMPLES' "$W/out/docinfo.out" && grep -q 'RETURN VALUES' "$W/out/docinfo.out" \
+    && ! grep -q '^\[WARNING\]\|^ERROR' "$W/out/docinfo.out"; then
+    ok "6 ansible-doc renders pkcstok_migrate and pkcstok_info"
 else
-    bad "6 ansible-doc (rc=$RC)"
+    bad "6 ansible-doc (rc=$RC/$RCI)"
     show doc.out
+    show docinfo.out
 fi
 
 # 7. validate-modules (offline) and runtime-metadata.
@@ -246,12 +256,12 @@ if [ -z "$SANITY" ] || [ ! -f "$SANITY/validate-modules/validate.py" ]; then
 else
     (cd "$CROOT" && "$APY" "$SANITY/validate-modules/validate.py" --format plain --arg-spec \
         --collection ansible_collections/ocktools/pkcstok --collection-version 0.1.0 \
-        plugins/modules/pkcstok_migrate.py) > "$W/out/vm.out" 2>&1
+        plugins/modules/pkcstok_migrate.py plugins/modules/pkcstok_info.py) > "$W/out/vm.out" 2>&1
     RC=$?
     (cd "$CROOT" && "$APY" "$SANITY/code-smell/runtime-metadata.py" meta/runtime.yml) > "$W/out/rm.out" 2>&1
     RC2=$?
     if [ "$RC" = 0 ] && [ ! -s "$W/out/vm.out" ] && [ "$RC2" = 0 ] && [ ! -s "$W/out/rm.out" ]; then
-        ok "7 validate-modules and runtime-metadata clean"
+        ok "7 validate-modules (pkcstok_migrate, pkcstok_info) and runtime-metadata clean"
     else
         bad "7 validate-modules rc=$RC / runtime-metadata rc=$RC2"
         cat "$W/out/vm.out" "$W/out/rm.out"
@@ -390,6 +400,156 @@ if [ "$RC" = 0 ]; then
 else
     bad "12 unified-diff applier"
     cat "$W/out/unidiff.out"
+fi
+
+# The install role: a collection carrying this host's binary and its SHA256SUMS, as make dist
+# builds it (the other architectures' binaries are left out here).
+case $(uname -m) in
+x86_64) GOARCH_HOST=amd64 ;; aarch64) GOARCH_HOST=arm64 ;; ppc64le) GOARCH_HOST=ppc64le ;; s390x) GOARCH_HOST=s390x ;; *) GOARCH_HOST= ;;
+esac
+RFILES=$CROOT/roles/install/files
+mkdir -p "$RFILES"
+if [ -n "$GOARCH_HOST" ] && [ ! -e "$RFILES/pkcstok-migrate-linux-$GOARCH_HOST" ]; then
+    cp "$BIN" "$RFILES/pkcstok-migrate-linux-$GOARCH_HOST"
+    (cd "$RFILES" && sha256sum "pkcstok-migrate-linux-$GOARCH_HOST" > SHA256SUMS)
+fi
+cp "$HERE/playbooks/install.yml" "$HERE/playbooks/info.yml" "$W/"
+mkdir -p "$W/inst"
+# install OUT [ansible-playbook args...]: runs the role against $W/inst/pkcstok-migrate.
+install() {
+    local out=$1
+    shift
+    ansible-playbook -i localhost, -c local "$W/install.yml" -e "pkcstok_install_dest=$W/inst/pkcstok-migrate" "$@" > "$W/out/$out" 2>&1
+    RC=$?
+}
+
+# 13. install role: check mode on a fresh host changes nothing; the real run installs
+#     (changed); the rerun and check mode then report changed=0.
+rm -f "$W/inst/pkcstok-migrate"
+install inst-check.out --check
+RC1=$RC
+E1=$([ -e "$W/inst/pkcstok-migrate" ] && echo yes || echo no)
+L1=$(ls -A "$W/inst")
+install inst1.out
+RC2=$RC
+install inst2.out
+RC3=$RC
+install inst3.out --check
+if [ "$RC1" = 0 ] && [ "$(recap_changed inst-check.out)" = 1 ] && [ "$E1" = no ] && [ -z "$L1" ] \
+    && [ "$RC2" = 0 ] && [ "$(recap_changed inst1.out)" = 1 ] && cmp -s "$BIN" "$W/inst/pkcstok-migrate" \
+    && [ "$(stat -c %a "$W/inst/pkcstok-migrate")" = 755 ] && "$W/inst/pkcstok-migrate" version > /dev/null \
+    && [ "$RC3" = 0 ] && [ "$(recap_changed inst2.out)" = 0 ] && [ "$RC" = 0 ] && [ "$(recap_changed inst3.out)" = 0 ] \
+    && grep -q "INSTALLED arch=$(uname -m) goarch=$GOARCH_HOST" "$W/out/inst1.out"; then
+    ok "13 install role: check mode changed=1 and wrote nothing; install changed=1 (0755, the binary); rerun and check changed=0"
+else
+    bad "13 install role (check rc=$RC1 changed=$(recap_changed inst-check.out) left '$L1'; install rc=$RC2 changed=$(recap_changed inst1.out); again rc=$RC3 changed=$(recap_changed inst2.out); check rc=$RC changed=$(recap_changed inst3.out))"
+    show inst-check.out
+    show inst1.out
+    show inst2.out
+fi
+
+# 14. an architecture without a binary: a clear failure naming it, nothing installed.
+rm -f "$W/inst/pkcstok-migrate"
+install inst-arch.out -e pkcstok_install_architecture=mips64
+if [ "$RC" != 0 ] && grep -q "no binary for the architecture 'mips64'" "$W/out/inst-arch.out" && [ -z "$(ls -A "$W/inst")" ]; then
+    ok "14 install role, unknown architecture: fails naming 'mips64', nothing installed"
+else
+    bad "14 install role, unknown architecture (rc=$RC)"
+    show inst-arch.out
+fi
+
+# 15. a binary that does not match SHA256SUMS: fails, nothing left on the host. Two ways: the
+#     collection's SHA256SUMS is wrong (caught on the controller), and the collection's file
+#     is swapped after the check (caught by the copy's validate on the host: no partial file).
+mkdir -p "$W/badfiles"
+cp "$RFILES/pkcstok-migrate-linux-$GOARCH_HOST" "$W/badfiles/"
+(cd "$W/badfiles" && sha256sum "pkcstok-migrate-linux-$GOARCH_HOST" | sed 's/^./0/; s/^00/11/' > SHA256SUMS)
+install inst-sum.out -e "pkcstok_install_files=$W/badfiles"
+RC1=$RC
+L1=$(ls -A "$W/inst")
+# validate on the host: the copy's checksum is the one of the original, the file is another.
+printf 'not the tool\n' > "$W/badfiles/pkcstok-migrate-linux-$GOARCH_HOST.other"
+cat > "$W/swap.yml" <<SWAP
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: copy with the install role's validate and a wrong checksum
+      ansible.builtin.copy:
+        src: "$W/badfiles/pkcstok-migrate-linux-$GOARCH_HOST.other"
+        dest: "$W/inst/pkcstok-migrate"
+        mode: "0755"
+        validate: "$(sed -n 's/^    validate: "\(.*\)"$/\1/p' "$COLL/roles/install/tasks/main.yml" | sed 's/{{ pkcstok_install_sha256 }}/'"$(sha256sum < "$BIN" | cut -d' ' -f1)"'/')"
+SWAP
+ansible-playbook -i localhost, -c local "$W/swap.yml" > "$W/out/inst-swap.out" 2>&1
+RC2=$?
+L2=$(ls -A "$W/inst")
+if [ "$RC1" != 0 ] && grep -q 'checksum mismatch' "$W/out/inst-sum.out" && grep -q 'nothing was installed' "$W/out/inst-sum.out" \
+    && [ -z "$L1" ] && [ "$RC2" != 0 ] && grep -q 'failed to validate' "$W/out/inst-swap.out" && [ -z "$L2" ]; then
+    ok "15 install role, checksum mismatch: fails on the controller and in the host-side validate, nothing left behind"
+else
+    bad "15 install role, checksum mismatch (controller rc=$RC1 left '$L1'; host rc=$RC2 left '$L2')"
+    show inst-sum.out
+    show inst-swap.out
+fi
+
+# 16. pkcstok_info before and after an apply: old -> 3.12, changed=0 always, check mode too;
+#     nothing written by it.
+prepare c16
+info() {
+    local out=$1
+    shift
+    ansible-playbook -i localhost, -c local "$W/info.yml" -e "info_confdir=$W/c16/conf" -e "info_state_dir=$W/c16" \
+        -e "info_binary=$BIN" -e "info_slot=$SLOT" "$@" > "$W/out/$out" 2>&1
+    RC=$?
+}
+H0=$(tree_hash "$W/c16")
+info info1.out
+RC1=$RC
+info info1c.out --check
+RC1C=$RC
+H1=$(tree_hash "$W/c16")
+vars c16
+play info-apply.out c16
+RCA=$RC
+info info2.out
+if [ "$RC1" = 0 ] && [ "$RC1C" = 0 ] && [ "$H0" = "$H1" ] && [ "$RCA" = 0 ] && [ "$RC" = 0 ] \
+    && grep -q "INFO changed=False needs=True slots=$SLOT format=old order=little-endian objects=3 tokversion=absent backup=False" "$W/out/info1.out" \
+    && grep -q "INFO changed=False needs=True" "$W/out/info1c.out" \
+    && grep -q "INFO changed=False needs=False slots= format=3.12 order=little-endian objects=3 tokversion=3.12 backup=True" "$W/out/info2.out" \
+    && [ "$(recap_changed info1.out)" = 0 ] && [ "$(recap_changed info2.out)" = 0 ]; then
+    ok "16 pkcstok_info: old (needs migrating) -> apply -> 3.12 with backup; changed=0, check mode too, nothing written"
+else
+    bad "16 pkcstok_info (rc $RC1/$RC1C/apply $RCA/$RC, tree $( [ "$H0" = "$H1" ] && echo same || echo CHANGED))"
+    show info1.out
+    show info2.out
+fi
+
+# 17. fleet-audit.yml lists localhost as needing migration, and not after the rollout.
+prepare c17
+cp "$HERE/../playbooks/fleet-audit.yml" "$W/"
+audit() {
+    local out=$1
+    shift
+    ansible-playbook -i "$W/inv-plain" "$W/fleet-audit.yml" -e "pkcstok_confdir=$W/c17/conf" -e "pkcstok_state_dir=$W/c17" \
+        -e "pkcstok_binary=$BIN" -e pkcstok_become=false "$@" > "$W/out/$out" 2>&1
+    RC=$?
+}
+audit audit1.out
+RC1=$RC
+audit audit1f.out -e pkcstok_audit_fail=true
+RC1F=$RC
+vars c17
+play audit-apply.out c17
+audit audit2.out -e pkcstok_audit_fail=true
+if [ "$RC1" = 0 ] && grep -A2 '"needs_migration": \[' "$W/out/audit1.out" | grep -q '"localhost"' \
+    && grep -q 'NEEDS MIGRATION' "$W/out/audit1.out" && [ "$RC1F" = 2 ] && grep -q 'still needs migrating: slots 3' "$W/out/audit1f.out" \
+    && [ "$RC" = 0 ] && grep -q '"needs_migration": \[\]' "$W/out/audit2.out" \
+    && grep -A2 '"nothing_to_migrate": \[' "$W/out/audit2.out" | grep -q '"localhost"'; then
+    ok "17 fleet-audit.yml: localhost listed as needing migration (fails with pkcstok_audit_fail), not after the rollout"
+else
+    bad "17 fleet-audit.yml (rc $RC1/$RC1F/$RC)"
+    show audit1.out
+    show audit2.out
 fi
 
 if [ "$FAILN" -gt 0 ] && grep -qs '"code": "io_error"' "$W"/out/*.out && grep -qs 'could not be inspected' "$W"/out/*.out; then
