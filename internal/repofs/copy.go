@@ -1,30 +1,27 @@
 package repofs
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash"
+	"os"
 	"path"
-	"runtime"
+	"strconv"
 	"sync"
 
-	"github.com/ocktools/pkcstok-migrate/internal/parallel"
 	"golang.org/x/sys/unix"
 )
 
 // CopyTree copies the directory src to parent/dstName, which must not exist yet (an
 // existing entry gives an error satisfying errors.Is(err, fs.ErrExist) and is left alone).
 //
-// This is the working-copy step of token-format.md §8.5: the new directory is created with
-// mode 0 and then given the set_perm rule p, as is every directory below it; every regular
-// file is created with mode 0600, given the set_perm rule and filled with the source's
-// content (one read of the whole file, one write). Owners, times and xattrs are not kept.
-// Entry types are decided with a non-following stat, never the directory-entry type. A
-// symlink anywhere gives ErrSymlink, a FIFO, device or socket ErrNotRegular, a file over
-// MaxFileSize ErrTooLarge; on any error the partial copy is removed. Nothing is fsynced:
-// call Syncfs (or Sync) on the result once.
+// This is the working-copy step of token-format.md §8.5 with the set_perm rule p (§1.4): in
+// the end every directory of the copy is exactly 0770 and every file exactly 0660, with group
+// p.GID. Owners, times and xattrs are not kept. A symlink anywhere gives ErrSymlink, a FIFO,
+// device or socket ErrNotRegular, a file over MaxFileSize ErrTooLarge; on any error the
+// partial copy is removed. Nothing is fsynced: call Syncfs (or Sync) on the result once.
 //
 // onFile, when not nil, is called after each regular file is copied with its
 // slash-separated path relative to src.
@@ -43,13 +40,23 @@ type CopyOptions struct {
 	// and is returned wrapped (errors.As finds it). With Workers > 1 it is called from
 	// several goroutines at once.
 	Transform func(rel string, data []byte) ([]byte, error)
+	// Verify, when not nil, is given each file's path and the bytes read back from the new
+	// file (through the descriptor it was written with, before it is closed); an error stops
+	// the copy like a Transform error.
+	Verify func(rel string, written []byte) error
+	// SrcDigest and DstDigest, when not nil, receive what TreeDigest would write for the
+	// source and for the finished copy, without reading either again.
+	SrcDigest, DstDigest hash.Hash
 	// Workers is how many files of a directory are copied at once; 0 or 1 copies one file
-	// at a time. File creation is system-call bound, so a few workers hide its latency.
+	// at a time.
 	Workers int
 }
 
-// CopyTreeWith is CopyTree with options: each file is still read once and written once
-// (through Transform when given), so a copy that also converts files needs no second pass.
+// CopyTreeWith is CopyTree with options. Every source file is read once (Walk: openat, fstat,
+// one read, close) and every copy written once: created with its final mode and, because
+// the directories of the copy carry the setgid bit until their last file is written, with
+// the token group already (openat, write, close; pread with Verify). The setgid bit is
+// cleared when a directory is done, so the finished copy follows the set_perm rule exactly.
 func CopyTreeWith(src *Dir, parent *Dir, dstName string, p Perm, o CopyOptions) error {
 	pfd, base, release, err := parent.walkParent(dstName)
 	if err != nil {
@@ -57,213 +64,255 @@ func CopyTreeWith(src *Dir, parent *Dir, dstName string, p Perm, o CopyOptions) 
 	}
 	defer release()
 	display := parent.join(dstName)
-	dfd, err := mkdirPerm(pfd, base, display, p)
-	if err != nil {
-		return fmt.Errorf("copy %s: %w", src.path, err)
+	c := &copier{o: o, perm: p, fileChmod: umaskStrips(FileMode)}
+	workers := o.Workers
+	if workers <= 0 {
+		workers = 1
 	}
-	var root unix.Stat_t
-	if serr := unix.Fstat(dfd, &root); serr != nil {
-		err = pathErr("stat", display, serr)
-	} else {
-		c := &copier{perm: p, onFile: o.OnFile, transform: o.Transform, workers: o.Workers, rootDev: uint64(root.Dev), rootIno: uint64(root.Ino)}
-		err = c.copyDir(src.fd, dfd, src.path, display, "", 0)
+	v := Visitor{
+		Workers: workers,
+		Digest:  o.SrcDigest,
+		Dir: func(e Entry, parentState any) (any, error) {
+			if e.Rel == "." {
+				return c.mkRoot(pfd, base, display, e)
+			}
+			return c.mkSub(parentState.(*copyDir), e)
+		},
+		DirDone: func(e Entry, state any, err error) error {
+			return c.dirDone(state, err)
+		},
+		File: c.file,
 	}
-	unix.Close(dfd)
-	if err != nil {
+	if o.DstDigest != nil {
+		DigestStart(o.DstDigest)
+		v.Record = c.record
+	}
+	err = Walk(src, v)
+	if err != nil && c.made {
 		// dstName did not exist before (mkdir succeeded), so everything below it is ours.
 		if rerr := removeAllAt(pfd, base, display, 0); rerr != nil {
 			return fmt.Errorf("%w (removing the partial copy %s failed too: %v)", err, display, rerr)
 		}
-		return err
 	}
-	return nil
+	return err
 }
 
 type copier struct {
+	o         CopyOptions
 	perm      Perm
-	onFile    func(string)
-	transform func(string, []byte) ([]byte, error)
-	workers   int
+	fileChmod bool // the umask strips bits of 0660: every new file needs an fchmod
+	made      bool // the root of the copy was created
 	rootDev   uint64
 	rootIno   uint64
 	onFileMu  sync.Mutex
 }
 
-// fileJob is one regular file of a directory being copied: only what the copy needs of its
-// stat, so a directory of 100,000 objects costs little memory.
-// batchSize is how many directory entries CopyTree and TreeDigest handle at a time.
-const batchSize = 1024
-
-type fileJob struct {
-	name     string
-	dev, ino uint64
+// copyDir is the state of one directory of the copy.
+type copyDir struct {
+	fd      int
+	display string
 }
 
-func (c *copier) copyDir(sfd, dfd int, srcDisplay, dstDisplay, rel string, depth int) error {
-	if depth >= maxDepth {
-		return fmt.Errorf("copy %s: directory tree deeper than %d levels", srcDisplay, maxDepth)
+// dirModeDuring is the mode of the copy's directories while files are created in them: with
+// the setgid bit, new files get the directory's group (the token group) without a chown each.
+func (c *copier) dirModeDuring() uint32 {
+	if c.perm.GID < 0 {
+		return DirMode
 	}
+	return DirMode | unix.S_ISGID
+}
+
+func (c *copier) mkRoot(pfd int, base, display string, src Entry) (any, error) {
+	fd, err := c.mkdir(pfd, base, display)
+	if err != nil {
+		return nil, err
+	}
+	c.made = true
 	var st unix.Stat_t
-	if err := unix.Fstat(sfd, &st); err != nil {
-		return pathErr("stat", srcDisplay, err)
-	}
-	if uint64(st.Dev) == c.rootDev && uint64(st.Ino) == c.rootIno {
-		return fmt.Errorf("copy %s: the destination lies inside the source", srcDisplay)
-	}
-	names, err := readNamesFd(sfd, srcDisplay)
-	if err != nil {
-		return err
-	}
-	// Regular files are copied (in parallel with Workers > 1), subdirectories after them in
-	// name order.
-	// Files go in batches, so a directory of 100,000 objects never holds them all.
-	var dirs []string
-	files := make([]fileJob, 0, min(len(names), batchSize))
-	for start := 0; start < len(names); start += batchSize {
-		files = files[:0]
-		for _, n := range names[start:min(start+batchSize, len(names))] {
-			sp := path.Join(srcDisplay, n)
-			if err := unix.Fstatat(sfd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return pathErr("lstat", sp, err)
-			}
-			switch st.Mode & unix.S_IFMT {
-			case unix.S_IFDIR:
-				dirs = append(dirs, n)
-			case unix.S_IFREG:
-				files = append(files, fileJob{name: n, dev: uint64(st.Dev), ino: uint64(st.Ino)})
-			case unix.S_IFLNK:
-				return fmt.Errorf("copy %s: %w", sp, ErrSymlink)
-			default:
-				return fmt.Errorf("copy %s: %w", sp, ErrNotRegular)
-			}
-		}
-		if err := c.copyFiles(sfd, dfd, srcDisplay, dstDisplay, rel, files); err != nil {
-			return err
-		}
-	}
-	names, files = nil, nil
-	for _, n := range dirs {
-		sp, dp := path.Join(srcDisplay, n), path.Join(dstDisplay, n)
-		if err := unix.Fstatat(sfd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return pathErr("lstat", sp, err)
-		}
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			return fmt.Errorf("copy %s: %w", sp, ErrChanged)
-		}
-		if err := c.copySubdir(sfd, dfd, n, &st, sp, dp, relJoin(rel, n), depth); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func relJoin(rel, n string) string {
-	if rel == "" {
-		return n
-	}
-	return rel + "/" + n
-}
-
-// copyFiles copies the regular files of one directory, spread over c.workers goroutines.
-// The first error (in name order among the files that failed) is returned.
-func (c *copier) copyFiles(sfd, dfd int, srcDisplay, dstDisplay, rel string, files []fileJob) error {
-	one := func(f fileJob, buf *[]byte) error {
-		st := unix.Stat_t{Dev: f.dev, Ino: f.ino}
-		r := relJoin(rel, f.name)
-		if err := c.copyFile(sfd, dfd, f.name, &st, path.Join(srcDisplay, f.name), path.Join(dstDisplay, f.name), r, buf); err != nil {
-			return err
-		}
-		if c.onFile != nil {
-			c.onFileMu.Lock()
-			c.onFile(r)
-			c.onFileMu.Unlock()
-		}
-		return nil
-	}
-	return parallel.Workers(len(files), c.workers, func() func(int) error {
-		var buf []byte
-		return func(i int) error { return one(files[i], &buf) }
-	})
-}
-
-func (c *copier) copySubdir(sfd, dfd int, name string, st *unix.Stat_t, sp, dp, rel string, depth int) error {
-	nsfd, err := openRetry(sfd, name, dirOpenFlags, 0)
-	if err != nil {
-		return pathErr("open directory", sp, openDirErr(sfd, name, err))
-	}
-	defer unix.Close(nsfd)
-	if err := sameFile(nsfd, st); err != nil {
-		return pathErr("open directory", sp, err)
-	}
-	ndfd, err := mkdirPerm(dfd, name, dp, c.perm)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(ndfd)
-	return c.copyDir(nsfd, ndfd, sp, dp, rel, depth+1)
-}
-
-func (c *copier) copyFile(sfd, dfd int, name string, st *unix.Stat_t, sp, dp, rel string, buf *[]byte) error {
-	data, err := readWhole(sfd, name, st, sp, buf)
-	if err != nil {
-		return err
-	}
-	if c.transform != nil {
-		if data, err = c.transform(rel, data); err != nil {
-			return fmt.Errorf("copy %s: %w", sp, err)
-		}
-	}
-	out, err := openRetry(dfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0o600)
-	if err != nil {
-		return pathErr("create", dp, err)
-	}
-	if err := c.perm.apply(out, dp); err != nil {
-		unix.Close(out)
-		return err
-	}
-	if err := writeFull(out, data); err != nil {
-		unix.Close(out)
-		return pathErr("write", dp, err)
-	}
-	if err := unix.Close(out); err != nil {
-		return pathErr("close", dp, err)
-	}
-	return nil
-}
-
-// readWhole opens name in dirfd without following symlinks, checks that it is the regular
-// file st describes and reads it whole into *buf (grown as needed, reused by the caller).
-func readWhole(dirfd int, name string, st *unix.Stat_t, display string, buf *[]byte) ([]byte, error) {
-	fd, err := openRetry(dirfd, name, fileReadFlags, 0)
-	if err != nil {
-		if errors.Is(err, unix.ELOOP) {
-			err = classify(dirfd, name, err)
-		}
-		return nil, pathErr("open", display, err)
-	}
-	defer unix.Close(fd)
-	var now unix.Stat_t
-	if err := unix.Fstat(fd, &now); err != nil {
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
 		return nil, pathErr("stat", display, err)
 	}
-	if now.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("read %s: %w", display, ErrNotRegular)
+	c.rootDev, c.rootIno = uint64(st.Dev), uint64(st.Ino)
+	return &copyDir{fd: fd, display: display}, nil
+}
+
+func (c *copier) mkSub(parent *copyDir, src Entry) (any, error) {
+	if src.Dev == c.rootDev && src.Ino == c.rootIno {
+		return nil, fmt.Errorf("copy %s: the destination lies inside the source", src.Rel)
 	}
-	if now.Dev != st.Dev || now.Ino != st.Ino {
-		return nil, fmt.Errorf("read %s: %w", display, ErrChanged)
+	display := path.Join(parent.display, src.Name)
+	fd, err := c.mkdir(parent.fd, src.Name, display)
+	if err != nil {
+		return nil, err
 	}
-	if now.Size > MaxFileSize {
-		return nil, fmt.Errorf("read %s: %d bytes: %w", display, now.Size, ErrTooLarge)
+	return &copyDir{fd: fd, display: display}, nil
+}
+
+// mkdir creates name in pfd with mode 0, opens it and gives it the token group and the
+// setgid bit.
+func (c *copier) mkdir(pfd int, name, display string) (int, error) {
+	if err := unix.Mkdirat(pfd, name, 0); err != nil {
+		return -1, pathErr("mkdir", display, err)
 	}
-	n := int(now.Size)
-	if cap(*buf) < n {
-		*buf = make([]byte, n)
+	fd, err := openRetry(pfd, name, dirOpenFlags, 0)
+	if err == unix.EACCES {
+		// Without root (CAP_DAC_OVERRIDE) a mode-0 directory cannot be opened: give the
+		// owner access first. Production runs as root and never gets here.
+		if cerr := unix.Fchmodat(pfd, name, 0o700, 0); cerr != nil {
+			return -1, pathErr("chmod", display, cerr)
+		}
+		fd, err = openRetry(pfd, name, dirOpenFlags, 0)
 	}
-	data := (*buf)[:n]
-	if err := readFull(fd, data); err != nil {
-		return nil, pathErr("read", display, err)
+	if err != nil {
+		return -1, pathErr("open directory", display, openDirErr(pfd, name, err))
 	}
-	return data, nil
+	if c.perm.GID >= 0 {
+		if err := unix.Fchown(fd, -1, c.perm.GID); err != nil {
+			unix.Close(fd)
+			return -1, pathErr("chown", display, err)
+		}
+	}
+	if err := unix.Fchmod(fd, c.dirModeDuring()); err != nil {
+		unix.Close(fd)
+		return -1, pathErr("chmod", display, err)
+	}
+	return fd, nil
+}
+
+// dirDone gives a finished directory its final mode (the setgid bit cleared) and closes it.
+func (c *copier) dirDone(state any, werr error) error {
+	d, ok := state.(*copyDir)
+	if !ok || d == nil {
+		return nil
+	}
+	var err error
+	if werr == nil && c.dirModeDuring() != DirMode {
+		if e := unix.Fchmod(d.fd, DirMode); e != nil {
+			err = pathErr("chmod", d.display, e)
+		}
+	}
+	unix.Close(d.fd)
+	return err
+}
+
+// written is what the copy of one file holds, for DstDigest.
+type written struct {
+	size int64
+	sum  [sha256.Size]byte
+}
+
+func (c *copier) file(e Entry, dirState any, data []byte) (any, error) {
+	d := dirState.(*copyDir)
+	dp := path.Join(d.display, e.Name)
+	out := data
+	if c.o.Transform != nil {
+		var err error
+		if out, err = c.o.Transform(e.Rel, data); err != nil {
+			return nil, fmt.Errorf("copy %s: %w", e.Rel, err)
+		}
+	}
+	flags := unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NOCTTY
+	if c.o.Verify != nil {
+		flags = unix.O_RDWR | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NOCTTY
+	}
+	fd, err := openRetry(d.fd, e.Name, flags, FileMode)
+	if err != nil {
+		return nil, pathErr("create", dp, err)
+	}
+	if err := c.fillFile(fd, e.Rel, dp, out); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if err := unix.Close(fd); err != nil {
+		return nil, pathErr("close", dp, err)
+	}
+	if c.o.OnFile != nil {
+		c.onFileMu.Lock()
+		c.o.OnFile(e.Rel)
+		c.onFileMu.Unlock()
+	}
+	if c.o.DstDigest == nil {
+		return nil, nil
+	}
+	return &written{size: int64(len(out)), sum: sha256.Sum256(out)}, nil
+}
+
+func (c *copier) fillFile(fd int, rel, dp string, out []byte) error {
+	if c.perm.GID >= 0 && c.fileChmod {
+		if err := unix.Fchmod(fd, FileMode); err != nil {
+			return pathErr("chmod", dp, err)
+		}
+	}
+	if c.perm.GID < 0 {
+		// No token group (tests without root): the rule's mode still holds.
+		if err := c.perm.apply(fd, dp); err != nil {
+			return err
+		}
+	}
+	if err := writeFull(fd, out); err != nil {
+		return pathErr("write", dp, err)
+	}
+	if c.o.Verify == nil {
+		return nil
+	}
+	back := make([]byte, len(out)+1) // one byte more: a longer file shows
+	n, err := preadFull(fd, back)
+	if err != nil {
+		return pathErr("read back", dp, err)
+	}
+	if err := c.o.Verify(rel, back[:n]); err != nil {
+		return fmt.Errorf("copy %s: %w", rel, err)
+	}
+	return nil
+}
+
+// preadFull reads from offset 0 until buf is full or the end of the file.
+func preadFull(fd int, buf []byte) (int, error) {
+	off := 0
+	for off < len(buf) {
+		n, err := unix.Pread(fd, buf[off:], int64(off))
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue
+		}
+		if err != nil {
+			return off, err
+		}
+		if n == 0 {
+			break
+		}
+		off += n
+	}
+	return off, nil
+}
+
+// record writes the copy's digest record of e: the final modes, the written content.
+func (c *copier) record(e Entry, res any) {
+	if e.Mode&unix.S_IFMT == unix.S_IFDIR {
+		DigestRecord(c.o.DstDigest, Entry{Rel: e.Rel, Mode: unix.S_IFDIR | DirMode}, nil)
+		return
+	}
+	w := res.(*written)
+	DigestRecord(c.o.DstDigest, Entry{Rel: e.Rel, Mode: unix.S_IFREG | FileMode, Size: w.size}, w.sum[:])
+}
+
+// umaskStrips reports whether the process umask clears any bit of mode (read from
+// /proc/self/status, so the umask is never changed, not even for a moment; when it cannot be
+// read the answer is true and every file gets an explicit chmod).
+func umaskStrips(mode uint32) bool {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := bytes.CutPrefix(s.Bytes(), []byte("Umask:")); ok {
+			u, err := strconv.ParseUint(string(bytes.TrimSpace(v)), 8, 32)
+			return err != nil || uint32(u)&mode != 0
+		}
+	}
+	return true
 }
 
 // TreeDigest feeds a canonical description of the tree below d into h: for d itself and
@@ -277,131 +326,5 @@ func readWhole(dirfd int, name string, st *unix.Stat_t, display string, buf *[]b
 // Any change of a file's content, a file's or directory's mode, or the set of names changes
 // the digest.
 func TreeDigest(d *Dir, h hash.Hash) error {
-	h.Write([]byte("repofs tree digest v1\x00"))
-	t := &digester{h: h, workers: runtime.GOMAXPROCS(0)}
-	var st unix.Stat_t
-	if err := unix.Fstat(d.fd, &st); err != nil {
-		return pathErr("stat", d.path, err)
-	}
-	t.record(".", st.Mode, 'd', 0, nil)
-	return t.walk(d.fd, d.path, "", 0)
-}
-
-type digester struct {
-	h       hash.Hash
-	workers int
-}
-
-// record writes one entry: type byte, mode, size, path length, path, [content hash].
-// A directory's size is recorded as 0: it depends on the file system, not on the content.
-func (t *digester) record(rel string, mode uint32, typ byte, size uint64, sum []byte) {
-	var hdr [1 + 4 + 8 + 4]byte
-	hdr[0] = typ
-	binary.BigEndian.PutUint32(hdr[1:], mode&0o7777)
-	binary.BigEndian.PutUint64(hdr[5:], size)
-	binary.BigEndian.PutUint32(hdr[13:], uint32(len(rel)))
-	t.h.Write(hdr[:])
-	t.h.Write([]byte(rel))
-	if typ == 'f' {
-		t.h.Write(sum)
-	}
-}
-
-// digestEntry is one name of a directory being digested: its stat, and for a regular file
-// its size and content hash once read.
-type digestEntry struct {
-	name     string
-	mode     uint32
-	dev, ino uint64
-	size     uint64
-	sum      [sha256.Size]byte
-}
-
-func (t *digester) walk(dirfd int, display, rel string, depth int) error {
-	if depth >= maxDepth {
-		return fmt.Errorf("digest %s: directory tree deeper than %d levels", display, maxDepth)
-	}
-	names, err := readNamesFd(dirfd, display)
-	if err != nil {
-		return err
-	}
-	// Entries go in batches, so a directory of 100,000 objects never holds them all.
-	for start := 0; start < len(names); start += batchSize {
-		if err := t.walkBatch(dirfd, display, rel, depth, names[start:min(start+batchSize, len(names))]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (t *digester) walkBatch(dirfd int, display, rel string, depth int, names []string) error {
-	entries := make([]digestEntry, len(names))
-	var files []int
-	var st unix.Stat_t
-	for i, n := range names {
-		p := path.Join(display, n)
-		if err := unix.Fstatat(dirfd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return pathErr("lstat", p, err)
-		}
-		entries[i] = digestEntry{name: n, mode: st.Mode, dev: uint64(st.Dev), ino: uint64(st.Ino)}
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFDIR:
-		case unix.S_IFREG:
-			files = append(files, i)
-		case unix.S_IFLNK:
-			return fmt.Errorf("digest %s: %w", p, ErrSymlink)
-		default:
-			return fmt.Errorf("digest %s: %w", p, ErrNotRegular)
-		}
-	}
-	if err := t.hashFiles(dirfd, display, entries, files); err != nil {
-		return err
-	}
-	for i := range entries {
-		e := &entries[i]
-		p := path.Join(display, e.name)
-		r := relJoin(rel, e.name)
-		if e.mode&unix.S_IFMT == unix.S_IFREG {
-			t.record(r, e.mode, 'f', e.size, e.sum[:])
-			continue
-		}
-		fd, err := openRetry(dirfd, e.name, dirOpenFlags, 0)
-		if err != nil {
-			return pathErr("open directory", p, openDirErr(dirfd, e.name, err))
-		}
-		st = unix.Stat_t{Dev: e.dev, Ino: e.ino, Mode: e.mode}
-		if err := sameFile(fd, &st); err != nil {
-			unix.Close(fd)
-			return pathErr("open directory", p, err)
-		}
-		t.record(r, e.mode, 'd', 0, nil)
-		err = t.walk(fd, p, r, depth+1)
-		unix.Close(fd)
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// hashFiles reads and hashes the regular files entries[files[...]] of one directory,
-// spread over t.workers goroutines; the first failing file in name order gives the error.
-func (t *digester) hashFiles(dirfd int, display string, entries []digestEntry, files []int) error {
-	one := func(e *digestEntry, fh hash.Hash, buf *[]byte) error {
-		st := unix.Stat_t{Dev: e.dev, Ino: e.ino}
-		data, err := readWhole(dirfd, e.name, &st, path.Join(display, e.name), buf)
-		if err != nil {
-			return err
-		}
-		e.size = uint64(len(data))
-		fh.Reset()
-		fh.Write(data)
-		fh.Sum(e.sum[:0])
-		return nil
-	}
-	return parallel.Workers(len(files), t.workers, func() func(int) error {
-		fh := sha256.New()
-		var buf []byte
-		return func(k int) error { return one(&entries[files[k]], fh, &buf) }
-	})
+	return Walk(d, Visitor{Digest: h})
 }

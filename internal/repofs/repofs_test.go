@@ -727,3 +727,99 @@ func BenchmarkCopyTree(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/file")
 }
+
+// The copy's DstDigest is what TreeDigest of the finished copy gives and SrcDigest what it
+// gives of the source, though neither is read again; Verify sees exactly the bytes written;
+// Transform output is what lands; every file under a 0022 umask still gets 0660 and the
+// token group, and no directory keeps the setgid bit used during the copy.
+func TestCopyTreeDigestsAndVerify(t *testing.T) {
+	for _, gid := range testGIDs(t) {
+		t.Run(fmt.Sprint("gid", gid), func(t *testing.T) {
+			base := t.TempDir()
+			srcPath := filepath.Join(base, "swtok")
+			makeRepo(t, srcPath)
+			src := mustOpen(t, srcPath)
+			parent := mustOpen(t, base)
+			srcH, dstH := sha256.New(), sha256.New()
+			verified := map[string][]byte{}
+			var vmu = make(chan struct{}, 1)
+			err := CopyTreeWith(src, parent, "tmp", Perm{GID: gid}, CopyOptions{
+				Workers:   4,
+				SrcDigest: srcH,
+				DstDigest: dstH,
+				Transform: func(rel string, data []byte) ([]byte, error) {
+					if rel == "NVTOK.DAT" {
+						return []byte("new token data"), nil
+					}
+					return data, nil
+				},
+				Verify: func(rel string, w []byte) error {
+					vmu <- struct{}{}
+					verified[rel] = bytes.Clone(w)
+					<-vmu
+					return nil
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := sha256.New()
+			if err := TreeDigest(src, want); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(srcH.Sum(nil), want.Sum(nil)) {
+				t.Error("SrcDigest differs from TreeDigest of the source")
+			}
+			dst := mustOpen(t, filepath.Join(base, "tmp"))
+			want.Reset()
+			if err := TreeDigest(dst, want); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(dstH.Sum(nil), want.Sum(nil)) {
+				t.Error("DstDigest differs from TreeDigest of the finished copy")
+			}
+			if got := string(verified["NVTOK.DAT"]); got != "new token data" {
+				t.Errorf("Verify saw %q for NVTOK.DAT", got)
+			}
+			if len(verified) != 7 {
+				t.Errorf("Verify saw %d files, want 7", len(verified))
+			}
+			b, _ := os.ReadFile(filepath.Join(base, "tmp", "NVTOK.DAT"))
+			if string(b) != "new token data" {
+				t.Errorf("NVTOK.DAT in the copy: %q", b)
+			}
+			filepath.Walk(filepath.Join(base, "tmp"), func(p string, info os.FileInfo, err error) error {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if info.IsDir() {
+					checkPerm(t, p, 0o770, gid)
+				} else {
+					checkPerm(t, p, 0o660, gid)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// A Verify error stops the copy and removes it.
+func TestCopyTreeVerifyFails(t *testing.T) {
+	base := t.TempDir()
+	makeRepo(t, filepath.Join(base, "swtok"))
+	src := mustOpen(t, filepath.Join(base, "swtok"))
+	parent := mustOpen(t, base)
+	boom := errors.New("does not decrypt")
+	err := CopyTreeWith(src, parent, "tmp", Perm{GID: os.Getgid()}, CopyOptions{Verify: func(rel string, w []byte) error {
+		if strings.HasPrefix(rel, "TOK_OBJ/") {
+			return boom
+		}
+		return nil
+	}})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(base, "tmp")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("partial copy left behind: %v", err)
+	}
+}

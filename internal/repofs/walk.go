@@ -1,0 +1,334 @@
+package repofs
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"hash"
+	"path"
+	"runtime"
+	"sort"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ocktools/pkcstok-migrate/internal/parallel"
+)
+
+// Entry is one directory or regular file met by Walk.
+type Entry struct {
+	Rel  string // slash-separated path relative to the walked directory; "." for itself
+	Name string // last component ("." for the walked directory)
+	Mode uint32 // st_mode of the open file (type and permission bits)
+	Size int64  // regular files: the number of bytes read
+	Dev  uint64
+	Ino  uint64
+}
+
+// Visitor is what Walk calls; every field may be nil.
+type Visitor struct {
+	// Dir is called for the walked directory (Rel ".", parent nil) and for every directory
+	// below it, depth-first in name order, before its entries. What it returns is the state
+	// handed to File for the directory's regular files and to Dir, as parent, for its
+	// subdirectories.
+	Dir func(e Entry, parent any) (any, error)
+	// DirDone is called after all entries of a directory (and of the directories below it)
+	// were visited, with the state Dir returned, also when the walk fails (err then says why);
+	// it must release what Dir took.
+	DirDone func(e Entry, state any, err error) error
+	// File is called for every regular file with its whole content (valid during the call
+	// only), from up to Workers goroutines at once. What it returns goes to Record.
+	File func(e Entry, dir any, data []byte) (any, error)
+	// Record is called for every entry (the walked directory first) in the canonical order
+	// of the digest, from one goroutine, with what File returned for a regular file (nil for
+	// a directory).
+	Record func(e Entry, fileResult any)
+	// Digest, when not nil, receives the canonical description of the tree that TreeDigest
+	// documents, in a single pass with the reads above.
+	Digest hash.Hash
+	// Workers is how many files of a directory are read (and visited) at once; 0 means
+	// GOMAXPROCS.
+	Workers int
+}
+
+// Walk reads the tree below d once: for d and every entry beneath it, the type is taken from
+// the entry itself after opening it without following symlinks, every regular file is read
+// whole with a single read of the size fstat reports, and v is told. A symlink anywhere gives
+// ErrSymlink, a FIFO, device or socket ErrNotRegular (neither is opened), a file over
+// MaxFileSize ErrTooLarge. Each regular file costs openat, fstat, read and close: no stat
+// of the name beforehand (the directory listing's entry type says which entries are
+// symlinks or special files; the fstat of the opened file is what counts).
+func Walk(d *Dir, v Visitor) error {
+	w := &walker{v: v, workers: v.Workers}
+	if w.workers <= 0 {
+		w.workers = runtime.GOMAXPROCS(0)
+	}
+	if v.Digest != nil {
+		v.Digest.Write([]byte("repofs tree digest v1\x00"))
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(d.fd, &st); err != nil {
+		return pathErr("stat", d.path, err)
+	}
+	root := Entry{Rel: ".", Name: ".", Mode: st.Mode, Dev: uint64(st.Dev), Ino: uint64(st.Ino)}
+	w.record(root, nil, nil)
+	return w.dir(d.fd, d.path, root, nil, 0)
+}
+
+type walker struct {
+	v       Visitor
+	workers int
+}
+
+// record writes one entry to the digest: type byte, mode, size, path length, path, [content
+// hash]. A directory's size is recorded as 0: it depends on the file system, not the content.
+func (w *walker) record(e Entry, sum []byte, res any) {
+	if w.v.Digest != nil {
+		DigestRecord(w.v.Digest, e, sum)
+	}
+	if w.v.Record != nil {
+		w.v.Record(e, res)
+	}
+}
+
+// DigestRecord writes the canonical description of one entry (see TreeDigest) to h. sum is the
+// SHA-256 of a regular file's content (ignored for directories). Callers that write a tree
+// themselves use it to compute the digest that TreeDigest would give, without reading it back.
+func DigestRecord(h hash.Hash, e Entry, sum []byte) {
+	var hdr [1 + 4 + 8 + 4]byte
+	typ, size := byte('d'), uint64(0)
+	if e.Mode&unix.S_IFMT == unix.S_IFREG {
+		typ, size = 'f', uint64(e.Size)
+	}
+	hdr[0] = typ
+	binary.BigEndian.PutUint32(hdr[1:], e.Mode&0o7777)
+	binary.BigEndian.PutUint64(hdr[5:], size)
+	binary.BigEndian.PutUint32(hdr[13:], uint32(len(e.Rel)))
+	h.Write(hdr[:])
+	h.Write([]byte(e.Rel))
+	if typ == 'f' {
+		h.Write(sum)
+	}
+}
+
+// DigestStart writes the header TreeDigest starts with.
+func DigestStart(h hash.Hash) { h.Write([]byte("repofs tree digest v1\x00")) }
+
+// dirent is one name of a directory listing with the entry type the file system reported.
+type dirent struct {
+	name string
+	typ  uint8 // DT_*
+}
+
+// listDir lists the directory open as dirfd through a fresh descriptor, sorted by name, with
+// each entry's d_type (DT_UNKNOWN on file systems that do not report it).
+func listDir(dirfd int, display string) ([]dirent, error) {
+	fd, err := openRetry(dirfd, ".", dirOpenFlags, 0)
+	if err != nil {
+		return nil, pathErr("read directory", display, err)
+	}
+	defer unix.Close(fd)
+	var out []dirent
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, pathErr("read directory", display, err)
+		}
+		if n <= 0 {
+			break
+		}
+		// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name (NUL-ended).
+		for b := buf[:n]; len(b) >= 19; {
+			reclen := int(binary.NativeEndian.Uint16(b[16:]))
+			if reclen < 19 || reclen > len(b) {
+				return nil, fmt.Errorf("read directory %s: malformed directory entry", display)
+			}
+			name := b[19:reclen]
+			for i, c := range name {
+				if c == 0 {
+					name = name[:i]
+					break
+				}
+			}
+			if s := string(name); s != "." && s != ".." {
+				out = append(out, dirent{name: s, typ: b[18]})
+			}
+			b = b[reclen:]
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out, nil
+}
+
+// walkEntry is one entry of a batch being walked.
+type walkEntry struct {
+	e   Entry
+	dir bool
+	sum [sha256.Size]byte
+	res any // what Visitor.File returned
+}
+
+func (w *walker) dir(dirfd int, display string, self Entry, parent any, depth int) (err error) {
+	if depth >= maxDepth {
+		return fmt.Errorf("walk %s: directory tree deeper than %d levels", display, maxDepth)
+	}
+	var state any
+	if w.v.Dir != nil {
+		if state, err = w.v.Dir(self, parent); err != nil {
+			return err
+		}
+	}
+	if w.v.DirDone != nil {
+		defer func() {
+			if derr := w.v.DirDone(self, state, err); err == nil {
+				err = derr
+			}
+		}()
+	}
+	names, err := listDir(dirfd, display)
+	if err != nil {
+		return err
+	}
+	// Entries go in batches, so a directory of 100,000 objects never holds them all.
+	for start := 0; start < len(names); start += batchSize {
+		if err := w.batch(dirfd, display, self.Rel, state, depth, names[start:min(start+batchSize, len(names))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// batchSize is how many directory entries Walk handles at a time.
+const batchSize = 1024
+
+func relJoin(rel, n string) string {
+	if rel == "." || rel == "" {
+		return n
+	}
+	return rel + "/" + n
+}
+
+func (w *walker) batch(dirfd int, display, rel string, state any, depth int, names []dirent) error {
+	entries := make([]walkEntry, len(names))
+	var files []int
+	for i, n := range names {
+		p := path.Join(display, n.name)
+		entries[i].e = Entry{Rel: relJoin(rel, n.name), Name: n.name}
+		typ := n.typ
+		if typ == unix.DT_UNKNOWN {
+			var st unix.Stat_t
+			if err := unix.Fstatat(dirfd, n.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return pathErr("lstat", p, err)
+			}
+			typ = dtOf(st.Mode)
+		}
+		switch typ {
+		case unix.DT_DIR:
+			entries[i].dir = true
+		case unix.DT_REG:
+			files = append(files, i)
+		case unix.DT_LNK:
+			return fmt.Errorf("walk %s: %w", p, ErrSymlink)
+		default:
+			return fmt.Errorf("walk %s: %w", p, ErrNotRegular)
+		}
+	}
+	err := parallel.Workers(len(files), w.workers, func() func(int) error {
+		var buf []byte
+		h := sha256.New()
+		return func(k int) error {
+			we := &entries[files[k]]
+			data, err := readRegular(dirfd, we.e.Name, path.Join(display, we.e.Name), &we.e, &buf)
+			if err != nil {
+				return err
+			}
+			if w.v.Digest != nil {
+				h.Reset()
+				h.Write(data)
+				h.Sum(we.sum[:0])
+			}
+			if w.v.File != nil {
+				we.res, err = w.v.File(we.e, state, data)
+			}
+			return err
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for i := range entries {
+		we := &entries[i]
+		if !we.dir {
+			w.record(we.e, we.sum[:], we.res)
+			continue
+		}
+		p := path.Join(display, we.e.Name)
+		fd, err := openRetry(dirfd, we.e.Name, dirOpenFlags, 0)
+		if err != nil {
+			return pathErr("open directory", p, openDirErr(dirfd, we.e.Name, err))
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return pathErr("stat", p, err)
+		}
+		we.e.Mode, we.e.Dev, we.e.Ino = st.Mode, uint64(st.Dev), uint64(st.Ino)
+		w.record(we.e, nil, nil)
+		err = w.dir(fd, p, we.e, state, depth+1)
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func dtOf(mode uint32) uint8 {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return unix.DT_DIR
+	case unix.S_IFREG:
+		return unix.DT_REG
+	case unix.S_IFLNK:
+		return unix.DT_LNK
+	}
+	return unix.DT_FIFO // any special file
+}
+
+// readRegular opens name in dirfd without following symlinks and without blocking, checks
+// with fstat that it is a regular file no larger than MaxFileSize, and reads it whole into
+// *buf (grown as needed, reused by the caller) with one read. It fills e's mode, size and
+// identity.
+func readRegular(dirfd int, name, display string, e *Entry, buf *[]byte) ([]byte, error) {
+	fd, err := openRetry(dirfd, name, fileReadFlags, 0)
+	if err != nil {
+		if err == unix.ELOOP {
+			err = classify(dirfd, name, err)
+		}
+		return nil, pathErr("open", display, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, pathErr("stat", display, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("read %s: %w", display, ErrNotRegular)
+	}
+	if st.Size > MaxFileSize {
+		return nil, fmt.Errorf("read %s: %d bytes: %w", display, st.Size, ErrTooLarge)
+	}
+	n := int(st.Size)
+	if cap(*buf) < n {
+		*buf = make([]byte, n)
+	}
+	data := (*buf)[:n]
+	if err := readFull(fd, data); err != nil {
+		return nil, pathErr("read", display, err)
+	}
+	e.Mode, e.Size, e.Dev, e.Ino = st.Mode, st.Size, uint64(st.Dev), uint64(st.Ino)
+	return data, nil
+}
