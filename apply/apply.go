@@ -547,8 +547,13 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	if err := pdir.WriteFile(base+plan.SuffixJournal, j, perm); err != nil {
 		return plan.Errorf(plan.CodeIO, "write journal: %w", err)
 	}
-	if err := pdir.Syncfs(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync journal: %w", err)
+	// Durability: the journal's content must be on disk before the exchange can be, or a
+	// power cut could leave the exchange with an empty journal that no rerun can read.
+	// syncfs also covers the working copy again (syncTree already did).
+	if syncJournal {
+		if err := pdir.Syncfs(); err != nil {
+			return plan.Errorf(plan.CodeIO, "sync journal: %w", err)
+		}
 	}
 	if err := pdir.Sync(); err != nil {
 		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
