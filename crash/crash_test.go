@@ -1,0 +1,388 @@
+package crash
+
+// The power-loss crash test of issue 14: see README.md.
+//
+// Every scenario runs the real binary once under strace on a fresh token, replays the trace
+// with internal/crashsim, and for every cut point of it builds the strict, the lenient and
+// a few seeded random crash states. Each distinct state (all of them, or a seeded sample
+// when a scenario has a budget) is written out, checked as a booting machine would see it,
+// and rebooted into: the operation runs again with the real binary and must converge, and a
+// second run must change nothing. Then the same is done with a binary built with the tag
+// crashcheck_nojournalsync, which lacks one barrier: that build must be caught.
+//
+// Runs with PKCSTOK_CRASH=1 (make crash), as root, with strace and the group pkcs11 (with
+// CI=true a missing one fails the test instead of skipping it). PKCSTOK_CRASH_SEED changes
+// the seed (default 14); PKCSTOK_CRASH_KEEP=DIR writes every failing state there as a JSON
+// file for crash/testdata/states; PKCSTOK_CRASH_BIN=FILE tests that binary (built with
+// -tags faultinject) instead of building one, e.g. an older commit's.
+
+import (
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ocktools/pkcstok-migrate/internal/crashsim"
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
+)
+
+// scenario is one traced run and the crash states of its trace.
+type scenario struct {
+	name    string
+	fixture string
+	op      string // apply, legacy or rollback
+	budget  int    // how many distinct states to reboot into at most (0: all)
+	// from, when set, gives the initial tree instead of the fixture (a crash state of an
+	// earlier scenario: the recovery run is crashed too).
+	from func() *crashsim.Tree
+}
+
+// labeled is one distinct crash state and where it first came from.
+type labeled struct {
+	tree  *crashsim.Tree
+	cut   int
+	kind  string // strict, lenient, mix N: how it was first built
+	label string
+	// strict, lenient, mix: whether some cut point built it that way (a state may be both
+	// the lenient state before a barrier and the strict state after it).
+	strict, lenient, mix bool
+}
+
+// sweepStats are the figures of one scenario.
+type sweepStats struct {
+	ops, cuts, built, distinct, ran int
+	byKind                          map[string]int
+	failures                        []string
+	tl                              tally
+	dur                             time.Duration
+	// afterOp is the lenient state right after the first op of each kind ("exchange"), for
+	// the recovery scenarios.
+	afterOp map[string]*crashsim.Tree
+}
+
+func gate(t *testing.T, needStrace bool) {
+	t.Helper()
+	ci := os.Getenv("CI") == "true"
+	miss := func(why string) {
+		if ci {
+			t.Fatalf("the crash test cannot run in CI: %s", why)
+		}
+		t.Skip(why)
+	}
+	if os.Geteuid() != 0 {
+		miss("needs root (the token group is set on every file)")
+	}
+	if _, err := repofs.LookupGroup("pkcs11"); err != nil {
+		miss("needs the group pkcs11 (groupadd -r pkcs11)")
+	}
+	if needStrace {
+		if _, err := exec.LookPath("strace"); err != nil {
+			miss("needs strace (apt-get install strace)")
+		}
+	}
+}
+
+func seed() int64 {
+	if s, err := strconv.ParseInt(os.Getenv("PKCSTOK_CRASH_SEED"), 10, 64); err == nil {
+		return s
+	}
+	return 14
+}
+
+// mixesPerCut is how many random mixes are built at every cut point.
+const mixesPerCut = 3
+
+func TestCrash(t *testing.T) {
+	if os.Getenv("PKCSTOK_CRASH") != "1" {
+		t.Skip("the crash sweep runs in its own make target: PKCSTOK_CRASH=1 (make crash)")
+	}
+	gate(t, true)
+	start := time.Now()
+	h := newHarness(t, true)
+	sd := seed()
+	t.Logf("seed %d, %d random mixes per cut point, %d workers", sd, mixesPerCut, workers())
+
+	var applySmall *sweepStats
+	var rollbackSmall *sweepStats
+	scenarios := []scenario{
+		{name: "apply/soft-small", fixture: "soft-small", op: "apply"},
+		{name: "rollback/soft-small", fixture: "soft-small", op: "rollback"},
+		{name: "legacy/soft-small", fixture: "soft-small", op: "legacy", budget: 60},
+		{name: "apply/soft-mixed20", fixture: "soft-mixed20", op: "apply", budget: 90},
+		{name: "apply-recovery/soft-small", fixture: "soft-small", op: "apply", from: func() *crashsim.Tree { return applySmall.afterOp["exchange"] }},
+		{name: "rollback-recovery/soft-small", fixture: "soft-small", op: "rollback", from: func() *crashsim.Tree { return rollbackSmall.afterOp["exchange"] }},
+	}
+	var all []*sweepStats
+	for _, sc := range scenarios {
+		sc := sc
+		var st *sweepStats
+		t.Run(sc.name, func(t *testing.T) {
+			st = h.sweep(t, sc, h.bin, sd, false)
+			for _, f := range st.failures {
+				t.Error(f)
+			}
+		})
+		if st == nil {
+			t.FailNow()
+		}
+		switch sc.name {
+		case "apply/soft-small":
+			applySmall = st
+		case "rollback/soft-small":
+			rollbackSmall = st
+		}
+		all = append(all, st)
+	}
+
+	// The self-check: a build without the barrier that makes the journal durable before
+	// the exchange must be caught. Its strict states are enough.
+	t.Run("selfcheck/crashcheck_nojournalsync", func(t *testing.T) {
+		broken := filepath.Join(h.dir, "pkcstok-migrate-nojournalsync")
+		build(t, broken, "crashcheck_nojournalsync")
+		st := h.sweep(t, scenario{name: "selfcheck", fixture: "soft-small", op: "apply"}, broken, sd, true)
+		if len(st.failures) == 0 {
+			t.Fatalf("the build without the journal's syncfs passed %d crash states: the crash test cannot fail", st.ran)
+		}
+		t.Logf("SELFCHECK: the build without the journal's syncfs is caught in %d of %d strict states; first: %s",
+			len(st.failures), st.ran, st.failures[0])
+	})
+
+	var cuts, built, distinct, ran, checked, lost, half, missing int64
+	for _, st := range all {
+		cuts += int64(st.cuts)
+		built += int64(st.built)
+		distinct += int64(st.distinct)
+		ran += int64(st.ran)
+		checked += st.tl.objectsChecked.Load()
+		lost += st.tl.objectsLost.Load()
+		half += st.tl.halfConf.Load()
+		missing += st.tl.missingRepo.Load()
+	}
+	t.Logf("FIGURES: %d cut points, %d crash states built, %d distinct, %d rebooted into; objects checked %d, lost %d; half confs %d; missing repository paths %d; %.0fs",
+		cuts, built, distinct, ran, checked, lost, half, missing, time.Since(start).Seconds())
+}
+
+func workers() int { return max(1, min(runtime.NumCPU(), 4)) }
+
+// sweep traces one scenario and reboots into its crash states. strictOnly keeps the states
+// a strict cut built alone (for the self-check).
+func (h *harness) sweep(t *testing.T, sc scenario, bin string, sd int64, strictOnly bool) *sweepStats {
+	start := time.Now()
+	st := &sweepStats{byKind: map[string]int{}, afterOp: map[string]*crashsim.Tree{}}
+	fx, sim := h.traceScenario(t, sc, bin)
+	st.ops = len(sim.Ops)
+	states, err := collect(sim, sd, st)
+	if err != nil {
+		t.Fatalf("%s: %v", sc.name, err)
+	}
+	st.distinct = len(states)
+	states = sample(states, sc.budget, sd, strictOnly)
+	h.runStates(fx, sc, bin, states, st)
+	st.dur = time.Since(start)
+	t.Logf("%s: %d ops, %d cut points, %d crash states built, %d distinct, %d rebooted into (%s); %d failed; objects checked %d, lost %d; half confs %d; missing repository paths %d; %.1fs",
+		sc.name, st.ops, st.cuts, st.built, st.distinct, st.ran, kinds(st.byKind), len(st.failures),
+		st.tl.objectsChecked.Load(), st.tl.objectsLost.Load(), st.tl.halfConf.Load(), st.tl.missingRepo.Load(), st.dur.Seconds())
+	return st
+}
+
+// traceScenario prepares the scenario's initial tree, runs its operation under strace and
+// checks that the traced run itself succeeded.
+func (h *harness) traceScenario(t *testing.T, sc scenario, bin string) (*fixture, *crashsim.Sim) {
+	fx := h.fixture(t, sc.fixture)
+	root := h.newDir("traced")
+	initial := fx.tree
+	if sc.from != nil {
+		if initial = sc.from(); initial == nil {
+			t.Fatalf("%s: no initial state from the earlier scenario", sc.name)
+		}
+	}
+	if err := initial.Materialize(root); err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(root)
+	if sc.op == "rollback" && sc.from == nil {
+		// Rollback starts from a migrated token.
+		stdin, args := fx.command("apply", root)
+		if r, err := h.run(fx, bin, stdin, args...); err != nil || r.code != 0 {
+			t.Fatalf("apply before the rollback: %v %v", err, r)
+		}
+		if err := h.finalCheck(fx, "apply", h.look(fx, root)); err != nil {
+			t.Fatalf("apply before the rollback: %v", err)
+		}
+	}
+	sim, r, err := h.trace(fx, bin, sc.op, root)
+	if err != nil {
+		t.Fatalf("%s: %v\n%v", sc.name, err, r)
+	}
+	if r.code != 0 || sc.op != "legacy" && !r.changed {
+		t.Fatalf("%s: the traced run did not succeed with changes: %s", sc.name, r)
+	}
+	if err := h.finalCheck(fx, sc.op, h.look(fx, root)); err != nil {
+		t.Fatalf("%s: the traced run: %v", sc.name, err)
+	}
+	return fx, sim
+}
+
+// runStates reboots into every state on a few workers and records the failures in st.
+func (h *harness) runStates(fx *fixture, sc scenario, bin string, states []labeled, st *sweepStats) {
+	st.ran += len(states)
+	for _, s := range states {
+		for k, by := range map[string]bool{"strict": s.strict, "lenient": s.lenient, "mix": s.mix} {
+			if by {
+				st.byKind[k]++
+			}
+		}
+	}
+	keep := os.Getenv("PKCSTOK_CRASH_KEEP")
+	var mu sync.Mutex
+	work := make(chan labeled)
+	var wg sync.WaitGroup
+	for w := 0; w < workers(); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range work {
+				_, err := h.checkState(fx, sc.op, s.tree, &st.tl, bin, false)
+				if err == nil {
+					continue
+				}
+				msg := fmt.Sprintf("%s: %s: %v", sc.name, s.label, err)
+				if keep != "" {
+					if p, serr := saveState(keep, fx, sc.op, s, err); serr != nil {
+						msg += fmt.Sprintf(" (not saved: %v)", serr)
+					} else {
+						msg += " (saved as " + p + ")"
+					}
+				}
+				mu.Lock()
+				st.failures = append(st.failures, msg)
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, s := range states {
+		work <- s
+	}
+	close(work)
+	wg.Wait()
+	sort.Strings(st.failures)
+}
+
+func kinds(m map[string]int) string {
+	var s []string
+	for _, k := range []string{"strict", "lenient", "mix"} {
+		s = append(s, fmt.Sprintf("%d built by a %s cut", m[k], k))
+	}
+	return strings.Join(s, ", ")
+}
+
+// collect builds the crash states of every cut point and keeps the distinct ones, in cut
+// order. Once the run has ended, nothing may be left that only the page cache holds: the
+// strict state after the last op must be the final tree.
+func collect(sim *crashsim.Sim, sd int64, st *sweepStats) ([]labeled, error) {
+	seen := map[[32]byte]int{}
+	var out []labeled
+	err := sim.Cuts(func(c *crashsim.Cut) (bool, error) {
+		st.cuts++
+		where := "before the first op"
+		if c.K > 0 {
+			where = "after " + sim.Ops[c.K-1].String()
+		}
+		add := func(kind string, tr *crashsim.Tree, err error) error {
+			if err != nil {
+				return err
+			}
+			st.built++
+			h := tr.Hash()
+			i, ok := seen[h]
+			if !ok {
+				i = len(out)
+				seen[h] = i
+				out = append(out, labeled{tree: tr, cut: c.K, kind: kind,
+					label: fmt.Sprintf("cut %d of %d (%s), %s", c.K, len(sim.Ops), where, kind)})
+			}
+			switch strings.Fields(kind)[0] {
+			case "strict":
+				out[i].strict = true
+			case "lenient":
+				out[i].lenient = true
+			default:
+				out[i].mix = true
+			}
+			return nil
+		}
+		strict, err := c.Strict()
+		if err := add("strict", strict, err); err != nil {
+			return false, err
+		}
+		lenient, err := c.Lenient()
+		if err := add("lenient", lenient, err); err != nil {
+			return false, err
+		}
+		for i := 0; i < mixesPerCut; i++ {
+			m, err := c.Mix(sd*1_000_003 + int64(c.K)*31 + int64(i))
+			if err := add(fmt.Sprintf("mix %d", i), m, err); err != nil {
+				return false, err
+			}
+		}
+		if c.K > 0 {
+			kind := sim.Ops[c.K-1].Kind.String()
+			if _, ok := st.afterOp[kind]; !ok {
+				st.afterOp[kind] = lenient
+			}
+		}
+		if c.K == len(sim.Ops) {
+			if d := strict.Diff(lenient); len(d) > 0 {
+				st.failures = append(st.failures, fmt.Sprintf("the run ended with work a power cut would lose:\n%s", strings.Join(d, "\n")))
+			}
+		}
+		return true, nil
+	})
+	return out, err
+}
+
+// sample keeps every state a strict cut built and, within budget, a seeded random choice of
+// the others.
+func sample(states []labeled, budget int, sd int64, strictOnly bool) []labeled {
+	var strict, other []labeled
+	for _, s := range states {
+		if s.strict {
+			strict = append(strict, s)
+		} else if !strictOnly {
+			other = append(other, s)
+		}
+	}
+	if budget > 0 && len(strict)+len(other) > budget {
+		r := rand.New(rand.NewSource(sd))
+		r.Shuffle(len(other), func(i, j int) { other[i], other[j] = other[j], other[i] })
+		other = other[:max(0, budget-len(strict))]
+	}
+	out := append(strict, other...)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].cut < out[j].cut })
+	return out
+}
+
+// privateTmpfs mounts a tmpfs at dir when root may (the reruns syncfs; on a shared disk that
+// waits for every other process's writes, and durability is the model's business, not the
+// disk's), else uses dir on the ordinary disk.
+func privateTmpfs(t *testing.T, dir string) string {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=512m,mode=0755"); err != nil {
+		t.Logf("no private tmpfs (%v): states are written to the ordinary disk", err)
+		return dir
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}

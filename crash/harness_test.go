@@ -1,0 +1,768 @@
+package crash
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	json "github.com/goccy/go-json"
+
+	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/internal/conf"
+	"github.com/ocktools/pkcstok-migrate/internal/crashsim"
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
+	"github.com/ocktools/pkcstok-migrate/plan"
+	"github.com/ocktools/pkcstok-migrate/tokens"
+)
+
+// The names below the root of every state: the repository, the conf directory and the names
+// the protocol gives the working copy, backup, journal and rolled-back copies (README.md).
+const (
+	dsName  = "swtok"
+	confDir = "conf"
+)
+
+var (
+	tmpName     = dsName + plan.SuffixTmp
+	bakName     = dsName + plan.SuffixBak
+	journalName = dsName + plan.SuffixJournal
+	rolledName  = dsName + apply.SuffixRolledBack
+	confPath    = confDir + "/" + plan.ConfName
+	confBakPath = confDir + "/" + plan.ConfBakName
+	confNewPath = confDir + "/" + conf.TempName
+	confRolled  = confDir + "/" + apply.ConfRolledBackName
+)
+
+const fixtures = "../tokens/testdata/fixtures"
+
+// fixture is one token of tokens/testdata/fixtures, laid out as a Tree: root/swtok (0770,
+// files 0660, group pkcs11: git keeps neither) and root/conf/opencryptoki.conf (0644).
+type fixture struct {
+	name    string
+	slot    int
+	so      string
+	user    string
+	objects map[string]string // object file -> hex SHA-256 of its clear bytes
+	tree    *crashsim.Tree    // the whole initial root
+	repo    *crashsim.Tree    // the original repository alone
+	conf    []byte            // the original conf
+	newConf []byte            // the conf apply writes (from a run on a fresh copy)
+}
+
+type fixtureJSON struct {
+	SlotID  int    `json:"slot_id"`
+	SOPIN   string `json:"so_pin"`
+	UserPIN string `json:"user_pin"`
+	Objects []struct {
+		File        string `json:"file"`
+		ClearSHA256 string `json:"clear_sha256"`
+	} `json:"objects"`
+}
+
+func loadFixture(name string, gid int) (*fixture, error) {
+	dir := filepath.Join(fixtures, name)
+	b, err := os.ReadFile(filepath.Join(dir, "fixture.json"))
+	if err != nil {
+		return nil, err
+	}
+	var fj fixtureJSON
+	if err := json.Unmarshal(b, &fj); err != nil {
+		return nil, fmt.Errorf("%s/fixture.json: %w", name, err)
+	}
+	fx := &fixture{name: name, slot: fj.SlotID, so: fj.SOPIN, user: fj.UserPIN, objects: map[string]string{}}
+	for _, o := range fj.Objects {
+		fx.objects[o.File] = o.ClearSHA256
+	}
+	root := crashsim.Attr{Mode: 0o755}
+	t := &crashsim.Tree{Root: root}
+	add := func(p string, k crashsim.Kind, a crashsim.Attr, data []byte) {
+		t.Entries = append(t.Entries, crashsim.Entry{Path: p, Kind: k, Attr: a, Data: data, Ino: len(t.Entries) + 1})
+	}
+	add(confDir, crashsim.Dir, crashsim.Attr{Mode: 0o755}, nil)
+	if fx.conf, err = os.ReadFile(filepath.Join(dir, "before", confDir, plan.ConfName)); err != nil {
+		return nil, err
+	}
+	add(confPath, crashsim.File, crashsim.Attr{Mode: 0o644}, fx.conf)
+	src := filepath.Join(dir, "before", dsName)
+	hasObj := false
+	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		rel = filepath.ToSlash(rel)
+		name := dsName
+		if rel != "." {
+			name += "/" + rel
+		}
+		hasObj = hasObj || rel == "TOK_OBJ"
+		if d.IsDir() {
+			add(name, crashsim.Dir, crashsim.Attr{Mode: 0o770, GID: gid}, nil)
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		add(name, crashsim.File, crashsim.Attr{Mode: 0o660, GID: gid}, data)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !hasObj { // git drops empty directories: every repository has TOK_OBJ
+		add(dsName+"/TOK_OBJ", crashsim.Dir, crashsim.Attr{Mode: 0o770, GID: gid}, nil)
+	}
+	sortTree(t)
+	fx.tree, fx.repo = t, subtree(t, dsName)
+	return fx, nil
+}
+
+// sortTree puts the entries in the order Snapshot gives (a directory before its entries).
+func sortTree(t *crashsim.Tree) {
+	sort.SliceStable(t.Entries, func(i, j int) bool {
+		a, b := strings.Split(t.Entries[i].Path, "/"), strings.Split(t.Entries[j].Path, "/")
+		for k := 0; k < len(a) && k < len(b); k++ {
+			if a[k] != b[k] {
+				return a[k] < b[k]
+			}
+		}
+		return len(a) < len(b)
+	})
+}
+
+// subtree is the part of t below dir, with dir's metadata as its root (nil if absent).
+func subtree(t *crashsim.Tree, dir string) *crashsim.Tree {
+	e := t.Lookup(dir)
+	if e == nil || e.Kind != crashsim.Dir {
+		return nil
+	}
+	s := &crashsim.Tree{Root: e.Attr}
+	for _, c := range t.Entries {
+		if rel, ok := strings.CutPrefix(c.Path, dir+"/"); ok {
+			c.Path = rel
+			s.Entries = append(s.Entries, c)
+		}
+	}
+	return s
+}
+
+// request is the JSON request for the repository below root; PINs only when asked for.
+func (fx *fixture) request(root string, pins bool) []byte {
+	m := map[string]any{"slot": fx.slot, "datastore": filepath.Join(root, dsName), "confdir": filepath.Join(root, confDir)}
+	if pins {
+		m["so_pin"], m["user_pin"] = fx.so, fx.user
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// command is how operation op runs on the repository below root: PINs on standard input
+// only, never in argv.
+func (fx *fixture) command(op, root string) (stdin []byte, args []string) {
+	switch op {
+	case "rollback":
+		return fx.request(root, false), []string{"rollback", "--request", "-"}
+	case "legacy":
+		// Upstream's interface: the question and both PINs answered on standard input.
+		return []byte("y\n" + fx.so + "\n" + fx.user + "\n"),
+			[]string{"-s", strconv.Itoa(fx.slot), "-d", filepath.Join(root, dsName), "-c", filepath.Join(root, confDir)}
+	}
+	return fx.request(root, true), []string{"apply", "--request", "-"}
+}
+
+// secrets are the byte strings that must never show: the PINs raw, in hex, and as strace
+// -xx prints them.
+func (fx *fixture) secrets() [][]byte {
+	var s [][]byte
+	for _, p := range []string{fx.so, fx.user} {
+		h := hex.EncodeToString([]byte(p))
+		var esc strings.Builder
+		for i := 0; i < len(h); i += 2 {
+			esc.WriteString(`\x` + h[i:i+2])
+		}
+		s = append(s, []byte(p), []byte(h), []byte(strings.ToUpper(h)), []byte(esc.String()))
+	}
+	return s
+}
+
+func (fx *fixture) leaks(b []byte) bool {
+	for _, s := range fx.secrets() {
+		if bytes.Contains(b, s) {
+			return true
+		}
+	}
+	return false
+}
+
+type harness struct {
+	dir      string // private work directory
+	bin      string // pkcstok-migrate built with -tags faultinject
+	proc     string // an empty /proc: no pkcsslotd, no process holding files
+	pidfiles string // does not exist
+	scratch  string // where states are written: a private tmpfs when possible
+	gid      int    // group pkcs11
+	umask    uint32
+
+	seq  atomic.Int64
+	mu   sync.Mutex
+	keys map[[32]byte]*tokens.Keys
+	fxs  map[string]*fixture
+}
+
+// moduleRoot is the directory of go.mod.
+func moduleRoot(t testing.TB) string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+// build compiles pkcstok-migrate with the faultinject tag (PKCSTOK_MIGRATE_PROC and
+// PKCSTOK_MIGRATE_PIDFILES keep it away from the machine's real pkcsslotd) and extra tags.
+func build(t testing.TB, out string, extraTags ...string) {
+	t.Helper()
+	tags := strings.Join(append([]string{"faultinject"}, extraTags...), ",")
+	cmd := exec.Command("go", "build", "-tags", tags, "-o", out, "./cmd/pkcstok-migrate")
+	cmd.Dir = moduleRoot(t)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags %s: %v\n%s", tags, err, b)
+	}
+}
+
+// newHarness needs root (the token group is set on every file) and the group pkcs11.
+func newHarness(t *testing.T, withBinary bool) *harness {
+	t.Helper()
+	dir := t.TempDir()
+	h := &harness{dir: dir, bin: filepath.Join(dir, "pkcstok-migrate"), proc: filepath.Join(dir, "proc"),
+		pidfiles: filepath.Join(dir, "none.pid"), keys: map[[32]byte]*tokens.Keys{}, fxs: map[string]*fixture{}}
+	gid, err := repofs.LookupGroup("pkcs11")
+	if err != nil {
+		t.Fatalf("group pkcs11: %v (groupadd -r pkcs11)", err)
+	}
+	h.gid = gid
+	if h.umask, err = readUmask(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(h.proc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.scratch = privateTmpfs(t, filepath.Join(dir, "scratch"))
+	if b := os.Getenv("PKCSTOK_CRASH_BIN"); b != "" && withBinary {
+		h.bin = b
+	} else if withBinary {
+		build(t, h.bin)
+	}
+	return h
+}
+
+// readUmask reads this process's umask (children inherit it).
+func readUmask() (uint32, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Umask:"); ok {
+			u, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			return uint32(u), err
+		}
+	}
+	return 0, errors.New("no Umask in /proc/self/status")
+}
+
+// fixture returns the named fixture with the conf apply makes of it.
+func (h *harness) fixture(t testing.TB, name string) *fixture {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if fx := h.fxs[name]; fx != nil {
+		return fx
+	}
+	fx, err := loadFixture(name, h.gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := h.newDir("newconf-" + name)
+	if err := fx.tree.Materialize(root); err != nil {
+		t.Fatal(err)
+	}
+	stdin, args := fx.command("apply", root)
+	r, err := h.run(fx, h.bin, stdin, args...)
+	if err != nil || r.code != 0 {
+		t.Fatalf("apply on a fresh %s: %v %v", name, err, r)
+	}
+	if fx.newConf, err = os.ReadFile(filepath.Join(root, confPath)); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(root)
+	h.fxs[name] = fx
+	return fx
+}
+
+// newDir names a fresh directory below scratch (not created).
+func (h *harness) newDir(label string) string {
+	return filepath.Join(h.scratch, fmt.Sprintf("%s-%d", label, h.seq.Add(1)))
+}
+
+// result is one run of the binary.
+type result struct {
+	code    int
+	stdout  []byte
+	stderr  []byte
+	errCode string
+	changed bool
+}
+
+func (r *result) String() string {
+	if r == nil {
+		return "no result"
+	}
+	return fmt.Sprintf("exit %d (%s)\nstdout: %.1500s\nstderr: %.1500s", r.code, r.errCode, r.stdout, r.stderr)
+}
+
+func (h *harness) env() []string {
+	return []string{"PATH=" + os.Getenv("PATH"), "PKCSTOK_MIGRATE_PROC=" + h.proc, "PKCSTOK_MIGRATE_PIDFILES=" + h.pidfiles}
+}
+
+// run runs the binary (or strace with the binary), checks its output for the PINs and
+// parses its JSON answer.
+func (h *harness) run(fx *fixture, bin string, stdin []byte, args ...string) (*result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = h.env()
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	r := &result{stdout: stdout.Bytes(), stderr: stderr.Bytes()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	default:
+		return nil, fmt.Errorf("run %s: %w", filepath.Base(bin), err)
+	}
+	if ctx.Err() != nil {
+		return r, fmt.Errorf("%s timed out", filepath.Base(bin))
+	}
+	if fx.leaks(r.stdout) || fx.leaks(r.stderr) {
+		// The output is not shown: it holds a PIN.
+		return nil, fmt.Errorf("the output of %s %s holds a PIN", filepath.Base(bin), args[0])
+	}
+	var doc struct {
+		Changed bool `json:"changed"`
+		Error   struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(r.stdout, &doc) == nil {
+		r.changed, r.errCode = doc.Changed, doc.Error.Code
+	}
+	return r, nil
+}
+
+// tracedCalls are the calls strace records: everything that may change a file system or
+// make it durable, and what it takes to follow descriptors. Calls the model does not follow
+// are recorded too, so that crashsim refuses a trace that uses them inside the root.
+var tracedCalls = strings.Join([]string{
+	"openat", "open", "creat", "close", "dup", "dup2", "dup3", "fcntl", "lseek",
+	"write", "pwrite64", "writev", "pwritev", "pwritev2", "ftruncate", "truncate",
+	"mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "rename", "renameat", "renameat2",
+	"link", "linkat", "symlink", "symlinkat", "mknod", "mknodat",
+	"chmod", "fchmod", "fchmodat", "chown", "lchown", "fchown", "fchownat",
+	"fallocate", "copy_file_range", "sendfile", "fsync", "fdatasync", "syncfs", "sync",
+}, ",")
+
+// trace runs operation op on the tree below root under strace and replays the trace. The
+// model's final tree must be what the binary really left, or nothing built from it counts.
+func (h *harness) trace(fx *fixture, bin, op, root string) (*crashsim.Sim, *result, error) {
+	initial, err := crashsim.Snapshot(root)
+	if err != nil {
+		return nil, nil, err
+	}
+	tf := filepath.Join(h.dir, fmt.Sprintf("trace-%d.txt", h.seq.Add(1)))
+	defer os.Remove(tf) // write buffers: key material
+	stdin, args := fx.command(op, root)
+	sargs := append([]string{"-f", "-y", "-xx", "-s", "1048576", "-o", tf, "-e", "trace=" + tracedCalls, "--", bin}, args...)
+	r, err := h.run(fx, "strace", stdin, sargs...)
+	if err != nil {
+		return nil, nil, err
+	}
+	raw, err := os.ReadFile(tf)
+	if err != nil {
+		return nil, r, fmt.Errorf("trace: %w", err)
+	}
+	if fx.leaks(raw) {
+		return nil, r, fmt.Errorf("the strace of %s holds a PIN (the binary wrote it somewhere)", op)
+	}
+	calls, err := crashsim.ParseTrace(bytes.NewReader(raw))
+	if err != nil {
+		return nil, r, err
+	}
+	sim, err := crashsim.Replay(calls, initial, crashsim.Options{Root: root, Umask: h.umask, UID: os.Geteuid(), GID: os.Getegid()})
+	if err != nil {
+		return nil, r, err
+	}
+	final, err := sim.Final()
+	if err != nil {
+		return nil, r, err
+	}
+	real, err := crashsim.Snapshot(root)
+	if err != nil {
+		return nil, r, err
+	}
+	if d := final.Diff(real); len(d) > 0 {
+		return nil, r, fmt.Errorf("the model's final tree is not what %s left:\n%s", op, strings.Join(d, "\n"))
+	}
+	return sim, r, nil
+}
+
+// unlock returns the keys of repo, derived once per set of key files.
+func (h *harness) unlock(fx *fixture, repo *tokens.Repository, nv []byte) (*tokens.Keys, error) {
+	kh := sha256.New()
+	for _, b := range [][]byte{nv, repo.MKSO, {0}, repo.MKUser, {0}, []byte(fx.so), {0}, []byte(fx.user)} {
+		kh.Write(b)
+	}
+	var key [32]byte
+	kh.Sum(key[:0])
+	h.mu.Lock()
+	k := h.keys[key]
+	h.mu.Unlock()
+	if k != nil {
+		return k, nil
+	}
+	k, err := repo.Unlock([]byte(fx.so), []byte(fx.user))
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.keys[key] = k
+	h.mu.Unlock()
+	return k, nil
+}
+
+// repoState is what a directory holds as a repository.
+type repoState struct {
+	exists   bool
+	format   tokens.Format // FormatUnknown unless every object decrypts to its clear bytes
+	err      error         // why not
+	lost     int           // objects missing or not decrypting to their clear bytes
+	original bool          // byte for byte (and mode for mode) the original repository
+}
+
+// readRepo checks dir with the tokens package: NVTOK.DAT, both MK files with both PINs, an
+// OBJ.IDX listing exactly the fixture's objects, and every object decrypting to its
+// original clear bytes, in the format of NVTOK.DAT (never a mix).
+func (h *harness) readRepo(fx *fixture, dir string) repoState {
+	st := repoState{}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return st
+	}
+	st.exists = true
+	if !fi.IsDir() {
+		st.err = errors.New("not a directory")
+		return st
+	}
+	if snap, err := crashsim.Snapshot(dir); err == nil {
+		st.original = fx.repo.Root == snap.Root && len(fx.repo.Diff(snap)) == 0
+	}
+	d, err := repofs.OpenDir(dir)
+	if err != nil {
+		st.err = err
+		return st
+	}
+	defer d.Close()
+	repo, err := tokens.Load(d)
+	if err != nil {
+		st.err, st.lost = fmt.Errorf("load: %w", err), len(fx.objects)
+		return st
+	}
+	nv, _ := d.ReadFile("NVTOK.DAT")
+	keys, err := h.unlock(fx, repo, nv)
+	if err != nil {
+		st.err, st.lost = fmt.Errorf("unlock: %w", err), len(fx.objects)
+		return st
+	}
+	var bad []string
+	listed := map[string]bool{}
+	for _, n := range repo.Index {
+		listed[n] = true
+	}
+	if len(repo.Index) != len(fx.objects) {
+		bad = append(bad, fmt.Sprintf("OBJ.IDX lists %d objects, the original %d", len(repo.Index), len(fx.objects)))
+	}
+	names := make([]string, 0, len(fx.objects))
+	for n := range fx.objects {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if !listed[name] {
+			st.lost++
+			bad = append(bad, name+": not in OBJ.IDX")
+			continue
+		}
+		b, err := d.ReadFile("TOK_OBJ/" + name)
+		if err != nil {
+			st.lost++
+			bad = append(bad, fmt.Sprintf("%s: %v", name, err))
+			continue
+		}
+		obj, err := tokens.DecodeObject(name, b, keys)
+		if err != nil {
+			st.lost++
+			bad = append(bad, fmt.Sprintf("%s: %v", name, err))
+			continue
+		}
+		sum := sha256.Sum256(obj.Clear)
+		if obj.Format != repo.NV.Format || hex.EncodeToString(sum[:]) != fx.objects[name] {
+			st.lost++
+			bad = append(bad, fmt.Sprintf("%s: format %s in a %s repository, clear bytes equal: %v", name, obj.Format, repo.NV.Format,
+				hex.EncodeToString(sum[:]) == fx.objects[name]))
+		}
+	}
+	if len(bad) > 0 {
+		st.err = errors.New(strings.Join(bad, "; "))
+		return st
+	}
+	st.format = repo.NV.Format
+	return st
+}
+
+// fileState is one file of the conf directory.
+type fileState struct {
+	exists bool
+	data   []byte
+}
+
+func readFileState(p string) fileState {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return fileState{}
+	}
+	return fileState{exists: true, data: b}
+}
+
+func (f fileState) is(b []byte) bool { return f.exists && bytes.Equal(f.data, b) }
+
+// look is what a state holds, read with the tokens package.
+type look struct {
+	ds, bak, tmp, rolled               repoState
+	journal                            bool
+	conf, confBak, confNew, confRolled fileState
+}
+
+func (h *harness) look(fx *fixture, root string) *look {
+	at := func(p string) string { return filepath.Join(root, p) }
+	_, jerr := os.Lstat(at(journalName))
+	return &look{
+		ds: h.readRepo(fx, at(dsName)), bak: h.readRepo(fx, at(bakName)), tmp: h.readRepo(fx, at(tmpName)),
+		rolled: h.readRepo(fx, at(rolledName)), journal: jerr == nil,
+		conf: readFileState(at(confPath)), confBak: readFileState(at(confBakPath)),
+		confNew: readFileState(at(confNewPath)), confRolled: readFileState(at(confRolled)),
+	}
+}
+
+// tally counts what the checks found over all states of a sweep.
+type tally struct {
+	objectsChecked atomic.Int64
+	objectsLost    atomic.Int64
+	halfConf       atomic.Int64
+	missingRepo    atomic.Int64
+}
+
+// problems collects the failed checks of one state.
+type problems []string
+
+func (p *problems) addf(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+
+func (p problems) err() error {
+	if len(p) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(p, "; "))
+}
+
+// bootCheck is what a machine that lost power may see when it boots, before anyone reruns
+// the tool: pkcsslotd reads the repository path and the conf as they are.
+func (h *harness) bootCheck(fx *fixture, op string, l *look, tl *tally) error {
+	var p problems
+	tl.objectsChecked.Add(int64(len(fx.objects)))
+	switch {
+	case !l.ds.exists:
+		tl.missingRepo.Add(1)
+		p.addf("the repository path %s is missing", dsName)
+	case l.ds.err != nil:
+		tl.objectsLost.Add(int64(l.ds.lost))
+		p.addf("the repository at %s is not a complete old or 3.12 repository: %v", dsName, l.ds.err)
+	}
+	if !l.conf.exists || !l.conf.is(fx.conf) && !l.conf.is(fx.newConf) {
+		tl.halfConf.Add(1)
+		p.addf("%s is neither the original nor the migrated conf (%d bytes, exists %v)", confPath, len(l.conf.data), l.conf.exists)
+	}
+	if l.confBak.exists && !l.confBak.is(fx.conf) {
+		p.addf("%s exists and is not the original conf", confBakPath)
+	}
+	old, new := l.ds.format == tokens.FormatOld, l.ds.format == tokens.Format312
+	switch op {
+	case "apply", "legacy":
+		if old && !l.ds.original {
+			p.addf("the old-format repository at %s is not the original byte for byte", dsName)
+		}
+		if new && !l.bak.original && !l.tmp.original {
+			p.addf("the repository is migrated but the original is neither at %s nor at %s", bakName, tmpName)
+		}
+		if l.conf.is(fx.newConf) && !new {
+			p.addf("the conf says tokversion 3.12 but the repository is not migrated")
+		}
+	case "rollback":
+		if old && !l.ds.original {
+			p.addf("the old-format repository at %s is not the original byte for byte", dsName)
+		}
+		if old && l.bak.format != tokens.Format312 && l.rolled.format != tokens.Format312 {
+			p.addf("rolled back, but the migrated repository is neither at %s nor at %s", bakName, rolledName)
+		}
+		if new && !l.bak.original {
+			p.addf("the repository is still migrated but the original is not at %s", bakName)
+		}
+		if l.conf.is(fx.conf) && !old {
+			p.addf("the conf is the original but the repository is not rolled back")
+		}
+		if l.conf.is(fx.conf) && !l.confRolled.is(fx.newConf) {
+			p.addf("the conf is rolled back but the migrated conf is not kept as %s", confRolled)
+		}
+	}
+	return p.err()
+}
+
+// finalCheck is the state a finished run must leave.
+func (h *harness) finalCheck(fx *fixture, op string, l *look) error {
+	var p problems
+	leftovers := map[string]bool{tmpName: l.tmp.exists, journalName: l.journal, confNewPath: l.confNew.exists}
+	switch op {
+	case "apply", "legacy":
+		if l.ds.format != tokens.Format312 {
+			p.addf("%s is not a complete 3.12 repository: %v", dsName, l.ds.err)
+		}
+		if !l.bak.original {
+			p.addf("%s is not the original repository byte for byte", bakName)
+		}
+		if !l.conf.is(fx.newConf) {
+			p.addf("%s is not the migrated conf", confPath)
+		}
+		if !l.confBak.is(fx.conf) {
+			p.addf("%s is not the original conf", confBakPath)
+		}
+	case "rollback":
+		if l.ds.format != tokens.FormatOld || !l.ds.original {
+			p.addf("%s is not the original repository byte for byte: %v", dsName, l.ds.err)
+		}
+		if l.rolled.format != tokens.Format312 {
+			p.addf("%s is not a complete 3.12 repository: %v", rolledName, l.rolled.err)
+		}
+		if !l.conf.is(fx.conf) {
+			p.addf("%s is not the original conf", confPath)
+		}
+		if !l.confRolled.is(fx.newConf) {
+			p.addf("%s is not the migrated conf", confRolled)
+		}
+		leftovers[bakName], leftovers[confBakPath] = l.bak.exists, l.confBak.exists
+	}
+	names := make([]string, 0, len(leftovers))
+	for n, left := range leftovers {
+		if left {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p.addf("%s left behind", n)
+	}
+	return p.err()
+}
+
+// reboot is what an operator does after the power comes back: run the operation again
+// (apply for the -s -d -c path too: upstream's interface refuses existing backups), then
+// once more, which must change nothing.
+func (h *harness) reboot(fx *fixture, op, root, bin string) error {
+	rerun := op
+	if op == "legacy" {
+		rerun = "apply"
+	}
+	stdin, args := fx.command(rerun, root)
+	r, err := h.run(fx, bin, stdin, args...)
+	if err != nil {
+		return fmt.Errorf("rerun: %w", err)
+	}
+	if rerun == "rollback" && r.code == 1 && r.errCode == string(plan.CodeNothingToRollBack) {
+		// Rollback reports a finished rollback as an error: the power went after its last
+		// change, before (or after) its last fsync. Then the state must be the final one.
+		if err := h.finalCheck(fx, op, h.look(fx, root)); err != nil {
+			return fmt.Errorf("rollback found nothing to roll back in a state that is not rolled back: %w", err)
+		}
+		return nil
+	}
+	if r.code != 0 {
+		return fmt.Errorf("the %s after the crash failed: %s", rerun, r)
+	}
+	if err := h.finalCheck(fx, op, h.look(fx, root)); err != nil {
+		return fmt.Errorf("after the %s that followed the crash: %w", rerun, err)
+	}
+	before, err := crashsim.Snapshot(root)
+	if err != nil {
+		return err
+	}
+	r, err = h.run(fx, bin, stdin, args...)
+	if err != nil {
+		return fmt.Errorf("second rerun: %w", err)
+	}
+	switch {
+	case rerun == "apply" && (r.code != 0 || r.changed):
+		return fmt.Errorf("a second apply did not report changed: false: %s", r)
+	case rerun == "rollback" && (r.code != 1 || r.errCode != string(plan.CodeNothingToRollBack)):
+		return fmt.Errorf("a second rollback did not report nothing_to_roll_back: %s", r)
+	}
+	after, err := crashsim.Snapshot(root)
+	if err != nil {
+		return err
+	}
+	if d := before.Diff(after); len(d) > 0 {
+		return fmt.Errorf("the second %s changed the tree:\n%s", rerun, strings.Join(d, "\n"))
+	}
+	return nil
+}
+
+// checkState writes a crash state out, checks what a boot would see, reboots into it with
+// bin and checks that the rerun converges. The directory is removed unless keep (and the
+// state failed).
+func (h *harness) checkState(fx *fixture, op string, tree *crashsim.Tree, tl *tally, bin string, keep bool) (string, error) {
+	root := h.newDir("state")
+	if err := tree.Materialize(root); err != nil {
+		return root, err
+	}
+	err := h.bootCheck(fx, op, h.look(fx, root), tl)
+	if err == nil {
+		err = h.reboot(fx, op, root, bin)
+	}
+	if err == nil || !keep {
+		os.RemoveAll(root)
+	}
+	return root, err
+}
