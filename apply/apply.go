@@ -245,11 +245,15 @@ func recoverJournal(ds string, o Options) (bool, error) {
 	if err != nil {
 		return false, plan.Errorf(plan.CodeIO, "read journal: %w", err)
 	}
+	dsFormat := nvFormat(pdir, base)
 	var j journal
-	if err := json.Unmarshal(raw, &j); err != nil || j.State != "exchanging" {
+	if err := json.Unmarshal(raw, &j); (err != nil || j.State != "exchanging") && dsFormat != tokens.FormatOld {
 		return false, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("journal %s is not readable: remove it after checking %s and %s", ds+plan.SuffixJournal, ds, ds+plan.SuffixTmp)}
 	}
-	dsFormat := nvFormat(pdir, base)
+	// A journal cut short (created, not yet written or not yet durable when the power went
+	// or the run was killed) beside the original at the repository path belongs to a run
+	// that never exchanged: the exchange waits until the journal is durable. It goes like a
+	// whole one, and the working copy is rebuilt (crash/testdata/states/good_apply_journal_*).
 	tmpFormat := nvFormat(pdir, base+plan.SuffixTmp)
 	switch {
 	case dsFormat == tokens.Format312 && tmpFormat == tokens.FormatOld:
