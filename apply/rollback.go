@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -69,8 +70,17 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 	if _, err := pdir.Lstat(base + SuffixRolledBack); repoTodo && err == nil {
 		return nil, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", ds+SuffixRolledBack)}
 	}
+	// A _ROLLED_BACK conf that holds the current conf is this rollback's own: linked by a
+	// run the power cut (or a kill) stopped before it renamed the backup back
+	// (crash/testdata/states/good_rollback_conf_linked_not_restored).
+	confKept := false
 	if _, err := cdir.Lstat(ConfRolledBackName); confTodo && err == nil {
-		return nil, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", filepath.Join(confdir, ConfRolledBackName))}
+		rb, rerr := cdir.ReadFile(ConfRolledBackName)
+		cur, cerr := cdir.ReadFile(plan.ConfName)
+		if rerr != nil || cerr != nil || !bytes.Equal(rb, cur) {
+			return nil, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", filepath.Join(confdir, ConfRolledBackName))}
+		}
+		confKept = true
 	}
 
 	if repoTodo {
@@ -113,8 +123,10 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 		if err := o.hook("rollback_conf"); err != nil {
 			return nil, err
 		}
-		if err := cdir.Link(plan.ConfName, ConfRolledBackName); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, plan.Errorf(plan.CodeIO, "keep the migrated conf: %w", err)
+		if !confKept {
+			if err := cdir.Link(plan.ConfName, ConfRolledBackName); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, plan.Errorf(plan.CodeIO, "keep the migrated conf: %w", err)
+			}
 		}
 		if err := cdir.Rename(plan.ConfBakName, plan.ConfName); err != nil {
 			return nil, plan.Errorf(plan.CodeIO, "restore %s: %w", plan.ConfBakName, err)
