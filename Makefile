@@ -78,7 +78,7 @@ ansible-test: build
 
 # CI=true for every prerequisite: a suite whose package or root is missing fails, never skips.
 test: export CI = true
-test: setup lint unit unit-s390x cross fuzz ansible-test e2e e2e-s390x
+test: setup lint unit unit-s390x cross fuzz ansible-test dist-check package-test e2e e2e-s390x
 
 # .cache (roots, overlay sessions) is unmounted first: e2e/clean.sh.
 clean:
