@@ -375,7 +375,14 @@ func selfCheck(t *testing.T, mt *madeToken, migrated string, conf []byte) {
 		found = found || (o.Kind == "data" && o.Label == upgLabelP)
 	}
 	if !found {
-		t.Logf("caught: 3.23 lists %d objects and leaves out the corrupted %q", len(l), upgLabelP)
+		var gone []string
+		have := l.byKey()
+		for _, o := range mt.before {
+			if _, ok := have[o.key()]; !ok {
+				gone = append(gone, o.String())
+			}
+		}
+		t.Logf("caught: 3.23 lists %d of %d objects; missing: %s", len(l), len(mt.before), strings.Join(gone, ", "))
 		return
 	}
 	val, ok := v.try(t, true, "--read-object", "--type", "data", "--label", upgLabelP)

@@ -313,7 +313,24 @@ type Result struct {
 }
 
 func (res *Result) String() string {
-	return fmt.Sprintf("%s: exit %d\nstdout: %s\nstderr: %s", strings.Join(res.Argv, " "), res.Code, res.Stdout, res.Stderr)
+	return fmt.Sprintf("%s: exit %d\nstdout: %s\nstderr: %s", strings.Join(Redact(res.Argv), " "), res.Code, res.Stdout, res.Stderr)
+}
+
+// pinFlags take a PIN as their next argument in pkcsconf (-S, -n, -U) and pkcs11-tool
+// (--pin, --so-pin, --new-pin).
+var pinFlags = map[string]bool{"-S": true, "-n": true, "-U": true, "--pin": true, "--so-pin": true, "--new-pin": true}
+
+// Redact returns argv with the PIN arguments of pkcsconf and pkcs11-tool replaced by "***",
+// for messages and logs (the programs under test never get a PIN on their command line).
+func Redact(argv []string) []string {
+	out := append([]string(nil), argv...)
+	for i := 0; i+1 < len(out); i++ {
+		if pinFlags[out[i]] {
+			out[i+1] = "***"
+			i++
+		}
+	}
+	return out
 }
 
 // Run runs argv as root in the root (see Command) with stdin, and returns its output. A
@@ -333,7 +350,7 @@ func (r *Root) Run(ctx context.Context, stdin []byte, native bool, argv ...strin
 	case errors.As(err, &ee) && ctx.Err() == nil:
 		res.Code = ee.ExitCode()
 	default:
-		return res, fmt.Errorf("%s in %s: %w", strings.Join(argv, " "), r.Name(), err)
+		return res, fmt.Errorf("%s in %s: %w", strings.Join(Redact(argv), " "), r.Name(), err)
 	}
 	return res, nil
 }
