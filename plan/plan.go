@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io/fs"
 	"math"
 	"os"
@@ -16,7 +17,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
-	"github.com/ocktools/pkcstok-migrate/internal/parallel"
 	"github.com/ocktools/pkcstok-migrate/internal/procscan"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/tokens"
@@ -169,10 +169,11 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 		}
 	}()
 
-	evidence, err := scanObjects(p, dir, repo, keys)
+	evidence, fp, err := scanRepository(p, dir, repo, keys, confBytes)
 	if err != nil {
 		return nil, nil, err
 	}
+	p.Fingerprint = fp
 	order, why, err := tokens.DecideOrder(repo.NV.OrderEvidence, evidence)
 	if err != nil {
 		return nil, nil, repoError(ds, err)
@@ -236,12 +237,6 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 	if pids, err := procscan.SlotdRunning(o.ProcRoot, o.PIDFiles); err != nil || len(pids) > 0 {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("pkcsslotd is running (pid %v): apply will refuse until it is stopped", pids))
 	}
-
-	fp, err := Fingerprint(dir, confBytes)
-	if err != nil {
-		return nil, nil, repoError(ds, err)
-	}
-	p.Fingerprint = fp
 
 	p.Changed = repoChange || confChange
 	if repoChange {
@@ -378,22 +373,53 @@ func LimitMemory(objects int) (restore func()) {
 	return func() { debug.SetMemoryLimit(prev) }
 }
 
-// scanObjects reads every object listed in OBJ.IDX, in parallel, keeping index order, and
-// returns the byte-order evidence of each (for tokens.DecideOrder).
-func scanObjects(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens.Keys) ([]tokens.Evidence, error) {
+// scanRepository reads the repository once (repofs.Walk): every file feeds the fingerprint,
+// and every object OBJ.IDX lists is decoded on the way, on every core. It fills p.Objects and
+// p.Counts in index order and returns the byte-order evidence of each object and the
+// fingerprint. The first bad object in OBJ.IDX order decides the error.
+func scanRepository(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens.Keys, confBytes []byte) ([]tokens.Evidence, string, error) {
 	names := repo.Index
 	defer LimitMemory(len(names))()
+	byName := make(map[string][]int, len(names))
+	for i, name := range names {
+		if err := tokens.ValidObjectName(name); err != nil {
+			return nil, "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: %w", i+1, err))
+		}
+		byName[name] = append(byName[name], i)
+	}
 	objs := make([]Object, len(names))
 	evidence := make([]tokens.Evidence, len(names))
-	err := parallel.For(len(names), func(i int) error {
-		var err error
-		if objs[i], evidence[i], err = scanObject(dir, names[i], repo.NV.Order, keys); err != nil {
-			return fmt.Errorf("object %d of OBJ.IDX: %w", i+1, err)
-		}
-		return nil
+	errs := make([]error, len(names))
+	seen := make([]bool, len(names))
+	h := newFingerprint()
+	err := repofs.Walk(dir, repofs.Visitor{
+		Digest: h,
+		File: func(e repofs.Entry, _ any, data []byte) (any, error) {
+			name, ok := strings.CutPrefix(e.Rel, objectDir)
+			if !ok {
+				return nil, nil
+			}
+			idx := byName[name] // a name OBJ.IDX lists twice is one file
+			if len(idx) == 0 {
+				return nil, nil // not listed: part of the fingerprint only
+			}
+			o, ev, err := scanObject(name, data, repo.NV.Order, keys)
+			for _, i := range idx {
+				objs[i], evidence[i], errs[i], seen[i] = o, ev, err, true
+			}
+			return nil, nil
+		},
 	})
 	if err != nil {
-		return nil, repoError(p.Datastore, err)
+		return nil, "", repoError(p.Datastore, err)
+	}
+	for i, name := range names {
+		if errs[i] != nil {
+			return nil, "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: %w", i+1, errs[i]))
+		}
+		if !seen[i] {
+			return nil, "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: read %s%s: %w", i+1, objectDir, name, fs.ErrNotExist))
+		}
 	}
 	p.Objects = objs
 	for _, o := range objs {
@@ -412,18 +438,15 @@ func scanObjects(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens
 			p.Counts.None++
 		}
 	}
-	return evidence, nil
+	return evidence, finishFingerprint(h, confBytes), nil
 }
 
-// scanObject decodes one object; ord is the order NVTOK.DAT showed (OrderUnknown for 3.12).
-func scanObject(dir *repofs.Dir, name string, ord tokens.ByteOrder, keys *tokens.Keys) (Object, tokens.Evidence, error) {
-	if err := tokens.ValidObjectName(name); err != nil {
-		return Object{}, tokens.Evidence{}, err
-	}
-	data, err := dir.ReadFile("TOK_OBJ/" + name)
-	if err != nil {
-		return Object{}, tokens.Evidence{}, err
-	}
+// objectDir is the repository's object directory, as a prefix of relative paths.
+const objectDir = "TOK_OBJ/"
+
+// scanObject decodes one object file; ord is the order NVTOK.DAT showed (OrderUnknown for
+// 3.12). data is only valid during the call: nothing kept aliases it.
+func scanObject(name string, data []byte, ord tokens.ByteOrder, keys *tokens.Keys) (Object, tokens.Evidence, error) {
 	o := Object{File: name, Size: int64(len(data))}
 	obj, err := tokens.DecodeObjectOrder(name, data, ord, keys)
 	if err != nil && !errors.Is(err, tokens.ErrNeedKeys) {
@@ -484,12 +507,29 @@ func machinesOf(o tokens.ByteOrder) string {
 // Fingerprint hashes every file of the repository and the conf bytes. It holds nothing
 // derived from a PIN.
 func Fingerprint(dir *repofs.Dir, confBytes []byte) (string, error) {
-	h := sha256.New()
-	h.Write([]byte("pkcstok-migrate fingerprint v1\nrepository\n"))
+	h := newFingerprint()
 	if err := repofs.TreeDigest(dir, h); err != nil {
 		return "", err
 	}
+	return finishFingerprint(h, confBytes), nil
+}
+
+// NewFingerprint starts a fingerprint: write repofs.TreeDigest's description of the
+// repository into it (or have repofs.CopyTreeWith write its DstDigest), then FinishFingerprint
+// with the conf bytes.
+func NewFingerprint() hash.Hash { return newFingerprint() }
+
+// FinishFingerprint ends a fingerprint made with NewFingerprint.
+func FinishFingerprint(h hash.Hash, confBytes []byte) string { return finishFingerprint(h, confBytes) }
+
+func newFingerprint() hash.Hash {
+	h := sha256.New()
+	h.Write([]byte("pkcstok-migrate fingerprint v1\nrepository\n"))
+	return h
+}
+
+func finishFingerprint(h hash.Hash, confBytes []byte) string {
 	c := sha256.Sum256(confBytes)
 	fmt.Fprintf(h, "conf %x\n", c)
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }

@@ -32,14 +32,14 @@ type Plan struct {
 	Confdir   string `json:"confdir"`   // absolute, cleaned
 	Conf      string `json:"conf"`      // <confdir>/opencryptoki.conf
 
-	Format      string `json:"format"`      // "old", "3.12", "mixed"
+	Format string `json:"format"` // "old", "3.12", "mixed"
 	// ByteOrder is the byte order of the repository's host-order fields (token-format.md §0),
 	// found from its own bytes: "little-endian", "big-endian", or "any" when it holds no field
 	// whose value depends on the order. ByteOrderEvidence says what showed it.
 	ByteOrder         string   `json:"byte_order"`
 	ByteOrderEvidence []string `json:"byte_order_evidence"`
-	ConfFormat  string `json:"conf_format"` // tokversion found in the slot: "absent", "3.12", or the old value
-	PINsChecked bool   `json:"pins_checked"`
+	ConfFormat        string   `json:"conf_format"` // tokversion found in the slot: "absent", "3.12", or the old value
+	PINsChecked       bool     `json:"pins_checked"`
 
 	Token   TokenInfo `json:"token"`
 	Objects []Object  `json:"objects"`
