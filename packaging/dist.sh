@@ -44,7 +44,9 @@ esac
 export PKG_VERSION
 
 OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
-rm -rf "$OUT"/*
+# Only what an earlier run made is removed: OUT may be any directory.
+rm -f "$OUT"/SHA256SUMS "$OUT"/pkcstok-migrate-linux-* "$OUT"/pkcstok-migrate_*.deb "$OUT"/pkcstok-migrate-*.rpm \
+    "$OUT"/ocktools-pkcstok-*.tar.gz
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pkcstok-dist.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT INT TERM
 
@@ -101,7 +103,9 @@ case $APY in */env | "") APY=python3 ;; esac
 }
 
 # 4. Checksums over everything.
-(cd "$OUT" && LC_ALL=C ls | grep -v '^SHA256SUMS$' | xargs sha256sum > SHA256SUMS)
+(cd "$OUT" && LC_ALL=C ls pkcstok-migrate-linux-* pkcstok-migrate_*.deb pkcstok-migrate-*.rpm ocktools-pkcstok-*.tar.gz |
+    LC_ALL=C sort | xargs sha256sum > SHA256SUMS)
 
 echo "dist: $OUT"
-(cd "$OUT" && LC_ALL=C ls -l | sed 1d | awk '{printf "  %10d  %s\n", $5, $9}')
+(cd "$OUT" && LC_ALL=C ls -l SHA256SUMS pkcstok-migrate-linux-* pkcstok-migrate_*.deb pkcstok-migrate-*.rpm \
+    ocktools-pkcstok-*.tar.gz | awk '{printf "  %10d  %s\n", $5, $9}')
