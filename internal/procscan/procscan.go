@@ -222,6 +222,9 @@ func inspect(procRoot string, pid int) (verdict, string) {
 		if a0 := argv0(cmd); a0 != "" && strings.Contains(path.Base(a0), SlotdName) {
 			return verdictSlotd, "argv[0] " + strconv.Quote(a0)
 		}
+		if prog := emulated(cmd); prog != "" {
+			return verdictSlotd, "run by the emulator " + strconv.Quote(argv0(cmd)) + ": " + strconv.Quote(prog)
+		}
 	} else {
 		reasons = append(reasons, cerr.Error())
 	}
@@ -242,6 +245,37 @@ func inspect(procRoot string, pid int) (verdict, string) {
 		return verdictGone, ""
 	}
 	return verdictUnreadable, strings.Join(reasons, "; ")
+}
+
+// emulated returns the pkcsslotd a user-mode emulator runs (argv[0] a qemu-* binary given the
+// program as an argument, as `qemu-s390x-static /usr/sbin/pkcsslotd`): its argv[0] and comm are
+// the emulator's, not the daemon's. "" for anything else.
+func emulated(cmdline []byte) string {
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	if len(args) < 2 || !strings.HasPrefix(path.Base(args[0]), "qemu-") {
+		return ""
+	}
+	for i := 1; i < len(args); i++ {
+		a := args[i]
+		if strings.HasPrefix(a, "-") {
+			if qemuValueOptions[strings.TrimLeft(a, "-")] {
+				i++ // the option's value
+			}
+			continue
+		}
+		// The first argument that is not an option is the program.
+		if strings.Contains(path.Base(a), SlotdName) {
+			return a
+		}
+		return ""
+	}
+	return ""
+}
+
+// qemuValueOptions are qemu-user's options that take a value (qemu-user(1)).
+var qemuValueOptions = map[string]bool{
+	"L": true, "s": true, "cpu": true, "E": true, "U": true, "0": true, "r": true, "B": true,
+	"R": true, "d": true, "D": true, "p": true, "g": true, "seed": true, "trace": true, "plugin": true,
 }
 
 // argv0 is the cmdline up to the first NUL, then up to the first blank (as §8.3 step 4).

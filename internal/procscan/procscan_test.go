@@ -99,6 +99,15 @@ func TestSlotdFake(t *testing.T) {
 		{"zombie: empty cmdline, comm matches", func(f *fakeProc) {
 			f.proc(60, nil, "pkcsslotd")
 		}, "", []int{60}, nil},
+		{"pkcsslotd run through qemu-user explicitly (no binfmt_misc)", func(f *fakeProc) {
+			f.proc(70, []string{"/usr/bin/qemu-s390x-static", "/usr/sbin/pkcsslotd"}, "qemu-s390x-stat")
+		}, "70\n", []int{70}, nil},
+		{"pkcsslotd run through qemu-user, found by the scan", func(f *fakeProc) {
+			f.proc(71, []string{"qemu-s390x-static", "-L", "/", "/usr/sbin/pkcsslotd"}, "qemu-s390x-stat")
+		}, "", []int{71}, nil},
+		{"another program under qemu is not slotd", func(f *fakeProc) {
+			f.proc(72, []string{"/usr/bin/qemu-s390x-static", "-E", "X=pkcsslotd", "/usr/bin/pkcsconf", "pkcsslotd"}, "qemu-s390x-stat")
+		}, "", nil, nil},
 		{"kernel thread and lookalikes are not slotd", func(f *fakeProc) {
 			f.proc(2, nil, "kthreadd")
 			f.proc(3, []string{"grep", "pkcsslotd"}, "grep")
