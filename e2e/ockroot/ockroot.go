@@ -149,13 +149,16 @@ type Root struct {
 	mounts  []string // innermost last
 	daemons []int
 	closed  bool
+	done    chan struct{} // closed when Close has finished
 }
 
 var (
-	openMu  sync.Mutex
-	open    = map[*Root]bool{}
-	sigOnce sync.Once
-	reaper  sync.Once
+	openMu   sync.Mutex
+	open     = map[*Root]bool{}
+	opening  sync.WaitGroup // Opens between registration and their mounts
+	shutting bool           // a signal arrived: no more Open
+	sigOnce  sync.Once
+	reaper   sync.Once
 )
 
 // Open mounts a private overlay of spec's cached root and proc inside it.
@@ -178,7 +181,7 @@ func Open(spec Spec) (*Root, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Root{Spec: spec, Stamp: st, Base: base, work: work, Log: func(string, ...any) {}}
+	r := &Root{Spec: spec, Stamp: st, Base: base, work: work, Log: func(string, ...any) {}, done: make(chan struct{})}
 	if err := os.WriteFile(filepath.Join(work, "owner"), []byte(selfOwner()), 0o644); err != nil {
 		os.RemoveAll(work)
 		return nil, err
@@ -190,8 +193,15 @@ func Open(spec Spec) (*Root, error) {
 		_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	})
 	openMu.Lock()
+	if shutting {
+		openMu.Unlock()
+		os.RemoveAll(work)
+		return nil, fmt.Errorf("open %s: shutting down", spec.Name())
+	}
 	open[r] = true
+	opening.Add(1)
 	openMu.Unlock()
+	defer opening.Done()
 
 	if err := r.mountRoot(); err != nil {
 		r.Close()
@@ -419,6 +429,12 @@ func (r *Root) socket() string {
 // socket exists. 3.12+ runs as the pkcsslotd user (started as root it re-executes itself,
 // which fails under qemu-user without binfmt_misc), 3.8.1 as root.
 func (r *Root) StartSlotd(ctx context.Context) (int, error) {
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return 0, fmt.Errorf("%s: closed", r.Name())
+	}
 	os.Remove(r.Path(r.pidFile()))
 	logf, err := os.CreateTemp(r.work, "pkcsslotd-*.log")
 	if err != nil {
@@ -434,6 +450,11 @@ func (r *Root) StartSlotd(ctx context.Context) (int, error) {
 		b, _ := os.ReadFile(r.Path(r.pidFile()))
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 && r.owns(pid) {
 			r.mu.Lock()
+			if r.closed { // closed meanwhile (signal): this daemon is not to outlive it
+				r.mu.Unlock()
+				stopPID(pid, func() bool { return r.owns(pid) }, 5*time.Second)
+				return 0, fmt.Errorf("%s: closed while pkcsslotd started", r.Name())
+			}
 			r.daemons = append(r.daemons, pid)
 			r.mu.Unlock()
 			for time.Now().Before(deadline) {
@@ -530,11 +551,13 @@ func alive(pid int) bool {
 // Closing
 
 // Close stops the daemons, kills anything else still running in the root, unmounts proc and
-// the overlay and removes the session directory. It is safe to call twice.
+// the overlay and removes the session directory. It is safe to call twice and from two
+// goroutines: a second call waits for the first to finish.
 func (r *Root) Close() error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
+		<-r.done
 		return nil
 	}
 	r.closed = true
@@ -542,9 +565,12 @@ func (r *Root) Close() error {
 	r.daemons = nil
 	mounts := append([]string(nil), r.mounts...)
 	r.mu.Unlock()
-	openMu.Lock()
-	delete(open, r)
-	openMu.Unlock()
+	defer func() {
+		openMu.Lock()
+		delete(open, r)
+		openMu.Unlock()
+		close(r.done)
+	}()
 
 	var errs []error
 	for _, pid := range daemons {
@@ -719,6 +745,10 @@ func closeOnSignal() {
 	go func() {
 		s := <-sig
 		fmt.Fprintf(os.Stderr, "ockroot: %v: stopping daemons and unmounting roots\n", s)
+		openMu.Lock()
+		shutting = true
+		openMu.Unlock()
+		opening.Wait()
 		CloseAll(os.Stderr)
 		os.Exit(1)
 	}()
