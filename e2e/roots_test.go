@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -273,13 +272,6 @@ func slotConf(version string, slot int, stdll, tokname, tokversion string) []byt
 	return []byte(b.String())
 }
 
-// confWithTokversion adds "tokversion = 3.12" to the (only) slot of conf, as a 3.23 user would
-// write it by hand: used to load upstream's and our results, and to prove the conf we wrote.
-func confWithTokversion(conf []byte) []byte {
-	i := bytes.LastIndexByte(conf, '}')
-	return append(append(append([]byte(nil), conf[:i]...), "tokversion = 3.12\n"...), conf[i:]...)
-}
-
 // startSlotd starts the root's pkcsslotd and returns a stop function that fails the test if
 // the daemon does not stop.
 func startSlotd(t *testing.T, r *ockroot.Root) func() {
@@ -302,14 +294,4 @@ func startSlotd(t *testing.T, r *ockroot.Root) func() {
 func readRepoIn(t *testing.T, r *ockroot.Root, ds string, so, user string) *readRepo {
 	t.Helper()
 	return readRepository(t, r.Path(ds), []byte(so), []byte(user))
-}
-
-// fileMustNotExist fails when p exists.
-func fileMustNotExist(t *testing.T, p, why string) {
-	t.Helper()
-	if _, err := os.Lstat(p); err == nil {
-		t.Errorf("%s: %s exists", why, p)
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("%s: %s: %v", why, p, err)
-	}
 }
