@@ -271,12 +271,15 @@ func recoverJournal(ds string, o Options) (bool, error) {
 	default:
 		return false, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("journal %s: cannot tell %s (%s) from %s (%s): check them by hand", ds+plan.SuffixJournal, ds, dsFormat, ds+plan.SuffixTmp, tmpFormat)}
 	}
+	// Durability: the rename to _BAK before the journal goes (covered by the next fsync
+	// under the crash model: one directory's changes reach the disk in order).
 	if err := pdir.Sync(); err != nil {
 		return false, plan.Errorf(plan.CodeIO, "sync %s: %w", parent, err)
 	}
 	if err := pdir.Remove(base + plan.SuffixJournal); err != nil {
 		return false, plan.Errorf(plan.CodeIO, "remove journal: %w", err)
 	}
+	// Durability: the finished switch before the conf is edited to say 3.12.
 	if err := pdir.Sync(); err != nil {
 		return false, plan.Errorf(plan.CodeIO, "sync %s: %w", parent, err)
 	}
@@ -532,6 +535,8 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	if err := o.hook("sync"); err != nil {
 		return err
 	}
+	// Durability: the working copy on disk before the switch (covered by the journal's
+	// syncfs below: crash/README.md, "Which barriers are needed").
 	if err := syncTree(tmp); err != nil {
 		return plan.Errorf(plan.CodeIO, "sync working copy: %w", err)
 	}
@@ -559,6 +564,8 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 			return plan.Errorf(plan.CodeIO, "sync journal: %w", err)
 		}
 	}
+	// Durability: the journal's name before the exchange (covered by the fsync after the
+	// exchange: one directory's changes reach the disk in order).
 	if err := pdir.Sync(); err != nil {
 		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}
@@ -571,6 +578,8 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	switched = true
 	res.RepositoryChanged = true
 	res.Steps = append(res.Steps, "exchange")
+	// Durability: the exchange, so that "the repository is migrated" holds after a power
+	// cut should the next step fail (covered by the next fsync when it does not).
 	if err := pdir.Sync(); err != nil {
 		return plan.Errorf(plan.CodeIO, "sync %s (the repository is migrated; run apply again): %w", pdir.Path(), err)
 	}
@@ -580,6 +589,7 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	if err := pdir.RenameNoReplace(tmpName, base+plan.SuffixBak); err != nil {
 		return plan.Errorf(plan.CodeIO, "rename the original to %s (the repository is migrated; run apply again): %w", p.Datastore+plan.SuffixBak, err)
 	}
+	// Durability: the original's new name (covered by the next fsync).
 	if err := pdir.Sync(); err != nil {
 		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}
@@ -590,6 +600,8 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	if err := pdir.Remove(base + plan.SuffixJournal); err != nil {
 		return plan.Errorf(plan.CodeIO, "remove journal: %w", err)
 	}
+	// Durability: the whole switch before the conf says 3.12 (the conf lives in another
+	// directory, whose fsync covers nothing here), and no journal left after success.
 	if err := pdir.Sync(); err != nil {
 		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}

@@ -101,6 +101,7 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 			if err := pdir.Exchange(base, bak); err != nil {
 				return nil, plan.Errorf(plan.CodeIO, "exchange %s and %s: %w", ds, ds+plan.SuffixBak, err)
 			}
+			// Durability: the exchange (covered by the next fsync under the crash model).
 			if err := pdir.Sync(); err != nil {
 				return nil, plan.Errorf(plan.CodeIO, "sync %s: %w", parent, err)
 			}
@@ -112,6 +113,8 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 		if err := pdir.RenameNoReplace(bak, base+SuffixRolledBack); err != nil {
 			return nil, plan.Errorf(plan.CodeIO, "rename %s: %w", ds+plan.SuffixBak, err)
 		}
+		// Durability: the repository rolled back before the conf is (another directory):
+		// never the original conf over the 3.12 repository after a power cut.
 		if err := pdir.Sync(); err != nil {
 			return nil, plan.Errorf(plan.CodeIO, "sync %s: %w", parent, err)
 		}
@@ -131,6 +134,7 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 		if err := cdir.Rename(plan.ConfBakName, plan.ConfName); err != nil {
 			return nil, plan.Errorf(plan.CodeIO, "restore %s: %w", plan.ConfBakName, err)
 		}
+		// Durability: the restored conf, before rollback reports success.
 		if err := cdir.Sync(); err != nil {
 			return nil, plan.Errorf(plan.CodeIO, "sync %s: %w", confdir, err)
 		}

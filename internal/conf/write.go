@@ -148,6 +148,8 @@ func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step str
 	if err := unix.Fchmod(tfd, curSt.Mode&0o7777); err != nil {
 		return nil, fmt.Errorf("chmod %s: %w", at(TempName), err)
 	}
+	// Durability: the new content before its name replaces the conf; without it a power
+	// cut after the rename can leave an empty conf (crash/testdata/states/fail_conf_empty).
 	if err := tmp.Sync(); err != nil {
 		return nil, fmt.Errorf("fsync %s: %w", at(TempName), err)
 	}
@@ -184,6 +186,7 @@ func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step str
 	if err := hook(StepDirSynced); err != nil {
 		return nil, err
 	}
+	// Durability: the backup link and the rename, before the edit is reported done.
 	if err := unix.Fsync(dfd); err != nil {
 		return nil, fmt.Errorf("fsync %s: %w", confdir, err)
 	}
