@@ -47,7 +47,8 @@ var closeAtEntry = map[string]bool{"close": true}
 // ParseTrace reads an strace output file made with -f (one line per call, each prefixed with
 // the thread id) and -xx (strings and -y paths in hexadecimal), and returns the calls in the
 // order they completed. Signal and exit lines are skipped. A call still unfinished at the end
-// of the trace (the process was killed inside it) is dropped: it never returned.
+// of the trace (the process was killed inside it) is dropped: it never returned. Errors
+// name the line, never its text: a trace holds the process's write buffers.
 func ParseTrace(r io.Reader) ([]Call, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
@@ -60,11 +61,11 @@ func ParseTrace(r io.Reader) ([]Call, error) {
 		text := sc.Text()
 		tidText, rest, ok := strings.Cut(text, " ")
 		if !ok {
-			return nil, fmt.Errorf("trace line %d: no thread id: %.80q", line, text)
+			return nil, fmt.Errorf("trace line %d: no thread id", line)
 		}
 		tid, err := strconv.Atoi(tidText)
 		if err != nil {
-			return nil, fmt.Errorf("trace line %d: thread id %.20q: %v", line, tidText, err)
+			return nil, fmt.Errorf("trace line %d: no thread id: %v", line, err)
 		}
 		rest = strings.TrimLeft(rest, " ")
 		switch {
@@ -73,7 +74,7 @@ func ParseTrace(r io.Reader) ([]Call, error) {
 		case strings.HasPrefix(rest, "<... "):
 			name, tail, ok := strings.Cut(strings.TrimPrefix(rest, "<... "), " resumed>")
 			if !ok {
-				return nil, fmt.Errorf("trace line %d: malformed resumption: %.80q", line, rest)
+				return nil, fmt.Errorf("trace line %d: malformed resumption", line)
 			}
 			head, ok := pending[tid]
 			if !ok || !strings.HasPrefix(head, name+"(") {
@@ -128,7 +129,7 @@ func ParseTrace(r io.Reader) ([]Call, error) {
 func parseCall(s string) (Call, error) {
 	open := strings.IndexByte(s, '(')
 	if open <= 0 {
-		return Call{}, fmt.Errorf("not a system call: %.80q", s)
+		return Call{}, fmt.Errorf("not a system call")
 	}
 	c := Call{Name: s[:open]}
 	args, end, err := splitArgs(s, open+1)
@@ -145,7 +146,7 @@ func parseCall(s string) (Call, error) {
 	ret := strings.TrimLeft(s[end+1:], " ")
 	ret, ok := strings.CutPrefix(ret, "= ")
 	if !ok {
-		return Call{}, fmt.Errorf("%s: no return value in %.80q", c.Name, s[end+1:])
+		return Call{}, fmt.Errorf("%s: no return value", c.Name)
 	}
 	ret = strings.TrimSpace(ret)
 	if strings.HasPrefix(ret, "?") {
@@ -221,7 +222,7 @@ func parseArg(a string) (Arg, error) {
 	if strings.HasPrefix(a, `"`) {
 		end := closingQuote(a)
 		if end < 0 {
-			return Arg{}, fmt.Errorf("unterminated string %.40q", a)
+			return Arg{}, fmt.Errorf("unterminated string (%d bytes)", len(a))
 		}
 		b, err := unescape(a[1:end])
 		if err != nil {
@@ -233,7 +234,7 @@ func parseArg(a string) (Arg, error) {
 		case "...":
 			arg.Truncated = true
 		default:
-			return Arg{}, fmt.Errorf("text after string: %.40q", rest)
+			return Arg{}, fmt.Errorf("%d bytes of text after a string", len(rest))
 		}
 		return arg, nil
 	}
