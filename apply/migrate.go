@@ -1,0 +1,185 @@
+package apply
+
+import (
+	"errors"
+	"io/fs"
+	"runtime"
+
+	json "github.com/goccy/go-json"
+
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
+	"github.com/ocktools/pkcstok-migrate/plan"
+	"github.com/ocktools/pkcstok-migrate/tokens"
+)
+
+// migrateRepository builds the 3.12 repository in the working copy, verifies it and
+// switches it in. Before the exchange any failure removes the working copy and leaves the
+// original untouched.
+func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir *repofs.Dir, base string, perm repofs.Perm, res *Result) (err error) {
+	tmpName := base + plan.SuffixTmp
+	defer plan.LimitMemory(len(p.Objects))()
+	switched := false
+	defer func() {
+		if err != nil && !switched {
+			_ = pdir.RemoveAll(tmpName)
+			_ = pdir.Remove(base + plan.SuffixJournal)
+		}
+	}()
+	if err := pdir.RemoveAll(tmpName); err != nil {
+		return plan.Errorf(plan.CodeIO, "remove old working copy %s: %w", tmpName, err)
+	}
+	if err := o.hook("copy"); err != nil {
+		return err
+	}
+	src, err := repofs.OpenDir(p.Datastore)
+	if err != nil {
+		return plan.Errorf(plan.CodeIO, "open %s: %w", p.Datastore, err)
+	}
+	defer src.Close()
+	// The new keys come first: the copy re-encrypts each object on the way, so every file
+	// is read once and written once (no second pass that truncates and rewrites the copy).
+	repo, err := tokens.Load(src)
+	if err != nil {
+		return plan.Errorf(plan.CodeCorruptRepository, "%s: %w", p.Datastore, err)
+	}
+	up, err := repo.NewUpgrade(req.SOPIN, req.UserPIN, o.Rand)
+	if err != nil {
+		return plan.Errorf(plan.CodeCorruptRepository, "new keys: %w", err)
+	}
+	defer up.Keys.Wipe()
+	rc := newReencrypter(p, insp.Keys, up.Keys, o)
+	if err := repofs.CopyTreeWith(src, pdir, tmpName, perm, repofs.CopyOptions{Transform: rc.transform, Workers: copyWorkers()}); err != nil {
+		var pe *plan.Error
+		if errors.As(err, &pe) {
+			return pe
+		}
+		if errors.Is(err, repofs.ErrSymlink) || errors.Is(err, repofs.ErrNotRegular) {
+			return plan.Errorf(plan.CodeCorruptRepository, "copy %s: %w", p.Datastore, err)
+		}
+		return plan.Errorf(plan.CodeIO, "copy %s: %w", p.Datastore, err)
+	}
+	sums, migrated, err := rc.result()
+	if err != nil {
+		return err
+	}
+	res.Steps = append(res.Steps, "copy")
+	tmp, err := pdir.OpenSubdir(tmpName)
+	if err != nil {
+		return plan.Errorf(plan.CodeIO, "open working copy: %w", err)
+	}
+	defer tmp.Close()
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{"NVTOK.DAT", up.NVToken}, {"MK_SO", up.MKSO}, {"MK_USER", up.MKUser}} {
+		if err := o.hook("write " + f.name); err != nil {
+			return err
+		}
+		if err := tmp.WriteFile(f.name, f.data, perm); err != nil {
+			return plan.Errorf(plan.CodeIO, "write %s: %w", f.name, err)
+		}
+	}
+	res.Steps = append(res.Steps, "write_keys")
+
+	res.ObjectsMigrated = migrated
+	res.Steps = append(res.Steps, "reencrypt")
+
+	if err := o.hook("sync"); err != nil {
+		return err
+	}
+	// Durability: the working copy on disk before the switch (covered by the journal's
+	// syncfs below: crash/README.md, "Which barriers are needed").
+	if err := syncTree(tmp); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync working copy: %w", err)
+	}
+	if err := o.hook("verify"); err != nil {
+		return err
+	}
+	if err := verify(p, tmp, up, sums); err != nil {
+		return err
+	}
+	res.Steps = append(res.Steps, "verify")
+
+	// The switch.
+	j, _ := json.Marshal(journal{State: "exchanging", Datastore: p.Datastore, Tmp: p.Datastore + plan.SuffixTmp, Bak: p.Datastore + plan.SuffixBak})
+	if err := o.hook("journal"); err != nil {
+		return err
+	}
+	if err := pdir.WriteFile(base+plan.SuffixJournal, j, perm); err != nil {
+		return plan.Errorf(plan.CodeIO, "write journal: %w", err)
+	}
+	// Durability: the journal's content must be on disk before the exchange can be, or a
+	// power cut could leave the exchange with an empty journal that no rerun can read.
+	// syncfs also covers the working copy again (syncTree already did).
+	if syncJournal {
+		if err := pdir.Syncfs(); err != nil {
+			return plan.Errorf(plan.CodeIO, "sync journal: %w", err)
+		}
+	}
+	// Durability: the journal's name before the exchange (covered by the fsync after the
+	// exchange: one directory's changes reach the disk in order).
+	if err := pdir.Sync(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+	}
+	if err := o.hook("exchange"); err != nil {
+		return err
+	}
+	if err := pdir.Exchange(base, tmpName); err != nil {
+		return plan.Errorf(plan.CodeIO, "exchange %s and %s: %w", p.Datastore, tmpName, err)
+	}
+	switched = true
+	res.RepositoryChanged = true
+	res.Steps = append(res.Steps, "exchange")
+	// Durability: the exchange, so that "the repository is migrated" holds after a power
+	// cut should the next step fail (covered by the next fsync when it does not).
+	if err := pdir.Sync(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s (the repository is migrated; run apply again): %w", pdir.Path(), err)
+	}
+	if err := o.hook("backup"); err != nil {
+		return err
+	}
+	if err := pdir.RenameNoReplace(tmpName, base+plan.SuffixBak); err != nil {
+		return plan.Errorf(plan.CodeIO, "rename the original to %s (the repository is migrated; run apply again): %w", p.Datastore+plan.SuffixBak, err)
+	}
+	// Durability: the original's new name (covered by the next fsync).
+	if err := pdir.Sync(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+	}
+	res.Steps = append(res.Steps, "backup")
+	if err := o.hook("journal_remove"); err != nil {
+		return err
+	}
+	if err := pdir.Remove(base + plan.SuffixJournal); err != nil {
+		return plan.Errorf(plan.CodeIO, "remove journal: %w", err)
+	}
+	// Durability: the whole switch before the conf says 3.12 (the conf lives in another
+	// directory, whose fsync covers nothing here), and no journal left after success.
+	if err := pdir.Sync(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+	}
+	return nil
+}
+
+// syncTree makes every file of the working copy durable with one syncfs, then fsyncs the
+// directories so the entries are durable too.
+func syncTree(d *repofs.Dir) error {
+	if err := d.Syncfs(); err != nil {
+		return err
+	}
+	obj, err := d.OpenSubdir("TOK_OBJ")
+	if err == nil {
+		err = obj.Sync()
+		obj.Close()
+		if err != nil {
+			return err
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return d.Sync()
+}
+
+// copyWorkers is how many files the working copy creates at once: creating a file is
+// system-call bound (the kernel, not this process, is busy), so a couple of files per core
+// are in flight.
+func copyWorkers() int { return 2 * runtime.GOMAXPROCS(0) }

@@ -1,0 +1,306 @@
+// Package apply carries out a plan: it builds the migrated repository in a working copy,
+// verifies it, switches it in with one atomic exchange and edits opencryptoki.conf. It also
+// rolls a migration back. It decides nothing the plan has not decided.
+package apply
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/ocktools/pkcstok-migrate/internal/conf"
+	"github.com/ocktools/pkcstok-migrate/internal/procscan"
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
+	"github.com/ocktools/pkcstok-migrate/plan"
+)
+
+// Options are the run-time inputs of apply and rollback that are not part of the plan.
+type Options struct {
+	Rand     io.Reader // nil = crypto/rand
+	ShmDir   string    // "" = /dev/shm
+	ProcRoot string    // "" = /proc
+	PIDFiles []string  // nil = procscan defaults
+
+	// Hook is called before each step with its name; an error stops the run there as if the
+	// step had failed. Tests use it for fault injection; production leaves it nil.
+	Hook func(step string) error
+	// Progress is told how many objects of how many are done.
+	Progress func(done, total int)
+
+	warn func(string) // collects warnings for the result
+}
+
+func (o *Options) hook(step string) error {
+	if o.Hook == nil {
+		return nil
+	}
+	if err := o.Hook(step); err != nil {
+		return plan.Errorf(plan.CodeIO, "step %s: %w", step, err)
+	}
+	return nil
+}
+
+// Run plans under the locks and executes the plan. When saved is not nil, the fresh plan
+// must have the same fingerprint (else stale_plan) and nothing else is taken from the
+// request but the PINs.
+func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
+	if saved != nil {
+		req.Slot, req.Datastore, req.Confdir = saved.Slot, saved.Datastore, saved.Confdir
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Reader
+	}
+	if o.ShmDir == "" {
+		o.ShmDir = "/dev/shm"
+	}
+	req.ProcRoot, req.PIDFiles = o.ProcRoot, o.PIDFiles
+
+	ds, _, unlock, warnings, err := begin(req, &o)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	recovered, err := recoverJournal(ds, o)
+	if err != nil {
+		return nil, err
+	}
+
+	p, insp, err := plan.MakeWithKeys(req)
+	if err != nil {
+		return nil, err
+	}
+	if insp.Keys != nil {
+		defer insp.Keys.Wipe()
+	}
+	if saved != nil && saved.Fingerprint != p.Fingerprint && !recovered {
+		return nil, &plan.Error{Code: plan.CodeStalePlan, Message: fmt.Sprintf("the plan was made from another state of %s or %s: plan again", p.Datastore, p.Conf),
+			Details: map[string]any{"plan_fingerprint": saved.Fingerprint, "current_fingerprint": p.Fingerprint}}
+	}
+	res, err := execute(p, insp, req, o)
+	if err != nil {
+		return nil, err
+	}
+	res.Warnings = append(res.Warnings, *warnings...)
+	return res, nil
+}
+
+// begin is what apply and rollback do first: find the paths (a look at the conf without
+// PINs; the real plan is made under the locks), take the locks, and refuse while pkcsslotd
+// or another process uses the repository. Warnings found on the way are collected in
+// *warnings; the caller must call unlock.
+func begin(req plan.Options, o *Options) (ds, confdir string, unlock func(), warnings *[]string, err error) {
+	if ds, confdir, err = resolvePaths(req); err != nil {
+		return "", "", nil, nil, err
+	}
+	if unlock, err = lockAll(confdir, ds); err != nil {
+		return "", "", nil, nil, err
+	}
+	warnings = &[]string{}
+	o.warn = func(w string) { *warnings = append(*warnings, w) }
+	err = o.hook("locked")
+	if err == nil {
+		err = checkNotInUse(ds, *o)
+	}
+	if err != nil {
+		unlock()
+		return "", "", nil, nil, err
+	}
+	return ds, confdir, unlock, warnings, nil
+}
+
+func resolvePaths(req plan.Options) (ds, confdir string, err error) {
+	if req.Confdir == "" {
+		return "", "", &plan.Error{Code: plan.CodeBadRequest, Field: "confdir", Message: "confdir is required"}
+	}
+	confdir, err = filepath.Abs(req.Confdir)
+	if err != nil {
+		return "", "", plan.Errorf(plan.CodeBadRequest, "confdir: %w", err)
+	}
+	ds = req.Datastore
+	if ds == "" {
+		cf, _, err := plan.ReadConf(confdir)
+		if err != nil {
+			return "", "", err
+		}
+		s, err := cf.Slot(uint64(req.Slot))
+		if err != nil {
+			if errors.Is(err, conf.ErrSlotNotFound) {
+				return "", "", plan.Errorf(plan.CodeSlotNotFound, "no slot %d: %w", req.Slot, err)
+			}
+			return "", "", plan.Errorf(plan.CodeConfInvalid, "slot %d: %w", req.Slot, err)
+		}
+		base := req.StateBase
+		if base == "" {
+			base = plan.DefaultStateBase
+		}
+		ds = s.RepositoryDir(base)
+	}
+	if ds, err = filepath.Abs(ds); err != nil {
+		return "", "", plan.Errorf(plan.CodeBadRequest, "datastore: %w", err)
+	}
+	return ds, confdir, nil
+}
+
+// lockAll takes flock on the conf directory (one migration per conf at a time, so two slots
+// cannot race on the conf) and on the repository directory. No lock file is created.
+func lockAll(confdir, ds string) (func(), error) {
+	var held []*repofs.Dir
+	release := func() {
+		for i := len(held) - 1; i >= 0; i-- {
+			held[i].Close()
+		}
+	}
+	for _, path := range []string{confdir, ds} {
+		d, err := repofs.OpenDir(path)
+		if err != nil {
+			release()
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, plan.Errorf(plan.CodeCorruptRepository, "%s does not exist: %w", path, err)
+			}
+			if errors.Is(err, repofs.ErrSymlink) {
+				return nil, plan.Errorf(plan.CodeCorruptRepository, "%s: refusing: %w", path, err)
+			}
+			return nil, plan.Errorf(plan.CodeIO, "open %s: %w", path, err)
+		}
+		if err := d.TryLock(); err != nil {
+			d.Close()
+			release()
+			if errors.Is(err, repofs.ErrLocked) {
+				return nil, &plan.Error{Code: plan.CodeLocked, Message: fmt.Sprintf("another pkcstok-migrate run holds %s", path), Err: err}
+			}
+			return nil, plan.Errorf(plan.CodeIO, "lock %s: %w", path, err)
+		}
+		held = append(held, d)
+	}
+	return release, nil
+}
+
+func checkNotInUse(ds string, o Options) error {
+	pids, err := procscan.SlotdRunning(o.ProcRoot, o.PIDFiles)
+	if err != nil || len(pids) > 0 {
+		msg := fmt.Sprintf("pkcsslotd is running (pid %v): stop it before migrating", pids)
+		if err != nil {
+			msg = fmt.Sprintf("cannot tell whether pkcsslotd runs (%v): taken as running", err)
+		}
+		return &plan.Error{Code: plan.CodeSlotdRunning, Message: msg, Details: map[string]any{"pids": pidList(pids)}, Err: err}
+	}
+	pids, err = procscan.Openers(o.ProcRoot, ds)
+	if err != nil && !errors.Is(err, procscan.ErrIncomplete) {
+		return plan.Errorf(plan.CodeIO, "scan processes for open files under %s: %w", ds, err)
+	}
+	if err != nil && o.warn != nil {
+		// Processes root cannot inspect (another user namespace, a hardened /proc) cannot be
+		// ruled out; pkcsslotd itself is checked separately and fails closed.
+		o.warn(fmt.Sprintf("could not check every process for open files under %s: %v", ds, err))
+	}
+	if len(pids) > 0 {
+		return &plan.Error{Code: plan.CodeRepositoryInUse, Message: fmt.Sprintf("processes %v hold files of %s open: stop them before migrating", pids, ds), Details: map[string]any{"pids": pidList(pids)}}
+	}
+	return nil
+}
+
+func pidList(p []int) []int {
+	if p == nil {
+		return []int{}
+	}
+	return p
+}
+
+func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (*Result, error) {
+	res := &Result{
+		Operation: "apply",
+		Slot:      p.Slot,
+		TokenType: p.TokenType,
+		Datastore: p.Datastore,
+		Conf:      p.Conf,
+		ConfDiff:  p.ConfDiff,
+		Warnings:  append([]string{}, p.Warnings...),
+		Steps:     []string{},
+		Verified:  true,
+	}
+	res.ObjectsTotal = p.Counts.Total
+	parent, base := filepath.Dir(p.Datastore), filepath.Base(p.Datastore)
+	pdir, err := repofs.OpenDir(parent)
+	if err != nil {
+		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", parent, err)
+	}
+	defer pdir.Close()
+
+	repoChange := p.Format == "old"
+	if p.Format == "mixed" {
+		return nil, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("%s mixes old and 3.12 files; refusing to guess", p.Datastore)}
+	}
+	confChange := insp.Edit.Action != "none"
+
+	if confChange {
+		if err := checkConfBackup(p.Confdir); err != nil {
+			return nil, err
+		}
+	}
+	if repoChange {
+		if req.SOPIN == nil || req.UserPIN == nil || insp.Keys == nil {
+			return nil, &plan.Error{Code: plan.CodeBadRequest, Field: "so_pin", Message: "the SO PIN and the user PIN are needed to migrate the repository"}
+		}
+		if _, err := pdir.Lstat(base + plan.SuffixBak); err == nil {
+			return nil, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("datastore backup %s already exists: remove it before migrating", p.Datastore+plan.SuffixBak)}
+		}
+		gid, err := repofs.LookupGroup(p.UserGroup)
+		if err != nil {
+			return nil, plan.Errorf(plan.CodeGroupNotFound, "token group %q: %w", p.UserGroup, err)
+		}
+		if err := migrateRepository(p, insp, req, o, pdir, base, repofs.Perm{GID: gid}, res); err != nil {
+			return nil, err
+		}
+	}
+	if repoChange || confChange {
+		removeShm(p.Datastore, o)
+		res.Steps = append(res.Steps, "remove_shm")
+	}
+	if confChange {
+		if err := o.hook("conf_edit"); err != nil {
+			return nil, err
+		}
+		if _, err := conf.WriteIfUnchanged(p.Confdir, insp.Conf, insp.Edit.Content, o.Hook); err != nil {
+			if errors.Is(err, conf.ErrBackupExists) {
+				return nil, plan.Errorf(plan.CodeBackupExists, "%w", err)
+			}
+			if errors.Is(err, conf.ErrConfChanged) {
+				return nil, plan.Errorf(plan.CodeStalePlan, "%s changed during the run (the repository is migrated; run apply again): %w", p.Conf, err)
+			}
+			return nil, plan.Errorf(plan.CodeIO, "update %s (the repository is migrated; run apply again): %w", p.Conf, err)
+		}
+		res.ConfChanged = true
+		res.Steps = append(res.Steps, "conf_edit")
+	}
+	res.Changed = repoChange || confChange
+	res.Backup = backups(p)
+
+	// Nothing written: the plan's fingerprint, taken under the same locks, is the state.
+	res.Fingerprint = p.Fingerprint
+	if res.Changed {
+		fp, err := fingerprintNow(p.Datastore, p.Confdir)
+		if err != nil {
+			return nil, err
+		}
+		res.Fingerprint = fp
+	}
+	return res, nil
+}
+
+func backups(p *plan.Plan) *Backup {
+	b := &Backup{}
+	if _, err := os.Lstat(p.Datastore + plan.SuffixBak); err == nil {
+		b.Datastore = p.Datastore + plan.SuffixBak
+	}
+	if _, err := os.Lstat(filepath.Join(p.Confdir, plan.ConfBakName)); err == nil {
+		b.Conf = filepath.Join(p.Confdir, plan.ConfBakName)
+	}
+	if b.Datastore == "" && b.Conf == "" {
+		return nil
+	}
+	return b
+}
