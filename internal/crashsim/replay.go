@@ -10,7 +10,7 @@ import (
 // Options describe the traced process and the part of the file system the model covers.
 type Options struct {
 	Root  string // absolute, clean path of the directory the model covers
-	Umask uint32 // the process's umask (new files get mode &^ umask)
+	Umask uint32 // the process's umask at the start (new files get mode &^ umask; umask calls change it)
 	UID   int    // owner of files the process creates
 	GID   int    // group of files the process creates (unless the directory is setgid)
 }
@@ -296,6 +296,18 @@ func (r *replayer) call(c *Call) error {
 		}
 		f.off = c.Ret
 		return nil
+	case "read", "readv", "preadv2":
+		return r.read(c, name)
+	case "umask":
+		if err := argN(c, 1); err != nil {
+			return err
+		}
+		m, err := c.Args[0].Int()
+		if err != nil {
+			return err
+		}
+		r.o.Umask = uint32(m) & 0o777
+		return nil
 	case "write", "pwrite64", "writev", "pwritev", "pwritev2":
 		return r.write(c, name)
 	case "ftruncate", "truncate":
@@ -533,7 +545,7 @@ func (r *replayer) write(c *Call, name string) error {
 		return fmt.Errorf("strace printed %d of %d bytes written (raise -s): %w", len(data), c.Ret, errUnsupported)
 	}
 	data = append([]byte(nil), data[:c.Ret]...)
-	var off int64
+	off := int64(-1)
 	switch name {
 	case "pwrite64", "pwritev", "pwritev2":
 		if err := argN(c, 4); err != nil {
@@ -542,11 +554,8 @@ func (r *replayer) write(c *Call, name string) error {
 		if off, err = c.Args[3].Int(); err != nil {
 			return err
 		}
-	default:
-		if f.read && f.write {
-			// Reads move the offset too and are not traced.
-			return fmt.Errorf("write through a read-write descriptor: %w", errUnsupported)
-		}
+	}
+	if off < 0 { // write, writev, and pwritev2 at offset -1: the descriptor's offset
 		off = f.off
 		if f.append {
 			off = int64(len(n.data))
@@ -554,6 +563,29 @@ func (r *replayer) write(c *Call, name string) error {
 		f.off = off + c.Ret
 	}
 	return r.emit(Op{Kind: OpWrite, Line: c.Line, Call: name, Ino: f.ino, Off: off, Data: data, Path: r.rel(target{ino: f.ino})})
+}
+
+// read moves the offset of a descriptor a later write may use. Reads are traced raw (strace
+// -e raw=read,readv,preadv2): only the descriptor and the count are printed, never the
+// buffer, so no secret the process reads (a PIN on standard input) reaches the trace.
+func (r *replayer) read(c *Call, name string) error {
+	if err := argN(c, 3); err != nil {
+		return err
+	}
+	f, err := r.fd(c.Args[0])
+	if err != nil || f.ino < 0 {
+		return err
+	}
+	if name == "preadv2" {
+		if err := argN(c, 4); err != nil {
+			return err
+		}
+		if off, err := c.Args[3].Int(); err != nil || off != -1 {
+			return err // at an explicit offset: the descriptor's does not move
+		}
+	}
+	f.off += c.Ret
+	return nil
 }
 
 // iovecData joins the buffers of a printed iovec array.

@@ -332,11 +332,17 @@ func unescape(s string) ([]byte, error) {
 }
 
 // Int parses the argument as an integer: decimal, 0x hexadecimal or 0-prefixed octal (the
-// way strace prints modes), with an optional minus sign.
+// way strace prints modes), with an optional minus sign; an unsigned 64-bit value (strace
+// -e raw) wraps to its two's-complement meaning.
 func (a Arg) Int() (int64, error) {
 	v, err := strconv.ParseInt(a.Text, 0, 64)
 	if err != nil {
-		return 0, fmt.Errorf("argument %.40q is not a number", a.Text)
+		// strace -e raw prints a negative argument as its 64-bit two's complement.
+		u, uerr := strconv.ParseUint(a.Text, 0, 64)
+		if uerr != nil {
+			return 0, fmt.Errorf("argument %d bytes long is not a number", len(a.Text))
+		}
+		v = int64(u)
 	}
 	return v, nil
 }
