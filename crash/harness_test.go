@@ -378,16 +378,20 @@ func (h *harness) run(fx *fixture, bin string, stdin []byte, args ...string) (*r
 }
 
 // tracedCalls are the calls strace records: everything that may change a file system or
-// make it durable, and what it takes to follow descriptors. Calls the model does not follow
-// are recorded too, so that crashsim refuses a trace that uses them inside the root.
+// make it durable, and what it takes to follow descriptors and their offsets. Calls the
+// model does not follow are recorded too, so that crashsim refuses a trace that uses them
+// inside the root. Reads are recorded raw (rawCalls): descriptor and count, never the
+// buffer, so the PINs the binary reads never reach the trace.
 var tracedCalls = strings.Join([]string{
-	"openat", "open", "creat", "close", "dup", "dup2", "dup3", "fcntl", "lseek",
+	"openat", "open", "creat", "close", "dup", "dup2", "dup3", "fcntl", "lseek", "read", "readv", "preadv2", "umask",
 	"write", "pwrite64", "writev", "pwritev", "pwritev2", "ftruncate", "truncate",
 	"mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "rename", "renameat", "renameat2",
 	"link", "linkat", "symlink", "symlinkat", "mknod", "mknodat",
 	"chmod", "fchmod", "fchmodat", "chown", "lchown", "fchown", "fchownat",
 	"fallocate", "copy_file_range", "sendfile", "fsync", "fdatasync", "syncfs", "sync",
 }, ",")
+
+const rawCalls = "read,readv,preadv2"
 
 // trace runs operation op on the tree below root under strace and replays the trace. The
 // model's final tree must be what the binary really left, or nothing built from it counts.
@@ -399,7 +403,7 @@ func (h *harness) trace(fx *fixture, bin, op, root string) (*crashsim.Sim, *resu
 	tf := filepath.Join(h.dir, fmt.Sprintf("trace-%d.txt", h.seq.Add(1)))
 	defer os.Remove(tf) // write buffers: key material
 	stdin, args := fx.command(op, root)
-	sargs := append([]string{"-f", "-y", "-xx", "-s", "1048576", "-o", tf, "-e", "trace=" + tracedCalls, "--", bin}, args...)
+	sargs := append([]string{"-f", "-y", "-xx", "-s", "1048576", "-o", tf, "-e", "trace=" + tracedCalls, "-e", "raw=" + rawCalls, "--", bin}, args...)
 	r, err := h.run(fx, "strace", stdin, sargs...)
 	if err != nil {
 		return nil, nil, err
