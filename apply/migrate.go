@@ -47,8 +47,10 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 		return plan.Errorf(plan.CodeCorruptRepository, "new keys: %w", err)
 	}
 	defer up.Keys.Wipe()
-	rc := newReencrypter(p, insp.Keys, up.Keys, o)
-	if err := repofs.CopyTreeWith(src, pdir, tmpName, perm, repofs.CopyOptions{Transform: rc.transform, Workers: copyWorkers()}); err != nil {
+	rc := newReencrypter(p, insp.Keys, up, o)
+	dst := plan.NewFingerprint()
+	copyOpts := repofs.CopyOptions{Transform: rc.transform, Verify: rc.verify, DstDigest: dst, Workers: copyWorkers(o)}
+	if err := repofs.CopyTreeWith(src, pdir, tmpName, perm, copyOpts); err != nil {
 		var pe *plan.Error
 		if errors.As(err, &pe) {
 			return pe
@@ -58,31 +60,20 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 		}
 		return plan.Errorf(plan.CodeIO, "copy %s: %w", p.Datastore, err)
 	}
-	sums, migrated, err := rc.result()
+	migrated, err := rc.result()
 	if err != nil {
 		return err
 	}
-	res.Steps = append(res.Steps, "copy")
+	// The working copy is what its digest says; after the exchange it is the repository.
+	res.treeDigest = dst
+	res.Steps = append(res.Steps, "copy", "write_keys")
+	res.ObjectsMigrated = migrated
+	res.Steps = append(res.Steps, "reencrypt")
 	tmp, err := pdir.OpenSubdir(tmpName)
 	if err != nil {
 		return plan.Errorf(plan.CodeIO, "open working copy: %w", err)
 	}
 	defer tmp.Close()
-	for _, f := range []struct {
-		name string
-		data []byte
-	}{{"NVTOK.DAT", up.NVToken}, {"MK_SO", up.MKSO}, {"MK_USER", up.MKUser}} {
-		if err := o.hook("write " + f.name); err != nil {
-			return err
-		}
-		if err := tmp.WriteFile(f.name, f.data, perm); err != nil {
-			return plan.Errorf(plan.CodeIO, "write %s: %w", f.name, err)
-		}
-	}
-	res.Steps = append(res.Steps, "write_keys")
-
-	res.ObjectsMigrated = migrated
-	res.Steps = append(res.Steps, "reencrypt")
 
 	if err := o.hook("sync"); err != nil {
 		return err
@@ -92,10 +83,8 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	if err := syncTree(tmp); err != nil {
 		return plan.Errorf(plan.CodeIO, "sync working copy: %w", err)
 	}
+	// Every file was verified from the bytes read back as it was written (rc.verify).
 	if err := o.hook("verify"); err != nil {
-		return err
-	}
-	if err := verify(p, tmp, up, sums); err != nil {
 		return err
 	}
 	res.Steps = append(res.Steps, "verify")
@@ -179,7 +168,10 @@ func syncTree(d *repofs.Dir) error {
 	return d.Sync()
 }
 
-// copyWorkers is how many files the working copy creates at once: creating a file is
-// system-call bound (the kernel, not this process, is busy), so a couple of files per core
-// are in flight.
-func copyWorkers() int { return 2 * runtime.GOMAXPROCS(0) }
+// copyWorkers is how many files the working copy reads, re-encrypts and writes at once.
+func copyWorkers(o Options) int {
+	if o.Workers > 0 {
+		return o.Workers
+	}
+	return runtime.GOMAXPROCS(0)
+}

@@ -9,30 +9,39 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/ocktools/pkcstok-migrate/internal/parallel"
-	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 )
 
-// reencrypter turns the objects of the plan into their 3.12 files while CopyTreeWith copies
-// them, spread over the copy's workers, and keeps the SHA-256 of each object's clear bytes
-// (in plan order) for verify.
+// reencrypter turns the repository into its 3.12 form while repofs.CopyTreeWith copies it,
+// spread over the copy's workers: NVTOK.DAT, MK_SO and MK_USER become the new key files, the
+// objects of the plan are re-encrypted, everything else is copied as it is. It keeps the
+// SHA-256 of each object's clear bytes (in plan order) and checks every file from the bytes
+// read back through the descriptor it was written with (verify): the key files must be
+// exactly what was written, and every object must decrypt with the new master key to the
+// clear bytes it had before.
 type reencrypter struct {
 	p                *plan.Plan
+	up               *tokens.Upgrade
 	order            tokens.ByteOrder // the repository's, from the plan
 	oldKeys, newKeys *tokens.Keys
 	o                Options
 	byName           []int32 // indexes of p.Objects sorted by file name
 	sums             [][32]byte
-	done             []bool
+	done             []bool // transformed
+	checked          []bool // verified after writing
+	keyFiles         [3]atomic.Bool
 	migrated         atomic.Int64
 	progress         atomic.Int64
 }
 
-func newReencrypter(p *plan.Plan, oldKeys, newKeys *tokens.Keys, o Options) *reencrypter {
+// keyFiles are the files the Upgrade replaces, in reencrypter.keyFiles order.
+var keyFiles = [3]string{tokens.FileNVTok, tokens.FileMKSO, tokens.FileMKUser}
+
+func newReencrypter(p *plan.Plan, oldKeys *tokens.Keys, up *tokens.Upgrade, o Options) *reencrypter {
 	n := len(p.Objects)
-	r := &reencrypter{p: p, order: planOrder(p), oldKeys: oldKeys, newKeys: newKeys, o: o, byName: make([]int32, n), sums: make([][32]byte, n), done: make([]bool, n)}
+	r := &reencrypter{p: p, up: up, order: planOrder(p), oldKeys: oldKeys, newKeys: up.Keys, o: o,
+		byName: make([]int32, n), sums: make([][32]byte, n), done: make([]bool, n), checked: make([]bool, n)}
 	for i := range r.byName {
 		r.byName[i] = int32(i)
 	}
@@ -40,16 +49,56 @@ func newReencrypter(p *plan.Plan, oldKeys, newKeys *tokens.Keys, o Options) *ree
 	return r
 }
 
-// transform is the CopyOptions.Transform of the working copy: objects listed in OBJ.IDX are
-// re-encrypted, every other file is copied as it is.
-func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
+// keyFile is the new content of rel when it is one of the key files.
+func (r *reencrypter) keyFile(rel string) (int, []byte, bool) {
+	for i, f := range keyFiles {
+		if rel == f {
+			return i, [][]byte{r.up.NVToken, r.up.MKSO, r.up.MKUser}[i], true
+		}
+	}
+	return 0, nil, false
+}
+
+// object returns the first index in byName of the plan's entries for name (OBJ.IDX may list
+// a name twice: all its entries follow), or false when the plan does not list it.
+func (r *reencrypter) object(rel string) (string, int, bool) {
 	name, ok := strings.CutPrefix(rel, "TOK_OBJ/")
 	if !ok || strings.Contains(name, "/") {
-		return data, nil
+		return "", 0, false
 	}
 	objs := r.p.Objects
 	k := sort.Search(len(r.byName), func(k int) bool { return objs[r.byName[k]].File >= name })
 	if k == len(r.byName) || objs[r.byName[k]].File != name {
+		return "", 0, false
+	}
+	return name, k, true
+}
+
+// transform is the CopyOptions.Transform of the working copy.
+func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
+	if i, content, ok := r.keyFile(rel); ok {
+		if err := r.o.hook("write " + rel); err != nil {
+			return nil, err
+		}
+		r.keyFiles[i].Store(true)
+		return content, nil
+	}
+	if rel == tokens.FileIndex {
+		// The plan's objects are OBJ.IDX's names, read under the same locks; a different
+		// OBJ.IDX now means the repository changed under the run.
+		if names := tokens.ParseIndex(data); len(names) != len(r.p.Objects) {
+			return nil, plan.Errorf(plan.CodeStalePlan, "OBJ.IDX lists %d objects, the plan %d: the repository changed during the run", len(names), len(r.p.Objects))
+		} else {
+			for i, n := range names {
+				if n != r.p.Objects[i].File {
+					return nil, plan.Errorf(plan.CodeStalePlan, "OBJ.IDX entry %d is %q, the plan's %q: the repository changed during the run", i+1, n, r.p.Objects[i].File)
+				}
+			}
+		}
+		return data, nil
+	}
+	name, k, ok := r.object(rel)
+	if !ok {
 		return data, nil // not listed in OBJ.IDX: copied as it is
 	}
 	if err := r.o.hook("object " + name); err != nil {
@@ -64,6 +113,7 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 		return nil, plan.Errorf(code, "object %s: %w", name, err)
 	}
 	sum := sha256.Sum256(clear)
+	objs := r.p.Objects
 	// A name OBJ.IDX lists twice is one file: every entry gets its sum.
 	for ; k < len(r.byName) && objs[r.byName[k]].File == name; k++ {
 		i := r.byName[k]
@@ -79,15 +129,60 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 	return out, nil
 }
 
-// result hands back the sums once the copy is done; an object of the plan the copy never
-// met (its file vanished) is an error.
-func (r *reencrypter) result() ([][32]byte, int, error) {
-	for i, d := range r.done {
-		if !d {
-			return nil, 0, plan.Errorf(plan.CodeCorruptRepository, "object %s of OBJ.IDX was not found while copying", r.p.Objects[i].File)
+func (r *reencrypter) fail(format string, args ...any) error {
+	return &plan.Error{Code: plan.CodeVerifyFailed, Message: "verification of the working copy failed, nothing was switched: " + fmt.Sprintf(format, args...)}
+}
+
+// verify is the CopyOptions.Verify of the working copy: written is what the new file holds,
+// read back through the descriptor it was written with, before it is closed.
+func (r *reencrypter) verify(rel string, written []byte) error {
+	if i, content, ok := r.keyFile(rel); ok {
+		if !bytes.Equal(written, content) {
+			return r.fail("%s differs from what was written", keyFiles[i])
+		}
+		return nil
+	}
+	name, k, ok := r.object(rel)
+	if !ok {
+		return nil // copied as it is; the copy compared the bytes read back already
+	}
+	obj, err := tokens.DecodeObjectOrder(name, written, r.order, r.newKeys)
+	switch {
+	case err != nil:
+		return r.fail("object %s: %v", name, err)
+	case obj.Format != tokens.Format312:
+		return r.fail("object %s: not in the 3.12 format", name)
+	}
+	sum := sha256.Sum256(obj.Clear)
+	objs := r.p.Objects
+	for ; k < len(r.byName) && objs[r.byName[k]].File == name; k++ {
+		i := r.byName[k]
+		if !r.done[i] || sum != r.sums[i] {
+			return r.fail("object %s: clear bytes differ from the original's", name)
+		}
+		r.checked[i] = true
+	}
+	return nil
+}
+
+// result hands back the number of objects re-encrypted once the copy is done. An object of
+// the plan the copy never met (its file vanished) or never verified, or a key file it never
+// wrote, is an error.
+func (r *reencrypter) result() (int, error) {
+	for i := range r.done {
+		if !r.done[i] {
+			return 0, plan.Errorf(plan.CodeCorruptRepository, "object %s of OBJ.IDX was not found while copying", r.p.Objects[i].File)
+		}
+		if !r.checked[i] {
+			return 0, r.fail("object %s was not read back", r.p.Objects[i].File)
 		}
 	}
-	return r.sums, int(r.migrated.Load()), nil
+	for i := range r.keyFiles {
+		if !r.keyFiles[i].Load() {
+			return 0, plan.Errorf(plan.CodeCorruptRepository, "%s was not found while copying", keyFiles[i])
+		}
+	}
+	return int(r.migrated.Load()), nil
 }
 
 // planOrder is the repository byte order the plan found ("any": nothing depends on it).
@@ -97,60 +192,4 @@ func planOrder(p *plan.Plan) tokens.ByteOrder {
 		return tokens.OrderUnknown
 	}
 	return o
-}
-
-// verify re-reads the working copy with the 3.12 reader: the key files are the ones written
-// and every object decrypts to exactly the clear bytes it had before.
-func verify(p *plan.Plan, tmp *repofs.Dir, up *tokens.Upgrade, sums [][32]byte) error {
-	fail := func(format string, args ...any) error {
-		return &plan.Error{Code: plan.CodeVerifyFailed, Message: "verification of the working copy failed, nothing was switched: " + fmt.Sprintf(format, args...)}
-	}
-	repo, err := tokens.Load(tmp)
-	if err != nil {
-		return fail("%v", err)
-	}
-	if repo.NV.Format != tokens.Format312 {
-		return fail("NVTOK.DAT is not in the 3.12 format")
-	}
-	for _, f := range []struct {
-		name      string
-		got, want []byte
-	}{{"MK_SO", repo.MKSO, up.MKSO}, {"MK_USER", repo.MKUser, up.MKUser}} {
-		if !bytes.Equal(f.got, f.want) {
-			return fail("%s differs from what was written", f.name)
-		}
-	}
-	nv, err := tmp.ReadFile("NVTOK.DAT")
-	if err != nil || !bytes.Equal(nv, up.NVToken) {
-		return fail("NVTOK.DAT differs from what was written")
-	}
-	if len(repo.Index) != len(p.Objects) {
-		return fail("OBJ.IDX lists %d objects, the plan %d", len(repo.Index), len(p.Objects))
-	}
-	if len(p.Objects) == 0 {
-		return nil
-	}
-	objDir, err := tmp.OpenSubdir("TOK_OBJ")
-	if err != nil {
-		return fail("%v", err)
-	}
-	defer objDir.Close()
-	order := planOrder(p)
-	return parallel.For(len(p.Objects), func(i int) error {
-		name := p.Objects[i].File
-		data, err := objDir.ReadFile(name)
-		if err != nil {
-			return fail("object %s: %v", name, err)
-		}
-		obj, err := tokens.DecodeObjectOrder(name, data, order, up.Keys)
-		switch {
-		case err != nil:
-			return fail("object %s: %v", name, err)
-		case obj.Format != tokens.Format312:
-			return fail("object %s: not in the 3.12 format", name)
-		case sha256.Sum256(obj.Clear) != sums[i]:
-			return fail("object %s: clear bytes differ from the original's", name)
-		}
-		return nil
-	})
 }

@@ -30,6 +30,8 @@ type Options struct {
 	Hook func(step string) error
 	// Progress is told how many objects of how many are done.
 	Progress func(done, total int)
+	// Workers is how many files the working copy handles at once (0: one per core).
+	Workers int
 
 	warn func(string) // collects warnings for the result
 }
@@ -280,8 +282,17 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 	res.Backup = backups(p)
 
 	// Nothing written: the plan's fingerprint, taken under the same locks, is the state.
+	// A migrated repository is the working copy, whose digest the copy computed from what
+	// it wrote: the fingerprint needs no second reading of it.
 	res.Fingerprint = p.Fingerprint
-	if res.Changed {
+	switch {
+	case res.treeDigest != nil:
+		newConf := insp.Conf
+		if res.ConfChanged {
+			newConf = insp.Edit.Content
+		}
+		res.Fingerprint = plan.FinishFingerprint(res.treeDigest, newConf)
+	case res.Changed:
 		fp, err := fingerprintNow(p.Datastore, p.Confdir)
 		if err != nil {
 			return nil, err

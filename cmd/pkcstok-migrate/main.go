@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 )
 
 // env is what the command reads from and writes to, so tests can run it in-process.
@@ -32,6 +33,12 @@ type env struct {
 }
 
 func main() {
+	// The repository rule wants files 0660 (token-format.md §1.4): a umask that keeps the
+	// group's read and write bits lets apply create each file with its final mode instead
+	// of one fchmod per file. Only those bits are released; what the umask says of others
+	// stays.
+	old := syscall.Umask(0o077)
+	syscall.Umask(old &^ 0o660)
 	e := &env{args: os.Args, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, euid: os.Geteuid()}
 	os.Exit(run(e))
 }

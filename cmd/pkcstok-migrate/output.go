@@ -28,11 +28,18 @@ type output struct {
 
 	mu  sync.Mutex
 	bar *progressbar.ProgressBar
+
+	ttyOnce sync.Once
+	tty     bool
 }
 
+// stderrTTY reports whether stderr is a terminal, asked once (progress asks for every object).
 func (o *output) stderrTTY() bool {
-	f, ok := o.e.stderr.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+	o.ttyOnce.Do(func() {
+		f, ok := o.e.stderr.(*os.File)
+		o.tty = ok && term.IsTerminal(int(f.Fd()))
+	})
+	return o.tty
 }
 
 func (o *output) warn(msg string) {

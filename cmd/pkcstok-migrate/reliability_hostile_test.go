@@ -249,10 +249,14 @@ func (h *harness) testHostile(t *testing.T) {
 			symlinkTo(t, filepath.Join(o, "journal"), tk.ds+plan.SuffixJournal)
 			return nil
 		}, refused, false},
+		// Beside the untouched original, a journal that cannot be read belongs to a run that
+		// never exchanged (the exchange waits for a durable journal): it is dropped and the
+		// migration goes on (crash/testdata/states/good_apply_journal_created_not_written).
+		// Beside a switched repository it is refused (fail_apply_exchanged_with_empty_journal).
 		{"journal_garbage", func(t *testing.T, tk *token, o string) map[string]any {
 			os.WriteFile(tk.ds+plan.SuffixJournal, []byte("\x00garbage{"), 0o600)
 			return nil
-		}, corrupt, false},
+		}, corrupt, true},
 		{"conf_symlink", func(t *testing.T, tk *token, o string) map[string]any {
 			moveOutAndLink(t, filepath.Join(tk.confdir, plan.ConfName), o)
 			return nil

@@ -41,8 +41,9 @@ type CopyOptions struct {
 	// several goroutines at once.
 	Transform func(rel string, data []byte) ([]byte, error)
 	// Verify, when not nil, is given each file's path and the bytes read back from the new
-	// file (through the descriptor it was written with, before it is closed); an error stops
-	// the copy like a Transform error.
+	// file (through the descriptor it was written with, before it is closed), after the copy
+	// checked that they are the bytes it wrote; an error stops the copy like a Transform
+	// error.
 	Verify func(rel string, written []byte) error
 	// SrcDigest and DstDigest, when not nil, receive what TreeDigest would write for the
 	// source and for the finished copy, without reading either again.
@@ -256,10 +257,14 @@ func (c *copier) fillFile(fd int, rel, dp string, out []byte) error {
 	if c.o.Verify == nil {
 		return nil
 	}
-	back := make([]byte, len(out)+1) // one byte more: a longer file shows
+	// The file was created here (O_EXCL) and written once: its length is len(out).
+	back := make([]byte, len(out))
 	n, err := preadFull(fd, back)
 	if err != nil {
 		return pathErr("read back", dp, err)
+	}
+	if !bytes.Equal(back[:n], out) {
+		return fmt.Errorf("copy %s: the %d bytes read back differ from the %d written: %w", rel, n, len(out), ErrChanged)
 	}
 	if err := c.o.Verify(rel, back[:n]); err != nil {
 		return fmt.Errorf("copy %s: %w", rel, err)
