@@ -2,6 +2,7 @@ package apply
 
 import (
 	"errors"
+	"hash"
 	"io/fs"
 	"runtime"
 
@@ -50,6 +51,11 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	rc := newReencrypter(p, insp.Keys, up, o)
 	dst := plan.NewFingerprint()
 	copyOpts := repofs.CopyOptions{Transform: rc.transform, Verify: rc.verify, DstDigest: dst, Workers: copyWorkers(o)}
+	var srcDigest hash.Hash
+	if insp.ObjectsUnread {
+		srcDigest = plan.NewFingerprint()
+		copyOpts.SrcDigest = srcDigest
+	}
 	if err := repofs.CopyTreeWith(src, pdir, tmpName, perm, copyOpts); err != nil {
 		var pe *plan.Error
 		if errors.As(err, &pe) {
@@ -63,6 +69,11 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	migrated, err := rc.result()
 	if err != nil {
 		return err
+	}
+	if insp.ObjectsUnread {
+		if err := checkUnread(p, insp, o, srcDigest, rc, res); err != nil {
+			return err
+		}
 	}
 	// The working copy is what its digest says; after the exchange it is the repository.
 	res.treeDigest = dst
@@ -174,4 +185,23 @@ func copyWorkers(o Options) int {
 		return o.Workers
 	}
 	return runtime.GOMAXPROCS(0)
+}
+
+// checkUnread does, after the copy, what the plan did not do because it read no object
+// (plan.Options.ObjectsUnread): the fingerprint of what the copy read, against a saved plan's;
+// the byte order over every object; the counts.
+func checkUnread(p *plan.Plan, insp *plan.Inspection, o Options, srcDigest hash.Hash, rc *reencrypter, res *Result) error {
+	p.Fingerprint = plan.FinishFingerprint(srcDigest, insp.Conf)
+	if o.wantFingerprint != "" && o.wantFingerprint != p.Fingerprint {
+		return staleError(p, o.wantFingerprint, p.Fingerprint)
+	}
+	order, why, err := tokens.DecideOrder(insp.NVOrder, rc.evidence)
+	if err != nil {
+		return plan.Errorf(plan.CodeByteOrder, "repository %s: %w", p.Datastore, err)
+	}
+	before := len(p.Warnings)
+	plan.SetByteOrder(p, order, why)
+	res.Warnings = append(res.Warnings, p.Warnings[before:]...)
+	p.Counts = rc.counts()
+	return nil
 }

@@ -30,6 +30,8 @@ type reencrypter struct {
 	sums             [][32]byte
 	done             []bool // transformed
 	checked          []bool // verified after writing
+	private          []bool
+	evidence         []tokens.Evidence // byte-order evidence of each object, in plan order
 	keyFiles         [3]atomic.Bool
 	migrated         atomic.Int64
 	progress         atomic.Int64
@@ -41,7 +43,8 @@ var keyFiles = [3]string{tokens.FileNVTok, tokens.FileMKSO, tokens.FileMKUser}
 func newReencrypter(p *plan.Plan, oldKeys *tokens.Keys, up *tokens.Upgrade, o Options) *reencrypter {
 	n := len(p.Objects)
 	r := &reencrypter{p: p, up: up, order: planOrder(p), oldKeys: oldKeys, newKeys: up.Keys, o: o,
-		byName: make([]int32, n), sums: make([][32]byte, n), done: make([]bool, n), checked: make([]bool, n)}
+		byName: make([]int32, n), sums: make([][32]byte, n), done: make([]bool, n), checked: make([]bool, n),
+		private: make([]bool, n), evidence: make([]tokens.Evidence, n)}
 	for i := range r.byName {
 		r.byName[i] = int32(i)
 	}
@@ -104,7 +107,7 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 	if err := r.o.hook("object " + name); err != nil {
 		return nil, err
 	}
-	out, clear, changed, err := tokens.ReencryptObjectOrder(name, data, r.order, r.oldKeys, r.newKeys, r.o.Rand)
+	re, err := tokens.Reencrypt(name, data, r.order, r.oldKeys, r.newKeys, r.o.Rand)
 	if err != nil {
 		code := plan.CodeCorruptRepository
 		if errors.Is(err, tokens.ErrByteOrder) {
@@ -112,21 +115,39 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 		}
 		return nil, plan.Errorf(code, "object %s: %w", name, err)
 	}
-	sum := sha256.Sum256(clear)
+	if !re.Changed {
+		// The repository is old (NVTOK.DAT): an object already in the 3.12 format means a
+		// mixed repository, which the plan refuses too.
+		return nil, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("%s mixes old and 3.12 files (TOK_OBJ/%s is already 3.12); refusing to guess", r.p.Datastore, name)}
+	}
+	sum := sha256.Sum256(re.Clear)
 	objs := r.p.Objects
 	// A name OBJ.IDX lists twice is one file: every entry gets its sum.
 	for ; k < len(r.byName) && objs[r.byName[k]].File == name; k++ {
 		i := r.byName[k]
 		r.sums[i], r.done[i] = sum, true
+		r.private[i], r.evidence[i] = re.Object.Private, re.Object.OrderEvidence
 		if r.o.Progress != nil {
 			r.o.Progress(int(r.progress.Add(1)), len(objs))
 		}
 	}
-	if !changed {
-		return data, nil
-	}
 	r.migrated.Add(1)
-	return out, nil
+	return re.Out, nil
+}
+
+// counts sums up the objects as the plan would have.
+func (r *reencrypter) counts() plan.Counts {
+	c := plan.Counts{Total: len(r.private)}
+	for _, priv := range r.private {
+		if priv {
+			c.Private++
+			c.Reencrypt++
+		} else {
+			c.Public++
+			c.RewrapHeader++
+		}
+	}
+	return c
 }
 
 func (r *reencrypter) fail(format string, args ...any) error {

@@ -33,6 +33,8 @@ type Options struct {
 	// Workers is how many files the working copy handles at once (0: one per core).
 	Workers int
 
+	wantFingerprint string // a saved plan's, which the copy checks when the plan read no object
+
 	warn func(string) // collects warnings for the result
 }
 
@@ -71,16 +73,29 @@ func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
 		return nil, err
 	}
 
-	p, insp, err := plan.MakeWithKeys(req)
+	// The plan made here, under the locks, reads no object of an old-format repository: the
+	// copy reads each once, and checks and fingerprints what a scan would (each object
+	// decodes, none is 3.12 already, the byte order, the saved plan's fingerprint) before
+	// anything is switched. A 3.12 repository is scanned, private objects left encrypted.
+	scan := req
+	scan.PrivateUnread = true
+	scan.ObjectsUnread = saved == nil || saved.Format == "old"
+	p, insp, err := plan.MakeWithKeys(scan)
 	if err != nil {
 		return nil, err
 	}
 	if insp.Keys != nil {
 		defer insp.Keys.Wipe()
 	}
-	if saved != nil && saved.Fingerprint != p.Fingerprint && !recovered {
-		return nil, &plan.Error{Code: plan.CodeStalePlan, Message: fmt.Sprintf("the plan was made from another state of %s or %s: plan again", p.Datastore, p.Conf),
-			Details: map[string]any{"plan_fingerprint": saved.Fingerprint, "current_fingerprint": p.Fingerprint}}
+	if saved != nil && !recovered {
+		if insp.ObjectsUnread {
+			if saved.Counts.Total != p.Counts.Total {
+				return nil, staleError(p, saved.Fingerprint, fmt.Sprintf("OBJ.IDX lists %d objects, the plan %d", p.Counts.Total, saved.Counts.Total))
+			}
+			o.wantFingerprint = saved.Fingerprint // checked by the copy
+		} else if saved.Fingerprint != p.Fingerprint {
+			return nil, staleError(p, saved.Fingerprint, p.Fingerprint)
+		}
 	}
 	res, err := execute(p, insp, req, o)
 	if err != nil {
@@ -88,6 +103,13 @@ func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
 	}
 	res.Warnings = append(res.Warnings, *warnings...)
 	return res, nil
+}
+
+// staleError refuses a saved plan made from another state; current is the current
+// fingerprint, or what differs when it is not known yet.
+func staleError(p *plan.Plan, saved, current string) error {
+	return &plan.Error{Code: plan.CodeStalePlan, Message: fmt.Sprintf("the plan was made from another state of %s or %s: plan again", p.Datastore, p.Conf),
+		Details: map[string]any{"plan_fingerprint": saved, "current_fingerprint": current}}
 }
 
 // begin is what apply and rollback do first: find the paths (a look at the conf without

@@ -48,6 +48,17 @@ type Options struct {
 	StateBase string   // "" = DefaultStateBase
 	ProcRoot  string   // "" = "/proc"
 	PIDFiles  []string // nil = procscan defaults
+
+	// PrivateUnread leaves private objects encrypted while scanning (their class, label and
+	// id stay unknown) although the PINs are given and checked: apply's own plan, whose copy
+	// decrypts each private object anyway, so that it is decrypted once, not twice.
+	PrivateUnread bool
+	// ObjectsUnread is apply's plan of an old-format repository: the objects are not read at
+	// all, because the copy reads each of them once and checks everything a scan would
+	// (format, byte order, each object decoding) and computes the fingerprint. Objects then
+	// holds OBJ.IDX's names only, Fingerprint is empty and Inspection.ObjectsUnread is set.
+	// Ignored for a 3.12 repository, which is scanned as usual.
+	ObjectsUnread bool
 }
 
 // Make reads the state and returns the plan. It never writes.
@@ -62,6 +73,11 @@ type Inspection struct {
 	Keys *tokens.Keys
 	Edit *conf.Edit
 	Conf []byte // the conf bytes the edit was made from
+	// ObjectsUnread: the objects were not read (Options.ObjectsUnread): the caller must check
+	// them and compute the fingerprint (FinishFingerprint of the repository's digest).
+	ObjectsUnread bool
+	// NVOrder is the byte-order evidence of NVTOK.DAT, for DecideOrder over the objects.
+	NVOrder tokens.Evidence
 }
 
 // MakeWithKeys is Make that also hands back the keys it unlocked, so apply does not derive
@@ -169,23 +185,28 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 		}
 	}()
 
-	evidence, fp, err := scanRepository(p, dir, repo, keys, confBytes)
-	if err != nil {
-		return nil, nil, err
+	unread := o.ObjectsUnread && repo.NV.Format == tokens.FormatOld
+	var evidence []tokens.Evidence
+	if unread {
+		if err := listObjects(p, repo); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		scanKeys := keys
+		if o.PrivateUnread {
+			scanKeys = nil
+		}
+		var fp string
+		if evidence, fp, err = scanRepository(p, dir, repo, scanKeys, confBytes); err != nil {
+			return nil, nil, err
+		}
+		p.Fingerprint = fp
 	}
-	p.Fingerprint = fp
 	order, why, err := tokens.DecideOrder(repo.NV.OrderEvidence, evidence)
 	if err != nil {
 		return nil, nil, repoError(ds, err)
 	}
-	p.ByteOrder, p.ByteOrderEvidence = ByteOrderName(order), []string{}
-	for _, e := range why {
-		p.ByteOrderEvidence = append(p.ByteOrderEvidence, e.String())
-	}
-	if host := tokens.HostByteOrder(); order != tokens.OrderUnknown && order != host {
-		p.Warnings = append(p.Warnings, fmt.Sprintf("the repository is %s (written on a %s machine such as %s) but this host is %s: the token library on this host cannot open it, before or after the migration; the migration itself runs on any host and keeps the repository %s",
-			order, order, machinesOf(order), host, order))
-	}
+	SetByteOrder(p, order, why)
 	nvFormat := repo.NV.Format
 	switch {
 	case nvFormat == tokens.FormatOld && p.Counts.None == 0:
@@ -255,7 +276,7 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 		p.Steps = append(p.Steps, Step{Op: "conf_edit", Path: p.Conf, To: filepath.Join(confdir, ConfBakName), Note: "tokversion = 3.12 (" + edit.Action + ")"})
 	}
 	ok = true
-	return p, &Inspection{Keys: keys, Edit: edit, Conf: confBytes}, nil
+	return p, &Inspection{Keys: keys, Edit: edit, Conf: confBytes, ObjectsUnread: unread, NVOrder: repo.NV.OrderEvidence}, nil
 }
 
 // ReadConf reads and parses <confdir>/opencryptoki.conf without following symlinks.
@@ -487,6 +508,33 @@ func scanObject(name string, data []byte, ord tokens.ByteOrder, keys *tokens.Key
 		o.ID = hex.EncodeToString(a.ID)
 	}
 	return o, obj.OrderEvidence, nil
+}
+
+// SetByteOrder records the repository's byte order, its evidence, and the warning when it is
+// not this host's.
+func SetByteOrder(p *Plan, order tokens.ByteOrder, why []tokens.Evidence) {
+	p.ByteOrder, p.ByteOrderEvidence = ByteOrderName(order), []string{}
+	for _, e := range why {
+		p.ByteOrderEvidence = append(p.ByteOrderEvidence, e.String())
+	}
+	if host := tokens.HostByteOrder(); order != tokens.OrderUnknown && order != host {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("the repository is %s (written on a %s machine such as %s) but this host is %s: the token library on this host cannot open it, before or after the migration; the migration itself runs on any host and keeps the repository %s",
+			order, order, machinesOf(order), host, order))
+	}
+}
+
+// listObjects fills p.Objects with OBJ.IDX's names only (Options.ObjectsUnread): every one
+// counted as an old object to migrate. The names are checked as a scan would.
+func listObjects(p *Plan, repo *tokens.Repository) error {
+	p.Objects = make([]Object, len(repo.Index))
+	for i, name := range repo.Index {
+		if err := tokens.ValidObjectName(name); err != nil {
+			return repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: %w", i+1, err))
+		}
+		p.Objects[i] = Object{File: name, Format: tokens.FormatOld.String(), Action: "reencrypt"}
+	}
+	p.Counts = Counts{Total: len(repo.Index), Reencrypt: len(repo.Index)}
+	return nil
 }
 
 // ByteOrderName is the plan's name of a repository byte order: "any" when nothing depends on it.

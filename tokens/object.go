@@ -449,8 +449,27 @@ func ReencryptObject(name string, file []byte, oldKeys, newKeys *Keys, rnd io.Re
 // repository's order where the format keeps host order; a file of the other order is an
 // *OrderError.
 func ReencryptObjectOrder(name string, file []byte, ord ByteOrder, oldKeys, newKeys *Keys, rnd io.Reader) (out []byte, clear []byte, changed bool, err error) {
+	r, err := Reencrypt(name, file, ord, oldKeys, newKeys, rnd)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return r.Out, r.Clear, r.Changed, nil
+}
+
+// Reencrypted is the 3.12 form of one object file.
+type Reencrypted struct {
+	Out     []byte // the 3.12 file; the input itself when Changed is false
+	Clear   []byte // the flattened object; nil for a 3.12 private object
+	Changed bool   // false: the input was already in the 3.12 format
+	// Object describes the input: format, private flag and the byte-order evidence of its
+	// own bytes (for DecideOrder when the repository's order was not known).
+	Object *Object
+}
+
+// Reencrypt is ReencryptObjectOrder with what was learnt about the input.
+func Reencrypt(name string, file []byte, ord ByteOrder, oldKeys, newKeys *Keys, rnd io.Reader) (*Reencrypted, error) {
 	if oldKeys != nil && oldKeys.Format != FormatOld {
-		return nil, nil, false, fmt.Errorf("tokens: ReencryptObject needs old-format keys, got %s", oldKeys.Format)
+		return nil, fmt.Errorf("tokens: ReencryptObject needs old-format keys, got %s", oldKeys.Format)
 	}
 	// A 3.12 file is taken as it is and needs no keys; the one old object that looks like
 	// 3.12 (§5.5) comes back as old and is decoded again with the keys.
@@ -460,31 +479,31 @@ func ReencryptObjectOrder(name string, file []byte, ord ByteOrder, oldKeys, newK
 		keys = nil
 	}
 	o := &Object{Name: name}
-	err = decodeObject(name, file, ord, keys, o)
+	err := decodeObject(name, file, ord, keys, o)
 	if is312 && o.Format == FormatOld && err == ErrNeedKeys && oldKeys != nil {
 		o = &Object{Name: name}
 		err = decodeObject(name, file, ord, oldKeys, o)
 	}
 	if err == nil || err == ErrNeedKeys {
 		if oerr := o.checkOrder(ord); oerr != nil {
-			return nil, nil, false, oerr
+			return nil, oerr
 		}
 	}
 	if o.Format == Format312 && (err == nil || err == ErrNeedKeys) {
-		return file, o.Clear, false, nil
+		return &Reencrypted{Out: file, Clear: o.Clear, Object: o}, nil
 	}
 	if err != nil {
-		return nil, nil, false, err
+		return nil, err
 	}
 	if !o.Private {
-		return EncodePublic312(o.Clear), o.Clear, true, nil
+		return &Reencrypted{Out: EncodePublic312(o.Clear), Clear: o.Clear, Changed: true, Object: o}, nil
 	}
 	if newKeys == nil || newKeys.Format != Format312 {
-		return nil, nil, false, fmt.Errorf("tokens: ReencryptObject needs 3.12 keys for private object %s", quoteName(name))
+		return nil, fmt.Errorf("tokens: ReencryptObject needs 3.12 keys for private object %s", quoteName(name))
 	}
-	out, err = encodePrivate312(name, o.Clear, newKeys, rnd)
+	out, err := encodePrivate312(name, o.Clear, newKeys, rnd)
 	if err != nil {
-		return nil, nil, false, err
+		return nil, err
 	}
-	return out, o.Clear, true, nil
+	return &Reencrypted{Out: out, Clear: o.Clear, Changed: true, Object: o}, nil
 }
