@@ -16,7 +16,7 @@ import (
 
 // Benchmarks for `make bench` (never run in CI; no timing is asserted anywhere).
 //
-// Repositories come from PKCSTOK_BENCH_DATA (bench/data, written by `make bench-data`:
+// Repositories come from PKCSTOK_BENCH_DATA (optional: a directory of
 // n<N>/swtok and n<N>/conf) when it holds them, else they are generated once per benchmark.
 // N = 10, 1000, 10000; 100000 too with BENCH_LARGE=1. Each apply is undone with Rollback
 // and the migrated tree moved aside (deleted at the end), so every iteration migrates the

@@ -10,7 +10,7 @@ import (
 
 // Benchmarks for `make bench` (never run in CI; no timing is asserted anywhere).
 //
-// Repositories come from PKCSTOK_BENCH_DATA (bench/data, written by `make bench-data`:
+// Repositories come from PKCSTOK_BENCH_DATA (optional: a directory of
 // n<N>/swtok and n<N>/conf) when it holds them, else they are generated once per process.
 // N = 10, 1000, 10000; 100000 too with BENCH_LARGE=1.
 

@@ -1,5 +1,5 @@
 // Command pkcstok-gentoken writes an old-format (pre-3.12) openCryptoki token repository with
-// generated objects, for benchmarks and end-to-end tests (`make bench-data`). It uses the
+// generated objects, for benchmarks and tests. It uses the
 // independent writer in tokens/tokentest. The data and the default PINs are test data only.
 //
 //	pkcstok-gentoken -dir DIR -n N [-type soft|ica|cca|ep11] [-so-pin P -user-pin P] [-mk88]

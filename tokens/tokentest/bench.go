@@ -42,7 +42,7 @@ func BenchSizes() []int {
 }
 
 // BenchRepo returns a directory holding swtok/ (Soft, old format, n objects, PINs sopin123 /
-// user1234, slot 3) and conf/: the one under PKCSTOK_BENCH_DATA (written by make bench-data)
+// user1234, slot 3) and conf/: the one under PKCSTOK_BENCH_DATA (optional)
 // when it is there, else one generated below tmp.
 func BenchRepo(tb testing.TB, tmp string, n int) string {
 	tb.Helper()
