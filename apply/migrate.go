@@ -43,14 +43,18 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	if err != nil {
 		return plan.Errorf(plan.CodeCorruptRepository, "%s: %w", p.Datastore, err)
 	}
-	up, err := repo.NewUpgrade(req.SOPIN, req.UserPIN, o.Rand)
+	// The new master key is drawn at once; the four PBKDF2 derivations that NVTOK.DAT and
+	// the MK files need run meanwhile, while the copy re-encrypts the objects (they need the
+	// master key only); the key files are written last (CopyOptions.Defer).
+	up, err := repo.StartUpgrade(req.SOPIN, req.UserPIN, o.Rand)
 	if err != nil {
 		return plan.Errorf(plan.CodeCorruptRepository, "new keys: %w", err)
 	}
 	defer up.Keys.Wipe()
+	defer func() { _, _ = up.Wait() }() // the derivations end before the keys are wiped
 	rc := newReencrypter(p, insp.Keys, up, o)
 	dst := plan.NewFingerprint()
-	copyOpts := repofs.CopyOptions{Transform: rc.transform, Verify: rc.verify, DstDigest: dst, Workers: copyWorkers(o)}
+	copyOpts := repofs.CopyOptions{Transform: rc.transform, Verify: rc.verify, DstDigest: dst, Workers: copyWorkers(o), Defer: isKeyFile}
 	var srcDigest hash.Hash
 	if insp.ObjectsUnread {
 		srcDigest = plan.NewFingerprint()

@@ -22,7 +22,7 @@ import (
 // clear bytes it had before.
 type reencrypter struct {
 	p                *plan.Plan
-	up               *tokens.Upgrade
+	up               *tokens.PendingUpgrade
 	order            tokens.ByteOrder // the repository's, from the plan
 	oldKeys, newKeys *tokens.Keys
 	o                Options
@@ -40,7 +40,7 @@ type reencrypter struct {
 // keyFiles are the files the Upgrade replaces, in reencrypter.keyFiles order.
 var keyFiles = [3]string{tokens.FileNVTok, tokens.FileMKSO, tokens.FileMKUser}
 
-func newReencrypter(p *plan.Plan, oldKeys *tokens.Keys, up *tokens.Upgrade, o Options) *reencrypter {
+func newReencrypter(p *plan.Plan, oldKeys *tokens.Keys, up *tokens.PendingUpgrade, o Options) *reencrypter {
 	n := len(p.Objects)
 	r := &reencrypter{p: p, up: up, order: planOrder(p), oldKeys: oldKeys, newKeys: up.Keys, o: o,
 		byName: make([]int32, n), sums: make([][32]byte, n), done: make([]bool, n), checked: make([]bool, n),
@@ -52,14 +52,30 @@ func newReencrypter(p *plan.Plan, oldKeys *tokens.Keys, up *tokens.Upgrade, o Op
 	return r
 }
 
-// keyFile is the new content of rel when it is one of the key files.
-func (r *reencrypter) keyFile(rel string) (int, []byte, bool) {
-	for i, f := range keyFiles {
+// isKeyFile: rel is one of the key files (CopyOptions.Defer: written last, once the PBKDF2
+// derivations they need are done).
+func isKeyFile(rel string) bool {
+	for _, f := range keyFiles {
 		if rel == f {
-			return i, [][]byte{r.up.NVToken, r.up.MKSO, r.up.MKUser}[i], true
+			return true
 		}
 	}
-	return 0, nil, false
+	return false
+}
+
+// keyFile is the new content of rel when it is one of the key files; it waits for the
+// derivations.
+func (r *reencrypter) keyFile(rel string) (int, []byte, bool, error) {
+	for i, f := range keyFiles {
+		if rel == f {
+			up, err := r.up.Wait()
+			if err != nil {
+				return i, nil, true, plan.Errorf(plan.CodeCorruptRepository, "new keys: %w", err)
+			}
+			return i, [][]byte{up.NVToken, up.MKSO, up.MKUser}[i], true, nil
+		}
+	}
+	return 0, nil, false, nil
 }
 
 // object returns the first index in byName of the plan's entries for name (OBJ.IDX may list
@@ -79,7 +95,10 @@ func (r *reencrypter) object(rel string) (string, int, bool) {
 
 // transform is the CopyOptions.Transform of the working copy.
 func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
-	if i, content, ok := r.keyFile(rel); ok {
+	if i, content, ok, err := r.keyFile(rel); ok {
+		if err != nil {
+			return nil, err
+		}
 		if err := r.o.hook("write " + rel); err != nil {
 			return nil, err
 		}
@@ -157,7 +176,10 @@ func (r *reencrypter) fail(format string, args ...any) error {
 // verify is the CopyOptions.Verify of the working copy: written is what the new file holds,
 // read back through the descriptor it was written with, before it is closed.
 func (r *reencrypter) verify(rel string, written []byte) error {
-	if i, content, ok := r.keyFile(rel); ok {
+	if i, content, ok, err := r.keyFile(rel); ok {
+		if err != nil {
+			return err
+		}
 		if !bytes.Equal(written, content) {
 			return r.fail("%s differs from what was written", keyFiles[i])
 		}

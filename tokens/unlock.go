@@ -200,6 +200,35 @@ type Upgrade struct {
 // four 32-byte random salt halves (so_login, user_login, so_wrap, user_wrap) and the 32-byte new
 // master key, and derives the four PBKDF2 keys (100000 iterations) in parallel.
 func (r *Repository) NewUpgrade(soPIN, userPIN []byte, rnd io.Reader) (*Upgrade, error) {
+	p, err := r.StartUpgrade(soPIN, userPIN, rnd)
+	if err != nil {
+		return nil, err
+	}
+	return p.Wait()
+}
+
+// PendingUpgrade is an Upgrade whose new master key is known (Keys: objects can be
+// re-encrypted at once) while the four PBKDF2 derivations the key files need still run.
+type PendingUpgrade struct {
+	Keys *Keys // Format312, NewMK
+
+	done chan struct{}
+	up   *Upgrade
+	err  error
+}
+
+// Wait returns the Upgrade once its key files are made. It may be called more than once.
+func (p *PendingUpgrade) Wait() (*Upgrade, error) {
+	<-p.done
+	return p.up, p.err
+}
+
+// StartUpgrade is NewUpgrade in two halves: it checks the PINs the cheap old way, reads the
+// random salts and the new master key from rnd (same order as NewUpgrade), and returns at
+// once with the master key, while the four PBKDF2 derivations (the expensive part, 100,000
+// iterations each) and the key wrapping go on in the background until Wait. The caller can
+// re-encrypt every object meanwhile: objects need the master key only.
+func (r *Repository) StartUpgrade(soPIN, userPIN []byte, rnd io.Reader) (*PendingUpgrade, error) {
 	if r.NV.Format != FormatOld {
 		return nil, fmt.Errorf("tokens: NewUpgrade needs an old-format repository, this one is %s", r.NV.Format)
 	}
@@ -219,6 +248,18 @@ func (r *Repository) NewUpgrade(soPIN, userPIN []byte, rnd io.Reader) (*Upgrade,
 	if err != nil {
 		return nil, err // cannot happen
 	}
+	p := &PendingUpgrade{Keys: &Keys{Format: Format312, NewMK: mk}, done: make(chan struct{})}
+	so, user := bytes.Clone(soPIN), bytes.Clone(userPIN)
+	go func() {
+		defer close(p.done)
+		defer clear(so)
+		defer clear(user)
+		p.up, p.err = finishUpgrade(nvt, nv, mk, so, user, p.Keys)
+	}()
+	return p, nil
+}
+
+func finishUpgrade(nvt []byte, nv *NVToken, mk, soPIN, userPIN []byte, keys *Keys) (*Upgrade, error) {
 	soLogin := &kdfJob{pin: soPIN, kdf: nv.SOLogin}
 	userLogin := &kdfJob{pin: userPIN, kdf: nv.UserLogin}
 	soWrap := &kdfJob{pin: soPIN, kdf: nv.SOWrap}
@@ -229,7 +270,7 @@ func (r *Repository) NewUpgrade(soPIN, userPIN []byte, rnd io.Reader) (*Upgrade,
 	defer wipeJobs(soLogin, userLogin, soWrap, userWrap)
 	copy(nvt[offSOLogin+8+saltLen:], soLogin.out)
 	copy(nvt[offUserLogin+8+saltLen:], userLogin.out)
-	u := &Upgrade{NVToken: nvt, Keys: &Keys{Format: Format312, NewMK: mk}}
+	u := &Upgrade{NVToken: nvt, Keys: keys}
 	for _, w := range []struct {
 		dst *[]byte
 		key []byte

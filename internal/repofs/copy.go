@@ -48,6 +48,11 @@ type CopyOptions struct {
 	// SrcDigest and DstDigest, when not nil, receive what TreeDigest would write for the
 	// source and for the finished copy, without reading either again.
 	SrcDigest, DstDigest hash.Hash
+	// Defer, when not nil, names files whose Transform (and so their writing) waits until
+	// the rest of their directory, subdirectories included, is copied: files whose new
+	// content is still being computed while the others are copied. They are read (and
+	// digested) in their turn like the others; their content is kept until then.
+	Defer func(rel string) bool
 	// Workers is how many files of a directory are copied at once; 0 or 1 copies one file
 	// at a time.
 	Workers int
@@ -85,10 +90,20 @@ func CopyTreeWith(src *Dir, parent *Dir, dstName string, p Perm, o CopyOptions) 
 		File: c.file,
 	}
 	if o.DstDigest != nil {
-		DigestStart(o.DstDigest)
 		v.Record = c.record
 	}
 	err = Walk(src, v)
+	if err == nil && o.DstDigest != nil {
+		// Written in the digest's order only now: a deferred file's record is known last.
+		DigestStart(o.DstDigest)
+		for _, r := range c.records {
+			if r.w == nil {
+				DigestRecord(o.DstDigest, Entry{Rel: r.rel, Mode: unix.S_IFDIR | DirMode}, nil)
+				continue
+			}
+			DigestRecord(o.DstDigest, Entry{Rel: r.rel, Mode: unix.S_IFREG | FileMode, Size: r.w.size}, r.w.sum[:])
+		}
+	}
 	if err != nil && c.made {
 		// dstName did not exist before (mkdir succeeded), so everything below it is ours.
 		if rerr := removeAllAt(pfd, base, display, 0); rerr != nil {
@@ -100,6 +115,9 @@ func CopyTreeWith(src *Dir, parent *Dir, dstName string, p Perm, o CopyOptions) 
 
 type copier struct {
 	o         CopyOptions
+	mu        sync.Mutex
+	records   []dstRecord // DstDigest's records in order
+	deferred  map[*copyDir][]deferredFile
 	perm      Perm
 	fileChmod bool // the umask strips bits of 0660: every new file needs an fchmod
 	made      bool // the root of the copy was created
@@ -181,14 +199,29 @@ func (c *copier) mkdir(pfd int, name, display string) (int, error) {
 	return fd, nil
 }
 
-// dirDone gives a finished directory its final mode (the setgid bit cleared) and closes it.
+// dirDone writes the directory's deferred files, gives it its final mode (the setgid bit
+// cleared) and closes it.
 func (c *copier) dirDone(state any, werr error) error {
 	d, ok := state.(*copyDir)
 	if !ok || d == nil {
 		return nil
 	}
+	c.mu.Lock()
+	later := c.deferred[d]
+	delete(c.deferred, d)
+	c.mu.Unlock()
+	if werr == nil {
+		for _, f := range later {
+			if _, werr = c.write(d, f.e, f.data, f.w); werr != nil {
+				break
+			}
+		}
+	}
 	var err error
-	if werr == nil && c.dirModeDuring() != DirMode {
+	if werr != nil {
+		err = werr
+	}
+	if err == nil && c.dirModeDuring() != DirMode {
 		if e := unix.Fchmod(d.fd, DirMode); e != nil {
 			err = pathErr("chmod", d.display, e)
 		}
@@ -203,8 +236,38 @@ type written struct {
 	sum  [sha256.Size]byte
 }
 
+// dstRecord is one DstDigest record: a directory (w nil) or a file, whose w of a deferred
+// file is filled when it is written.
+type dstRecord struct {
+	rel string
+	w   *written
+}
+
+// deferredFile is a file (Defer) to write when its directory is done.
+type deferredFile struct {
+	e    Entry
+	data []byte
+	w    *written
+}
+
 func (c *copier) file(e Entry, dirState any, data []byte) (any, error) {
 	d := dirState.(*copyDir)
+	if c.o.Defer != nil && c.o.Defer(e.Rel) {
+		w := &written{}
+		c.mu.Lock()
+		if c.deferred == nil {
+			c.deferred = map[*copyDir][]deferredFile{}
+		}
+		c.deferred[d] = append(c.deferred[d], deferredFile{e: e, data: bytes.Clone(data), w: w})
+		c.mu.Unlock()
+		return w, nil
+	}
+	return c.write(d, e, data, nil)
+}
+
+// write transforms, creates, writes, reads back, verifies and closes one file; w, when not
+// nil, receives the size and hash of what was written.
+func (c *copier) write(d *copyDir, e Entry, data []byte, w *written) (any, error) {
 	dp := path.Join(d.display, e.Name)
 	out := data
 	if c.o.Transform != nil {
@@ -236,7 +299,11 @@ func (c *copier) file(e Entry, dirState any, data []byte) (any, error) {
 	if c.o.DstDigest == nil {
 		return nil, nil
 	}
-	return &written{size: int64(len(out)), sum: sha256.Sum256(out)}, nil
+	if w == nil {
+		w = &written{}
+	}
+	w.size, w.sum = int64(len(out)), sha256.Sum256(out)
+	return w, nil
 }
 
 func (c *copier) fillFile(fd int, rel, dp string, out []byte) error {
@@ -291,14 +358,14 @@ func preadFull(fd int, buf []byte) (int, error) {
 	return off, nil
 }
 
-// record writes the copy's digest record of e: the final modes, the written content.
+// record keeps the copy's digest record of e (the final modes, the written content) in the
+// digest's order; a deferred file's content is filled in when it is written.
 func (c *copier) record(e Entry, res any) {
 	if e.Mode&unix.S_IFMT == unix.S_IFDIR {
-		DigestRecord(c.o.DstDigest, Entry{Rel: e.Rel, Mode: unix.S_IFDIR | DirMode}, nil)
+		c.records = append(c.records, dstRecord{rel: e.Rel})
 		return
 	}
-	w := res.(*written)
-	DigestRecord(c.o.DstDigest, Entry{Rel: e.Rel, Mode: unix.S_IFREG | FileMode, Size: w.size}, w.sum[:])
+	c.records = append(c.records, dstRecord{rel: e.Rel, w: res.(*written)})
 }
 
 // umaskStrips reports whether the process umask clears any bit of mode (read from

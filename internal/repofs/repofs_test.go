@@ -743,11 +743,17 @@ func TestCopyTreeDigestsAndVerify(t *testing.T) {
 			srcH, dstH := sha256.New(), sha256.New()
 			verified := map[string][]byte{}
 			var vmu = make(chan struct{}, 1)
+			var transformed []string
 			err := CopyTreeWith(src, parent, "tmp", Perm{GID: gid}, CopyOptions{
 				Workers:   4,
 				SrcDigest: srcH,
 				DstDigest: dstH,
+				// NVTOK.DAT's new content is known last: written after the rest.
+				Defer: func(rel string) bool { return rel == "NVTOK.DAT" },
 				Transform: func(rel string, data []byte) ([]byte, error) {
+					vmu <- struct{}{}
+					transformed = append(transformed, rel)
+					<-vmu
 					if rel == "NVTOK.DAT" {
 						return []byte("new token data"), nil
 					}
@@ -783,6 +789,9 @@ func TestCopyTreeDigestsAndVerify(t *testing.T) {
 			}
 			if len(verified) != 7 {
 				t.Errorf("Verify saw %d files, want 7", len(verified))
+			}
+			if len(transformed) != 7 || transformed[6] != "NVTOK.DAT" {
+				t.Errorf("transformed %q: the deferred NVTOK.DAT must come last", transformed)
 			}
 			b, _ := os.ReadFile(filepath.Join(base, "tmp", "NVTOK.DAT"))
 			if string(b) != "new token data" {
