@@ -16,7 +16,10 @@ import (
 // migrateRepository builds the 3.12 repository in the working copy, verifies it and
 // switches it in. Before the exchange any failure removes the working copy and leaves the
 // original untouched.
-func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir *repofs.Dir, base string, perm repofs.Perm, res *Result) (err error) {
+//
+// It returns the digest of the migrated repository (plan.NewFingerprint, filled by the copy
+// from what it wrote), which the result's fingerprint is finished from.
+func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir *repofs.Dir, base string, perm repofs.Perm, res *Result) (treeDigest hash.Hash, err error) {
 	tmpName := base + plan.SuffixTmp
 	defer plan.LimitMemory(len(p.Objects))()
 	switched := false
@@ -27,28 +30,28 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 		}
 	}()
 	if err := pdir.RemoveAll(tmpName); err != nil {
-		return plan.Errorf(plan.CodeIO, "remove old working copy %s: %w", tmpName, err)
+		return nil, plan.Errorf(plan.CodeIO, "remove old working copy %s: %w", tmpName, err)
 	}
 	if err := o.hook("copy"); err != nil {
-		return err
+		return nil, err
 	}
 	src, err := repofs.OpenDir(p.Datastore)
 	if err != nil {
-		return plan.Errorf(plan.CodeIO, "open %s: %w", p.Datastore, err)
+		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", p.Datastore, err)
 	}
 	defer src.Close()
 	// The new keys come first: the copy re-encrypts each object on the way, so every file
 	// is read once and written once (no second pass that truncates and rewrites the copy).
 	repo, err := tokens.Load(src)
 	if err != nil {
-		return plan.Errorf(plan.CodeCorruptRepository, "%s: %w", p.Datastore, err)
+		return nil, plan.Errorf(plan.CodeCorruptRepository, "%s: %w", p.Datastore, err)
 	}
 	// The new master key is drawn at once; the four PBKDF2 derivations that NVTOK.DAT and
 	// the MK files need run meanwhile, while the copy re-encrypts the objects (they need the
 	// master key only); the key files are written last (CopyOptions.Defer).
 	up, err := repo.StartUpgrade(req.SOPIN, req.UserPIN, o.Rand)
 	if err != nil {
-		return plan.Errorf(plan.CodeCorruptRepository, "new keys: %w", err)
+		return nil, plan.Errorf(plan.CodeCorruptRepository, "new keys: %w", err)
 	}
 	defer up.Keys.Wipe()
 	defer func() { _, _ = up.Wait() }() // the derivations end before the keys are wiped
@@ -63,73 +66,73 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	if err := repofs.CopyTreeWith(src, pdir, tmpName, perm, copyOpts); err != nil {
 		var pe *plan.Error
 		if errors.As(err, &pe) {
-			return pe
+			return nil, pe
 		}
 		if errors.Is(err, repofs.ErrSymlink) || errors.Is(err, repofs.ErrNotRegular) {
-			return plan.Errorf(plan.CodeCorruptRepository, "copy %s: %w", p.Datastore, err)
+			return nil, plan.Errorf(plan.CodeCorruptRepository, "copy %s: %w", p.Datastore, err)
 		}
-		return plan.Errorf(plan.CodeIO, "copy %s: %w", p.Datastore, err)
+		return nil, plan.Errorf(plan.CodeIO, "copy %s: %w", p.Datastore, err)
 	}
 	migrated, err := rc.result()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if insp.ObjectsUnread {
 		if err := checkUnread(p, insp, o, srcDigest, rc, res); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	// The working copy is what its digest says; after the exchange it is the repository.
-	res.treeDigest = dst
+	treeDigest = dst
 	res.Steps = append(res.Steps, "copy", "write_keys")
 	res.ObjectsMigrated = migrated
 	res.Steps = append(res.Steps, "reencrypt")
 	tmp, err := pdir.OpenSubdir(tmpName)
 	if err != nil {
-		return plan.Errorf(plan.CodeIO, "open working copy: %w", err)
+		return nil, plan.Errorf(plan.CodeIO, "open working copy: %w", err)
 	}
 	defer tmp.Close()
 
 	if err := o.hook("sync"); err != nil {
-		return err
+		return nil, err
 	}
 	// Durability: the working copy on disk before the switch (covered by the journal's
 	// syncfs below: crash/README.md, "Which barriers are needed").
 	if err := syncTree(tmp); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync working copy: %w", err)
+		return nil, plan.Errorf(plan.CodeIO, "sync working copy: %w", err)
 	}
 	// Every file was verified from the bytes read back as it was written (rc.verify).
 	if err := o.hook("verify"); err != nil {
-		return err
+		return nil, err
 	}
 	res.Steps = append(res.Steps, "verify")
 
 	// The switch.
 	j, _ := json.Marshal(journal{State: "exchanging", Datastore: p.Datastore, Tmp: p.Datastore + plan.SuffixTmp, Bak: p.Datastore + plan.SuffixBak})
 	if err := o.hook("journal"); err != nil {
-		return err
+		return nil, err
 	}
 	if err := pdir.WriteFile(base+plan.SuffixJournal, j, perm); err != nil {
-		return plan.Errorf(plan.CodeIO, "write journal: %w", err)
+		return nil, plan.Errorf(plan.CodeIO, "write journal: %w", err)
 	}
 	// Durability: the journal's content must be on disk before the exchange can be, or a
 	// power cut could leave the exchange with an empty journal that no rerun can read.
 	// syncfs also covers the working copy again (syncTree already did).
 	if syncJournal {
 		if err := pdir.Syncfs(); err != nil {
-			return plan.Errorf(plan.CodeIO, "sync journal: %w", err)
+			return nil, plan.Errorf(plan.CodeIO, "sync journal: %w", err)
 		}
 	}
 	// Durability: the journal's name before the exchange (covered by the fsync after the
 	// exchange: one directory's changes reach the disk in order).
 	if err := pdir.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+		return nil, plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}
 	if err := o.hook("exchange"); err != nil {
-		return err
+		return nil, err
 	}
 	if err := pdir.Exchange(base, tmpName); err != nil {
-		return plan.Errorf(plan.CodeIO, "exchange %s and %s: %w", p.Datastore, tmpName, err)
+		return nil, plan.Errorf(plan.CodeIO, "exchange %s and %s: %w", p.Datastore, tmpName, err)
 	}
 	switched = true
 	res.RepositoryChanged = true
@@ -137,31 +140,31 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	// Durability: the exchange, so that "the repository is migrated" holds after a power
 	// cut should the next step fail (covered by the next fsync when it does not).
 	if err := pdir.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s (the repository is migrated; run apply again): %w", pdir.Path(), err)
+		return nil, plan.Errorf(plan.CodeIO, "sync %s (the repository is migrated; run apply again): %w", pdir.Path(), err)
 	}
 	if err := o.hook("backup"); err != nil {
-		return err
+		return nil, err
 	}
 	if err := pdir.RenameNoReplace(tmpName, base+plan.SuffixBak); err != nil {
-		return plan.Errorf(plan.CodeIO, "rename the original to %s (the repository is migrated; run apply again): %w", p.Datastore+plan.SuffixBak, err)
+		return nil, plan.Errorf(plan.CodeIO, "rename the original to %s (the repository is migrated; run apply again): %w", p.Datastore+plan.SuffixBak, err)
 	}
 	// Durability: the original's new name (covered by the next fsync).
 	if err := pdir.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+		return nil, plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}
 	res.Steps = append(res.Steps, "backup")
 	if err := o.hook("journal_remove"); err != nil {
-		return err
+		return nil, err
 	}
 	if err := pdir.Remove(base + plan.SuffixJournal); err != nil {
-		return plan.Errorf(plan.CodeIO, "remove journal: %w", err)
+		return nil, plan.Errorf(plan.CodeIO, "remove journal: %w", err)
 	}
 	// Durability: the whole switch before the conf says 3.12 (the conf lives in another
 	// directory, whose fsync covers nothing here), and no journal left after success.
 	if err := pdir.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+		return nil, plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}
-	return nil
+	return treeDigest, nil
 }
 
 // syncTree makes every file of the working copy durable with one syncfs, then fsyncs the

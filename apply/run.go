@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -235,6 +236,7 @@ func pidList(p []int) []int {
 }
 
 func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (*Result, error) {
+	var treeDigest hash.Hash // of the migrated repository, when it was migrated
 	res := &Result{
 		Operation: "apply",
 		Slot:      p.Slot,
@@ -276,7 +278,7 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 		if err != nil {
 			return nil, plan.Errorf(plan.CodeGroupNotFound, "token group %q: %w", p.UserGroup, err)
 		}
-		if err := migrateRepository(p, insp, req, o, pdir, base, repofs.Perm{GID: gid}, res); err != nil {
+		if treeDigest, err = migrateRepository(p, insp, req, o, pdir, base, repofs.Perm{GID: gid}, res); err != nil {
 			return nil, err
 		}
 	}
@@ -308,12 +310,12 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 	// it wrote: the fingerprint needs no second reading of it.
 	res.Fingerprint = p.Fingerprint
 	switch {
-	case res.treeDigest != nil:
+	case treeDigest != nil:
 		newConf := insp.Conf
 		if res.ConfChanged {
 			newConf = insp.Edit.Content
 		}
-		res.Fingerprint = plan.FinishFingerprint(res.treeDigest, newConf)
+		res.Fingerprint = plan.FinishFingerprint(treeDigest, newConf)
 	case res.Changed:
 		fp, err := fingerprintNow(p.Datastore, p.Confdir)
 		if err != nil {

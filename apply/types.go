@@ -1,7 +1,5 @@
 package apply
 
-import "hash"
-
 // Result is what `apply` and `rollback` print on success (schema "result").
 type Result struct {
 	Changed           bool     `json:"changed"`
@@ -20,8 +18,6 @@ type Result struct {
 	Fingerprint       string   `json:"fingerprint"` // of the state after the run
 	Warnings          []string `json:"warnings"`
 	Steps             []string `json:"steps"` // steps carried out, in order
-
-	treeDigest hash.Hash // the migrated repository's digest (plan.NewFingerprint), from the copy
 }
 
 // Backup names the backups a run made (or found from an earlier run).
