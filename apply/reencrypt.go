@@ -139,6 +139,20 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 		// mixed repository, which the plan refuses too.
 		return nil, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("%s mixes old and 3.12 files (TOK_OBJ/%s is already 3.12); refusing to guess", r.p.Datastore, name)}
 	}
+	// The flattened body is copied as it is, but the token library parses it on load: one
+	// that does not parse (a total_len that cuts it short, say) is refused here, as the
+	// plan's scan refuses it.
+	parseOrder := re.Object.Order
+	if parseOrder == tokens.OrderUnknown {
+		parseOrder = r.order
+	}
+	if _, err := tokens.ParseFlattenedOrder(name, re.Clear, parseOrder); err != nil {
+		code := plan.CodeCorruptRepository
+		if errors.Is(err, tokens.ErrByteOrder) {
+			code = plan.CodeByteOrder
+		}
+		return nil, plan.Errorf(code, "object %s: %w", name, err)
+	}
 	sum := sha256.Sum256(re.Clear)
 	objs := r.p.Objects
 	// A name OBJ.IDX lists twice is one file: every entry gets its sum.
