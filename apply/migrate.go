@@ -21,7 +21,7 @@ import (
 // from what it wrote), which the result's fingerprint is finished from.
 func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir *repofs.Dir, base string, perm repofs.Perm, res *Result) (treeDigest hash.Hash, err error) {
 	tmpName := base + plan.SuffixTmp
-	defer plan.LimitMemory(len(p.Objects))()
+	defer plan.LimitMemory(len(insp.Index))()
 	switched := false
 	defer func() {
 		if err != nil && !switched {
@@ -55,7 +55,7 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	}
 	defer up.Keys.Wipe()
 	defer func() { _, _ = up.Wait() }() // the derivations end before the keys are wiped
-	rc := newReencrypter(p, insp.Keys, up, o)
+	rc := newReencrypter(p, insp.Index, insp.Keys, up, o)
 	dst := plan.NewFingerprint()
 	copyOpts := repofs.CopyOptions{Transform: rc.transform, Verify: rc.verify, DstDigest: dst, Workers: copyWorkers(o), Defer: isKeyFile}
 	var srcDigest hash.Hash
@@ -202,7 +202,7 @@ func checkUnread(p *plan.Plan, insp *plan.Inspection, o Options, srcDigest hash.
 	if o.wantFingerprint != "" && o.wantFingerprint != p.Fingerprint {
 		return staleError(p, o.wantFingerprint, p.Fingerprint)
 	}
-	order, why, err := tokens.DecideOrder(insp.NVOrder, rc.evidence)
+	order, why, err := rc.tally.Decide(insp.NVOrder)
 	if err != nil {
 		return plan.Errorf(plan.CodeByteOrder, "repository %s: %w", p.Datastore, err)
 	}

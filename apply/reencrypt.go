@@ -26,12 +26,13 @@ type reencrypter struct {
 	order            tokens.ByteOrder // the repository's, from the plan
 	oldKeys, newKeys *tokens.Keys
 	o                Options
-	byName           []int32 // indexes of p.Objects sorted by file name
+	names            []string // the objects of OBJ.IDX, in order
+	byName           []int32  // indexes of names sorted by name
 	sums             [][32]byte
 	done             []bool // transformed
 	checked          []bool // verified after writing
 	private          []bool
-	evidence         []tokens.Evidence // byte-order evidence of each object, in plan order
+	tally            tokens.OrderTally // byte-order evidence of the objects
 	keyFiles         [3]atomic.Bool
 	migrated         atomic.Int64
 	progress         atomic.Int64
@@ -40,15 +41,15 @@ type reencrypter struct {
 // keyFiles are the files the Upgrade replaces, in reencrypter.keyFiles order.
 var keyFiles = [3]string{tokens.FileNVTok, tokens.FileMKSO, tokens.FileMKUser}
 
-func newReencrypter(p *plan.Plan, oldKeys *tokens.Keys, up *tokens.PendingUpgrade, o Options) *reencrypter {
-	n := len(p.Objects)
+func newReencrypter(p *plan.Plan, names []string, oldKeys *tokens.Keys, up *tokens.PendingUpgrade, o Options) *reencrypter {
+	n := len(names)
 	r := &reencrypter{p: p, up: up, order: planOrder(p), oldKeys: oldKeys, newKeys: up.Keys, o: o,
 		byName: make([]int32, n), sums: make([][32]byte, n), done: make([]bool, n), checked: make([]bool, n),
-		private: make([]bool, n), evidence: make([]tokens.Evidence, n)}
+		private: make([]bool, n), names: names}
 	for i := range r.byName {
 		r.byName[i] = int32(i)
 	}
-	sort.Slice(r.byName, func(a, b int) bool { return p.Objects[r.byName[a]].File < p.Objects[r.byName[b]].File })
+	sort.Slice(r.byName, func(a, b int) bool { return names[r.byName[a]] < names[r.byName[b]] })
 	return r
 }
 
@@ -85,9 +86,9 @@ func (r *reencrypter) object(rel string) (string, int, bool) {
 	if !ok || strings.Contains(name, "/") {
 		return "", 0, false
 	}
-	objs := r.p.Objects
-	k := sort.Search(len(r.byName), func(k int) bool { return objs[r.byName[k]].File >= name })
-	if k == len(r.byName) || objs[r.byName[k]].File != name {
+	names := r.names
+	k := sort.Search(len(r.byName), func(k int) bool { return names[r.byName[k]] >= name })
+	if k == len(r.byName) || names[r.byName[k]] != name {
 		return "", 0, false
 	}
 	return name, k, true
@@ -108,12 +109,12 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 	if rel == tokens.FileIndex {
 		// The plan's objects are OBJ.IDX's names, read under the same locks; a different
 		// OBJ.IDX now means the repository changed under the run.
-		if names := tokens.ParseIndex(data); len(names) != len(r.p.Objects) {
-			return nil, plan.Errorf(plan.CodeStalePlan, "OBJ.IDX lists %d objects, the plan %d: the repository changed during the run", len(names), len(r.p.Objects))
+		if names := tokens.ParseIndex(data); len(names) != len(r.names) {
+			return nil, plan.Errorf(plan.CodeStalePlan, "OBJ.IDX lists %d objects, the plan %d: the repository changed during the run", len(names), len(r.names))
 		} else {
 			for i, n := range names {
-				if n != r.p.Objects[i].File {
-					return nil, plan.Errorf(plan.CodeStalePlan, "OBJ.IDX entry %d is %q, the plan's %q: the repository changed during the run", i+1, n, r.p.Objects[i].File)
+				if n != r.names[i] {
+					return nil, plan.Errorf(plan.CodeStalePlan, "OBJ.IDX entry %d is %q, the plan's %q: the repository changed during the run", i+1, n, r.names[i])
 				}
 			}
 		}
@@ -123,8 +124,10 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 	if !ok {
 		return data, nil // not listed in OBJ.IDX: copied as it is
 	}
-	if err := r.o.hook("object " + name); err != nil {
-		return nil, err
+	if r.o.Hook != nil {
+		if err := r.o.hook("object " + name); err != nil {
+			return nil, err
+		}
 	}
 	re, err := tokens.Reencrypt(name, data, r.order, r.oldKeys, r.newKeys, r.o.Rand)
 	if err != nil {
@@ -154,14 +157,14 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 		return nil, plan.Errorf(code, "object %s: %w", name, err)
 	}
 	sum := sha256.Sum256(re.Clear)
-	objs := r.p.Objects
+	r.tally.Add(int(r.byName[k]), re.Object)
 	// A name OBJ.IDX lists twice is one file: every entry gets its sum.
-	for ; k < len(r.byName) && objs[r.byName[k]].File == name; k++ {
+	for ; k < len(r.byName) && r.names[r.byName[k]] == name; k++ {
 		i := r.byName[k]
 		r.sums[i], r.done[i] = sum, true
-		r.private[i], r.evidence[i] = re.Object.Private, re.Object.OrderEvidence
+		r.private[i] = re.Object.Private
 		if r.o.Progress != nil {
-			r.o.Progress(int(r.progress.Add(1)), len(objs))
+			r.o.Progress(int(r.progress.Add(1)), len(r.names))
 		}
 	}
 	r.migrated.Add(1)
@@ -211,8 +214,7 @@ func (r *reencrypter) verify(rel string, written []byte) error {
 		return r.fail("object %s: not in the 3.12 format", name)
 	}
 	sum := sha256.Sum256(obj.Clear)
-	objs := r.p.Objects
-	for ; k < len(r.byName) && objs[r.byName[k]].File == name; k++ {
+	for ; k < len(r.byName) && r.names[r.byName[k]] == name; k++ {
 		i := r.byName[k]
 		if !r.done[i] || sum != r.sums[i] {
 			return r.fail("object %s: clear bytes differ from the original's", name)
@@ -228,10 +230,10 @@ func (r *reencrypter) verify(rel string, written []byte) error {
 func (r *reencrypter) result() (int, error) {
 	for i := range r.done {
 		if !r.done[i] {
-			return 0, plan.Errorf(plan.CodeCorruptRepository, "object %s of OBJ.IDX was not found while copying", r.p.Objects[i].File)
+			return 0, plan.Errorf(plan.CodeCorruptRepository, "object %s of OBJ.IDX was not found while copying", r.names[i])
 		}
 		if !r.checked[i] {
-			return 0, r.fail("object %s was not read back", r.p.Objects[i].File)
+			return 0, r.fail("object %s was not read back", r.names[i])
 		}
 	}
 	for i := range r.keyFiles {

@@ -78,6 +78,8 @@ type Inspection struct {
 	ObjectsUnread bool
 	// NVOrder is the byte-order evidence of NVTOK.DAT, for DecideOrder over the objects.
 	NVOrder tokens.Evidence
+	// Index is OBJ.IDX's names, in order (Plan.Objects holds them too unless ObjectsUnread).
+	Index []string
 }
 
 // MakeWithKeys is Make that also hands back the keys it unlocked, so apply does not derive
@@ -186,7 +188,7 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 	}()
 
 	unread := o.ObjectsUnread && repo.NV.Format == tokens.FormatOld
-	var evidence []tokens.Evidence
+	var tally tokens.OrderTally
 	if unread {
 		if err := listObjects(p, repo); err != nil {
 			return nil, nil, err
@@ -197,12 +199,12 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 			scanKeys = nil
 		}
 		var fp string
-		if evidence, fp, err = scanRepository(p, dir, repo, scanKeys, confBytes); err != nil {
+		if fp, err = scanRepository(p, dir, repo, scanKeys, confBytes, &tally); err != nil {
 			return nil, nil, err
 		}
 		p.Fingerprint = fp
 	}
-	order, why, err := tokens.DecideOrder(repo.NV.OrderEvidence, evidence)
+	order, why, err := tally.Decide(repo.NV.OrderEvidence)
 	if err != nil {
 		return nil, nil, repoError(ds, err)
 	}
@@ -276,7 +278,7 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 		p.Steps = append(p.Steps, Step{Op: "conf_edit", Path: p.Conf, To: filepath.Join(confdir, ConfBakName), Note: "tokversion = 3.12 (" + edit.Action + ")"})
 	}
 	ok = true
-	return p, &Inspection{Keys: keys, Edit: edit, Conf: confBytes, ObjectsUnread: unread, NVOrder: repo.NV.OrderEvidence}, nil
+	return p, &Inspection{Keys: keys, Edit: edit, Conf: confBytes, ObjectsUnread: unread, NVOrder: repo.NV.OrderEvidence, Index: repo.Index}, nil
 }
 
 // ReadConf reads and parses <confdir>/opencryptoki.conf without following symlinks.
@@ -396,20 +398,19 @@ func LimitMemory(objects int) (restore func()) {
 
 // scanRepository reads the repository once (repofs.Walk): every file feeds the fingerprint,
 // and every object OBJ.IDX lists is decoded on the way, on every core. It fills p.Objects and
-// p.Counts in index order and returns the byte-order evidence of each object and the
+// p.Counts in index order, adds the byte-order evidence of each object to tally, and returns the
 // fingerprint. The first bad object in OBJ.IDX order decides the error.
-func scanRepository(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens.Keys, confBytes []byte) ([]tokens.Evidence, string, error) {
+func scanRepository(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens.Keys, confBytes []byte, tally *tokens.OrderTally) (string, error) {
 	names := repo.Index
 	defer LimitMemory(len(names))()
 	byName := make(map[string][]int, len(names))
 	for i, name := range names {
 		if err := tokens.ValidObjectName(name); err != nil {
-			return nil, "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: %w", i+1, err))
+			return "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: %w", i+1, err))
 		}
 		byName[name] = append(byName[name], i)
 	}
 	objs := make([]Object, len(names))
-	evidence := make([]tokens.Evidence, len(names))
 	errs := make([]error, len(names))
 	seen := make([]bool, len(names))
 	h := newFingerprint()
@@ -424,22 +425,25 @@ func scanRepository(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tok
 			if len(idx) == 0 {
 				return nil, nil // not listed: part of the fingerprint only
 			}
-			o, ev, err := scanObject(name, data, repo.NV.Order, keys)
+			o, obj, err := scanObject(name, data, repo.NV.Order, keys)
+			if obj != nil {
+				tally.Add(idx[0], obj)
+			}
 			for _, i := range idx {
-				objs[i], evidence[i], errs[i], seen[i] = o, ev, err, true
+				objs[i], errs[i], seen[i] = o, err, true
 			}
 			return nil, nil
 		},
 	})
 	if err != nil {
-		return nil, "", repoError(p.Datastore, err)
+		return "", repoError(p.Datastore, err)
 	}
 	for i, name := range names {
 		if errs[i] != nil {
-			return nil, "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: %w", i+1, errs[i]))
+			return "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: %w", i+1, errs[i]))
 		}
 		if !seen[i] {
-			return nil, "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: read %s%s: %w", i+1, objectDir, name, fs.ErrNotExist))
+			return "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: read %s%s: %w", i+1, objectDir, name, fs.ErrNotExist))
 		}
 	}
 	p.Objects = objs
@@ -459,7 +463,7 @@ func scanRepository(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tok
 			p.Counts.None++
 		}
 	}
-	return evidence, finishFingerprint(h, confBytes), nil
+	return finishFingerprint(h, confBytes), nil
 }
 
 // objectDir is the repository's object directory, as a prefix of relative paths.
@@ -467,14 +471,14 @@ const objectDir = "TOK_OBJ/"
 
 // scanObject decodes one object file; ord is the order NVTOK.DAT showed (OrderUnknown for
 // 3.12). data is only valid during the call: nothing kept aliases it.
-func scanObject(name string, data []byte, ord tokens.ByteOrder, keys *tokens.Keys) (Object, tokens.Evidence, error) {
+func scanObject(name string, data []byte, ord tokens.ByteOrder, keys *tokens.Keys) (Object, *tokens.Object, error) {
 	o := Object{File: name, Size: int64(len(data))}
 	obj, err := tokens.DecodeObjectOrder(name, data, ord, keys)
 	if err != nil && !errors.Is(err, tokens.ErrNeedKeys) {
-		return Object{}, tokens.Evidence{}, err
+		return Object{}, nil, err
 	}
 	if obj == nil {
-		return Object{}, tokens.Evidence{}, fmt.Errorf("object %s: no result", name)
+		return Object{}, nil, fmt.Errorf("object %s: no result", name)
 	}
 	o.Private = obj.Private
 	o.Format = obj.Format.String()
@@ -499,7 +503,7 @@ func scanObject(name string, data []byte, ord tokens.ByteOrder, keys *tokens.Key
 		}
 		a, err := tokens.ParseFlattenedOrder(name, obj.Clear, parseOrder)
 		if err != nil {
-			return Object{}, tokens.Evidence{}, err
+			return Object{}, nil, err
 		}
 		c := int64(a.Class)
 		o.Class = &c
@@ -507,7 +511,7 @@ func scanObject(name string, data []byte, ord tokens.ByteOrder, keys *tokens.Key
 		o.Label = printable(string(a.Label))
 		o.ID = hex.EncodeToString(a.ID)
 	}
-	return o, obj.OrderEvidence, nil
+	return o, obj, nil
 }
 
 // SetByteOrder records the repository's byte order, its evidence, and the warning when it is
@@ -523,15 +527,15 @@ func SetByteOrder(p *Plan, order tokens.ByteOrder, why []tokens.Evidence) {
 	}
 }
 
-// listObjects fills p.Objects with OBJ.IDX's names only (Options.ObjectsUnread): every one
-// counted as an old object to migrate. The names are checked as a scan would.
+// listObjects is the plan of an old repository whose objects are not read
+// (Options.ObjectsUnread): Plan.Objects stays empty (100,000 entries would only cost memory;
+// Inspection.Index has the names) and every object counts as one to migrate. The names are
+// checked as a scan would.
 func listObjects(p *Plan, repo *tokens.Repository) error {
-	p.Objects = make([]Object, len(repo.Index))
 	for i, name := range repo.Index {
 		if err := tokens.ValidObjectName(name); err != nil {
 			return repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: %w", i+1, err))
 		}
-		p.Objects[i] = Object{File: name, Format: tokens.FormatOld.String(), Action: "reencrypt"}
 	}
 	p.Counts = Counts{Total: len(repo.Index), Reencrypt: len(repo.Index)}
 	return nil

@@ -2,6 +2,7 @@ package tokens
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
@@ -116,21 +117,29 @@ func sameAttrs(a, b *Attrs) bool {
 }
 
 // flattenedOrder tells the byte order a flattened object shows: the one order in which it is
-// well-formed, OrderUnknown when both or neither are.
-func flattenedOrder(name string, clear []byte) (ByteOrder, string) {
-	if len(clear) < 8 {
-		return OrderUnknown, ""
+// well-formed, OrderUnknown when both or neither are. It builds no message (it runs twice for
+// every object); orderReason formats the why when it is asked for.
+func flattenedOrder(name string, clear []byte) (ByteOrder, orderReason) {
+	if len(clear) < flatHdrLen || string(clear[8:16]) != name {
+		return OrderUnknown, orderReason{}
 	}
-	_, errLE := parseFlattened(name, clear, LittleEndian)
-	_, errBE := parseFlattened(name, clear, BigEndian)
-	cLE, cBE := binary.LittleEndian.Uint32(clear[4:]), binary.BigEndian.Uint32(clear[4:])
+	okLE, okBE := flatWellFormed(clear, LittleEndian), flatWellFormed(clear, BigEndian)
+	cLE, cBE := int64(binary.LittleEndian.Uint32(clear[4:])), int64(binary.BigEndian.Uint32(clear[4:]))
 	switch {
-	case errLE == nil && errBE != nil:
-		return LittleEndian, fmt.Sprintf("its flattened body is well-formed only read little-endian (%d attributes; %d read big-endian)", cLE, cBE)
-	case errBE == nil && errLE != nil:
-		return BigEndian, fmt.Sprintf("its flattened body is well-formed only read big-endian (%d attributes; %d read little-endian)", cBE, cLE)
+	case okLE && !okBE:
+		return LittleEndian, orderReason{kind: reasonBody, a: cLE, b: cBE}
+	case okBE && !okLE:
+		return BigEndian, orderReason{kind: reasonBody, a: cBE, b: cLE}
 	}
-	return OrderUnknown, ""
+	return OrderUnknown, orderReason{}
+}
+
+// flatWellFormed: the records of clear parse in order ord (the header already checked).
+func flatWellFormed(clear []byte, ord ByteOrder) bool {
+	host := ord.Binary()
+	p := &flatParser{a: &Attrs{}, host: host, quiet: true}
+	_, err := p.records(clear[flatHdrLen:], uint64(host.Uint32(clear[4:])), 0)
+	return err == nil
 }
 
 // parseFlattened is ParseFlattened in the byte order ord.
@@ -161,6 +170,18 @@ type flatParser struct {
 	a     *Attrs
 	class *uint32
 	host  binary.ByteOrder
+	quiet bool // only whether it parses: errQuiet, no message built
+}
+
+// errQuiet is what a quiet parse fails with (flattenedOrder tries both orders for every
+// object; the failing one needs no message).
+var errQuiet = errors.New("not well-formed")
+
+func (p *flatParser) fail(format string, args ...any) error {
+	if p.quiet {
+		return errQuiet
+	}
+	return corrupt(p.file, format, args...)
 }
 
 // records parses up to count records from b (count < 0 meaning "until b is used up", for nested
@@ -171,22 +192,22 @@ func (p *flatParser) records(b []byte, count uint64, depth int) (int, error) {
 	for i := uint64(0); nested && off < len(b) || !nested && i < count; i++ {
 		rest := b[off:]
 		if len(rest) < attrHdrLen {
-			return 0, corrupt(p.file, "attribute record %d header is past the end of the object", i)
+			return 0, p.fail("attribute record %d header is past the end of the object", i)
 		}
 		typ := p.host.Uint32(rest)
 		l := uint64(p.host.Uint32(rest[8:]))
 		if l > uint64(len(rest)-attrHdrLen) {
-			return 0, corrupt(p.file, "attribute 0x%X value of %d bytes is past the end of the object", typ, l)
+			return 0, p.fail("attribute 0x%X value of %d bytes is past the end of the object", typ, l)
 		}
 		val := rest[attrHdrLen : attrHdrLen+int(l) : attrHdrLen+int(l)]
 		switch {
 		case is32BitAttr(typ):
 			if l != 0 && l != 4 {
-				return 0, corrupt(p.file, "attribute 0x%X has length %d, want 0 or 4", typ, l)
+				return 0, p.fail("attribute 0x%X has length %d, want 0 or 4", typ, l)
 			}
 		case isTemplateAttr(typ):
 			if depth >= maxTemplateNestingDepth {
-				return 0, corrupt(p.file, "templates nested deeper than %d", maxTemplateNestingDepth)
+				return 0, p.fail("templates nested deeper than %d", maxTemplateNestingDepth)
 			}
 			if _, err := p.records(val, 0, depth+1); err != nil {
 				return 0, err

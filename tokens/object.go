@@ -20,10 +20,51 @@ type Object struct {
 	Clear                 []byte
 	LegacyHostOrderHeader bool // 3.12–3.14 host-order public header (§5.5)
 	// Order is the byte order this file's own bytes show (an old object's total_len, a
-	// host-order 3.12 header, the flattened body), OrderUnknown when they show none; Evidence
-	// says what showed it. DecideOrder puts the objects of a repository together.
-	Order         ByteOrder
-	OrderEvidence Evidence
+	// host-order 3.12 header, the flattened body), OrderUnknown when they show none;
+	// OrderEvidence says what showed it. DecideOrder puts the objects of a repository
+	// together.
+	Order ByteOrder
+	why   orderReason
+}
+
+// OrderEvidence says what showed the object's Order (an empty Evidence when nothing did). It
+// is formatted when asked for, not for every object decoded.
+func (o *Object) OrderEvidence() Evidence {
+	if o.Order == OrderUnknown {
+		return Evidence{}
+	}
+	return Evidence{File: ObjectPath(o.Name), Order: o.Order, Reason: o.why.String(o.Order)}
+}
+
+// orderReason is why an object shows its order, kept as numbers until OrderEvidence.
+type orderReason struct {
+	kind    uint8
+	a, b, c int64
+}
+
+const (
+	reasonNone         = iota
+	reasonTotalLen     // a: total_len in the order, b: file size, c: total_len read the other way
+	reasonBE312Size    // a: file size
+	reasonLegacyHeader // 3.12-3.14 host-order public header
+	reasonOnlyReading  // a: total_len in the order
+	reasonBody         // a: attribute count in the order, b: read the other way
+)
+
+func (r orderReason) String(o ByteOrder) string {
+	switch r.kind {
+	case reasonTotalLen:
+		return fmt.Sprintf("total_len %d fits the %d-byte file read %s (%d read %s)", r.a, r.b, o, r.c, o.Other())
+	case reasonBE312Size:
+		return fmt.Sprintf("total_len %d equals the file size read big-endian", r.a)
+	case reasonLegacyHeader:
+		return "3.12–3.14 host-order public header 0C 00 03 00"
+	case reasonOnlyReading:
+		return fmt.Sprintf("only the %s reading of total_len (%d) gives a well-formed object", o, r.a)
+	case reasonBody:
+		return fmt.Sprintf("its flattened body is well-formed only read %s (%d attributes; %d read %s)", o, r.a, r.b, o.Other())
+	}
+	return ""
 }
 
 // Keys of an unlocked repository (or of a freshly built 3.12 one, see NewUpgrade).
@@ -123,22 +164,21 @@ func (o *Object) checkOrder(ord ByteOrder) error {
 	if o.Clear != nil {
 		if fo, why := flattenedOrder(o.Name, o.Clear); fo != OrderUnknown {
 			if o.Order != OrderUnknown && o.Order != fo {
-				return orderErr(file, "its header says %s (%s) but its body says %s (%s)", o.Order, o.OrderEvidence.Reason, fo, why)
+				return orderErr(file, "its header says %s (%s) but its body says %s (%s)", o.Order, o.OrderEvidence().Reason, fo, why.String(fo))
 			}
 			if o.Order == OrderUnknown {
-				o.Order, o.OrderEvidence = fo, Evidence{File: file, Order: fo, Reason: why}
+				o.Order, o.why = fo, why
 			}
 		}
 	}
 	if ord != OrderUnknown && o.Order == ord.Other() {
-		return orderErr(file, "written in %s byte order (%s), but the repository is %s: mixed byte order, was it copied from another machine?", o.Order, o.OrderEvidence.Reason, ord)
+		return orderErr(file, "written in %s byte order (%s), but the repository is %s: mixed byte order, was it copied from another machine?", o.Order, o.OrderEvidence().Reason, ord)
 	}
 	return nil
 }
 
-func (o *Object) evidence(ord ByteOrder, format string, args ...any) {
-	o.Order = ord
-	o.OrderEvidence = Evidence{File: ObjectPath(o.Name), Order: ord, Reason: fmt.Sprintf(format, args...)}
+func (o *Object) evidence(ord ByteOrder, why orderReason) {
+	o.Order, o.why = ord, why
 }
 
 // oldObjectSizeBE312 is the one total_len a big-endian old object can have that makes its first
@@ -168,7 +208,7 @@ func decodeObject(name string, data []byte, ord ByteOrder, k *Keys, o *Object) e
 			if blk, kerr := keysFor(FormatOld); kerr == nil {
 				if e := decodeOld(file, data, BigEndian, blk, alt); e == nil || e == ErrNeedKeys {
 					*o = *alt
-					o.evidence(BigEndian, "total_len %d equals the file size read big-endian", len(data))
+					o.evidence(BigEndian, orderReason{kind: reasonBE312Size, a: int64(len(data))})
 					return e
 				}
 			}
@@ -177,7 +217,7 @@ func decodeObject(name string, data []byte, ord ByteOrder, k *Keys, o *Object) e
 	case binary.LittleEndian.Uint32(data) == Version312:
 		o.Format = Format312
 		o.LegacyHostOrderHeader = true
-		o.evidence(LittleEndian, "3.12–3.14 host-order public header 0C 00 03 00")
+		o.evidence(LittleEndian, orderReason{kind: reasonLegacyHeader})
 		if len(data) < 5 {
 			return corrupt(file, "file of %d bytes is too short for a 3.12 object", len(data))
 		}
@@ -234,8 +274,10 @@ func decodeOldOrder(file string, data []byte, ord ByteOrder, blk func() (cipher.
 	}
 	tlLE, fitsLE := totalLenFits(data, LittleEndian)
 	tlBE, fitsBE := totalLenFits(data, BigEndian)
-	fits := map[ByteOrder]bool{LittleEndian: fitsLE, BigEndian: fitsBE}
-	tl := map[ByteOrder]uint32{LittleEndian: tlLE, BigEndian: tlBE}
+	var fits [3]bool
+	var tl [3]uint32
+	fits[LittleEndian], fits[BigEndian] = fitsLE, fitsBE
+	tl[LittleEndian], tl[BigEndian] = tlLE, tlBE
 	exact := func(x ByteOrder) bool { return int(tl[x]) == len(data) }
 	// What the total_len field alone shows.
 	shown := OrderUnknown
@@ -252,7 +294,7 @@ func decodeOldOrder(file string, data []byte, ord ByteOrder, blk func() (cipher.
 	}
 	note := func(x ByteOrder) {
 		if x == shown && tlLE != tlBE {
-			o.evidence(x, "total_len %d fits the %d-byte file read %s (%d read %s)", tl[x], len(data), x, tl[x.Other()], x.Other())
+			o.evidence(x, orderReason{kind: reasonTotalLen, a: int64(tl[x]), b: int64(len(data)), c: int64(tl[x.Other()])})
 		}
 	}
 	if ord != OrderUnknown {
@@ -306,7 +348,7 @@ func decodeOldOrder(file string, data []byte, ord ByteOrder, blk func() (cipher.
 	switch len(ok) {
 	case 1:
 		*o = objs[ok[0]]
-		o.evidence(ok[0], "only the %s reading of total_len (%d) gives a well-formed object", ok[0], tl[ok[0]])
+		o.evidence(ok[0], orderReason{kind: reasonOnlyReading, a: int64(tl[ok[0]])})
 		return nil
 	case 2:
 		return orderErr(file, "total_len %d (little-endian) and %d (big-endian) both give a well-formed object", tlLE, tlBE)

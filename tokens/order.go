@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 )
 
 // ByteOrder is the byte order of a repository's host-order fields (spec §0): every integer of
@@ -218,19 +219,51 @@ func NVTokenOrder(b []byte) (ByteOrder, Evidence, error) {
 // rest (with NVTOK.DAT, when it tells, as the reference). OrderUnknown with no error means
 // nothing in the repository depends on the order.
 func DecideOrder(nv Evidence, objects []Evidence) (ByteOrder, []Evidence, error) {
-	var by [3][]Evidence
-	for _, e := range objects {
-		if e.Order != OrderUnknown {
-			by[e.Order] = append(by[e.Order], e)
-		}
+	var t OrderTally
+	for i, e := range objects {
+		t.add(i, e.Order, func() Evidence { return e })
 	}
+	return t.Decide(nv)
+}
+
+// OrderTally gathers the byte-order evidence of a repository's objects without keeping one
+// Evidence per object (a repository may hold 100,000): how many show each order, and the
+// evidence of the first of each, in index order. Safe for concurrent use.
+type OrderTally struct {
+	mu    sync.Mutex
+	first [3]Evidence
+	idx   [3]int
+	count [3]int
+}
+
+// Add records what object i (its index in OBJ.IDX) showed.
+func (t *OrderTally) Add(i int, o *Object) {
+	t.add(i, o.Order, o.OrderEvidence)
+}
+
+func (t *OrderTally) add(i int, ord ByteOrder, ev func() Evidence) {
+	if ord == OrderUnknown {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.count[ord]++
+	if t.count[ord] == 1 || i < t.idx[ord] {
+		t.first[ord], t.idx[ord] = ev(), i
+	}
+}
+
+// Decide is DecideOrder over what was added.
+func (t *OrderTally) Decide(nv Evidence) (ByteOrder, []Evidence, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	summary := func(o ByteOrder) []Evidence {
 		var out []Evidence
 		if nv.Order == o {
 			out = append(out, nv)
 		}
-		if n := len(by[o]); n > 0 {
-			out = append(out, by[o][0])
+		if n := t.count[o]; n > 0 {
+			out = append(out, t.first[o])
 			if n > 1 {
 				out = append(out, Evidence{File: "TOK_OBJ/", Order: o, Reason: fmt.Sprintf("%d more object(s) agree", n-1)})
 			}
@@ -238,32 +271,32 @@ func DecideOrder(nv Evidence, objects []Evidence) (ByteOrder, []Evidence, error)
 		return out
 	}
 	if nv.Order != OrderUnknown {
-		if odd := by[nv.Order.Other()]; len(odd) > 0 {
-			return OrderUnknown, nil, mixedError(odd, nv.Order, nv.String())
+		if odd := nv.Order.Other(); t.count[odd] > 0 {
+			return OrderUnknown, nil, mixedError(t.first[odd], t.count[odd], nv.Order, nv.String())
 		}
 		return nv.Order, summary(nv.Order), nil
 	}
-	l, b := by[LittleEndian], by[BigEndian]
+	l, b := t.count[LittleEndian], t.count[BigEndian]
 	switch {
-	case len(l) > 0 && len(b) > 0:
-		// No NVTOK.DAT witness: the minority is the odd one out; on a tie, name both sides.
-		if len(l) < len(b) {
-			return OrderUnknown, nil, mixedError(l, BigEndian, b[0].String())
+	case l > 0 && b > 0:
+		// No NVTOK.DAT witness: the minority is the odd one out.
+		if l < b {
+			return OrderUnknown, nil, mixedError(t.first[LittleEndian], l, BigEndian, t.first[BigEndian].String())
 		}
-		return OrderUnknown, nil, mixedError(b, LittleEndian, l[0].String())
-	case len(l) > 0:
+		return OrderUnknown, nil, mixedError(t.first[BigEndian], b, LittleEndian, t.first[LittleEndian].String())
+	case l > 0:
 		return LittleEndian, summary(LittleEndian), nil
-	case len(b) > 0:
+	case b > 0:
 		return BigEndian, summary(BigEndian), nil
 	}
 	return OrderUnknown, nil, nil
 }
 
-func mixedError(odd []Evidence, want ByteOrder, reference string) error {
+func mixedError(odd Evidence, n int, want ByteOrder, reference string) error {
 	more := ""
-	if len(odd) > 1 {
-		more = fmt.Sprintf(" (and %d more file(s) like it)", len(odd)-1)
+	if n > 1 {
+		more = fmt.Sprintf(" (and %d more file(s) like it)", n-1)
 	}
-	return orderErr(odd[0].File, "written in %s byte order (%s), but the repository is %s (%s): mixed byte order, was it copied from another machine?%s",
-		odd[0].Order, odd[0].Reason, want, reference, more)
+	return orderErr(odd.File, "written in %s byte order (%s), but the repository is %s (%s): mixed byte order, was it copied from another machine?%s",
+		odd.Order, odd.Reason, want, reference, more)
 }

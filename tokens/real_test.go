@@ -116,7 +116,7 @@ func TestReal323RepositoriesDecodeToWhatTheRealTokenListed(t *testing.T) {
 				case o.Format != tokens.FormatOld:
 					t.Errorf("%s: format %v, want old", name, o.Format)
 				case o.Order != tokens.OrderUnknown && o.Order != order:
-					t.Errorf("%s: its bytes show %v (%s), the repository is %v", name, o.Order, o.OrderEvidence, order)
+					t.Errorf("%s: its bytes show %v (%s), the repository is %v", name, o.Order, o.OrderEvidence(), order)
 				case o.Private != want.Private:
 					t.Errorf("%s: private %v, fixture %v", name, o.Private, want.Private)
 				case len(file) != want.FileSize || len(o.Clear) != want.ClearLen || hex.EncodeToString(sum[:]) != want.ClearSHA256:

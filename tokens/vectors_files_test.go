@@ -203,7 +203,7 @@ func walkVectorOrder(fsys tokens.FS, soPIN, userPIN string) ([]decodedObject, to
 		if err != nil {
 			return out, tokens.OrderUnknown, err
 		}
-		evidence = append(evidence, o.OrderEvidence)
+		evidence = append(evidence, o.OrderEvidence())
 		if _, err := tokens.ParseFlattenedOrder(name, o.Clear, o.Order); err != nil {
 			return out, tokens.OrderUnknown, err
 		}
