@@ -58,6 +58,24 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	rc := newReencrypter(p, insp.Index, insp.Keys, up, o)
 	dst := plan.NewFingerprint()
 	copyOpts := repofs.CopyOptions{Transform: rc.transform, Verify: rc.verify, DstDigest: dst, Workers: copyWorkers(o), Defer: isKeyFile}
+	// Once every object is written, and while the key files may still wait for the PBKDF2
+	// derivations, a first syncfs writes the objects out in the background: the syncfs that
+	// makes the working copy durable (below) then has only the key files left to write. It
+	// is an extra barrier, never the one the protocol relies on.
+	early := make(chan struct{})
+	started := false
+	copyOpts.BeforeDeferred = func() {
+		started = true
+		go func() {
+			defer close(early)
+			_ = pdir.Syncfs()
+		}()
+	}
+	defer func() {
+		if started {
+			<-early
+		}
+	}()
 	var srcDigest hash.Hash
 	if insp.ObjectsUnread {
 		srcDigest = plan.NewFingerprint()

@@ -149,12 +149,15 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 	if parseOrder == tokens.OrderUnknown {
 		parseOrder = r.order
 	}
-	if _, err := tokens.ParseFlattenedOrder(name, re.Clear, parseOrder); err != nil {
-		code := plan.CodeCorruptRepository
-		if errors.Is(err, tokens.ErrByteOrder) {
-			code = plan.CodeByteOrder
+	if !re.Object.BodyWellFormed(parseOrder) {
+		// The full parse decides (and says why).
+		if _, err := tokens.ParseFlattenedOrder(name, re.Clear, parseOrder); err != nil {
+			code := plan.CodeCorruptRepository
+			if errors.Is(err, tokens.ErrByteOrder) {
+				code = plan.CodeByteOrder
+			}
+			return nil, plan.Errorf(code, "object %s: %w", name, err)
 		}
-		return nil, plan.Errorf(code, "object %s: %w", name, err)
 	}
 	sum := sha256.Sum256(re.Clear)
 	r.tally.Add(int(r.byName[k]), re.Object)

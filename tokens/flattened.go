@@ -119,19 +119,19 @@ func sameAttrs(a, b *Attrs) bool {
 // flattenedOrder tells the byte order a flattened object shows: the one order in which it is
 // well-formed, OrderUnknown when both or neither are. It builds no message (it runs twice for
 // every object); orderReason formats the why when it is asked for.
-func flattenedOrder(name string, clear []byte) (ByteOrder, orderReason) {
+func flattenedOrder(name string, clear []byte) (ord ByteOrder, why orderReason, okLE, okBE bool) {
 	if len(clear) < flatHdrLen || string(clear[8:16]) != name {
-		return OrderUnknown, orderReason{}
+		return OrderUnknown, orderReason{}, false, false
 	}
-	okLE, okBE := flatWellFormed(clear, LittleEndian), flatWellFormed(clear, BigEndian)
+	okLE, okBE = flatWellFormed(clear, LittleEndian), flatWellFormed(clear, BigEndian)
 	cLE, cBE := int64(binary.LittleEndian.Uint32(clear[4:])), int64(binary.BigEndian.Uint32(clear[4:]))
 	switch {
 	case okLE && !okBE:
-		return LittleEndian, orderReason{kind: reasonBody, a: cLE, b: cBE}
+		return LittleEndian, orderReason{kind: reasonBody, a: cLE, b: cBE}, okLE, okBE
 	case okBE && !okLE:
-		return BigEndian, orderReason{kind: reasonBody, a: cBE, b: cLE}
+		return BigEndian, orderReason{kind: reasonBody, a: cBE, b: cLE}, okLE, okBE
 	}
-	return OrderUnknown, orderReason{}
+	return OrderUnknown, orderReason{}, okLE, okBE
 }
 
 // flatWellFormed: the records of clear parse in order ord (the header already checked).

@@ -25,6 +25,27 @@ type Object struct {
 	// together.
 	Order ByteOrder
 	why   orderReason
+	// wellFormed[o]: the flattened body parses in order o (found while checking the order).
+	wellFormed [3]bool
+	bodyParsed bool
+}
+
+// BodyWellFormed reports whether the flattened body (Clear) parses as a token library would
+// read it, in order ord (OrderUnknown: in the order it shows, or in either when it shows
+// none). It reuses what decoding learnt while checking the byte order. False when the body
+// was not decrypted, its stored name differs from the file name, or it is cut short:
+// ParseFlattenedOrder then says why.
+func (o *Object) BodyWellFormed(ord ByteOrder) bool {
+	if !o.bodyParsed {
+		return false
+	}
+	if ord == OrderUnknown {
+		ord = o.Order
+	}
+	if ord == OrderUnknown {
+		return o.wellFormed[LittleEndian] || o.wellFormed[BigEndian]
+	}
+	return o.wellFormed[ord]
 }
 
 // OrderEvidence says what showed the object's Order (an empty Evidence when nothing did). It
@@ -162,7 +183,9 @@ func DecodeObjectOrder(name string, file []byte, ord ByteOrder, k *Keys) (*Objec
 func (o *Object) checkOrder(ord ByteOrder) error {
 	file := ObjectPath(o.Name)
 	if o.Clear != nil {
-		if fo, why := flattenedOrder(o.Name, o.Clear); fo != OrderUnknown {
+		fo, why, le, bg := flattenedOrder(o.Name, o.Clear)
+		o.wellFormed[LittleEndian], o.wellFormed[BigEndian], o.bodyParsed = le, bg, true
+		if fo != OrderUnknown {
 			if o.Order != OrderUnknown && o.Order != fo {
 				return orderErr(file, "its header says %s (%s) but its body says %s (%s)", o.Order, o.OrderEvidence().Reason, fo, why.String(fo))
 			}

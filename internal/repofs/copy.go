@@ -53,6 +53,9 @@ type CopyOptions struct {
 	// content is still being computed while the others are copied. They are read (and
 	// digested) in their turn like the others; their content is kept until then.
 	Defer func(rel string) bool
+	// BeforeDeferred, when not nil, is called once, before the first deferred file is written
+	// (everything else of its directory, subdirectories included, is written by then).
+	BeforeDeferred func()
 	// Workers is how many files of a directory are copied at once; 0 or 1 copies one file
 	// at a time.
 	Workers int
@@ -114,16 +117,17 @@ func CopyTreeWith(src *Dir, parent *Dir, dstName string, p Perm, o CopyOptions) 
 }
 
 type copier struct {
-	o         CopyOptions
-	mu        sync.Mutex
-	records   []dstRecord // DstDigest's records in order
-	deferred  map[*copyDir][]deferredFile
-	perm      Perm
-	fileChmod bool // the umask strips bits of 0660: every new file needs an fchmod
-	made      bool // the root of the copy was created
-	rootDev   uint64
-	rootIno   uint64
-	onFileMu  sync.Mutex
+	o          CopyOptions
+	mu         sync.Mutex
+	records    []dstRecord // DstDigest's records in order
+	beforeOnce sync.Once
+	deferred   map[*copyDir][]deferredFile
+	perm       Perm
+	fileChmod  bool // the umask strips bits of 0660: every new file needs an fchmod
+	made       bool // the root of the copy was created
+	rootDev    uint64
+	rootIno    uint64
+	onFileMu   sync.Mutex
 }
 
 // copyDir is the state of one directory of the copy.
@@ -210,6 +214,9 @@ func (c *copier) dirDone(state any, werr error) error {
 	later := c.deferred[d]
 	delete(c.deferred, d)
 	c.mu.Unlock()
+	if werr == nil && len(later) > 0 && c.o.BeforeDeferred != nil {
+		c.beforeOnce.Do(c.o.BeforeDeferred)
+	}
 	if werr == nil {
 		for _, f := range later {
 			if _, werr = c.write(d, f.e, f.data, f.w); werr != nil {
