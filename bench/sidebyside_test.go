@@ -10,8 +10,8 @@ package bench
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,8 +133,10 @@ func setup(b *testing.B) *bench {
 	if os.Geteuid() != 0 {
 		b.Fatal("bench: must run as root (the tools chown to the token group)")
 	}
-	if _, err := exec.LookPath("strace"); err != nil {
-		b.Fatal("bench: strace missing (make setup)")
+	for _, p := range []string{"strace", "/usr/bin/time", "chroot"} {
+		if _, err := exec.LookPath(p); err != nil {
+			b.Fatalf("bench: %s missing (make setup)", p)
+		}
 	}
 	if m := ockroot.Missing(ockroot.Trixie); m != "" {
 		b.Fatalf("bench: %s", m)
@@ -207,20 +209,38 @@ func request(d string) []byte {
 	return fmt.Appendf(nil, `{"slot":%d,"datastore":%q,"confdir":%q,"so_pin":%q,"user_pin":%q}`, slot, d+"/swtok", d+"/conf", soPIN, userPIN)
 }
 
-// timed runs cmd and returns its wall time and its resource usage.
-func timed(b *testing.B, cmd *exec.Cmd, what string) (run, []byte) {
+// timed runs argv with stdin under /usr/bin/time and returns its wall time and its resource
+// usage, and its output. The peak RSS comes from GNU time, which forks the tool from its own
+// small address space: a direct child of this (large) test process would count this process's
+// RSS as its own (Linux keeps the pre-exec peak of a vfork'ed child in ru_maxrss).
+func timed(b *testing.B, argv []string, stdin io.Reader, env []string, okExit func(int) bool, what string) (run, []byte) {
+	f, err := os.CreateTemp("", "bench-time-*")
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	cmd := exec.Command("/usr/bin/time", append([]string{"-f", "%M", "-o", f.Name()}, argv...)...)
+	cmd.Stdin, cmd.Env = stdin, env
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	b.StartTimer()
 	start := time.Now()
-	err := cmd.Run()
+	err = cmd.Run()
 	wall := time.Since(start)
 	b.StopTimer()
-	if err != nil {
+	if err != nil && (okExit == nil || !okExit(cmd.ProcessState.ExitCode())) {
 		b.Fatalf("%s: %v\n%s", what, err, tail(out.Bytes()))
 	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return run{wall: wall, user: time.Duration(ru.Utime.Nano()), sys: time.Duration(ru.Stime.Nano()), maxRSS: ru.Maxrss}, out.Bytes()
+	r := run{wall: wall, user: time.Duration(ru.Utime.Nano()), sys: time.Duration(ru.Stime.Nano())}
+	if t, err := os.ReadFile(f.Name()); err == nil {
+		fields := strings.Fields(string(t))
+		if len(fields) > 0 {
+			r.maxRSS, _ = strconv.ParseInt(fields[len(fields)-1], 10, 64)
+		}
+	}
+	return r, out.Bytes()
 }
 
 func tail(b []byte) string {
@@ -230,46 +250,33 @@ func tail(b []byte) string {
 	return string(b)
 }
 
-func (bs *bench) oursCmd(d, op string) *exec.Cmd {
-	cmd := exec.Command(bs.ours, op, "--request", "-")
-	cmd.Stdin = bytes.NewReader(request(d))
-	return cmd
-}
-
 func (bs *bench) runOurs(b *testing.B, data string, res *sizeResult, i int) {
 	d := bs.fresh(b, data, "ours")
-	r, _ := timed(b, bs.oursCmd(d, "apply"), "ours")
+	r, _ := timed(b, []string{bs.ours, "apply", "--request", "-"}, bytes.NewReader(request(d)), os.Environ(), nil, "ours")
 	res.ours = append(res.ours, r)
 }
 
 func (bs *bench) runPlan(b *testing.B, data string, i int) run {
 	d := bs.fresh(b, data, "plan")
-	cmd := bs.oursCmd(d, "plan")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	start := time.Now()
-	err := cmd.Run()
-	wall := time.Since(start)
-	if err != nil && cmd.ProcessState.ExitCode() != 2 { // 2: changes to make
-		b.Fatalf("plan: %v\n%s", err, tail(out.Bytes()))
-	}
-	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return run{wall: wall, user: time.Duration(ru.Utime.Nano()), sys: time.Duration(ru.Stime.Nano()), maxRSS: ru.Maxrss}
+	r, _ := timed(b, []string{bs.ours, "plan", "--request", "-"}, bytes.NewReader(request(d)), os.Environ(), func(code int) bool { return code == 2 }, "plan") // 2: changes to make
+	return r
 }
 
-// upstreamCmd runs upstream's pkcstok_migrate chrooted in the trixie root on d (a directory
-// below bs.dir), answering y and both PINs on stdin, optionally under strace.
-func (bs *bench) upstreamCmd(d string, strace []string) *exec.Cmd {
+// upstreamArgv is upstream's pkcstok_migrate chrooted in the trixie root on d (a directory
+// below bs.dir); it answers y and both PINs on stdin (upstreamStdin).
+func (bs *bench) upstreamArgv(d string) []string {
 	in := filepath.Join(bs.inRoot, strings.TrimPrefix(d, bs.dir))
-	argv := append(append([]string{}, strace...), "/usr/sbin/pkcstok_migrate", "-s", strconv.Itoa(slot), "-d", in+"/swtok", "-c", in+"/conf")
-	cmd := bs.root.Command(context.Background(), false, false, argv...)
-	cmd.Stdin = strings.NewReader("y\n" + soPIN + "\n" + userPIN + "\n")
-	return cmd
+	return []string{"chroot", bs.root.Dir, "/usr/sbin/pkcstok_migrate", "-s", strconv.Itoa(slot), "-d", in + "/swtok", "-c", in + "/conf"}
 }
+
+func upstreamStdin() io.Reader { return strings.NewReader("y\n" + soPIN + "\n" + userPIN + "\n") }
+
+// rootEnv is the fixed environment commands get in the root (as ockroot gives them).
+var rootEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"}
 
 func (bs *bench) runUpstream(b *testing.B, data string, res *sizeResult, i int) {
 	d := bs.fresh(b, data, "upstream")
-	r, out := timed(b, bs.upstreamCmd(d, nil), "upstream pkcstok_migrate")
+	r, out := timed(b, bs.upstreamArgv(d), upstreamStdin(), rootEnv, nil, "upstream pkcstok_migrate")
 	if !bytes.Contains(out, []byte("pkcstok_migrate finished successfully")) {
 		b.Fatalf("upstream did not finish successfully:\n%s", tail(out))
 	}
@@ -376,8 +383,8 @@ func (bs *bench) countUpstream(b *testing.B, data string) (sysCount, int64) {
 	// strace runs on the host, tracing the chrooted upstream (it follows the exec).
 	d := bs.fresh(b, data, "up-strace")
 	sumFile := filepath.Join(bs.dir, "runs", filepath.Base(d)+".strace-c")
-	cmd := exec.Command("strace", "-f", "-c", "-o", sumFile, "chroot", bs.root.Dir, "/usr/sbin/pkcstok_migrate", "-s", strconv.Itoa(slot), "-d", filepath.Join(bs.inRoot, strings.TrimPrefix(d, bs.dir), "swtok"), "-c", filepath.Join(bs.inRoot, strings.TrimPrefix(d, bs.dir), "conf"))
-	cmd.Stdin = strings.NewReader("y\n" + soPIN + "\n" + userPIN + "\n")
+	cmd := exec.Command("strace", append([]string{"-f", "-c", "-o", sumFile}, bs.upstreamArgv(d)...)...)
+	cmd.Stdin, cmd.Env = upstreamStdin(), rootEnv
 	if out, err := cmd.CombinedOutput(); err != nil || !bytes.Contains(out, []byte("finished successfully")) {
 		b.Fatalf("strace upstream: %v\n%s", err, tail(out))
 	}
@@ -387,8 +394,8 @@ func (bs *bench) countUpstream(b *testing.B, data string) (sysCount, int64) {
 	}
 	d = bs.fresh(b, data, "up-read")
 	trFile := filepath.Join(bs.dir, "runs", filepath.Base(d)+".strace-read")
-	cmd = exec.Command("strace", "-f", "-qq", "-s", "0", "-e", "trace=read,pread64,getdents64", "-o", trFile, "chroot", bs.root.Dir, "/usr/sbin/pkcstok_migrate", "-s", strconv.Itoa(slot), "-d", filepath.Join(bs.inRoot, strings.TrimPrefix(d, bs.dir), "swtok"), "-c", filepath.Join(bs.inRoot, strings.TrimPrefix(d, bs.dir), "conf"))
-	cmd.Stdin = strings.NewReader("y\n" + soPIN + "\n" + userPIN + "\n")
+	cmd = exec.Command("strace", append([]string{"-f", "-qq", "-s", "0", "-e", "trace=read,pread64,getdents64", "-o", trFile}, bs.upstreamArgv(d)...)...)
+	cmd.Stdin, cmd.Env = upstreamStdin(), rootEnv
 	if out, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("strace upstream: %v\n%s", err, tail(out))
 	}
