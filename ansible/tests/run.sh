@@ -552,6 +552,22 @@ else
     show audit2.out
 fi
 
+# 18. ansible-test sanity, the tests that run offline (ansible-notes.md: the others bootstrap a
+# venv from PyPI, which this machine cannot reach; validate-modules and runtime-metadata run
+# directly in test 7, ansible-doc in test 6).
+PYV=$("$APY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+(cd "$CROOT" && ansible-test sanity --python "$PYV" --test compile --test shebang --test future-import-boilerplate \
+    --test metaclass-boilerplate --test empty-init --test line-endings --test no-smart-quotes \
+    --test use-argspec-type-path --test no-assert --test no-get-exception --test symlinks \
+    --test action-plugin-docs) > "$W/out/sanity.out" 2>&1
+RC=$?
+if [ "$RC" = 0 ] && ! grep -q '^ERROR\|^FATAL' "$W/out/sanity.out" && [ "$(grep -c '^Running sanity test' "$W/out/sanity.out")" = 12 ]; then
+    ok "18 ansible-test sanity (12 offline tests, Python $PYV) clean"
+else
+    bad "18 ansible-test sanity rc=$RC"
+    show sanity.out
+fi
+
 if [ "$FAILN" -gt 0 ] && grep -qs '"code": "io_error"' "$W"/out/*.out && grep -qs 'could not be inspected' "$W"/out/*.out; then
     echo "HINT: the tool could not inspect every process in /proc (sandbox/container?). It fails closed;"
     echo "      for tests only, build with -tags faultinject and set PKCSTOK_MIGRATE_PROC=<empty dir>."
