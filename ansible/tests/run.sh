@@ -552,7 +552,50 @@ else
     show audit2.out
 fi
 
-# 18. ansible-test sanity, the tests that run offline (ansible-notes.md: the others bootstrap a
+# 18. a fleet of mixed architectures: four hosts (local connections), whose facts (from a
+#     fact cache, as a gathered fleet has them) say x86_64, aarch64, ppc64le and s390x, get each
+#     the binary of its architecture from one collection; a rerun changes nothing. The binaries
+#     are stand-ins with distinct bytes (the role only checks and copies them; make
+#     package-test checks that the real ones are ELF files of their architecture).
+MIX=$W/mix
+mkdir -p "$MIX/files" "$MIX/hosts" "$MIX/facts"
+for ga in amd64 arm64 ppc64le s390x; do
+    printf '#!/bin/sh\necho stand-in for linux/%s\n' "$ga" > "$MIX/files/pkcstok-migrate-linux-$ga"
+done
+(cd "$MIX/files" && sha256sum pkcstok-migrate-linux-* > SHA256SUMS)
+echo '[fleet]' > "$MIX/inv"
+for a in x86_64 aarch64 ppc64le s390x; do
+    echo "h-$a ansible_connection=local ansible_python_interpreter=$APY pkcstok_install_dest=$MIX/hosts/$a/pkcstok-migrate" >> "$MIX/inv"
+    printf '{"ansible_architecture": "%s", "ansible_system": "Linux"}\n' "$a" > "$MIX/facts/h-$a"
+    mkdir -p "$MIX/hosts/$a"
+done
+mix() {
+    local out=$1
+    shift
+    ANSIBLE_CACHE_PLUGIN=jsonfile ANSIBLE_CACHE_PLUGIN_CONNECTION=$MIX/facts ANSIBLE_CACHE_PLUGIN_TIMEOUT=0 \
+        ansible-playbook -i "$MIX/inv" "$W/install.yml" -e "pkcstok_install_files=$MIX/files" "$@" > "$W/out/$out" 2>&1
+    RC=$?
+}
+mix mix1.out
+RC1=$RC
+mix mix2.out
+MIXOK=yes
+for pair in x86_64:amd64 aarch64:arm64 ppc64le:ppc64le s390x:s390x; do
+    a=${pair%%:*} ga=${pair#*:}
+    cmp -s "$MIX/files/pkcstok-migrate-linux-$ga" "$MIX/hosts/$a/pkcstok-migrate" || MIXOK="no ($a did not get $ga)"
+    grep -q "h-$a *: ok=[0-9]* *changed=1 " "$W/out/mix1.out" || MIXOK="no ($a not changed=1)"
+    grep -q "h-$a *: ok=[0-9]* *changed=0 " "$W/out/mix2.out" || MIXOK="no ($a rerun not changed=0)"
+    grep -q "INSTALLED arch=$a goarch=$ga " "$W/out/mix1.out" || MIXOK="no ($a not reported as $ga)"
+done
+if [ "$RC1" = 0 ] && [ "$RC" = 0 ] && [ "$MIXOK" = yes ]; then
+    ok "18 install role on a mixed fleet: x86_64, aarch64, ppc64le, s390x hosts each got their own binary; rerun changed=0"
+else
+    bad "18 install role on a mixed fleet (rc $RC1/$RC, $MIXOK)"
+    show mix1.out
+    show mix2.out
+fi
+
+# 19. ansible-test sanity, the tests that run offline (ansible-notes.md: the others bootstrap a
 # venv from PyPI, which this machine cannot reach; validate-modules and runtime-metadata run
 # directly in test 7, ansible-doc in test 6).
 PYV=$("$APY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -562,9 +605,9 @@ PYV=$("$APY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
     --test action-plugin-docs) > "$W/out/sanity.out" 2>&1
 RC=$?
 if [ "$RC" = 0 ] && ! grep -q '^ERROR\|^FATAL' "$W/out/sanity.out" && [ "$(grep -c '^Running sanity test' "$W/out/sanity.out")" = 12 ]; then
-    ok "18 ansible-test sanity (12 offline tests, Python $PYV) clean"
+    ok "19 ansible-test sanity (12 offline tests, Python $PYV) clean"
 else
-    bad "18 ansible-test sanity rc=$RC"
+    bad "19 ansible-test sanity rc=$RC"
     show sanity.out
 fi
 
