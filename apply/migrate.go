@@ -102,9 +102,8 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	}
 	// The working copy is what its digest says; after the exchange it is the repository.
 	treeDigest = dst
-	res.Steps = append(res.Steps, "copy", "write_keys")
+	res.Steps = append(res.Steps, "copy", "write_keys", "reencrypt")
 	res.ObjectsMigrated = migrated
-	res.Steps = append(res.Steps, "reencrypt")
 	tmp, err := pdir.OpenSubdir(tmpName)
 	if err != nil {
 		return nil, plan.Errorf(plan.CodeIO, "open working copy: %w", err)

@@ -55,28 +55,30 @@ func newReencrypter(p *plan.Plan, names []string, oldKeys *tokens.Keys, up *toke
 
 // isKeyFile: rel is one of the key files (CopyOptions.Defer: written last, once the PBKDF2
 // derivations they need are done).
-func isKeyFile(rel string) bool {
-	for _, f := range keyFiles {
+func isKeyFile(rel string) bool { return keyFileIndex(rel) >= 0 }
+
+// keyFileIndex is rel's index in keyFiles, -1 when it is not a key file.
+func keyFileIndex(rel string) int {
+	for i, f := range keyFiles {
 		if rel == f {
-			return true
+			return i
 		}
 	}
-	return false
+	return -1
 }
 
 // keyFile is the new content of rel when it is one of the key files; it waits for the
 // derivations.
 func (r *reencrypter) keyFile(rel string) (int, []byte, bool, error) {
-	for i, f := range keyFiles {
-		if rel == f {
-			up, err := r.up.Wait()
-			if err != nil {
-				return i, nil, true, plan.Errorf(plan.CodeCorruptRepository, "new keys: %w", err)
-			}
-			return i, [][]byte{up.NVToken, up.MKSO, up.MKUser}[i], true, nil
-		}
+	i := keyFileIndex(rel)
+	if i < 0 {
+		return 0, nil, false, nil
 	}
-	return 0, nil, false, nil
+	up, err := r.up.Wait()
+	if err != nil {
+		return i, nil, true, plan.Errorf(plan.CodeCorruptRepository, "new keys: %w", err)
+	}
+	return i, [][]byte{up.NVToken, up.MKSO, up.MKUser}[i], true, nil
 }
 
 // object returns the first index in byName of the plan's entries for name (OBJ.IDX may list
@@ -131,11 +133,7 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 	}
 	re, err := tokens.Reencrypt(name, data, r.order, r.oldKeys, r.newKeys, r.o.Rand)
 	if err != nil {
-		code := plan.CodeCorruptRepository
-		if errors.Is(err, tokens.ErrByteOrder) {
-			code = plan.CodeByteOrder
-		}
-		return nil, plan.Errorf(code, "object %s: %w", name, err)
+		return nil, objectError(name, err)
 	}
 	if !re.Changed {
 		// The repository is old (NVTOK.DAT): an object already in the 3.12 format means a
@@ -152,11 +150,7 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 	if !re.Object.BodyWellFormed(parseOrder) {
 		// The full parse decides (and says why).
 		if _, err := tokens.ParseFlattenedOrder(name, re.Clear, parseOrder); err != nil {
-			code := plan.CodeCorruptRepository
-			if errors.Is(err, tokens.ErrByteOrder) {
-				code = plan.CodeByteOrder
-			}
-			return nil, plan.Errorf(code, "object %s: %w", name, err)
+			return nil, objectError(name, err)
 		}
 	}
 	sum := sha256.Sum256(re.Clear)
@@ -172,6 +166,16 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 	}
 	r.migrated.Add(1)
 	return re.Out, nil
+}
+
+// objectError is the error of an object that cannot be migrated: byte_order when its byte
+// order is the repository's other one, corrupt_repository otherwise.
+func objectError(name string, err error) error {
+	code := plan.CodeCorruptRepository
+	if errors.Is(err, tokens.ErrByteOrder) {
+		code = plan.CodeByteOrder
+	}
+	return plan.Errorf(code, "object %s: %w", name, err)
 }
 
 // counts sums up the objects as the plan would have.

@@ -403,11 +403,11 @@ func LimitMemory(objects int) (restore func()) {
 func scanRepository(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens.Keys, confBytes []byte, tally *tokens.OrderTally) (string, error) {
 	names := repo.Index
 	defer LimitMemory(len(names))()
+	if err := checkIndexNames(p, names); err != nil {
+		return "", err
+	}
 	byName := make(map[string][]int, len(names))
 	for i, name := range names {
-		if err := tokens.ValidObjectName(name); err != nil {
-			return "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: %w", i+1, err))
-		}
 		byName[name] = append(byName[name], i)
 	}
 	objs := make([]Object, len(names))
@@ -532,12 +532,20 @@ func SetByteOrder(p *Plan, order tokens.ByteOrder, why []tokens.Evidence) {
 // Inspection.Index has the names) and every object counts as one to migrate. The names are
 // checked as a scan would.
 func listObjects(p *Plan, repo *tokens.Repository) error {
-	for i, name := range repo.Index {
+	if err := checkIndexNames(p, repo.Index); err != nil {
+		return err
+	}
+	p.Counts = Counts{Total: len(repo.Index), Reencrypt: len(repo.Index)}
+	return nil
+}
+
+// checkIndexNames refuses OBJ.IDX when one of its names is not a valid object file name.
+func checkIndexNames(p *Plan, names []string) error {
+	for i, name := range names {
 		if err := tokens.ValidObjectName(name); err != nil {
 			return repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: %w", i+1, err))
 		}
 	}
-	p.Counts = Counts{Total: len(repo.Index), Reencrypt: len(repo.Index)}
 	return nil
 }
 
