@@ -3,7 +3,6 @@ package apply
 import (
 	"errors"
 	"hash"
-	"io/fs"
 	"runtime"
 
 	json "github.com/goccy/go-json"
@@ -104,19 +103,12 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	treeDigest = dst
 	res.Steps = append(res.Steps, "copy", "write_keys", "reencrypt")
 	res.ObjectsMigrated = migrated
-	tmp, err := pdir.OpenSubdir(tmpName)
-	if err != nil {
-		return nil, plan.Errorf(plan.CodeIO, "open working copy: %w", err)
-	}
-	defer tmp.Close()
-
+	// Durability: the working copy must be on disk before the switch; the journal's syncfs
+	// below makes it so, with the journal (a syncfs of the working copy here as well would
+	// be a second one with nothing new to write: crash/README.md, "Which barriers are
+	// needed").
 	if err := o.hook("sync"); err != nil {
 		return nil, err
-	}
-	// Durability: the working copy on disk before the switch (covered by the journal's
-	// syncfs below: crash/README.md, "Which barriers are needed").
-	if err := syncTree(tmp); err != nil {
-		return nil, plan.Errorf(plan.CodeIO, "sync working copy: %w", err)
 	}
 	// Every file was verified from the bytes read back as it was written (rc.verify).
 	if err := o.hook("verify"); err != nil {
@@ -132,9 +124,9 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	if err := pdir.WriteFile(base+plan.SuffixJournal, j, perm); err != nil {
 		return nil, plan.Errorf(plan.CodeIO, "write journal: %w", err)
 	}
-	// Durability: the journal's content must be on disk before the exchange can be, or a
-	// power cut could leave the exchange with an empty journal that no rerun can read.
-	// syncfs also covers the working copy again (syncTree already did).
+	// Durability: the working copy and the journal's content must be on disk before the
+	// exchange can be, or a power cut could leave the exchange with an incomplete repository
+	// or an empty journal that no rerun can read. One syncfs makes both durable.
 	if syncJournal {
 		if err := pdir.Syncfs(); err != nil {
 			return nil, plan.Errorf(plan.CodeIO, "sync journal: %w", err)
@@ -182,25 +174,6 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 		return nil, plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}
 	return treeDigest, nil
-}
-
-// syncTree makes every file of the working copy durable with one syncfs, then fsyncs the
-// directories so the entries are durable too.
-func syncTree(d *repofs.Dir) error {
-	if err := d.Syncfs(); err != nil {
-		return err
-	}
-	obj, err := d.OpenSubdir("TOK_OBJ")
-	if err == nil {
-		err = obj.Sync()
-		obj.Close()
-		if err != nil {
-			return err
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return d.Sync()
 }
 
 // copyWorkers is how many files the working copy reads, re-encrypts and writes at once.
