@@ -46,7 +46,8 @@ type CopyOptions struct {
 	// error.
 	Verify func(rel string, written []byte) error
 	// SrcDigest and DstDigest, when not nil, receive what TreeDigest would write for the
-	// source and for the finished copy, without reading either again.
+	// source and for the finished copy, without reading either again. DstDigest describes
+	// the copy's root with mode DirMode: the mode it has once in place.
 	SrcDigest, DstDigest hash.Hash
 	// Defer, when not nil, names files whose Transform (and so their writing) waits until
 	// the rest of their directory, subdirectories included, is copied: files whose new
@@ -59,13 +60,17 @@ type CopyOptions struct {
 	// Workers is how many files of a directory are copied at once; 0 or 1 copies one file
 	// at a time.
 	Workers int
+	// Mode, when not nil, gives the permission bits of the copy of e, a file or a directory
+	// below the root (the source's mode, owner and group are in e); nil gives every file
+	// FileMode and every directory DirMode. An error stops the copy.
+	Mode func(e Entry) (uint32, error)
+	// Skip, when not nil, names regular files that are read (and go into SrcDigest) but are
+	// not copied; DstDigest does not describe them.
+	Skip func(e Entry) bool
 }
 
-// CopyTreeWith is CopyTree with options. Every source file is read once (Walk: openat, fstat,
-// one read, close) and every copy written once: created with its final mode and, because
-// the directories of the copy carry the setgid bit until their last file is written, with
-// the token group already (openat, write, close; pread with Verify). The setgid bit is
-// cleared when a directory is done, so the finished copy follows the set_perm rule exactly.
+// CopyTreeWith is CopyTree with options: it creates parent/dstName and fills it with
+// CopyTreeInto, then gives it mode DirMode.
 func CopyTreeWith(src *Dir, parent *Dir, dstName string, p Perm, o CopyOptions) error {
 	pfd, base, release, err := parent.walkParent(dstName)
 	if err != nil {
@@ -73,7 +78,48 @@ func CopyTreeWith(src *Dir, parent *Dir, dstName string, p Perm, o CopyOptions) 
 	}
 	defer release()
 	display := parent.join(dstName)
-	c := &copier{o: o, perm: p, fileChmod: umaskStrips(FileMode)}
+	fd, err := mkdirOpen(pfd, base, display)
+	if err != nil {
+		return err
+	}
+	dst := &Dir{fd: fd, path: display}
+	defer dst.Close()
+	err = prepareRoot(dst, p)
+	if err == nil {
+		err = CopyTreeInto(src, dst, p, o)
+	}
+	if err == nil {
+		err = dst.Chmod(DirMode)
+	}
+	if err != nil {
+		// dstName did not exist before (mkdir succeeded), so everything below it is ours.
+		if rerr := removeAllAt(pfd, base, display, 0); rerr != nil {
+			return fmt.Errorf("%w (removing the partial copy %s failed too: %v)", err, display, rerr)
+		}
+	}
+	return err
+}
+
+// prepareRoot gives a new copy's root the token group and the setgid bit while it is filled.
+func prepareRoot(dst *Dir, p Perm) error {
+	if p.GID >= 0 {
+		if err := unix.Fchown(dst.fd, -1, p.GID); err != nil {
+			return pathErr("chown", dst.path, err)
+		}
+	}
+	return dst.Chmod((&copier{perm: p}).dirModeDuring())
+}
+
+// CopyTreeInto copies everything below src into dst, an empty directory the caller made and
+// holds open; dst's own mode and group are the caller's (while files are created directly in
+// it, it should carry the setgid bit and the token group, see MkdirPrivate). Every source file
+// is read once (Walk: openat, fstat, one read, close) and every copy written once: created
+// with its final mode and, because the directories of the copy carry the setgid bit until
+// their last file is written, with the token group already (openat, write, close; pread with
+// Verify). The setgid bit of the directories below dst is cleared when each is done. On an
+// error what it created below dst is left there: the caller made dst and removes it.
+func CopyTreeInto(src *Dir, dst *Dir, p Perm, o CopyOptions) error {
+	c := &copier{o: o, perm: p, fileChmod: umaskStrips(FileMode), root: dst}
 	workers := o.Workers
 	if workers <= 0 {
 		workers = 1
@@ -83,7 +129,7 @@ func CopyTreeWith(src *Dir, parent *Dir, dstName string, p Perm, o CopyOptions) 
 		Digest:  o.SrcDigest,
 		Dir: func(e Entry, parentState any) (any, error) {
 			if e.Rel == "." {
-				return c.mkRoot(pfd, base, display, e)
+				return &copyDir{fd: dst.fd, display: dst.path, root: true}, nil
 			}
 			return c.mkSub(parentState.(*copyDir), e)
 		},
@@ -95,22 +141,16 @@ func CopyTreeWith(src *Dir, parent *Dir, dstName string, p Perm, o CopyOptions) 
 	if o.DstDigest != nil {
 		v.Record = c.record
 	}
-	err = Walk(src, v)
+	err := Walk(src, v)
 	if err == nil && o.DstDigest != nil {
 		// Written in the digest's order only now: a deferred file's record is known last.
 		DigestStart(o.DstDigest)
 		for _, r := range c.records {
 			if r.w == nil {
-				DigestRecord(o.DstDigest, Entry{Rel: r.rel, Mode: unix.S_IFDIR | DirMode}, nil)
+				DigestRecord(o.DstDigest, Entry{Rel: r.rel, Mode: unix.S_IFDIR | r.mode}, nil)
 				continue
 			}
-			DigestRecord(o.DstDigest, Entry{Rel: r.rel, Mode: unix.S_IFREG | FileMode, Size: r.w.size}, r.w.sum[:])
-		}
-	}
-	if err != nil && c.made {
-		// dstName did not exist before (mkdir succeeded), so everything below it is ours.
-		if rerr := removeAllAt(pfd, base, display, 0); rerr != nil {
-			return fmt.Errorf("%w (removing the partial copy %s failed too: %v)", err, display, rerr)
+			DigestRecord(o.DstDigest, Entry{Rel: r.rel, Mode: unix.S_IFREG | r.w.mode, Size: r.w.size}, r.w.sum[:])
 		}
 	}
 	return err
@@ -124,9 +164,7 @@ type copier struct {
 	deferred   map[*copyDir][]deferredFile
 	perm       Perm
 	fileChmod  bool // the umask strips bits of 0660: every new file needs an fchmod
-	made       bool // the root of the copy was created
-	rootDev    uint64
-	rootIno    uint64
+	root       *Dir // the copy's root, the caller's
 	onFileMu   sync.Mutex
 }
 
@@ -134,6 +172,19 @@ type copier struct {
 type copyDir struct {
 	fd      int
 	display string
+	root    bool   // the caller's directory: neither closed nor chmodded here
+	mode    uint32 // the final permission bits
+}
+
+// modeOf is the permission bits of the copy of e (CopyOptions.Mode).
+func (c *copier) modeOf(e Entry) (uint32, error) {
+	if c.o.Mode != nil {
+		return c.o.Mode(e)
+	}
+	if e.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return DirMode, nil
+	}
+	return FileMode, nil
 }
 
 // dirModeDuring is the mode of the copy's directories while files are created in them: with
@@ -145,50 +196,28 @@ func (c *copier) dirModeDuring() uint32 {
 	return DirMode | unix.S_ISGID
 }
 
-func (c *copier) mkRoot(pfd int, base, display string, src Entry) (any, error) {
-	fd, err := c.mkdir(pfd, base, display)
+func (c *copier) mkSub(parent *copyDir, src Entry) (any, error) {
+	if root, err := c.root.Lstat("."); err == nil && src.Dev == root.Dev && src.Ino == root.Ino {
+		return nil, fmt.Errorf("copy %s: the destination lies inside the source", src.Rel)
+	}
+	mode, err := c.modeOf(src)
 	if err != nil {
 		return nil, err
-	}
-	c.made = true
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
-		return nil, pathErr("stat", display, err)
-	}
-	c.rootDev, c.rootIno = uint64(st.Dev), uint64(st.Ino)
-	return &copyDir{fd: fd, display: display}, nil
-}
-
-func (c *copier) mkSub(parent *copyDir, src Entry) (any, error) {
-	if src.Dev == c.rootDev && src.Ino == c.rootIno {
-		return nil, fmt.Errorf("copy %s: the destination lies inside the source", src.Rel)
 	}
 	display := path.Join(parent.display, src.Name)
 	fd, err := c.mkdir(parent.fd, src.Name, display)
 	if err != nil {
 		return nil, err
 	}
-	return &copyDir{fd: fd, display: display}, nil
+	return &copyDir{fd: fd, display: display, mode: mode}, nil
 }
 
 // mkdir creates name in pfd with mode 0, opens it and gives it the token group and the
 // setgid bit.
 func (c *copier) mkdir(pfd int, name, display string) (int, error) {
-	if err := unix.Mkdirat(pfd, name, 0); err != nil {
-		return -1, pathErr("mkdir", display, err)
-	}
-	fd, err := openRetry(pfd, name, dirOpenFlags, 0)
-	if err == unix.EACCES {
-		// Without root (CAP_DAC_OVERRIDE) a mode-0 directory cannot be opened: give the
-		// owner access first. Production runs as root and never gets here.
-		if cerr := unix.Fchmodat(pfd, name, 0o700, 0); cerr != nil {
-			return -1, pathErr("chmod", display, cerr)
-		}
-		fd, err = openRetry(pfd, name, dirOpenFlags, 0)
-	}
+	fd, err := mkdirOpen(pfd, name, display)
 	if err != nil {
-		return -1, pathErr("open directory", display, openDirErr(pfd, name, err))
+		return -1, err
 	}
 	if c.perm.GID >= 0 {
 		if err := unix.Fchown(fd, -1, c.perm.GID); err != nil {
@@ -228,8 +257,11 @@ func (c *copier) dirDone(state any, werr error) error {
 	if werr != nil {
 		err = werr
 	}
-	if err == nil && c.dirModeDuring() != DirMode {
-		if e := unix.Fchmod(d.fd, DirMode); e != nil {
+	if d.root {
+		return err
+	}
+	if err == nil && c.dirModeDuring() != d.mode {
+		if e := unix.Fchmod(d.fd, d.mode); e != nil {
 			err = pathErr("chmod", d.display, e)
 		}
 	}
@@ -240,14 +272,19 @@ func (c *copier) dirDone(state any, werr error) error {
 // written is what the copy of one file holds, for DstDigest.
 type written struct {
 	size int64
+	mode uint32
 	sum  [sha256.Size]byte
 }
 
-// dstRecord is one DstDigest record: a directory (w nil) or a file, whose w of a deferred
-// file is filled when it is written.
+// skipped is what File returns for a file CopyOptions.Skip names.
+var skipped = &written{}
+
+// dstRecord is one DstDigest record: a directory (w nil, its mode) or a file, whose w of a
+// deferred file is filled when it is written.
 type dstRecord struct {
-	rel string
-	w   *written
+	rel  string
+	mode uint32
+	w    *written
 }
 
 // deferredFile is a file (Defer) to write when its directory is done.
@@ -259,6 +296,9 @@ type deferredFile struct {
 
 func (c *copier) file(e Entry, dirState any, data []byte) (any, error) {
 	d := dirState.(*copyDir)
+	if c.o.Skip != nil && c.o.Skip(e) {
+		return skipped, nil
+	}
 	if c.o.Defer != nil && c.o.Defer(e.Rel) {
 		w := &written{}
 		c.mu.Lock()
@@ -276,9 +316,12 @@ func (c *copier) file(e Entry, dirState any, data []byte) (any, error) {
 // nil, receives the size and hash of what was written.
 func (c *copier) write(d *copyDir, e Entry, data []byte, w *written) (any, error) {
 	dp := path.Join(d.display, e.Name)
+	mode, err := c.modeOf(e)
+	if err != nil {
+		return nil, err
+	}
 	out := data
 	if c.o.Transform != nil {
-		var err error
 		if out, err = c.o.Transform(e.Rel, data); err != nil {
 			return nil, fmt.Errorf("copy %s: %w", e.Rel, err)
 		}
@@ -287,11 +330,11 @@ func (c *copier) write(d *copyDir, e Entry, data []byte, w *written) (any, error
 	if c.o.Verify != nil {
 		flags = unix.O_RDWR | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NOCTTY
 	}
-	fd, err := openRetry(d.fd, e.Name, flags, FileMode)
+	fd, err := openRetry(d.fd, e.Name, flags, mode)
 	if err != nil {
 		return nil, pathErr("create", dp, err)
 	}
-	if err := c.fillFile(fd, e.Rel, dp, out); err != nil {
+	if err := c.fillFile(fd, e.Rel, dp, mode, out); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
@@ -309,20 +352,16 @@ func (c *copier) write(d *copyDir, e Entry, data []byte, w *written) (any, error
 	if w == nil {
 		w = &written{}
 	}
-	w.size, w.sum = int64(len(out)), sha256.Sum256(out)
+	w.size, w.mode, w.sum = int64(len(out)), mode, sha256.Sum256(out)
 	return w, nil
 }
 
-func (c *copier) fillFile(fd int, rel, dp string, out []byte) error {
-	if c.perm.GID >= 0 && c.fileChmod {
-		if err := unix.Fchmod(fd, FileMode); err != nil {
+func (c *copier) fillFile(fd int, rel, dp string, mode uint32, out []byte) error {
+	// Created with its mode: the umask may have taken bits away (with the token group the
+	// directory's setgid bit gave the group; without one, tests without root, it is left).
+	if c.fileChmod || mode != FileMode || c.perm.GID < 0 {
+		if err := unix.Fchmod(fd, mode); err != nil {
 			return pathErr("chmod", dp, err)
-		}
-	}
-	if c.perm.GID < 0 {
-		// No token group (tests without root): the rule's mode still holds.
-		if err := c.perm.apply(fd, dp); err != nil {
-			return err
 		}
 	}
 	if err := writeFull(fd, out); err != nil {
@@ -369,10 +408,16 @@ func preadFull(fd int, buf []byte) (int, error) {
 // digest's order; a deferred file's content is filled in when it is written.
 func (c *copier) record(e Entry, res any) {
 	if e.Mode&unix.S_IFMT == unix.S_IFDIR {
-		c.records = append(c.records, dstRecord{rel: e.Rel})
+		mode := uint32(DirMode)
+		if e.Rel != "." {
+			mode, _ = c.modeOf(e) // an error stops the copy when the directory is made
+		}
+		c.records = append(c.records, dstRecord{rel: e.Rel, mode: mode})
 		return
 	}
-	c.records = append(c.records, dstRecord{rel: e.Rel, w: res.(*written)})
+	if w := res.(*written); w != skipped {
+		c.records = append(c.records, dstRecord{rel: e.Rel, w: w})
+	}
 }
 
 // umaskStrips reports whether the process umask clears any bit of mode (read from

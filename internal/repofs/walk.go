@@ -8,6 +8,7 @@ import (
 	"path"
 	"runtime"
 	"sort"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -22,6 +23,8 @@ type Entry struct {
 	Size int64  // regular files: the number of bytes read
 	Dev  uint64
 	Ino  uint64
+	UID  int // owner and group of the open file
+	GID  int
 }
 
 // Visitor is what Walk calls; every field may be nil.
@@ -69,7 +72,7 @@ func Walk(d *Dir, v Visitor) error {
 	if err := unix.Fstat(d.fd, &st); err != nil {
 		return pathErr("stat", d.path, err)
 	}
-	root := Entry{Rel: ".", Name: ".", Mode: st.Mode, Dev: uint64(st.Dev), Ino: uint64(st.Ino)}
+	root := Entry{Rel: ".", Name: ".", Mode: st.Mode, Dev: uint64(st.Dev), Ino: uint64(st.Ino), UID: int(st.Uid), GID: int(st.Gid)}
 	w.record(root, nil, nil)
 	return w.dir(d.fd, d.path, root, nil, 0)
 }
@@ -77,6 +80,29 @@ func Walk(d *Dir, v Visitor) error {
 type walker struct {
 	v       Visitor
 	workers int
+	entries atomic.Int64 // files and directories met so far (MaxTreeEntries)
+	bytes   atomic.Int64 // bytes of the regular files admitted so far (MaxTreeBytes)
+}
+
+// Bounds on one repository as a whole, besides MaxFileSize for each file: a real token holds
+// at most a few thousand objects of a few KiB (the token library's shared memory has room for
+// 2048 by default), so these leave a wide margin while keeping a hostile repository (sparse
+// files cost no disk) from making the tool read, hold and write without end.
+const (
+	MaxTreeBytes   = 256 << 20
+	MaxTreeEntries = 250_000
+)
+
+// admit counts one more entry of the tree, of size bytes (0 for a directory), and refuses
+// the walk once the tree is larger than MaxTreeBytes or MaxTreeEntries.
+func (w *walker) admit(display string, size int64) error {
+	if n := w.entries.Add(1); n > MaxTreeEntries {
+		return fmt.Errorf("walk %s: the repository holds more than %d files and directories: %w", display, MaxTreeEntries, ErrTooLarge)
+	}
+	if size > 0 && w.bytes.Add(size) > MaxTreeBytes {
+		return fmt.Errorf("walk %s: the repository's files hold more than %d MiB: %w", display, MaxTreeBytes>>20, ErrTooLarge)
+	}
+	return nil
 }
 
 // record writes one entry to the digest: type byte, mode, size, path length, path, [content
@@ -241,7 +267,7 @@ func (w *walker) batch(dirfd int, display, rel string, state any, depth int, nam
 		h := sha256.New()
 		return func(k int) error {
 			we := &entries[files[k]]
-			data, err := readRegular(dirfd, we.e.Name, path.Join(display, we.e.Name), &we.e, &buf)
+			data, err := readRegular(dirfd, we.e.Name, path.Join(display, we.e.Name), &we.e, &buf, w.admit)
 			if err != nil {
 				return err
 			}
@@ -275,7 +301,11 @@ func (w *walker) batch(dirfd int, display, rel string, state any, depth int, nam
 			unix.Close(fd)
 			return pathErr("stat", p, err)
 		}
-		we.e.Mode, we.e.Dev, we.e.Ino = st.Mode, uint64(st.Dev), uint64(st.Ino)
+		we.e.Mode, we.e.Dev, we.e.Ino, we.e.UID, we.e.GID = st.Mode, uint64(st.Dev), uint64(st.Ino), int(st.Uid), int(st.Gid)
+		if err := w.admit(p, 0); err != nil {
+			unix.Close(fd)
+			return err
+		}
 		w.record(we.e, nil, nil)
 		err = w.dir(fd, p, we.e, state, depth+1)
 		unix.Close(fd)
@@ -300,9 +330,9 @@ func dtOf(mode uint32) uint8 {
 
 // readRegular opens name in dirfd without following symlinks and without blocking, checks
 // with fstat that it is a regular file no larger than MaxFileSize, and reads it whole into
-// *buf (grown as needed, reused by the caller) with one read. It fills e's mode, size and
-// identity.
-func readRegular(dirfd int, name, display string, e *Entry, buf *[]byte) ([]byte, error) {
+// *buf (grown as needed, reused by the caller) with one read. It fills e's mode, size, owner
+// and identity. admit, when not nil, is asked before the file is read.
+func readRegular(dirfd int, name, display string, e *Entry, buf *[]byte, admit func(display string, size int64) error) ([]byte, error) {
 	fd, err := openRetry(dirfd, name, fileReadFlags, 0)
 	if err != nil {
 		if err == unix.ELOOP {
@@ -321,6 +351,11 @@ func readRegular(dirfd int, name, display string, e *Entry, buf *[]byte) ([]byte
 	if st.Size > MaxFileSize {
 		return nil, fmt.Errorf("read %s: %d bytes: %w", display, st.Size, ErrTooLarge)
 	}
+	if admit != nil {
+		if err := admit(display, st.Size); err != nil {
+			return nil, err
+		}
+	}
 	n := int(st.Size)
 	if cap(*buf) < n {
 		*buf = make([]byte, n)
@@ -329,6 +364,6 @@ func readRegular(dirfd int, name, display string, e *Entry, buf *[]byte) ([]byte
 	if err := readFull(fd, data); err != nil {
 		return nil, pathErr("read", display, err)
 	}
-	e.Mode, e.Size, e.Dev, e.Ino = st.Mode, st.Size, uint64(st.Dev), uint64(st.Ino)
+	e.Mode, e.Size, e.Dev, e.Ino, e.UID, e.GID = st.Mode, st.Size, uint64(st.Dev), uint64(st.Ino), int(st.Uid), int(st.Gid)
 	return data, nil
 }

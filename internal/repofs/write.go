@@ -211,28 +211,9 @@ func (d *Dir) Mkdir(name string, p Perm) error {
 // mkdirPerm creates base in pfd with mode 0, opens it, applies p and returns the open
 // descriptor.
 func mkdirPerm(pfd int, base, display string, p Perm) (int, error) {
-	if err := unix.Mkdirat(pfd, base, 0); err != nil {
-		return -1, pathErr("mkdir", display, err)
-	}
-	var made unix.Stat_t
-	if err := unix.Fstatat(pfd, base, &made, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return -1, pathErr("lstat", display, err)
-	}
-	fd, err := openRetry(pfd, base, dirOpenFlags, 0)
-	if errors.Is(err, unix.EACCES) {
-		// Without root (CAP_DAC_OVERRIDE) a mode-0 directory cannot be opened: give the
-		// owner access first. Production runs as root and never gets here.
-		if cerr := unix.Fchmodat(pfd, base, 0o700, 0); cerr != nil {
-			return -1, pathErr("chmod", display, cerr)
-		}
-		fd, err = openRetry(pfd, base, dirOpenFlags, 0)
-	}
+	fd, err := mkdirOpen(pfd, base, display)
 	if err != nil {
-		return -1, pathErr("open directory", display, openDirErr(pfd, base, err))
-	}
-	if err := sameFile(fd, &made); err != nil {
-		unix.Close(fd)
-		return -1, pathErr("open directory", display, err)
+		return -1, err
 	}
 	if err := p.apply(fd, display); err != nil {
 		unix.Close(fd)
