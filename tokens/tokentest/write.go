@@ -13,8 +13,10 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"os"
+	"os/user"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -180,6 +182,10 @@ func WriteOld(dir string, o Options) (*Generated, error) {
 	if err != nil {
 		return nil, err
 	}
+	done, err := tokenGroup(dir, objDir)
+	if err != nil {
+		return nil, err
+	}
 	if err := writeFile(filepath.Join(dir, "NVTOK.DAT"), nvb, false); err != nil {
 		return nil, err
 	}
@@ -204,7 +210,43 @@ func WriteOld(dir string, o Options) (*Generated, error) {
 	if err := o.writeObjects(objDir, count, names, block, !masked, g); err != nil {
 		return nil, err
 	}
+	if err := done(); err != nil {
+		return nil, err
+	}
 	return g, nil
+}
+
+// tokenGroup gives the repository the group a real token's files have, as the token library's
+// set_perm rule does (token-format.md §1.4; the 3.8.1 and 3.23 libraries leave root:pkcs11
+// 0660): when run as root on a host with the group pkcs11, dirs get that group and, while the
+// files are written, the setgid bit, so that every file gets it too. done clears the bit.
+// Elsewhere (no root, no group) the group stays the creator's.
+func tokenGroup(dirs ...string) (done func() error, err error) {
+	done = func() error { return nil }
+	g, lerr := user.LookupGroup("pkcs11")
+	if os.Geteuid() != 0 || lerr != nil {
+		return done, nil
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return nil, fmt.Errorf("group pkcs11: gid %q: %w", g.Gid, err)
+	}
+	for _, d := range dirs {
+		if err := os.Chown(d, -1, gid); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(d, 0o770|os.ModeSetgid); err != nil {
+			return nil, err
+		}
+	}
+	return func() error {
+		for _, d := range dirs {
+			if err := os.Chmod(d, 0o770); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, nil
 }
 
 func (o *Options) validate() (int, error) {
