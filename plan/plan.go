@@ -13,7 +13,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sort"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
@@ -88,11 +90,60 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 	if o.StateBase == "" {
 		o.StateBase = DefaultStateBase
 	}
+	p, err := newPlan(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	cf, confBytes, slot, err := readSlot(p, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := resolveDatastore(p, slot, o); err != nil {
+		return nil, nil, err
+	}
+	edit, err := cf.SetTokVersion(uint64(o.Slot))
+	if err != nil {
+		return nil, nil, Errorf(CodeConfInvalid, "%s: slot %d: %w", p.Conf, o.Slot, err)
+	}
+	p.ConfFormat = confFormat(slot)
+	p.ConfDiff = edit.Diff
+	confChange := edit.Action != "none"
+
+	dir, err := repofs.OpenDir(p.Datastore)
+	if err != nil {
+		return nil, nil, repoError(p.Datastore, err)
+	}
+	defer dir.Close()
+	repo, keys, err := loadAndUnlock(p, dir, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok && keys != nil {
+			keys.Wipe()
+		}
+	}()
+	unread := o.ObjectsUnread && repo.NV.Format == tokens.FormatOld
+	if err := inspectObjects(p, dir, repo, keys, confBytes, unread, o.PrivateUnread); err != nil {
+		return nil, nil, err
+	}
+	repoChange := repo.NV.Format == tokens.FormatOld
+	planKeyFiles(p, repo, repoChange)
+	warnAround(p, confChange, repoChange, o)
+	p.Changed = repoChange || confChange
+	planSteps(p, slot, edit, repoChange, confChange)
+	ok = true
+	return p, &Inspection{Keys: keys, Edit: edit, Conf: confBytes, ObjectsUnread: unread, NVOrder: repo.NV.OrderEvidence, Index: repo.Index}, nil
+}
+
+// newPlan is the empty plan of the request: its slot and conf paths.
+func newPlan(o Options) (*Plan, error) {
 	if o.Slot < 0 || o.Slot >= 1024 {
-		return nil, nil, &Error{Code: CodeBadRequest, Field: "slot", Message: fmt.Sprintf("slot %d is out of range 0..1023", o.Slot)}
+		return nil, &Error{Code: CodeBadRequest, Field: "slot", Message: fmt.Sprintf("slot %d is out of range 0..1023", o.Slot)}
 	}
 	if o.Confdir == "" {
-		return nil, nil, &Error{Code: CodeBadRequest, Field: "confdir", Message: "confdir is required"}
+		return nil, &Error{Code: CodeBadRequest, Field: "confdir", Message: "confdir is required"}
 	}
 	p := &Plan{
 		FormatVersion: FormatVersion,
@@ -106,26 +157,31 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 	}
 	confdir, err := filepath.Abs(o.Confdir)
 	if err != nil {
-		return nil, nil, Errorf(CodeBadRequest, "confdir %s: %w", o.Confdir, err)
+		return nil, Errorf(CodeBadRequest, "confdir %s: %w", o.Confdir, err)
 	}
 	p.Confdir = confdir
 	p.Conf = filepath.Join(confdir, ConfName)
+	return p, nil
+}
 
-	cf, confBytes, err := ReadConf(confdir)
+// readSlot reads the conf and finds the slot: its token type and group, with a warning for
+// what apply will refuse.
+func readSlot(p *Plan, o Options) (*conf.File, []byte, *conf.Slot, error) {
+	cf, confBytes, err := ReadConf(p.Confdir)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	slot, err := cf.Slot(uint64(o.Slot))
 	if err != nil {
 		if errors.Is(err, conf.ErrSlotNotFound) {
-			return nil, nil, Errorf(CodeSlotNotFound, "%s: no slot %d: %w", p.Conf, o.Slot, err)
+			return nil, nil, nil, Errorf(CodeSlotNotFound, "%s: no slot %d: %w", p.Conf, o.Slot, err)
 		}
-		return nil, nil, Errorf(CodeConfInvalid, "%s: slot %d: %w", p.Conf, o.Slot, err)
+		return nil, nil, nil, Errorf(CodeConfInvalid, "%s: slot %d: %w", p.Conf, o.Slot, err)
 	}
 	p.Stdll = slot.Stdll
 	p.UserGroup = slot.UserGroup
 	if !slot.Type.Supported() {
-		return nil, nil, &Error{Code: CodeUnsupportedToken, Message: fmt.Sprintf("slot %d points to DLL name %s, which is an unknown/unsupported token: only %s, %s, %s and %s tokens can be migrated", o.Slot, slot.Stdll, tokens.TypeICA.Stdll(), tokens.TypeCCA.Stdll(), tokens.TypeSoft.Stdll(), tokens.TypeEP11.Stdll())}
+		return nil, nil, nil, &Error{Code: CodeUnsupportedToken, Message: fmt.Sprintf("slot %d points to DLL name %s, which is an unknown/unsupported token: only %s, %s, %s and %s tokens can be migrated", o.Slot, slot.Stdll, tokens.TypeICA.Stdll(), tokens.TypeCCA.Stdll(), tokens.TypeSoft.Stdll(), tokens.TypeEP11.Stdll())}
 	}
 	p.TokenType = slot.Type.String()
 	if !slot.TypeExact {
@@ -134,83 +190,75 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 	if _, err := repofs.LookupGroup(slot.UserGroup); err != nil {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("token group %q does not exist on this host: apply will refuse", slot.UserGroup))
 	}
+	return cf, confBytes, slot, nil
+}
 
+// resolveDatastore sets p.Datastore: the request's, or the directory the token library uses
+// for the slot.
+func resolveDatastore(p *Plan, slot *conf.Slot, o Options) error {
 	expected := slot.RepositoryDir(o.StateBase)
 	ds := o.Datastore
 	if ds == "" {
 		ds = expected
 	}
-	if ds, err = filepath.Abs(ds); err != nil {
-		return nil, nil, Errorf(CodeBadRequest, "datastore %s: %w", o.Datastore, err)
+	ds, err := filepath.Abs(ds)
+	if err != nil {
+		return Errorf(CodeBadRequest, "datastore %s: %w", o.Datastore, err)
 	}
 	if ds == "/" || ds == "." {
-		return nil, nil, &Error{Code: CodeBadRequest, Field: "datastore", Message: "datastore must not be the root directory"}
+		return &Error{Code: CodeBadRequest, Field: "datastore", Message: "datastore must not be the root directory"}
 	}
 	p.Datastore = ds
 	if filepath.Clean(expected) != ds {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("datastore %s differs from the directory the token library uses for slot %d (%s)", ds, o.Slot, expected))
 	}
+	return nil
+}
 
-	edit, err := cf.SetTokVersion(uint64(o.Slot))
-	if err != nil {
-		return nil, nil, Errorf(CodeConfInvalid, "%s: slot %d: %w", p.Conf, o.Slot, err)
-	}
-	p.ConfFormat = confFormat(slot)
-	p.ConfDiff = edit.Diff
-	confChange := edit.Action != "none"
-
-	dir, err := repofs.OpenDir(ds)
-	if err != nil {
-		return nil, nil, repoError(ds, err)
-	}
-	defer dir.Close()
+// loadAndUnlock reads the repository's key files and OBJ.IDX and, with both PINs, checks them.
+func loadAndUnlock(p *Plan, dir *repofs.Dir, o Options) (*tokens.Repository, *tokens.Keys, error) {
 	repo, err := tokens.Load(dir)
 	if err != nil {
-		return nil, nil, repoError(ds, err)
+		return nil, nil, repoError(p.Datastore, err)
 	}
 	p.Token = tokenInfo(repo.NV.Info)
-
-	var keys *tokens.Keys
-	if o.SOPIN != nil && o.UserPIN != nil {
-		keys, err = repo.Unlock(o.SOPIN, o.UserPIN)
-		if err != nil {
-			return nil, nil, unlockError(err)
-		}
-		p.PINsChecked = true
-	} else {
+	if o.SOPIN == nil || o.UserPIN == nil {
 		p.Incomplete = append(p.Incomplete, "PINs not given: PINs not verified, private objects listed without class, label or id")
+		return repo, nil, nil
 	}
-	ok := false
-	defer func() {
-		if !ok && keys != nil {
-			keys.Wipe()
-		}
-	}()
+	keys, err := repo.Unlock(o.SOPIN, o.UserPIN)
+	if err != nil {
+		return nil, nil, unlockError(err)
+	}
+	p.PINsChecked = true
+	return repo, keys, nil
+}
 
-	unread := o.ObjectsUnread && repo.NV.Format == tokens.FormatOld
+// inspectObjects lists the objects (unread: OBJ.IDX's names only, for apply's copy to check)
+// or scans them with the fingerprint, and decides the byte order and the format.
+func inspectObjects(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens.Keys, confBytes []byte, unread, privateUnread bool) error {
 	var tally tokens.OrderTally
 	if unread {
 		if err := listObjects(p, repo); err != nil {
-			return nil, nil, err
+			return err
 		}
 	} else {
 		scanKeys := keys
-		if o.PrivateUnread {
+		if privateUnread {
 			scanKeys = nil
 		}
-		var fp string
-		if fp, err = scanRepository(p, dir, repo, scanKeys, confBytes, &tally); err != nil {
-			return nil, nil, err
+		fp, err := scanRepository(p, dir, repo, scanKeys, confBytes, &tally)
+		if err != nil {
+			return err
 		}
 		p.Fingerprint = fp
 	}
 	order, why, err := tally.Decide(repo.NV.OrderEvidence)
 	if err != nil {
-		return nil, nil, repoError(ds, err)
+		return repoError(p.Datastore, err)
 	}
 	SetByteOrder(p, order, why)
-	nvFormat := repo.NV.Format
-	switch {
+	switch nvFormat := repo.NV.Format; {
 	case nvFormat == tokens.FormatOld && p.Counts.None == 0:
 		p.Format = "old"
 	case nvFormat == tokens.Format312 && p.Counts.Reencrypt+p.Counts.RewrapHeader == 0:
@@ -218,14 +266,20 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 	default:
 		p.Format = "mixed"
 	}
-	repoChange := nvFormat == tokens.FormatOld
 	if p.Format == "mixed" {
 		p.Warnings = append(p.Warnings, "repository mixes old and 3.12 files: apply will refuse; an old private object in a 3.12 repository cannot be decrypted any more")
 	}
-	if nvFormat == tokens.Format312 && !repo.IndexPresent {
+	if repo.NV.Format == tokens.Format312 && !repo.IndexPresent {
 		p.Warnings = append(p.Warnings, "TOK_OBJ/OBJ.IDX is missing: the token has no objects")
 	}
+	if n := len(p.LibraryTempFiles); n > 0 {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("%d temporary file(s) of the token library (*.TMP, left when it stopped while writing) are not part of the token: apply leaves them out of the 3.12 repository (the backup keeps them)", n))
+	}
+	return nil
+}
 
+// planKeyFiles says what happens to NVTOK.DAT and the MK files.
+func planKeyFiles(p *Plan, repo *tokens.Repository, repoChange bool) {
 	for _, f := range []string{"NVTOK.DAT", "MK_SO", "MK_USER"} {
 		a := "none"
 		if repoChange {
@@ -236,11 +290,14 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 		}
 		p.KeyFiles = append(p.KeyFiles, FileAction{File: f, Action: a})
 	}
+}
 
-	parent := filepath.Dir(ds)
-	base := filepath.Base(ds)
+// warnAround warns of what lies around the repository and the conf: backups, what an
+// interrupted run left, a running pkcsslotd.
+func warnAround(p *Plan, confChange, repoChange bool, o Options) {
+	ds, confdir := p.Datastore, p.Confdir
+	parent, base := filepath.Dir(ds), filepath.Base(ds)
 	bak := ds + SuffixBak
-	tmp := ds + SuffixTmp
 	if exists(parent, base+SuffixBak) {
 		if repoChange {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("backup %s already exists: apply will refuse until it is removed", bak))
@@ -249,10 +306,10 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 		}
 	}
 	if exists(parent, base+SuffixTmp) {
-		p.Warnings = append(p.Warnings, fmt.Sprintf("working copy %s from an interrupted run exists: apply will remove and rebuild it", tmp))
+		p.Warnings = append(p.Warnings, fmt.Sprintf("working copy %s from an interrupted run exists: apply will remove and rebuild it if this tool made it, and refuse otherwise", ds+SuffixTmp))
 	}
 	if exists(parent, base+SuffixJournal) {
-		p.Warnings = append(p.Warnings, fmt.Sprintf("journal %s of an interrupted run exists: apply will finish that run", ds+SuffixJournal))
+		p.Warnings = append(p.Warnings, fmt.Sprintf("journal %s of an interrupted run exists: apply will finish that run if this tool wrote it, and refuse otherwise", ds+SuffixJournal))
 	}
 	if confChange && exists(confdir, ConfBakName) {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("conf backup %s already exists: apply will refuse unless it equals the current conf", filepath.Join(confdir, ConfBakName)))
@@ -260,25 +317,43 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 	if pids, err := procscan.SlotdRunning(o.ProcRoot, o.PIDFiles); err != nil || len(pids) > 0 {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("pkcsslotd is running (pid %v): apply will refuse until it is stopped", pids))
 	}
+}
 
-	p.Changed = repoChange || confChange
+// planSteps lists what apply will do, in order.
+func planSteps(p *Plan, slot *conf.Slot, edit *conf.Edit, repoChange, confChange bool) {
+	ds, tmp := p.Datastore, p.Datastore+SuffixTmp
 	if repoChange {
 		p.Steps = append(p.Steps,
 			Step{Op: "lock", Path: ds},
-			Step{Op: "copy", From: ds, To: tmp, Note: fmt.Sprintf("files 0660, directories 0770, group %s", slot.UserGroup)},
+			Step{Op: "copy", From: ds, To: tmp, Note: fmt.Sprintf("files 0660, directories 0770, group %s (never readable by more users than the original's)", slot.UserGroup)},
 			Step{Op: "write_keys", Path: tmp, Note: "NVTOK.DAT, MK_SO, MK_USER in the 3.12 format with a fresh master key"},
 			Step{Op: "reencrypt", Path: filepath.Join(tmp, "TOK_OBJ"), Note: fmt.Sprintf("%d private object(s) re-encrypted, %d public header(s) rewritten", p.Counts.Reencrypt, p.Counts.RewrapHeader)},
 			Step{Op: "verify", Path: tmp, Note: "every object decrypts to the clear bytes it had before"},
-			Step{Op: "exchange", From: tmp, To: ds, Note: "atomic exchange: the repository path never goes missing"},
-			Step{Op: "backup", From: tmp, To: bak, Note: "the original repository, renamed"},
+			Step{Op: "exchange", From: tmp, To: ds, Note: "atomic exchange of the verified copy (device and inode checked before and after): the repository path never goes missing"},
+			Step{Op: "backup", From: tmp, To: ds + SuffixBak, Note: "the original repository, renamed"},
 			Step{Op: "remove_shm", Path: "/dev/shm/" + strings.TrimPrefix(procscan.ShmName(ds), "/")},
 		)
 	}
 	if confChange {
-		p.Steps = append(p.Steps, Step{Op: "conf_edit", Path: p.Conf, To: filepath.Join(confdir, ConfBakName), Note: "tokversion = 3.12 (" + edit.Action + ")"})
+		p.Steps = append(p.Steps, Step{Op: "conf_edit", Path: p.Conf, To: filepath.Join(p.Confdir, ConfBakName), Note: "tokversion = 3.12 (" + edit.Action + ")"})
 	}
-	ok = true
-	return p, &Inspection{Keys: keys, Edit: edit, Conf: confBytes, ObjectsUnread: unread, NVOrder: repo.NV.OrderEvidence, Index: repo.Index}, nil
+}
+
+// IsLibraryTemp reports whether rel (slash-separated, relative to the repository) names a
+// temporary file of the token library: since 3.26 it writes NVTOK.DAT, MK_SO, MK_USER, OBJ.IDX
+// and each object as <name>.TMP and then renames it, so a library that stopped in between
+// leaves such a file, which is not part of the token.
+func IsLibraryTemp(rel string) bool {
+	name, ok := strings.CutSuffix(rel, ".TMP")
+	if !ok {
+		return false
+	}
+	switch name {
+	case tokens.FileNVTok, tokens.FileMKSO, tokens.FileMKUser, tokens.FileIndex:
+		return true
+	}
+	obj, ok := strings.CutPrefix(name, objectDir)
+	return ok && tokens.ValidObjectName(obj) == nil
 }
 
 // ReadConf reads and parses <confdir>/opencryptoki.conf without following symlinks.
@@ -414,9 +489,16 @@ func scanRepository(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tok
 	errs := make([]error, len(names))
 	seen := make([]bool, len(names))
 	h := newFingerprint()
+	var temps sync.Mutex
 	err := repofs.Walk(dir, repofs.Visitor{
 		Digest: h,
 		File: func(e repofs.Entry, _ any, data []byte) (any, error) {
+			if IsLibraryTemp(e.Rel) {
+				temps.Lock()
+				p.LibraryTempFiles = append(p.LibraryTempFiles, e.Rel)
+				temps.Unlock()
+				return nil, nil
+			}
 			name, ok := strings.CutPrefix(e.Rel, objectDir)
 			if !ok {
 				return nil, nil
@@ -446,6 +528,7 @@ func scanRepository(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tok
 			return "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: read %s%s: %w", i+1, objectDir, name, fs.ErrNotExist))
 		}
 	}
+	sort.Strings(p.LibraryTempFiles)
 	p.Objects = objs
 	for _, o := range objs {
 		p.Counts.Total++

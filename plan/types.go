@@ -48,6 +48,10 @@ type Plan struct {
 	KeyFiles []FileAction `json:"key_files"` // NVTOK.DAT, MK_SO, MK_USER
 	ConfDiff string       `json:"conf_diff"` // unified diff, "" when the conf stays as it is
 
+	// LibraryTempFiles are the token library's *.TMP files found in the repository
+	// (IsLibraryTemp), which apply leaves out of the 3.12 repository.
+	LibraryTempFiles []string `json:"library_temp_files,omitempty"`
+
 	Fingerprint string   `json:"fingerprint"` // "sha256:<hex>"
 	Warnings    []string `json:"warnings"`
 	Incomplete  []string `json:"incomplete"` // what could not be seen (e.g. private objects without PINs)
