@@ -14,69 +14,139 @@ import (
 )
 
 // journal records that a run reached the switch, so a rerun after a crash knows which of
-// the repository and the working copy is which.
+// the repository and the working copy is which. It is a file only root can read or write
+// (repofs.CreatePrivate), and it is believed only as such (readJournal): a member of the
+// token group can plant any file under its name, but not one of root's.
 type journal struct {
 	State     string `json:"state"` // "exchanging"
 	Datastore string `json:"datastore"`
 	Tmp       string `json:"tmp"`
 	Bak       string `json:"bak"`
+	// PlanFingerprint is the fingerprint of the state the working copy was made from: a saved
+	// plan that a recovered switch carries out must be of that state.
+	PlanFingerprint string `json:"plan_fingerprint,omitempty"`
+}
+
+// recovery is what recoverJournal found and did.
+type recovery struct {
+	// exchanged: the interrupted run had switched its working copy in, and the recovery
+	// finished that switch; j is its journal.
+	exchanged bool
+	j         journal
 }
 
 // recoverJournal finishes the switch of a run that was interrupted after it wrote its
-// journal. It reports whether it changed anything.
-func recoverJournal(ds string, o Options) (bool, error) {
+// journal, and removes the working copy a run stopped before its switch left behind. Nothing
+// it did not make (a journal of root's naming this repository, a working copy with its
+// marker) is removed or renamed: anything else is refused and left alone.
+func recoverJournal(ds string, o Options) (recovery, error) {
 	parent, base := filepath.Dir(ds), filepath.Base(ds)
 	pdir, err := repofs.OpenDir(parent)
 	if err != nil {
-		return false, plan.Errorf(plan.CodeIO, "open %s: %w", parent, err)
+		return recovery{}, plan.Errorf(plan.CodeIO, "open %s: %w", parent, err)
 	}
 	defer pdir.Close()
-	raw, err := pdir.ReadFile(base + plan.SuffixJournal)
+	raw, jInfo, err := pdir.ReadPrivate(base + plan.SuffixJournal)
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+		return recovery{}, clearLeftover(pdir, base, ds)
 	}
 	if err != nil {
-		return false, plan.Errorf(plan.CodeIO, "read journal: %w", err)
+		if errors.Is(err, repofs.ErrNotOwn) || errors.Is(err, repofs.ErrSymlink) || errors.Is(err, repofs.ErrNotRegular) {
+			return recovery{}, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("%s is not a journal this tool wrote (%v): nothing was touched; remove it after checking %s and %s", ds+plan.SuffixJournal, err, ds, ds+plan.SuffixTmp), Err: err}
+		}
+		return recovery{}, plan.Errorf(plan.CodeIO, "read journal: %w", err)
 	}
-	dsFormat := nvFormat(pdir, base)
 	var j journal
-	if err := json.Unmarshal(raw, &j); (err != nil || j.State != "exchanging") && dsFormat != tokens.FormatOld {
-		return false, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("journal %s is not readable: remove it after checking %s and %s", ds+plan.SuffixJournal, ds, ds+plan.SuffixTmp)}
+	// It names its repository by the same name in the same directory (a journal of another
+	// token's renamed here does not; the directory may have been mounted elsewhere since).
+	if err := json.Unmarshal(raw, &j); err != nil || j.State != "exchanging" || filepath.Base(j.Datastore) != base {
+		// A journal of root's cut short (created, not yet written or not yet durable when the
+		// power went or the run was killed: empty, or zeros) beside the original at the
+		// repository path belongs to a run that never exchanged: the exchange waits until the
+		// journal is durable. It goes, and the working copy is rebuilt
+		// (crash/testdata/states/good_apply_journal_*).
+		if !allZero(raw) || nvFormat(pdir, base) != tokens.FormatOld {
+			return recovery{}, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("journal %s is not readable: remove it after checking %s and %s", ds+plan.SuffixJournal, ds, ds+plan.SuffixTmp)}
+		}
+		if err := removeJournal(pdir, base, jInfo); err != nil {
+			return recovery{}, err
+		}
+		return recovery{}, clearLeftover(pdir, base, ds)
 	}
-	// A journal cut short (created, not yet written or not yet durable when the power went
-	// or the run was killed) beside the original at the repository path belongs to a run
-	// that never exchanged: the exchange waits until the journal is durable. It goes like a
-	// whole one, and the working copy is rebuilt (crash/testdata/states/good_apply_journal_*).
-	tmpFormat := nvFormat(pdir, base+plan.SuffixTmp)
+	exchanged, err := finishJournaled(pdir, base, ds)
+	if err != nil {
+		return recovery{}, err
+	}
+	if err := removeJournal(pdir, base, jInfo); err != nil {
+		return recovery{}, err
+	}
+	return recovery{exchanged: exchanged, j: j}, nil
+}
+
+// finishJournaled brings the switch a journal describes to its end: back to the start when
+// the exchange did not happen (the working copy, this tool's by its marker, is removed), or
+// forward when it did (the switched-in copy settled, the original renamed to _BAK).
+func finishJournaled(pdir *repofs.Dir, base, ds string) (exchanged bool, err error) {
+	tmpName := base + plan.SuffixTmp
+	if wc, err := ownWorkingCopy(pdir, base, ds); err == nil {
+		// Exchanged; the copy has its marker still (and root's mode).
+		err = settleWorkingCopy(wc)
+		wc.Close()
+		if err != nil {
+			return false, plan.Errorf(plan.CodeIO, "give %s its mode: %w", ds, err)
+		}
+	}
+	dsFormat, tmpFormat := nvFormat(pdir, base), nvFormat(pdir, tmpName)
 	switch {
 	case dsFormat == tokens.Format312 && tmpFormat == tokens.FormatOld:
 		// Exchanged, not yet backed up.
 		if _, err := pdir.Lstat(base + plan.SuffixBak); err == nil {
 			return false, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists: cannot move the original repository (now at %s) there", ds+plan.SuffixBak, ds+plan.SuffixTmp)}
 		}
-		if err := pdir.RenameNoReplace(base+plan.SuffixTmp, base+plan.SuffixBak); err != nil {
+		if err := pdir.RenameNoReplace(tmpName, base+plan.SuffixBak); err != nil {
 			return false, plan.Errorf(plan.CodeIO, "rename %s: %w", ds+plan.SuffixTmp, err)
 		}
+		exchanged = true
 	case dsFormat == tokens.FormatOld:
-		// Not exchanged: the working copy is rebuilt by the new run.
+		// Not exchanged: the working copy goes and is rebuilt by the new run.
+		if err := clearLeftover(pdir, base, ds); err != nil {
+			return false, err
+		}
 	case dsFormat == tokens.Format312 && tmpFormat == tokens.FormatUnknown:
 		// Exchanged and backed up.
+		exchanged = true
 	default:
 		return false, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("journal %s: cannot tell %s (%s) from %s (%s): check them by hand", ds+plan.SuffixJournal, ds, dsFormat, ds+plan.SuffixTmp, tmpFormat)}
 	}
 	// Durability: the rename to _BAK before the journal goes (covered by the next fsync
 	// under the crash model: one directory's changes reach the disk in order).
 	if err := pdir.Sync(); err != nil {
-		return false, plan.Errorf(plan.CodeIO, "sync %s: %w", parent, err)
+		return false, plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}
-	if err := pdir.Remove(base + plan.SuffixJournal); err != nil {
-		return false, plan.Errorf(plan.CodeIO, "remove journal: %w", err)
+	return exchanged, nil
+}
+
+// removeJournal removes the journal described by info (the file read, not whatever is at its
+// name now) and makes that durable: the finished switch before the conf is edited to say 3.12.
+func removeJournal(pdir *repofs.Dir, base string, info repofs.Info) error {
+	if err := pdir.RemoveIfSame(base+plan.SuffixJournal, info); err != nil {
+		return plan.Errorf(plan.CodeIO, "remove journal: %w", err)
 	}
-	// Durability: the finished switch before the conf is edited to say 3.12.
 	if err := pdir.Sync(); err != nil {
-		return false, plan.Errorf(plan.CodeIO, "sync %s: %w", parent, err)
+		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}
-	return true, nil
+	return nil
+}
+
+// allZero: b is empty or holds only NUL bytes (what a file whose data never reached the disk
+// reads as).
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // nvFormat tells the format of the repository dir/name by the size of its NVTOK.DAT.

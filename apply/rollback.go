@@ -64,6 +64,11 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 	// Interrupted after the exchange: only the rename is left (whether or not the conf is).
 	repoTodo = repoTodo || dsFmt == tokens.FormatOld && bakFmt == tokens.Format312
 	confTodo := confBakErr == nil
+	if confTodo {
+		if err := checkConfBackupTrusted(cdir, confdir); err != nil {
+			return nil, err
+		}
+	}
 	if !repoTodo && !confTodo {
 		return nil, &plan.Error{Code: plan.CodeNothingToRollBack, Message: fmt.Sprintf("nothing to roll back: no old-format %s beside a 3.12 %s, and no %s", ds+plan.SuffixBak, ds, filepath.Join(confdir, plan.ConfBakName))}
 	}
@@ -91,6 +96,10 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 				return nil, plan.Errorf(plan.CodeCorruptRepository, "open %s: %w", ds+plan.SuffixBak, err)
 			}
 			_, err = tokens.Load(bd)
+			var bakInfo repofs.Info
+			if err == nil {
+				bakInfo, err = bd.Lstat(".")
+			}
 			bd.Close()
 			if err != nil {
 				return nil, plan.Errorf(plan.CodeCorruptRepository, "backup %s: %w", ds+plan.SuffixBak, err)
@@ -98,8 +107,10 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 			if err := o.hook("rollback_exchange"); err != nil {
 				return nil, err
 			}
-			if err := pdir.Exchange(base, bak); err != nil {
-				return nil, plan.Errorf(plan.CodeIO, "exchange %s and %s: %w", ds, ds+plan.SuffixBak, err)
+			// The backup switched in is the one just checked, and the repository switched out
+			// the one locked (device and inode, before and after).
+			if err := exchangeVerified(pdir, base, bak, o.orig, bakInfo); err != nil {
+				return nil, err
 			}
 			// Durability: the exchange (covered by the next fsync under the crash model).
 			if err := pdir.Sync(); err != nil {
@@ -109,6 +120,9 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 		}
 		if err := o.hook("rollback_rename"); err != nil {
 			return nil, err
+		}
+		if info, err := pdir.Lstat(bak); err != nil || !info.IsDir() || bakFmt == tokens.FormatOld && !repofs.Same(info, o.orig) {
+			return nil, &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("%s is not the migrated repository any more: someone else renames entries in %s; check it", ds+plan.SuffixBak, parent)}
 		}
 		if err := pdir.RenameNoReplace(bak, base+SuffixRolledBack); err != nil {
 			return nil, plan.Errorf(plan.CodeIO, "rename %s: %w", ds+plan.SuffixBak, err)
@@ -154,4 +168,32 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 	res.Fingerprint = fp
 	res.Warnings = append(res.Warnings, *warnings...)
 	return res, nil
+}
+
+// checkConfBackupTrusted refuses an opencryptoki.conf_BAK that rollback must not install: not
+// a regular file (a symlink is never followed), or one that someone other than root or the
+// conf directory's owner (the trusted users, SECURITY.md) made or may write. apply makes it
+// as a hard link of the conf it replaces, so it keeps that conf's owner and mode.
+func checkConfBackupTrusted(cdir *repofs.Dir, confdir string) error {
+	info, err := cdir.Lstat(plan.ConfBakName)
+	if err != nil {
+		return plan.Errorf(plan.CodeIO, "stat %s: %w", filepath.Join(confdir, plan.ConfBakName), err)
+	}
+	dirInfo, err := cdir.Lstat(".")
+	if err != nil {
+		return plan.Errorf(plan.CodeIO, "stat %s: %w", confdir, err)
+	}
+	why := ""
+	switch {
+	case !info.IsRegular():
+		why = "it is not a regular file"
+	case info.UID != 0 && info.UID != dirInfo.UID:
+		why = fmt.Sprintf("it belongs to uid %d, neither root nor the owner of %s", info.UID, confdir)
+	case info.Perm()&0o022 != 0:
+		why = fmt.Sprintf("its mode %04o lets group or others write it", info.Perm())
+	}
+	if why == "" {
+		return nil
+	}
+	return &plan.Error{Code: plan.CodeConfInvalid, Message: fmt.Sprintf("%s is not a backup this tool made (%s): nothing was rolled back; check it and the permissions of %s", filepath.Join(confdir, plan.ConfBakName), why, confdir)}
 }

@@ -34,7 +34,8 @@ type Options struct {
 	// Workers is how many files the working copy handles at once (0: one per core).
 	Workers int
 
-	wantFingerprint string // a saved plan's, which the copy checks when the plan read no object
+	wantFingerprint string      // a saved plan's, which the copy checks when the plan read no object
+	orig            repofs.Info // the repository directory apply locked (device, inode, mode)
 
 	warn func(string) // collects warnings for the result
 }
@@ -69,9 +70,15 @@ func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer unlock()
-	recovered, err := recoverJournal(ds, o)
+	rec, err := recoverJournal(ds, o)
 	if err != nil {
 		return nil, err
+	}
+	if rec.exchanged {
+		// The switch a journal described is finished: the repository is another directory now.
+		if o.orig, err = lstatDir(ds); err != nil {
+			return nil, err
+		}
 	}
 
 	// The plan made here, under the locks, reads no object of an old-format repository: the
@@ -88,7 +95,16 @@ func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
 	if insp.Keys != nil {
 		defer insp.Keys.Wipe()
 	}
-	if saved != nil && !recovered {
+	// A saved plan is always compared: with the state found now, or, when this run finished
+	// the switch of an interrupted one, with the state that run's journal says its working
+	// copy was made from (a journal is believed only as a file of root's: recoverJournal).
+	switch {
+	case saved == nil:
+	case rec.exchanged:
+		if rec.j.PlanFingerprint == "" || rec.j.PlanFingerprint != saved.Fingerprint {
+			return nil, staleError(p, saved.Fingerprint, rec.j.PlanFingerprint)
+		}
+	default:
 		if insp.ObjectsUnread {
 			if saved.Counts.Total != p.Counts.Total {
 				return nil, staleError(p, saved.Fingerprint, fmt.Sprintf("OBJ.IDX lists %d objects, the plan %d", p.Counts.Total, saved.Counts.Total))
@@ -121,7 +137,7 @@ func begin(req plan.Options, o *Options) (ds, confdir string, unlock func(), war
 	if ds, confdir, err = resolvePaths(req); err != nil {
 		return "", "", nil, nil, err
 	}
-	if unlock, err = lockAll(confdir, ds); err != nil {
+	if unlock, o.orig, err = lockAll(confdir, ds); err != nil {
 		return "", "", nil, nil, err
 	}
 	warnings = &[]string{}
@@ -171,37 +187,58 @@ func resolvePaths(req plan.Options) (ds, confdir string, err error) {
 }
 
 // lockAll takes flock on the conf directory (one migration per conf at a time, so two slots
-// cannot race on the conf) and on the repository directory. No lock file is created.
-func lockAll(confdir, ds string) (func(), error) {
+// cannot race on the conf) and on the repository directory, and describes the directory it
+// locked: the repository apply verifies and switches is that one (device and inode), whatever
+// is renamed meanwhile. No lock file is created.
+func lockAll(confdir, ds string) (func(), repofs.Info, error) {
 	var held []*repofs.Dir
 	release := func() {
 		for i := len(held) - 1; i >= 0; i-- {
 			held[i].Close()
 		}
 	}
+	var info repofs.Info
 	for _, path := range []string{confdir, ds} {
 		d, err := repofs.OpenDir(path)
 		if err != nil {
 			release()
 			if errors.Is(err, fs.ErrNotExist) {
-				return nil, plan.Errorf(plan.CodeCorruptRepository, "%s does not exist: %w", path, err)
+				return nil, info, plan.Errorf(plan.CodeCorruptRepository, "%s does not exist: %w", path, err)
 			}
 			if errors.Is(err, repofs.ErrSymlink) {
-				return nil, plan.Errorf(plan.CodeCorruptRepository, "%s: refusing: %w", path, err)
+				return nil, info, plan.Errorf(plan.CodeCorruptRepository, "%s is a symlink: refusing: %w", path, err)
 			}
-			return nil, plan.Errorf(plan.CodeIO, "open %s: %w", path, err)
+			return nil, info, plan.Errorf(plan.CodeIO, "open %s: %w", path, err)
 		}
 		if err := d.TryLock(); err != nil {
 			d.Close()
 			release()
 			if errors.Is(err, repofs.ErrLocked) {
-				return nil, &plan.Error{Code: plan.CodeLocked, Message: fmt.Sprintf("another pkcstok-migrate run holds %s", path), Err: err}
+				return nil, info, &plan.Error{Code: plan.CodeLocked, Message: fmt.Sprintf("another pkcstok-migrate run holds %s", path), Err: err}
 			}
-			return nil, plan.Errorf(plan.CodeIO, "lock %s: %w", path, err)
+			return nil, info, plan.Errorf(plan.CodeIO, "lock %s: %w", path, err)
 		}
 		held = append(held, d)
+		if info, err = d.Lstat("."); err != nil {
+			release()
+			return nil, info, plan.Errorf(plan.CodeIO, "stat %s: %w", path, err)
+		}
 	}
-	return release, nil
+	return release, info, nil
+}
+
+// lstatDir describes the directory at path (never a symlink's target).
+func lstatDir(path string) (repofs.Info, error) {
+	pdir, err := repofs.OpenDir(filepath.Dir(path))
+	if err != nil {
+		return repofs.Info{}, plan.Errorf(plan.CodeIO, "open %s: %w", filepath.Dir(path), err)
+	}
+	defer pdir.Close()
+	info, err := pdir.Lstat(filepath.Base(path))
+	if err != nil {
+		return info, plan.Errorf(plan.CodeIO, "stat %s: %w", path, err)
+	}
+	return info, nil
 }
 
 func checkNotInUse(ds string, o Options) error {

@@ -1,0 +1,313 @@
+package apply_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/plan"
+	"github.com/ocktools/pkcstok-migrate/tokens"
+)
+
+// These tests are issue 19's findings as a member of the token group would stage them in the
+// group-writable directory beside the repository (SECURITY.md). Each failed before the fix.
+
+func req(ds, confdir string) plan.Options {
+	return plan.Options{Slot: 3, Datastore: ds, Confdir: confdir, SOPIN: []byte("so-pin-1"), UserPIN: []byte("user-pin-2")}
+}
+
+func wantCode(t *testing.T, err error, code plan.Code, part string) {
+	t.Helper()
+	var pe *plan.Error
+	if !errors.As(err, &pe) || pe.Code != code {
+		t.Fatalf("want %s, got %v", code, err)
+	}
+	if !strings.Contains(pe.Message, part) {
+		t.Errorf("message %q does not say %q", pe.Message, part)
+	}
+}
+
+// victim makes a root-only tree that root must never remove, change or widen.
+func victim(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "secret"), []byte("root's own\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Finding 1: a tree the run did not create, under the working copy's name, is not removed.
+func TestHostileForeignTreeAtWorkingCopyName(t *testing.T) {
+	for _, kind := range []string{"root_only_dir", "other_token", "symlink"} {
+		t.Run(kind, func(t *testing.T) {
+			ds, confdir, o := newToken(t)
+			tmp := ds + plan.SuffixTmp
+			switch kind {
+			case "root_only_dir":
+				victim(t, tmp)
+			case "other_token":
+				// Another token's repository (root:pkcs11 0770, like ours), renamed there.
+				if err := os.Rename(ds, tmp); err != nil {
+					t.Fatal(err)
+				}
+				newDs, _, _ := newTokenIn(t, filepath.Dir(ds))
+				if newDs != ds {
+					t.Fatal(newDs)
+				}
+			case "symlink":
+				victim(t, filepath.Join(filepath.Dir(ds), "elsewhere"))
+				if err := os.Symlink("elsewhere", tmp); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := tree(t, filepath.Dir(ds))
+			_, err := apply.Run(req(ds, confdir), nil, o)
+			wantCode(t, err, plan.CodeCorruptRepository, "not a working copy this tool made")
+			if after := tree(t, filepath.Dir(ds)); after != before {
+				t.Errorf("the refused run changed files:\nbefore\n%s\nafter\n%s", before, after)
+			}
+		})
+	}
+}
+
+// newTokenIn writes the same token as newToken into root (which exists).
+func newTokenIn(t *testing.T, root string) (string, string, apply.Options) {
+	t.Helper()
+	ds, _, o := newToken(t)
+	dst := filepath.Join(root, "swtok")
+	if err := os.Rename(ds, dst); err != nil {
+		t.Fatal(err)
+	}
+	return dst, "", o
+}
+
+// The working copy a stopped run left (its marker says whose it is) is removed and rebuilt;
+// one whose marker names another repository is not.
+func TestLeftoverWorkingCopy(t *testing.T) {
+	for _, whose := range []string{"this", "empty", "other"} {
+		t.Run(whose, func(t *testing.T) {
+			ds, confdir, o := newToken(t)
+			tmp := ds + plan.SuffixTmp
+			if err := os.Mkdir(tmp, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			marker := "pkcstok-migrate working copy of swtok\n"
+			if whose == "other" {
+				marker = "pkcstok-migrate working copy of lite\n"
+			}
+			if whose != "empty" {
+				os.WriteFile(filepath.Join(tmp, "PKCSTOK_MIGRATE_WORKING_COPY"), []byte(marker), 0o600)
+				os.WriteFile(filepath.Join(tmp, "NVTOK.DAT"), []byte("half\n"), 0o660)
+			}
+			_, err := apply.Run(req(ds, confdir), nil, o)
+			if whose == "other" {
+				wantCode(t, err, plan.CodeCorruptRepository, "another repository")
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Lstat(tmp); err == nil {
+				t.Errorf("%s left", tmp)
+			}
+			if _, err := os.Lstat(filepath.Join(ds, "PKCSTOK_MIGRATE_WORKING_COPY")); err == nil {
+				t.Errorf("the marker went into the repository")
+			}
+		})
+	}
+}
+
+// Finding 2: a directory swapped in under the working copy's name (or for the repository)
+// just before the exchange is never switched in.
+func TestHostileSwapBeforeExchange(t *testing.T) {
+	for _, which := range []string{"working_copy", "repository"} {
+		t.Run(which, func(t *testing.T) {
+			ds, confdir, o := newToken(t)
+			orig := tree(t, ds)
+			name := ds + plan.SuffixTmp
+			if which == "repository" {
+				name = ds
+			}
+			hers := filepath.Join(filepath.Dir(ds), "hers")
+			o.Hook = func(step string) error {
+				if step != "exchange" {
+					return nil
+				}
+				if err := os.Rename(name, name+".moved"); err != nil {
+					return err
+				}
+				if err := os.Mkdir(hers, 0o755); err != nil {
+					return err
+				}
+				os.WriteFile(filepath.Join(hers, "NVTOK.DAT"), make([]byte, tokens.NVTokNewSize), 0o644)
+				return os.Rename(hers, name)
+			}
+			_, err := apply.Run(req(ds, confdir), nil, o)
+			wantCode(t, err, plan.CodeVerifyFailed, "nothing was switched")
+			live := ds
+			if which == "repository" {
+				live = ds + ".moved"
+			}
+			if got := tree(t, live); got != orig {
+				t.Errorf("the original repository changed:\n%s\nwant\n%s", got, orig)
+			}
+			b, err := os.ReadFile(filepath.Join(name, "NVTOK.DAT"))
+			if err != nil || len(b) != tokens.NVTokNewSize {
+				t.Errorf("her directory was touched: %v", err)
+			}
+		})
+	}
+}
+
+// Finding 3: an empty journal planted beside the repository does not stop a saved plan from
+// being compared with the repository.
+func TestHostileJournalDoesNotBypassStalePlan(t *testing.T) {
+	for _, owner := range []string{"member", "root"} {
+		t.Run(owner, func(t *testing.T) {
+			ds, confdir, o := newToken(t)
+			p, err := plan.Make(req(ds, confdir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// One object less: the saved plan is stale.
+			idx := filepath.Join(ds, "TOK_OBJ", "OBJ.IDX")
+			b, _ := os.ReadFile(idx)
+			lines := strings.SplitAfter(string(b), "\n")
+			os.Remove(filepath.Join(ds, "TOK_OBJ", strings.TrimSpace(lines[0])))
+			os.WriteFile(idx, []byte(strings.Join(lines[1:], "")), 0o660)
+			j := ds + plan.SuffixJournal
+			os.WriteFile(j, nil, 0o600)
+			if owner == "member" {
+				os.Chown(j, 4242, 4242)
+			}
+			r := req(ds, confdir)
+			r.Slot, r.Datastore, r.Confdir = 0, "", ""
+			_, err = apply.Run(r, p, o)
+			if owner == "member" {
+				wantCode(t, err, plan.CodeCorruptRepository, "not a journal this tool wrote")
+				return
+			}
+			wantCode(t, err, plan.CodeStalePlan, "plan again")
+		})
+	}
+}
+
+// Finding 5: nothing the copy writes is readable by more users than its source.
+func TestHostileNoWiderAccess(t *testing.T) {
+	t.Run("root_only_extra_file", func(t *testing.T) {
+		ds, confdir, o := newToken(t)
+		secret := filepath.Join(t.TempDir(), "secret")
+		os.WriteFile(secret, []byte("root only\n"), 0o600)
+		if err := os.Link(secret, filepath.Join(ds, "TOK_OBJ", "SECRET")); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(ds, "notes"), []byte("x\n"), 0o640) // group root
+		if _, err := apply.Run(req(ds, confdir), nil, o); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"TOK_OBJ/SECRET", "notes"} {
+			fi, err := os.Stat(filepath.Join(ds, f))
+			if err != nil || fi.Mode().Perm()&0o077 != 0 {
+				t.Errorf("%s: %v %v: readable by more than root", f, fi.Mode(), err)
+			}
+		}
+	})
+	t.Run("object_root_only", func(t *testing.T) {
+		ds, confdir, o := newToken(t)
+		b, _ := os.ReadFile(filepath.Join(ds, "TOK_OBJ", "OBJ.IDX"))
+		obj := filepath.Join(ds, "TOK_OBJ", strings.SplitN(string(b), "\n", 2)[0])
+		os.Chmod(obj, 0o600)
+		before := tree(t, filepath.Dir(ds))
+		_, err := apply.Run(req(ds, confdir), nil, o)
+		wantCode(t, err, plan.CodeCorruptRepository, "cannot read it")
+		if after := tree(t, filepath.Dir(ds)); after != before {
+			t.Errorf("the refused run changed files:\nbefore\n%s\nafter\n%s", before, after)
+		}
+	})
+}
+
+// Finding 6: sparse files cost the member no disk, but the tool would write them dense: the
+// repository as a whole is bounded.
+func TestHostileSparseRepository(t *testing.T) {
+	ds, confdir, o := newToken(t)
+	for i := 0; i < 6; i++ {
+		f := filepath.Join(ds, "TOK_OBJ", "SPARSE"+string(rune('A'+i)))
+		if err := os.WriteFile(f, nil, 0o660); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(f, 63<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := tree(t, filepath.Dir(ds))
+	_, err := apply.Run(req(ds, confdir), nil, o)
+	wantCode(t, err, plan.CodeCorruptRepository, "MiB")
+	if after := tree(t, filepath.Dir(ds)); after != before {
+		t.Errorf("the refused run changed files:\nbefore\n%s\nafter\n%s", before, after)
+	}
+}
+
+// 3.26+ token libraries leave <name>.TMP files when they stop while writing: they do not
+// block the migration, the plan lists them, the 3.12 repository does not carry them.
+func TestLibraryTempFiles(t *testing.T) {
+	ds, confdir, o := newToken(t)
+	b, _ := os.ReadFile(filepath.Join(ds, "TOK_OBJ", "OBJ.IDX"))
+	obj := strings.SplitN(string(b), "\n", 2)[0]
+	temps := []string{"NVTOK.DAT.TMP", "TOK_OBJ/OBJ.IDX.TMP", "TOK_OBJ/" + obj + ".TMP"}
+	for _, f := range temps {
+		os.WriteFile(filepath.Join(ds, f), []byte("cut short"), 0o660)
+	}
+	p, err := plan.Make(req(ds, confdir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(p.LibraryTempFiles, " ") != "NVTOK.DAT.TMP TOK_OBJ/"+obj+".TMP TOK_OBJ/OBJ.IDX.TMP" {
+		t.Errorf("plan lists %q", p.LibraryTempFiles)
+	}
+	if _, err := apply.Run(req(ds, confdir), nil, o); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range temps {
+		if _, err := os.Lstat(filepath.Join(ds, f)); err == nil {
+			t.Errorf("%s was carried into the 3.12 repository", f)
+		}
+		if _, err := os.Lstat(filepath.Join(ds+plan.SuffixBak, f)); err != nil {
+			t.Errorf("%s is not kept in the backup: %v", f, err)
+		}
+	}
+}
+
+// Finding 7 (last part): rollback installs opencryptoki.conf_BAK only when it is a file of
+// root's (or the conf directory owner's) that nobody else may write.
+func TestRollbackRefusesUntrustedConfBackup(t *testing.T) {
+	for _, how := range []string{"member_owned", "group_writable", "symlink"} {
+		t.Run(how, func(t *testing.T) {
+			ds, confdir, o := newToken(t)
+			if _, err := apply.Run(req(ds, confdir), nil, o); err != nil {
+				t.Fatal(err)
+			}
+			bak := filepath.Join(confdir, plan.ConfBakName)
+			switch how {
+			case "member_owned":
+				os.Chown(bak, 4242, 4242)
+			case "group_writable":
+				os.Chmod(bak, 0o664)
+			case "symlink":
+				other := filepath.Join(confdir, "hers.conf")
+				os.Rename(bak, other)
+				os.Symlink("hers.conf", bak)
+			}
+			before := tree(t, filepath.Dir(ds))
+			_, err := apply.Rollback(plan.Options{Slot: 3, Datastore: ds, Confdir: confdir}, o)
+			wantCode(t, err, plan.CodeConfInvalid, "not a backup this tool made")
+			if after := tree(t, filepath.Dir(ds)); after != before {
+				t.Errorf("the refused rollback changed files:\nbefore\n%s\nafter\n%s", before, after)
+			}
+		})
+	}
+}
