@@ -64,7 +64,10 @@ func ownWorkingCopy(pdir *repofs.Dir, name, ds string) (*repofs.Dir, error) {
 	names, err := wc.ReadDirNames(".")
 	if err == nil && len(names) > 0 {
 		var marker []byte
-		if marker, _, err = wc.ReadPrivate(markerName); err == nil && !bytes.Equal(marker, markerContent(ds)) {
+		// Only root can have put the marker there (the directory is root's and no one
+		// else's); its content tells this repository's copy from another's, unless a power
+		// cut took it (empty or zeros: the file was created, its data not yet durable).
+		if marker, _, err = wc.ReadPrivate(markerName); err == nil && !bytes.Equal(marker, markerContent(ds)) && !allZero(marker) {
 			err = fmt.Errorf("its marker is of another repository: %w", repofs.ErrNotOwn)
 		}
 	}

@@ -468,6 +468,10 @@ type repoState struct {
 	err      error         // why not
 	lost     int           // objects missing or not decrypting to their clear bytes
 	original bool          // byte for byte (and mode for mode) the original repository
+	// settled: the directory has the token's mode (0770) and no working-copy marker, as a
+	// switched-in copy must have once its run is done (no rerun restores it without the
+	// journal, which goes after it).
+	settled bool
 }
 
 // readRepo checks dir with the tokens package: NVTOK.DAT, both MK files with both PINs, an
@@ -484,6 +488,8 @@ func (h *harness) readRepo(fx *fixture, dir string) repoState {
 		st.err = errors.New("not a directory")
 		return st
 	}
+	_, merr := os.Lstat(filepath.Join(dir, "PKCSTOK_MIGRATE_WORKING_COPY"))
+	st.settled = fi.Mode()&(fs.ModePerm|fs.ModeSetgid|fs.ModeSetuid|fs.ModeSticky) == 0o770 && merr != nil
 	if snap, err := crashsim.Snapshot(dir); err == nil {
 		st.original = fx.repo.Root == snap.Root && len(fx.repo.Diff(snap)) == 0
 	}
@@ -664,6 +670,9 @@ func (h *harness) finalCheck(fx *fixture, op string, l *look) error {
 	case "apply", "legacy":
 		if l.ds.format != tokens.Format312 {
 			p.addf("%s is not a complete 3.12 repository: %v", dsName, l.ds.err)
+		}
+		if !l.ds.settled {
+			p.addf("%s does not have the mode 0770 without the working copy's marker", dsName)
 		}
 		if !l.bak.original {
 			p.addf("%s is not the original repository byte for byte", bakName)
