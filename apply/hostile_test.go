@@ -3,9 +3,12 @@ package apply_test
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ocktools/pkcstok-migrate/apply"
 	"github.com/ocktools/pkcstok-migrate/plan"
@@ -308,6 +311,83 @@ func TestRollbackRefusesUntrustedConfBackup(t *testing.T) {
 			if after := tree(t, filepath.Dir(ds)); after != before {
 				t.Errorf("the refused rollback changed files:\nbefore\n%s\nafter\n%s", before, after)
 			}
+		})
+	}
+}
+
+// Issue 22: a datastore that is a mount point cannot be exchanged (EBUSY): the plan says so
+// and apply refuses before any work, instead of failing after the whole copy.
+func TestMountPointDatastoreRefusedBeforeWork(t *testing.T) {
+	ds, confdir, o := newToken(t)
+	if err := unix.Mount(ds, ds, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind mount: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(ds, unix.MNT_DETACH) })
+	p, err := plan.Make(req(ds, confdir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Switch != "blocked" || !strings.Contains(p.SwitchBlockedBy, "mount point") {
+		t.Errorf("plan: switch %q (%q)", p.Switch, p.SwitchBlockedBy)
+	}
+	var steps []string
+	o.Hook = func(s string) error { steps = append(steps, s); return nil }
+	before := tree(t, filepath.Dir(ds))
+	_, err = apply.Run(req(ds, confdir), nil, o)
+	wantCode(t, err, plan.CodeCannotSwitch, "mount point")
+	if after := tree(t, filepath.Dir(ds)); after != before {
+		t.Errorf("the refused run changed files:\nbefore\n%s\nafter\n%s", before, after)
+	}
+	for _, s := range steps {
+		if s == "copy" {
+			t.Errorf("reached the copy")
+		}
+	}
+}
+
+// Issue 22: on an overlay without redirect_dir, a directory of the lower (image) layer cannot
+// be renamed (EXDEV): the plan says so and apply refuses before work; a repository made in
+// the upper layer is exchanged as anywhere.
+func TestOverlayLowerLayerDatastore(t *testing.T) {
+	for _, layer := range []string{"lower", "upper"} {
+		t.Run(layer, func(t *testing.T) {
+			ds0, confdir, o := newToken(t)
+			root := t.TempDir()
+			lower, upper, work, merged := filepath.Join(root, "lower"), filepath.Join(root, "upper"), filepath.Join(root, "work"), filepath.Join(root, "merged")
+			for _, d := range []string{lower, upper, work, merged} {
+				os.Mkdir(d, 0o755)
+			}
+			if layer == "lower" {
+				if err := os.Rename(ds0, filepath.Join(lower, "swtok")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := unix.Mount("overlay", merged, "overlay", 0, "lowerdir="+lower+",upperdir="+upper+",workdir="+work); err != nil {
+				t.Fatalf("overlay: %v", err)
+			}
+			t.Cleanup(func() { unix.Unmount(merged, unix.MNT_DETACH) })
+			ds := filepath.Join(merged, "swtok")
+			if layer == "upper" {
+				// Made through the overlay: it lives in the upper layer only.
+				if out, err := exec.Command("cp", "-a", ds0, ds).CombinedOutput(); err != nil {
+					t.Fatalf("cp: %v %s", err, out)
+				}
+			}
+			p, err := plan.Make(req(ds, confdir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = apply.Run(req(ds, confdir), nil, o)
+			if layer == "upper" {
+				if p.Switch != "exchange" || err != nil {
+					t.Fatalf("upper layer: switch %q (%q), apply: %v", p.Switch, p.SwitchBlockedBy, err)
+				}
+				return
+			}
+			if p.Switch != "blocked" || !strings.Contains(p.SwitchBlockedBy, "lower layer") {
+				t.Errorf("plan: switch %q (%q)", p.Switch, p.SwitchBlockedBy)
+			}
+			wantCode(t, err, plan.CodeCannotSwitch, "overlay")
 		})
 	}
 }

@@ -308,6 +308,9 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 		if req.SOPIN == nil || req.UserPIN == nil || insp.Keys == nil {
 			return nil, &plan.Error{Code: plan.CodeBadRequest, Field: "so_pin", Message: "the SO PIN and the user PIN are needed to migrate the repository"}
 		}
+		if p.Switch == "blocked" {
+			return nil, &plan.Error{Code: plan.CodeCannotSwitch, Message: fmt.Sprintf("%s cannot be exchanged with a working copy beside it (%s): nothing was done", p.Datastore, p.SwitchBlockedBy)}
+		}
 		if _, err := pdir.Lstat(base + plan.SuffixBak); err == nil {
 			return nil, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("datastore backup %s already exists: remove it before migrating", p.Datastore+plan.SuffixBak)}
 		}

@@ -22,6 +22,7 @@ const (
 	CodeCorruptRepository Code = "corrupt_repository"
 	CodeByteOrder         Code = "byte_order" // files of both byte orders, or an order nothing decides
 	CodeBackupExists      Code = "backup_exists"
+	CodeCannotSwitch      Code = "cannot_switch"
 	CodeBadRequest        Code = "bad_request"
 	CodeNotRoot           Code = "not_root"
 	CodeGroupNotFound     Code = "group_not_found"

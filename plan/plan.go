@@ -130,6 +130,9 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 	}
 	repoChange := repo.NV.Format == tokens.FormatOld
 	planKeyFiles(p, repo, repoChange)
+	if err := planSwitch(p, repoChange); err != nil {
+		return nil, nil, err
+	}
 	warnAround(p, confChange, repoChange, o)
 	p.Changed = repoChange || confChange
 	planSteps(p, slot, edit, repoChange, confChange)
@@ -290,6 +293,34 @@ func planKeyFiles(p *Plan, repo *tokens.Repository, repoChange bool) {
 		}
 		p.KeyFiles = append(p.KeyFiles, FileAction{File: f, Action: a})
 	}
+}
+
+// planSwitch says how apply would switch the migrated repository in (Plan.Switch), from what
+// the file system shows: a mount point, another file system than the parent, an overlay's
+// lower layer cannot be exchanged (issue 22).
+func planSwitch(p *Plan, repoChange bool) error {
+	if !repoChange {
+		p.Switch = "none"
+		return nil
+	}
+	parent, err := repofs.OpenDir(filepath.Dir(p.Datastore))
+	if err != nil {
+		return repoError(p.Datastore, err)
+	}
+	defer parent.Close()
+	why, unsure, err := parent.ExchangeBlocker(filepath.Base(p.Datastore))
+	if err != nil {
+		return repoError(p.Datastore, err)
+	}
+	p.Switch = "exchange"
+	switch {
+	case why != "":
+		p.Switch, p.SwitchBlockedBy = "blocked", why
+		p.Warnings = append(p.Warnings, fmt.Sprintf("%s cannot be exchanged with a working copy beside it: %s; apply will refuse (cannot_switch) before any work", p.Datastore, why))
+	case unsure:
+		p.Warnings = append(p.Warnings, fmt.Sprintf("%s is on an overlay file system whose layers cannot be seen from here: if it comes from a lower (image) layer, the exchange fails (cross-device) after the copy; the original is then untouched", p.Datastore))
+	}
+	return nil
 }
 
 // warnAround warns of what lies around the repository and the conf: backups, what an

@@ -46,6 +46,12 @@ type Plan struct {
 	Counts  Counts    `json:"counts"`
 
 	KeyFiles []FileAction `json:"key_files"` // NVTOK.DAT, MK_SO, MK_USER
+	// Switch is how apply would put the migrated repository in place: "exchange" (one
+	// RENAME_EXCHANGE with the working copy beside it), "none" (the repository stays as it is)
+	// or "blocked" (the file system cannot exchange it: SwitchBlockedBy says why; apply
+	// refuses with cannot_switch before any work).
+	Switch          string `json:"switch,omitempty"`
+	SwitchBlockedBy string `json:"switch_blocked_by,omitempty"`
 	ConfDiff string       `json:"conf_diff"` // unified diff, "" when the conf stays as it is
 
 	// LibraryTempFiles are the token library's *.TMP files found in the repository

@@ -289,7 +289,7 @@ code:
     - Machine-readable error code of the tool, on failure.
     - One of C(wrong_pin), C(user_pin_not_set), C(slot_daemon_running), C(repository_in_use), C(locked),
       C(stale_plan), C(slot_not_found), C(unsupported_token), C(conf_invalid), C(corrupt_repository), C(byte_order),
-      C(backup_exists), C(bad_request), C(not_root), C(group_not_found), C(io_error), C(verify_failed),
+      C(backup_exists), C(cannot_switch), C(bad_request), C(not_root), C(group_not_found), C(io_error), C(verify_failed),
       C(internal), or C(slot_daemon_control) when pkcsslotd could not be stopped or started.
   returned: failure
   type: str
