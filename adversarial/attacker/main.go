@@ -5,8 +5,8 @@
 //
 // One-shot actions do one thing and exit. Racing actions loop until MAX iterations, DUR, or
 // SIGTERM, whichever comes first; they print "ready" when they start looping, and on the
-// way out undo what they can (state-based, in every directory given with -undo) and print
-// "iterations N".
+// way out undo their swaps (xchg by inode; symflap by name in every -undo directory) and
+// print "iterations N".
 package main
 
 import (
@@ -63,8 +63,8 @@ func main() {
 		err = need(rest, 3, func() error { return loop(swapin(rest[0], rest[1], rest[2]), nil) })
 	case "symflap": // DIR NAME TARGET: a symlink NAME created and removed
 		err = need(rest, 3, func() error { return loop(symflap(rest[0], rest[1], rest[2]), undoSymflap(rest[1])) })
-	case "xchg": // A B REL: RENAME_EXCHANGE of A (hers: a symlink, FIFO, device) and B, and back
-		err = need(rest, 3, func() error { return loopXchg(rest[0], rest[1], rest[2]) })
+	case "xchg": // A B: RENAME_EXCHANGE of A (hers: a symlink, FIFO, device) and B, and back
+		err = need(rest, 2, func() error { return loopXchg(rest[0], rest[1]) })
 	default:
 		err = fmt.Errorf("unknown action %q", act)
 	}
@@ -100,8 +100,12 @@ func loop(step func(), undo func(dir string)) error {
 		}
 		step()
 	}
-	if undo != nil && *undoDir != "" {
-		for _, d := range strings.Split(*undoDir, ":") {
+	if undo != nil {
+		dirs := []string{""}
+		if *undoDir != "" {
+			dirs = strings.Split(*undoDir, ":")
+		}
+		for _, d := range dirs {
 			undo(d)
 		}
 	}
@@ -245,7 +249,9 @@ func symflap(dir, name, target string) func() {
 		for i := 0; i < 50; i++ {
 			runtime.Gosched()
 		}
-		_ = os.Remove(p)
+		if _, own := mine(p); own {
+			_ = os.Remove(p)
+		}
 	}
 }
 
@@ -260,39 +266,47 @@ func undoSymflap(name string) func(dir string) {
 	}
 }
 
-func xchg(a, b string) func() {
-	return func() {
-		if unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE) != nil {
+// loopXchg exchanges A (hers: a symlink, FIFO or device) with B and back, bound to the
+// inodes both had at the start: B's parent is held open, so when root renames the
+// repository around her (the switch, the backup) she keeps racing on the original tree and
+// never touches root's new one; at the repository's own level (B's parent the state dir),
+// where names change meaning, she exchanges only while B's name still holds the original
+// and exchanges back only while it holds hers. Stopped, she puts her entry back out
+// wherever it still is in the original's place.
+func loopXchg(a, b string) error {
+	pfd, err := unix.Open(filepath.Dir(b), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	name := filepath.Base(b)
+	var sa, sb unix.Stat_t
+	if err := unix.Lstat(a, &sa); err != nil {
+		return err
+	}
+	if err := unix.Fstatat(pfd, name, &sb, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	holds := func(ino uint64) bool {
+		var st unix.Stat_t
+		return unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && uint64(st.Ino) == ino
+	}
+	swap := func() bool {
+		return unix.Renameat2(unix.AT_FDCWD, a, pfd, name, unix.RENAME_EXCHANGE) == nil
+	}
+	inoA, inoB := uint64(sa.Ino), uint64(sb.Ino)
+	return loop(func() {
+		if !holds(inoB) || !swap() {
 			return
 		}
 		for i := 0; i < 50; i++ {
 			runtime.Gosched()
 		}
-		_ = unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
-	}
-}
-
-// loopXchg exchanges A and B and back. The undo looks at REL below every -undo directory:
-// wherever REL holds what A was (A's type) while A holds what B was, it exchanges them back.
-// So the exchanged entry never goes missing, and after a root run that moved directories
-// around (the repository switched in, the original renamed), each tree gets its own entry back.
-func loopXchg(a, b, rel string) error {
-	ta, tb := typeOf(a), typeOf(b)
-	if ta == 0 || tb == 0 {
-		return fmt.Errorf("xchg: %s or %s missing", a, b)
-	}
-	return loop(xchg(a, b), func(dir string) {
-		p := filepath.Join(dir, rel)
-		if typeOf(p) == ta && typeOf(a) == tb {
-			_ = unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, p, unix.RENAME_EXCHANGE)
+		if holds(inoA) {
+			swap()
+		}
+	}, func(string) {
+		if holds(inoA) {
+			swap()
 		}
 	})
-}
-
-func typeOf(p string) uint32 {
-	var st unix.Stat_t
-	if unix.Lstat(p, &st) != nil {
-		return 0
-	}
-	return st.Mode & unix.S_IFMT
 }
