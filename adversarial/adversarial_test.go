@@ -127,6 +127,12 @@ var attacks = []attack{
 		op:      apply,
 	},
 	{
+		name: "2-tmp-swap-race-victim-dir", finding: 2, runs: 3, kind: opApply, layout: layoutOpts{objects: 40},
+		promise: "root's working copy swapped for the root-only vault: root never writes into, chmods, chowns, removes or switches in the vault",
+		race:    racing("swapin1", "", "{state}", "swtok_PKCSTOK_MIGRATE_TMP", "{state}/vault"),
+		op:      apply,
+	},
+	{
 		name: "3-stale-plan-empty-journal", finding: 3, runs: 1, kind: opApply,
 		promise: "a saved plan is refused (stale_plan) once the repository changed, an empty journal of hers or not",
 		setup:   func(e *env) { planOut(e, e.p("{root}/p.json")) },

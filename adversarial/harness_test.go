@@ -148,6 +148,7 @@ func newSuite(t *testing.T) *suite {
 			prerequisite(t, "%s not found: %v", tool, err)
 		}
 	}
+	lockSuite(t)
 	base, err := os.MkdirTemp("", "pkcstok-adv-")
 	must(t, err)
 	must(t, os.Chmod(base, 0o755)) // the member must reach the layout below it
@@ -209,6 +210,28 @@ func newSuite(t *testing.T) *suite {
 		}
 	}
 	return s
+}
+
+// lockSuite serializes suites on one host (the user name is fixed; other worktrees may run
+// make test at the same time) and then removes what a suite killed before its cleanup left.
+func lockSuite(t *testing.T) {
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "pkcstok-adversarial.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	must(t, err)
+	deadline := time.Now().Add(4 * time.Minute)
+	for unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("another adversarial suite holds %s", f.Name())
+		}
+		time.Sleep(time.Second)
+	}
+	t.Cleanup(func() { f.Close() })
+	stale, _ := filepath.Glob(filepath.Join(os.TempDir(), "pkcstok-adv-*"))
+	for _, d := range stale {
+		if st, err := os.Lstat(d); err == nil && st.IsDir() {
+			t.Logf("removing %s, left by a suite that was killed", d)
+			_ = os.RemoveAll(d)
+		}
+	}
 }
 
 func (s *suite) setHardlinks(t testing.TB, v string) bool {

@@ -60,7 +60,9 @@ func main() {
 	case "sparse": // DIR N SIZE
 		err = need(rest, 3, func() error { return sparse(rest[0], rest[1], rest[2]) })
 	case "swapin": // PARENT NAME OWN: exchange her OWN directory with root's PARENT/NAME
-		err = need(rest, 3, func() error { return loop(swapin(rest[0], rest[1], rest[2]), nil) })
+		err = need(rest, 3, func() error { return loop(swapin(rest[0], rest[1], rest[2], false), nil) })
+	case "swapin1": // PARENT NAME OWN: the same once, OWN being any entry (root's victim)
+		err = need(rest, 3, func() error { return loop(swapin(rest[0], rest[1], rest[2], true), nil) })
 	case "symflap": // DIR NAME TARGET: a symlink NAME created and removed
 		err = need(rest, 3, func() error { return loop(symflap(rest[0], rest[1], rest[2]), undoSymflap(rest[1])) })
 	case "xchg": // A B: RENAME_EXCHANGE of A (hers: a symlink, FIFO, device) and B, and back
@@ -209,13 +211,21 @@ func mine(path string) (exists, own bool) {
 
 // swapin: whenever root's entry sits at PARENT/NAME, exchange it with her own directory
 // (prepared once: a 592-byte NVTOK.DAT, MK files, an empty OBJ.IDX).
-func swapin(parent, name, own string) func() {
+func swapin(parent, name, own string, once bool) func() {
 	if err := prepareOwn(own); err != nil {
 		fail(err)
 	}
 	target := filepath.Join(parent, name)
+	done := false
 	return func() {
+		if done {
+			return
+		}
 		if exists, own2 := mine(target); exists && !own2 {
+			if once {
+				done = unix.Renameat2(unix.AT_FDCWD, own, unix.AT_FDCWD, target, unix.RENAME_EXCHANGE) == nil
+				return
+			}
 			if err := unix.Renameat2(unix.AT_FDCWD, own, unix.AT_FDCWD, target, unix.RENAME_EXCHANGE); err == nil {
 				// Root's directory is now at own: put it aside so own is free for the next one.
 				_ = os.Rename(own, fmt.Sprintf("%s.root.%d", own, time.Now().UnixNano()))
