@@ -10,7 +10,7 @@ BIN      := bin/pkcstok-migrate
 FUZZTIME ?= 50000x
 export CGO_ENABLED ?= 0
 
-.PHONY: all build demo test unit unit-s390x cross fuzz crash e2e e2e-s390x setup ansible-test lint clean
+.PHONY: all build demo test unit unit-s390x cross fuzz crash e2e e2e-s390x setup ansible-test lint clean adversarial
 
 all: build
 
@@ -79,12 +79,17 @@ e2e-s390x:
 crash:
 	PKCSTOK_CRASH=1 $(GO) test -count=1 -v -timeout 15m -run '^TestCrash$$' ./crash
 
+# An unprivileged member of the token group races the real binary run as root (issue 19,
+# adversarial/README.md; root, after make setup): every attack's table row must show 0 wins.
+adversarial:
+	PKCSTOK_ADVERSARIAL=1 $(GO) test -count=1 -v -timeout 8m -run '^TestAdversarial$$' ./adversarial
+
 ansible-test: build
 	PKCSTOK_MIGRATE_BIN=$(CURDIR)/$(BIN) bash ansible/tests/run.sh
 
 # CI=true for every prerequisite: a suite whose package or root is missing fails, never skips.
 test: export CI = true
-test: setup lint unit unit-s390x cross fuzz crash ansible-test dist-check package-test e2e e2e-s390x
+test: setup lint unit unit-s390x cross fuzz crash adversarial ansible-test dist-check package-test e2e e2e-s390x
 
 # .cache (roots, overlay sessions) is unmounted first: e2e/clean.sh.
 clean:
