@@ -52,7 +52,7 @@ type Plan struct {
 	// refuses with cannot_switch before any work).
 	Switch          string `json:"switch,omitempty"`
 	SwitchBlockedBy string `json:"switch_blocked_by,omitempty"`
-	ConfDiff string       `json:"conf_diff"` // unified diff, "" when the conf stays as it is
+	ConfDiff        string `json:"conf_diff"` // unified diff, "" when the conf stays as it is
 
 	// LibraryTempFiles are the token library's *.TMP files found in the repository
 	// (IsLibraryTemp), which apply leaves out of the 3.12 repository.

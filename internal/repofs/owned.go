@@ -181,6 +181,15 @@ func mkdirOpen(pfd int, base, display string) (int, error) {
 		unix.Close(fd)
 		return -1, pathErr("open directory", display, err)
 	}
+	// Another directory renamed to base between the mkdir and the stat would pass the check
+	// above: the one just made has mode 0 and the effective user as owner, which nobody else
+	// can give a directory (an empty mode-0 one of root's is all a rename could bring, and
+	// nothing is lost by filling that). The setgid bit is inherited from a setgid parent.
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&0o7777&^unix.S_ISGID != 0 || int(st.Uid) != os.Geteuid() {
+		unix.Close(fd)
+		return -1, fmt.Errorf("mkdir %s: another directory was put there meanwhile: %w", display, ErrChanged)
+	}
 	return fd, nil
 }
 
