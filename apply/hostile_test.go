@@ -191,11 +191,20 @@ func TestHostileJournalDoesNotBypassStalePlan(t *testing.T) {
 			r := req(ds, confdir)
 			r.Slot, r.Datastore, r.Confdir = 0, "", ""
 			_, err = apply.Run(r, p, o)
-			if owner == "member" {
-				wantCode(t, err, plan.CodeCorruptRepository, "not a journal this tool wrote")
-				return
-			}
 			wantCode(t, err, plan.CodeStalePlan, "plan again")
+			if owner == "member" {
+				// Not stale: refused for her journal all the same, before any work.
+				p2, err := plan.Make(req(ds, confdir))
+				if err != nil {
+					t.Fatal(err)
+				}
+				before := tree(t, filepath.Dir(ds))
+				_, err = apply.Run(r, p2, o)
+				wantCode(t, err, plan.CodeCorruptRepository, "not a journal this tool wrote")
+				if after := tree(t, filepath.Dir(ds)); after != before {
+					t.Errorf("the refused run changed files:\nbefore\n%s\nafter\n%s", before, after)
+				}
+			}
 		})
 	}
 }

@@ -33,6 +33,10 @@ type recovery struct {
 	// finished that switch; j is its journal.
 	exchanged bool
 	j         journal
+	// foreign is the refusal of a journal this tool did not write: the run neither believes
+	// nor touches it, compares a saved plan as always, and then refuses with it before any
+	// work.
+	foreign error
 }
 
 // recoverJournal finishes the switch of a run that was interrupted after it wrote its
@@ -52,7 +56,7 @@ func recoverJournal(ds string, o Options) (recovery, error) {
 	}
 	if err != nil {
 		if errors.Is(err, repofs.ErrNotOwn) || errors.Is(err, repofs.ErrSymlink) || errors.Is(err, repofs.ErrNotRegular) {
-			return recovery{}, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("%s is not a journal this tool wrote (%v): nothing was touched; remove it after checking %s and %s", ds+plan.SuffixJournal, err, ds, ds+plan.SuffixTmp), Err: err}
+			return recovery{foreign: &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("%s is not a journal this tool wrote (%v): nothing was touched; remove it after checking %s and %s", ds+plan.SuffixJournal, err, ds, ds+plan.SuffixTmp), Err: err}}, nil
 		}
 		return recovery{}, plan.Errorf(plan.CodeIO, "read journal: %w", err)
 	}

@@ -114,6 +114,9 @@ func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
 			return nil, staleError(p, saved.Fingerprint, p.Fingerprint)
 		}
 	}
+	if rec.foreign != nil {
+		return nil, rec.foreign
+	}
 	res, err := execute(p, insp, req, o)
 	if err != nil {
 		return nil, err
