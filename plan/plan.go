@@ -111,10 +111,11 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 	p.Confdir = confdir
 	p.Conf = filepath.Join(confdir, ConfName)
 
-	cf, confBytes, err := ReadConf(confdir)
+	cf, confBytes, confWarnings, err := readConf(confdir)
 	if err != nil {
 		return nil, nil, err
 	}
+	p.Warnings = append(p.Warnings, confWarnings...)
 	slot, err := cf.Slot(uint64(o.Slot))
 	if err != nil {
 		if errors.Is(err, conf.ErrSlotNotFound) {
@@ -283,24 +284,44 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 
 // ReadConf reads and parses <confdir>/opencryptoki.conf without following symlinks.
 func ReadConf(confdir string) (*conf.File, []byte, error) {
+	f, data, _, err := readConf(confdir)
+	return f, data, err
+}
+
+// readConf is ReadConf that also says, as warnings, when the conf directory or the conf
+// may be changed by someone the tool does not trust (conf.TrustWarnings).
+func readConf(confdir string) (*conf.File, []byte, []string, error) {
 	name := filepath.Join(confdir, ConfName)
 	d, err := repofs.OpenDir(confdir)
 	if err != nil {
-		return nil, nil, confReadError(name, err)
+		if errors.Is(err, repofs.ErrSymlink) {
+			return nil, nil, nil, &Error{Code: CodeConfInvalid, Message: fmt.Sprintf("conf directory %s is a symlink: refusing", confdir), Err: err}
+		}
+		return nil, nil, nil, confReadError(name, err)
 	}
 	defer d.Close()
 	data, err := d.ReadFile(ConfName)
 	if err != nil {
-		return nil, nil, confReadError(name, err)
+		if errors.Is(err, repofs.ErrSymlink) {
+			return nil, nil, nil, &Error{Code: CodeConfInvalid, Message: fmt.Sprintf("%s is a symlink: refusing", name), Err: err}
+		}
+		return nil, nil, nil, confReadError(name, err)
 	}
 	if len(data) > conf.MaxSize {
-		return nil, nil, &Error{Code: CodeConfInvalid, Message: fmt.Sprintf("%s is %d bytes, larger than the %d bytes accepted", name, len(data), conf.MaxSize)}
+		return nil, nil, nil, &Error{Code: CodeConfInvalid, Message: fmt.Sprintf("%s is %d bytes, larger than the %d bytes accepted", name, len(data), conf.MaxSize)}
 	}
 	f, err := conf.Parse(name, data)
 	if err != nil {
-		return nil, nil, Errorf(CodeConfInvalid, "%w", err)
+		return nil, nil, nil, Errorf(CodeConfInvalid, "%w", err)
 	}
-	return f, data, nil
+	var warnings []string
+	if st, err := d.Lstat("."); err == nil {
+		warnings = append(warnings, conf.TrustWarnings(confdir, true, st.UID, st.Perm(), os.Geteuid())...)
+	}
+	if st, err := d.Lstat(ConfName); err == nil {
+		warnings = append(warnings, conf.TrustWarnings(name, false, st.UID, st.Perm(), os.Geteuid())...)
+	}
+	return f, data, warnings, nil
 }
 
 func confReadError(name string, err error) error {
