@@ -223,7 +223,7 @@ func runSchema(e *env, args []string) int {
 	}
 	src, err := schema.Source(schema.Kind(args[0]))
 	if err != nil {
-		tprintf(e.stderr, "pkcstok-migrate: unknown schema %q: want one of %s\n", args[0], strings.Join(commandByName("schema").choices, ", "))
+		fmt.Fprintf(e.stderr, "pkcstok-migrate: unknown schema %q: want one of %s\n", args[0], strings.Join(commandByName("schema").choices, ", "))
 		return 1
 	}
 	e.stdout.Write(src)
