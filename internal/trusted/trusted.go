@@ -26,6 +26,16 @@ var (
 	ErrTooLarge   = errors.New("file too large")
 )
 
+// refusal is an error whose text is its message alone (no sentinel appended); errors.Is
+// finds its kind.
+type refusal struct {
+	msg  string
+	kind error
+}
+
+func (r *refusal) Error() string { return r.msg }
+func (r *refusal) Unwrap() error { return r.kind }
+
 // Rules say what ReadFile accepts.
 type Rules struct {
 	// Euid is the caller's effective uid: files owned by it or by root are accepted.
@@ -75,7 +85,7 @@ func ReadFile(path string, rules Rules) ([]byte, Info, error) {
 		return nil, info, fmt.Errorf("%s %w", path, ErrNotRegular)
 	}
 	if info.Uid != 0 && info.Uid != rules.Euid {
-		return nil, info, fmt.Errorf("%s is owned by uid %d, neither root nor the caller (uid %d): refusing: %w", path, info.Uid, rules.Euid, ErrOwner)
+		return nil, info, &refusal{fmt.Sprintf("%s is owned by uid %d, neither root nor the caller (uid %d): refusing", path, info.Uid, rules.Euid), ErrOwner}
 	}
 	if bad := info.Mode & rules.DenyPerm; bad != 0 {
 		what := "written"
@@ -86,10 +96,10 @@ func ReadFile(path string, rules Rules) ([]byte, Info, error) {
 		if rules.Hint != "" {
 			msg += " (" + rules.Hint + ")"
 		}
-		return nil, info, fmt.Errorf("%s: %w", msg, ErrMode)
+		return nil, info, &refusal{msg, ErrMode}
 	}
 	if rules.MaxSize > 0 && st.Size > rules.MaxSize {
-		return nil, info, fmt.Errorf("%s is %d bytes, more than the %d accepted: %w", path, st.Size, rules.MaxSize, ErrTooLarge)
+		return nil, info, &refusal{fmt.Sprintf("%s is %d bytes, more than the %d accepted", path, st.Size, rules.MaxSize), ErrTooLarge}
 	}
 	// Read up to one byte past the size: a file that grows after fstat is cut at MaxSize.
 	limit := st.Size + 1
@@ -114,7 +124,7 @@ func ReadFile(path string, rules Rules) ([]byte, Info, error) {
 		buf = buf[:len(buf)+n]
 	}
 	if rules.MaxSize > 0 && int64(len(buf)) > rules.MaxSize {
-		return nil, info, fmt.Errorf("%s grew past the %d bytes accepted: %w", path, rules.MaxSize, ErrTooLarge)
+		return nil, info, &refusal{fmt.Sprintf("%s grew past the %d bytes accepted", path, rules.MaxSize), ErrTooLarge}
 	}
 	return buf, info, nil
 }
