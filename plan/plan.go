@@ -168,12 +168,13 @@ func newPlan(o Options) (*Plan, error) {
 }
 
 // readSlot reads the conf and finds the slot: its token type and group, with a warning for
-// what apply will refuse.
+// what apply will refuse and for a conf others may change.
 func readSlot(p *Plan, o Options) (*conf.File, []byte, *conf.Slot, error) {
-	cf, confBytes, err := ReadConf(p.Confdir)
+	cf, confBytes, confWarnings, err := readConf(p.Confdir)
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	p.Warnings = append(p.Warnings, confWarnings...)
 	slot, err := cf.Slot(uint64(o.Slot))
 	if err != nil {
 		if errors.Is(err, conf.ErrSlotNotFound) {
@@ -389,24 +390,44 @@ func IsLibraryTemp(rel string) bool {
 
 // ReadConf reads and parses <confdir>/opencryptoki.conf without following symlinks.
 func ReadConf(confdir string) (*conf.File, []byte, error) {
+	f, data, _, err := readConf(confdir)
+	return f, data, err
+}
+
+// readConf is ReadConf that also says, as warnings, when the conf directory or the conf
+// may be changed by someone the tool does not trust (conf.TrustWarnings).
+func readConf(confdir string) (*conf.File, []byte, []string, error) {
 	name := filepath.Join(confdir, ConfName)
 	d, err := repofs.OpenDir(confdir)
 	if err != nil {
-		return nil, nil, confReadError(name, err)
+		if errors.Is(err, repofs.ErrSymlink) {
+			return nil, nil, nil, &Error{Code: CodeConfInvalid, Message: fmt.Sprintf("conf directory %s is a symlink: refusing", confdir), Err: err}
+		}
+		return nil, nil, nil, confReadError(name, err)
 	}
 	defer d.Close()
 	data, err := d.ReadFile(ConfName)
 	if err != nil {
-		return nil, nil, confReadError(name, err)
+		if errors.Is(err, repofs.ErrSymlink) {
+			return nil, nil, nil, &Error{Code: CodeConfInvalid, Message: fmt.Sprintf("%s is a symlink: refusing", name), Err: err}
+		}
+		return nil, nil, nil, confReadError(name, err)
 	}
 	if len(data) > conf.MaxSize {
-		return nil, nil, &Error{Code: CodeConfInvalid, Message: fmt.Sprintf("%s is %d bytes, larger than the %d bytes accepted", name, len(data), conf.MaxSize)}
+		return nil, nil, nil, &Error{Code: CodeConfInvalid, Message: fmt.Sprintf("%s is %d bytes, larger than the %d bytes accepted", name, len(data), conf.MaxSize)}
 	}
 	f, err := conf.Parse(name, data)
 	if err != nil {
-		return nil, nil, Errorf(CodeConfInvalid, "%w", err)
+		return nil, nil, nil, Errorf(CodeConfInvalid, "%w", err)
 	}
-	return f, data, nil
+	var warnings []string
+	if st, err := d.Lstat("."); err == nil {
+		warnings = append(warnings, conf.TrustWarnings(confdir, true, st.UID, st.Perm(), os.Geteuid())...)
+	}
+	if st, err := d.Lstat(ConfName); err == nil {
+		warnings = append(warnings, conf.TrustWarnings(name, false, st.UID, st.Perm(), os.Geteuid())...)
+	}
+	return f, data, warnings, nil
 }
 
 func confReadError(name string, err error) error {

@@ -149,11 +149,11 @@ func parseFlattened(name string, clear []byte, ord ByteOrder) (*Attrs, error) {
 		return nil, corrupt(file, "flattened object of %d bytes is shorter than its %d-byte header", len(clear), flatHdrLen)
 	}
 	if stored := clear[8:16]; string(stored) != name {
-		return nil, corrupt(file, "name stored in the object (%s) differs from the file name", quoteName(string(stored)))
+		return nil, corrupt(file, "the name stored in the object (bytes 8..15) differs from the file name")
 	}
 	host := ord.Binary()
 	a := &Attrs{HeaderClass: host.Uint32(clear), Count: host.Uint32(clear[4:])}
-	p := &flatParser{file: file, a: a, host: host}
+	p := &flatParser{file: file, a: a, host: host, size: len(clear)}
 	if _, err := p.records(clear[flatHdrLen:], uint64(a.Count), 0); err != nil {
 		return nil, err
 	}
@@ -171,6 +171,7 @@ type flatParser struct {
 	class *uint32
 	host  binary.ByteOrder
 	quiet bool // only whether it parses: errQuiet, no message built
+	size  int  // of the whole flattened object, for messages
 }
 
 // errQuiet is what a quiet parse fails with (flattenedOrder tries both orders for every
@@ -197,13 +198,13 @@ func (p *flatParser) records(b []byte, count uint64, depth int) (int, error) {
 		typ := p.host.Uint32(rest)
 		l := uint64(p.host.Uint32(rest[8:]))
 		if l > uint64(len(rest)-attrHdrLen) {
-			return 0, p.fail("attribute 0x%X value of %d bytes is past the end of the object", typ, l)
+			return 0, p.fail("attribute record %d: its value length runs past the end of the %d-byte object", i, p.size)
 		}
 		val := rest[attrHdrLen : attrHdrLen+int(l) : attrHdrLen+int(l)]
 		switch {
 		case is32BitAttr(typ):
 			if l != 0 && l != 4 {
-				return 0, p.fail("attribute 0x%X has length %d, want 0 or 4", typ, l)
+				return 0, p.fail("attribute record %d: a CK_ULONG attribute whose length is neither 0 nor 4", i)
 			}
 		case isTemplateAttr(typ):
 			if depth >= maxTemplateNestingDepth {

@@ -143,12 +143,12 @@ func ParseNVToken(b []byte) (*NVToken, error) {
 	}
 	n.Version = be.Uint32(b[offVersion:])
 	if n.Version != Version312 {
-		return nil, corrupt(file, "version field is 0x%08X, want 0x%08X", n.Version, Version312)
+		return nil, corrupt(file, "the version field (offset %d) is not 0x%08X, the 3.12 version", offVersion, Version312)
 	}
 	kdf := func(off int, name string) (KDF, error) {
 		it := be.Uint64(b[off:])
 		if it == 0 || it > MaxIterations {
-			return KDF{}, corrupt(file, "%s iteration count %d out of range 1..%d", name, it, MaxIterations)
+			return KDF{}, corrupt(file, "%s iteration count out of range 1..%d", name, MaxIterations)
 		}
 		return KDF{Iterations: it, Salt: b[off+8 : off+8+saltLen : off+8+saltLen]}, nil
 	}

@@ -279,7 +279,7 @@ func decode312(file string, data []byte, keysFor func(Format) (func() (cipher.Bl
 		}
 		return decodePrivate312(file, data, blk, o)
 	}
-	return corrupt(file, "private flag byte is %d, want 0 or 1", data[offPrivFlag])
+	return corrupt(file, "the private flag byte (offset %d) is neither 0 nor 1", offPrivFlag)
 }
 
 // totalLenFits: the old object's total_len read in order ord lies in (5, file size] and below
@@ -374,7 +374,7 @@ func decodeOldOrder(file string, data []byte, ord ByteOrder, blk func() (cipher.
 		o.evidence(ok[0], orderReason{kind: reasonOnlyReading, a: int64(tl[ok[0]])})
 		return nil
 	case 2:
-		return orderErr(file, "total_len %d (little-endian) and %d (big-endian) both give a well-formed object", tlLE, tlBE)
+		return orderErr(file, "total_len gives a well-formed object in both byte orders")
 	}
 	return firstErr
 }
@@ -390,10 +390,10 @@ func decodePublic312(file string, data []byte, ord interface{ Uint32([]byte) uin
 	}
 	n := uint64(ord.Uint32(data[offPubLen:]))
 	if n > maxObjectLen {
-		return corrupt(file, "object length %d is not below 2^31", n)
+		return corrupt(file, "object length is not below 2^31")
 	}
 	if want := pubHdrLen + n; want != uint64(len(data)) {
-		return corrupt(file, "object length %d needs a file of %d bytes, file has %d", n, want, len(data))
+		return corrupt(file, "object length does not match the file size (%d bytes, %d of them header)", len(data), pubHdrLen)
 	}
 	o.Clear = data[pubHdrLen:len(data):len(data)]
 	return nil
@@ -405,10 +405,10 @@ func checkPrivate312(file string, data []byte) error {
 	}
 	n := uint64(be.Uint32(data[offPrivLen:]))
 	if n == 0 || n > maxObjectLen {
-		return corrupt(file, "object length %d out of range 1..2^31-1", n)
+		return corrupt(file, "object length out of range 1..2^31-1")
 	}
 	if want := privHdrLen + n + gcmTagLen; want != uint64(len(data)) {
-		return corrupt(file, "object length %d needs a file of %d bytes, file has %d", n, want, len(data))
+		return corrupt(file, "object length does not match the file size (%d bytes, %d of them header and tag)", len(data), privHdrLen+gcmTagLen)
 	}
 	return nil
 }

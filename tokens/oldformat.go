@@ -82,13 +82,13 @@ func decodeOld(file string, data []byte, ord ByteOrder, blk func() (cipher.Block
 	host := ord.Binary()
 	total := uint64(host.Uint32(data))
 	if total <= oldPrefixLen {
-		return corrupt(file, "improper object size %d in total_len", total)
+		return corrupt(file, "total_len is not above the %d-byte object prefix", oldPrefixLen)
 	}
 	if total > maxObjectLen {
-		return corrupt(file, "total_len %d is not below 2^31", total)
+		return corrupt(file, "total_len is not below 2^31")
 	}
 	if total > uint64(len(data)) {
-		return corrupt(file, "total_len %d is past the end of the %d-byte file", total, len(data))
+		return corrupt(file, "total_len is past the end of the %d-byte file", len(data))
 	}
 	body := data[oldPrefixLen:total:total]
 	o.Format = FormatOld
@@ -101,10 +101,10 @@ func decodeOld(file string, data []byte, ord ByteOrder, blk func() (cipher.Block
 		return ErrNeedKeys
 	}
 	if len(body)%des.BlockSize != 0 {
-		return corrupt(file, "ciphertext length %d is not a multiple of %d", len(body), des.BlockSize)
+		return corrupt(file, "total_len gives a ciphertext that is not a multiple of %d bytes", des.BlockSize)
 	}
 	if len(body) < oldPrivOverhad {
-		return corrupt(file, "ciphertext of %d bytes is too short", len(body))
+		return corrupt(file, "total_len gives a ciphertext shorter than %d bytes", oldPrivOverhad)
 	}
 	b, err := blk()
 	if err != nil {
@@ -115,7 +115,7 @@ func decodeOld(file string, data []byte, ord ByteOrder, blk func() (cipher.Block
 	n := uint64(host.Uint32(pt))
 	if n >= uint64(len(pt)) || n > uint64(len(pt)-oldPrivOverhad) {
 		clear(pt)
-		return corrupt(file, "decrypted object data length %d inconsistent with %d bytes of ciphertext (wrong master key or tampered)", n, len(body))
+		return corrupt(file, "decrypted object data length does not fit the ciphertext (wrong master key or tampered)")
 	}
 	clearObj := pt[4 : 4+n : 4+n]
 	sum := sha1.Sum(clearObj)

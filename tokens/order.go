@@ -158,7 +158,8 @@ func NVTokenOrder(b []byte) (ByteOrder, Evidence, error) {
 		return OrderUnknown, Evidence{}, fmt.Errorf("tokens: NVTokenOrder needs the %d-byte old format, got %d bytes", NVTokOldSize, len(b))
 	}
 	type seen struct {
-		names []string
+		names  []string // with both readings: the evidence (plan output)
+		fields []string // the field names alone: for an error, which carries no file value
 	}
 	var strong, weak [3]seen
 	asymmetric := false
@@ -182,8 +183,10 @@ func NVTokenOrder(b []byte) (ByteOrder, Evidence, error) {
 		desc := fmt.Sprintf(format, f.name, real, other, v.Other())
 		if f.strong {
 			strong[v].names = append(strong[v].names, desc)
+			strong[v].fields = append(strong[v].fields, f.name)
 		} else {
 			weak[v].names = append(weak[v].names, desc)
+			weak[v].fields = append(weak[v].fields, f.name)
 		}
 	}
 	const file = FileNVTok
@@ -191,8 +194,8 @@ func NVTokenOrder(b []byte) (ByteOrder, Evidence, error) {
 		l, bg := votes[LittleEndian].names, votes[BigEndian].names
 		switch {
 		case len(l) > 0 && len(bg) > 0:
-			return OrderUnknown, Evidence{}, orderErr(file, "its fields contradict each other: %s read little-endian but %s read big-endian",
-				strings.Join(l, ", "), strings.Join(bg, ", ")), true
+			return OrderUnknown, Evidence{}, orderErr(file, "its fields contradict each other: %s make sense read little-endian but %s read big-endian",
+				strings.Join(votes[LittleEndian].fields, ", "), strings.Join(votes[BigEndian].fields, ", ")), true
 		case len(l) > 0:
 			return LittleEndian, Evidence{File: file, Order: LittleEndian, Reason: kind + strings.Join(l, ", ")}, nil, true
 		case len(bg) > 0:

@@ -42,31 +42,31 @@ func runInfo(e *env, args []string) int {
 
 func infoSummary(inv *plan.Inventory) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %d slot(s)", inv.Conf, len(inv.Slots))
+	tprintf(&b, "%s: %d slot(s)", inv.Conf, len(inv.Slots))
 	if inv.NeedsMigration {
 		b.WriteString(", needs migrating")
 	}
 	b.WriteString("\n")
 	for _, s := range inv.Slots {
-		fmt.Fprintf(&b, "slot %d: %s (%s)", s.Slot, s.TokenType, s.Stdll)
+		tprintf(&b, "slot %d: %s (%s)", s.Slot, s.TokenType, s.Stdll)
 		if s.TokenType == plan.TokenTypeUnsupported {
 			b.WriteString(": not examined\n")
 			continue
 		}
-		fmt.Fprintf(&b, ", %s: %s format", s.Datastore, s.Format)
+		tprintf(&b, ", %s: %s format", s.Datastore, s.Format)
 		if s.ByteOrder != "" {
-			fmt.Fprintf(&b, ", %s", s.ByteOrder)
+			tprintf(&b, ", %s", s.ByteOrder)
 		}
 		if s.Objects != nil {
-			fmt.Fprintf(&b, ", %d object(s)", *s.Objects)
+			tprintf(&b, ", %d object(s)", *s.Objects)
 		}
-		fmt.Fprintf(&b, ", conf tokversion %s", s.TokVersion)
+		tprintf(&b, ", conf tokversion %s", s.TokVersion)
 		if s.NeedsMigration {
 			b.WriteString(", NEEDS MIGRATION")
 		}
 		b.WriteString("\n")
 		if s.Reason != "" {
-			fmt.Fprintf(&b, "  %s\n", s.Reason)
+			tprintf(&b, "  %s\n", s.Reason)
 		}
 		var have []string
 		for _, f := range []struct {
@@ -83,17 +83,17 @@ func infoSummary(inv *plan.Inventory) string {
 			}
 		}
 		if len(have) > 0 {
-			fmt.Fprintf(&b, "  exists: %s\n", strings.Join(have, ", "))
+			tprintf(&b, "  exists: %s\n", strings.Join(have, ", "))
 		}
 		for _, w := range s.Warnings {
-			fmt.Fprintf(&b, "  warning: %s\n", w)
+			tprintf(&b, "  warning: %s\n", w)
 		}
 	}
 	if inv.ConfBackup {
-		fmt.Fprintf(&b, "exists: %s_BAK\n", inv.Conf)
+		tprintf(&b, "exists: %s_BAK\n", inv.Conf)
 	}
 	for _, w := range inv.Warnings {
-		fmt.Fprintf(&b, "warning: %s\n", w)
+		tprintf(&b, "warning: %s\n", w)
 	}
 	return b.String()
 }

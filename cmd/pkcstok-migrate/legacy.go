@@ -90,7 +90,7 @@ func parseLegacy(args []string) (*legacyArgs, error, bool) {
 
 func runLegacy(e *env, args []string) int {
 	warnx := func(format string, v ...any) {
-		fmt.Fprintf(e.stderr, "pkcstok_migrate: "+format+"\n", v...)
+		tprintf(e.stderr, "pkcstok_migrate: "+format+"\n", v...)
 	}
 	out := e.stdout
 	a, err, help := parseLegacy(args)
@@ -99,7 +99,7 @@ func runLegacy(e *env, args []string) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(e.stderr, "pkcstok_migrate: %v\n", err)
+		tprintf(e.stderr, "pkcstok_migrate: %v\n", err)
 		warnx("Parameters are required.")
 		fmt.Fprint(e.stderr, legacyUsageText())
 		return 1
@@ -116,7 +116,7 @@ func runLegacy(e *env, args []string) int {
 		}
 	}
 	if e.euid != 0 {
-		fmt.Fprintf(e.stderr, "%s can only be used as root.\n", e.args[0])
+		tprintf(e.stderr, "%s can only be used as root.\n", e.args[0])
 		return 255
 	}
 	a.datastore = strings.TrimRight(a.datastore, "/")
@@ -124,13 +124,13 @@ func runLegacy(e *env, args []string) int {
 
 	fmt.Fprint(out, "\npkcstok_migrate:\nSummary of input parameters:\n")
 	if a.set['d'] {
-		fmt.Fprintf(out, "  datastore = %s \n", a.datastore)
+		tprintf(out, "  datastore = %s \n", a.datastore)
 	}
 	if a.set['c'] {
-		fmt.Fprintf(out, "  confdir = %s \n", a.confdir)
+		tprintf(out, "  confdir = %s \n", a.confdir)
 	}
 	if a.set['s'] {
-		fmt.Fprintf(out, "  slot ID = %s\n", a.slot)
+		tprintf(out, "  slot ID = %s\n", a.slot)
 	}
 	if a.set['u'] {
 		fmt.Fprint(out, "  user PIN specified\n")
@@ -139,7 +139,7 @@ func runLegacy(e *env, args []string) int {
 		fmt.Fprint(out, "  SO PIN specified\n")
 	}
 	if a.set['v'] {
-		fmt.Fprintf(out, "  verbose level = %s\n", a.verbose)
+		tprintf(out, "  verbose level = %s\n", a.verbose)
 	}
 	fmt.Fprint(out, "\n")
 	if a.set['u'] || a.set['p'] {
@@ -210,7 +210,7 @@ func runLegacy(e *env, args []string) int {
 	if err != nil {
 		switch plan.CodeOf(err) {
 		case plan.CodeConfInvalid, plan.CodeSlotNotFound:
-			fmt.Fprintf(e.stderr, "%v\n", err)
+			tprintf(e.stderr, "%v\n", err)
 			warnx("Cannot identify a token related to given slot ID %d", slot)
 		case plan.CodeUnsupportedToken:
 			stdll := ""
@@ -219,7 +219,7 @@ func runLegacy(e *env, args []string) int {
 					stdll = s.Stdll
 				}
 			}
-			fmt.Fprintf(out, "Slot ID %d points to DLL name %s, which is a unknown/unsupported token.\n", slot, stdll)
+			tprintf(out, "Slot ID %d points to DLL name %s, which is a unknown/unsupported token.\n", slot, stdll)
 			warnx("Please check your input.")
 		default:
 			warnx("Cannot get the token label from NVTOK.DAT")
@@ -227,23 +227,23 @@ func runLegacy(e *env, args []string) int {
 		}
 		return fail()
 	}
-	fmt.Fprintf(out, "Slot ID %d points to DLL name %s, which is a %s token.\n", slot, p.Stdll, p.TokenType)
+	tprintf(out, "Slot ID %d points to DLL name %s, which is a %s token.\n", slot, p.Stdll, p.TokenType)
 	info, err := tokenInfoRaw(a.datastore)
 	if err != nil {
 		warnx("Cannot get the token label from NVTOK.DAT")
 		return fail()
 	}
-	fmt.Fprintf(out, "Data store %s points to this token info:\n", a.datastore)
-	fmt.Fprintf(out, "  label           : %s\n", info.label)
-	fmt.Fprintf(out, "  manufacturerID  : %s\n", info.manufacturer)
-	fmt.Fprintf(out, "  model           : %s\n", info.model)
-	fmt.Fprintf(out, "  serialNumber    : %s\n", info.serial)
-	fmt.Fprintf(out, "  hardwareVersion : %s\n", p.Token.HardwareVersion)
-	fmt.Fprintf(out, "  firmwareVersion : %s\n", p.Token.FirmwareVersion)
+	tprintf(out, "Data store %s points to this token info:\n", a.datastore)
+	tprintf(out, "  label           : %s\n", info.label)
+	tprintf(out, "  manufacturerID  : %s\n", info.manufacturer)
+	tprintf(out, "  model           : %s\n", info.model)
+	tprintf(out, "  serialNumber    : %s\n", info.serial)
+	tprintf(out, "  hardwareVersion : %s\n", p.Token.HardwareVersion)
+	tprintf(out, "  firmwareVersion : %s\n", p.Token.FirmwareVersion)
 	if userGroupDefault(a.confdir, slot) {
 		fmt.Fprint(out, "  user group:     : pkcs11 (default)\n")
 	} else {
-		fmt.Fprintf(out, "  user group:     : %s\n", p.UserGroup)
+		tprintf(out, "  user group:     : %s\n", p.UserGroup)
 	}
 	fmt.Fprint(out, "Migrate this token with given slot ID? y/n\n")
 	in := bufio.NewReader(e.stdin)
@@ -275,7 +275,7 @@ func runLegacy(e *env, args []string) int {
 		return fail()
 	}
 	if checked.Format == "3.12" {
-		fmt.Fprintf(out, "Data store %s is already in new format.\n", a.datastore)
+		tprintf(out, "Data store %s is already in new format.\n", a.datastore)
 	}
 	res, err := apply.Run(opts, nil, ao)
 	if err != nil {
@@ -294,11 +294,11 @@ func runLegacy(e *env, args []string) int {
 		return fail()
 	}
 	if res.RepositoryChanged {
-		fmt.Fprintf(out, "Migrated %d object(s) out of %d object(s).\n", res.ObjectsMigrated, res.ObjectsTotal)
-		fmt.Fprintf(out, "Pre-migration data backed up at '%s'\n", a.datastore+plan.SuffixBak)
+		tprintf(out, "Migrated %d object(s) out of %d object(s).\n", res.ObjectsMigrated, res.ObjectsTotal)
+		tprintf(out, "Pre-migration data backed up at '%s'\n", a.datastore+plan.SuffixBak)
 	}
 	if res.ConfChanged {
-		fmt.Fprintf(out, "Config file backed up at '%s'\n", filepath.Join(a.confdir, plan.ConfBakName))
+		tprintf(out, "Config file backed up at '%s'\n", filepath.Join(a.confdir, plan.ConfBakName))
 	}
 	if res.RepositoryChanged || res.ConfChanged {
 		fmt.Fprint(out, "Remove these backups manually after testing the new repository.\n")

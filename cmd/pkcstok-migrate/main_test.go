@@ -76,6 +76,8 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			"startfake":    cmdStartFake,
 			"gentoken":     cmdGentoken,
 			"truncate":     cmdTruncate,
+			"mkfifo":       cmdMkfifo,
+			"chown":        cmdChown,
 		},
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/internal/trusted"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/schema"
 )
@@ -100,7 +100,7 @@ func runOperation(e *env, op string, args []string) int {
 		}
 		var saved *plan.Plan
 		if req.PlanFile != "" {
-			if saved, err = readPlanFile(req.PlanFile); err != nil {
+			if saved, err = readPlanFile(req.PlanFile, e.euid); err != nil {
 				return out.fail(err)
 			}
 		}
@@ -130,11 +130,12 @@ func buildRequest(e *env, f *opFlags) (*plan.Request, error) {
 	req := &plan.Request{}
 	if f.request != "" {
 		var raw []byte
+		var reqInfo trusted.Info
 		var err error
 		if f.request == "-" {
 			raw, err = io.ReadAll(io.LimitReader(e.stdin, 1<<20))
 		} else {
-			raw, err = os.ReadFile(f.request)
+			raw, reqInfo, err = trusted.ReadFile(f.request, trusted.Rules{Euid: e.euid, DenyPerm: 0o022, MaxSize: maxRequestSize})
 		}
 		if err != nil {
 			return nil, plan.Errorf(plan.CodeBadRequest, "read request: %w", err)
@@ -151,6 +152,11 @@ func buildRequest(e *env, f *opFlags) (*plan.Request, error) {
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(req); err != nil {
 			return nil, plan.Errorf(plan.CodeBadRequest, "request: %w", err)
+		}
+		// A request file that holds a PIN is a PIN file: as readPINFile, nobody else may read it.
+		if f.request != "-" && (req.SOPIN != "" || req.UserPIN != "") && reqInfo.Mode&0o077 != 0 {
+			wipeString(req)
+			return nil, &plan.Error{Code: plan.CodeBadRequest, Field: "so_pin", Message: fmt.Sprintf("request %s holds a PIN and has mode %04o: it must not be read by group or others (chmod 600)", f.request, reqInfo.Mode)}
 		}
 	}
 	twice := func(flagName, field string, inRequest bool) error {
@@ -259,26 +265,31 @@ func resolve(e *env, op string, req *plan.Request, out *output) (plan.Options, e
 	return o, nil
 }
 
-func writePlanFile(path string, p *plan.Plan) error {
-	b, err := json.MarshalIndent(p, "", "  ")
+// Sizes accepted for the files the tool reads on the caller's word.
+const (
+	maxRequestSize  = 1 << 20  // as for a request on stdin
+	maxPlanFileSize = 16 << 20 // a plan of a token with very many objects
+)
+
+// writePlanFile writes a plan 0600 (it names private objects) through trusted.WriteFile: a
+// symlink at path or beside it is replaced, never followed.
+func writePlanFile(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return plan.Errorf(plan.CodeInternal, "encode plan: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return plan.Errorf(plan.CodeIO, "write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return plan.Errorf(plan.CodeIO, "rename %s: %w", path, err)
+	if err := trusted.WriteFile(path, append(b, '\n')); err != nil {
+		return plan.Errorf(plan.CodeIO, "write plan: %w", err)
 	}
 	return nil
 }
 
-func readPlanFile(path string) (*plan.Plan, error) {
-	raw, err := os.ReadFile(path)
+// readPlanFile reads a saved plan: no symlink, no FIFO, a regular file of root's or the
+// caller's that nobody else may write (it decides what apply does as root).
+func readPlanFile(path string, euid int) (*plan.Plan, error) {
+	raw, _, err := trusted.ReadFile(path, trusted.Rules{Euid: euid, DenyPerm: 0o022, MaxSize: maxPlanFileSize})
 	if err != nil {
-		return nil, plan.Errorf(plan.CodeBadRequest, "read plan %s: %w", path, err)
+		return nil, &plan.Error{Code: plan.CodeBadRequest, Field: "plan_file", Message: "read plan: " + err.Error()}
 	}
 	if err := schema.Validate(schema.Plan, raw); err != nil {
 		return nil, plan.Errorf(plan.CodeBadRequest, "plan %s: %w", path, err)
@@ -299,9 +310,8 @@ func planAll(e *env, out *output, o plan.Options, outFile string) int {
 		return out.fail(err)
 	}
 	if outFile != "" {
-		b, _ := json.MarshalIndent(m, "", "  ")
-		if err := os.WriteFile(outFile, append(b, '\n'), 0o644); err != nil {
-			return out.fail(plan.Errorf(plan.CodeIO, "write %s: %w", outFile, err))
+		if err := writePlanFile(outFile, m); err != nil {
+			return out.fail(err)
 		}
 	}
 	out.multi(m)
@@ -322,6 +332,10 @@ func applyOptions(e *env, out *output) apply.Options {
 	}
 	return o
 }
+
+// wipeString drops the request's PINs (Go strings cannot be overwritten; they are at least
+// no longer referenced).
+func wipeString(req *plan.Request) { req.SOPIN, req.UserPIN = "", "" }
 
 func wipe(b []byte) {
 	for i := range b {

@@ -44,7 +44,7 @@ func (o *output) stderrTTY() bool {
 
 func (o *output) warn(msg string) {
 	o.warnings = append(o.warnings, msg)
-	fmt.Fprintf(o.e.stderr, "pkcstok-migrate: warning: %s\n", msg)
+	tprintf(o.e.stderr, "pkcstok-migrate: warning: %s\n", msg)
 }
 
 func (o *output) writeJSON(v any) {
@@ -76,10 +76,10 @@ func (o *output) fail(err error) int {
 	if o.json {
 		o.writeJSON(errorDoc{Error: body})
 	} else {
-		fmt.Fprintf(o.e.stdout, "error (%s): %s\n", body.Code, body.Message)
+		tprintf(o.e.stdout, "error (%s): %s\n", body.Code, body.Message)
 	}
 	if o.json && o.stderrTTY() {
-		fmt.Fprintf(o.e.stderr, "pkcstok-migrate: %s\n", body.Message)
+		tprintf(o.e.stderr, "pkcstok-migrate: %s\n", body.Message)
 	}
 	return 1
 }
@@ -101,7 +101,7 @@ func (o *output) plan(p *plan.Plan) {
 	p.Warnings = append(p.Warnings, o.warnings...)
 	text := ""
 	if p.ConfDiff != "" {
-		text = "\n" + p.ConfDiff
+		text = "\n" + safeText(p.ConfDiff)
 	}
 	o.emit(p, planSummary(p), text)
 }
@@ -115,7 +115,7 @@ func (o *output) multi(m *plan.Multi) {
 		fmt.Fprint(o.e.stdout, planSummary(&m.Plans[i]))
 	}
 	for _, s := range m.Skipped {
-		fmt.Fprintf(o.e.stdout, "slot %d (%s): skipped: %s\n", s.Slot, s.Stdll, s.Reason)
+		tprintf(o.e.stdout, "slot %d (%s): skipped: %s\n", s.Slot, s.Stdll, s.Reason)
 	}
 }
 
@@ -126,8 +126,8 @@ func (o *output) result(r *apply.Result) {
 
 func planSummary(p *plan.Plan) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "slot %d: %s token, repository %s (%s format), conf tokversion %s\n", p.Slot, p.TokenType, p.Datastore, p.Format, p.ConfFormat)
-	fmt.Fprintf(&b, "  objects: %d (%d private, %d public): %d to re-encrypt, %d headers to rewrite, %d already 3.12\n",
+	tprintf(&b, "slot %d: %s token, repository %s (%s format), conf tokversion %s\n", p.Slot, p.TokenType, p.Datastore, p.Format, p.ConfFormat)
+	tprintf(&b, "  objects: %d (%d private, %d public): %d to re-encrypt, %d headers to rewrite, %d already 3.12\n",
 		p.Counts.Total, p.Counts.Private, p.Counts.Public, p.Counts.Reencrypt, p.Counts.RewrapHeader, p.Counts.None)
 	if p.Changed {
 		b.WriteString("  changes: ")
@@ -138,15 +138,15 @@ func planSummary(p *plan.Plan) string {
 		if p.ConfDiff != "" {
 			parts = append(parts, "set tokversion = 3.12 in "+p.Conf)
 		}
-		b.WriteString(strings.Join(parts, ", ") + "\n")
+		tprintf(&b, "%s\n", strings.Join(parts, ", "))
 	} else {
 		b.WriteString("  nothing to do\n")
 	}
 	for _, w := range p.Warnings {
-		fmt.Fprintf(&b, "  warning: %s\n", w)
+		tprintf(&b, "  warning: %s\n", w)
 	}
 	for _, w := range p.Incomplete {
-		fmt.Fprintf(&b, "  not seen: %s\n", w)
+		tprintf(&b, "  not seen: %s\n", w)
 	}
 	return b.String()
 }
@@ -154,24 +154,24 @@ func planSummary(p *plan.Plan) string {
 func resultSummary(r *apply.Result) string {
 	var b strings.Builder
 	if !r.Changed {
-		fmt.Fprintf(&b, "%s: nothing to do for %s\n", r.Operation, r.Datastore)
+		tprintf(&b, "%s: nothing to do for %s\n", r.Operation, r.Datastore)
 	} else {
-		fmt.Fprintf(&b, "%s: %s done", r.Operation, r.Datastore)
+		tprintf(&b, "%s: %s done", r.Operation, r.Datastore)
 		if r.Operation == "apply" {
-			fmt.Fprintf(&b, " (%d of %d objects migrated, verified %v)", r.ObjectsMigrated, r.ObjectsTotal, r.Verified)
+			tprintf(&b, " (%d of %d objects migrated, verified %v)", r.ObjectsMigrated, r.ObjectsTotal, r.Verified)
 		}
 		b.WriteString("\n")
 	}
 	if r.Backup != nil {
 		if r.Backup.Datastore != "" {
-			fmt.Fprintf(&b, "  backup: %s\n", r.Backup.Datastore)
+			tprintf(&b, "  backup: %s\n", r.Backup.Datastore)
 		}
 		if r.Backup.Conf != "" {
-			fmt.Fprintf(&b, "  backup: %s\n", r.Backup.Conf)
+			tprintf(&b, "  backup: %s\n", r.Backup.Conf)
 		}
 	}
 	for _, w := range r.Warnings {
-		fmt.Fprintf(&b, "  warning: %s\n", w)
+		tprintf(&b, "  warning: %s\n", w)
 	}
 	return b.String()
 }
@@ -204,7 +204,7 @@ func (o *output) finishProgress() {
 
 func runSchema(e *env, args []string) int {
 	if len(args) > 1 {
-		fmt.Fprintf(e.stderr, "pkcstok-migrate: usage: schema [%s]\n", strings.Join(commandByName("schema").choices, "|"))
+		tprintf(e.stderr, "pkcstok-migrate: usage: schema [%s]\n", strings.Join(commandByName("schema").choices, "|"))
 		return 1
 	}
 	if len(args) == 0 {
@@ -212,7 +212,7 @@ func runSchema(e *env, args []string) int {
 		for _, k := range schema.Kinds() {
 			src, err := schema.Source(k)
 			if err != nil {
-				fmt.Fprintf(e.stderr, "pkcstok-migrate: %v\n", err)
+				tprintf(e.stderr, "pkcstok-migrate: %v\n", err)
 				return 1
 			}
 			docs[string(k)] = src

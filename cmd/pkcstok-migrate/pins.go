@@ -1,15 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	"golang.org/x/term"
 
+	"github.com/ocktools/pkcstok-migrate/internal/trusted"
 	"github.com/ocktools/pkcstok-migrate/plan"
 )
 
@@ -23,7 +21,7 @@ func pinFrom(e *env, value, file, field, what, op string, out *output) ([]byte, 
 	case value != "":
 		return []byte(value), nil
 	case file != "":
-		pin, err := readPINFile(file)
+		pin, err := readPINFile(file, e.euid)
 		if err != nil {
 			return nil, &plan.Error{Code: plan.CodeBadRequest, Field: field, Message: fmt.Sprintf("%s file: %v", what, err)}
 		}
@@ -45,27 +43,19 @@ func pinFrom(e *env, value, file, field, what, op string, out *output) ([]byte, 
 	return nil, nil
 }
 
-// readPINFile reads the first line of a PIN file and refuses a file that others may read or
-// write, as ssh does for private keys. The PIN is never part of an error message.
-func readPINFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+// readPINFile reads the first line of a PIN file and refuses, as ssh does for private keys,
+// a symlink, anything but a regular file (opened non-blocking: a FIFO cannot hang the run),
+// a file owned by anyone but root or the caller, and a file group or others may access. The
+// PIN is never part of an error message.
+func readPINFile(path string, euid int) ([]byte, error) {
+	raw, _, err := trusted.ReadFile(path, trusted.Rules{Euid: euid, DenyPerm: 0o077, Hint: "chmod 600", ReadAtMost: 4096})
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%s has mode %04o: it must not be accessible by group or others (chmod 600)", path, perm)
-	}
-	line, err := bufio.NewReaderSize(io.LimitReader(f, 4096), 4096).ReadSlice('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+	defer wipe(raw)
+	line := raw
+	if i := bytes.IndexByte(line, '\n'); i >= 0 {
+		line = line[:i]
 	}
 	line = bytes.TrimRight(line, "\r\n")
 	if len(line) == 0 {

@@ -61,7 +61,7 @@ var (
 	ErrSlotIDOutOfRange  = errors.New("slot id out of range (must be below 1024)")
 	ErrStdllMissing      = errors.New("slot has no usable stdll")
 	ErrUserGroupInvalid  = errors.New("slot usergroup is not a word or a string")
-	ErrTokNameInvalid    = errors.New("slot tokname is not a word or a string")
+	ErrTokNameInvalid    = errors.New("invalid slot tokname")
 	ErrTokVersionInvalid = errors.New("slot tokversion is neither a version nor a string")
 	ErrBackupExists      = errors.New("opencryptoki.conf_BAK already exists and differs from opencryptoki.conf")
 	ErrConfChanged       = errors.New("opencryptoki.conf changed while it was being updated")

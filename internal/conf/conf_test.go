@@ -414,20 +414,43 @@ slot 8 { stdll = libpkcs11_sw.so tokname = ../etc }
 	_, err = f.Slot(4096)
 	assert.ErrorIs(t, err, ErrSlotIDOutOfRange)
 	assert.ErrorIs(t, err, ErrSlotNotFound)
-	s, err = f.Slot(8)
-	require.NoError(t, err)
-	assert.Equal(t, "", s.RepositoryDir(""), "tokname leaving the base is refused")
+	_, err = f.Slot(8)
+	assert.ErrorIs(t, err, ErrTokNameInvalid, "tokname leaving the base is refused")
+	assert.ErrorContains(t, err, `tokname "../etc" must be one path component`)
 
 	slots, err := f.Slots()
 	var ids []int
 	for _, s := range slots {
 		ids = append(ids, s.ID)
 	}
-	assert.Equal(t, []int{1, 2, 3, 7, 8}, ids)
+	assert.Equal(t, []int{1, 2, 3, 7}, ids)
+	assert.ErrorIs(t, err, ErrTokNameInvalid)
 	assert.ErrorIs(t, err, ErrStdllMissing)
 	assert.ErrorIs(t, err, ErrUserGroupInvalid)
 	assert.ErrorIs(t, err, ErrSlotIDOutOfRange)
 	assert.Equal(t, tokens.TypeICA, slots[0].Type, "the first slot 1 block counts")
+}
+
+// Upstream HEAD: tokname is one path component, and HSM_MK_CHANGE is reserved.
+func TestTokNameOnePathComponent(t *testing.T) {
+	for _, tn := range []string{`""`, `.`, `".."`, `"a/b"`, `"/etc"`, `HSM_MK_CHANGE`, `"HSM_MK_CHANGE"`} {
+		f, err := Parse("t", []byte("slot 3 { stdll = libpkcs11_sw.so tokname = "+tn+" }\n"))
+		if err != nil {
+			continue // not even a value the grammar takes
+		}
+		_, err = f.Slot(3)
+		assert.ErrorIs(t, err, ErrTokNameInvalid, "tokname = %s", tn)
+	}
+	f, err := Parse("t", []byte("slot 3 { stdll = libpkcs11_sw.so tokname = HSM_MK_CHANGE }\n"))
+	require.NoError(t, err)
+	_, err = f.Slot(3)
+	assert.ErrorContains(t, err, `tokname "HSM_MK_CHANGE" is reserved by openCryptoki`)
+	for _, tn := range []string{"mytok", `"my tok"`, "a.b", "..."} {
+		f, err := Parse("t", []byte("slot 3 { stdll = libpkcs11_sw.so tokname = "+tn+" }\n"))
+		require.NoError(t, err, tn)
+		_, err = f.Slot(3)
+		assert.NoError(t, err, tn)
+	}
 }
 
 func TestTokVersionValues(t *testing.T) {

@@ -102,6 +102,22 @@ func (s *Slot) RepositoryDir(base string) string {
 	return filepath.Join(base, name)
 }
 
+// ReservedTokName is the directory openCryptoki keeps below its base for master-key changes
+// (HSM_MK_CHANGE): no token may be named for it.
+const ReservedTokName = "HSM_MK_CHANGE"
+
+// checkTokName: tokname names one directory below the repository base, as upstream's
+// HEAD requires.
+func checkTokName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return fmt.Errorf("tokname %q must be one path component (not empty, not . or .., no / or NUL)", name)
+	}
+	if name == ReservedTokName {
+		return fmt.Errorf("tokname %q is reserved by openCryptoki", name)
+	}
+	return nil
+}
+
 // Slot finds the slot as upstream does: the first top-level "slot <id>" block. Errors:
 // ErrSlotIDOutOfRange, ErrSlotNotFound, ErrStdllMissing, ErrUserGroupInvalid,
 // ErrTokNameInvalid.
@@ -183,6 +199,9 @@ func (f *File) slotFromBlock(b *Node) (*Slot, error) {
 	if tn := findKey(b.Children, "tokname"); tn != nil {
 		if !isWordOrString(tn) {
 			return nil, fmt.Errorf("%s: %w (it is a %s)", where(tn), ErrTokNameInvalid, tn.Type)
+		}
+		if err := checkTokName(tn.Value); err != nil {
+			return nil, fmt.Errorf("%s: %w: %v", where(tn), ErrTokNameInvalid, err)
 		}
 		s.TokName = tn.Value
 	}

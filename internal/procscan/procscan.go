@@ -16,6 +16,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultPIDFiles are the pkcsslotd PID files checked when SlotdRunning gets nil:
@@ -97,8 +99,12 @@ func CheckSlotd(procRoot string, pidFiles []string) (SlotdStatus, error) {
 		}
 	}
 
+	var odd []string
 	for _, pf := range pidFiles {
-		pid, note := readPIDFile(pf)
+		pid, note, undetermined := readPIDFile(pf)
+		if undetermined {
+			odd = append(odd, pf)
+		}
 		if pid <= 0 {
 			if note != "" {
 				st.Evidence = append(st.Evidence, Evidence{Source: pf, Detail: note})
@@ -135,6 +141,9 @@ func CheckSlotd(procRoot string, pidFiles []string) (SlotdStatus, error) {
 		}
 	}
 	sortStatus(&st)
+	if len(odd) > 0 && !st.Running() {
+		return st, fmt.Errorf("%w: %s: not a regular file", ErrUndetermined, strings.Join(odd, ", "))
+	}
 	if len(unreadable) > 0 && !st.Running() {
 		return st, fmt.Errorf("%w: cannot inspect process(es) %s", ErrUndetermined, strings.Join(unreadable, ", "))
 	}
@@ -144,20 +153,46 @@ func CheckSlotd(procRoot string, pidFiles []string) (SlotdStatus, error) {
 func sortStatus(st *SlotdStatus) { sort.Ints(st.PIDs) }
 
 // readPIDFile returns the PID named by the file's first line, or 0 and a note on why
-// there is none ("" when the file simply does not exist).
-func readPIDFile(name string) (int, string) {
-	f, err := os.Open(name)
+// there is none ("" when the file simply does not exist). undetermined is set when the path
+// is a symlink, FIFO, socket or device: nothing pkcsslotd writes, so the check cannot tell.
+// The file is opened non-blocking and without following a symlink, and fstat decides
+// before anything is read, so such a file never hangs the check.
+func readPIDFile(name string) (pid int, note string, undetermined bool) {
+	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	for errors.Is(err, unix.EINTR) {
+		fd, err = unix.Open(name, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	}
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errNotDir) {
-			return 0, ""
+		switch {
+		case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
+			return 0, "", false
+		case errors.Is(err, unix.ELOOP):
+			return 0, "PID file is a symlink", true
+		case errors.Is(err, unix.ENXIO):
+			return 0, "PID file is a socket", true
 		}
-		return 0, "cannot read PID file: " + err.Error()
+		return 0, "cannot read PID file: " + err.Error(), false
+	}
+	f := os.NewFile(uintptr(fd), name)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return 0, "cannot read PID file: " + err.Error(), false
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+	case unix.S_IFDIR:
+		f.Close()
+		return 0, "cannot read PID file: is a directory", false
+	default:
+		f.Close()
+		return 0, "PID file is not a regular file", true
 	}
 	defer f.Close()
 	buf := make([]byte, 128)
 	n, err := readUpTo(f, buf)
 	if err != nil {
-		return 0, "cannot read PID file: " + err.Error()
+		return 0, "cannot read PID file: " + err.Error(), false
 	}
 	line := string(buf[:n])
 	if i := strings.IndexByte(line, '\n'); i >= 0 {
@@ -165,9 +200,9 @@ func readPIDFile(name string) (int, string) {
 	}
 	pid, ok := parsePID(line)
 	if !ok {
-		return 0, fmt.Sprintf("PID file does not hold a PID: %q", line)
+		return 0, fmt.Sprintf("PID file does not hold a PID: %q", line), false
 	}
-	return pid, ""
+	return pid, "", false
 }
 
 // parsePID accepts a decimal PID with optional surrounding blanks and a leading '+'.

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -441,5 +442,37 @@ func TestShmNames(t *testing.T) {
 	got = ShmNames(link)
 	if len(got) != 2 || got[0] != ShmName(link) || got[1] != ShmName(realResolved) {
 		t.Errorf("symlinked: %v", got)
+	}
+}
+
+// A FIFO, socket or symlink where a PID file belongs (a member of the token group may make
+// one in /run/opencryptoki) must not hang the check; it cannot tell, so it fails closed.
+func TestSlotdPIDFileNotRegularFailsClosedWithoutHanging(t *testing.T) {
+	f := newFakeProc(t)
+	f.proc(1, []string{"/sbin/init"}, "systemd")
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.pid")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	regular := pidFile(t, "1\n")
+	link := filepath.Join(dir, "link.pid")
+	if err := os.Symlink(regular, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, pf := range []string{fifo, link} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := SlotdRunning(f.root, []string{pf})
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrUndetermined) {
+				t.Errorf("%s: got %v, want ErrUndetermined", filepath.Base(pf), err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: the PID file check hangs", filepath.Base(pf))
+		}
 	}
 }
