@@ -32,10 +32,11 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 	}
 	defer unlock()
 	res := &Result{Operation: "rollback", Slot: req.Slot, Datastore: ds, Conf: filepath.Join(confdir, plan.ConfName), Warnings: []string{}, Steps: []string{}, Verified: true}
-	cf, _, err := plan.ReadConf(confdir)
+	cf, _, confWarnings, err := plan.ReadConfWarn(confdir)
 	if err != nil {
 		return nil, err
 	}
+	res.Warnings = append(res.Warnings, confWarnings...)
 	slot, err := cf.Slot(uint64(req.Slot))
 	if err != nil {
 		return nil, plan.Errorf(plan.CodeSlotNotFound, "slot %d: %w", req.Slot, err)

@@ -87,7 +87,7 @@ func MakeInventory(o Options) (*Inventory, error) {
 	if err != nil {
 		return nil, Errorf(CodeBadRequest, "state dir %s: %w", o.StateBase, err)
 	}
-	cf, _, err := ReadConf(confdir)
+	cf, _, confWarnings, err := readConf(confdir)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +99,7 @@ func MakeInventory(o Options) (*Inventory, error) {
 		StateDir:      stateBase,
 		ConfBackup:    exists(confdir, ConfBakName),
 		Slots:         []SlotInfo{},
-		Warnings:      []string{},
+		Warnings:      append([]string{}, confWarnings...),
 	}
 	slots, err := cf.Slots()
 	if err != nil {

@@ -394,6 +394,11 @@ func ReadConf(confdir string) (*conf.File, []byte, error) {
 	return f, data, err
 }
 
+// ReadConfWarn is ReadConf with the warnings of readConf, for callers that report them.
+func ReadConfWarn(confdir string) (*conf.File, []byte, []string, error) {
+	return readConf(confdir)
+}
+
 // readConf is ReadConf that also says, as warnings, when the conf directory or the conf
 // may be changed by someone the tool does not trust (conf.TrustWarnings).
 func readConf(confdir string) (*conf.File, []byte, []string, error) {
