@@ -167,10 +167,17 @@ var attacks = []attack{
 	{
 		name: "4-plan-forged-by-member", finding: 4, runs: 1, kind: opApply,
 		promise: "apply --plan refuses a plan file owned by the member (same bytes as root's)",
-		setup:   func(e *env) { planOut(e, e.p("{shared}/p.json")) },
-		pre:     member("forge", "{shared}/p.json", "{shared}/p.json"),
-		op:      func(e *env) *runRes { return applyPlan(e, e.p("{shared}/p.json")) },
-		check:   refused("a plan file owned by the member"),
+		setup: func(e *env) {
+			// Plans are written 0600 now, so she cannot read root's; a plan is meant to be
+			// shareable (a CI artifact: it holds no PIN), so she has its bytes from a copy.
+			planOut(e, e.p("{shared}/p.json"))
+			b, err := os.ReadFile(e.p("{shared}/p.json"))
+			must(e.t, err)
+			must(e.t, os.WriteFile(e.p("{shared}/artifact.json"), b, 0o644))
+		},
+		pre:   member("forge", "{shared}/artifact.json", "{shared}/p.json"),
+		op:    func(e *env) *runRes { return applyPlan(e, e.p("{shared}/p.json")) },
+		check: refused("a plan file owned by the member"),
 	},
 	{
 		name: "4-plan-mode-0666", finding: 4, runs: 1, kind: opApply,
