@@ -182,7 +182,6 @@ func TestMatrix(t *testing.T) {
 	dir := t.TempDir()
 	made := map[string]*madeToken{}
 	for i, row := range matrixRows {
-		row := row
 		t.Run(strings.ReplaceAll(row.name(), " ", "-"), func(t *testing.T) {
 			mx.row(row.name())
 			mt := makeMatrixToken(t, row, i, dir)
