@@ -10,7 +10,7 @@ BIN      := bin/pkcstok-migrate
 FUZZTIME ?= 50000x
 export CGO_ENABLED ?= 0
 
-.PHONY: all build demo test unit unit-s390x cross fuzz crash e2e e2e-s390x setup ansible-test lint clean adversarial
+.PHONY: all build demo test unit unit-s390x unit-arm64 unit-ppc64le cross fuzz crash adversarial e2e e2e-s390x e2e-matrix setup ansible-test lint clean
 
 all: build
 
@@ -44,6 +44,19 @@ unit-s390x:
 	@[ -e $(BINFMT)/qemu-s390x ] || printf '%s\n' ':qemu-s390x:M::\x7fELF\x02\x02\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x16:\xff\xff\xff\xff\xff\xff\xff\xfc\xff\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff:/usr/bin/qemu-s390x-static:F' > $(BINFMT)/register
 	GOARCH=s390x $(GO) test -short -count=1 -exec qemu-s390x-static ./tokens/... ./plan ./apply ./cmd/...
 
+# The CLI test scripts once more as little-endian arm64 and ppc64le binaries under qemu-user
+# (issue 20: the fleet's other two architectures), registered like qemu-s390x above (the
+# magic and mask of Debian's /usr/lib/binfmt.d/qemu-*.conf, flag F).
+BINFMT_aarch64 := :qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:F
+BINFMT_ppc64le := :qemu-ppc64le:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x15\x00:\xff\xff\xff\xff\xff\xff\xff\xfc\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\x00:/usr/bin/qemu-ppc64le-static:F
+unit-arm64: QEMU_ARCH = aarch64
+unit-ppc64le: QEMU_ARCH = ppc64le
+unit-arm64 unit-ppc64le:
+	@command -v qemu-$(QEMU_ARCH)-static >/dev/null || { echo "$@: qemu-$(QEMU_ARCH)-static missing (apt-get install qemu-user-static; make setup)"; exit 1; }
+	@[ -e $(BINFMT)/register ] || mount -t binfmt_misc binfmt_misc $(BINFMT)
+	@[ -e $(BINFMT)/qemu-$(QEMU_ARCH) ] || printf '%s\n' '$(BINFMT_$(QEMU_ARCH))' > $(BINFMT)/register
+	GOARCH=$(@:unit-%=%) $(GO) test -short -count=1 -timeout 20m -run '^(TestScripts|TestSlotdScripts)$$' -exec qemu-$(QEMU_ARCH)-static ./cmd/pkcstok-migrate
+
 # Unit and CLI tests. e2e is left out here: it starts a real pkcsslotd, which every other
 # package's apply would then (rightly) refuse to run beside.
 unit:
@@ -58,7 +71,8 @@ fuzz:
 # Everything `make test` needs (root, idempotent): the apt packages (Debian's opencryptoki
 # 3.8.1, opensc, mmdebstrap, qemu-user-static, ansible-core, rpm, man-db, ...), the group
 # pkcs11 and the cached Debian roots in .cache/roots (trixie amd64 and s390x with openCryptoki
-# 3.23, bookworm amd64 with 3.8.1). Fails, saying what is missing, without root or archive.
+# 3.23, bookworm amd64 with 3.8.1, testing amd64, s390x, ppc64el and arm64 with 3.27). Fails,
+# saying what is missing, without root or archive.
 setup:
 	sh e2e/setup.sh
 
@@ -68,10 +82,19 @@ setup:
 e2e:
 	PKCSTOK_E2E=1 $(GO) test -count=1 -v -timeout 20m -run '^(TestRealOpencryptoki|TestUpgrade|TestFixturesLoadIn323)$$' ./e2e
 
-# The real s390x openCryptoki 3.23 under qemu-user: big-endian Soft and ICA tokens migrated by
-# our s390x and amd64 binaries and by upstream's, loaded by it.
+# The matrix (issue 20): Debian 13's 3.23 (amd64, s390x) and testing's 3.27 (amd64, s390x,
+# ppc64el, arm64; the foreign ones under qemu-user): Soft tokens (and ICA on s390x) made by each
+# in the old format, migrated by our binary of that architecture, our amd64 binary and that
+# release's pkcstok_migrate, loaded by it; then the upgrade paths to 3.27. It prints the matrix
+# of objects compared and equal, and writes it to $(MATRIX).
+MATRIX ?= $(CURDIR)/.cache/MATRIX.md
+e2e-matrix:
+	@mkdir -p $(dir $(MATRIX))
+	PKCSTOK_E2E=1 PKCSTOK_MATRIX_OUT=$(MATRIX) $(GO) test -count=1 -v -timeout 30m -run '^TestMatrix$$' ./e2e
+
+# The s390x rows of the matrix alone (what this target ran before the matrix).
 e2e-s390x:
-	PKCSTOK_E2E=1 $(GO) test -count=1 -v -timeout 20m -run '^TestS390x$$' ./e2e
+	PKCSTOK_E2E=1 $(GO) test -count=1 -v -timeout 20m -run '^TestMatrix$$/s390x' ./e2e
 
 # Power loss at every step (issue 14, crash/README.md; root, strace): apply, rollback and the
 # -s -d -c path run under strace, and every cut point's crash states are rebooted into with
@@ -89,7 +112,7 @@ ansible-test: build
 
 # CI=true for every prerequisite: a suite whose package or root is missing fails, never skips.
 test: export CI = true
-test: setup lint unit unit-s390x cross fuzz crash adversarial ansible-test dist-check package-test e2e e2e-s390x
+test: setup lint unit unit-s390x unit-arm64 unit-ppc64le cross fuzz crash adversarial ansible-test dist-check package-test e2e e2e-matrix
 
 # .cache (roots, overlay sessions) is unmounted first: e2e/clean.sh.
 clean:

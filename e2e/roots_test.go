@@ -107,6 +107,7 @@ func toolFor(t *testing.T, goarch string) string {
 }
 
 func TestMain(m *testing.M) {
+	printRootVersions()
 	code := m.Run()
 	tallyMu.Lock()
 	n := len(tally)
@@ -294,4 +295,26 @@ func startSlotd(t *testing.T, r *ockroot.Root) func() {
 func readRepoIn(t *testing.T, r *ockroot.Root, ds string, so, user string) *readRepo {
 	t.Helper()
 	return readRepository(t, r.Path(ds), []byte(so), []byte(user))
+}
+
+// printRootVersions prints, once at the start, the versions of the libraries in every root
+// `make setup` built (from the roots' stamps), when the root-based suites are requested.
+func printRootVersions() {
+	if os.Getenv("PKCSTOK_E2E") != "1" && os.Getenv("CI") != "true" {
+		return
+	}
+	cache, err := ockroot.CacheDir()
+	if err != nil {
+		return
+	}
+	var b strings.Builder
+	for _, s := range ockroot.All {
+		st, err := ockroot.ReadStamp(filepath.Join(cache, s.Name()))
+		if err != nil {
+			fmt.Fprintf(&b, "  %-16s not built (%v)\n", s.Name(), err)
+			continue
+		}
+		fmt.Fprintf(&b, "  %-16s opencryptoki %-26s opensc %-14s libc6 %s\n", s.Name(), st.Versions["opencryptoki"], st.Versions["opensc"], st.Versions["libc6"])
+	}
+	fmt.Printf("openCryptoki roots in %s:\n%s", cache, b.String())
 }

@@ -9,7 +9,8 @@
 #   * the group pkcs11;
 #   * the cached Debian roots under .cache/roots (e2e/mkroot.sh): trixie amd64 (opencryptoki
 #     3.23, opensc, dpkg, man-db), trixie s390x (opencryptoki 3.23 under qemu), bookworm amd64
-#     (opencryptoki 3.8.1).
+#     (opencryptoki 3.8.1), and testing amd64, s390x, ppc64el and arm64 (opencryptoki 3.27, the
+#     newest release; the three foreign ones under qemu).
 #
 # Without root, or when the package archive cannot be reached, it says what is missing and
 # exits 1.
@@ -23,7 +24,11 @@ PACKAGES="mmdebstrap arch-test qemu-user-static strace ansible-core python3-volu
 # name suite arch packages
 ROOTS="trixie amd64 opencryptoki,opensc,libc-bin,dpkg,man-db,dash,coreutils,diffutils
 trixie s390x opencryptoki,opensc,libc-bin
-bookworm amd64 opencryptoki,opensc,libc-bin"
+bookworm amd64 opencryptoki,opensc,libc-bin
+testing amd64 opencryptoki,opensc,libc-bin
+testing s390x opencryptoki,opensc,libc-bin
+testing ppc64el opencryptoki,opensc,libc-bin
+testing arm64 opencryptoki,opensc,libc-bin"
 # dash, coreutils and diffutils in trixie-amd64: man runs nroff (a shell script) and dpkg -i
 # needs sh, rm and diff; the extract variant brings only what is named and its dependencies.
 
@@ -76,7 +81,9 @@ getent group pkcs11 >/dev/null || groupadd -r pkcs11
 
 # 4. The roots.
 printf '%s\n' "$ROOTS" | while read -r suite arch pkgs; do
+	t0=$(date +%s)
 	sh e2e/mkroot.sh "$suite" "$arch" "$pkgs" || { say "could not build the $suite $arch root (archive reachable?)"; exit 1; }
+	say "root $suite-$arch: $(($(date +%s) - t0)) s"
 done
 
 say "ready in $(($(date +%s) - start)) s: host opencryptoki $(dpkg-query -W -f='${Version}' opencryptoki), roots in ${PKCSTOK_ROOTS:-.cache/roots}"

@@ -62,9 +62,10 @@ func (ts tokenSpec) ds() string { return "/var/lib/opencryptoki/" + ts.tokname }
 // madeToken is a token made and observed by its producer.
 type madeToken struct {
 	tokenSpec
-	conf   []byte  // the producer's conf (no tokversion)
-	saved  string  // host copy of the repository as the producer left it
-	before listing // what the producer showed
+	conf    []byte  // the producer's conf (no tokversion)
+	saved   string  // host copy of the repository as the producer left it
+	before  listing // what the producer showed
+	library string  // the library pkcs11-tool --show-info names ("openCryptoki (ver 3.27)")
 }
 
 // makeToken runs the producer's pkcsslotd, initialises the token, creates the objects through
@@ -86,6 +87,8 @@ func makeToken(t *testing.T, ts tokenSpec, dir string) *madeToken {
 	v := viewer{r: r, slot: ts.slot, pin: ts.user, msg: upgMsg}
 	createObjects(t, v, ts)
 	before := v.observe(t)
+	library := libraryLine(v.tool(t, false, "--show-info"))
+	t.Logf("%s: the library seen: %s", r.Name(), library)
 	stop()
 	saved := filepath.Join(dir, ts.producer+"-"+ts.tokname)
 	if err := copyRepo(r.Path(ts.ds()), saved); err != nil {
@@ -93,7 +96,17 @@ func makeToken(t *testing.T, ts tokenSpec, dir string) *madeToken {
 	}
 	before.logTo(t, "made by "+ts.producer+" ("+r.Version()+", "+r.Arch+")")
 	t.Logf("token by %s made and observed in %v", ts.producer, time.Since(start).Round(time.Millisecond))
-	return &madeToken{tokenSpec: ts, conf: conf, saved: saved, before: before}
+	return &madeToken{tokenSpec: ts, conf: conf, saved: saved, before: before, library: library}
+}
+
+// libraryLine is the "Library" line of pkcs11-tool --show-info ("openCryptoki (ver 3.27)").
+func libraryLine(info []byte) string {
+	for _, l := range strings.Split(string(info), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "Library" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return strings.TrimSpace(string(info))
 }
 
 // createObjects: public and private data, an AES key, an RSA pair, an EC P-256 pair
@@ -177,17 +190,19 @@ func loadView(t *testing.T, r *ockroot.Root, slot int, user string) listing {
 }
 
 // mustMatch fails the test when after differs from before, and counts the objects compared.
-func mustMatch(t *testing.T, what, producer, migrator string, before, after listing) {
+// It reports whether they were equal.
+func mustMatch(t *testing.T, what, producer, migrator string, before, after listing) bool {
 	t.Helper()
 	d, n := compareViews(before, after, upgMsg)
 	if len(d) > 0 {
 		t.Errorf("%s: the real token differs from what %s showed before:\n  %s", what, producer, strings.Join(d, "\n  "))
-		return
+		return false
 	}
 	if migrator != "" {
 		count(producer, migrator, after)
 	}
 	t.Logf("%s: all %d objects the same as %s showed them before", what, n, producer)
+	return true
 }
 
 func TestUpgrade(t *testing.T) {

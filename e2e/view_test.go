@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/big"
+	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -83,7 +84,9 @@ func (l listing) counts() map[string]int {
 func parseList(out []byte) (listing, error) {
 	var l listing
 	var cur *p11obj
+	inPoint := false // the last key line was the EC point (continued on the next lines)
 	flush := func() {
+		inPoint = false
 		if cur != nil {
 			l = append(l, *cur)
 			cur = nil
@@ -121,8 +124,17 @@ func parseList(out []byte) (listing, error) {
 		}
 		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
 		if !ok {
+			// opensc 0.27 wraps long hex values ("EC Point:") onto lines of their own.
+			if inPoint {
+				b, err := hex.DecodeString(strings.TrimSpace(line))
+				if err != nil {
+					return nil, fmt.Errorf("EC Point continuation %q: %v", line, err)
+				}
+				cur.ECPoint = append(cur.ECPoint, b...)
+			}
 			continue
 		}
+		inPoint = false
 		v = strings.TrimLeft(v, " \t")
 		switch k {
 		case "label":
@@ -131,18 +143,28 @@ func parseList(out []byte) (listing, error) {
 			}
 			cur.Label = v
 		case "ID":
-			cur.ID = strings.ToLower(v)
-		case "EC_POINT":
+			cur.ID = parseID(v)
+		case "EC_POINT", "EC Point": // opensc up to 0.26, 0.27
 			b, err := hex.DecodeString(strings.TrimSpace(v))
 			if err != nil {
-				return nil, fmt.Errorf("EC_POINT %q: %v", v, err)
+				return nil, fmt.Errorf("%s %q: %v", k, v, err)
 			}
-			cur.ECPoint = b
+			cur.ECPoint, inPoint = b, true
 		}
 	}
 	flush()
 	sort.SliceStable(l, func(i, j int) bool { return l[i].key() < l[j].key() })
 	return l, nil
+}
+
+// parseID is an object's CKA_ID as hex: opensc up to 0.26 prints the hex bytes ("0a0b"),
+// 0.27.1 the number and the bytes ("2571 (0x0a:0b)").
+func parseID(v string) string {
+	v = strings.ToLower(strings.TrimSpace(v))
+	if i := strings.Index(v, "(0x"); i >= 0 && strings.HasSuffix(v, ")") {
+		v = strings.ReplaceAll(v[i+3:len(v)-1], ":", "")
+	}
+	return v
 }
 
 func firstWord(s string) string {
@@ -201,7 +223,11 @@ func (v viewer) try(t *testing.T, login bool, args ...string) ([]byte, bool) {
 // list is the login listing, with Private set for objects the public listing lacks.
 func (v viewer) list(t *testing.T) listing {
 	t.Helper()
-	all, err := parseList(v.tool(t, true, "--list-objects"))
+	raw := v.tool(t, true, "--list-objects")
+	if os.Getenv("PKCSTOK_E2E_RAW") == "1" {
+		t.Logf("%s: pkcs11-tool --list-objects (login):\n%s", v.r.Name(), raw)
+	}
+	all, err := parseList(raw)
 	if err != nil {
 		t.Fatal(err)
 	}

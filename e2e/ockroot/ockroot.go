@@ -39,7 +39,28 @@ var (
 	Trixie      = Spec{"trixie", "amd64"}   // opencryptoki 3.23, opensc, dpkg, man-db
 	TrixieS390x = Spec{"trixie", "s390x"}   // opencryptoki 3.23 s390x, run under qemu
 	Bookworm    = Spec{"bookworm", "amd64"} // opencryptoki 3.8.1
+
+	// testing: openCryptoki 3.27, the newest upstream release, on the four architectures our
+	// users run; all but amd64 under qemu.
+	Testing        = Spec{"testing", "amd64"}
+	TestingS390x   = Spec{"testing", "s390x"}
+	TestingPPC64el = Spec{"testing", "ppc64el"}
+	TestingARM64   = Spec{"testing", "arm64"}
 )
+
+// All is every root `make setup` builds.
+var All = []Spec{Trixie, TrixieS390x, Bookworm, Testing, TestingS390x, TestingPPC64el, TestingARM64}
+
+// GoArch is the GOARCH of the root's Debian architecture (ppc64el is Go's ppc64le).
+func (s Spec) GoArch() string {
+	if s.Arch == "ppc64el" {
+		return "ppc64le"
+	}
+	return s.Arch
+}
+
+// BigEndian reports whether the root's architecture is big-endian (of ours: s390x only).
+func (s Spec) BigEndian() bool { return s.Arch == "s390x" }
 
 // Name is the root's directory name.
 func (s Spec) Name() string { return s.Suite + "-" + s.Arch }
