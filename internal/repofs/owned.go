@@ -222,25 +222,4 @@ func (d *Dir) Chmod(mode uint32) error {
 // RemoveIfSame removes the entry name below d (a file, or an empty directory) only if it is
 // the file want describes (device and inode); another entry at that name gives ErrChanged and
 // is left alone. A missing name gives an error satisfying errors.Is(err, fs.ErrNotExist).
-func (d *Dir) RemoveIfSame(name string, want Info) error {
-	pfd, base, release, err := d.walkParent(name)
-	if err != nil {
-		return fmt.Errorf("remove %s: %w", d.join(name), err)
-	}
-	defer release()
-	var st unix.Stat_t
-	if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return pathErr("remove", d.join(name), err)
-	}
-	if !Same(infoFrom(base, &st), want) {
-		return fmt.Errorf("remove %s: another entry is there now: %w", d.join(name), ErrChanged)
-	}
-	flags := 0
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		flags = unix.AT_REMOVEDIR
-	}
-	if err := unix.Unlinkat(pfd, base, flags); err != nil {
-		return pathErr("remove", d.join(name), err)
-	}
-	return nil
-}
+func (d *Dir) RemoveIfSame(name string, want Info) error { return d.remove(name, &want) }

@@ -10,7 +10,10 @@ import (
 )
 
 // Remove removes the file, symlink or empty directory name below d.
-func (d *Dir) Remove(name string) error {
+func (d *Dir) Remove(name string) error { return d.remove(name, nil) }
+
+// remove removes name below d; with want, only if name is the file want describes.
+func (d *Dir) remove(name string, want *Info) error {
 	pfd, base, release, err := d.walkParent(name)
 	if err != nil {
 		return fmt.Errorf("remove %s: %w", d.join(name), err)
@@ -19,6 +22,9 @@ func (d *Dir) Remove(name string) error {
 	var st unix.Stat_t
 	if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return pathErr("remove", d.join(name), err)
+	}
+	if want != nil && !Same(infoFrom(base, &st), *want) {
+		return fmt.Errorf("remove %s: another entry is there now: %w", d.join(name), ErrChanged)
 	}
 	flags := 0
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
