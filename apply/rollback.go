@@ -32,24 +32,12 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 	}
 	defer unlock()
 	res := &Result{Operation: "rollback", Slot: req.Slot, Datastore: ds, Conf: filepath.Join(confdir, plan.ConfName), Warnings: []string{}, Steps: []string{}, Verified: true}
-	cf, _, confWarnings, err := plan.ReadConfWarn(confdir)
-	if err != nil {
+	if err := rollbackSlot(req, confdir, res); err != nil {
 		return nil, err
 	}
-	res.Warnings = append(res.Warnings, confWarnings...)
-	slot, err := cf.Slot(uint64(req.Slot))
+	pdir, err := repofs.OpenDir(filepath.Dir(ds))
 	if err != nil {
-		return nil, plan.Errorf(plan.CodeSlotNotFound, "slot %d: %w", req.Slot, err)
-	}
-	if !slot.Type.Supported() {
-		return nil, &plan.Error{Code: plan.CodeUnsupportedToken, Message: fmt.Sprintf("slot %d: stdll %s is not a supported token", req.Slot, slot.Stdll)}
-	}
-	res.TokenType = slot.Type.String()
-
-	parent, base := filepath.Dir(ds), filepath.Base(ds)
-	pdir, err := repofs.OpenDir(parent)
-	if err != nil {
-		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", parent, err)
+		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", filepath.Dir(ds), err)
 	}
 	defer pdir.Close()
 	cdir, err := repofs.OpenDir(confdir)
@@ -57,118 +45,175 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", confdir, err)
 	}
 	defer cdir.Close()
-
-	bak := base + plan.SuffixBak
-	dsFmt, bakFmt := nvFormat(pdir, base), nvFormat(pdir, bak)
-	_, confBakErr := cdir.Lstat(plan.ConfBakName)
-	repoTodo := bakFmt == tokens.FormatOld && dsFmt == tokens.Format312
-	// Interrupted after the exchange: only the rename is left (whether or not the conf is).
-	repoTodo = repoTodo || dsFmt == tokens.FormatOld && bakFmt == tokens.Format312
-	confTodo := confBakErr == nil
-	if confTodo {
-		if err := checkConfBackupTrusted(cdir, confdir); err != nil {
+	todo, err := rollbackTodo(pdir, cdir, ds, confdir)
+	if err != nil {
+		return nil, err
+	}
+	if todo.repo {
+		if err := rollbackRepository(pdir, ds, todo.bakFmt, o, res); err != nil {
 			return nil, err
 		}
 	}
-	if !repoTodo && !confTodo {
-		return nil, &plan.Error{Code: plan.CodeNothingToRollBack, Message: fmt.Sprintf("nothing to roll back: no old-format %s beside a 3.12 %s, and no %s", ds+plan.SuffixBak, ds, filepath.Join(confdir, plan.ConfBakName))}
+	if todo.conf {
+		if err := rollbackConf(cdir, confdir, todo.confKept, o, res); err != nil {
+			return nil, err
+		}
 	}
-	if _, err := pdir.Lstat(base + SuffixRolledBack); repoTodo && err == nil {
-		return nil, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", ds+SuffixRolledBack)}
+	removeShm(ds, o)
+	res.Changed = true
+	if res.Fingerprint, err = fingerprintNow(ds, confdir); err != nil {
+		return nil, err
+	}
+	res.Warnings = append(res.Warnings, *warnings...)
+	return res, nil
+}
+
+// rollbackSlot checks the slot in the conf (a supported token) and fills the result's token
+// type and the conf's trust warnings.
+func rollbackSlot(req plan.Options, confdir string, res *Result) error {
+	cf, _, confWarnings, err := plan.ReadConfWarn(confdir)
+	if err != nil {
+		return err
+	}
+	res.Warnings = append(res.Warnings, confWarnings...)
+	slot, err := cf.Slot(uint64(req.Slot))
+	if err != nil {
+		return plan.Errorf(plan.CodeSlotNotFound, "slot %d: %w", req.Slot, err)
+	}
+	if !slot.Type.Supported() {
+		return &plan.Error{Code: plan.CodeUnsupportedToken, Message: fmt.Sprintf("slot %d: stdll %s is not a supported token", req.Slot, slot.Stdll)}
+	}
+	res.TokenType = slot.Type.String()
+	return nil
+}
+
+// rollbackPlan is what a rollback has left to do, read from the disk.
+type rollbackPlan struct {
+	repo, conf bool
+	bakFmt     tokens.Format // of <ds>_BAK: old before the exchange, 3.12 once it is done
+	confKept   bool          // opencryptoki.conf_ROLLED_BACK is this rollback's own already
+}
+
+// rollbackTodo decides from what is on disk what is left to roll back, and refuses what must
+// not be overwritten or installed.
+func rollbackTodo(pdir, cdir *repofs.Dir, ds, confdir string) (rollbackPlan, error) {
+	base := filepath.Base(ds)
+	dsFmt, bakFmt := nvFormat(pdir, base), nvFormat(pdir, base+plan.SuffixBak)
+	_, confBakErr := cdir.Lstat(plan.ConfBakName)
+	t := rollbackPlan{bakFmt: bakFmt, conf: confBakErr == nil}
+	// Interrupted after the exchange: only the rename is left (whether or not the conf is).
+	t.repo = bakFmt == tokens.FormatOld && dsFmt == tokens.Format312 || dsFmt == tokens.FormatOld && bakFmt == tokens.Format312
+	if t.conf {
+		if err := checkConfBackupTrusted(cdir, confdir); err != nil {
+			return t, err
+		}
+	}
+	if !t.repo && !t.conf {
+		return t, &plan.Error{Code: plan.CodeNothingToRollBack, Message: fmt.Sprintf("nothing to roll back: no old-format %s beside a 3.12 %s, and no %s", ds+plan.SuffixBak, ds, filepath.Join(confdir, plan.ConfBakName))}
+	}
+	if _, err := pdir.Lstat(base + SuffixRolledBack); t.repo && err == nil {
+		return t, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", ds+SuffixRolledBack)}
 	}
 	// A _ROLLED_BACK conf that holds the current conf is this rollback's own: linked by a
 	// run the power cut (or a kill) stopped before it renamed the backup back
 	// (crash/testdata/states/good_rollback_conf_linked_not_restored).
-	confKept := false
-	if _, err := cdir.Lstat(ConfRolledBackName); confTodo && err == nil {
+	if _, err := cdir.Lstat(ConfRolledBackName); t.conf && err == nil {
 		rb, rerr := cdir.ReadFile(ConfRolledBackName)
 		cur, cerr := cdir.ReadFile(plan.ConfName)
 		if rerr != nil || cerr != nil || !bytes.Equal(rb, cur) {
-			return nil, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", filepath.Join(confdir, ConfRolledBackName))}
+			return t, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", filepath.Join(confdir, ConfRolledBackName))}
 		}
-		confKept = true
+		t.confKept = true
 	}
+	return t, nil
+}
 
-	if repoTodo {
-		if bakFmt == tokens.FormatOld {
-			// The backup must still be a loadable repository before it is switched in.
-			bd, err := pdir.OpenSubdir(bak)
-			if err != nil {
-				return nil, plan.Errorf(plan.CodeCorruptRepository, "open %s: %w", ds+plan.SuffixBak, err)
-			}
-			_, err = tokens.Load(bd)
-			var bakInfo repofs.Info
-			if err == nil {
-				bakInfo, err = bd.Lstat(".")
-			}
-			bd.Close()
-			if err != nil {
-				return nil, plan.Errorf(plan.CodeCorruptRepository, "backup %s: %w", ds+plan.SuffixBak, err)
-			}
-			if err := o.hook("rollback_exchange"); err != nil {
-				return nil, err
-			}
-			// The backup switched in is the one just checked, and the repository switched out
-			// the one locked (device and inode, before and after).
-			if err := exchangeVerified(pdir, base, bak, o.orig, bakInfo); err != nil {
-				return nil, err
-			}
-			// Durability: the exchange (covered by the next fsync under the crash model).
-			if err := pdir.Sync(); err != nil {
-				return nil, plan.Errorf(plan.CodeIO, "sync %s: %w", parent, err)
-			}
-			res.Steps = append(res.Steps, "exchange")
+// rollbackRepository switches the backup (checked to load, and checked by device and inode
+// before and after) back in for the locked repository, then keeps the migrated repository as
+// <ds>_ROLLED_BACK.
+func rollbackRepository(pdir *repofs.Dir, ds string, bakFmt tokens.Format, o Options, res *Result) error {
+	base, bak := filepath.Base(ds), filepath.Base(ds)+plan.SuffixBak
+	if bakFmt == tokens.FormatOld {
+		bakInfo, err := loadableBackup(pdir, bak, ds)
+		if err != nil {
+			return err
 		}
-		if err := o.hook("rollback_rename"); err != nil {
-			return nil, err
+		if err := o.hook("rollback_exchange"); err != nil {
+			return err
 		}
-		if info, err := pdir.Lstat(bak); err != nil || !info.IsDir() || bakFmt == tokens.FormatOld && !repofs.Same(info, o.orig) {
-			return nil, &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("%s is not the migrated repository any more: someone else renames entries in %s; check it", ds+plan.SuffixBak, parent)}
+		if err := exchangeVerified(pdir, base, bak, o.orig, bakInfo); err != nil {
+			return err
 		}
-		if err := pdir.RenameNoReplace(bak, base+SuffixRolledBack); err != nil {
-			return nil, plan.Errorf(plan.CodeIO, "rename %s: %w", ds+plan.SuffixBak, err)
-		}
-		// Durability: the repository rolled back before the conf is (another directory):
-		// never the original conf over the 3.12 repository after a power cut.
+		// Durability: the exchange (covered by the next fsync under the crash model).
 		if err := pdir.Sync(); err != nil {
-			return nil, plan.Errorf(plan.CodeIO, "sync %s: %w", parent, err)
+			return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
 		}
-		res.Steps = append(res.Steps, "keep_migrated")
-		res.RepositoryChanged = true
-		res.Backup = &Backup{Datastore: ds + SuffixRolledBack}
+		res.Steps = append(res.Steps, "exchange")
 	}
-	if confTodo {
-		if err := o.hook("rollback_conf"); err != nil {
-			return nil, err
-		}
-		if !confKept {
-			if err := cdir.Link(plan.ConfName, ConfRolledBackName); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return nil, plan.Errorf(plan.CodeIO, "keep the migrated conf: %w", err)
-			}
-		}
-		if err := cdir.Rename(plan.ConfBakName, plan.ConfName); err != nil {
-			return nil, plan.Errorf(plan.CodeIO, "restore %s: %w", plan.ConfBakName, err)
-		}
-		// Durability: the restored conf, before rollback reports success.
-		if err := cdir.Sync(); err != nil {
-			return nil, plan.Errorf(plan.CodeIO, "sync %s: %w", confdir, err)
-		}
-		res.ConfChanged = true
-		res.Steps = append(res.Steps, "conf_restore")
-		if res.Backup == nil {
-			res.Backup = &Backup{}
-		}
-		res.Backup.Conf = filepath.Join(confdir, ConfRolledBackName)
+	if err := o.hook("rollback_rename"); err != nil {
+		return err
 	}
-	removeShm(ds, o)
-	res.Changed = true
-	fp, err := fingerprintNow(ds, confdir)
+	if info, err := pdir.Lstat(bak); err != nil || !info.IsDir() || bakFmt == tokens.FormatOld && !repofs.Same(info, o.orig) {
+		return &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("%s is not the migrated repository any more: someone else renames entries in %s; check it", ds+plan.SuffixBak, pdir.Path())}
+	}
+	if err := pdir.RenameNoReplace(bak, base+SuffixRolledBack); err != nil {
+		return plan.Errorf(plan.CodeIO, "rename %s: %w", ds+plan.SuffixBak, err)
+	}
+	// Durability: the repository rolled back before the conf is (another directory):
+	// never the original conf over the 3.12 repository after a power cut.
+	if err := pdir.Sync(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+	}
+	res.Steps = append(res.Steps, "keep_migrated")
+	res.RepositoryChanged = true
+	res.Backup = &Backup{Datastore: ds + SuffixRolledBack}
+	return nil
+}
+
+// loadableBackup checks that the backup bak below pdir still is a loadable repository before
+// it is switched in, and describes the directory checked.
+func loadableBackup(pdir *repofs.Dir, bak, ds string) (repofs.Info, error) {
+	bd, err := pdir.OpenSubdir(bak)
 	if err != nil {
-		return nil, err
+		return repofs.Info{}, plan.Errorf(plan.CodeCorruptRepository, "open %s: %w", ds+plan.SuffixBak, err)
 	}
-	res.Fingerprint = fp
-	res.Warnings = append(res.Warnings, *warnings...)
-	return res, nil
+	defer bd.Close()
+	_, err = tokens.Load(bd)
+	var info repofs.Info
+	if err == nil {
+		info, err = bd.Lstat(".")
+	}
+	if err != nil {
+		return info, plan.Errorf(plan.CodeCorruptRepository, "backup %s: %w", ds+plan.SuffixBak, err)
+	}
+	return info, nil
+}
+
+// rollbackConf keeps the migrated conf as opencryptoki.conf_ROLLED_BACK (a hard link, unless
+// an interrupted run made it) and renames opencryptoki.conf_BAK back.
+func rollbackConf(cdir *repofs.Dir, confdir string, confKept bool, o Options, res *Result) error {
+	if err := o.hook("rollback_conf"); err != nil {
+		return err
+	}
+	if !confKept {
+		if err := cdir.Link(plan.ConfName, ConfRolledBackName); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return plan.Errorf(plan.CodeIO, "keep the migrated conf: %w", err)
+		}
+	}
+	if err := cdir.Rename(plan.ConfBakName, plan.ConfName); err != nil {
+		return plan.Errorf(plan.CodeIO, "restore %s: %w", plan.ConfBakName, err)
+	}
+	// Durability: the restored conf, before rollback reports success.
+	if err := cdir.Sync(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s: %w", confdir, err)
+	}
+	res.ConfChanged = true
+	res.Steps = append(res.Steps, "conf_restore")
+	if res.Backup == nil {
+		res.Backup = &Backup{}
+	}
+	res.Backup.Conf = filepath.Join(confdir, ConfRolledBackName)
+	return nil
 }
 
 // checkConfBackupTrusted refuses an opencryptoki.conf_BAK that rollback must not install: not
