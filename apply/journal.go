@@ -93,8 +93,16 @@ func recoverJournal(ds string, o Options) (recovery, error) {
 func finishJournaled(pdir *repofs.Dir, base, ds string) (exchanged bool, err error) {
 	tmpName := base + plan.SuffixTmp
 	if wc, err := ownWorkingCopy(pdir, base, ds); err == nil {
-		// Exchanged; the copy has its marker still (and root's mode).
-		err = settleWorkingCopy(wc)
+		// Exchanged; the copy has its marker still (and root's mode). It gets the mode the
+		// original (now at the working copy's name) allows.
+		// The copy was given the token group when it was made.
+		mode := uint32(repofs.DirMode)
+		orig, oerr := pdir.Lstat(base + plan.SuffixTmp)
+		self, serr := wc.Lstat(".")
+		if oerr == nil && serr == nil {
+			mode, _ = newCopyModes(self.GID, nil).mode(repofs.Entry{Rel: ".", Mode: orig.Mode, GID: orig.GID})
+		}
+		err = settleWorkingCopy(wc, mode)
 		wc.Close()
 		if err != nil {
 			return false, plan.Errorf(plan.CodeIO, "give %s its mode: %w", ds, err)

@@ -24,9 +24,7 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	tmpName := base + plan.SuffixTmp
 	defer plan.LimitMemory(len(insp.Index))()
 	modes := newCopyModes(perm.GID, insp.Index)
-	if _, err := modes.mode(repofs.Entry{Rel: ".", Mode: o.orig.Mode, GID: o.orig.GID}); err != nil {
-		return nil, err
-	}
+	rootMode, _ := modes.mode(repofs.Entry{Rel: ".", Mode: o.orig.Mode, GID: o.orig.GID})
 	if err := o.hook("copy"); err != nil {
 		return nil, err
 	}
@@ -48,6 +46,9 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	dst, err := buildWorkingCopy(p, insp, req, o, pdir, wc, perm, modes, res)
 	if err != nil {
 		return nil, err
+	}
+	if w := modes.warning(); w != "" {
+		res.Warnings = append(res.Warnings, w)
 	}
 	// Durability: the working copy must be on disk before the switch; the journal's syncfs
 	// below makes it so, with the journal (a syncfs of the working copy here as well would
@@ -74,7 +75,7 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 	switched = true
 	res.RepositoryChanged = true
 	res.Steps = append(res.Steps, "exchange")
-	if err := finishSwitch(p, o, pdir, base, wc, *jInfo); err != nil {
+	if err := finishSwitch(p, o, pdir, base, wc, rootMode, *jInfo); err != nil {
 		return nil, err
 	}
 	res.Steps = append(res.Steps, "backup")
@@ -85,7 +86,7 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 // new key files and re-encrypts every object on the way, each verified from the bytes read
 // back; then it checks what the plan under the locks left to the copy (checkUnread). It
 // returns the digest of what it wrote.
-func buildWorkingCopy(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir, wc *repofs.Dir, perm repofs.Perm, modes copyModes, res *Result) (hash.Hash, error) {
+func buildWorkingCopy(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir, wc *repofs.Dir, perm repofs.Perm, modes *copyModes, res *Result) (hash.Hash, error) {
 	src, err := repofs.OpenDir(p.Datastore)
 	if err != nil {
 		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", p.Datastore, err)
@@ -197,7 +198,7 @@ func writeJournal(p *plan.Plan, o Options, pdir *repofs.Dir, base string) (*repo
 // finishSwitch does what follows the exchange: the switched-in copy gets the token's mode and
 // loses its marker, the original (now under the working copy's name) becomes <ds>_BAK, and
 // the journal goes.
-func finishSwitch(p *plan.Plan, o Options, pdir *repofs.Dir, base string, wc *repofs.Dir, jInfo repofs.Info) error {
+func finishSwitch(p *plan.Plan, o Options, pdir *repofs.Dir, base string, wc *repofs.Dir, rootMode uint32, jInfo repofs.Info) error {
 	tmpName, bakName := base+plan.SuffixTmp, base+plan.SuffixBak
 	// Durability: the exchange, so that "the repository is migrated" holds after a power
 	// cut should the next step fail (covered by the next fsync when it does not).
@@ -206,7 +207,7 @@ func finishSwitch(p *plan.Plan, o Options, pdir *repofs.Dir, base string, wc *re
 	}
 	// Durability: the mode and the marker's removal before the journal that would redo them
 	// goes (settleWorkingCopy syncs the directory).
-	if err := settleWorkingCopy(wc); err != nil {
+	if err := settleWorkingCopy(wc, rootMode); err != nil {
 		return plan.Errorf(plan.CodeIO, "give %s its mode (the repository is migrated; run apply again): %w", p.Datastore, err)
 	}
 	if err := o.hook("backup"); err != nil {

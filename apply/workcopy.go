@@ -121,11 +121,12 @@ func clearLeftover(pdir *repofs.Dir, base, ds string) error {
 	return nil
 }
 
-// settleWorkingCopy turns the switched-in working copy wc into an ordinary repository: the
-// token's directory mode (the setgid bit cleared), no marker, both durable before the journal
-// that would otherwise finish it goes.
-func settleWorkingCopy(wc *repofs.Dir) error {
-	if err := wc.Chmod(repofs.DirMode); err != nil {
+// settleWorkingCopy turns the switched-in working copy wc into an ordinary repository: its
+// directory mode (the token's 0770, or narrower as the original's was: copyModes; the setgid
+// bit cleared), no marker, both durable before the journal that would otherwise finish it
+// goes.
+func settleWorkingCopy(wc *repofs.Dir, mode uint32) error {
+	if err := wc.Chmod(mode); err != nil {
 		return err
 	}
 	if err := wc.Remove(markerName); err != nil && !errors.Is(err, fs.ErrNotExist) {
