@@ -409,3 +409,27 @@ func TestOverlayLowerLayerDatastore(t *testing.T) {
 		})
 	}
 }
+
+// A default ACL on the directory beside the repository (setfacl -d -m u:nobody:rwx) used to
+// reach every file of the migrated repository: nobody could read and write NVTOK.DAT beside the
+// 0660 mode. The working copy drops the ACLs it inherits.
+func TestParentDefaultACLNotInherited(t *testing.T) {
+	ds, confdir, o := newToken(t)
+	if out, err := exec.Command("setfacl", "-d", "-m", "u:nobody:rwx", filepath.Dir(ds)).CombinedOutput(); err != nil {
+		t.Fatalf("setfacl (package acl, make setup): %v %s", err, out)
+	}
+	if _, err := apply.Run(req(ds, confdir), nil, o); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{".", "NVTOK.DAT", "TOK_OBJ", "TOK_OBJ/OBJ.IDX"} {
+		p := filepath.Join(ds, f)
+		buf := make([]byte, 256)
+		for _, attr := range []string{"system.posix_acl_access", "system.posix_acl_default"} {
+			if n, err := unix.Getxattr(p, attr, buf); err == nil {
+				t.Errorf("%s carries %s (%d bytes) from the parent's default ACL", f, attr, n)
+			} else if err != unix.ENODATA {
+				t.Errorf("%s: getxattr %s: %v", f, attr, err)
+			}
+		}
+	}
+}

@@ -1,9 +1,11 @@
 package apply
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 
 	json "github.com/goccy/go-json"
@@ -92,21 +94,8 @@ func recoverJournal(ds string, o Options) (recovery, error) {
 // forward when it did (the switched-in copy settled, the original renamed to _BAK).
 func finishJournaled(pdir *repofs.Dir, base, ds string) (exchanged bool, err error) {
 	tmpName := base + plan.SuffixTmp
-	if wc, err := ownWorkingCopy(pdir, base, ds); err == nil {
-		// Exchanged; the copy has its marker still (and root's mode). It gets the mode the
-		// original (now at the working copy's name) allows.
-		// The copy was given the token group when it was made.
-		mode := uint32(repofs.DirMode)
-		orig, oerr := pdir.Lstat(base + plan.SuffixTmp)
-		self, serr := wc.Lstat(".")
-		if oerr == nil && serr == nil {
-			mode, _ = newCopyModes(self.GID, nil).mode(repofs.Entry{Rel: ".", Mode: orig.Mode, GID: orig.GID})
-		}
-		err = settleWorkingCopy(wc, mode)
-		wc.Close()
-		if err != nil {
-			return false, plan.Errorf(plan.CodeIO, "give %s its mode: %w", ds, err)
-		}
+	if err := settleSwitched(pdir, base, ds); err != nil {
+		return false, plan.Errorf(plan.CodeIO, "give %s its mode: %w", ds, err)
 	}
 	dsFormat, tmpFormat := nvFormat(pdir, base), nvFormat(pdir, tmpName)
 	switch {
@@ -136,6 +125,42 @@ func finishJournaled(pdir *repofs.Dir, base, ds string) (exchanged bool, err err
 		return false, plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}
 	return exchanged, nil
+}
+
+// settleSwitched finishes settleWorkingCopy for a copy an interrupted run had switched in:
+// the directory at the repository's name is root's and still holds this tool's marker. While
+// the directory is private (root-only: nobody else can have touched it) it gets its mode, the
+// one its original (now at the working copy's name) allows; the marker (root's own file) goes
+// in any case: a power cut may have kept the mode and lost the marker's removal. Nothing else
+// is changed: a directory without the marker is left as it is.
+func settleSwitched(pdir *repofs.Dir, base, ds string) error {
+	wc, err := pdir.OpenSubdir(base)
+	if err != nil {
+		return nil
+	}
+	defer wc.Close()
+	self, err := wc.Lstat(".")
+	if err != nil || self.UID != os.Geteuid() {
+		return nil
+	}
+	marker, mInfo, err := wc.ReadPrivate(markerName)
+	if err != nil || !bytes.Equal(marker, markerContent(ds)) && !allZero(marker) {
+		return nil
+	}
+	if self.Perm()&0o077 == 0 {
+		// The copy was given the token group when it was made.
+		mode := uint32(repofs.DirMode)
+		if orig, err := pdir.Lstat(base + plan.SuffixTmp); err == nil {
+			mode, _ = newCopyModes(self.GID, nil).mode(repofs.Entry{Rel: ".", Mode: orig.Mode, GID: orig.GID})
+		}
+		if err := wc.Chmod(mode); err != nil {
+			return err
+		}
+	}
+	if err := wc.RemoveIfSame(markerName, mInfo); err != nil {
+		return err
+	}
+	return wc.Sync()
 }
 
 // removeJournal removes the journal described by info (the file read, not whatever is at its

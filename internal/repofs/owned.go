@@ -142,6 +142,13 @@ func (d *Dir) MkdirPrivate(name string, gid int) (*Dir, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A default ACL of the parent is inherited by what is made in it: its entries (say
+	// user:nobody:rwx) would reach every file of the copy beside the mode. The new directory
+	// loses them, so nothing below it inherits any.
+	if err := dropACLs(fd); err != nil {
+		unix.Close(fd)
+		return nil, pathErr("remove inherited ACLs of", display, err)
+	}
 	if gid >= 0 {
 		if err := unix.Fchown(fd, -1, gid); err != nil {
 			unix.Close(fd)
@@ -223,3 +230,15 @@ func (d *Dir) Chmod(mode uint32) error {
 // the file want describes (device and inode); another entry at that name gives ErrChanged and
 // is left alone. A missing name gives an error satisfying errors.Is(err, fs.ErrNotExist).
 func (d *Dir) RemoveIfSame(name string, want Info) error { return d.remove(name, &want) }
+
+// dropACLs removes the access and default POSIX ACLs of the open directory fd (those it
+// inherited from its parent's default ACL); a file system without ACLs, or a directory without
+// them, is fine.
+func dropACLs(fd int) error {
+	for _, name := range []string{"system.posix_acl_default", "system.posix_acl_access"} {
+		if err := unix.Fremovexattr(fd, name); err != nil && err != unix.ENODATA && err != unix.EOPNOTSUPP && err != unix.ENOTSUP {
+			return err
+		}
+	}
+	return nil
+}
