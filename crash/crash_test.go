@@ -3,7 +3,7 @@ package crash
 // The power-loss crash test of issue 14: see README.md.
 //
 // Every scenario runs the real binary once under strace on a fresh token, replays the trace
-// with internal/crashsim, and for every cut point of it builds the strict, the lenient and
+// with crash/crashsim, and for every cut point of it builds the strict, the lenient and
 // a few seeded random crash states. Each distinct state (all of them, or a seeded sample
 // when a scenario has a budget) is written out, checked as a booting machine would see it,
 // and rebooted into: the operation runs again with the real binary and must converge, and a
@@ -32,7 +32,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ocktools/pkcstok-migrate/internal/crashsim"
+	"github.com/ocktools/pkcstok-migrate/crash/crashsim"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 

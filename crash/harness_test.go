@@ -22,8 +22,8 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/crash/crashsim"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
-	"github.com/ocktools/pkcstok-migrate/internal/crashsim"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
