@@ -110,7 +110,7 @@ func TestCrash(t *testing.T) {
 	start := time.Now()
 	h := newHarness(t, true)
 	sd := seed()
-	t.Logf("seed %d, %d random mixes per cut point, %d workers", sd, mixesPerCut, workers())
+	t.Logf("seed %d, %d random mixes per cut point, %d workers; traced runs and states on %s (%s)", sd, mixesPerCut, workers(), h.fsType, h.scratch)
 
 	var applySmall *sweepStats
 	var rollbackSmall *sweepStats
@@ -168,8 +168,8 @@ func TestCrash(t *testing.T) {
 		half += st.tl.halfConf.Load()
 		missing += st.tl.missingRepo.Load()
 	}
-	t.Logf("FIGURES: %d cut points, %d crash states built, %d distinct, %d rebooted into; objects checked %d, lost %d; half confs %d; missing repository paths %d; %.0fs",
-		cuts, built, distinct, ran, checked, lost, half, missing, time.Since(start).Seconds())
+	t.Logf("FIGURES: %d cut points, %d crash states built, %d distinct, %d rebooted into; objects checked %d, lost %d; half confs %d; missing repository paths %d; on %s; %.0fs",
+		cuts, built, distinct, ran, checked, lost, half, missing, h.fsType, time.Since(start).Seconds())
 }
 
 func workers() int { return max(1, min(runtime.NumCPU(), 4)) }
@@ -372,6 +372,34 @@ func sample(states []labeled, budget int, sd int64, strictOnly bool) []labeled {
 	return out
 }
 
+// crashDirEnv names a directory on the file system the traced runs and the crash states are
+// to be written to (make fs-suites: a loop-mounted XFS or btrfs image). Unset, they go to a
+// private tmpfs.
+const crashDirEnv = "PKCSTOK_CRASH_DIR"
+
+// scratchDir is where the traced runs and the crash states are written: a fresh directory
+// below $PKCSTOK_CRASH_DIR when it is set (no tmpfs then: the point is that file system),
+// else privateTmpfs(dir).
+func scratchDir(t *testing.T, dir string) (string, error) {
+	base := os.Getenv(crashDirEnv)
+	if base == "" {
+		return privateTmpfs(t, dir), nil
+	}
+	if fi, err := os.Stat(base); err != nil || !fi.IsDir() {
+		return "", fmt.Errorf("%s=%s: not a directory (%v)", crashDirEnv, base, err)
+	}
+	d, err := os.MkdirTemp(base, "pkcstok-crash-")
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", crashDirEnv, err)
+	}
+	// MkdirTemp gives 0700; the fixtures' root is 0755 like a real /var/lib.
+	if err := os.Chmod(d, 0o755); err != nil {
+		return "", err
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d, nil
+}
+
 // privateTmpfs mounts a tmpfs at dir when root may (the reruns syncfs; on a shared disk that
 // waits for every other process's writes, and durability is the model's business, not the
 // disk's), else uses dir on the ordinary disk.
@@ -385,4 +413,23 @@ func privateTmpfs(t *testing.T, dir string) string {
 	}
 	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
 	return dir
+}
+
+// fsTypeOf names the file system dir is on (statfs magic), for the log.
+func fsTypeOf(dir string) string {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	switch uint32(st.Type) {
+	case unix.TMPFS_MAGIC:
+		return "tmpfs"
+	case unix.EXT4_SUPER_MAGIC:
+		return "ext4"
+	case unix.XFS_SUPER_MAGIC:
+		return "xfs"
+	case unix.BTRFS_SUPER_MAGIC:
+		return "btrfs"
+	}
+	return fmt.Sprintf("0x%x", uint32(st.Type))
 }
