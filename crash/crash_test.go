@@ -112,6 +112,10 @@ func TestCrash(t *testing.T) {
 	sd := seed()
 	t.Logf("seed %d, %d random mixes per cut point, %d workers; traced runs and states on %s (%s)", sd, mixesPerCut, workers(), h.fsType, h.scratch)
 
+	if b := os.Getenv("PKCSTOK_CRASH_BUDGET"); b != "" {
+		t.Logf("PKCSTOK_CRASH_BUDGET=%s: each scenario reboots into every state a strict cut built and at most %s states in all", b, b)
+	}
+
 	var applySmall *sweepStats
 	var rollbackSmall *sweepStats
 	scenarios := []scenario{
@@ -186,7 +190,7 @@ func (h *harness) sweep(t *testing.T, sc scenario, bin string, sd int64, strictO
 		t.Fatalf("%s: %v", sc.name, err)
 	}
 	st.distinct = len(states)
-	states = sample(states, sc.budget, sd, strictOnly)
+	states = sample(states, budgetFor(sc), sd, strictOnly)
 	h.runStates(fx, sc, bin, states, st)
 	st.dur = time.Since(start)
 	t.Logf("%s: %d ops, %d cut points, %d crash states built, %d distinct, %d rebooted into (%s); %d failed; objects checked %d, lost %d; half confs %d; missing repository paths %d; %.1fs",
@@ -349,6 +353,17 @@ func collect(sim *crashsim.Sim, sd int64, st *sweepStats) ([]labeled, error) {
 		return true, nil
 	})
 	return out, err
+}
+
+// budgetFor is the scenario's budget, capped by PKCSTOK_CRASH_BUDGET when set (make fs-suites
+// runs the sweep once per extra file system and keeps it short: every strict state still,
+// and that many states in all).
+func budgetFor(sc scenario) int {
+	c, err := strconv.Atoi(os.Getenv("PKCSTOK_CRASH_BUDGET"))
+	if err != nil || c <= 0 || sc.budget > 0 && sc.budget <= c {
+		return sc.budget
+	}
+	return c
 }
 
 // sample keeps every state a strict cut built and, within budget, a seeded random choice of
