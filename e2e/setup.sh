@@ -20,7 +20,7 @@ say() { echo "make setup: $*" >&2; }
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
-PACKAGES="mmdebstrap arch-test qemu-user-static strace ansible-core python3-voluptuous opencryptoki opensc rpm man-db time"
+PACKAGES="mmdebstrap arch-test qemu-user-static strace ansible-core python3-voluptuous opencryptoki opensc rpm man-db time xfsprogs btrfs-progs"
 # name suite arch packages
 ROOTS="trixie amd64 opencryptoki,opensc,libc-bin,dpkg,man-db,dash,coreutils,diffutils
 trixie s390x opencryptoki,opensc,libc-bin
