@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ocktools/pkcstok-migrate/internal/crashsim"
+	"github.com/ocktools/pkcstok-migrate/crash/crashsim"
 )
 
 // TestBarriers asks of every barrier (fsync, fdatasync, syncfs) of apply and rollback

@@ -3,7 +3,7 @@ package crash
 // The power-loss crash test of issue 14: see README.md.
 //
 // Every scenario runs the real binary once under strace on a fresh token, replays the trace
-// with internal/crashsim, and for every cut point of it builds the strict, the lenient and
+// with crash/crashsim, and for every cut point of it builds the strict, the lenient and
 // a few seeded random crash states. Each distinct state (all of them, or a seeded sample
 // when a scenario has a budget) is written out, checked as a booting machine would see it,
 // and rebooted into: the operation runs again with the real binary and must converge, and a
@@ -32,7 +32,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ocktools/pkcstok-migrate/internal/crashsim"
+	"github.com/ocktools/pkcstok-migrate/crash/crashsim"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 
@@ -110,7 +110,11 @@ func TestCrash(t *testing.T) {
 	start := time.Now()
 	h := newHarness(t, true)
 	sd := seed()
-	t.Logf("seed %d, %d random mixes per cut point, %d workers", sd, mixesPerCut, workers())
+	t.Logf("seed %d, %d random mixes per cut point, %d workers; traced runs and states on %s (%s)", sd, mixesPerCut, workers(), h.fsType, h.scratch)
+
+	if b := os.Getenv("PKCSTOK_CRASH_BUDGET"); b != "" {
+		t.Logf("PKCSTOK_CRASH_BUDGET=%s: each scenario reboots into every state a strict cut built and at most %s states in all", b, b)
+	}
 
 	var applySmall *sweepStats
 	var rollbackSmall *sweepStats
@@ -168,8 +172,8 @@ func TestCrash(t *testing.T) {
 		half += st.tl.halfConf.Load()
 		missing += st.tl.missingRepo.Load()
 	}
-	t.Logf("FIGURES: %d cut points, %d crash states built, %d distinct, %d rebooted into; objects checked %d, lost %d; half confs %d; missing repository paths %d; %.0fs",
-		cuts, built, distinct, ran, checked, lost, half, missing, time.Since(start).Seconds())
+	t.Logf("FIGURES: %d cut points, %d crash states built, %d distinct, %d rebooted into; objects checked %d, lost %d; half confs %d; missing repository paths %d; on %s; %.0fs",
+		cuts, built, distinct, ran, checked, lost, half, missing, h.fsType, time.Since(start).Seconds())
 }
 
 func workers() int { return max(1, min(runtime.NumCPU(), 4)) }
@@ -186,7 +190,7 @@ func (h *harness) sweep(t *testing.T, sc scenario, bin string, sd int64, strictO
 		t.Fatalf("%s: %v", sc.name, err)
 	}
 	st.distinct = len(states)
-	states = sample(states, sc.budget, sd, strictOnly)
+	states = sample(states, budgetFor(sc), sd, strictOnly)
 	h.runStates(fx, sc, bin, states, st)
 	st.dur = time.Since(start)
 	t.Logf("%s: %d ops, %d cut points, %d crash states built, %d distinct, %d rebooted into (%s); %d failed; objects checked %d, lost %d; half confs %d; missing repository paths %d; %.1fs",
@@ -351,6 +355,17 @@ func collect(sim *crashsim.Sim, sd int64, st *sweepStats) ([]labeled, error) {
 	return out, err
 }
 
+// budgetFor is the scenario's budget, capped by PKCSTOK_CRASH_BUDGET when set (make fs-suites
+// runs the sweep once per extra file system and keeps it short: every strict state still,
+// and that many states in all).
+func budgetFor(sc scenario) int {
+	c, err := strconv.Atoi(os.Getenv("PKCSTOK_CRASH_BUDGET"))
+	if err != nil || c <= 0 || sc.budget > 0 && sc.budget <= c {
+		return sc.budget
+	}
+	return c
+}
+
 // sample keeps every state a strict cut built and, within budget, a seeded random choice of
 // the others.
 func sample(states []labeled, budget int, sd int64, strictOnly bool) []labeled {
@@ -372,6 +387,34 @@ func sample(states []labeled, budget int, sd int64, strictOnly bool) []labeled {
 	return out
 }
 
+// crashDirEnv names a directory on the file system the traced runs and the crash states are
+// to be written to (make fs-suites: a loop-mounted XFS or btrfs image). Unset, they go to a
+// private tmpfs.
+const crashDirEnv = "PKCSTOK_CRASH_DIR"
+
+// scratchDir is where the traced runs and the crash states are written: a fresh directory
+// below $PKCSTOK_CRASH_DIR when it is set (no tmpfs then: the point is that file system),
+// else privateTmpfs(dir).
+func scratchDir(t *testing.T, dir string) (string, error) {
+	base := os.Getenv(crashDirEnv)
+	if base == "" {
+		return privateTmpfs(t, dir), nil
+	}
+	if fi, err := os.Stat(base); err != nil || !fi.IsDir() {
+		return "", fmt.Errorf("%s=%s: not a directory (%v)", crashDirEnv, base, err)
+	}
+	d, err := os.MkdirTemp(base, "pkcstok-crash-")
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", crashDirEnv, err)
+	}
+	// MkdirTemp gives 0700; the fixtures' root is 0755 like a real /var/lib.
+	if err := os.Chmod(d, 0o755); err != nil {
+		return "", err
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d, nil
+}
+
 // privateTmpfs mounts a tmpfs at dir when root may (the reruns syncfs; on a shared disk that
 // waits for every other process's writes, and durability is the model's business, not the
 // disk's), else uses dir on the ordinary disk.
@@ -385,4 +428,23 @@ func privateTmpfs(t *testing.T, dir string) string {
 	}
 	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
 	return dir
+}
+
+// fsTypeOf names the file system dir is on (statfs magic), for the log.
+func fsTypeOf(dir string) string {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	switch uint32(st.Type) {
+	case unix.TMPFS_MAGIC:
+		return "tmpfs"
+	case unix.EXT4_SUPER_MAGIC:
+		return "ext4"
+	case unix.XFS_SUPER_MAGIC:
+		return "xfs"
+	case unix.BTRFS_SUPER_MAGIC:
+		return "btrfs"
+	}
+	return fmt.Sprintf("0x%x", uint32(st.Type))
 }

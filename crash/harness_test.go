@@ -22,8 +22,8 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/crash/crashsim"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
-	"github.com/ocktools/pkcstok-migrate/internal/crashsim"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
@@ -211,7 +211,8 @@ type harness struct {
 	bin      string // pkcstok-migrate built with -tags faultinject
 	proc     string // an empty /proc: no pkcsslotd, no process holding files
 	pidfiles string // does not exist
-	scratch  string // where states are written: a private tmpfs when possible
+	scratch  string // where the traced runs and the states are written (scratchDir)
+	fsType   string // the file system of scratch, for the log
 	gid      int    // group pkcs11
 	umask    uint32
 
@@ -259,7 +260,10 @@ func newHarness(t *testing.T, withBinary bool) *harness {
 	if err := os.Mkdir(h.proc, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	h.scratch = privateTmpfs(t, filepath.Join(dir, "scratch"))
+	if h.scratch, err = scratchDir(t, filepath.Join(dir, "scratch")); err != nil {
+		t.Fatal(err)
+	}
+	h.fsType = fsTypeOf(h.scratch)
 	if b := os.Getenv("PKCSTOK_CRASH_BIN"); b != "" && withBinary {
 		h.bin = b
 	} else if withBinary {

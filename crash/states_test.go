@@ -14,7 +14,7 @@ import (
 
 	json "github.com/goccy/go-json"
 
-	"github.com/ocktools/pkcstok-migrate/internal/crashsim"
+	"github.com/ocktools/pkcstok-migrate/crash/crashsim"
 )
 
 // stateFile is a crash state kept in testdata/states: a tree as a power cut left it, the

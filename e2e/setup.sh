@@ -5,7 +5,7 @@
 #   * Debian 12's opencryptoki 3.8.1 and opensc on the host (e2e/install.sh: group pkcs11 as a
 #     system group, a pkcsslotd the package starts is stopped, /run/lock);
 #   * mmdebstrap arch-test qemu-user-static strace ansible-core python3-voluptuous rpm man-db
-#     (apt-get install --no-install-recommends);
+#     time acl xfsprogs btrfs-progs (apt-get install --no-install-recommends);
 #   * the group pkcs11;
 #   * the cached Debian roots under .cache/roots (e2e/mkroot.sh): trixie amd64 (opencryptoki
 #     3.23, opensc, dpkg, man-db), trixie s390x (opencryptoki 3.23 under qemu), bookworm amd64
@@ -20,7 +20,7 @@ say() { echo "make setup: $*" >&2; }
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
-PACKAGES="mmdebstrap arch-test qemu-user-static strace ansible-core python3-voluptuous opencryptoki opensc rpm man-db time acl"
+PACKAGES="mmdebstrap arch-test qemu-user-static strace ansible-core python3-voluptuous opencryptoki opensc rpm man-db time acl xfsprogs btrfs-progs"
 # name suite arch packages
 ROOTS="trixie amd64 opencryptoki,opensc,libc-bin,dpkg,man-db,dash,coreutils,diffutils
 trixie s390x opencryptoki,opensc,libc-bin
