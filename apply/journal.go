@@ -156,6 +156,10 @@ func settleSwitched(pdir *repofs.Dir, base, ds string) error {
 		if err := wc.Chmod(mode); err != nil {
 			return err
 		}
+		// Durability: the mode before the marker goes (settleWorkingCopy).
+		if err := wc.Sync(); err != nil {
+			return err
+		}
 	}
 	if err := wc.RemoveIfSame(markerName, mInfo); err != nil {
 		return err

@@ -129,6 +129,12 @@ func settleWorkingCopy(wc *repofs.Dir, mode uint32) error {
 	if err := wc.Chmod(mode); err != nil {
 		return err
 	}
+	// Durability: the mode before the marker goes (a crash may keep a directory's entries
+	// and lose its mode): a private copy without its marker could not be told from anyone
+	// else's root-only directory, and would stay root-only.
+	if err := wc.Sync(); err != nil {
+		return err
+	}
 	if err := wc.Remove(markerName); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
