@@ -306,7 +306,9 @@ func TestLibraryTempFiles(t *testing.T) {
 // Finding 7 (last part): rollback installs opencryptoki.conf_BAK only when it is a file of
 // root's (or the conf directory owner's) that nobody else may write.
 func TestRollbackRefusesUntrustedConfBackup(t *testing.T) {
-	for _, how := range []string{"member_owned", "group_writable", "symlink"} {
+	// group_writable: only conf_BAK (the conf apply left keeps the original's mode, 0644);
+	// both_group_writable (a conf the group may change anyway) is rolled back, with a warning.
+	for _, how := range []string{"member_owned", "group_writable", "symlink", "both_group_writable"} {
 		t.Run(how, func(t *testing.T) {
 			ds, confdir, o := newToken(t)
 			if _, err := apply.Run(req(ds, confdir), nil, o); err != nil {
@@ -322,6 +324,17 @@ func TestRollbackRefusesUntrustedConfBackup(t *testing.T) {
 				other := filepath.Join(confdir, "hers.conf")
 				os.Rename(bak, other)
 				os.Symlink("hers.conf", bak)
+			case "both_group_writable":
+				os.Chmod(bak, 0o664)
+				os.Chmod(filepath.Join(confdir, plan.ConfName), 0o664)
+				res, err := apply.Rollback(plan.Options{Slot: 3, Datastore: ds, Confdir: confdir}, o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(strings.Join(res.Warnings, "\n"), "writable by group or others") {
+					t.Errorf("no warning about the group-writable conf: %q", res.Warnings)
+				}
+				return
 			}
 			before := tree(t, filepath.Dir(ds))
 			_, err := apply.Rollback(plan.Options{Slot: 3, Datastore: ds, Confdir: confdir}, o)

@@ -229,17 +229,37 @@ func checkConfBackupTrusted(cdir *repofs.Dir, confdir string) error {
 	if err != nil {
 		return plan.Errorf(plan.CodeIO, "stat %s: %w", confdir, err)
 	}
+	cur, cerr := cdir.Lstat(plan.ConfName)
 	why := ""
 	switch {
 	case !info.IsRegular():
 		why = "it is not a regular file"
 	case info.UID != 0 && info.UID != dirInfo.UID:
 		why = fmt.Sprintf("it belongs to uid %d, neither root nor the owner of %s", info.UID, confdir)
-	case info.Perm()&0o022 != 0:
-		why = fmt.Sprintf("its mode %04o lets group or others write it", info.Perm())
+	case info.Perm()&0o022 != 0 && (cerr != nil || !writersCovered(info, cur)):
+		// Writable by group or others where the conf itself is not: someone who cannot
+		// change the conf could have changed its backup. (Where the conf is as writable, as
+		// apply leaves the two, rollback gives no one anything new; plan warns about both.)
+		why = fmt.Sprintf("its mode %04o lets group or others write it, which the current conf does not", info.Perm())
 	}
 	if why == "" {
 		return nil
 	}
 	return &plan.Error{Code: plan.CodeConfInvalid, Message: fmt.Sprintf("%s is not a backup this tool made (%s): nothing was rolled back; check it and the permissions of %s", filepath.Join(confdir, plan.ConfBakName), why, confdir)}
+}
+
+// writersCovered reports whether everyone who may write bak (beside its owner) may write cur:
+// others only if others may write cur, the group only if cur has the same group and lets it
+// write (or others may).
+func writersCovered(bak, cur repofs.Info) bool {
+	if !cur.IsRegular() {
+		return false
+	}
+	if bak.Perm()&0o002 != 0 && cur.Perm()&0o002 == 0 {
+		return false
+	}
+	if bak.Perm()&0o020 != 0 && cur.Perm()&0o002 == 0 && (cur.GID != bak.GID || cur.Perm()&0o020 == 0) {
+		return false
+	}
+	return true
 }
