@@ -229,6 +229,33 @@ func TestHostileNoWiderAccess(t *testing.T) {
 			}
 		}
 	})
+	// A repository directory only root could enter stays so (and TOK_OBJ too), named once in
+	// the warning; the result's fingerprint is the migrated repository's as the next plan
+	// reads it.
+	t.Run("repository_root_only", func(t *testing.T) {
+		ds, confdir, o := newToken(t)
+		os.Chmod(ds, 0o700)
+		os.Chmod(filepath.Join(ds, "TOK_OBJ"), 0o700)
+		res, err := apply.Run(req(ds, confdir), nil, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []string{ds, filepath.Join(ds, "TOK_OBJ")} {
+			if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o700 {
+				t.Errorf("%s: %v %v, want 0700", d, fi.Mode(), err)
+			}
+		}
+		if w := strings.Join(res.Warnings, "\n"); strings.Count(w, "TOK_OBJ (0700") != 1 {
+			t.Errorf("TOK_OBJ is not named once: %q", res.Warnings)
+		}
+		p, err := plan.Make(req(ds, confdir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Fingerprint != res.Fingerprint {
+			t.Errorf("result fingerprint %s, the migrated repository's %s", res.Fingerprint, p.Fingerprint)
+		}
+	})
 	// An object only root could read (Debian's 3.8.1 run by root writes 0640 root:root)
 	// keeps that: the token group gets no access it did not have; the result says so.
 	t.Run("object_root_only", func(t *testing.T) {

@@ -148,18 +148,13 @@ func settleSwitched(pdir *repofs.Dir, base, ds string) error {
 		return nil
 	}
 	if self.Perm()&0o077 == 0 {
-		// The copy was given the token group when it was made.
+		// Still private: nobody else can have touched it. The copy was given the token
+		// group when it was made.
 		mode := uint32(repofs.DirMode)
 		if orig, err := pdir.Lstat(base + plan.SuffixTmp); err == nil {
 			mode, _ = newCopyModes(self.GID, nil).mode(repofs.Entry{Rel: ".", Mode: orig.Mode, GID: orig.GID})
 		}
-		if err := wc.Chmod(mode); err != nil {
-			return err
-		}
-		// Durability: the mode before the marker goes (settleWorkingCopy).
-		if err := wc.Sync(); err != nil {
-			return err
-		}
+		return settleWorkingCopy(wc, mode)
 	}
 	if err := wc.RemoveIfSame(markerName, mInfo); err != nil {
 		return err

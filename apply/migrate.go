@@ -43,7 +43,7 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 			}
 		}
 	}()
-	dst, err := buildWorkingCopy(p, insp, req, o, pdir, wc, perm, modes, res)
+	dst, err := buildWorkingCopy(p, insp, req, o, pdir, wc, perm, modes, rootMode, res)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +86,7 @@ func migrateRepository(p *plan.Plan, insp *plan.Inspection, req plan.Options, o 
 // new key files and re-encrypts every object on the way, each verified from the bytes read
 // back; then it checks what the plan under the locks left to the copy (checkUnread). It
 // returns the digest of what it wrote.
-func buildWorkingCopy(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir, wc *repofs.Dir, perm repofs.Perm, modes *copyModes, res *Result) (hash.Hash, error) {
+func buildWorkingCopy(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir, wc *repofs.Dir, perm repofs.Perm, modes *copyModes, rootMode uint32, res *Result) (hash.Hash, error) {
 	src, err := repofs.OpenDir(p.Datastore)
 	if err != nil {
 		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", p.Datastore, err)
@@ -113,7 +113,7 @@ func buildWorkingCopy(p *plan.Plan, insp *plan.Inspection, req plan.Options, o O
 	rc := newReencrypter(p, insp.Index, insp.Keys, up, o)
 	dst := plan.NewFingerprint()
 	copyOpts := repofs.CopyOptions{Transform: rc.transform, Verify: rc.verify, DstDigest: dst, Workers: copyWorkers(o), Defer: isKeyFile,
-		Mode: modes.mode, Skip: libraryTemp}
+		Mode: modes.mode, Skip: libraryTemp, RootMode: rootMode}
 	// Once every object is written, and while the key files may still wait for the PBKDF2
 	// derivations, a first syncfs writes the objects out in the background: the syncfs that
 	// makes the working copy durable (writeJournal) then has only the key files left to

@@ -47,8 +47,11 @@ type CopyOptions struct {
 	Verify func(rel string, written []byte) error
 	// SrcDigest and DstDigest, when not nil, receive what TreeDigest would write for the
 	// source and for the finished copy, without reading either again. DstDigest describes
-	// the copy's root with mode DirMode: the mode it has once in place.
+	// the copy's root with mode RootMode: the mode it has once in place.
 	SrcDigest, DstDigest hash.Hash
+	// RootMode is the permission bits the copy's root will have once in place (the caller
+	// gives them); 0 means DirMode.
+	RootMode uint32
 	// Defer, when not nil, names files whose Transform (and so their writing) waits until
 	// the rest of their directory, subdirectories included, is copied: files whose new
 	// content is still being computed while the others are copied. They are read (and
@@ -119,7 +122,11 @@ func prepareRoot(dst *Dir, p Perm) error {
 // Verify). The setgid bit of the directories below dst is cleared when each is done. On an
 // error what it created below dst is left there: the caller made dst and removes it.
 func CopyTreeInto(src *Dir, dst *Dir, p Perm, o CopyOptions) error {
-	c := &copier{o: o, perm: p, fileChmod: umaskStrips(FileMode), root: dst}
+	root, err := dst.Lstat(".")
+	if err != nil {
+		return err
+	}
+	c := &copier{o: o, perm: p, fileChmod: umaskStrips(FileMode), root: root, dirModes: map[string]uint32{}}
 	workers := o.Workers
 	if workers <= 0 {
 		workers = 1
@@ -141,7 +148,7 @@ func CopyTreeInto(src *Dir, dst *Dir, p Perm, o CopyOptions) error {
 	if o.DstDigest != nil {
 		v.Record = c.record
 	}
-	err := Walk(src, v)
+	err = Walk(src, v)
 	if err == nil && o.DstDigest != nil {
 		// Written in the digest's order only now: a deferred file's record is known last.
 		DigestStart(o.DstDigest)
@@ -164,8 +171,9 @@ type copier struct {
 	deferred   map[*copyDir][]deferredFile
 	perm       Perm
 	fileChmod  bool // the umask strips bits of 0660: every new file needs an fchmod
-	root       *Dir // the copy's root, the caller's
+	root       Info // the copy's root, the caller's
 	onFileMu   sync.Mutex
+	dirModes   map[string]uint32 // each directory's final mode, worked out once (dirMode)
 }
 
 // copyDir is the state of one directory of the copy.
@@ -174,6 +182,20 @@ type copyDir struct {
 	display string
 	root    bool   // the caller's directory: neither closed nor chmodded here
 	mode    uint32 // the final permission bits
+}
+
+// dirMode is modeOf for a directory below the root, asked once per directory: the digest's
+// record and the mkdir both need it, and CopyOptions.Mode may count what it is asked.
+// Directories are visited by one goroutine.
+func (c *copier) dirMode(e Entry) (uint32, error) {
+	if m, ok := c.dirModes[e.Rel]; ok {
+		return m, nil
+	}
+	m, err := c.modeOf(e)
+	if err == nil {
+		c.dirModes[e.Rel] = m
+	}
+	return m, err
 }
 
 // modeOf is the permission bits of the copy of e (CopyOptions.Mode).
@@ -197,10 +219,10 @@ func (c *copier) dirModeDuring() uint32 {
 }
 
 func (c *copier) mkSub(parent *copyDir, src Entry) (any, error) {
-	if root, err := c.root.Lstat("."); err == nil && src.Dev == root.Dev && src.Ino == root.Ino {
+	if src.Dev == c.root.Dev && src.Ino == c.root.Ino {
 		return nil, fmt.Errorf("copy %s: the destination lies inside the source", src.Rel)
 	}
-	mode, err := c.modeOf(src)
+	mode, err := c.dirMode(src)
 	if err != nil {
 		return nil, err
 	}
@@ -408,9 +430,12 @@ func preadFull(fd int, buf []byte) (int, error) {
 // digest's order; a deferred file's content is filled in when it is written.
 func (c *copier) record(e Entry, res any) {
 	if e.Mode&unix.S_IFMT == unix.S_IFDIR {
-		mode := uint32(DirMode)
+		mode := c.o.RootMode
+		if mode == 0 {
+			mode = DirMode
+		}
 		if e.Rel != "." {
-			mode, _ = c.modeOf(e) // an error stops the copy when the directory is made
+			mode, _ = c.dirMode(e) // an error stops the copy when the directory is made
 		}
 		c.records = append(c.records, dstRecord{rel: e.Rel, mode: mode})
 		return
