@@ -113,7 +113,7 @@ func buildWorkingCopy(p *plan.Plan, insp *plan.Inspection, req plan.Options, o O
 	rc := newReencrypter(p, insp.Index, insp.Keys, up, o)
 	dst := plan.NewFingerprint()
 	copyOpts := repofs.CopyOptions{Transform: rc.transform, Verify: rc.verify, DstDigest: dst, Workers: copyWorkers(o), Defer: isKeyFile,
-		Mode: modes.mode, Skip: libraryTemp, RootMode: rootMode}
+		Mode: modes.mode, Skip: libraryTemp, RootMode: rootMode, Exclude: plan.Reserved}
 	// Once every object is written, and while the key files may still wait for the PBKDF2
 	// derivations, a first syncfs writes the objects out in the background: the syncfs that
 	// makes the working copy durable (writeJournal) then has only the key files left to

@@ -45,11 +45,33 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", confdir, err)
 	}
 	defer cdir.Close()
-	todo, err := rollbackTodo(pdir, cdir, ds, confdir)
+	// An interrupted in-place apply or rollback is finished first; then the backup of an
+	// in-place switch is switched back in place.
+	if _, err := recoverInPlace(ds, o); err != nil {
+		return nil, err
+	}
+	dsDir, err := repofs.OpenDir(ds)
+	if err != nil {
+		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", ds, err)
+	}
+	defer dsDir.Close()
+	ipSrc, switchInPlace := inPlaceBackup(pdir, dsDir, ds, req.ForceSwitch)
+	if switchInPlace {
+		srcDir := dsDir
+		if ipSrc.Beside {
+			srcDir = pdir
+		}
+		switchInPlace = nvFormat(srcDir, ipSrc.Name) == tokens.FormatOld && nvFormat(pdir, filepath.Base(ds)) == tokens.Format312
+	}
+	todo, err := rollbackTodo(pdir, cdir, ds, confdir, switchInPlace)
 	if err != nil {
 		return nil, err
 	}
-	if todo.repo {
+	if switchInPlace {
+		if err := rollbackInPlace(pdir, ds, ipSrc, o, res); err != nil {
+			return nil, err
+		}
+	} else if todo.repo {
 		if err := rollbackRepository(pdir, ds, todo.bakFmt, o, res); err != nil {
 			return nil, err
 		}
@@ -96,19 +118,23 @@ type rollbackPlan struct {
 
 // rollbackTodo decides from what is on disk what is left to roll back, and refuses what must
 // not be overwritten or installed.
-func rollbackTodo(pdir, cdir *repofs.Dir, ds, confdir string) (rollbackPlan, error) {
+func rollbackTodo(pdir, cdir *repofs.Dir, ds, confdir string, inPlace bool) (rollbackPlan, error) {
 	base := filepath.Base(ds)
 	dsFmt, bakFmt := nvFormat(pdir, base), nvFormat(pdir, base+plan.SuffixBak)
 	_, confBakErr := cdir.Lstat(plan.ConfBakName)
 	t := rollbackPlan{bakFmt: bakFmt, conf: confBakErr == nil}
 	// Interrupted after the exchange: only the rename is left (whether or not the conf is).
 	t.repo = bakFmt == tokens.FormatOld && dsFmt == tokens.Format312 || dsFmt == tokens.FormatOld && bakFmt == tokens.Format312
+	if inPlace {
+		// The in-place rollback checks its own destination.
+		t.repo = false
+	}
 	if t.conf {
 		if err := checkConfBackupTrusted(cdir, confdir); err != nil {
 			return t, err
 		}
 	}
-	if !t.repo && !t.conf {
+	if !t.repo && !t.conf && !inPlace {
 		return t, &plan.Error{Code: plan.CodeNothingToRollBack, Message: fmt.Sprintf("nothing to roll back: no old-format %s beside a 3.12 %s, and no %s", ds+plan.SuffixBak, ds, filepath.Join(confdir, plan.ConfBakName))}
 	}
 	if _, err := pdir.Lstat(base + SuffixRolledBack); t.repo && err == nil {

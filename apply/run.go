@@ -74,6 +74,15 @@ func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !rec.exchanged && rec.foreign == nil {
+		ipRec, err := recoverInPlace(ds, o)
+		if err != nil {
+			return nil, err
+		}
+		if ipRec.exchanged {
+			rec = ipRec
+		}
+	}
 	if rec.exchanged {
 		// The switch a journal described is finished: the repository is another directory now.
 		if o.orig, err = lstatDir(ds); err != nil {
@@ -314,14 +323,19 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 		if p.Switch == "blocked" {
 			return nil, &plan.Error{Code: plan.CodeCannotSwitch, Message: fmt.Sprintf("%s cannot be exchanged with a working copy beside it (%s): nothing was done", p.Datastore, p.SwitchBlockedBy)}
 		}
-		if _, err := pdir.Lstat(base + plan.SuffixBak); err == nil {
+		if _, err := pdir.Lstat(base + plan.SuffixBak); err == nil && p.Switch != "in_place" {
 			return nil, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("datastore backup %s already exists: remove it before migrating", p.Datastore+plan.SuffixBak)}
 		}
 		gid, err := repofs.LookupGroup(p.UserGroup)
 		if err != nil {
 			return nil, plan.Errorf(plan.CodeGroupNotFound, "token group %q: %w", p.UserGroup, err)
 		}
-		if treeDigest, err = migrateRepository(p, insp, req, o, pdir, base, repofs.Perm{GID: gid}, res); err != nil {
+		if p.Switch == "in_place" {
+			err = migrateInPlace(p, insp, req, o, pdir, repofs.Perm{GID: gid}, res)
+		} else {
+			treeDigest, err = migrateRepository(p, insp, req, o, pdir, base, repofs.Perm{GID: gid}, res)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -371,8 +385,10 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 
 func backups(p *plan.Plan) *Backup {
 	b := &Backup{}
-	if _, err := os.Lstat(p.Datastore + plan.SuffixBak); err == nil {
-		b.Datastore = p.Datastore + plan.SuffixBak
+	for _, d := range []string{p.Datastore + plan.SuffixBak, filepath.Join(p.Datastore, plan.InPlaceBak)} {
+		if _, err := os.Lstat(d); err == nil && b.Datastore == "" {
+			b.Datastore = d
+		}
 	}
 	if _, err := os.Lstat(filepath.Join(p.Confdir, plan.ConfBakName)); err == nil {
 		b.Conf = filepath.Join(p.Confdir, plan.ConfBakName)

@@ -36,6 +36,27 @@ const (
 	ConfBakName   = "opencryptoki.conf_BAK"
 )
 
+// The entries apply makes inside a repository it switches in place (Plan.Switch "in_place",
+// issue 22): its working copy, its journal, and the original kept there when the parent
+// directory cannot hold it. They are not part of the token: every walk of a repository
+// (the plan's scan, the fingerprint, the copy) leaves them out (Reserved).
+const (
+	InPlaceTmp        = "PKCSTOK_MIGRATE_TMP"
+	InPlaceJournal    = "PKCSTOK_MIGRATE_JOURNAL"
+	InPlaceBak        = "PKCSTOK_MIGRATE_BAK"
+	InPlaceRolledBack = "PKCSTOK_MIGRATE_ROLLED_BACK"
+)
+
+// Reserved reports whether rel (slash-separated, relative to the repository) is one of the
+// entries of an in-place switch at the repository's top level.
+func Reserved(rel string) bool {
+	switch rel {
+	case InPlaceTmp, InPlaceJournal, InPlaceBak, InPlaceRolledBack:
+		return true
+	}
+	return false
+}
+
 // DefaultStateBase is CONFIG_PATH (spec §1.1).
 const DefaultStateBase = "/var/lib/opencryptoki"
 
@@ -50,6 +71,11 @@ type Options struct {
 	StateBase string   // "" = DefaultStateBase
 	ProcRoot  string   // "" = "/proc"
 	PIDFiles  []string // nil = procscan defaults
+
+	// ForceSwitch, set by tests only (the binary's test hooks), plans an in-place switch
+	// where the exchange would work: "in_place" (the backup beside the repository, as on an
+	// overlay) or "in_place_inside" (the backup inside it, as on a mount point).
+	ForceSwitch string
 
 	// PrivateUnread leaves private objects encrypted while scanning (their class, label and
 	// id stay unknown) although the PINs are given and checked: apply's own plan, whose copy
@@ -130,7 +156,7 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 	}
 	repoChange := repo.NV.Format == tokens.FormatOld
 	planKeyFiles(p, repo, repoChange)
-	if err := planSwitch(p, repoChange); err != nil {
+	if err := planSwitch(p, repoChange, o.ForceSwitch); err != nil {
 		return nil, nil, err
 	}
 	warnAround(p, confChange, repoChange, o)
@@ -297,9 +323,11 @@ func planKeyFiles(p *Plan, repo *tokens.Repository, repoChange bool) {
 }
 
 // planSwitch says how apply would switch the migrated repository in (Plan.Switch), from what
-// the file system shows: a mount point, another file system than the parent, an overlay's
-// lower layer cannot be exchanged (issue 22).
-func planSwitch(p *Plan, repoChange bool) error {
+// the file system shows (issue 22): one exchange of the whole directory wherever that works;
+// in place, file by file, where it cannot (a mount point, another file system than the
+// parent, an overlay's lower layer), with the original kept beside the repository when the
+// parent can take it by a rename (the overlay) and inside it otherwise (Plan.Backup).
+func planSwitch(p *Plan, repoChange bool, force string) error {
 	if !repoChange {
 		p.Switch = "none"
 		return nil
@@ -313,16 +341,32 @@ func planSwitch(p *Plan, repoChange bool) error {
 	if err != nil {
 		return repoError(p.Datastore, err)
 	}
-	p.Switch = "exchange"
+	p.Switch, p.Backup = "exchange", p.Datastore+SuffixBak
+	switch force {
+	case "in_place":
+		why = "forced by the test hook"
+	case "in_place_inside":
+		why = BlockedForcedInside
+	}
 	switch {
 	case why != "":
-		p.Switch, p.SwitchBlockedBy = "blocked", why
-		p.Warnings = append(p.Warnings, fmt.Sprintf("%s cannot be exchanged with a working copy beside it: %s; apply will refuse (cannot_switch) before any work", p.Datastore, why))
+		p.Switch, p.SwitchBlockedBy = "in_place", why
+		if why == repofs.BlockedMountPoint || why == repofs.BlockedOtherFS || why == BlockedForcedInside {
+			// Renaming out of a mount is EXDEV: the original stays on its own volume.
+			p.Backup = filepath.Join(p.Datastore, InPlaceBak)
+			p.Warnings = append(p.Warnings, fmt.Sprintf("%s cannot be exchanged with a working copy beside it (%s): apply switches its files in place, one by one, with a journal, and keeps the original inside it as %s (a rename cannot move it out of its file system; move it away when the migrated token works)", p.Datastore, why, p.Backup))
+		} else {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("%s cannot be exchanged with a working copy beside it (%s): apply switches its files in place, one by one, with a journal; the original is kept as %s", p.Datastore, why, p.Backup))
+		}
 	case unsure:
 		p.Warnings = append(p.Warnings, fmt.Sprintf("%s is on an overlay file system whose layers cannot be seen from here: if it comes from a lower (image) layer, the exchange fails (cross-device) after the copy; the original is then untouched", p.Datastore))
 	}
 	return nil
 }
+
+// BlockedForcedInside is the reason a test gives to switch in place with the backup inside
+// the repository, as on a mount point.
+const BlockedForcedInside = "forced by the test hook, the backup inside"
 
 // warnAround warns of what lies around the repository and the conf: backups, what an
 // interrupted run left, a running pkcsslotd.
@@ -354,6 +398,10 @@ func warnAround(p *Plan, confChange, repoChange bool, o Options) {
 // planSteps lists what apply will do, in order.
 func planSteps(p *Plan, slot *conf.Slot, edit *conf.Edit, repoChange, confChange bool) {
 	ds, tmp := p.Datastore, p.Datastore+SuffixTmp
+	inPlace := p.Switch == "in_place"
+	if inPlace {
+		tmp = filepath.Join(ds, InPlaceTmp)
+	}
 	if repoChange {
 		p.Steps = append(p.Steps,
 			Step{Op: "lock", Path: ds},
@@ -361,10 +409,19 @@ func planSteps(p *Plan, slot *conf.Slot, edit *conf.Edit, repoChange, confChange
 			Step{Op: "write_keys", Path: tmp, Note: "NVTOK.DAT, MK_SO, MK_USER in the 3.12 format with a fresh master key"},
 			Step{Op: "reencrypt", Path: filepath.Join(tmp, "TOK_OBJ"), Note: fmt.Sprintf("%d private object(s) re-encrypted, %d public header(s) rewritten", p.Counts.Reencrypt, p.Counts.RewrapHeader)},
 			Step{Op: "verify", Path: tmp, Note: "every object decrypts to the clear bytes it had before"},
-			Step{Op: "exchange", From: tmp, To: ds, Note: "atomic exchange of the verified copy (device and inode checked before and after): the repository path never goes missing"},
-			Step{Op: "backup", From: tmp, To: ds + SuffixBak, Note: "the original repository, renamed"},
-			Step{Op: "remove_shm", Path: "/dev/shm/" + strings.TrimPrefix(procscan.ShmName(ds), "/")},
 		)
+		if inPlace {
+			p.Steps = append(p.Steps,
+				Step{Op: "switch_in_place", From: tmp, To: ds, Note: "each file of the verified copy exchanged with the original's, one by one, under a journal (" + filepath.Join(ds, InPlaceJournal) + ") that a rerun after a crash finishes"},
+				Step{Op: "backup", From: tmp, To: p.Backup, Note: "the original files, now in the working copy, renamed"},
+			)
+		} else {
+			p.Steps = append(p.Steps,
+				Step{Op: "exchange", From: tmp, To: ds, Note: "atomic exchange of the verified copy (device and inode checked before and after): the repository path never goes missing"},
+				Step{Op: "backup", From: tmp, To: ds + SuffixBak, Note: "the original repository, renamed"},
+			)
+		}
+		p.Steps = append(p.Steps, Step{Op: "remove_shm", Path: "/dev/shm/" + strings.TrimPrefix(procscan.ShmName(ds), "/")})
 	}
 	if confChange {
 		p.Steps = append(p.Steps, Step{Op: "conf_edit", Path: p.Conf, To: filepath.Join(p.Confdir, ConfBakName), Note: "tokversion = 3.12 (" + edit.Action + ")"})
@@ -548,7 +605,8 @@ func scanRepository(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tok
 	h := newFingerprint()
 	var temps sync.Mutex
 	err := repofs.Walk(dir, repofs.Visitor{
-		Digest: h,
+		Digest:  h,
+		Exclude: Reserved,
 		File: func(e repofs.Entry, _ any, data []byte) (any, error) {
 			if IsLibraryTemp(e.Rel) {
 				temps.Lock()
@@ -708,7 +766,7 @@ func machinesOf(o tokens.ByteOrder) string {
 // derived from a PIN.
 func Fingerprint(dir *repofs.Dir, confBytes []byte) (string, error) {
 	h := newFingerprint()
-	if err := repofs.TreeDigest(dir, h); err != nil {
+	if err := repofs.TreeDigestExcluding(dir, h, Reserved); err != nil {
 		return "", err
 	}
 	return finishFingerprint(h, confBytes), nil

@@ -50,8 +50,13 @@ type Plan struct {
 	// RENAME_EXCHANGE with the working copy beside it), "none" (the repository stays as it is)
 	// or "blocked" (the file system cannot exchange it: SwitchBlockedBy says why; apply
 	// refuses with cannot_switch before any work).
+	// "in_place" (the exchange cannot work there, SwitchBlockedBy says why: the files are
+	// exchanged one by one inside the repository under a journal).
 	Switch          string `json:"switch,omitempty"`
 	SwitchBlockedBy string `json:"switch_blocked_by,omitempty"`
+	// Backup is where apply keeps the original repository: <datastore>_BAK, or inside the
+	// repository (InPlaceBak) when it is switched in place on a mount point.
+	Backup string `json:"backup,omitempty"`
 	ConfDiff        string `json:"conf_diff"` // unified diff, "" when the conf stays as it is
 
 	// LibraryTempFiles are the token library's *.TMP files found in the repository

@@ -33,3 +33,17 @@ func faultHook(e *env) func(string) error {
 		return errors.New("injected fault")
 	}
 }
+
+// forceSwitch is PKCSTOK_MIGRATE_SWITCH in test runs: "in_place" or "in_place_inside" plans
+// the in-place switch where the exchange would work (plan.Options.ForceSwitch), so that the
+// crash and CLI suites cover it on any file system.
+func forceSwitch(e *env) string {
+	if !testHooksEnabled {
+		return ""
+	}
+	switch v := e.getenv("PKCSTOK_MIGRATE_SWITCH"); v {
+	case "in_place", "in_place_inside":
+		return v
+	}
+	return ""
+}

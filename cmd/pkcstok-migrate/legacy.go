@@ -204,7 +204,7 @@ func runLegacy(e *env, args []string) int {
 		return fail()
 	}
 
-	opts := plan.Options{Slot: slot, Datastore: a.datastore, Confdir: a.confdir}
+	opts := plan.Options{Slot: slot, Datastore: a.datastore, Confdir: a.confdir, ForceSwitch: forceSwitch(e)}
 	// A first look without PINs: slot, token type and token info.
 	p, err := plan.Make(opts)
 	if err != nil {

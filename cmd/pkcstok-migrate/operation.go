@@ -218,7 +218,7 @@ func buildRequest(e *env, f *opFlags) (*plan.Request, error) {
 
 // resolve turns a request into plan.Options: reads PIN files, prompts on a terminal.
 func resolve(e *env, op string, req *plan.Request, out *output) (plan.Options, error) {
-	o := plan.Options{Confdir: req.Confdir, Datastore: req.Datastore}
+	o := plan.Options{Confdir: req.Confdir, Datastore: req.Datastore, ForceSwitch: forceSwitch(e)}
 	if o.Confdir == "" {
 		o.Confdir = defaultConfdir
 	}

@@ -70,6 +70,9 @@ type CopyOptions struct {
 	// Skip, when not nil, names regular files that are read (and go into SrcDigest) but are
 	// not copied; DstDigest does not describe them.
 	Skip func(e Entry) bool
+	// Exclude, when not nil, is Visitor.Exclude for the walk of the source: such entries are
+	// neither read nor copied nor in either digest.
+	Exclude func(rel string) bool
 }
 
 // CopyTreeWith is CopyTree with options: it creates parent/dstName and fills it with
@@ -134,6 +137,7 @@ func CopyTreeInto(src *Dir, dst *Dir, p Perm, o CopyOptions) error {
 	v := Visitor{
 		Workers: workers,
 		Digest:  o.SrcDigest,
+		Exclude: o.Exclude,
 		Dir: func(e Entry, parentState any) (any, error) {
 			if e.Rel == "." {
 				return &copyDir{fd: dst.fd, display: dst.path, root: true}, nil
@@ -476,4 +480,10 @@ func umaskStrips(mode uint32) bool {
 // the digest.
 func TreeDigest(d *Dir, h hash.Hash) error {
 	return Walk(d, Visitor{Digest: h})
+}
+
+// TreeDigestExcluding is TreeDigest of the tree without the entries exclude names
+// (Visitor.Exclude).
+func TreeDigestExcluding(d *Dir, h hash.Hash, exclude func(rel string) bool) error {
+	return Walk(d, Visitor{Digest: h, Exclude: exclude})
 }

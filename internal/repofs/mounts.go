@@ -12,6 +12,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// What ExchangeBlocker says blocks the exchange.
+const (
+	BlockedMountPoint   = "it is a mount point"
+	BlockedOtherFS      = "it is on another file system than its parent directory (a mount point)"
+	BlockedOverlayLower = "it is a directory of an overlay file system's lower layer (a container image's) and the overlay is mounted without redirect_dir=on"
+)
+
 // ExchangeBlocker tells why renameat2(RENAME_EXCHANGE) of the directory name below d with a
 // new sibling cannot work, or "" when nothing the file system shows stands in its way:
 //   - the directory is a mount point (its own volume, a tmpfs, a bind mount): EBUSY;
@@ -31,7 +38,7 @@ func (d *Dir) ExchangeBlocker(name string) (reason string, unsure bool, err erro
 	var stx unix.Statx_t
 	if err := unix.Statx(sub.fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS, &stx); err == nil &&
 		stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 && stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0 {
-		return "it is a mount point", false, nil
+		return BlockedMountPoint, false, nil
 	}
 	self, err := sub.Lstat(".")
 	if err != nil {
@@ -42,7 +49,7 @@ func (d *Dir) ExchangeBlocker(name string) (reason string, unsure bool, err erro
 		return "", false, err
 	}
 	if self.Dev != parent.Dev {
-		return "it is on another file system than its parent directory (a mount point)", false, nil
+		return BlockedOtherFS, false, nil
 	}
 	var sfs unix.Statfs_t
 	if err := unix.Fstatfs(sub.fd, &sfs); err != nil {
@@ -56,7 +63,7 @@ func (d *Dir) ExchangeBlocker(name string) (reason string, unsure bool, err erro
 	case !known:
 		return "", true, nil
 	case lower:
-		return "it is a directory of an overlay file system's lower layer (a container image's) and the overlay is mounted without redirect_dir=on", false, nil
+		return BlockedOverlayLower, false, nil
 	}
 	return "", false, nil
 }

@@ -24,15 +24,31 @@ func (d *Dir) Exchange(a, b string) error {
 	return d.rename2(a, b, unix.RENAME_EXCHANGE, "exchange")
 }
 
+// ExchangeWith atomically swaps the entry a below d with the entry b below other (both on
+// one file system; renameat2 RENAME_EXCHANGE).
+func (d *Dir) ExchangeWith(a string, other *Dir, b string) error {
+	return d.rename2To(a, other, b, unix.RENAME_EXCHANGE, "exchange")
+}
+
+// RenameNoReplaceTo renames a below d to b below other, failing with an error satisfying
+// errors.Is(err, fs.ErrExist) when b exists.
+func (d *Dir) RenameNoReplaceTo(a string, other *Dir, b string) error {
+	return d.rename2To(a, other, b, unix.RENAME_NOREPLACE, "rename")
+}
+
 func (d *Dir) rename2(a, b string, flags uint, op string) error {
+	return d.rename2To(a, d, b, flags, op)
+}
+
+func (d *Dir) rename2To(a string, other *Dir, b string, flags uint, op string) error {
 	pa, ba, ra, err := d.walkParent(a)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", op, d.join(a), err)
 	}
 	defer ra()
-	pb, bb, rb, err := d.walkParent(b)
+	pb, bb, rb, err := other.walkParent(b)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", op, d.join(b), err)
+		return fmt.Errorf("%s %s: %w", op, other.join(b), err)
 	}
 	defer rb()
 	for {
@@ -42,7 +58,7 @@ func (d *Dir) rename2(a, b string, flags uint, op string) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("%s %s to %s: %w", op, d.join(a), d.join(b), err)
+		return fmt.Errorf("%s %s to %s: %w", op, d.join(a), other.join(b), err)
 	}
 	return nil
 }

@@ -51,6 +51,10 @@ type Visitor struct {
 	// Workers is how many files of a directory are read (and visited) at once; 0 means
 	// GOMAXPROCS.
 	Workers int
+	// Exclude, when not nil, names entries (by Rel) that the walk leaves out altogether: not
+	// opened, not counted, not visited, not in the digest. apply's own entries inside a
+	// repository it switches in place are left out this way (plan.Reserved).
+	Exclude func(rel string) bool
 }
 
 // Walk reads the tree below d once: for d and every entry beneath it, the type is taken from
@@ -240,6 +244,16 @@ func relJoin(rel, n string) string {
 func (w *walker) batch(dirfd int, display, rel string, state any, depth int, names []dirent) error {
 	entries := make([]walkEntry, len(names))
 	var files []int
+	if w.v.Exclude != nil {
+		kept := names[:0:0]
+		for _, n := range names {
+			if !w.v.Exclude(relJoin(rel, n.name)) {
+				kept = append(kept, n)
+			}
+		}
+		names = kept
+		entries = entries[:len(names)]
+	}
 	for i, n := range names {
 		p := path.Join(display, n.name)
 		entries[i].e = Entry{Rel: relJoin(rel, n.name), Name: n.name}

@@ -1,0 +1,742 @@
+package apply
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	json "github.com/goccy/go-json"
+	"golang.org/x/sys/unix"
+
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
+	"github.com/ocktools/pkcstok-migrate/plan"
+)
+
+// The in-place switch (issue 22) is for a repository whose directory cannot be exchanged: a
+// mount point (its own volume, a tmpfs, a bind mount: EBUSY) or a directory of an overlay's
+// lower layer (EXDEV). The working copy is built inside the repository, on its file system
+// (plan.InPlaceTmp: private, marked, like the working copy beside it), and its files are
+// exchanged with the repository's one by one. Between the first and the last exchange the
+// repository mixes old and new files, so a journal says what is switched: it lives in the
+// private directory itself (plan.InPlaceJournal below it), where nobody but root can touch it.
+//
+// The protocol, each step durable before the next:
+//
+//  1. the working copy, verified, and its journal (the files to switch, each with the SHA-256
+//     of what must end up in the repository): one syncfs;
+//  2. the exchanges (renameat2 RENAME_EXCHANGE between the two directories; a new file is
+//     renamed in, a library temp file renamed out): one syncfs;
+//  3. the working copy, which now holds the original files, renamed to the backup (beside the
+//     repository when the parent directory can take it, else plan.InPlaceBak inside it);
+//  4. a backup mark in it, then the journal removed, then its mode and no marks.
+//
+// A rerun after a crash at any point finds the private directory (by its marker: at its name,
+// or wherever a member of the token group renamed it in the repository) and goes on: before
+// the journal it removes the copy (nothing was switched); with the journal it finishes every
+// exchange, each judged by content (a file that already has the new content is done); with the
+// backup mark it only settles the backup. Rollback of such a repository is the same switch
+// the other way round, with a private directory that holds only its journal.
+
+// inPlaceJournal is the journal of an in-place switch.
+type inPlaceJournal struct {
+	State     string `json:"state"` // "apply" or "rollback"
+	Datastore string `json:"datastore"`
+	// Source is where the files to switch in are (rollback: the backup; apply: the private
+	// directory that holds the journal); Dest is where that directory goes afterwards.
+	Source          location      `json:"source"`
+	Dest            location      `json:"dest"`
+	PlanFingerprint string        `json:"plan_fingerprint,omitempty"`
+	Entries         []switchEntry `json:"entries"`
+}
+
+// location names a directory beside the repository (in its parent) or inside it.
+type location struct {
+	Beside bool   `json:"beside"`
+	Name   string `json:"name"`
+}
+
+// switchEntry is one file of an in-place switch: "exchange" (in both directories), "in" (only
+// in the source: renamed in), "out" (only in the repository: renamed out, into the source).
+type switchEntry struct {
+	Rel  string `json:"rel"`
+	Kind string `json:"kind"`
+	New  string `json:"new,omitempty"` // hex SHA-256 of what ends up at Rel in the repository
+}
+
+// backupMark is created in the private directory once it is the backup (step 4): from then on
+// it is settled, never removed.
+const backupMark = "PKCSTOK_MIGRATE_BACKUP"
+
+// inPlace is an in-place switch under way: the repository, its parent and the private
+// directory, all open.
+type inPlace struct {
+	ds      string // the repository's path
+	base    string
+	pdir    *repofs.Dir // the parent
+	dsDir   *repofs.Dir // the repository
+	ctl     *repofs.Dir // the private directory (apply: the working copy)
+	ctlName string      // its name in the repository
+	ctlInfo repofs.Info
+	o       Options
+}
+
+func (l location) dir(ip *inPlace) *repofs.Dir {
+	if l.Beside {
+		return ip.pdir
+	}
+	return ip.dsDir
+}
+
+func (l location) path(ds string) string {
+	if l.Beside {
+		return filepath.Join(filepath.Dir(ds), l.Name)
+	}
+	return filepath.Join(ds, l.Name)
+}
+
+// backupLocation is where the plan keeps the original of an in-place switch.
+func backupLocation(p *plan.Plan) location {
+	if p.Backup == filepath.Join(p.Datastore, plan.InPlaceBak) {
+		return location{Name: plan.InPlaceBak}
+	}
+	return location{Beside: true, Name: filepath.Base(p.Datastore) + plan.SuffixBak}
+}
+
+func exists(d *repofs.Dir, name string) bool {
+	_, err := d.Lstat(name)
+	return err == nil
+}
+
+// migrateInPlace builds the 3.12 repository inside the repository and switches it in file by
+// file (the protocol above). The fingerprint of the result is taken afterwards (the
+// repository keeps its own directories and their modes).
+func migrateInPlace(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir *repofs.Dir, perm repofs.Perm, res *Result) error {
+	dsDir, err := repofs.OpenDir(p.Datastore)
+	if err != nil {
+		return plan.Errorf(plan.CodeIO, "open %s: %w", p.Datastore, err)
+	}
+	defer dsDir.Close()
+	if info, err := dsDir.Lstat("."); err != nil || !repofs.Same(info, o.orig) {
+		return &plan.Error{Code: plan.CodeStalePlan, Message: fmt.Sprintf("%s is not the directory apply locked any more: someone renamed it; plan again", p.Datastore)}
+	}
+	ip := &inPlace{ds: p.Datastore, base: filepath.Base(p.Datastore), pdir: pdir, dsDir: dsDir, ctlName: plan.InPlaceTmp, o: o}
+	dest := backupLocation(p)
+	if exists(dest.dir(ip), dest.Name) {
+		return &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("datastore backup %s already exists: remove it before migrating", dest.path(p.Datastore))}
+	}
+	defer plan.LimitMemory(len(insp.Index))()
+	modes := newCopyModes(perm.GID, insp.Index)
+	rootMode, _ := modes.mode(repofs.Entry{Rel: ".", Mode: o.orig.Mode, GID: o.orig.GID})
+	if err := o.hook("copy"); err != nil {
+		return err
+	}
+	wc, wcInfo, err := makeWorkingCopy(dsDir, plan.InPlaceTmp, p.Datastore, perm.GID)
+	if err != nil {
+		return err
+	}
+	defer wc.Close()
+	ip.ctl, ip.ctlInfo = wc, wcInfo
+	journaled := false
+	defer func() {
+		if err != nil && !journaled {
+			_ = removeWorkingCopy(dsDir, plan.InPlaceTmp, wc)
+		}
+	}()
+	if _, err = buildWorkingCopy(p, insp, req, o, pdir, wc, perm, modes, rootMode, res); err != nil {
+		return err
+	}
+	if w := modes.warning(); w != "" {
+		res.Warnings = append(res.Warnings, w)
+	}
+	if err = o.hook("verify"); err != nil {
+		return err
+	}
+	res.Steps = append(res.Steps, "verify")
+	j := inPlaceJournal{State: "apply", Datastore: p.Datastore, Source: location{Name: plan.InPlaceTmp}, Dest: dest, PlanFingerprint: p.Fingerprint}
+	if j.Entries, err = switchEntries(dsDir, wc, true); err != nil {
+		return err
+	}
+	if err = o.hook("journal"); err != nil {
+		return err
+	}
+	if err = ip.writeJournal(j); err != nil {
+		return err
+	}
+	journaled = true
+	if err = o.hook("switch_in_place"); err != nil {
+		return err
+	}
+	if err = ip.switchAll(j, wc, false); err != nil {
+		return err
+	}
+	res.RepositoryChanged = true
+	res.Steps = append(res.Steps, "switch_in_place")
+	if err = ip.finishApply(j, rootMode); err != nil {
+		return err
+	}
+	res.Steps = append(res.Steps, "backup")
+	return nil
+}
+
+// switchEntries lists the files of an in-place switch of src into the repository dsDir, with
+// the SHA-256 of each file of src. skipMarks leaves the working copy's marker out.
+func switchEntries(dsDir, src *repofs.Dir, skipMarks bool) ([]switchEntry, error) {
+	exclude := plan.Reserved
+	if skipMarks {
+		exclude = func(rel string) bool { return rel == markerName || plan.Reserved(rel) }
+	}
+	srcFiles, err := fileDigests(src, exclude)
+	if err != nil {
+		return nil, plan.Errorf(plan.CodeIO, "read %s: %w", src.Path(), err)
+	}
+	dsFiles, err := fileDigests(dsDir, plan.Reserved)
+	if err != nil {
+		return nil, plan.Errorf(plan.CodeIO, "read %s: %w", dsDir.Path(), err)
+	}
+	var es []switchEntry
+	for rel, sum := range srcFiles {
+		kind := "in"
+		if _, ok := dsFiles[rel]; ok {
+			kind = "exchange"
+		}
+		es = append(es, switchEntry{Rel: rel, Kind: kind, New: sum})
+	}
+	for rel := range dsFiles {
+		if _, ok := srcFiles[rel]; !ok {
+			es = append(es, switchEntry{Rel: rel, Kind: "out"})
+		}
+	}
+	// The objects first, the index after them, the key files last: until the end NVTOK.DAT
+	// says what the repository was.
+	rank := func(rel string) int {
+		switch {
+		case rel == "NVTOK.DAT":
+			return 3
+		case !strings.Contains(rel, "/"):
+			return 2
+		case strings.HasSuffix(rel, "/OBJ.IDX"):
+			return 1
+		}
+		return 0
+	}
+	sort.Slice(es, func(a, b int) bool {
+		ra, rb := rank(es[a].Rel), rank(es[b].Rel)
+		if ra != rb {
+			return ra < rb
+		}
+		return es[a].Rel < es[b].Rel
+	})
+	return es, nil
+}
+
+// fileDigests reads every regular file below d (but what exclude names) and gives its hex
+// SHA-256 by relative path.
+func fileDigests(d *repofs.Dir, exclude func(string) bool) (map[string]string, error) {
+	var mu sync.Mutex
+	out := map[string]string{}
+	err := repofs.Walk(d, repofs.Visitor{
+		Exclude: exclude,
+		File: func(e repofs.Entry, _ any, data []byte) (any, error) {
+			s := sha256.Sum256(data)
+			mu.Lock()
+			out[e.Rel] = hex.EncodeToString(s[:])
+			mu.Unlock()
+			return nil, nil
+		},
+	})
+	return out, err
+}
+
+// digestAt is the hex SHA-256 of the regular file rel below d, "" when there is none.
+func digestAt(d *repofs.Dir, rel string) (string, error) {
+	b, err := d.ReadFile(rel)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:]), nil
+}
+
+// writeJournal writes the journal into the private directory and makes it durable with
+// everything written so far (one syncfs: the repository's file system holds both).
+func (ip *inPlace) writeJournal(j inPlaceJournal) error {
+	raw, err := json.Marshal(j)
+	if err != nil {
+		return plan.Errorf(plan.CodeIO, "journal: %w", err)
+	}
+	if _, err := ip.ctl.CreatePrivate(plan.InPlaceJournal, raw); err != nil {
+		return plan.Errorf(plan.CodeIO, "write journal: %w", err)
+	}
+	if syncJournal {
+		if err := ip.ctl.Syncfs(); err != nil {
+			return plan.Errorf(plan.CodeIO, "sync journal: %w", err)
+		}
+	}
+	// Durability: the journal's name before the first exchange.
+	if err := ip.ctl.Sync(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.ctl.Path(), err)
+	}
+	return nil
+}
+
+// switchAll carries out every entry of j between src and the repository. judge: find out by
+// content what is done already (a rerun after a crash); else every entry is still to do.
+func (ip *inPlace) switchAll(j inPlaceJournal, src *repofs.Dir, judge bool) error {
+	for _, e := range j.Entries {
+		if err := ip.o.hook("switch_entry"); err != nil {
+			return err
+		}
+		if err := switchOne(ip.dsDir, src, e, judge); err != nil {
+			return err
+		}
+	}
+	// Durability: every exchange before the source directory moves and the journal goes.
+	if err := ip.dsDir.Syncfs(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.ds, err)
+	}
+	return nil
+}
+
+// switchOne does one entry. Someone renaming files in the repository meanwhile (members of
+// the token group can) makes an exchange fail or move their file into the source: it is
+// checked after each exchange that the repository has the file the source had.
+func switchOne(dsDir, src *repofs.Dir, e switchEntry, judge bool) error {
+	stuck := func(why string) error {
+		return &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("in-place switch of %s: %s is %s: nothing more was switched; the journal in %s says what is left (check who changes files there)", dsDir.Path(), e.Rel, why, dsDir.Path())}
+	}
+	if judge {
+		done, err := entryDone(dsDir, src, e)
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+	}
+	switch e.Kind {
+	case "exchange", "in":
+		before, err := src.Lstat(e.Rel)
+		if err != nil || !before.IsRegular() {
+			return stuck("not in the source any more")
+		}
+		if e.Kind == "exchange" {
+			err = src.ExchangeWith(e.Rel, dsDir, e.Rel)
+		} else {
+			err = src.RenameNoReplaceTo(e.Rel, dsDir, e.Rel)
+		}
+		if err != nil {
+			return plan.Errorf(plan.CodeIO, "switch %s in place: %w", e.Rel, err)
+		}
+		if after, err := dsDir.Lstat(e.Rel); err != nil || !repofs.Same(after, before) {
+			return &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("in-place switch of %s: %s is not the file that was switched in: someone else renames files there; check it", dsDir.Path(), e.Rel)}
+		}
+	case "out":
+		if err := dsDir.RenameNoReplaceTo(e.Rel, src, e.Rel); err != nil {
+			return plan.Errorf(plan.CodeIO, "move %s out of the repository: %w", e.Rel, err)
+		}
+	default:
+		return stuck("of an unknown kind " + e.Kind)
+	}
+	return nil
+}
+
+// entryDone judges an entry of an interrupted switch by what is on disk: done when the
+// repository has the new content (or, for "out", no longer has the file), to do when the
+// source still has it; anything else is refused.
+func entryDone(dsDir, src *repofs.Dir, e switchEntry) (bool, error) {
+	inDS, err := digestAt(dsDir, e.Rel)
+	if err != nil {
+		return false, plan.Errorf(plan.CodeCorruptRepository, "in-place switch: read %s: %w", filepath.Join(dsDir.Path(), e.Rel), err)
+	}
+	inSrc, err := digestAt(src, e.Rel)
+	if err != nil {
+		return false, plan.Errorf(plan.CodeCorruptRepository, "in-place switch: read %s: %w", filepath.Join(src.Path(), e.Rel), err)
+	}
+	switch e.Kind {
+	case "exchange", "in":
+		if inDS == e.New {
+			return true, nil
+		}
+		if inSrc == e.New && (e.Kind == "exchange" && inDS != "" || e.Kind == "in" && inDS == "") {
+			return false, nil
+		}
+	case "out":
+		if inDS == "" && inSrc != "" {
+			return true, nil
+		}
+		if inDS != "" && inSrc == "" {
+			return false, nil
+		}
+	}
+	return false, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("in-place switch of %s: cannot tell whether %s was switched (neither it nor its counterpart in %s has the content the journal names): nothing was changed; check them by hand", dsDir.Path(), e.Rel, src.Path())}
+}
+
+// finishApply moves the working copy, which holds the original files now, to the backup,
+// marks it as such, removes the journal and settles it (steps 3 and 4).
+func (ip *inPlace) finishApply(j inPlaceJournal, rootMode uint32) error {
+	if err := ip.o.hook("backup"); err != nil {
+		return err
+	}
+	if err := ip.moveCtl(j.Dest); err != nil {
+		return err
+	}
+	return ip.settleBackup(rootMode)
+}
+
+// moveCtl renames the private directory to dest (no replace), checking it is still the one
+// this run holds; a backup beside the repository that the file system cannot take (EXDEV)
+// stays inside it.
+func (ip *inPlace) moveCtl(dest location) error {
+	if cur, err := ip.dsDir.Lstat(ip.ctlName); err != nil || !repofs.Same(cur, ip.ctlInfo) {
+		return &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("the repository is migrated, but its working copy %s (which holds the original files) was moved by someone else: find the root-only directory in %s; run apply again", filepath.Join(ip.ds, ip.ctlName), ip.ds)}
+	}
+	err := ip.dsDir.RenameNoReplaceTo(ip.ctlName, dest.dir(ip), dest.Name)
+	if errors.Is(err, unix.EXDEV) && dest.Beside {
+		if ip.o.warn != nil {
+			ip.o.warn(fmt.Sprintf("the original files could not be moved to %s (another file system): they are kept in %s", dest.path(ip.ds), filepath.Join(ip.ds, plan.InPlaceBak)))
+		}
+		dest = location{Name: plan.InPlaceBak}
+		err = ip.dsDir.RenameNoReplaceTo(ip.ctlName, ip.dsDir, dest.Name)
+	}
+	if err != nil {
+		return plan.Errorf(plan.CodeIO, "keep the original files as %s (the repository is migrated; run apply again): %w", dest.path(ip.ds), err)
+	}
+	// Durability: the rename (both directories) before the mark and the journal's removal.
+	if err := ip.dsDir.Sync(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.ds, err)
+	}
+	if dest.Beside {
+		if err := ip.pdir.Sync(); err != nil {
+			return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.pdir.Path(), err)
+		}
+	}
+	return nil
+}
+
+// settleBackup marks the private directory as the backup, removes its journal and gives it
+// its mode (step 4). The ordering keeps it provably the backup at every point: with the
+// journal, then with the mark (which only root can have made there), then settled.
+func (ip *inPlace) settleBackup(rootMode uint32) error {
+	if _, err := ip.ctl.Lstat(backupMark); errors.Is(err, fs.ErrNotExist) {
+		if _, err := ip.ctl.CreatePrivate(backupMark, nil); err != nil {
+			return plan.Errorf(plan.CodeIO, "mark the backup: %w", err)
+		}
+	}
+	if err := ip.o.hook("journal_remove"); err != nil {
+		return err
+	}
+	if err := ip.ctl.Remove(plan.InPlaceJournal); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return plan.Errorf(plan.CodeIO, "remove journal: %w", err)
+	}
+	if err := ip.ctl.Sync(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.ctl.Path(), err)
+	}
+	if err := ip.ctl.Chmod(rootMode); err != nil {
+		return plan.Errorf(plan.CodeIO, "give the backup its mode: %w", err)
+	}
+	// Durability: the mode before the marks go (settleWorkingCopy's reason).
+	if err := ip.ctl.Sync(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.ctl.Path(), err)
+	}
+	for _, n := range []string{markerName, backupMark} {
+		if err := ip.ctl.Remove(n); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return plan.Errorf(plan.CodeIO, "settle the backup: %w", err)
+		}
+	}
+	if err := ip.ctl.Sync(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.ctl.Path(), err)
+	}
+	return nil
+}
+
+// recoverInPlace finishes or undoes what an interrupted in-place switch of ds left (the
+// protocol above) and reports an apply it finished as exchanged, with its journal's plan
+// fingerprint. Only private directories of root's with this repository's marker are touched.
+func recoverInPlace(ds string, o Options) (recovery, error) {
+	pdir, err := repofs.OpenDir(filepath.Dir(ds))
+	if err != nil {
+		return recovery{}, plan.Errorf(plan.CodeIO, "open %s: %w", filepath.Dir(ds), err)
+	}
+	defer pdir.Close()
+	dsDir, err := repofs.OpenDir(ds)
+	if err != nil {
+		return recovery{}, plan.Errorf(plan.CodeIO, "open %s: %w", ds, err)
+	}
+	defer dsDir.Close()
+	ip := &inPlace{ds: ds, base: filepath.Base(ds), pdir: pdir, dsDir: dsDir, o: o}
+	found, err := ip.findPrivate()
+	if err != nil {
+		return recovery{}, err
+	}
+	var rec recovery
+	for _, f := range found {
+		r, err := ip.recoverOne(f)
+		f.dir.Close()
+		if err != nil {
+			return recovery{}, err
+		}
+		if r.exchanged {
+			rec = r
+		}
+	}
+	return rec, nil
+}
+
+// privateDir is a directory of this tool's found by findPrivate.
+type privateDir struct {
+	dir  *repofs.Dir
+	loc  location
+	info repofs.Info
+}
+
+// findPrivate lists the private directories of root's that carry this repository's marker:
+// inside the repository under any name (a member of the token group may have renamed one), and
+// the backup beside it while an in-place apply has not settled it. An empty private directory
+// counts only at plan.InPlaceTmp (made, the run stopped before its marker).
+func (ip *inPlace) findPrivate() ([]privateDir, error) {
+	var out []privateDir
+	names, err := ip.dsDir.ReadDirNames(".")
+	if err != nil {
+		return nil, plan.Errorf(plan.CodeIO, "read %s: %w", ip.ds, err)
+	}
+	type cand struct {
+		d   *repofs.Dir
+		loc location
+	}
+	cands := []cand{{ip.pdir, location{Beside: true, Name: ip.base + plan.SuffixBak}}}
+	for _, n := range names {
+		cands = append(cands, cand{ip.dsDir, location{Name: n}})
+	}
+	for _, c := range cands {
+		info, err := c.d.Lstat(c.loc.Name)
+		if err != nil || !info.IsDir() || info.UID != 0 || info.Perm()&0o077 != 0 {
+			continue
+		}
+		wc, err := ownWorkingCopy(c.d, c.loc.Name, ip.ds)
+		if err != nil {
+			continue
+		}
+		if !exists(wc, markerName) && (c.loc.Beside || c.loc.Name != plan.InPlaceTmp) {
+			wc.Close()
+			continue
+		}
+		out = append(out, privateDir{dir: wc, loc: c.loc, info: info})
+	}
+	return out, nil
+}
+
+// recoverOne goes on with one private directory: resume its journal, settle it as the backup,
+// or remove it as a working copy nothing was switched from.
+func (ip *inPlace) recoverOne(f privateDir) (recovery, error) {
+	raw, _, jerr := f.dir.ReadPrivate(plan.InPlaceJournal)
+	var j inPlaceJournal
+	switch {
+	case jerr == nil && !allZero(raw):
+		if err := json.Unmarshal(raw, &j); err != nil || j.State != "apply" && j.State != "rollback" || filepath.Base(j.Datastore) != ip.base {
+			return recovery{}, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("the journal in %s is not readable: check %s by hand", f.loc.path(ip.ds), ip.ds)}
+		}
+	case jerr != nil && !errors.Is(jerr, fs.ErrNotExist):
+		return recovery{}, plan.Errorf(plan.CodeCorruptRepository, "journal in %s: %w", f.loc.path(ip.ds), jerr)
+	case exists(f.dir, backupMark):
+		return recovery{}, ip.settleFound(f)
+	case f.loc.Beside:
+		// Beside the repository only an apply's backup is ever private, and it has its
+		// journal or its mark: this one is left alone.
+		if o := ip.o; o.warn != nil {
+			o.warn(fmt.Sprintf("%s is a root-only directory marked as a working copy of %s, without a journal: left alone; check it", f.loc.path(ip.ds), ip.ds))
+		}
+		return recovery{}, nil
+	default:
+		// No journal (or one whose data never reached the disk: nothing was switched, as the
+		// switch waits for it): a working copy or a rollback's control directory, removed.
+		return recovery{}, removeWorkingCopy(f.loc.dir(ip), f.loc.Name, f.dir)
+	}
+	ip.ctl, ip.ctlName, ip.ctlInfo = f.dir, f.loc.Name, f.info
+	if f.loc.Beside {
+		// Only the backup of an apply is ever beside the repository, after the switch.
+		if j.State != "apply" {
+			return recovery{}, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("%s holds a rollback's journal: check it by hand", f.loc.path(ip.ds))}
+		}
+		if err := ip.switchAll(j, f.dir, true); err != nil {
+			return recovery{}, err
+		}
+		return recovery{exchanged: true, j: journal{PlanFingerprint: j.PlanFingerprint}}, ip.settleFound(f)
+	}
+	if j.State == "rollback" {
+		return recovery{}, ip.resumeRollback(j)
+	}
+	// Every entry judged by content, wherever the directory is now.
+	if err := ip.switchAll(j, f.dir, true); err != nil {
+		return recovery{}, err
+	}
+	if f.loc != j.Dest {
+		if err := ip.moveCtl(j.Dest); err != nil {
+			return recovery{}, err
+		}
+	}
+	if err := ip.settleBackup(ip.backupMode()); err != nil {
+		return recovery{}, err
+	}
+	return recovery{exchanged: true, j: journal{PlanFingerprint: j.PlanFingerprint}}, nil
+}
+
+// backupMode is the mode the backup of an in-place apply gets: what the token's directory
+// allows, from the repository's own (which the in-place switch leaves as it was).
+func (ip *inPlace) backupMode() uint32 {
+	mode := uint32(repofs.DirMode)
+	if self, err := ip.dsDir.Lstat("."); err == nil {
+		mode, _ = newCopyModes(self.GID, nil).mode(repofs.Entry{Rel: ".", Mode: self.Mode, GID: self.GID})
+	}
+	return mode
+}
+
+// settleFound settles a found backup (journal gone or to go).
+func (ip *inPlace) settleFound(f privateDir) error {
+	ip.ctl, ip.ctlName, ip.ctlInfo = f.dir, f.loc.Name, f.info
+	return ip.settleBackup(ip.backupMode())
+}
+
+// resumeRollback finishes an interrupted in-place rollback: every entry judged by content
+// against the backup (or, once it was renamed, against where it went), the backup renamed, the
+// control directory removed.
+func (ip *inPlace) resumeRollback(j inPlaceJournal) error {
+	src := j.Source
+	if !exists(src.dir(ip), src.Name) {
+		src = j.Dest
+	}
+	sd, err := src.dir(ip).OpenSubdir(src.Name)
+	if err != nil {
+		return &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("an in-place rollback of %s was interrupted and neither %s nor %s is there: check them by hand", ip.ds, j.Source.path(ip.ds), j.Dest.path(ip.ds)), Err: err}
+	}
+	defer sd.Close()
+	if err := ip.switchAll(j, sd, true); err != nil {
+		return err
+	}
+	return ip.finishRollback(j, src)
+}
+
+// finishRollback renames the source (which holds the migrated files now) to the journal's
+// destination unless it is there, then removes the journal and the control directory.
+func (ip *inPlace) finishRollback(j inPlaceJournal, at location) error {
+	if at != j.Dest {
+		if err := at.dir(ip).RenameNoReplaceTo(at.Name, j.Dest.dir(ip), j.Dest.Name); err != nil {
+			return plan.Errorf(plan.CodeIO, "keep the migrated files as %s: %w", j.Dest.path(ip.ds), err)
+		}
+		// Durability: the rename before the journal goes.
+		if err := at.dir(ip).Sync(); err != nil {
+			return plan.Errorf(plan.CodeIO, "sync: %w", err)
+		}
+		if err := j.Dest.dir(ip).Sync(); err != nil {
+			return plan.Errorf(plan.CodeIO, "sync: %w", err)
+		}
+	}
+	if err := ip.o.hook("journal_remove"); err != nil {
+		return err
+	}
+	if err := removeWorkingCopy(ip.dsDir, ip.ctlName, ip.ctl); err != nil {
+		return plan.Errorf(plan.CodeIO, "remove the rollback's journal: %w", err)
+	}
+	if err := ip.dsDir.Sync(); err != nil {
+		return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.ds, err)
+	}
+	return nil
+}
+
+// inPlaceBackup finds the backup an in-place rollback switches back: inside the repository
+// (plan.InPlaceBak), or beside it when the repository cannot be exchanged (or a test forces
+// the in-place switch). ok is false when rollback is the ordinary exchange.
+func inPlaceBackup(pdir, dsDir *repofs.Dir, ds, force string) (location, bool) {
+	if exists(dsDir, plan.InPlaceBak) {
+		return location{Name: plan.InPlaceBak}, true
+	}
+	base := filepath.Base(ds)
+	if !exists(pdir, base+plan.SuffixBak) {
+		return location{}, false
+	}
+	if force != "" {
+		return location{Beside: true, Name: base + plan.SuffixBak}, true
+	}
+	if why, _, err := pdir.ExchangeBlocker(base); err == nil && why != "" {
+		return location{Beside: true, Name: base + plan.SuffixBak}, true
+	}
+	return location{}, false
+}
+
+// rollbackInPlace switches the backup's files back into the repository one by one (the
+// in-place protocol with a control directory that holds only the journal), then keeps the
+// migrated files as <ds>_ROLLED_BACK beside it or PKCSTOK_MIGRATE_ROLLED_BACK inside it.
+func rollbackInPlace(pdir *repofs.Dir, ds string, src location, o Options, res *Result) error {
+	dsDir, err := repofs.OpenDir(ds)
+	if err != nil {
+		return plan.Errorf(plan.CodeIO, "open %s: %w", ds, err)
+	}
+	defer dsDir.Close()
+	ip := &inPlace{ds: ds, base: filepath.Base(ds), pdir: pdir, dsDir: dsDir, ctlName: plan.InPlaceTmp, o: o}
+	dest := location{Name: plan.InPlaceRolledBack}
+	if src.Beside {
+		dest = location{Beside: true, Name: ip.base + SuffixRolledBack}
+	}
+	if exists(dest.dir(ip), dest.Name) {
+		return &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", dest.path(ds))}
+	}
+	bakInfo, err := loadableBackup(src.dir(ip), src.Name, ds)
+	if err != nil {
+		return err
+	}
+	bd, err := src.dir(ip).OpenSubdir(src.Name)
+	if err != nil {
+		return plan.Errorf(plan.CodeIO, "open %s: %w", src.path(ds), err)
+	}
+	defer bd.Close()
+	if info, err := bd.Lstat("."); err != nil || !repofs.Same(info, bakInfo) {
+		return &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("%s changed while rollback checked it: someone else renames entries there; check it", src.path(ds))}
+	}
+	self, err := dsDir.Lstat(".")
+	if err != nil {
+		return plan.Errorf(plan.CodeIO, "stat %s: %w", ds, err)
+	}
+	ctl, ctlInfo, err := makeWorkingCopy(dsDir, plan.InPlaceTmp, ds, self.GID)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+	ip.ctl, ip.ctlInfo = ctl, ctlInfo
+	j := inPlaceJournal{State: "rollback", Datastore: ds, Source: src, Dest: dest}
+	if j.Entries, err = switchEntries(dsDir, bd, false); err != nil {
+		_ = removeWorkingCopy(dsDir, plan.InPlaceTmp, ctl)
+		return err
+	}
+	if err := ip.writeJournal(j); err != nil {
+		_ = removeWorkingCopy(dsDir, plan.InPlaceTmp, ctl)
+		return err
+	}
+	if err := o.hook("rollback_exchange"); err != nil {
+		return err
+	}
+	if err := ip.switchAll(j, bd, false); err != nil {
+		return err
+	}
+	res.Steps = append(res.Steps, "switch_in_place")
+	if err := o.hook("rollback_rename"); err != nil {
+		return err
+	}
+	if info, err := src.dir(ip).Lstat(src.Name); err != nil || !repofs.Same(info, bakInfo) {
+		return &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("%s is not the backup rollback switched from any more: someone else renames entries there; check it (run rollback again)", src.path(ds))}
+	}
+	if err := ip.finishRollback(j, src); err != nil {
+		return err
+	}
+	res.Steps = append(res.Steps, "keep_migrated")
+	res.RepositoryChanged = true
+	res.Backup = &Backup{Datastore: dest.path(ds)}
+	return nil
+}
