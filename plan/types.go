@@ -56,8 +56,8 @@ type Plan struct {
 	SwitchBlockedBy string `json:"switch_blocked_by,omitempty"`
 	// Backup is where apply keeps the original repository: <datastore>_BAK, or inside the
 	// repository (InPlaceBak) when it is switched in place on a mount point.
-	Backup string `json:"backup,omitempty"`
-	ConfDiff        string `json:"conf_diff"` // unified diff, "" when the conf stays as it is
+	Backup   string `json:"backup,omitempty"`
+	ConfDiff string `json:"conf_diff"` // unified diff, "" when the conf stays as it is
 
 	// LibraryTempFiles are the token library's *.TMP files found in the repository
 	// (IsLibraryTemp), which apply leaves out of the 3.12 repository.
