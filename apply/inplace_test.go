@@ -189,7 +189,9 @@ func TestOverlayLowerLayerDatastore(t *testing.T) {
 // run again converges: the repository is migrated, its backup the original, nothing lost; so
 // does an in-place rollback.
 func TestInPlaceStoppedAtEveryStep(t *testing.T) {
-	for _, force := range []string{"in_place", "in_place_inside"} {
+	// The backup beside the repository differs only in its last rename: make crash covers
+	// that layout at every cut point.
+	for _, force := range []string{"in_place_inside"} {
 		for _, op := range []string{"apply", "rollback"} {
 			t.Run(force+"/"+op, func(t *testing.T) { stopEverywhere(t, force, op) })
 		}

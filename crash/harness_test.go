@@ -61,6 +61,22 @@ type fixture struct {
 	repo    *crashsim.Tree    // the original repository alone
 	conf    []byte            // the original conf
 	newConf []byte            // the conf apply writes (from a run on a fresh copy)
+	// force is PKCSTOK_MIGRATE_SWITCH for the scenario's runs: "in_place_inside" or
+	// "in_place" switches the repository in place (issue 22), "" exchanges it.
+	force string
+}
+
+// names are where a state keeps the working copy, the backup and the rolled-back copy, by
+// the scenario's switch: beside the repository for the exchange; inside it for the in-place
+// switch, the backup and the rolled-back copy beside it for "in_place".
+func (fx *fixture) names() (tmp, bak, rolled string) {
+	switch fx.force {
+	case "in_place_inside":
+		return dsName + "/" + plan.InPlaceTmp, dsName + "/" + plan.InPlaceBak, dsName + "/" + plan.InPlaceRolledBack
+	case "in_place":
+		return dsName + "/" + plan.InPlaceTmp, bakName, rolledName
+	}
+	return tmpName, bakName, rolledName
 }
 
 type fixtureJSON struct {
@@ -348,6 +364,9 @@ func (h *harness) run(fx *fixture, bin string, stdin []byte, args ...string) (*r
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = h.env()
+	if fx.force != "" {
+		cmd.Env = append(cmd.Env, "PKCSTOK_MIGRATE_SWITCH="+fx.force)
+	}
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -472,6 +491,9 @@ type repoState struct {
 	err      error         // why not
 	lost     int           // objects missing or not decrypting to their clear bytes
 	original bool          // byte for byte (and mode for mode) the original repository
+	// originalFiles: the original's files, whatever the directory's own mode and beside the
+	// in-place switch's marks (its backup before the rerun settles it).
+	originalFiles bool
 	// settled: the directory has the token's mode (0770) and no working-copy marker, as a
 	// switched-in copy must have once its run is done (no rerun restores it without the
 	// journal, which goes after it).
@@ -495,7 +517,27 @@ func (h *harness) readRepo(fx *fixture, dir string) repoState {
 	_, merr := os.Lstat(filepath.Join(dir, "PKCSTOK_MIGRATE_WORKING_COPY"))
 	st.settled = fi.Mode()&(fs.ModePerm|fs.ModeSetgid|fs.ModeSetuid|fs.ModeSticky) == 0o770 && merr != nil
 	if snap, err := crashsim.Snapshot(dir); err == nil {
+		// An in-place switch's own entries inside the repository are not part of it.
+		kept := snap.Entries[:0]
+		for _, e := range snap.Entries {
+			if top, _, _ := strings.Cut(e.Path, "/"); !plan.Reserved(top) {
+				kept = append(kept, e)
+			}
+		}
+		snap.Entries = kept
 		st.original = fx.repo.Root == snap.Root && len(fx.repo.Diff(snap)) == 0
+		// The original's files with an in-place switch's marks beside them, in a directory
+		// not settled yet: what its backup is until the rerun settles it.
+		files := kept[:0:0]
+		for _, e := range kept {
+			switch e.Path {
+			case "PKCSTOK_MIGRATE_WORKING_COPY", "PKCSTOK_MIGRATE_BACKUP", plan.InPlaceJournal:
+			default:
+				files = append(files, e)
+			}
+		}
+		snap.Entries, snap.Root = files, fx.repo.Root
+		st.originalFiles = len(fx.repo.Diff(snap)) == 0
 	}
 	d, err := repofs.OpenDir(dir)
 	if err != nil {
@@ -580,15 +622,28 @@ func (f fileState) is(b []byte) bool { return f.exists && bytes.Equal(f.data, b)
 type look struct {
 	ds, bak, tmp, rolled               repoState
 	journal                            bool
+	inPlaceJournal                     bool // an in-place switch is under way: the repository may mix old and new files
 	conf, confBak, confNew, confRolled fileState
 }
 
 func (h *harness) look(fx *fixture, root string) *look {
 	at := func(p string) string { return filepath.Join(root, p) }
+	tmp, bak, rolled := fx.names()
 	_, jerr := os.Lstat(at(journalName))
+	journal := jerr == nil
+	inPlaceJournal := false
+	if fx.force != "" {
+		// The in-place switch's journal is in its private directory: the working copy, or
+		// the backup it became.
+		for _, d := range []string{tmp, bak} {
+			if _, err := os.Lstat(at(d + "/" + plan.InPlaceJournal)); err == nil {
+				journal, inPlaceJournal = true, true
+			}
+		}
+	}
 	return &look{
-		ds: h.readRepo(fx, at(dsName)), bak: h.readRepo(fx, at(bakName)), tmp: h.readRepo(fx, at(tmpName)),
-		rolled: h.readRepo(fx, at(rolledName)), journal: jerr == nil,
+		ds: h.readRepo(fx, at(dsName)), bak: h.readRepo(fx, at(bak)), tmp: h.readRepo(fx, at(tmp)),
+		rolled: h.readRepo(fx, at(rolled)), journal: journal, inPlaceJournal: inPlaceJournal,
 		conf: readFileState(at(confPath)), confBak: readFileState(at(confBakPath)),
 		confNew: readFileState(at(confNewPath)), confRolled: readFileState(at(confRolled)),
 	}
@@ -600,6 +655,7 @@ type tally struct {
 	objectsLost    atomic.Int64
 	halfConf       atomic.Int64
 	missingRepo    atomic.Int64
+	inPlaceMixed   atomic.Int64 // states with an in-place switch half done (journal present)
 }
 
 // problems collects the failed checks of one state.
@@ -618,11 +674,16 @@ func (p problems) err() error {
 // the tool: pkcsslotd reads the repository path and the conf as they are.
 func (h *harness) bootCheck(fx *fixture, op string, l *look, tl *tally) error {
 	var p problems
+	tmpName, bakName, rolledName := fx.names()
 	tl.objectsChecked.Add(int64(len(fx.objects)))
 	switch {
 	case !l.ds.exists:
 		tl.missingRepo.Add(1)
 		p.addf("the repository path %s is missing", dsName)
+	case l.ds.err != nil && l.inPlaceJournal:
+		// Mid-switch: the journal in the private directory says which files are switched,
+		// and the rerun finishes (reboot checks that nothing is lost then).
+		tl.inPlaceMixed.Add(1)
 	case l.ds.err != nil:
 		tl.objectsLost.Add(int64(l.ds.lost))
 		p.addf("the repository at %s is not a complete old or 3.12 repository: %v", dsName, l.ds.err)
@@ -640,7 +701,9 @@ func (h *harness) bootCheck(fx *fixture, op string, l *look, tl *tally) error {
 		if old && !l.ds.original {
 			p.addf("the old-format repository at %s is not the original byte for byte", dsName)
 		}
-		if new && !l.bak.original && !l.tmp.original {
+		if new && !l.bak.original && !l.tmp.original && !l.inPlaceJournal && !(fx.force != "" && l.bak.originalFiles) {
+			// (With the in-place journal the original files are in the private directory,
+			// beside its marks; the rerun must leave them as the backup: finalCheck.)
 			p.addf("the repository is migrated but the original is neither at %s nor at %s", bakName, tmpName)
 		}
 		if l.conf.is(fx.newConf) && !new {
@@ -650,10 +713,10 @@ func (h *harness) bootCheck(fx *fixture, op string, l *look, tl *tally) error {
 		if old && !l.ds.original {
 			p.addf("the old-format repository at %s is not the original byte for byte", dsName)
 		}
-		if old && l.bak.format != tokens.Format312 && l.rolled.format != tokens.Format312 {
+		if old && l.bak.format != tokens.Format312 && l.rolled.format != tokens.Format312 && !l.inPlaceJournal {
 			p.addf("rolled back, but the migrated repository is neither at %s nor at %s", bakName, rolledName)
 		}
-		if new && !l.bak.original {
+		if new && !l.bak.original && !l.inPlaceJournal {
 			p.addf("the repository is still migrated but the original is not at %s", bakName)
 		}
 		if l.conf.is(fx.conf) && !old {
@@ -669,6 +732,7 @@ func (h *harness) bootCheck(fx *fixture, op string, l *look, tl *tally) error {
 // finalCheck is the state a finished run must leave.
 func (h *harness) finalCheck(fx *fixture, op string, l *look) error {
 	var p problems
+	tmpName, bakName, rolledName := fx.names()
 	leftovers := map[string]bool{tmpName: l.tmp.exists, journalName: l.journal, confNewPath: l.confNew.exists}
 	switch op {
 	case "apply", "legacy":

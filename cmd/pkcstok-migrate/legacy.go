@@ -186,9 +186,12 @@ func runLegacy(e *env, args []string) int {
 		return fail()
 	}
 	bakExists := false
-	if _, err := os.Lstat(a.datastore + plan.SuffixBak); err == nil {
-		warnx("Error: datastore backup already exists already: %s", a.datastore+plan.SuffixBak)
-		bakExists = true
+	// The in-place switch of a mount point keeps its backup inside the repository.
+	for _, bak := range []string{a.datastore + plan.SuffixBak, filepath.Join(a.datastore, plan.InPlaceBak)} {
+		if _, err := os.Lstat(bak); err == nil && !bakExists {
+			warnx("Error: datastore backup already exists already: %s", bak)
+			bakExists = true
+		}
 	}
 	if _, err := os.Lstat(filepath.Join(a.confdir, plan.ConfBakName)); err == nil {
 		warnx("Error: config file backup already exists already: %s", filepath.Join(a.confdir, plan.ConfBakName))
@@ -295,7 +298,11 @@ func runLegacy(e *env, args []string) int {
 	}
 	if res.RepositoryChanged {
 		tprintf(out, "Migrated %d object(s) out of %d object(s).\n", res.ObjectsMigrated, res.ObjectsTotal)
-		tprintf(out, "Pre-migration data backed up at '%s'\n", a.datastore+plan.SuffixBak)
+		bak := a.datastore + plan.SuffixBak
+		if res.Backup != nil && res.Backup.Datastore != "" {
+			bak = res.Backup.Datastore
+		}
+		tprintf(out, "Pre-migration data backed up at '%s'\n", bak)
 	}
 	if res.ConfChanged {
 		tprintf(out, "Config file backed up at '%s'\n", filepath.Join(a.confdir, plan.ConfBakName))

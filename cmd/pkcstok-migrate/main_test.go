@@ -16,6 +16,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
+	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/schema"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 )
@@ -78,6 +79,8 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			"truncate":     cmdTruncate,
 			"mkfifo":       cmdMkfifo,
 			"chown":        cmdChown,
+			"bindmount":    cmdBindmount,
+			"overlaylower": cmdOverlayLower,
 		},
 	}
 }
@@ -196,11 +199,17 @@ func cmdJSONPath(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// treehash DIR FILE: writes a listing of DIR (path, mode, size, sha256, mtime) to FILE, so two
-// listings compare byte for byte with cmp.
+// treehash [-files] DIR FILE: writes a listing of DIR (path, mode, size, sha256, mtime) to FILE,
+// so two listings compare byte for byte with cmp. -files leaves out the directories' sizes and
+// times and an in-place switch's own entries (plan.Reserved): the same files, by content, mode
+// and time, in the same directories (the in-place switch moves files, not directories).
 func cmdTreeHash(ts *testscript.TestScript, neg bool, args []string) {
+	files := len(args) > 0 && args[0] == "-files"
+	if files {
+		args = args[1:]
+	}
 	if len(args) != 2 {
-		ts.Fatalf("usage: treehash DIR FILE")
+		ts.Fatalf("usage: treehash [-files] DIR FILE")
 	}
 	root := ts.MkAbs(args[0])
 	var lines []string
@@ -214,6 +223,15 @@ func cmdTreeHash(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		rel, _ := filepath.Rel(root, p)
 		line := fmt.Sprintf("%s %v %d %d", rel, info.Mode(), info.Size(), info.ModTime().UnixNano())
+		if top, _, _ := strings.Cut(rel, "/"); files && plan.Reserved(top) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if files && d.IsDir() {
+			line = fmt.Sprintf("%s %v", rel, info.Mode())
+		}
 		if info.Mode().IsRegular() {
 			b, err := os.ReadFile(p)
 			if err != nil {
@@ -288,8 +306,15 @@ func cmdCheckObjects(ts *testscript.TestScript, neg bool, args []string) {
 			if err != nil || p == root {
 				return err
 			}
-			info, _ := de.Info()
 			rel, _ := filepath.Rel(root, p)
+			if top, _, _ := strings.Cut(rel, "/"); plan.Reserved(top) {
+				// An in-place switch's backup inside the repository is not part of it.
+				if de.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			info, _ := de.Info()
 			size := info.Size()
 			if info.IsDir() {
 				size = 0

@@ -14,8 +14,8 @@ const (
 	OpMkdir                       // a new directory Ino appears as Name in Dir
 	OpLink                        // Name in Dir becomes one more name of Ino
 	OpUnlink                      // Name leaves Dir (a file, or an empty directory)
-	OpRename                      // Name in Dir becomes Name2 (replacing what Name2 was)
-	OpExchange                    // Name and Name2 in Dir swap (RENAME_EXCHANGE)
+	OpRename                      // Name in Dir becomes Name2 (in Dir2 when Cross; replacing what Name2 was)
+	OpExchange                    // Name and Name2 in Dir (and Dir2 when Cross) swap (RENAME_EXCHANGE)
 	OpWrite                       // Data is written at Off in Ino
 	OpTruncate                    // Ino's size becomes Size
 	OpChmod                       // Ino's mode becomes Mode
@@ -53,6 +53,29 @@ type Op struct {
 	GID   int
 	Path  string // where it happened, relative to the root (for messages)
 	Path2 string // the second path of a rename, exchange or link
+	// Cross: a rename or exchange between two directories, Name in Dir and Name2 in Dir2.
+	// It changes the entries of both at once (file systems journal a rename as one
+	// transaction): a crash keeps it in both or in neither, and only after what each
+	// directory had before it (Cut.state).
+	Cross bool
+	Dir2  int
+	seq   int // its place in the run (Cut.add), for applying the ops of several aspects in order
+}
+
+// dir2 is the directory of Name2.
+func (o *Op) dir2() int {
+	if o.Cross {
+		return o.Dir2
+	}
+	return o.Dir
+}
+
+// aspects are the aspects whose queues the op waits in: one, or two for a Cross op.
+func (o *Op) aspects() []aspect {
+	if o.Cross {
+		return []aspect{{o.Dir, partEntries}, {o.Dir2, partEntries}}
+	}
+	return []aspect{o.aspect()}
 }
 
 // Barrier tells whether the op makes something durable rather than changing the tree.
@@ -193,23 +216,31 @@ func (s *fsState) apply(o *Op) error {
 		if err != nil {
 			return err
 		}
+		d2, err := s.dir(o.dir2())
+		if err != nil {
+			return err
+		}
 		id, ok := d.ents[o.Name]
 		if !ok {
 			return fmt.Errorf("%s: %s is missing: %w", o, o.Name, errModel)
 		}
 		delete(d.ents, o.Name)
-		d.ents[o.Name2] = id
+		d2.ents[o.Name2] = id
 	case OpExchange:
 		d, err := s.dir(o.Dir)
 		if err != nil {
 			return err
 		}
+		d2, err := s.dir(o.dir2())
+		if err != nil {
+			return err
+		}
 		a, okA := d.ents[o.Name]
-		b, okB := d.ents[o.Name2]
+		b, okB := d2.ents[o.Name2]
 		if !okA || !okB {
 			return fmt.Errorf("%s: an entry is missing: %w", o, errModel)
 		}
-		d.ents[o.Name], d.ents[o.Name2] = b, a
+		d.ents[o.Name], d2.ents[o.Name2] = b, a
 	case OpWrite:
 		n, err := s.get(o.Ino)
 		if err != nil {

@@ -328,7 +328,7 @@ func TestReplayIgnoresOutsideAndRefusesWhatItCannotModel(t *testing.T) {
 	}
 
 	bad := map[string]string{
-		"rename across directories": fmt.Sprintf(`42 renameat(AT_FDCWD<%s>, "%s", AT_FDCWD<%s>, "%s") = 0`, hx("/"), hx("/r/conf"), hx("/"), hx("/r/d/conf")),
+		"rename out of the model":   fmt.Sprintf(`42 renameat(AT_FDCWD<%s>, "%s", AT_FDCWD<%s>, "%s") = 0`, hx("/"), hx("/r/conf"), hx("/"), hx("/etc/conf")),
 		"fallocate inside":          fmt.Sprintf(`42 fallocate(%s, 0, 0, 4096) = 0`, fdArg(3, "/r/conf")),
 		"symlink inside":            fmt.Sprintf(`42 symlinkat("%s", AT_FDCWD<%s>, "%s") = 0`, hx("x"), hx("/"), hx("/r/l")),
 		"truncated buffer":          fmt.Sprintf(`42 openat(AT_FDCWD<%s>, "%s", O_WRONLY) = %s`+"\n"+`42 write(%s, "%s"..., 10) = 10`, hx("/"), hx("/r/conf"), fdArg(3, "/r/conf"), fdArg(3, "/r/conf"), hx("abc")),
@@ -405,5 +405,61 @@ func TestWithoutBarrier(t *testing.T) {
 	}
 	if len(w.Ops) != len(s.Ops)-1 {
 		t.Errorf("%d ops", len(w.Ops))
+	}
+}
+
+// A rename or exchange between two directories (the in-place switch, issue 22) is one
+// transaction of both: every crash state has it in both directories or in neither, and only
+// with what each directory had before it.
+func TestCrossDirectoryRenameIsAtomic(t *testing.T) {
+	initial := base()
+	initial.Entries = append(initial.Entries, Entry{Path: "d/conf", Kind: File, Attr: Attr{Mode: 0o644}, Data: []byte("new"), Ino: 3})
+	b := &tb{}
+	b.openat(-1, "", "/r/d/x", "O_WRONLY|O_CREAT|O_EXCL", 0o644, 3, "/r/d/x")
+	b.add(`renameat2(AT_FDCWD<%s>, "%s", AT_FDCWD<%s>, "%s", RENAME_EXCHANGE) = 0`, hx("/"), hx("/r/d/conf"), hx("/"), hx("/r/conf"))
+	b.add(`renameat2(AT_FDCWD<%s>, "%s", AT_FDCWD<%s>, "%s", RENAME_NOREPLACE) = 0`, hx("/"), hx("/r/d/x"), hx("/"), hx("/r/x"))
+	sim := b.sim(t, initial)
+	final, err := sim.Final()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := final.Lookup("conf"); e == nil || string(e.Data) != "new" {
+		t.Fatalf("conf after the exchange: %+v", e)
+	}
+	if e := final.Lookup("d/conf"); e == nil || string(e.Data) != "old" {
+		t.Fatalf("d/conf after the exchange: %+v", e)
+	}
+	if final.Lookup("x") == nil || final.Lookup("d/x") != nil {
+		t.Fatalf("x was not moved out of d")
+	}
+	seen := map[string]bool{}
+	err = sim.Cuts(func(c *Cut) (bool, error) {
+		for seed := int64(0); seed < 40; seed++ {
+			st, err := c.Mix(seed)
+			if err != nil {
+				return false, err
+			}
+			top, in := st.Lookup("conf"), st.Lookup("d/conf")
+			if top == nil || in == nil || string(top.Data) == string(in.Data) {
+				return false, fmt.Errorf("cut %d: the exchange is half done: %+v %+v", c.K, top, in)
+			}
+			x, dx := st.Lookup("x"), st.Lookup("d/x")
+			if x != nil && dx != nil {
+				return false, fmt.Errorf("cut %d: x in both directories", c.K)
+			}
+			if x != nil && string(top.Data) != "new" {
+				return false, fmt.Errorf("cut %d: the later rename survived without the exchange before it in d", c.K)
+			}
+			seen[fmt.Sprintf("%s %v %v", top.Data, x != nil, dx != nil)] = true
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"old false false", "new false true", "new true false"} {
+		if !seen[want] {
+			t.Errorf("no crash state %q among %v", want, seen)
+		}
 	}
 }

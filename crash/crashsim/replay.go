@@ -716,14 +716,17 @@ func (r *replayer) rename(c *Call, name string) error {
 	if !from.inside() && !to.inside() {
 		return nil
 	}
-	if !from.inside() || !to.inside() || from.parent != to.parent {
-		return fmt.Errorf("rename between two directories: %w", errUnsupported)
+	if !from.inside() || !to.inside() {
+		return fmt.Errorf("rename into or out of the model: %w", errUnsupported)
 	}
 	if from.ino < 0 || from.last == "" || to.last == "" {
 		return fmt.Errorf("rename %s: missing in the model: %w", r.rel(from), errModel)
 	}
 	op := Op{Kind: OpRename, Line: c.Line, Call: name, Dir: from.parent, Ino: from.ino, Name: from.last, Name2: to.last,
 		Path: r.rel(from), Path2: r.rel(target{parent: to.parent, last: to.last, ino: -1})}
+	if from.parent != to.parent {
+		op.Cross, op.Dir2 = true, to.parent
+	}
 	switch {
 	case flags["RENAME_EXCHANGE"]:
 		if to.ino < 0 {
@@ -735,7 +738,7 @@ func (r *replayer) rename(c *Call, name string) error {
 	case flags["RENAME_NOREPLACE"] && to.ino >= 0:
 		return fmt.Errorf("RENAME_NOREPLACE over existing %s: %w", op.Path2, errModel)
 	}
-	if from.last == to.last {
+	if from.last == to.last && !op.Cross {
 		return nil // renaming a name to itself changes nothing
 	}
 	return r.emit(op)

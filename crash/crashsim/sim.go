@@ -11,6 +11,7 @@ type Cut struct {
 	K       int
 	durable *fsState
 	pending map[aspect][]*Op
+	seq     int
 }
 
 // Cuts calls fn for every cut point, K = 0 (before the first op) to len(Ops) (after the
@@ -59,18 +60,61 @@ func (c *Cut) add(o *Op) error {
 		}
 		return nil
 	}
-	a := o.aspect()
-	c.pending[a] = append(c.pending[a], o)
+	c.seq++
+	o.seq = c.seq
+	for _, a := range o.aspects() {
+		c.pending[a] = append(c.pending[a], o)
+	}
 	return nil
 }
 
+// flush makes every pending op of a durable. A Cross op among them takes the ops its other
+// directory had before it along: it is one transaction of both.
 func (c *Cut) flush(a aspect) error {
-	for _, o := range c.pending[a] {
+	for len(c.pending[a]) > 0 {
+		o := c.pending[a][0]
+		if o.Cross {
+			for _, b := range o.aspects() {
+				if b == a {
+					continue
+				}
+				for len(c.pending[b]) > 0 && c.pending[b][0] != o {
+					if err := c.flushOne(b); err != nil {
+						return err
+					}
+				}
+				if len(c.pending[b]) == 0 {
+					return fmt.Errorf("%s: not in the queue of its second directory: %w", o, errModel)
+				}
+				c.pending[b] = c.pending[b][1:]
+				if len(c.pending[b]) == 0 {
+					delete(c.pending, b)
+				}
+			}
+		}
 		if err := c.durable.apply(o); err != nil {
 			return err
 		}
+		c.pending[a] = c.pending[a][1:]
 	}
 	delete(c.pending, a)
+	return nil
+}
+
+// flushOne makes the first pending op of a durable (with what a Cross op takes along).
+func (c *Cut) flushOne(a aspect) error {
+	q := c.pending[a]
+	if len(q) == 0 {
+		return nil
+	}
+	rest := q[1:]
+	c.pending[a] = q[:1]
+	if err := c.flush(a); err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		c.pending[a] = append(c.pending[a], rest...)
+	}
 	return nil
 }
 
@@ -99,14 +143,61 @@ func (c *Cut) keys() []aspect {
 
 // state applies, to a copy of the durable state, the first keep(a, n) of the n pending ops
 // of every aspect a.
+// A Cross op survives in both of its directories or in neither: where one queue's prefix
+// keeps it and the other's does not, the longer prefix is cut before it, until no such op is
+// left. The surviving ops are applied in the order they were made.
 func (c *Cut) state(keep func(n int) int) (*Tree, error) {
 	s := c.durable.clone()
-	for _, a := range c.keys() {
+	keys := c.keys()
+	kept := make(map[aspect]int, len(keys))
+	pos := map[*Op]map[aspect]int{}
+	for _, a := range keys {
 		q := c.pending[a]
-		for _, o := range q[:keep(len(q))] {
-			if err := s.apply(o); err != nil {
-				return nil, err
+		kept[a] = keep(len(q))
+		for i, o := range q {
+			if o.Cross {
+				if pos[o] == nil {
+					pos[o] = map[aspect]int{}
+				}
+				pos[o][a] = i
 			}
+		}
+	}
+	for changed := true; changed; {
+		changed = false
+		for _, ps := range pos {
+			in, out := false, false
+			for a, i := range ps {
+				if i < kept[a] {
+					in = true
+				} else {
+					out = true
+				}
+			}
+			if in && out {
+				for a, i := range ps {
+					if i < kept[a] {
+						kept[a] = i
+					}
+				}
+				changed = true
+			}
+		}
+	}
+	var ops []*Op
+	seen := map[*Op]bool{}
+	for _, a := range keys {
+		for _, o := range c.pending[a][:kept[a]] {
+			if !seen[o] {
+				seen[o] = true
+				ops = append(ops, o)
+			}
+		}
+	}
+	sort.Slice(ops, func(i, j int) bool { return ops[i].seq < ops[j].seq })
+	for _, o := range ops {
+		if err := s.apply(o); err != nil {
+			return nil, err
 		}
 	}
 	return s.tree(0)

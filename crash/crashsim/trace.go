@@ -238,6 +238,11 @@ func parseArg(a string) (Arg, error) {
 		}
 		return arg, nil
 	}
+	// strace -y prints a descriptor of a removed directory as 5</path>(deleted).
+	deleted := false
+	if d, ok := strings.CutSuffix(a, ">(deleted)"); ok {
+		a, deleted = d+">", true
+	}
 	if i := strings.IndexByte(a, '<'); i > 0 && strings.HasSuffix(a, ">") {
 		num := a[:i]
 		fd := AtFdcwd
@@ -253,6 +258,9 @@ func parseArg(a string) (Arg, error) {
 			return Arg{}, fmt.Errorf("descriptor path: %w", err)
 		}
 		arg.IsFd, arg.Fd, arg.Path = true, fd, string(p)
+		if deleted {
+			arg.Path += " (deleted)"
+		}
 		return arg, nil
 	}
 	if a == "AT_FDCWD" {

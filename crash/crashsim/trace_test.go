@@ -123,3 +123,19 @@ func TestParseTraceUnknownResult(t *testing.T) {
 		t.Errorf("unknown result taken as known: %+v", c)
 	}
 }
+
+// strace -y prints a descriptor of a removed directory as 15</path>(deleted): the in-place
+// rollback closes its control directory after removing it.
+func TestParseTraceDeletedDescriptor(t *testing.T) {
+	calls, err := ParseTrace(strings.NewReader(`100 close(15<` + hx("/r/d/PKCSTOK_MIGRATE_TMP") + `>(deleted)) = 0` + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 1 || len(calls[0].Args) != 1 {
+		t.Fatalf("calls: %+v", calls)
+	}
+	a := calls[0].Args[0]
+	if !a.IsFd || a.Fd != 15 || a.Path != "/r/d/PKCSTOK_MIGRATE_TMP (deleted)" {
+		t.Errorf("arg: %+v", a)
+	}
+}
