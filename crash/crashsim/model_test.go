@@ -328,14 +328,14 @@ func TestReplayIgnoresOutsideAndRefusesWhatItCannotModel(t *testing.T) {
 	}
 
 	bad := map[string]string{
-		"rename out of the model":   fmt.Sprintf(`42 renameat(AT_FDCWD<%s>, "%s", AT_FDCWD<%s>, "%s") = 0`, hx("/"), hx("/r/conf"), hx("/"), hx("/etc/conf")),
-		"fallocate inside":          fmt.Sprintf(`42 fallocate(%s, 0, 0, 4096) = 0`, fdArg(3, "/r/conf")),
-		"symlink inside":            fmt.Sprintf(`42 symlinkat("%s", AT_FDCWD<%s>, "%s") = 0`, hx("x"), hx("/"), hx("/r/l")),
-		"truncated buffer":          fmt.Sprintf(`42 openat(AT_FDCWD<%s>, "%s", O_WRONLY) = %s`+"\n"+`42 write(%s, "%s"..., 10) = 10`, hx("/"), hx("/r/conf"), fdArg(3, "/r/conf"), fdArg(3, "/r/conf"), hx("abc")),
-		"unlink of a missing name":  fmt.Sprintf(`42 unlinkat(AT_FDCWD<%s>, "%s", 0) = 0`, hx("/"), hx("/r/nothere")),
-		"descriptor not in model":   fmt.Sprintf(`42 openat(AT_FDCWD<%s>, "%s", O_RDONLY) = %s`, hx("/"), hx("/r/conf"), fdArg(3, "/r/d")),
-		"O_TMPFILE":                 fmt.Sprintf(`42 openat(AT_FDCWD<%s>, "%s", O_RDWR|O_TMPFILE, 0600) = %s`, hx("/"), hx("/r/d"), fdArg(3, "/r/d/#1 (deleted)")),
-		"unknown result inside":     fmt.Sprintf(`42 openat(AT_FDCWD<%s>, "%s", O_WRONLY) = %s`+"\n"+`42 write(%s, "%s", 1) = ?`, hx("/"), hx("/r/conf"), fdArg(3, "/r/conf"), fdArg(3, "/r/conf"), hx("a")),
+		"rename out of the model":  fmt.Sprintf(`42 renameat(AT_FDCWD<%s>, "%s", AT_FDCWD<%s>, "%s") = 0`, hx("/"), hx("/r/conf"), hx("/"), hx("/etc/conf")),
+		"fallocate inside":         fmt.Sprintf(`42 fallocate(%s, 0, 0, 4096) = 0`, fdArg(3, "/r/conf")),
+		"symlink inside":           fmt.Sprintf(`42 symlinkat("%s", AT_FDCWD<%s>, "%s") = 0`, hx("x"), hx("/"), hx("/r/l")),
+		"truncated buffer":         fmt.Sprintf(`42 openat(AT_FDCWD<%s>, "%s", O_WRONLY) = %s`+"\n"+`42 write(%s, "%s"..., 10) = 10`, hx("/"), hx("/r/conf"), fdArg(3, "/r/conf"), fdArg(3, "/r/conf"), hx("abc")),
+		"unlink of a missing name": fmt.Sprintf(`42 unlinkat(AT_FDCWD<%s>, "%s", 0) = 0`, hx("/"), hx("/r/nothere")),
+		"descriptor not in model":  fmt.Sprintf(`42 openat(AT_FDCWD<%s>, "%s", O_RDONLY) = %s`, hx("/"), hx("/r/conf"), fdArg(3, "/r/d")),
+		"O_TMPFILE":                fmt.Sprintf(`42 openat(AT_FDCWD<%s>, "%s", O_RDWR|O_TMPFILE, 0600) = %s`, hx("/"), hx("/r/d"), fdArg(3, "/r/d/#1 (deleted)")),
+		"unknown result inside":    fmt.Sprintf(`42 openat(AT_FDCWD<%s>, "%s", O_WRONLY) = %s`+"\n"+`42 write(%s, "%s", 1) = ?`, hx("/"), hx("/r/conf"), fdArg(3, "/r/conf"), fdArg(3, "/r/conf"), hx("a")),
 	}
 	for name, tr := range bad {
 		calls, err := ParseTrace(strings.NewReader(tr + "\n"))
