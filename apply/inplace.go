@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -488,7 +489,46 @@ func recoverInPlace(ds string, o Options) (recovery, error) {
 			rec = r
 		}
 	}
-	return rec, nil
+	return rec, ip.clearMarks()
+}
+
+// clearMarks removes the marks a power cut left in a backup that already has its mode (the
+// mode is durable before the marks go, and a directory that is not private any more is not
+// found by findPrivate): only root's own files of those names, at the backup's two places.
+func (ip *inPlace) clearMarks() error {
+	for _, c := range []struct {
+		d    *repofs.Dir
+		name string
+	}{{ip.dsDir, plan.InPlaceBak}, {ip.pdir, ip.base + plan.SuffixBak}} {
+		info, err := c.d.Lstat(c.name)
+		if err != nil || !info.IsDir() || info.UID != 0 || info.Perm()&0o077 == 0 {
+			continue
+		}
+		b, err := c.d.OpenSubdir(c.name)
+		if err != nil {
+			continue
+		}
+		removed := false
+		for _, m := range []string{markerName, backupMark} {
+			data, mInfo, err := b.ReadPrivate(m)
+			if err != nil || m == markerName && !bytes.Equal(data, markerContent(ip.ds)) && !allZero(data) {
+				continue
+			}
+			if err := b.RemoveIfSame(m, mInfo); err != nil {
+				b.Close()
+				return plan.Errorf(plan.CodeIO, "settle the backup %s: %w", filepath.Join(c.d.Path(), c.name), err)
+			}
+			removed = true
+		}
+		if removed {
+			if err := b.Sync(); err != nil {
+				b.Close()
+				return plan.Errorf(plan.CodeIO, "sync %s: %w", b.Path(), err)
+			}
+		}
+		b.Close()
+	}
+	return nil
 }
 
 // privateDir is a directory of this tool's found by findPrivate.
