@@ -381,6 +381,16 @@ func warnAround(p *Plan, confChange, repoChange bool, o Options) {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("backup %s exists from an earlier migration; remove it after testing the migrated token", bak))
 		}
 	}
+	if exists(ds, InPlaceBak) {
+		if repoChange {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("backup %s already exists: apply will refuse until it is removed", filepath.Join(ds, InPlaceBak)))
+		} else {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("backup %s exists from an earlier in-place migration; move it away after testing the migrated token", filepath.Join(ds, InPlaceBak)))
+		}
+	}
+	if exists(ds, InPlaceTmp) {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("%s of an interrupted in-place switch exists: apply finishes that switch (its journal says what is left) or removes the working copy, if this tool made it, and refuses otherwise", filepath.Join(ds, InPlaceTmp)))
+	}
 	if exists(parent, base+SuffixTmp) {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("working copy %s from an interrupted run exists: apply will remove and rebuild it if this tool made it, and refuse otherwise", ds+SuffixTmp))
 	}
