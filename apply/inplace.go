@@ -117,7 +117,7 @@ func exists(d *repofs.Dir, name string) bool {
 // migrateInPlace builds the 3.12 repository inside the repository and switches it in file by
 // file (the protocol above). The fingerprint of the result is taken afterwards (the
 // repository keeps its own directories and their modes).
-func migrateInPlace(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir *repofs.Dir, perm repofs.Perm, res *Result) error {
+func migrateInPlace(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir *repofs.Dir, perm repofs.Perm, res *Result) (err error) {
 	dsDir, err := repofs.OpenDir(p.Datastore)
 	if err != nil {
 		return plan.Errorf(plan.CodeIO, "open %s: %w", p.Datastore, err)
