@@ -728,6 +728,14 @@ func rollbackInPlace(pdir *repofs.Dir, ds string, src location, o Options, res *
 	if exists(dest.dir(ip), dest.Name) {
 		return &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", dest.path(ds))}
 	}
+	if src.Beside {
+		// The backup holds the migrated files afterwards and is renamed: one the file
+		// system cannot rename (an image's layer, once the container was committed) is
+		// refused before anything is switched.
+		if why, _, err := pdir.ExchangeBlocker(src.Name); err == nil && why != "" {
+			return &plan.Error{Code: plan.CodeCannotSwitch, Message: fmt.Sprintf("the backup %s cannot be renamed (%s): nothing was rolled back; copy it through the overlay first (cp -a %[1]s %[1]s.new && rm -rf %[1]s && mv %[1]s.new %[1]s) and run rollback again", src.path(ds), why)}
+		}
+	}
 	bakInfo, err := loadableBackup(src.dir(ip), src.Name, ds)
 	if err != nil {
 		return err

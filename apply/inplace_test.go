@@ -12,7 +12,6 @@ import (
 
 	"github.com/ocktools/pkcstok-migrate/apply"
 	"github.com/ocktools/pkcstok-migrate/plan"
-	"github.com/ocktools/pkcstok-migrate/tokens"
 )
 
 // treeWithout is tree() of root without the entries of an in-place switch at its top level.
@@ -279,4 +278,33 @@ func runErr(op string, r plan.Options, o apply.Options) (*apply.Result, error) {
 	return apply.Run(r, nil, o)
 }
 
-var _ = tokens.FormatOld
+
+// A backup in an overlay's lower layer (an image committed after the migration) cannot be
+// renamed once it holds the migrated files: rollback refuses before it switches anything.
+func TestOverlayLowerBackupRollbackRefused(t *testing.T) {
+	ds0, confdir, o := newToken(t)
+	if _, err := apply.Run(req(ds0, confdir), nil, o); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	lower, upper, work, merged := filepath.Join(root, "lower"), filepath.Join(root, "upper"), filepath.Join(root, "work"), filepath.Join(root, "merged")
+	for _, d := range []string{lower, upper, work, merged} {
+		os.Mkdir(d, 0o755)
+	}
+	for _, n := range []string{"swtok", "swtok" + plan.SuffixBak} {
+		if err := os.Rename(filepath.Join(filepath.Dir(ds0), n), filepath.Join(lower, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mount("overlay", merged, "overlay", 0, "lowerdir="+lower+",upperdir="+upper+",workdir="+work); err != nil {
+		t.Fatalf("overlay: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(merged, unix.MNT_DETACH) })
+	ds := filepath.Join(merged, "swtok")
+	before := tree(t, merged)
+	_, err := apply.Rollback(req(ds, confdir), o)
+	wantCode(t, err, plan.CodeCannotSwitch, "cannot be renamed")
+	if after := tree(t, merged); after != before {
+		t.Errorf("the refused rollback changed files")
+	}
+}

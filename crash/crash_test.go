@@ -48,6 +48,9 @@ type scenario struct {
 	// force switches in place (PKCSTOK_MIGRATE_SWITCH, issue 22): "in_place_inside" (the
 	// backup inside the repository, as on a mount point) or "in_place" (beside it).
 	force string
+	// layout puts the scenario's trees on a real layout the exchange cannot switch: "bind"
+	// (a mount-point repository) or "overlay" (a lower-layer repository): fixture.layout.
+	layout string
 }
 
 // labeled is one distinct crash state and where it first came from.
@@ -134,6 +137,11 @@ func TestCrash(t *testing.T) {
 		{name: "apply-in-place-beside/soft-small", fixture: "soft-small", op: "apply", force: "in_place", budget: 40},
 		{name: "rollback-in-place-inside/soft-small", fixture: "soft-small", op: "rollback", force: "in_place_inside", budget: 60},
 		{name: "legacy-in-place-inside/soft-small", fixture: "soft-small", op: "legacy", force: "in_place_inside", budget: 40},
+		// And on the real layouts, where plan chooses the in-place switch itself.
+		{name: "apply-mount-point/soft-small", fixture: "soft-small", op: "apply", layout: "bind", budget: 30},
+		{name: "rollback-mount-point/soft-small", fixture: "soft-small", op: "rollback", layout: "bind", budget: 20},
+		{name: "apply-overlay-lower/soft-small", fixture: "soft-small", op: "apply", layout: "overlay", budget: 30},
+		{name: "rollback-overlay-lower/soft-small", fixture: "soft-small", op: "rollback", layout: "overlay", budget: 20},
 	}
 	var all []*sweepStats
 	for _, sc := range scenarios {
@@ -226,9 +234,9 @@ func (h *harness) sweep(t *testing.T, sc scenario, bin string, sd int64, strictO
 // checks that the traced run itself succeeded.
 func (h *harness) traceScenario(t *testing.T, sc scenario, bin string) (*fixture, *crashsim.Sim) {
 	fx := h.fixture(t, sc.fixture)
-	if sc.force != "" {
+	if sc.force != "" || sc.layout != "" {
 		c := *fx
-		c.force = sc.force
+		c.force, c.layout = sc.force, sc.layout
 		fx = &c
 	}
 	root := h.newDir("traced")
@@ -238,10 +246,12 @@ func (h *harness) traceScenario(t *testing.T, sc scenario, bin string) (*fixture
 			t.Fatalf("%s: no initial state from the earlier scenario", sc.name)
 		}
 	}
-	if err := initial.Materialize(root); err != nil {
+	undo, err := fx.materialize(initial, root)
+	defer os.RemoveAll(root)
+	defer undo()
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(root)
 	if sc.op == "rollback" && sc.from == nil {
 		// Rollback starts from a migrated token.
 		stdin, args := fx.command("apply", root)

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -64,16 +65,70 @@ type fixture struct {
 	// force is PKCSTOK_MIGRATE_SWITCH for the scenario's runs: "in_place_inside" or
 	// "in_place" switches the repository in place (issue 22), "" exchanges it.
 	force string
+	// layout puts every tree of the scenario (the traced run's and every crash state's) on
+	// a real storage layout the exchange cannot switch (issue 22): "bind" (the repository is
+	// a mount point: a bind mount of itself) or "overlay" (the whole tree is the lower layer
+	// of an overlay mounted at the root: the repository is a lower-layer directory).
+	layout string
 }
+
+// materialize writes tree at root as the scenario's layout has it, and returns what undoes
+// the layout (the caller removes root afterwards).
+func (fx *fixture) materialize(tree *crashsim.Tree, root string) (func(), error) {
+	switch fx.layout {
+	case "":
+		return func() {}, tree.Materialize(root)
+	case "bind":
+		if err := tree.Materialize(root); err != nil {
+			return func() {}, err
+		}
+		ds := filepath.Join(root, dsName)
+		if err := unix.Mount(ds, ds, "", unix.MS_BIND, ""); err != nil {
+			return func() {}, fmt.Errorf("bind mount %s: %w", ds, err)
+		}
+		return func() { _ = unix.Unmount(ds, unix.MNT_DETACH) }, nil
+	case "overlay":
+		lower, upper, work := root+".lower", root+".upper", root+".work"
+		undo := func() {
+			for _, d := range []string{lower, upper, work} {
+				os.RemoveAll(d)
+			}
+		}
+		// The lower layer is the fixture as the image had it; what the state holds beyond
+		// it is written through the overlay, so that it is in the upper layer, as what the
+		// run made is on a machine (a directory the run made can be renamed, one of the
+		// image cannot).
+		if err := fx.tree.Materialize(lower); err != nil {
+			return undo, err
+		}
+		for _, d := range []string{upper, work, root} {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				return undo, err
+			}
+		}
+		if err := unix.Mount("overlay", root, "overlay", 0, "lowerdir="+lower+",upperdir="+upper+",workdir="+work+",redirect_dir=off"); err != nil {
+			return undo, fmt.Errorf("mount overlay at %s: %w", root, err)
+		}
+		unmount := func() { _ = unix.Unmount(root, unix.MNT_DETACH); undo() }
+		if err := tree.MaterializeOver(root); err != nil {
+			return unmount, err
+		}
+		return unmount, nil
+	}
+	return func() {}, fmt.Errorf("unknown layout %q", fx.layout)
+}
+
+// inPlace: the scenario's repository is switched in place.
+func (fx *fixture) inPlace() bool { return fx.force != "" || fx.layout != "" }
 
 // names are where a state keeps the working copy, the backup and the rolled-back copy, by
 // the scenario's switch: beside the repository for the exchange; inside it for the in-place
 // switch, the backup and the rolled-back copy beside it for "in_place".
 func (fx *fixture) names() (tmp, bak, rolled string) {
-	switch fx.force {
-	case "in_place_inside":
+	switch {
+	case fx.force == "in_place_inside" || fx.layout == "bind":
 		return dsName + "/" + plan.InPlaceTmp, dsName + "/" + plan.InPlaceBak, dsName + "/" + plan.InPlaceRolledBack
-	case "in_place":
+	case fx.force == "in_place" || fx.layout == "overlay":
 		return dsName + "/" + plan.InPlaceTmp, bakName, rolledName
 	}
 	return tmpName, bakName, rolledName
@@ -632,7 +687,7 @@ func (h *harness) look(fx *fixture, root string) *look {
 	_, jerr := os.Lstat(at(journalName))
 	journal := jerr == nil
 	inPlaceJournal := false
-	if fx.force != "" {
+	if fx.inPlace() {
 		// The in-place switch's journal is in its private directory: the working copy, or
 		// the backup it became.
 		for _, d := range []string{tmp, bak} {
@@ -701,7 +756,7 @@ func (h *harness) bootCheck(fx *fixture, op string, l *look, tl *tally) error {
 		if old && !l.ds.original {
 			p.addf("the old-format repository at %s is not the original byte for byte", dsName)
 		}
-		if new && !l.bak.original && !l.tmp.original && !l.inPlaceJournal && !(fx.force != "" && l.bak.originalFiles) {
+		if new && !l.bak.original && !l.tmp.original && !l.inPlaceJournal && !(fx.inPlace() && l.bak.originalFiles) {
 			// (With the in-place journal the original files are in the private directory,
 			// beside its marks; the rerun must leave them as the backup: finalCheck.)
 			p.addf("the repository is migrated but the original is neither at %s nor at %s", bakName, tmpName)
@@ -835,14 +890,15 @@ func (h *harness) reboot(fx *fixture, op, root, bin string) error {
 // state failed).
 func (h *harness) checkState(fx *fixture, op string, tree *crashsim.Tree, tl *tally, bin string, keep bool) (string, error) {
 	root := h.newDir("state")
-	if err := tree.Materialize(root); err != nil {
-		return root, err
+	undo, err := fx.materialize(tree, root)
+	if err == nil {
+		err = h.bootCheck(fx, op, h.look(fx, root), tl)
 	}
-	err := h.bootCheck(fx, op, h.look(fx, root), tl)
 	if err == nil {
 		err = h.reboot(fx, op, root, bin)
 	}
 	if err == nil || !keep {
+		undo()
 		os.RemoveAll(root)
 	}
 	return root, err

@@ -1,6 +1,7 @@
 package crashsim
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -319,3 +320,106 @@ func setAttr(p string, a Attr) error {
 // errModel marks an inconsistency between the trace and the model: the model does not
 // describe what the process saw, so no crash state built from it could be trusted.
 var errModel = errors.New("the model diverged from the trace")
+
+// MaterializeOver makes the existing directory dst hold exactly t: what dst holds and t does
+// not is removed, what differs is rewritten in place, what is missing is made. Entries t
+// keeps unchanged are left as they are: on an overlay whose lower layer holds an earlier tree,
+// they stay in the lower layer and only what changed goes to the upper one, as on a machine
+// whose run changed them (the crash suite's overlay layout).
+func (t *Tree) MaterializeOver(dst string) error {
+	cur, err := Snapshot(dst)
+	if err != nil {
+		return err
+	}
+	links := map[int]int{}
+	for _, e := range t.Entries {
+		if e.Kind == File {
+			links[e.Ino]++
+		}
+	}
+	want := map[string]*Entry{}
+	for i := range t.Entries {
+		want[t.Entries[i].Path] = &t.Entries[i]
+	}
+	// Away: what t does not hold, holds as another kind, or holds as one name of several
+	// (hard links are made anew).
+	for i := len(cur.Entries) - 1; i >= 0; i-- {
+		c := cur.Entries[i]
+		w := want[c.Path]
+		if w != nil && w.Kind == c.Kind && (w.Kind == Dir || links[w.Ino] == 1 && curLinks(cur, c.Ino) == 1) {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dst, filepath.FromSlash(c.Path))); err != nil {
+			return fmt.Errorf("materialize over: %w", err)
+		}
+	}
+	have := map[string]Entry{}
+	if cur, err = Snapshot(dst); err != nil {
+		return err
+	}
+	for _, c := range cur.Entries {
+		have[c.Path] = c
+	}
+	first := map[int]string{}
+	var dirs []Entry
+	for _, e := range t.Entries {
+		p := filepath.Join(dst, filepath.FromSlash(e.Path))
+		c, ok := have[e.Path]
+		switch e.Kind {
+		case Dir:
+			if !ok {
+				if err := os.Mkdir(p, 0o700); err != nil {
+					return fmt.Errorf("materialize over: %w", err)
+				}
+			}
+			dirs = append(dirs, e)
+		case File:
+			if f, dup := first[e.Ino]; dup {
+				if err := os.Link(f, p); err != nil {
+					return fmt.Errorf("materialize over: %w", err)
+				}
+				continue
+			}
+			first[e.Ino] = p
+			switch {
+			case !ok:
+				if err := writeNew(p, e.Data); err != nil {
+					return fmt.Errorf("materialize over: %w", err)
+				}
+			case !bytes.Equal(c.Data, e.Data):
+				if err := os.WriteFile(p, e.Data, 0o600); err != nil {
+					return fmt.Errorf("materialize over: %w", err)
+				}
+			}
+			if !ok || c.Attr != e.Attr {
+				if err := setAttr(p, e.Attr); err != nil {
+					return err
+				}
+			}
+		default:
+			return fmt.Errorf("materialize over %s: unknown kind %d", e.Path, e.Kind)
+		}
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if c, ok := have[dirs[i].Path]; ok && c.Attr == dirs[i].Attr {
+			continue
+		}
+		if err := setAttr(filepath.Join(dst, filepath.FromSlash(dirs[i].Path)), dirs[i].Attr); err != nil {
+			return err
+		}
+	}
+	if cur.Root != t.Root {
+		return setAttr(dst, t.Root)
+	}
+	return nil
+}
+
+func curLinks(t *Tree, ino int) int {
+	n := 0
+	for _, e := range t.Entries {
+		if e.Kind == File && e.Ino == ino {
+			n++
+		}
+	}
+	return n
+}
