@@ -278,7 +278,6 @@ func runErr(op string, r plan.Options, o apply.Options) (*apply.Result, error) {
 	return apply.Run(r, nil, o)
 }
 
-
 // A backup in an overlay's lower layer (an image committed after the migration) cannot be
 // renamed once it holds the migrated files: rollback refuses before it switches anything.
 func TestOverlayLowerBackupRollbackRefused(t *testing.T) {
