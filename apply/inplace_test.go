@@ -307,3 +307,69 @@ func TestOverlayLowerBackupRollbackRefused(t *testing.T) {
 		t.Errorf("the refused rollback changed files")
 	}
 }
+
+// Members of the token group can write the repository, so they can put entries at the names
+// the in-place switch uses, and rename its working copy while it runs (SECURITY.md, promise
+// 2): a root-only directory of someone else's at the working copy's name is refused and left
+// alone; a working copy renamed during the switch is found by its marker, and the rerun
+// finishes the switch from where it is.
+func TestInPlaceHostile(t *testing.T) {
+	t.Run("victim-at-working-copy-name", func(t *testing.T) {
+		ds, confdir, o := newToken(t)
+		r := req(ds, confdir)
+		r.ForceSwitch = "in_place_inside"
+		v := filepath.Join(ds, plan.InPlaceTmp)
+		victim(t, v)
+		before := tree(t, v)
+		_, err := apply.Run(r, nil, o)
+		wantCode(t, err, plan.CodeCorruptRepository, "")
+		if after := tree(t, v); after != before {
+			t.Errorf("the victim changed:\n%s\nwant\n%s", after, before)
+		}
+	})
+	t.Run("working-copy-renamed-during-the-switch", func(t *testing.T) {
+		ds, confdir, o := newToken(t)
+		r := req(ds, confdir)
+		r.ForceSwitch = "in_place_inside"
+		orig := treeWithout(t, ds)
+		n := 0
+		o.Hook = func(s string) error {
+			if s == "switch_entry" {
+				if n++; n == 3 {
+					// As a member can: a rename inside the repository.
+					if err := os.Rename(filepath.Join(ds, plan.InPlaceTmp), filepath.Join(ds, "hers")); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			return nil
+		}
+		_, err := apply.Run(r, nil, o)
+		wantCode(t, err, plan.CodeVerifyFailed, "moved by someone else")
+		o.Hook = nil
+		if _, err := apply.Run(r, nil, o); err != nil {
+			t.Fatalf("rerun: %v", err)
+		}
+		checkMigrated(t, r, 4)
+		if got := treeWithout(t, filepath.Join(ds, plan.InPlaceBak)); got != orig {
+			t.Errorf("the backup is not the original")
+		}
+		if _, err := os.Lstat(filepath.Join(ds, "hers")); err == nil {
+			t.Errorf("the renamed working copy is still there")
+		}
+	})
+	t.Run("entry-at-backup-name", func(t *testing.T) {
+		ds, confdir, o := newToken(t)
+		r := req(ds, confdir)
+		r.ForceSwitch = "in_place_inside"
+		if err := os.WriteFile(filepath.Join(ds, plan.InPlaceBak), []byte("hers"), 0o660); err != nil {
+			t.Fatal(err)
+		}
+		before := tree(t, ds)
+		_, err := apply.Run(r, nil, o)
+		wantCode(t, err, plan.CodeBackupExists, plan.InPlaceBak)
+		if after := tree(t, ds); after != before {
+			t.Errorf("the refused run changed the repository")
+		}
+	})
+}
