@@ -310,17 +310,29 @@ func TestMeasureOpenersCost(t *testing.T) {
 	if err != nil {
 		t.Skip("no sleep")
 	}
-	timeIt := func(f func()) time.Duration {
-		var ds []time.Duration
+	// Wall and CPU time (user+system of this process), medians of 7: on a shared machine the
+	// wall time includes waiting for a core, the CPU time much less so.
+	type cost struct{ wall, cpu time.Duration }
+	cpuNow := func() time.Duration {
+		var ru unix.Rusage
+		unix.Getrusage(unix.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	timeIt := func(f func()) cost {
+		var ws, cs []time.Duration
 		for i := 0; i < 7; i++ {
-			s := time.Now()
+			c, s := cpuNow(), time.Now()
 			f()
-			ds = append(ds, time.Since(s))
+			ws, cs = append(ws, time.Since(s)), append(cs, cpuNow()-c)
 		}
-		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-		return ds[len(ds)/2]
+		sort.Slice(ws, func(i, j int) bool { return ws[i] < ws[j] })
+		sort.Slice(cs, func(i, j int) bool { return cs[i] < cs[j] })
+		return cost{ws[len(ws)/2], cs[len(cs)/2]}
 	}
 	measure := func(label string) {
+		if os.Getenv("PKCSTOK_PROCSCAN_ONLY") != "" {
+			return
+		}
 		procs, _ := listPIDs("/proc")
 		lease := timeIt(func() {
 			if pids, err := Openers("/proc", repo); err != nil || len(pids) != 0 {
@@ -333,9 +345,10 @@ func TestMeasureOpenersCost(t *testing.T) {
 				t.Fatalf("SlotdRunning: %v %v", pids, err)
 			}
 		})
-		t.Logf("| %s | %d | %d | %.2f | %.2f | %.2f |", label, len(procs), objects+4, ms(lease), ms(scan), ms(slotd))
+		t.Logf("| %s | %d | %d | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f |", label, len(procs), objects+4,
+			ms(lease.wall), ms(lease.cpu), ms(scan.wall), ms(scan.cpu), ms(slotd.wall), ms(slotd.cpu))
 	}
-	t.Logf("| processes | in /proc | files | Openers (leases) ms | FindOpeners (scan) ms | SlotdRunning ms |")
+	t.Logf("| processes | in /proc | files | Openers (leases) ms wall / CPU | FindOpeners (scan) ms wall / CPU | SlotdRunning ms wall / CPU |")
 	measure("alone")
 	var cmds []*exec.Cmd
 	defer func() {
@@ -355,6 +368,20 @@ func TestMeasureOpenersCost(t *testing.T) {
 		cmds = append(cmds, c)
 	}
 	time.Sleep(time.Second) // every exec done
+	if only := os.Getenv("PKCSTOK_PROCSCAN_ONLY"); only != "" {
+		// For strace -c -f: 10 runs of one check ("none": the baseline of the spawning).
+		for i := 0; i < 10; i++ {
+			switch only {
+			case "openers":
+				Openers("/proc", repo)
+			case "scan":
+				FindOpeners("/proc", repo)
+			case "slotd":
+				SlotdRunning("/proc", nil)
+			}
+		}
+		return
+	}
 	measure(fmt.Sprintf("+%d idle, 5 files each", n))
 }
 

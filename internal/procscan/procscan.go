@@ -134,7 +134,7 @@ func CheckSlotd(procRoot string, pidFiles []string) (SlotdStatus, error) {
 		if found[pid] {
 			continue
 		}
-		switch v, detail := inspect(procRoot, pid); v {
+		switch v, detail := inspectScan(procRoot, pid); v {
 		case verdictSlotd:
 			add(Evidence{PID: pid, Source: "proc", Detail: detail})
 		case verdictUnreadable:
@@ -272,6 +272,39 @@ func inspect(procRoot string, pid int) (verdict, string) {
 		return verdictSlotd, "comm " + strconv.Quote(comm)
 	}
 	return verdictOther, "kernel thread " + strconv.Quote(comm)
+}
+
+// inspectScan is inspect for the scan of every process, where only verdictSlotd and
+// verdictUnreadable count: comm and cmdline first (comm is the cheapest file of a process
+// to read, about half of stat), stat only for a process that looks like pkcsslotd, to
+// tell a zombie. Same verdicts as inspect for what the scan keeps.
+func inspectScan(procRoot string, pid int) (verdict, string) {
+	dir := procRoot + "/" + strconv.Itoa(pid)
+	bufs := scanBufs.Get().(*inspectBufs)
+	defer scanBufs.Put(bufs)
+	commb, err := readOnce(dir+"/comm", bufs.stat[:])
+	if err != nil {
+		return inspectSlow(dir)
+	}
+	comm := strings.TrimRight(string(commb), "\n")
+	cmd, cerr := readOnce(dir+"/cmdline", bufs.cmdline[:])
+	v, d, hit := verdictOther, "", false
+	if cerr == nil {
+		v, d, hit = slotdArgv(cmd)
+	}
+	if !hit && strings.Contains(comm, SlotdName) {
+		v, d, hit = verdictSlotd, "comm "+strconv.Quote(comm), true
+	}
+	if !hit {
+		return verdictOther, ""
+	}
+	// A zombie has exited and holds no files: not running.
+	if st, err := readSmall(dir+"/stat", 4096); err == nil {
+		if i := bytes.LastIndexByte(st, ')'); i >= 0 && i+2 < len(st) && (st[i+2] == 'Z' || st[i+2] == 'X') {
+			return verdictGone, ""
+		}
+	}
+	return v, d
 }
 
 // pfKthread is PF_KTHREAD in the flags field of /proc/PID/stat.
