@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sort"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -130,9 +133,12 @@ func (w *leaseWalk) dir(fd int, name string, depth int) error {
 	if w.entries > leaseMaxEntries {
 		return fmt.Errorf("%w: more than %d entries", errLeaseUnsupported, leaseMaxEntries)
 	}
+	var files []string
 	for _, e := range ents {
 		p := name + "/" + e.Name()
 		switch t := e.Type(); {
+		case t.IsRegular():
+			files = append(files, e.Name())
 		case t.IsDir():
 			cfd, err := unix.Openat(fd, e.Name(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			if err != nil {
@@ -146,18 +152,62 @@ func (w *leaseWalk) dir(fd int, name string, depth int) error {
 			if err != nil {
 				return err
 			}
-		case t.IsRegular():
-			busy, err := leaseFile(fd, e.Name())
-			if err != nil {
-				return fmt.Errorf("%w: %s: %v", errLeaseUnsupported, p, err)
-			}
-			if busy {
-				w.busy = append(w.busy, p)
-			}
 		}
 		// Symlinks, FIFOs, sockets, devices: the copy refuses them; nothing to lease.
 	}
+	busy, err := leaseFiles(fd, files)
+	for _, b := range busy {
+		w.busy = append(w.busy, name+"/"+b)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s/%v", errLeaseUnsupported, name, err)
+	}
 	return nil
+}
+
+// leaseFiles runs leaseFile on each of the files of the directory dfd, on up to one worker
+// per core for a large directory (TOK_OBJ): the calls are all in the kernel, and the copy
+// that follows does the same. It returns the busy ones (sorted) or the first error.
+func leaseFiles(dfd int, files []string) ([]string, error) {
+	workers := runtime.NumCPU()
+	if workers > 4 {
+		workers = 4
+	}
+	if len(files) < 512 || workers < 2 {
+		workers = 1
+	}
+	type part struct {
+		busy []string
+		err  error
+	}
+	parts := make([]part, workers)
+	var wg sync.WaitGroup
+	for k := 0; k < workers; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			for i := k; i < len(files); i += workers {
+				busy, err := leaseFile(dfd, files[i])
+				if err != nil {
+					parts[k].err = fmt.Errorf("%s: %v", files[i], err)
+					return
+				}
+				if busy {
+					parts[k].busy = append(parts[k].busy, files[i])
+				}
+			}
+		}(k)
+	}
+	wg.Wait()
+	var busy []string
+	for _, p := range parts {
+		if p.err != nil {
+			return nil, p.err
+		}
+		busy = append(busy, p.busy...)
+	}
+	sort.Strings(busy)
+	return busy, nil
 }
 
 // leaseFile reports whether name (in the directory dfd) is open elsewhere: its write lease is
@@ -178,15 +228,14 @@ func leaseFile(dfd int, name string) (bool, error) {
 	default:
 		return false, err
 	}
+	// The close drops a granted lease (a lease belongs to its open file description and goes
+	// with its last close, fs/locks.c locks_remove_file), so no F_UNLCK: held for one system
+	// call, and an open by anyone else meanwhile waits for it (the lease break), it is not
+	// refused.
 	defer unix.Close(fd)
 	err = setLease(fd, unix.F_WRLCK)
 	switch {
 	case err == nil:
-		// Held for two system calls: an open by anyone else meanwhile waits for this
-		// F_UNLCK (the lease break), it is not refused.
-		if err := setLease(fd, unix.F_UNLCK); err != nil {
-			return false, fmt.Errorf("drop lease: %w", err)
-		}
 		return false, nil
 	case errors.Is(err, unix.EAGAIN):
 		return true, nil
