@@ -20,7 +20,7 @@ import (
 // any process (in any PID namespace, through any name or hard link of the file), no memory
 // mapping (a mapping holds its file open after close), no execution, no lease of someone
 // else (fs/locks.c check_conflicting_open, which counts the inode's readers and writers).
-// So one open, two fcntl and one close per file answer "is anyone using this file" at a
+// So one open, one fcntl and one close per file answer "is anyone using this file" at a
 // cost that grows with the repository, not with the processes of the host. The /proc scan
 // runs only when a lease is refused (to name the PIDs) or when leases cannot answer.
 //
