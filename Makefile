@@ -146,13 +146,17 @@ package-test: dist
 man:
 	$(GO) test ./cmd/pkcstok-migrate -count=1 -run 'UpToDate' -update
 
-# Benchmarks (not run in CI; root, after make setup): our apply raced side by side with the
-# real upstream pkcstok_migrate of Debian 13's opencryptoki (chrooted in the cached trixie
-# root) on fresh copies of the same repositories of 1,000, 10,000 and 100,000 objects,
-# alternating, with system calls and bytes read per object from strace; it writes
-# bench/RESULTS.md. Then the in-process Go benchmarks. BENCH_SIZES=1000,10000 for a shorter run.
+# Benchmarks (not run in CI, not part of make test; root, after make setup): our apply raced
+# side by side with the real upstream pkcstok_migrate of Debian testing's opencryptoki 3.27
+# (chrooted in the cached testing root) and with cp -a of the same repository (the floor), on
+# the host file system and on a new loop-mounted XFS (BENCH_FS="host xfs"), at 1,000 and 10,000
+# objects (BENCH_SIZES), BENCH_ROUNDS rounds alternating, every copy made before the first
+# timed run; with system calls, the time of each kind of call, and bytes read and written per
+# object from strace; it writes bench/RESULTS.md. Inside a fresh PID namespace: apply refuses
+# while any pkcsslotd is visible, and other suites of this machine start real ones. Then the
+# in-process Go benchmarks.
 BENCHTIME ?= 3x
 .PHONY: bench
 bench: setup
-	BENCH_RESULTS=$(CURDIR)/bench/RESULTS.md $(GO) test -count=1 -run '^$$' -bench SideBySide -benchtime $(BENCHTIME) -timeout 3h ./bench
+	unshare --pid --fork --mount-proc env BENCH_RESULTS=$(CURDIR)/bench/RESULTS.md $(GO) test -count=1 -run '^$$' -bench SideBySide -benchtime 1x -timeout 3h ./bench
 	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkPlan|BenchmarkApply|BenchmarkReencrypt' -benchtime $(BENCHTIME) ./plan ./apply ./tokens

@@ -15,6 +15,7 @@ import (
 	json "github.com/goccy/go-json"
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/ocktools/pkcstok-migrate/internal/procscan"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/schema"
@@ -42,6 +43,12 @@ func TestSlotdScripts(t *testing.T) {
 	testscript.Run(t, scriptParams(t, "testdata/slotd"))
 }
 
+// TestInUseScripts runs the scripts about the open-files check on the real /proc, after
+// TestSlotdScripts: a fake pkcsslotd of theirs would make apply refuse for it first.
+func TestInUseScripts(t *testing.T) {
+	testscript.Run(t, scriptParams(t, "testdata/inuse"))
+}
+
 func scriptParams(t *testing.T, dir string) testscript.Params {
 	abs, err := filepath.Abs(fixtures)
 	if err != nil {
@@ -62,8 +69,14 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			return nil
 		},
 		Condition: func(cond string) (bool, error) {
-			if cond == "root" {
+			switch cond {
+			case "root":
 				return os.Geteuid() == 0, nil
+			case "slotd":
+				// A pkcsslotd visible in the real /proc (another suite's): apply refuses for
+				// it before it looks at open files.
+				pids, err := procscan.SlotdRunning("/proc", nil)
+				return err != nil || len(pids) > 0, nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
@@ -81,6 +94,7 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			"chown":        cmdChown,
 			"bindmount":    cmdBindmount,
 			"overlaylower": cmdOverlayLower,
+			"holdopen":     cmdHoldOpen,
 		},
 	}
 }
@@ -390,6 +404,27 @@ func cmdStartFake(ts *testscript.TestScript, neg bool, args []string) {
 	if err := os.WriteFile(ts.MkAbs(args[1]), []byte(fmt.Sprintf("%d\n", cmd.Process.Pid)), 0o644); err != nil {
 		ts.Fatalf("%v", err)
 	}
+}
+
+// holdopen FILE: a process (a copy of sleep) holds FILE open read-only (as its stdin) until
+// the script ends.
+func cmdHoldOpen(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: holdopen FILE")
+	}
+	f, err := os.Open(ts.MkAbs(args[0]))
+	if err != nil {
+		ts.Fatalf("%v", err)
+	}
+	cmd := exec.Command("sleep", "300")
+	cmd.Stdin = f
+	err = cmd.Start()
+	f.Close()
+	if err != nil {
+		ts.Fatalf("%v", err)
+	}
+	ts.Defer(func() { cmd.Process.Kill(); cmd.Wait() })
+	ts.Logf("pid %d holds %s open", cmd.Process.Pid, args[0])
 }
 
 type fixtureFile struct {

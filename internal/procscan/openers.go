@@ -29,10 +29,51 @@ type Opener struct {
 	What string `json:"what"` // "fd 3 -> /path", "cwd -> /path", "root", "mmap /path"
 }
 
-// Openers returns the PIDs of processes other than the caller that hold a file descriptor,
-// their working directory, their root directory or a memory mapping on dir or anything
-// below it. See FindOpeners for the details.
+// Openers returns the PIDs of processes other than the caller that hold a file of dir (or
+// below it) open, sorted: the open-files check of apply.
+//
+// On the real /proc (procRoot "" or "/proc") it first asks the kernel, file by file, through
+// a write lease (lease.go): a cost that grows with the repository, not with the processes of
+// the host. Only when a lease is refused does it scan /proc (FindOpeners) to name who holds
+// the file; when the scan names nobody and the lease is still refused, the file is open in a
+// process /proc does not show (another PID namespace, another hard link of the file): an
+// error wrapping ErrOpenUnnamed, never "not in use". Where leases cannot answer (a file
+// system without them, fs.leases-enable 0, a bound of the walk), it scans /proc as before.
+// A fake procRoot (tests) is always scanned.
+//
+// What the lease path does not see, the scan did: a process whose working or root directory
+// is inside dir, or that holds only a directory (or O_PATH) descriptor there, and no file
+// open (directories cannot be leased). SECURITY.md lists it.
 func Openers(procRoot string, dir string) ([]int, error) {
+	if useLeases && realProc(procRoot) {
+		busy, err := busyFiles(dir)
+		if err == nil {
+			if len(busy) == 0 {
+				return nil, nil
+			}
+			pids, serr := scanPIDs(procRoot, dir)
+			if len(pids) > 0 {
+				return pids, serr
+			}
+			// Nobody named: a transient open that is gone, or one /proc cannot show. Ask the
+			// kernel again for the files it refused.
+			still, err := stillBusy(busy)
+			if err == nil && len(still) == 0 {
+				return nil, serr
+			}
+			if err != nil {
+				still = busy
+			}
+			return nil, fmt.Errorf("%w: %s (its write lease is refused; no process in %s holds it under %s)",
+				ErrOpenUnnamed, describeFiles(still), procRootName(procRoot), dir)
+		}
+		// Leases cannot tell: the scan answers.
+	}
+	return scanPIDs(procRoot, dir)
+}
+
+// scanPIDs is FindOpeners reduced to the sorted, unique PIDs.
+func scanPIDs(procRoot, dir string) ([]int, error) {
 	list, err := FindOpeners(procRoot, dir)
 	seen := map[int]bool{}
 	var pids []int
@@ -44,6 +85,40 @@ func Openers(procRoot string, dir string) ([]int, error) {
 	}
 	sort.Ints(pids)
 	return pids, err
+}
+
+// stillBusy takes the lease on each of the files again.
+func stillBusy(files []string) ([]string, error) {
+	var out []string
+	for _, p := range files {
+		fd, err := unix.Open(filepath.Dir(p), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
+		busy, err := leaseFile(fd, filepath.Base(p))
+		unix.Close(fd)
+		if err != nil {
+			return nil, err
+		}
+		if busy {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func describeFiles(files []string) string {
+	if len(files) > 3 {
+		return fmt.Sprintf("%s and %d more", strings.Join(files[:3], ", "), len(files)-3)
+	}
+	return strings.Join(files, ", ")
+}
+
+func procRootName(procRoot string) string {
+	if procRoot == "" {
+		return DefaultProcRoot
+	}
+	return procRoot
 }
 
 // FindOpeners scans every /proc/<pid> (fd/*, cwd, root and maps) for paths equal to dir or

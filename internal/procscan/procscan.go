@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -133,7 +134,7 @@ func CheckSlotd(procRoot string, pidFiles []string) (SlotdStatus, error) {
 		if found[pid] {
 			continue
 		}
-		switch v, detail := inspect(procRoot, pid); v {
+		switch v, detail := inspectScan(procRoot, pid); v {
 		case verdictSlotd:
 			add(Evidence{PID: pid, Source: "proc", Detail: detail})
 		case verdictUnreadable:
@@ -233,17 +234,123 @@ const (
 	verdictUnreadable                // exists but neither cmdline nor comm readable
 )
 
-// inspect decides what process pid is.
+// inspect decides what process pid is. The common case (the scan of every process) costs
+// two reads: /proc/PID/stat, which gives the state (a zombie does not count), whether it is a
+// kernel thread and the comm (the same task name /proc/PID/comm shows), then cmdline, skipped
+// for kernel threads (theirs is always empty). Where stat cannot be read or parsed (a fake
+// tree without it, a process vanishing), inspectSlow decides as before.
 func inspect(procRoot string, pid int) (verdict, string) {
-	dir := filepath.Join(procRoot, strconv.Itoa(pid))
+	dir := procRoot + "/" + strconv.Itoa(pid)
+	bufs := scanBufs.Get().(*inspectBufs)
+	defer scanBufs.Put(bufs)
+	st, err := readOnce(dir+"/stat", bufs.stat[:])
+	if err != nil {
+		return inspectSlow(dir)
+	}
+	comm, state, flags, ok := parseStat(st)
+	if !ok {
+		return inspectSlow(dir)
+	}
+	// A zombie has exited and holds no files; it stays until its parent reaps it (a
+	// detached pkcsslotd: until init does), so it does not count as running.
+	if state == 'Z' || state == 'X' {
+		return verdictGone, ""
+	}
+	if flags&pfKthread == 0 {
+		cmd, cerr := readOnce(dir+"/cmdline", bufs.cmdline[:])
+		if cerr == nil {
+			if v, d, hit := slotdArgv(cmd); hit {
+				return v, d
+			}
+		}
+		if strings.Contains(comm, SlotdName) {
+			return verdictSlotd, "comm " + strconv.Quote(comm)
+		}
+		return verdictOther, "argv[0] " + strconv.Quote(argv0(cmd))
+	}
+	if strings.Contains(comm, SlotdName) {
+		return verdictSlotd, "comm " + strconv.Quote(comm)
+	}
+	return verdictOther, "kernel thread " + strconv.Quote(comm)
+}
+
+// inspectScan is inspect for the scan of every process, where only verdictSlotd and
+// verdictUnreadable count: comm and cmdline first (comm is the cheapest file of a process
+// to read, about half of stat), stat only for a process that looks like pkcsslotd, to
+// tell a zombie. Same verdicts as inspect for what the scan keeps.
+func inspectScan(procRoot string, pid int) (verdict, string) {
+	dir := procRoot + "/" + strconv.Itoa(pid)
+	bufs := scanBufs.Get().(*inspectBufs)
+	defer scanBufs.Put(bufs)
+	commb, err := readOnce(dir+"/comm", bufs.stat[:])
+	if err != nil {
+		return inspectSlow(dir)
+	}
+	comm := strings.TrimRight(string(commb), "\n")
+	cmd, cerr := readOnce(dir+"/cmdline", bufs.cmdline[:])
+	v, d, hit := verdictOther, "", false
+	if cerr == nil {
+		v, d, hit = slotdArgv(cmd)
+	}
+	if !hit && strings.Contains(comm, SlotdName) {
+		v, d, hit = verdictSlotd, "comm "+strconv.Quote(comm), true
+	}
+	if !hit {
+		return verdictOther, ""
+	}
+	// A zombie has exited and holds no files: not running.
+	if st, err := readSmall(dir+"/stat", 4096); err == nil {
+		if i := bytes.LastIndexByte(st, ')'); i >= 0 && i+2 < len(st) && (st[i+2] == 'Z' || st[i+2] == 'X') {
+			return verdictGone, ""
+		}
+	}
+	return v, d
+}
+
+// pfKthread is PF_KTHREAD in the flags field of /proc/PID/stat.
+const pfKthread = 0x00200000
+
+// parseStat returns the comm, the state and the flags of a /proc/PID/stat line
+// ("pid (comm) S ppid pgrp session tty_nr tpgid flags ..."; the comm may hold blanks and
+// parentheses, so it ends at the last ')').
+func parseStat(b []byte) (comm string, state byte, flags uint64, ok bool) {
+	i := bytes.IndexByte(b, '(')
+	j := bytes.LastIndexByte(b, ')')
+	if i < 0 || j < i || j+2 >= len(b) {
+		return "", 0, 0, false
+	}
+	f := strings.Fields(string(b[j+1:]))
+	if len(f) < 7 || len(f[0]) != 1 {
+		return "", 0, 0, false
+	}
+	flags, err := strconv.ParseUint(f[6], 10, 64)
+	if err != nil {
+		return "", 0, 0, false
+	}
+	return string(b[i+1 : j]), f[0][0], flags, true
+}
+
+// slotdArgv looks for pkcsslotd in a cmdline: its argv[0], or the program a qemu-user
+// emulator runs.
+func slotdArgv(cmd []byte) (verdict, string, bool) {
+	if a0 := argv0(cmd); a0 != "" && strings.Contains(path.Base(a0), SlotdName) {
+		return verdictSlotd, "argv[0] " + strconv.Quote(a0), true
+	}
+	if prog := emulated(cmd); prog != "" {
+		return verdictSlotd, "run by the emulator " + strconv.Quote(argv0(cmd)) + ": " + strconv.Quote(prog), true
+	}
+	return verdictOther, "", false
+}
+
+// inspectSlow is inspect from the files one by one: the directory, stat for the state,
+// cmdline, comm.
+func inspectSlow(dir string) (verdict, string) {
 	if _, err := os.Lstat(dir); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return verdictGone, ""
 		}
 		return verdictUnreadable, err.Error()
 	}
-	// A zombie has exited and holds no files; it stays until its parent reaps it (a
-	// detached pkcsslotd: until init does), so it does not count as running.
 	if st, err := readSmall(filepath.Join(dir, "stat"), 4096); err == nil {
 		if i := bytes.LastIndexByte(st, ')'); i >= 0 && i+2 < len(st) && (st[i+2] == 'Z' || st[i+2] == 'X') {
 			return verdictGone, ""
@@ -254,11 +361,8 @@ func inspect(procRoot string, pid int) (verdict, string) {
 	cmd, cerr := readSmall(filepath.Join(dir, "cmdline"), 64<<10)
 	if cerr == nil {
 		readable = true
-		if a0 := argv0(cmd); a0 != "" && strings.Contains(path.Base(a0), SlotdName) {
-			return verdictSlotd, "argv[0] " + strconv.Quote(a0)
-		}
-		if prog := emulated(cmd); prog != "" {
-			return verdictSlotd, "run by the emulator " + strconv.Quote(argv0(cmd)) + ": " + strconv.Quote(prog)
+		if v, d, hit := slotdArgv(cmd); hit {
+			return v, d
 		}
 	} else {
 		reasons = append(reasons, cerr.Error())
@@ -280,6 +384,37 @@ func inspect(procRoot string, pid int) (verdict, string) {
 		return verdictGone, ""
 	}
 	return verdictUnreadable, strings.Join(reasons, "; ")
+}
+
+// inspectBufs are the read buffers of one inspect, reused across the processes of a scan.
+type inspectBufs struct {
+	stat    [4096]byte
+	cmdline [64 << 10]byte
+}
+
+var scanBufs = sync.Pool{New: func() any { return new(inspectBufs) }}
+
+// readOnce reads a (proc) file into buf with as few reads as it takes: proc's stat and
+// cmdline return everything that fits in one read, so a read that does not fill buf is the
+// whole file. A full buf is read on until EOF or full, as readUpTo. The slice aliases buf.
+func readOnce(name string, buf []byte) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	n, err := f.Read(buf)
+	if err != nil && !errors.Is(err, ioEOF) {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if n == len(buf) {
+		m, err := readUpTo(f, buf[n:])
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", name, err)
+		}
+		n += m
+	}
+	return buf[:n], nil
 }
 
 // emulated returns the pkcsslotd a user-mode emulator runs (argv[0] a qemu-* binary given the
