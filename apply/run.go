@@ -263,6 +263,11 @@ func checkNotInUse(ds string, o Options) error {
 		return &plan.Error{Code: plan.CodeSlotdRunning, Message: msg, Details: map[string]any{"pids": pidList(pids)}, Err: err}
 	}
 	pids, err = procscan.Openers(o.ProcRoot, ds)
+	if errors.Is(err, procscan.ErrOpenUnnamed) {
+		// Open in a process /proc does not show under the repository's name (another PID
+		// namespace, another hard link): in use all the same.
+		return &plan.Error{Code: plan.CodeRepositoryInUse, Message: fmt.Sprintf("a file of %s is open in a process that cannot be named (%v): stop it before migrating", ds, err), Details: map[string]any{"pids": pidList(pids)}, Err: err}
+	}
 	if err != nil && !errors.Is(err, procscan.ErrIncomplete) {
 		return plan.Errorf(plan.CodeIO, "scan processes for open files under %s: %w", ds, err)
 	}

@@ -75,6 +75,10 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			case "slotd":
 				// A pkcsslotd visible in the real /proc (another suite's): apply refuses for
 				// it before it looks at open files.
+				// Under CI=true nothing may be skipped: the script runs, and fails if one is.
+				if os.Getenv("CI") == "true" {
+					return false, nil
+				}
 				pids, err := procscan.SlotdRunning("/proc", nil)
 				return err != nil || len(pids) > 0, nil
 			}

@@ -87,7 +87,9 @@ func busyFiles(dir string) ([]string, error) {
 	if b, err := os.ReadFile(leasesEnabledFile); err == nil && strings.TrimSpace(string(b)) == "0" {
 		return nil, fmt.Errorf("%w: %s is 0", errLeaseUnsupported, leasesEnabledFile)
 	}
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	// Never through a symlink swapped in for the repository (apply locked the directory; a
+	// symlink at its name now is someone else's).
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%w: open %s: %v", errLeaseUnsupported, dir, err)
 	}
