@@ -50,6 +50,7 @@ type Options struct {
 	StateBase string   // "" = DefaultStateBase
 	ProcRoot  string   // "" = "/proc"
 	PIDFiles  []string // nil = procscan defaults
+	FIPSFile  string   // info only: "" = DefaultFIPSFile (plan and apply never read it)
 
 	// PrivateUnread leaves private objects encrypted while scanning (their class, label and
 	// id stay unknown) although the PINs are given and checked: apply's own plan, whose copy
