@@ -112,14 +112,15 @@ teardown() {
 	# ssh control masters of the last run
 	for s in "$RUN"/cp/*; do [ -S "$s" ] && ssh -o ControlPath="$s" -O exit dummy 2>/dev/null; done
 	for h in $NAMES; do
-		mountpoint -q "$RUN/$h/root" && { umount "$RUN/$h/root" || umount -l "$RUN/$h/root"; }
+		for m in "$RUN/$h/root/var/lib/opencryptoki" "$RUN/$h/root"; do
+			mountpoint -q "$m" && { umount "$m" 2>/dev/null || umount -l "$m"; }
+		done
 	done
 	return 0
 }
 teardown
-if [ "${KEEP:-}" != 1 ]; then
-	trap 'teardown; [ -n "${SAMPLER:-}" ] && kill $SAMPLER 2>/dev/null' EXIT
-fi
+# KEEP=1 leaves the hosts running (for a look with ssh -F ... ; the next run tears them down)
+trap '[ -n "${SAMPLER:-}" ] && kill $SAMPLER 2>/dev/null; [ "${KEEP:-}" = 1 ] || teardown' EXIT
 rm -rf --one-file-system "$RUN"
 mkdir -p "$RUN/cp" "$RUN/out" /run/sshd
 chmod 700 "$RUN"
@@ -145,7 +146,13 @@ up_host() { # name root port goarch slots
 	local h=$1 root=$2 port=$3 d=$RUN/$1 r=$RUN/$1/root
 	mkdir -p "$d/upper" "$d/work" "$r"
 	mount -t overlay overlay -o "lowerdir=$BASE/$root,upperdir=$d/upper,workdir=$d/work" "$r" || return 1
+	# The repositories on a file system of their own, as on a real host: overlayfs refuses the
+	# atomic exchange (renameat2 RENAME_EXCHANGE) of a directory that comes from the lower layer
+	# (EXDEV), and the package ships /var/lib/opencryptoki/swtok.
+	cp -a "$r/var/lib/opencryptoki" "$d/state"
+	mount --bind "$d/state" "$r/var/lib/opencryptoki" || return 1
 	install -m 0755 "$HERE/fleet/service" "$r/usr/sbin/service"
+	mkdir -p "$r/usr/local/sbin"
 	local gid
 	gid=$(stat -c %g "$r/var/lib/opencryptoki")
 	conf_of "$5" >"$r/etc/opencryptoki/opencryptoki.conf"
@@ -270,7 +277,7 @@ chmod 600 "$PINS_FILE"
 SAMPLES=$RUN/argv-samples
 (
 	n=0
-	while :; do
+	while kill -0 $$ 2>/dev/null; do
 		for c in /proc/[0-9]*/cmdline; do
 			{ tr '\0' ' ' <"$c"; } 2>/dev/null && echo
 		done 2>/dev/null | grep -F -f "$PINS_FILE" >>"$RUN/argv-hits" 2>/dev/null
@@ -312,4 +319,268 @@ while read -r name root port goarch slots; do
 	done
 done <<<"$HOSTS"
 say "tokens made ($(elapsed))"
-[ "${PHASE:-}" = 1 ] && { echo "PHASE=1: stopping here"; exit 0; }
+T_TOKENS=$(elapsed)
+
+# --- the controller: collection with the four binaries, vault, inventory, ansible.cfg --------------
+CROOT=$RUN/coll/ansible_collections/ocktools/pkcstok
+mkdir -p "$CROOT"
+cp -a "$COLL/." "$CROOT/"
+rm -rf "$CROOT/tests"
+mkdir -p "$CROOT/roles/install/files"
+for a in amd64 arm64 ppc64le s390x; do cp "$REPO/bin/pkcstok-migrate-linux-$a" "$CROOT/roles/install/files/"; done
+(cd "$CROOT/roles/install/files" && sha256sum pkcstok-migrate-linux-* >SHA256SUMS)
+PB=$CROOT/playbooks
+INV=$RUN/inventory
+mkdir -p "$INV/group_vars/opencryptoki_hosts" "$INV/host_vars/x1"
+cat >"$INV/hosts" <<-EOF2
+	# inventory order = rollout order: z1, x1, then the rest
+	[opencryptoki_hosts]
+	z1 ansible_port=2201 pkcstok_slots='[3, 1]'
+	x1 ansible_port=2202
+	z2 ansible_port=2203
+	p1 ansible_port=2204
+
+	[opencryptoki_hosts:vars]
+	ansible_host=127.0.0.1
+	ansible_user=root
+	ansible_python_interpreter=/usr/bin/python3
+	pkcstok_become=false
+
+	[migrate_expected:children]
+	opencryptoki_hosts
+EOF2
+VAULT_PASS=$RUN/vault-pass
+head -c 24 /dev/urandom | base64 >"$VAULT_PASS"
+chmod 600 "$VAULT_PASS"
+vault() { # vault FILE < plaintext yaml: encrypted in place (the plaintext never touches disk)
+	ansible-vault encrypt --vault-password-file "$VAULT_PASS" --output "$1" - >/dev/null 2>>"$OUT/vault.err"
+}
+printf 'vault_pkcstok_so_pin: "%s"\nvault_pkcstok_user_pin: "%s"\n' "$SO_PIN" "$USER_PIN" | vault "$INV/group_vars/opencryptoki_hosts/vault.yml"
+x1_vault() { printf 'vault_pkcstok_so_pin: "%s"\nvault_pkcstok_user_pin: "%s"\n' "$X1_SO_PIN" "$1" | vault "$INV/host_vars/x1/vault.yml"; }
+x1_vault "$X1_USER_PIN"
+if grep -q '^\$ANSIBLE_VAULT' "$INV/group_vars/opencryptoki_hosts/vault.yml" "$INV/host_vars/x1/vault.yml" && ! grep -rqF -f "$PINS_FILE" "$INV"; then
+	ok "PINs in Ansible Vault files (password in a file written by the test), x1's of its own"
+else
+	bad "vault files: $(cat "$OUT/vault.err")"
+fi
+
+export ANSIBLE_CONFIG=$RUN/ansible.cfg ANSIBLE_COLLECTIONS_PATH=$RUN/coll
+cat >"$ANSIBLE_CONFIG" <<-EOF2
+	[defaults]
+	inventory = $INV
+	vault_password_file = $VAULT_PASS
+	private_key_file = $RUN/id_ed25519
+	remote_tmp = /root/.ansible/tmp
+	local_tmp = $RUN/ansible-local
+	retry_files_enabled = False
+	forks = 4
+	timeout = 120
+	nocolor = 1
+	log_path = $OUT/ansible.log
+	interpreter_python = /usr/bin/python3
+	localhost_warning = False
+
+	[ssh_connection]
+	pipelining = True
+	ssh_args = -o ControlMaster=auto -o ControlPersist=600 -o UserKnownHostsFile=$RUN/known_hosts -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -o BatchMode=yes
+	control_path = $RUN/cp/%%h-%%p-%%r
+EOF2
+play() { # play OUTNAME playbook [args...]: rc in RC
+	local o=$1 p=$2
+	shift 2
+	local t=$(date +%s)
+	ansible-playbook "$PB/$p" "$@" >"$OUT/$o.out" 2>&1
+	RC=$?
+	echo "$o: $p rc $RC in $(($(date +%s) - t)) s" >>"$OUT/timings"
+	say "$o: $p rc $RC in $(($(date +%s) - t)) s"
+}
+recap() { # recap OUTNAME HOST FIELD -> number from PLAY RECAP
+	sed -n "s/^$2 *: .*$3=\([0-9]*\).*/\1/p" "$OUT/$1.out" | tail -n 1
+}
+info_of() { # info_of HOST: pkcstok-migrate info on the host (JSON), through ansible's module
+	ansible "$1" -m ocktools.pkcstok.pkcstok_info -o 2>/dev/null | sed -n 's/^[^|]*| SUCCESS => //p'
+}
+fmt_of() { # fmt_of HOST SLOT -> format/tokversion/byte_order
+	info_of "$1" | jq -r --argjson s "$2" '.info.slots[] | select(.slot == $s) | "\(.format) \(.tokversion) \(.byte_order)"'
+}
+root_hash() { # the whole root's tree (names, modes, owners, sizes, mtimes, contents), minus proc
+	local r=$RUN/$1/root
+	(cd "$r" && find . \( -path ./proc -o -path ./root/.ansible -o -path ./tmp \) -prune -o -printf '%p %m %U %G %s %T@\n' | sort &&
+		find . \( -path ./proc -o -path ./root/.ansible -o -path ./tmp \) -prune -o -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
+}
+slotd_running() { on "$1" service pkcsslotd status >/dev/null 2>&1; }
+
+# --- SSH transport: the gathered architecture of each host ------------------------------------------
+ansible opencryptoki_hosts -m ansible.builtin.setup -a 'gather_subset=!all,!min,platform,fips filter=ansible_architecture,ansible_fips' -o >"$OUT/setup.out" 2>&1
+declare -A ARCH
+for h in $NAMES; do
+	ARCH[$h]=$(sed -n "s/^$h | SUCCESS => //p" "$OUT/setup.out" | jq -r .ansible_facts.ansible_architecture 2>/dev/null)
+done
+if [ "${ARCH[z1]}" = s390x ] && [ "${ARCH[z2]}" = s390x ] && [ "${ARCH[p1]}" = ppc64le ] && [ "${ARCH[x1]}" = x86_64 ]; then
+	ok "ansible -m setup over SSH: ansible_architecture z1=${ARCH[z1]} x1=${ARCH[x1]} z2=${ARCH[z2]} p1=${ARCH[p1]}"
+else
+	bad "ansible -m setup: $(cat "$OUT/setup.out")"
+fi
+if [ "$(sed -n 's/^p1 | SUCCESS => //p' "$OUT/setup.out" | jq -r .ansible_facts.ansible_fips)" = true ] &&
+	[ "$(sed -n 's/^z2 | SUCCESS => //p' "$OUT/setup.out" | jq -r .ansible_facts.ansible_fips)" = false ]; then
+	ok "Ansible's own fact: p1 is in FIPS mode (ansible_fips), the others are not"
+else
+	bad "ansible_fips facts: $(grep -o '"ansible_fips": [a-z]*' "$OUT/setup.out" | tr '\n' ' ')"
+fi
+grep -q 'ESTABLISH SSH CONNECTION\|ssh' "$OUT/setup.out" >/dev/null 2>&1 || true
+
+# --- fleet-audit.yml with the install role --------------------------------------------------------
+declare -A H0
+for h in $NAMES; do H0[$h]=$(root_hash "$h"); done
+play audit1 fleet-audit.yml -e pkcstok_audit_install=true
+A1=$RC
+play audit2 fleet-audit.yml -e pkcstok_audit_install=true
+installed_ok=1
+while read -r name root port goarch slots; do
+	want=$(sha256sum <"$REPO/bin/pkcstok-migrate-linux-$goarch" | cut -d' ' -f1)
+	got=$(on "$name" sha256sum /usr/local/sbin/pkcstok-migrate 2>/dev/null | cut -d' ' -f1)
+	[ "$want" = "$got" ] || { installed_ok=0; say "$name: installed $got, want linux-$goarch $want"; }
+done <<<"$HOSTS"
+changed2=0
+for h in $NAMES; do changed2=$((changed2 + $(recap audit2 "$h" changed))); done
+if [ "$A1" = 0 ] && [ "$RC" = 0 ] && [ $installed_ok = 1 ] && [ "$changed2" = 0 ] && [ "$(recap audit1 z1 changed)" = 1 ]; then
+	ok "fleet-audit.yml: each host got the binary of its gathered architecture (checksum verified), rerun changed=0"
+else
+	bad "fleet-audit.yml (rc $A1/$RC, binaries ok $installed_ok, changed on rerun $changed2)"
+fi
+audit_ok=1
+for h in $NAMES; do
+	info_of "$h" >"$OUT/info-before-$h.json"
+done
+for spec in "z1 3 big-endian" "z1 1 big-endian" "z2 3 big-endian" "x1 3 little-endian" "p1 3 little-endian"; do
+	read -r h s bo <<<"$spec"
+	got=$(jq -r --argjson s "$s" '.info.slots[] | select(.slot == $s) | "\(.format) \(.byte_order) \(.objects)"' "$OUT/info-before-$h.json")
+	[ "$got" = "old $bo 5" ] || { audit_ok=0; say "$h slot $s: $got, want old $bo 5"; }
+done
+broken=$(sed -n '/BROKEN NOW/,/^$/p' "$OUT/audit1.out" | tr -d ' \n' | grep -o '"broken_now":\[[^]]*\]')
+first=$(grep -m1 -E 'TASK \[(BROKEN NOW|List the hosts that still need)' "$OUT/audit1.out" | grep -c BROKEN)
+if [ $audit_ok = 1 ] && [ "$broken" = '"broken_now":["p1"]' ] && [ "$first" = 1 ] &&
+	[ "$(jq -r .broken_now "$OUT/info-before-p1.json")" = true ] && [ "$(jq -r .info.fips.enabled "$OUT/info-before-z1.json")" = false ]; then
+	ok "pkcstok_info: every slot old-format (z1, z2 big-endian), 5 objects each; fleet-audit.yml lists p1 (FIPS mode, old tokens) first as broken now"
+else
+	bad "audit contents (slots ok $audit_ok, broken '$broken', listed first $first)"
+fi
+
+# --- fleet-dry-run.yml: check + diff, nothing written ---------------------------------------------
+for h in $NAMES; do H0[$h]=$(root_hash "$h"); done
+play dry fleet-dry-run.yml --diff
+same=1
+for h in $NAMES; do [ "$(root_hash "$h")" = "${H0[$h]}" ] || { same=0; say "$h: root changed by the dry run"; }; done
+ndiff=$(grep -c '^+tokversion = 3.12' "$OUT/dry.out")
+if [ "$RC" = 0 ] && [ $same = 1 ] && [ "$ndiff" -ge 5 ]; then
+	ok "fleet-dry-run.yml --diff: the conf diff of every slot of every host ($ndiff x +tokversion = 3.12), tree hashes of all four roots unchanged"
+else
+	bad "fleet-dry-run.yml (rc $RC, roots unchanged $same, $ndiff diffs)"
+fi
+
+# --- fleet-rollout.yml, 1: wrong user PIN on x1 ---------------------------------------------------
+SERIAL='{"pkcstok_serial": [1, 1, "100%"]}'
+x1_vault "$X1_WRONG_PIN"
+play roll1 fleet-rollout.yml -e "$SERIAL"
+R1=$RC
+z1a=$(fmt_of z1 3) z1b=$(fmt_of z1 1) x1f=$(fmt_of x1 3)
+untouched=1
+for h in z2 p1; do [ "$(root_hash "$h")" = "${H0[$h]}" ] || untouched=0; done
+if [ "$R1" != 0 ] && grep -q '\[wrong_pin\]' "$OUT/roll1.out" && [ "${z1a%% *}" = 3.12 ] && [ "${z1b%% *}" = 3.12 ] &&
+	[ "${x1f%% *}" = old ] && [ $untouched = 1 ] && slotd_running x1 && slotd_running z1 &&
+	! grep -qE '^(ok|changed|fatal|skipping): \[(z2|p1)\]' "$OUT/roll1.out"; then
+	ok "fleet-rollout.yml: z1 migrated (both slots), stopped at x1 with [wrong_pin], x1 still old with its daemon running, z2/p1 untouched"
+else
+	bad "rollout 1 (rc $R1, z1 '$z1a'/'$z1b', x1 '$x1f', z2/p1 untouched $untouched)"
+fi
+
+# --- fleet-rollout.yml, 2: x1 fixed; the canary p1 is damaged between apply and the check ---------
+x1_vault "$X1_USER_PIN"
+echo /var/lib/opencryptoki/swtok >"$RUN/p1/root/run/pkcstok-test-canary"
+play roll2 fleet-rollout.yml -e "$SERIAL"
+R2=$RC
+p1f=$(fmt_of p1 3) z2f=$(fmt_of z2 3) x1f=$(fmt_of x1 3)
+req list 3 "$USER_PIN" | p11 p1 >"$OUT/after-rollback-p1-3.json"
+p1same=$(jq -S .objects "$OUT/before-p1-3.json" | cmp -s - <(jq -S .objects "$OUT/after-rollback-p1-3.json") && echo yes || echo no)
+if [ "$R2" != 0 ] && grep -q 'library_verify_failed' "$OUT/roll2.out" && grep -q 'rolled back and opens again in the old format' "$OUT/roll2.out" &&
+	[ "${p1f%% *}" = old ] && [ "$p1same" = yes ] && slotd_running p1 &&
+	[ "${z2f%% *}" = 3.12 ] && [ "${x1f%% *}" = 3.12 ] && [ "$(recap roll2 z1 changed)" = 0 ] && [ ! -e "$RUN/p1/root/run/pkcstok-test-canary" ]; then
+	ok "canary: p1's migrated repository damaged before the check: its own library saw it, it was rolled back, opens again in the old format with the same objects; z2 of the same batch migrated; z1 changed=0"
+else
+	bad "rollout 2 (rc $R2, p1 '$p1f' same objects $p1same, z2 '$z2f', x1 '$x1f', z1 changed $(recap roll2 z1 changed))"
+fi
+
+# --- fleet-rollout.yml, 3: the rest --------------------------------------------------------------
+play roll3 fleet-rollout.yml -e "$SERIAL"
+R3=$RC
+all=1
+for spec in "z1 3" "z1 1" "x1 3" "z2 3" "p1 3"; do
+	read -r h s <<<"$spec"
+	f=$(fmt_of "$h" "$s")
+	[ "${f% *}" = "3.12 3.12" ] || { all=0; say "$h slot $s after the rollout: $f"; }
+done
+declare -A CH
+for h in $NAMES; do CH[$h]=$(recap roll3 "$h" changed); done
+if [ "$R3" = 0 ] && [ $all = 1 ] && [ "${CH[z1]}" = 0 ] && [ "${CH[x1]}" = 0 ] && [ "${CH[z2]}" = 0 ] && [ "${CH[p1]}" = 1 ]; then
+	ok "fleet-rollout.yml rerun: every host migrated (format 3.12, tokversion = 3.12), only p1 changed, z1 changed=0"
+else
+	bad "rollout 3 (rc $R3, all 3.12 $all, changed z1=${CH[z1]} x1=${CH[x1]} z2=${CH[z2]} p1=${CH[p1]})"
+fi
+play roll4 fleet-rollout.yml -e "$SERIAL"
+c4=0
+for h in $NAMES; do c4=$((c4 + $(recap roll4 "$h" changed))); done
+[ "$RC" = 0 ] && [ "$c4" = 0 ] && ok "fleet-rollout.yml once more: changed=0 on every host" || bad "rollout 4 (rc $RC, changed $c4)"
+
+# --- each host's own library lists every object with the same values -----------------------------
+declare -A CMP
+while read -r name root port goarch slots; do
+	read -r so user <<<"$(pins_of "$name")"
+	IFS=, read -ra ss <<<"$slots"
+	CMP[$name]=
+	for s in "${ss[@]}"; do
+		IFS=: read -r slot stdll label <<<"$s"
+		req list "$slot" "$user" | p11 "$name" >"$OUT/after-$name-$slot.json"
+		n=$(jq '.objects | length' "$OUT/before-$name-$slot.json")
+		eq=$(jq -n --slurpfile a "$OUT/before-$name-$slot.json" --slurpfile b "$OUT/after-$name-$slot.json" \
+			'[$a[0].objects, $b[0].objects] as [$x, $y] | [range(0; $x | length) | select($x[.] == $y[.])] | length')
+		if [ "$(jq -S .objects "$OUT/before-$name-$slot.json")" = "$(jq -S .objects "$OUT/after-$name-$slot.json")" ]; then
+			ok "$name slot $slot: its own openCryptoki lists all $n objects with the same values, AES check value and RSA signature as before"
+		else
+			bad "$name slot $slot: $eq of $n objects equal after the rollout: $(cat "$OUT/after-$name-$slot.json")"
+		fi
+		CMP[$name]="${CMP[$name]}${CMP[$name]:+, }slot $slot: $eq/$n"
+	done
+done <<<"$HOSTS"
+
+# --- no PIN anywhere ----------------------------------------------------------------------------
+kill $SAMPLER 2>/dev/null
+wait $SAMPLER 2>/dev/null
+SAMPLER=
+nsamples=$(cat "$SAMPLES")
+hits=$(
+	grep -rlaF -f "$PINS_FILE" "$OUT" "$RUN"/*/sshd.log "$RUN"/*/unshare.out 2>/dev/null
+	for h in $NAMES; do
+		# everything the run wrote on the host: the overlay's upper layer and the repositories
+		grep -rlaF -f "$PINS_FILE" "$RUN/$h/upper" "$RUN/$h/state" 2>/dev/null
+	done
+)
+if [ -z "$hits" ] && [ ! -s "$RUN/argv-hits" ] && [ "${nsamples:-0}" -gt 10 ]; then
+	ok "no PIN in any ansible output or log, sshd log, file written on a host, or in argv ($nsamples samples of every /proc/*/cmdline)"
+else
+	bad "PIN found: files: $hits; argv: $(head -c 300 "$RUN/argv-hits" 2>/dev/null)"
+fi
+
+# --- the table -----------------------------------------------------------------------------------
+echo
+echo "| host | ansible_architecture | release | openCryptoki | tokens | objects compared by its own library after the rollout | changed on rerun |"
+echo "|---|---|---|---|---|---|---|"
+while read -r name root port goarch slots; do
+	ver=$(sed -n 's/^version opencryptoki //p' "$BASE/$root/.pkcstok-root")
+	toks=$(IFS=,; for s in $slots; do IFS=: read -r sl sd lb <<<"$s"; printf '%s ' "$(case $sd in *ica*) echo ICA ;; *) echo Soft ;; esac) $sl"; done)
+	echo "| $name | ${ARCH[$name]} | Debian ${root%-*} ${root#*-} | $ver | ${toks% } | ${CMP[$name]} | $(recap roll4 "$name" changed) |"
+done <<<"$HOSTS"
+echo
+cat "$OUT/timings"
+echo "tokens made by $T_TOKENS; total $(elapsed)"
+echo "$PASS passed, $FAILN failed"
+[ "$FAILN" = 0 ]
