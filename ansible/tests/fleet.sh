@@ -335,7 +335,7 @@ mkdir -p "$INV/group_vars/opencryptoki_hosts" "$INV/host_vars/x1"
 cat >"$INV/hosts" <<-EOF2
 	# inventory order = rollout order: z1, x1, then the rest
 	[opencryptoki_hosts]
-	z1 ansible_port=2201 pkcstok_slots='[3, 1]'
+	z1 ansible_port=2201 pkcstok_slots='[3, 1]' pkcstok_remove_backups_after_verify=true
 	x1 ansible_port=2202
 	z2 ansible_port=2203
 	p1 ansible_port=2204
@@ -350,13 +350,16 @@ cat >"$INV/hosts" <<-EOF2
 	opencryptoki_hosts
 EOF2
 VAULT_PASS=$RUN/vault-pass
+printf '[defaults]\n' >"$RUN/vault.cfg" # ansible-vault alone: the password file on its command line only
 head -c 24 /dev/urandom | base64 >"$VAULT_PASS"
 chmod 600 "$VAULT_PASS"
 vault() { # vault FILE < plaintext yaml: encrypted in place (the plaintext never touches disk)
-	ansible-vault encrypt --vault-password-file "$VAULT_PASS" --output "$1" - >/dev/null 2>>"$OUT/vault.err"
+	rm -f "$1"
+	ANSIBLE_CONFIG=$RUN/vault.cfg ansible-vault encrypt --vault-password-file "$VAULT_PASS" --output "$1" - >/dev/null 2>>"$OUT/vault.err" ||
+		{ bad "ansible-vault encrypt $1: $(cat "$OUT/vault.err")"; exit 1; }
 }
-printf 'vault_pkcstok_so_pin: "%s"\nvault_pkcstok_user_pin: "%s"\n' "$SO_PIN" "$USER_PIN" | vault "$INV/group_vars/opencryptoki_hosts/vault.yml"
-x1_vault() { printf 'vault_pkcstok_so_pin: "%s"\nvault_pkcstok_user_pin: "%s"\n' "$X1_SO_PIN" "$1" | vault "$INV/host_vars/x1/vault.yml"; }
+printf 'vault_pkcstok_so_pin: "%s"\nvault_pkcstok_user_pin: "%s"\n' "$SO_PIN" "$USER_PIN" | vault "$INV/group_vars/opencryptoki_hosts/vault.yml" || exit 1
+x1_vault() { printf 'vault_pkcstok_so_pin: "%s"\nvault_pkcstok_user_pin: "%s"\n' "$X1_SO_PIN" "$1" | vault "$INV/host_vars/x1/vault.yml" || exit 1; }
 x1_vault "$X1_USER_PIN"
 if grep -q '^\$ANSIBLE_VAULT' "$INV/group_vars/opencryptoki_hosts/vault.yml" "$INV/host_vars/x1/vault.yml" && ! grep -rqF -f "$PINS_FILE" "$INV"; then
 	ok "PINs in Ansible Vault files (password in a file written by the test), x1's of its own"

@@ -104,6 +104,15 @@ options:
         command line.
     type: bool
     default: false
+  remove_backups_after_verify:
+    description:
+      - Once I(verify_with_library) has seen every object of the plan in the migrated token, remove
+        the backups of this migration (C(<datastore>_BAK) and C(<confdir>/opencryptoki.conf_BAK)).
+      - Needed to migrate a second slot of the same C(opencryptoki.conf) in the same run, because the
+        tool keeps one C(opencryptoki.conf_BAK) per conf and refuses to overwrite it (C(backup_exists)).
+      - After that, C(state=rolled_back) has nothing to roll back to for this slot.
+    type: bool
+    default: false
   library:
     description:
       - Path of the host's C(libopencryptoki.so) for I(verify_with_library).
@@ -314,6 +323,11 @@ library_check:
       old format again).
   returned: when I(verify_with_library=true) and apply ran
   type: dict
+backups_removed:
+  description: The backups removed by I(remove_backups_after_verify).
+  returned: when I(remove_backups_after_verify=true) and the check passed
+  type: list
+  elements: str
   sample: {public: 2, private: 3, total: 5, library: /usr/lib/s390x-linux-gnu/pkcs11/libopencryptoki.so, expected: {public: 2, private: 3}, ok: true}
 code:
   description:
@@ -355,6 +369,9 @@ diff:
 import json
 import os
 import re
+import shutil
+import signal
+import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native, to_text
@@ -649,6 +666,7 @@ def main():
             stop_slot_daemon=dict(type='bool', default=False),
             verify_with_library=dict(type='bool', default=False),
             library=dict(type='path'),
+            remove_backups_after_verify=dict(type='bool', default=False),
         ),
         mutually_exclusive=[('so_pin', 'so_pin_file'), ('user_pin', 'user_pin_file')],
         supports_check_mode=True,
@@ -666,6 +684,9 @@ def main():
             module.fail_json(msg='pkcstok-migrate was not found in PATH; install it or set the binary option',
                              code='bad_request')
     runner = Runner(module, binary)
+    if p['remove_backups_after_verify'] and not p['verify_with_library']:
+        module.fail_json(msg='remove_backups_after_verify needs verify_with_library=true: backups are only '
+                         'removed once the host\'s own library has opened the migrated token', code='bad_request')
     if p['verify_with_library'] and p['state'] == 'migrated' and not module.check_mode:
         if not p['stop_slot_daemon']:
             module.fail_json(msg='verify_with_library needs stop_slot_daemon=true (the library opens the token '
@@ -735,7 +756,32 @@ def migrate(module, runner):
     if module.params['verify_with_library']:
         verify_with_library(module, runner, plan, ret, warnings)
         ret['msg'] += '; the host\'s library sees all %d objects' % ret['library_check']['total']
+        if module.params['remove_backups_after_verify']:
+            removed = remove_backups(module, ret)
+            ret['msg'] += '; backups removed (%s)' % ', '.join(removed)
     finish(module, ret, warnings)
+
+
+def remove_backups(module, ret):
+    """Removes the backups of the migration just verified (shutil.rmtree works through directory
+    file descriptors: a symlink planted inside the tree is removed, never followed)."""
+    removed = []
+    for key in ('backup_datastore', 'backup_conf'):
+        path = ret.get(key)
+        if not path:
+            continue
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        except (IOError, OSError) as e:
+            module.fail_json(msg='slot %s: migrated and verified, but %s could not be removed: %s'
+                             % (module.params['slot'], path, to_native(e)), code='io_error', **ret)
+        removed.append(path)
+        ret.pop(key)
+    ret['backups_removed'] = removed
+    return removed
 
 
 CANARY_ENV = 'PKCSTOK_MIGRATE_TEST_CANARY'
@@ -773,6 +819,10 @@ def library_count(module, slot, user_pin):
     if pid == 0:
         os.close(rfd)
         try:
+            # The module's stdout is its JSON answer: nothing the library prints may reach it.
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
             signal.alarm(600)
             out = dict(ok=p11.count_objects(module.params['library'], slot, user_pin))
         except Exception as e:  # everything is reported to the parent; nothing holds a PIN
@@ -814,6 +864,7 @@ def verify_with_library(module, runner, plan, ret, warnings):
     expected = dict(public=counts.get('public', 0), private=counts.get('private', 0))
     check = dict(expected=expected, ok=False)
     ret['library_check'] = check
+    done_msg = ret.pop('msg', '')
     if p11 is None:
         module.fail_json(msg='verify_with_library needs the collection\'s module_utils p11: %s' % P11_IMPORT_ERROR,
                          code='bad_request', **ret)
@@ -839,6 +890,7 @@ def verify_with_library(module, runner, plan, ret, warnings):
         check['ok'] = True
         if started_for_check:
             daemon.stop()
+        ret['msg'] = done_msg
         return
     if err:
         check['error'] = err
