@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # make fleet (issue 21): a real mixed-architecture fleet on this machine, driven by the real
 # ansible-playbook over SSH.
 #

@@ -102,8 +102,8 @@ fips_mode:
   description:
     - The host's FIPS mode from C(/proc/sys/crypto/fips_enabled) (C(true), C(false)), or C(null) when it
       could not be read.
-    - openCryptoki cannot open old-format tokens in FIPS mode (upstream issue 527): migrate before
-      enabling it.
+    - openCryptoki cannot open old-format tokens in FIPS mode (upstream issue 527), so migrate
+      before enabling it.
   returned: success
   type: bool
   sample: false

@@ -91,7 +91,7 @@ options:
   verify_with_library:
     description:
       - After a migration, once C(pkcsslotd) runs again, open the migrated token with the host's own
-        openCryptoki (C(libopencryptoki.so) through Python's C(ctypes): C_Initialize, C_OpenSession,
+        openCryptoki (C(libopencryptoki.so) through Python's C(ctypes); C_Initialize, C_OpenSession,
         C_FindObjects without login for the public objects, C_Login with the user PIN and
         C_FindObjects again for the private ones) and compare what it sees with the plan's object
         counts.
@@ -100,7 +100,7 @@ options:
         more (now in the old format) and fails with the code C(library_verify_failed).
       - Needs I(user_pin) or I(user_pin_file) and I(stop_slot_daemon=true) (the daemon must be
         running for the library to open the token; if it was not running before, it is started for
-        the check and stopped again). The PIN stays in the module's memory: it is never on a
+        the check and stopped again). The PIN stays in the module's memory and is never on a
         command line.
     type: bool
     default: false
