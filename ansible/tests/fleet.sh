@@ -100,7 +100,7 @@ teardown() {
 	for h in $NAMES; do
 		pid=$(cat "$RUN/$h/unshare.pid" 2>/dev/null) || continue
 		# only the unshare this script started (its command line names this host's config)
-		if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$RUN/$h/sshd_config"; then
+		if { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -q -- "$RUN/$h/sshd_config"; then
 			# unshare ignores SIGTERM while it waits; its child is the namespace's init (the
 			# sshd): when that ends, the kernel kills every process of the namespace.
 			for c in $(pgrep -P "$pid"); do kill "$c" 2>/dev/null; done
@@ -419,6 +419,10 @@ declare -A ARCH
 for h in $NAMES; do
 	ARCH[$h]=$(sed -n "s/^$h | SUCCESS => //p" "$OUT/setup.out" | jq -r .ansible_facts.ansible_architecture 2>/dev/null)
 done
+for h in $NAMES; do
+	printf '  ansible -m setup over ssh %s@127.0.0.1:%s: ansible_architecture=%s ansible_fips=%s\n' root "$(port_of "$h")" "${ARCH[$h]}" \
+		"$(sed -n "s/^$h | SUCCESS => //p" "$OUT/setup.out" | jq -r .ansible_facts.ansible_fips 2>/dev/null)"
+done
 if [ "${ARCH[z1]}" = s390x ] && [ "${ARCH[z2]}" = s390x ] && [ "${ARCH[p1]}" = ppc64le ] && [ "${ARCH[x1]}" = x86_64 ]; then
 	ok "ansible -m setup over SSH: ansible_architecture z1=${ARCH[z1]} x1=${ARCH[x1]} z2=${ARCH[z2]} p1=${ARCH[p1]}"
 else
@@ -447,6 +451,7 @@ done <<<"$HOSTS"
 changed2=0
 for h in $NAMES; do changed2=$((changed2 + $(recap audit2 "$h" changed))); done
 if [ "$A1" = 0 ] && [ "$RC" = 0 ] && [ $installed_ok = 1 ] && [ "$changed2" = 0 ] && [ "$(recap audit1 z1 changed)" = 1 ]; then
+	sed -n '/^TASK \[BROKEN NOW/,/^}/p' "$OUT/audit1.out" | sed 's/^/  /'
 	ok "fleet-audit.yml: each host got the binary of its gathered architecture (checksum verified), rerun changed=0"
 else
 	bad "fleet-audit.yml (rc $A1/$RC, binaries ok $installed_ok, changed on rerun $changed2)"
@@ -486,6 +491,7 @@ SERIAL='{"pkcstok_serial": [1, 1, "100%"]}'
 x1_vault "$X1_WRONG_PIN"
 play roll1 fleet-rollout.yml -e "$SERIAL"
 R1=$RC
+grep -a '^fatal: .*migration failed' "$OUT/roll1.out" | sed 's/^/  /'
 z1a=$(fmt_of z1 3) z1b=$(fmt_of z1 1) x1f=$(fmt_of x1 3)
 untouched=1
 for h in z2 p1; do [ "$(root_hash "$h")" = "${H0[$h]}" ] || untouched=0; done
@@ -502,6 +508,7 @@ x1_vault "$X1_USER_PIN"
 echo /var/lib/opencryptoki/swtok >"$RUN/p1/root/run/pkcstok-test-canary"
 play roll2 fleet-rollout.yml -e "$SERIAL"
 R2=$RC
+grep -a '^fatal: .*migration failed' "$OUT/roll2.out" | sed 's/^/  /'
 p1f=$(fmt_of p1 3) z2f=$(fmt_of z2 3) x1f=$(fmt_of x1 3)
 req list 3 "$USER_PIN" | p11 p1 >"$OUT/after-rollback-p1-3.json"
 p1same=$(jq -S .objects "$OUT/before-p1-3.json" | cmp -s - <(jq -S .objects "$OUT/after-rollback-p1-3.json") && echo yes || echo no)
