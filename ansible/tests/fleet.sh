@@ -521,7 +521,8 @@ else
 fi
 
 # --- fleet-rollout.yml, 3: the rest --------------------------------------------------------------
-play roll3 fleet-rollout.yml -e "$SERIAL"
+# -vvv: every module argument and result Ansible would show (no_log must mask the PINs there too)
+play roll3 fleet-rollout.yml -e "$SERIAL" -vvv
 R3=$RC
 all=1
 for spec in "z1 3" "z1 1" "x1 3" "z2 3" "p1 3"; do
@@ -568,14 +569,14 @@ wait $SAMPLER 2>/dev/null
 SAMPLER=
 nsamples=$(cat "$SAMPLES")
 hits=$(
-	grep -rlaF -f "$PINS_FILE" "$OUT" "$RUN"/*/sshd.log "$RUN"/*/unshare.out 2>/dev/null
+	grep -rlaF -f "$PINS_FILE" "$OUT" "$RUN"/*/sshd.log "$RUN"/*/unshare.out "$RUN/ansible-local" "$RUN/cp" 2>/dev/null
 	for h in $NAMES; do
 		# everything the run wrote on the host: the overlay's upper layer and the repositories
 		grep -rlaF -f "$PINS_FILE" "$RUN/$h/upper" "$RUN/$h/state" 2>/dev/null
 	done
 )
 if [ -z "$hits" ] && [ ! -s "$RUN/argv-hits" ] && [ "${nsamples:-0}" -gt 10 ]; then
-	ok "no PIN in any ansible output or log, sshd log, file written on a host, or in argv ($nsamples samples of every /proc/*/cmdline)"
+	ok "no PIN in any ansible output (one rollout at -vvv) or log, sshd log, file written on a host, or in argv ($nsamples samples of every /proc/*/cmdline)"
 else
 	bad "PIN found: files: $hits; argv: $(head -c 300 "$RUN/argv-hits" 2>/dev/null)"
 fi
