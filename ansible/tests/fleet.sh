@@ -108,6 +108,8 @@ teardown() {
 			[ -d "/proc/$pid" ] && { for c in $(pgrep -P "$pid"); do kill -KILL "$c" 2>/dev/null; done; sleep 0.5; }
 		fi
 		rm -f "$RUN/$h/unshare.pid"
+		# a listener whose pid file is gone (make clean, a killed run): found by its own config
+		for p in $(pgrep -f -- "-f $RUN/$h/sshd_config -E"); do kill "$p" 2>/dev/null; done
 	done
 	# ssh control masters of the last run
 	for s in "$RUN"/cp/*; do [ -S "$s" ] && ssh -o ControlPath="$s" -O exit dummy 2>/dev/null; done
