@@ -10,7 +10,7 @@ BIN      := bin/pkcstok-migrate
 FUZZTIME ?= 50000x
 export CGO_ENABLED ?= 0
 
-.PHONY: all build demo test unit unit-s390x unit-arm64 unit-ppc64le cross fuzz crash fs-suites adversarial e2e e2e-s390x e2e-matrix setup ansible-test lint clean
+.PHONY: all build demo test unit unit-s390x unit-arm64 unit-ppc64le cross fuzz crash fs-suites adversarial e2e e2e-s390x e2e-matrix setup ansible-test fleet lint clean
 
 all: build
 
@@ -117,9 +117,17 @@ adversarial:
 ansible-test: build
 	PKCSTOK_MIGRATE_BIN=$(CURDIR)/$(BIN) bash ansible/tests/run.sh
 
+# The fleet (issue 21, ansible/tests/fleet.sh; root, after make setup): four hosts z1, z2
+# (s390x), p1 (ppc64el) and x1 (amd64) on 127.0.0.1:2201-2204, each a Debian root with its own
+# openCryptoki (3.23, 3.27), python3 and real pkcsslotd in a PID namespace of its own, served by
+# an sshd of its own; the real ansible-playbook runs fleet-audit, fleet-dry-run and
+# fleet-rollout over SSH, each host's own library checks the result. Prints the host table.
+fleet: cross
+	bash ansible/tests/fleet.sh
+
 # CI=true for every prerequisite: a suite whose package or root is missing fails, never skips.
 test: export CI = true
-test: setup lint unit unit-s390x unit-arm64 unit-ppc64le cross fuzz crash fs-suites adversarial ansible-test dist-check package-test e2e e2e-matrix
+test: setup lint unit unit-s390x unit-arm64 unit-ppc64le cross fuzz crash fs-suites adversarial ansible-test fleet dist-check package-test e2e e2e-matrix
 
 # .cache (roots, overlay sessions) is unmounted first: e2e/clean.sh.
 clean:

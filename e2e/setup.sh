@@ -5,12 +5,17 @@
 #   * Debian 12's opencryptoki 3.8.1 and opensc on the host (e2e/install.sh: group pkcs11 as a
 #     system group, a pkcsslotd the package starts is stopped, /run/lock);
 #   * mmdebstrap arch-test qemu-user-static strace ansible-core python3-voluptuous rpm man-db
-#     time acl xfsprogs btrfs-progs (apt-get install --no-install-recommends);
+#     time acl xfsprogs btrfs-progs, and for make fleet openssh-server openssh-client jq
+#     (apt-get install --no-install-recommends; a policy-rc.d keeps openssh-server's sshd from
+#     being started: the fleet runs sshds of its own);
 #   * the group pkcs11;
 #   * the cached Debian roots under .cache/roots (e2e/mkroot.sh): trixie amd64 (opencryptoki
 #     3.23, opensc, dpkg, man-db), trixie s390x (opencryptoki 3.23 under qemu), bookworm amd64
 #     (opencryptoki 3.8.1), and testing amd64, s390x, ppc64el and arm64 (opencryptoki 3.27, the
-#     newest release; the three foreign ones under qemu).
+#     newest release; the three foreign ones under qemu);
+#   * the fleet's roots under .cache/fleet/base (make fleet, ansible/tests/fleet.sh; $PKCSTOK_FLEET_DIR/base):
+#     trixie amd64 and s390x, testing s390x and ppc64el, each with opencryptoki, opensc,
+#     python3 (Ansible's module runtime), bash and coreutils.
 #
 # Without root, or when the package archive cannot be reached, it says what is missing and
 # exits 1.
@@ -20,7 +25,7 @@ say() { echo "make setup: $*" >&2; }
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
-PACKAGES="mmdebstrap arch-test qemu-user-static strace ansible-core python3-voluptuous opencryptoki opensc rpm man-db time acl xfsprogs btrfs-progs"
+PACKAGES="mmdebstrap arch-test qemu-user-static strace ansible-core python3-voluptuous opencryptoki opensc rpm man-db time acl xfsprogs btrfs-progs openssh-server openssh-client jq"
 # name suite arch packages
 ROOTS="trixie amd64 opencryptoki,opensc,libc-bin,dpkg,man-db,dash,coreutils,diffutils
 trixie s390x opencryptoki,opensc,libc-bin
@@ -67,10 +72,19 @@ sh e2e/install.sh || { say "could not install opencryptoki and opensc: is the pa
 mp=$(missing_packages)
 if [ -n "$mp" ]; then
 	say "installing: $mp"
+	# openssh-server's postinst would start a system sshd on port 22: not wanted here.
+	prc=
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		prc=/usr/sbin/policy-rc.d
+		printf '#!/bin/sh\n# make setup (e2e/setup.sh): no service starts while it installs\nexit 101\n' >"$prc"
+		chmod 0755 "$prc"
+	fi
 	if ! apt-get update -q || ! apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 $mp; then
+		[ -z "$prc" ] || rm -f "$prc"
 		say "could not install: $mp (is the package archive in /etc/apt/sources.list.d reachable?)"
 		exit 1
 	fi
+	[ -z "$prc" ] || rm -f "$prc"
 	mp=$(missing_packages)
 	[ -z "$mp" ] || { say "still missing after apt-get install: $mp"; exit 1; }
 fi
@@ -84,6 +98,18 @@ printf '%s\n' "$ROOTS" | while read -r suite arch pkgs; do
 	t0=$(date +%s)
 	sh e2e/mkroot.sh "$suite" "$arch" "$pkgs" || { say "could not build the $suite $arch root (archive reachable?)"; exit 1; }
 	say "root $suite-$arch: $(($(date +%s) - t0)) s"
+done
+
+# 5. The fleet's roots (make fleet): python3 in them for Ansible's modules.
+FLEET_ROOTS="trixie amd64
+trixie s390x
+testing s390x
+testing ppc64el"
+printf '%s\n' "$FLEET_ROOTS" | while read -r suite arch; do
+	t0=$(date +%s)
+	PKCSTOK_ROOTS=${PKCSTOK_FLEET_DIR:-$(pwd)/.cache/fleet}/base sh e2e/mkroot.sh "$suite" "$arch" opencryptoki,opensc,libc-bin,python3,bash,dash,coreutils ||
+		{ say "could not build the fleet's $suite $arch root (archive reachable?)"; exit 1; }
+	say "fleet root $suite-$arch: $(($(date +%s) - t0)) s"
 done
 
 say "ready in $(($(date +%s) - start)) s: host opencryptoki $(dpkg-query -W -f='${Version}' opencryptoki), roots in ${PKCSTOK_ROOTS:-.cache/roots}"

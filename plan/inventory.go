@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 )
 
 // SuffixRolledBack names what rollback keeps of the migrated state (<store>_ROLLED_BACK).
@@ -21,6 +23,9 @@ type Inventory struct {
 	StateDir       string `json:"state_dir"`   // where the repositories of the slots are (CONFIG_PATH)
 	ConfBackup     bool   `json:"conf_backup"` // <confdir>/opencryptoki.conf_BAK exists
 	NeedsMigration bool   `json:"needs_migration"`
+	// FIPS is the host's FIPS mode: openCryptoki cannot open old-format tokens once it is on
+	// (upstream issue #527), so a host with FIPS on and an old or mixed slot is broken now.
+	FIPS FIPSMode `json:"fips"`
 	// Slots lists every slot of the conf, in file order; slots the conf describes so badly
 	// that they cannot be listed are named in Warnings.
 	Slots    []SlotInfo `json:"slots"`
@@ -49,6 +54,47 @@ type SlotInfo struct {
 	// say so yet: a plan would have changes to make.
 	NeedsMigration bool     `json:"needs_migration"`
 	Warnings       []string `json:"warnings"`
+}
+
+// DefaultFIPSFile is where Linux says whether it runs in FIPS mode.
+const DefaultFIPSFile = "/proc/sys/crypto/fips_enabled"
+
+// FIPSMode is the host's FIPS setting as info read it. It is only reported: plan and apply
+// never read it, so they work the same on a host in FIPS mode (the migration is the way out
+// of a broken FIPS host, not something to refuse there).
+type FIPSMode struct {
+	File    string `json:"file"`    // the file read (DefaultFIPSFile)
+	Enabled *bool  `json:"enabled"` // null when the file could not be read (Reason says why)
+	Reason  string `json:"reason,omitempty"`
+	// OldFormatBroken: FIPS is on and at least one slot is old or mixed: openCryptoki
+	// cannot open those tokens now.
+	OldFormatBroken bool `json:"old_format_broken"`
+}
+
+// ReadFIPS reads file ("" = DefaultFIPSFile): "1" is on, "0" is off; a missing file (a kernel
+// without CONFIG_CRYPTO_FIPS) is off.
+func ReadFIPS(file string) FIPSMode {
+	if file == "" {
+		file = DefaultFIPSFile
+	}
+	m := FIPSMode{File: file}
+	b, err := os.ReadFile(file)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		off := false
+		m.Enabled, m.Reason = &off, "not present: the kernel has no FIPS mode"
+	case err != nil:
+		m.Reason = fmt.Sprintf("could not read it: %v", err)
+	default:
+		switch v := strings.TrimSpace(string(b)); v {
+		case "0", "1":
+			on := v == "1"
+			m.Enabled = &on
+		default:
+			m.Reason = fmt.Sprintf("unexpected content %q", v)
+		}
+	}
+	return m
 }
 
 // SlotFiles tells which backups, journals and working copies exist next to a repository.
@@ -131,6 +177,19 @@ func MakeInventory(o Options) (*Inventory, error) {
 		inspectSlot(&si, o, confdir, stateBase, s.TokVersionIs312())
 		inv.NeedsMigration = inv.NeedsMigration || si.NeedsMigration
 		inv.Slots = append(inv.Slots, si)
+	}
+	inv.FIPS = ReadFIPS(o.FIPSFile)
+	if inv.FIPS.Enabled != nil && *inv.FIPS.Enabled {
+		var old []string
+		for _, si := range inv.Slots {
+			if si.Format == "old" || si.Format == "mixed" {
+				old = append(old, strconv.Itoa(si.Slot))
+			}
+		}
+		if len(old) > 0 {
+			inv.FIPS.OldFormatBroken = true
+			inv.Warnings = append(inv.Warnings, fmt.Sprintf("the host runs in FIPS mode and slot(s) %s are in the old format: openCryptoki cannot open them now (upstream issue #527); migrate them (this tool does not depend on the FIPS setting)", strings.Join(old, ", ")))
+		}
 	}
 	return inv, nil
 }

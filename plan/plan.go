@@ -71,6 +71,7 @@ type Options struct {
 	StateBase string   // "" = DefaultStateBase
 	ProcRoot  string   // "" = "/proc"
 	PIDFiles  []string // nil = procscan defaults
+	FIPSFile  string   // info only: "" = DefaultFIPSFile (plan and apply never read it)
 
 	// ForceSwitch, set by tests only (the binary's test hooks), plans an in-place switch
 	// where the exchange would work: "in_place" (the backup beside the repository, as on an

@@ -38,6 +38,7 @@ func TestSchemasMatchStructs(t *testing.T) {
 		{schema.Info, "", plan.Inventory{}},
 		{schema.Info, "/$defs/slot_info", plan.SlotInfo{}},
 		{schema.Info, "/$defs/slot_info/properties/files", plan.SlotFiles{}},
+		{schema.Info, "/properties/fips", plan.FIPSMode{}},
 	}
 	for _, c := range cases {
 		rt := reflect.TypeOf(c.typ)

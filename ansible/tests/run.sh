@@ -322,6 +322,9 @@ fleetvars() {
             echo "pkcstok_confdir: '$W/$name/conf'"
             echo "pkcstok_binary: '$W/evwrap.sh'"
             echo "pkcstok_become: false"
+            # the rollout checks with the host's library by default; this machine has only
+            # Debian 12's openCryptoki 3.8.1, which cannot open a 3.12 token (make fleet checks it)
+            echo "pkcstok_verify_with_library: false"
             echo "vault_pkcstok_so_pin: '$SO_PIN'"
             echo "vault_pkcstok_user_pin: '$USER_PIN'"
             for l in "$@"; do echo "$l"; done

@@ -32,6 +32,10 @@ func runInfo(e *env, args []string) int {
 	}
 	ao := applyOptions(e, out)
 	o.ProcRoot, o.PIDFiles = ao.ProcRoot, ao.PIDFiles
+	// Test builds only: PKCSTOK_MIGRATE_FIPS_FILE stands for /proc/sys/crypto/fips_enabled.
+	if v := e.getenv("PKCSTOK_MIGRATE_FIPS_FILE"); v != "" && testHooksEnabled {
+		o.FIPSFile = v
+	}
 	inv, err := plan.MakeInventory(o)
 	if err != nil {
 		return out.fail(err)
@@ -47,6 +51,16 @@ func infoSummary(inv *plan.Inventory) string {
 		b.WriteString(", needs migrating")
 	}
 	b.WriteString("\n")
+	switch f := inv.FIPS; {
+	case f.Enabled == nil:
+		tprintf(&b, "FIPS mode: unknown (%s: %s)\n", f.File, f.Reason)
+	case *f.Enabled && f.OldFormatBroken:
+		tprintf(&b, "FIPS mode: on, old-format tokens cannot be opened now: migrate them\n")
+	case *f.Enabled:
+		tprintf(&b, "FIPS mode: on\n")
+	default:
+		tprintf(&b, "FIPS mode: off\n")
+	}
 	for _, s := range inv.Slots {
 		tprintf(&b, "slot %d: %s (%s)", s.Slot, s.TokenType, s.Stdll)
 		if s.TokenType == plan.TokenTypeUnsupported {

@@ -98,6 +98,22 @@ slots_needing_migration:
   type: list
   elements: int
   sample: [3]
+fips_mode:
+  description:
+    - The host's FIPS mode from C(/proc/sys/crypto/fips_enabled) (C(true), C(false)), or C(null) when it
+      could not be read.
+    - openCryptoki cannot open old-format tokens in FIPS mode (upstream issue 527), so migrate
+      before enabling it.
+  returned: success
+  type: bool
+  sample: false
+broken_now:
+  description:
+    - The host runs in FIPS mode and has old-format (or mixed) slots, which openCryptoki cannot open
+      now. C(pkcstok-migrate) migrates them all the same (plan and apply do not depend on FIPS).
+  returned: success
+  type: bool
+  sample: false
 info:
   description:
     - The document printed by C(pkcstok-migrate info) (its JSON Schema is C(pkcstok-migrate schema info)).
@@ -120,6 +136,10 @@ info:
     needs_migration:
       description: Whether at least one slot needs migrating.
       type: bool
+      returned: always
+    fips:
+      description: C(file) read, C(enabled) (bool or null), C(reason) when null, C(old_format_broken).
+      type: dict
       returned: always
     slots:
       description:
@@ -224,8 +244,13 @@ def main():
         msg = '%d of %d slots need migrating: %s' % (len(need), len(slots), ', '.join(str(n) for n in need))
     else:
         msg = 'no slot of %d needs migrating' % len(slots)
+    fips = doc.get('fips') or {}
+    broken = bool(fips.get('old_format_broken'))
+    if fips.get('enabled'):
+        msg += '; FIPS mode is on' + (': old-format tokens cannot be opened now, migrate them' if broken else '')
     module.exit_json(changed=False, info=doc, needs_migration=bool(doc.get('needs_migration')),
-                     slots_needing_migration=need, msg=msg)
+                     slots_needing_migration=need, fips_mode=fips.get('enabled'), broken_now=broken,
+                     msg=msg)
 
 
 if __name__ == '__main__':

@@ -88,6 +88,37 @@ options:
         (error code C(slot_daemon_running)).
     type: bool
     default: false
+  verify_with_library:
+    description:
+      - After a migration, once C(pkcsslotd) runs again, open the migrated token with the host's own
+        openCryptoki (C(libopencryptoki.so) through Python's C(ctypes); C_Initialize, C_OpenSession,
+        C_FindObjects without login for the public objects, C_Login with the user PIN and
+        C_FindObjects again for the private ones) and compare what it sees with the plan's object
+        counts.
+      - When the library does not see every object of the plan (or cannot open the token), the
+        module runs C(pkcstok-migrate rollback), starts C(pkcsslotd) again, opens the token once
+        more (now in the old format) and fails with the code C(library_verify_failed).
+      - Needs I(user_pin) or I(user_pin_file) and I(stop_slot_daemon=true) (the daemon must be
+        running for the library to open the token; if it was not running before, it is started for
+        the check and stopped again). The PIN stays in the module's memory and is never on a
+        command line.
+    type: bool
+    default: false
+  remove_backups_after_verify:
+    description:
+      - Once I(verify_with_library) has seen every object of the plan in the migrated token, remove
+        the backups of this migration (C(<datastore>_BAK) and C(<confdir>/opencryptoki.conf_BAK)).
+      - Needed to migrate a second slot of the same C(opencryptoki.conf) in the same run, because the
+        tool keeps one C(opencryptoki.conf_BAK) per conf and refuses to overwrite it (C(backup_exists)).
+      - After that, C(state=rolled_back) has nothing to roll back to for this slot.
+    type: bool
+    default: false
+  library:
+    description:
+      - Path of the host's C(libopencryptoki.so) for I(verify_with_library).
+      - When not set, C(/usr/lib/*/pkcs11/libopencryptoki.so), C(/usr/lib64/opencryptoki/libopencryptoki.so)
+        and similar places are searched.
+    type: path
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -284,13 +315,28 @@ slot_daemon:
       description: Whether the module started the daemon again.
       type: bool
   sample: {was_running: true, stopped: true, started: true}
+library_check:
+  description:
+    - With I(verify_with_library), what the host's own library saw after the migration
+      (C(public), C(private), C(total), C(library)), what the plan expected (C(expected)), and on a
+      failed check also C(error), C(rolled_back) and C(after_rollback) (what the library saw in the
+      old format again).
+  returned: when I(verify_with_library=true) and apply ran
+  type: dict
+backups_removed:
+  description: The backups removed by I(remove_backups_after_verify).
+  returned: when I(remove_backups_after_verify=true) and the check passed
+  type: list
+  elements: str
+  sample: {public: 2, private: 3, total: 5, library: /usr/lib/s390x-linux-gnu/pkcs11/libopencryptoki.so, expected: {public: 2, private: 3}, ok: true}
 code:
   description:
     - Machine-readable error code of the tool, on failure.
     - One of C(wrong_pin), C(user_pin_not_set), C(slot_daemon_running), C(repository_in_use), C(locked),
       C(stale_plan), C(slot_not_found), C(unsupported_token), C(conf_invalid), C(corrupt_repository), C(byte_order),
       C(backup_exists), C(cannot_switch), C(bad_request), C(not_root), C(group_not_found), C(io_error), C(verify_failed),
-      C(internal), or C(slot_daemon_control) when pkcsslotd could not be stopped or started.
+      C(internal), C(slot_daemon_control) when pkcsslotd could not be stopped or started, or
+      C(library_verify_failed) when I(verify_with_library) found the migrated token wrong (it was rolled back).
   returned: failure
   type: str
   sample: wrong_pin
@@ -323,9 +369,19 @@ diff:
 import json
 import os
 import re
+import shutil
+import signal
+import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native, to_text
+
+try:
+    from ansible_collections.ocktools.pkcstok.plugins.module_utils import p11
+    P11_IMPORT_ERROR = None
+except ImportError:
+    p11 = None
+    P11_IMPORT_ERROR = traceback.format_exc()
 
 CONF_NAME = 'opencryptoki.conf'
 BAK_SUFFIX = '_BAK'
@@ -573,8 +629,9 @@ def backups_of(result):
     return out
 
 
-def run_with_daemon_stopped(module, runner, sub, request, ret):
-    """Run a changing subcommand; stop/start pkcsslotd around it when asked. Fails the module on error."""
+def run_with_daemon_stopped(module, runner, sub, request, ret, after=None):
+    """Run a changing subcommand; stop/start pkcsslotd around it when asked. Fails the module on error.
+    after(rc, doc) runs once the tool has finished, before the daemon is started again."""
     daemon = SlotDaemon(module) if module.params['stop_slot_daemon'] else None
     rc, doc, err, out = None, None, '', ''
     start_err = None
@@ -585,6 +642,8 @@ def run_with_daemon_stopped(module, runner, sub, request, ret):
             if stop_err:
                 module.fail_json(msg=stop_err, code='slot_daemon_control', **ret)
         rc, doc, err, out = runner.run(sub, request)
+        if after is not None:
+            after(rc, doc)
     finally:
         if daemon is not None:
             start_err = daemon.start()
@@ -605,6 +664,9 @@ def main():
             binary=dict(type='path'),
             state=dict(type='str', default='migrated', choices=['migrated', 'rolled_back']),
             stop_slot_daemon=dict(type='bool', default=False),
+            verify_with_library=dict(type='bool', default=False),
+            library=dict(type='path'),
+            remove_backups_after_verify=dict(type='bool', default=False),
         ),
         mutually_exclusive=[('so_pin', 'so_pin_file'), ('user_pin', 'user_pin_file')],
         supports_check_mode=True,
@@ -622,6 +684,15 @@ def main():
             module.fail_json(msg='pkcstok-migrate was not found in PATH; install it or set the binary option',
                              code='bad_request')
     runner = Runner(module, binary)
+    if p['remove_backups_after_verify'] and not p['verify_with_library']:
+        module.fail_json(msg='remove_backups_after_verify needs verify_with_library=true: backups are only '
+                         'removed once the host\'s own library has opened the migrated token', code='bad_request')
+    if p['verify_with_library'] and p['state'] == 'migrated' and not module.check_mode:
+        if not p['stop_slot_daemon']:
+            module.fail_json(msg='verify_with_library needs stop_slot_daemon=true (the library opens the token '
+                             'through pkcsslotd, and a rollback needs it stopped)', code='bad_request')
+        if p['user_pin'] is None and not p['user_pin_file']:
+            module.fail_json(msg='verify_with_library needs user_pin or user_pin_file', code='bad_request')
 
     if p['state'] == 'rolled_back':
         rollback(module, runner)
@@ -663,7 +734,8 @@ def migrate(module, runner):
             counts.get('reencrypt', 0) + counts.get('rewrap_header', 0), counts.get('total', 0))
         finish(module, ret, warnings)
 
-    rc, result, err, out, start_err = run_with_daemon_stopped(module, runner, 'apply', req, ret)
+    rc, result, err, out, start_err = run_with_daemon_stopped(module, runner, 'apply', req, ret,
+                                                              after=lambda rc, doc: test_canary(plan))
     if rc != 0 or result is None or Runner.error_of(result) is not None:
         if start_err:
             ret['slot_daemon_error'] = start_err
@@ -681,7 +753,178 @@ def migrate(module, runner):
         module.fail_json(**ret)
     ret['msg'] = 'slot %s: migrated %s of %s objects' % (
         result.get('slot'), result.get('objects_migrated', 0), result.get('objects_total', 0))
+    if module.params['verify_with_library']:
+        verify_with_library(module, runner, plan, ret, warnings)
+        ret['msg'] += '; the host\'s library sees all %d objects' % ret['library_check']['total']
+        if module.params['remove_backups_after_verify']:
+            removed = remove_backups(module, ret)
+            ret['msg'] += '; backups removed (%s)' % ', '.join(removed)
     finish(module, ret, warnings)
+
+
+def remove_backups(module, ret):
+    """Removes the backups of the migration just verified (shutil.rmtree works through directory
+    file descriptors: a symlink planted inside the tree is removed, never followed)."""
+    removed = []
+    for key in ('backup_datastore', 'backup_conf'):
+        path = ret.get(key)
+        if not path:
+            continue
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        except (IOError, OSError) as e:
+            module.fail_json(msg='slot %s: migrated and verified, but %s could not be removed: %s'
+                             % (module.params['slot'], path, to_native(e)), code='io_error', **ret)
+        removed.append(path)
+        ret.pop(key)
+    ret['backups_removed'] = removed
+    return removed
+
+
+CANARY_ENV = 'PKCSTOK_MIGRATE_TEST_CANARY'
+
+
+def test_canary(plan):
+    """Test-only hook of the fleet test (ansible/tests/fleet.sh): damages the migrated repository
+    between apply and the library check, to show that the check rolls it back. It fires only
+    when the environment names a file (PKCSTOK_MIGRATE_TEST_CANARY) that exists and holds this
+    repository's path; the file is removed when it fires, so it fires once."""
+    marker = os.environ.get(CANARY_ENV)
+    if not marker or not os.path.isfile(marker):
+        return
+    ds = plan.get('datastore') or ''
+    try:
+        with open(marker) as f:
+            if f.read().strip() != ds:
+                return
+        os.unlink(marker)
+    except (IOError, OSError):
+        return
+    for o in plan.get('objects') or []:
+        if o.get('private'):
+            path = os.path.join(ds, 'TOK_OBJ', o.get('file'))
+            with open(path, 'r+b') as f:
+                f.truncate(max(os.path.getsize(path) // 2, 1))
+            return
+
+
+def library_count(module, slot, user_pin):
+    """Counts the token's objects with the host's own library, in a child process (a crash or
+    hang of the library cannot take the module with it). Returns (dict, None) or (None, error)."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(rfd)
+        try:
+            # The module's stdout is its JSON answer: nothing the library prints may reach it.
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            signal.alarm(600)
+            out = dict(ok=p11.count_objects(module.params['library'], slot, user_pin))
+        except Exception as e:  # everything is reported to the parent; nothing holds a PIN
+            out = dict(error=to_native(e))
+        os.write(wfd, json.dumps(out).encode('utf-8'))
+        os._exit(0)
+    os.close(wfd)
+    chunks = []
+    while True:
+        b = os.read(rfd, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(rfd)
+    dummy, status = os.waitpid(pid, 0)
+    try:
+        doc = json.loads(b''.join(chunks).decode('utf-8'))
+    except ValueError:
+        return None, 'the library check ended without an answer (wait status %d)' % status
+    if 'error' in doc:
+        return None, doc['error']
+    return doc['ok'], None
+
+
+def user_pin_bytes(module):
+    p = module.params
+    if p['user_pin'] is not None:
+        return p['user_pin'].encode('utf-8')
+    if p['user_pin_file']:
+        with open(p['user_pin_file'], 'rb') as f:
+            return f.read().rstrip(b'\r\n')
+    return None
+
+
+def verify_with_library(module, runner, plan, ret, warnings):
+    """Opens the migrated token with the host's library; on a mismatch rolls back and fails."""
+    slot = plan.get('slot', module.params['slot'])
+    counts = plan.get('counts') or {}
+    expected = dict(public=counts.get('public', 0), private=counts.get('private', 0))
+    check = dict(expected=expected, ok=False)
+    ret['library_check'] = check
+    done_msg = ret.pop('msg', '')
+    if p11 is None:
+        module.fail_json(msg='verify_with_library needs the collection\'s module_utils p11: %s' % P11_IMPORT_ERROR,
+                         code='bad_request', **ret)
+    pin = user_pin_bytes(module)
+    if not pin:
+        module.fail_json(msg='verify_with_library needs user_pin or user_pin_file', code='bad_request', **ret)
+    daemon = SlotDaemon(module)
+    started_for_check = False
+    cmd = daemon._cmd('status') or ['false']
+    if daemon.systemd and cmd[1] == 'status':
+        cmd[1] = 'is-active'
+    rc, dummy, dummy = module.run_command(cmd)
+    if rc != 0:
+        daemon.stopped = True  # let start() run it
+        e = daemon.start()
+        if e:
+            module.fail_json(msg='verify_with_library: ' + e, code='slot_daemon_control', **ret)
+        started_for_check = True
+    seen, err = library_count(module, slot, pin)
+    if seen is not None:
+        check.update(seen)
+    if seen is not None and seen['public'] == expected['public'] and seen['private'] == expected['private']:
+        check['ok'] = True
+        if started_for_check:
+            daemon.stop()
+        ret['msg'] = done_msg
+        return
+    if err:
+        check['error'] = err
+        why = 'the host\'s library could not open it: %s' % err
+    else:
+        why = ('the host\'s library %s sees %d public and %d private objects, the plan has %d and %d'
+               % (seen['library'], seen['public'], seen['private'], expected['public'], expected['private']))
+    # Roll back: the daemon stopped for it and started again.
+    req = build_request(module, with_pins=False)
+    rb = dict()
+    rrc, rdoc, rerr, rout, start_err = run_with_daemon_stopped(module, runner, 'rollback', req, rb)
+    check['rolled_back'] = rrc == 0 and rdoc is not None and Runner.error_of(rdoc) is None
+    if not check['rolled_back']:
+        e = Runner.error_of(rdoc) or {}
+        ret.pop('changed', None)
+        module.fail_json(msg='slot %s: migrated, but %s; the rollback FAILED too (%s): restore %s by hand'
+                         % (slot, why, e.get('message') or rerr or 'no result', ret.get('backup_datastore', 'the _BAK copy')),
+                         code='library_verify_failed', **ret)
+    after, aerr = library_count(module, slot, pin)
+    check['after_rollback'] = after if after is not None else dict(error=aerr)
+    if start_err:
+        warnings.append(start_err)
+    if started_for_check:
+        daemon.stop()
+    if after is not None:
+        state = 'it was rolled back and opens again in the old format (%d public, %d private objects)' % (
+            after['public'], after['private'])
+    else:
+        state = 'it was rolled back, but the library cannot open the old token either: %s' % aerr
+    for w in warnings:
+        module.warn(w)
+    ret['changed'] = True
+    module.fail_json(msg='slot %s: the migrated token failed the check with the host\'s own openCryptoki: %s; %s'
+                     % (slot, why, state), code='library_verify_failed', **ret)
 
 
 def rollback(module, runner):

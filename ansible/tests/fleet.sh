@@ -1,0 +1,599 @@
+#!/usr/bin/env bash
+# make fleet (issue 21): a real mixed-architecture fleet on this machine, driven by the real
+# ansible-playbook over SSH.
+#
+#   bash ansible/tests/fleet.sh            (root, after make setup and make cross)
+#
+# Four hosts, each its own Debian root (built by e2e/setup.sh with python3 in it, under
+# .cache/fleet/base) in an overlay of its own (.cache/fleet/run/<host>/root, so every run starts
+# from the same roots), each served by its own sshd on 127.0.0.1:<port>:
+#
+#   z1  s390x   Debian 13 (trixie)   openCryptoki 3.23  Soft (slot 3) and ICA (slot 1)
+#   x1  amd64   Debian 13 (trixie)   openCryptoki 3.23  Soft (slot 3), PINs of its own
+#   z2  s390x   Debian testing       openCryptoki 3.27  Soft (slot 3)
+#   p1  ppc64el Debian testing       openCryptoki 3.27  Soft (slot 3), FIPS mode on
+#
+# The sshd is this machine's own /usr/sbin/sshd (Debian's openssh-server) with a config of
+# its own: key authentication only, root with prohibit-password, ChrootDirectory the host's
+# root, internal-sftp. Each sshd runs in a PID and mount namespace of its own
+# (unshare --pid --fork --mount --kill-child) with a proc mounted at <root>/proc inside it, so
+# that a host sees only its own processes: pkcstok-migrate refuses to change a repository
+# while any pkcsslotd is visible, and four hosts' daemons must not see each other. Inside the
+# chroot everything (bash, python3, pkcsslotd, the tool) is the root's own architecture, run
+# by binfmt_misc and qemu-user-static (flag F). A `service` shim (ansible/tests/fleet/service)
+# really stops and starts that root's pkcsslotd.
+#
+# p1's FIPS mode: this machine's kernel has no /proc/sys/crypto, so p1's namespace gets a
+# /proc/sys of its own: a tmpfs holding binds of the real /proc/sys directories plus
+# crypto/fips_enabled = 1. The release binary and Ansible's own fact gathering read it like
+# the real file; nothing in the binary is redirected.
+#
+# Secrets: the PINs are in an Ansible Vault file (its password in a file this script
+# writes); the test tokens are made with the host's own library through Python's ctypes
+# with the PINs on stdin (ansible/plugins/module_utils/p11.py), so no PIN is ever in an argv.
+# Every output and log is searched for the PINs at the end, and /proc/*/cmdline of every
+# process on the machine is sampled during the run.
+#
+# Exit 0 only when every check passed; prints a summary table. With CI=true a missing
+# prerequisite fails; otherwise it skips with exit 0 (and says that it skipped).
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+COLL=$(cd "$HERE/.." && pwd)
+FLEET=${PKCSTOK_FLEET_DIR:-$REPO/.cache/fleet}
+BASE=$FLEET/base
+RUN=$FLEET/run
+T0=$(date +%s)
+
+# name  root             port  arch-of-go  slots (slot:stdll:label ...)
+HOSTS="z1 trixie-s390x 2201 s390x 3:libpkcs11_sw.so:z1-soft,1:libpkcs11_ica.so:z1-ica
+x1 trixie-amd64 2202 amd64 3:libpkcs11_sw.so:x1-soft
+z2 testing-s390x 2203 s390x 3:libpkcs11_sw.so:z2-soft
+p1 testing-ppc64el 2204 ppc64le 3:libpkcs11_sw.so:p1-soft"
+NAMES="z1 x1 z2 p1"
+FIPS_HOST=p1
+CANARY_HOST=p1
+
+# PINs (4-8 bytes for Soft and ICA). x1 has PINs of its own.
+SO_PIN=flSO-613 USER_PIN=flUS-284
+X1_SO_PIN=x1so-952 X1_USER_PIN=x1us-477 X1_WRONG_PIN=x1us-000
+
+PASS=0 FAILN=0
+ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
+bad() { FAILN=$((FAILN + 1)); echo "FAIL - $*"; }
+say() { echo "fleet: $*" >&2; }
+elapsed() { echo "$(($(date +%s) - T0)) s"; }
+
+skip_or_fail() {
+	if [ "${CI:-}" = true ]; then
+		echo "FAIL - fleet: $* (CI=true: a missing prerequisite fails; run make setup)"
+		exit 1
+	fi
+	echo "SKIP - fleet: $* (run make setup; this is a skip, not a pass)"
+	exit 0
+}
+
+# --- prerequisites ------------------------------------------------------------------------
+[ "$(id -u)" = 0 ] || skip_or_fail "must run as root (mount, unshare, chroot, sshd)"
+for c in ansible ansible-playbook ansible-vault ssh ssh-keygen unshare mount /usr/sbin/sshd qemu-s390x-static qemu-ppc64le-static; do
+	command -v "$c" >/dev/null 2>&1 || skip_or_fail "$c is missing"
+done
+while read -r name root port goarch slots; do
+	[ -f "$BASE/$root/.pkcstok-root" ] || skip_or_fail "root $BASE/$root is not built"
+	[ -x "$BASE/$root/usr/bin/python3" ] || skip_or_fail "root $BASE/$root has no python3"
+	[ -f "$REPO/bin/pkcstok-migrate-linux-$goarch" ] || skip_or_fail "bin/pkcstok-migrate-linux-$goarch is missing (make cross)"
+done <<<"$HOSTS"
+
+# binfmt_misc with flag F: the kernel hands s390x and ppc64le executables inside the roots to
+# qemu (the Makefile's unit-* targets register the same entries).
+BINFMT=/proc/sys/fs/binfmt_misc
+[ -e $BINFMT/register ] || mount -t binfmt_misc binfmt_misc $BINFMT || skip_or_fail "cannot mount binfmt_misc"
+[ -e $BINFMT/qemu-s390x ] || printf '%s\n' ':qemu-s390x:M::\x7fELF\x02\x02\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x16:\xff\xff\xff\xff\xff\xff\xff\xfc\xff\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff:/usr/bin/qemu-s390x-static:F' >$BINFMT/register
+[ -e $BINFMT/qemu-ppc64le ] || printf '%s\n' ':qemu-ppc64le:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x15\x00:\xff\xff\xff\xff\xff\xff\xff\xfc\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\x00:/usr/bin/qemu-ppc64le-static:F' >$BINFMT/register
+for q in qemu-s390x qemu-ppc64le; do
+	grep -q '^flags: .*F' $BINFMT/$q 2>/dev/null || skip_or_fail "binfmt_misc entry $q is not registered with flag F"
+done
+
+# --- tear down what an earlier run left ------------------------------------------------------
+teardown() {
+	local h pid
+	for h in $NAMES; do
+		pid=$(cat "$RUN/$h/unshare.pid" 2>/dev/null) || continue
+		# only the unshare this script started (its command line names this host's config)
+		if { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -q -- "$RUN/$h/sshd_config"; then
+			# unshare ignores SIGTERM while it waits; its child is the namespace's init (the
+			# sshd): when that ends, the kernel kills every process of the namespace.
+			for c in $(pgrep -P "$pid"); do kill "$c" 2>/dev/null; done
+			for _ in $(seq 100); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+			[ -d "/proc/$pid" ] && { for c in $(pgrep -P "$pid"); do kill -KILL "$c" 2>/dev/null; done; sleep 0.5; }
+		fi
+		rm -f "$RUN/$h/unshare.pid"
+		# a listener whose pid file is gone (make clean, a killed run): found by its own config
+		for p in $(pgrep -f -- "-f $RUN/$h/sshd_config -E"); do kill "$p" 2>/dev/null; done
+	done
+	# ssh control masters of the last run
+	for s in "$RUN"/cp/*; do [ -S "$s" ] && ssh -o ControlPath="$s" -O exit dummy 2>/dev/null; done
+	for h in $NAMES; do
+		for m in "$RUN/$h/root/var/lib/opencryptoki" "$RUN/$h/root"; do
+			mountpoint -q "$m" && { umount "$m" 2>/dev/null || umount -l "$m"; }
+		done
+	done
+	return 0
+}
+teardown
+# KEEP=1 leaves the hosts running (for a look with ssh -F ... ; the next run tears them down)
+trap '[ -n "${SAMPLER:-}" ] && kill $SAMPLER 2>/dev/null; [ "${KEEP:-}" = 1 ] || teardown' EXIT
+rm -rf --one-file-system "$RUN"
+mkdir -p "$RUN/cp" "$RUN/out" /run/sshd
+chmod 700 "$RUN"
+OUT=$RUN/out
+
+# --- keys, vault, collection -------------------------------------------------------------------
+ssh-keygen -q -t ed25519 -N '' -C fleet-client -f "$RUN/id_ed25519"
+ssh-keygen -q -t ed25519 -N '' -C fleet-host -f "$RUN/ssh_host_ed25519_key"
+cp "$RUN/id_ed25519.pub" "$RUN/authorized_keys"
+chmod 600 "$RUN/authorized_keys"
+: >"$RUN/known_hosts"
+
+# --- the hosts -----------------------------------------------------------------------------------
+conf_of() { # slots -> opencryptoki.conf (no tokversion: the library writes the old format)
+	printf 'version opencryptoki-3.1\n'
+	local IFS=,
+	for s in $1; do
+		printf '\nslot %s\n{\nstdll = %s\n}\n' "${s%%:*}" "$(echo "$s" | cut -d: -f2)"
+	done
+}
+
+up_host() { # name root port goarch slots
+	local h=$1 root=$2 port=$3 d=$RUN/$1 r=$RUN/$1/root
+	mkdir -p "$d/upper" "$d/work" "$r"
+	mount -t overlay overlay -o "lowerdir=$BASE/$root,upperdir=$d/upper,workdir=$d/work" "$r" || return 1
+	# The repositories on a file system of their own, as on a real host: overlayfs refuses the
+	# atomic exchange (renameat2 RENAME_EXCHANGE) of a directory that comes from the lower layer
+	# (EXDEV), and the package ships /var/lib/opencryptoki/swtok.
+	cp -a "$r/var/lib/opencryptoki" "$d/state"
+	mount --bind "$d/state" "$r/var/lib/opencryptoki" || return 1
+	install -m 0755 "$HERE/fleet/service" "$r/usr/sbin/service"
+	mkdir -p "$r/usr/local/sbin"
+	local gid
+	gid=$(stat -c %g "$r/var/lib/opencryptoki")
+	conf_of "$5" >"$r/etc/opencryptoki/opencryptoki.conf"
+	chown "0:$gid" "$r/etc/opencryptoki/opencryptoki.conf"
+	chmod 0640 "$r/etc/opencryptoki/opencryptoki.conf"
+	mkdir -p "$r/root/.ansible/tmp"
+	cat >"$d/sshd_config" <<-EOF
+		# fleet host $h ($root): this machine's sshd, chrooted logins into the host's root
+		Port $port
+		ListenAddress 127.0.0.1
+		HostKey $RUN/ssh_host_ed25519_key
+		PidFile none
+		AuthorizedKeysFile $RUN/authorized_keys
+		PubkeyAuthentication yes
+		PasswordAuthentication no
+		KbdInteractiveAuthentication no
+		PermitRootLogin prohibit-password
+		AllowUsers root
+		UsePAM no
+		ChrootDirectory $r
+		Subsystem sftp internal-sftp
+		PermitUserEnvironment no
+		LogLevel VERBOSE
+		MaxStartups 30:30:60
+		MaxSessions 30
+		PrintMotd no
+		PrintLastLog no
+	EOF
+	if [ "$h" = "$CANARY_HOST" ]; then
+		# The canary's test-only hook (pkcstok_migrate: verify_with_library): armed per run by
+		# the file it names, see the rollout below. Only this host's sessions get it.
+		printf 'SetEnv PKCSTOK_MIGRATE_TEST_CANARY=/run/pkcstok-test-canary\n' >>"$d/sshd_config"
+	fi
+	local fips=
+	[ "$h" = "$FIPS_HOST" ] && fips=1
+	# PID + mount namespace: proc of its own at <root>/proc; for the FIPS host a /proc/sys of
+	# its own with crypto/fips_enabled = 1 (see the top of this file).
+	setsid unshare --pid --fork --mount --kill-child -- sh -c '
+		set -e
+		r=$1 cfg=$2 log=$3 fips=$4
+		mount -t proc -o nosuid,nodev,noexec proc "$r/proc"
+		if [ -n "$fips" ]; then
+			t=$(mktemp -d)
+			mount --bind "$r/proc/sys" "$t"
+			mount -t tmpfs -o mode=0555,size=64k tmpfs "$r/proc/sys"
+			for s in "$t"/*; do mkdir "$r/proc/sys/${s##*/}"; mount --rbind "$s" "$r/proc/sys/${s##*/}"; done
+			mkdir "$r/proc/sys/crypto"
+			echo 1 >"$r/proc/sys/crypto/fips_enabled"
+			chmod 0444 "$r/proc/sys/crypto/fips_enabled"
+			mount -o remount,ro "$r/proc/sys"
+			umount -l "$t"
+		fi
+		exec /usr/sbin/sshd -D -e -f "$cfg" -E "$log"
+	' fleet-sshd "$r" "$d/sshd_config" "$d/sshd.log" "$fips" </dev/null >"$d/unshare.out" 2>&1 &
+	echo $! >"$d/unshare.pid"
+	# cmdline of that unshare names the config (teardown checks it)
+	local i
+	for i in $(seq 100); do
+		ssh-keyscan -p "$port" -t ed25519 127.0.0.1 2>/dev/null | sed "s/^127.0.0.1/[127.0.0.1]:$port/" >"$d/known" && [ -s "$d/known" ] && break
+		sleep 0.2
+	done
+	[ -s "$d/known" ] || { say "$h: sshd did not come up: $(cat "$d/unshare.out" "$d/sshd.log" 2>/dev/null)"; return 1; }
+	cat "$d/known" >>"$RUN/known_hosts"
+}
+
+SSHOPTS=(-o BatchMode=yes -o IdentitiesOnly=yes -i "$RUN/id_ed25519" -o UserKnownHostsFile="$RUN/known_hosts"
+	-o StrictHostKeyChecking=yes -o ControlMaster=auto -o ControlPersist=600 -o ControlPath="$RUN/cp/%h-%p-%r" -l root)
+port_of() { awk -v h="$1" '$1 == h { print $3 }' <<<"$HOSTS"; }
+on() { # on HOST COMMAND...: over SSH (the same control master as ansible's)
+	local h=$1
+	shift
+	ssh "${SSHOPTS[@]}" -p "$(port_of "$h")" 127.0.0.1 "$@"
+}
+# p11 HOST < JSON-REQUEST: the collection's ctypes helper run by the host's python3, with the
+# request (PINs) on stdin; prints the JSON answer.
+p11() {
+	local prog
+	prog=$(
+		cat "$COLL/plugins/module_utils/p11.py"
+		cat <<-'EOF'
+
+			import json as _json, sys as _sys
+			_req = _json.loads(_sys.stdin.readline())
+			_pin = lambda k: _req[k].encode() if k in _req else None
+			try:
+			    if _req['op'] == 'populate':
+			        populate(None, _req['slot'], _req['label'], _pin('so_pin'), _pin('user_pin'))
+			        _out = {'ok': True}
+			    elif _req['op'] == 'list':
+			        _out = {'ok': True, 'objects': listing(None, _req['slot'], _pin('user_pin'))}
+			    elif _req['op'] == 'count':
+			        _out = {'ok': True, 'count': count_objects(None, _req['slot'], _pin('user_pin'))}
+			    else:
+			        _out = {'ok': False, 'error': 'unknown op'}
+			except Exception as _e:
+			    _out = {'ok': False, 'error': str(_e)}
+			_sys.stdout.write(_json.dumps(_out, sort_keys=True) + '\n')
+		EOF
+	)
+	# the program goes to the host as a file (sftp-free: through cat), the request on stdin
+	printf '%s\n' "$prog" | on "$1" 'cat > /tmp/fleet-p11.py' || return 1
+	on "$1" python3 /tmp/fleet-p11.py
+}
+
+pins_of() { # host -> so user (the right ones)
+	if [ "$1" = x1 ]; then echo "$X1_SO_PIN $X1_USER_PIN"; else echo "$SO_PIN $USER_PIN"; fi
+}
+req() { # op slot user_pin [so_pin label]: a JSON request line (PINs only ever on stdin)
+	python3 -c 'import json,sys; a=sys.stdin.read().split("\n"); d={"op":a[0],"slot":int(a[1]),"user_pin":a[2]}
+if len(a)>4 and a[3]: d["so_pin"]=a[3]; d["label"]=a[4]
+print(json.dumps(d))' <<<"$1
+$2
+$3
+${4:-}
+${5:-}"
+}
+
+# --- PIN sampler: every process's argv on this machine, all through the run -----------------
+PINS_FILE=$RUN/pins
+printf '%s\n' "$SO_PIN" "$USER_PIN" "$X1_SO_PIN" "$X1_USER_PIN" "$X1_WRONG_PIN" >"$PINS_FILE"
+chmod 600 "$PINS_FILE"
+SAMPLES=$RUN/argv-samples
+(
+	n=0
+	while kill -0 $$ 2>/dev/null; do
+		for c in /proc/[0-9]*/cmdline; do
+			{ tr '\0' ' ' <"$c"; } 2>/dev/null && echo
+		done 2>/dev/null | grep -F -f "$PINS_FILE" >>"$RUN/argv-hits" 2>/dev/null
+		n=$((n + 1))
+		echo $n >"$SAMPLES"
+		sleep 0.5
+	done
+) &
+SAMPLER=$!
+
+# --- bring the fleet up ---------------------------------------------------------------------------
+say "bringing up $NAMES ($(elapsed))"
+while read -r name root port goarch slots; do
+	up_host "$name" "$root" "$port" "$goarch" "$slots" || { bad "$name: host did not come up"; exit 1; }
+done <<<"$HOSTS"
+ok "four sshd on 127.0.0.1:2201-2204, each in its own PID namespace, chrooted into its root ($(elapsed))"
+
+# the daemons, over SSH, with the shim
+for h in $NAMES; do
+	on "$h" service pkcsslotd start >"$OUT/start-$h.txt" 2>&1 || { bad "$h: service pkcsslotd start: $(cat "$OUT/start-$h.txt")"; exit 1; }
+done
+for h in $NAMES; do
+	on "$h" 'for d in /proc/[0-9]*; do read -r c < $d/comm; [ "$c" = pkcsslotd ] && stat -c "%U" $d; done' >"$OUT/slotd-user-$h.txt" 2>&1
+	if [ "$(sort -u "$OUT/slotd-user-$h.txt")" = pkcsslotd ]; then ok "$h: the real pkcsslotd runs as user pkcsslotd, alone in the host's /proc"; else bad "$h: pkcsslotd processes: $(cat "$OUT/slotd-user-$h.txt")"; fi
+done
+
+# --- the tokens, made by each host's own library in the old format -------------------------
+say "making the tokens ($(elapsed))"
+while read -r name root port goarch slots; do
+	read -r so user <<<"$(pins_of "$name")"
+	IFS=, read -ra ss <<<"$slots"
+	for s in "${ss[@]}"; do
+		IFS=: read -r slot stdll label <<<"$s"
+		a=$(req populate "$slot" "$user" "$so" "$label" | p11 "$name")
+		if [ "$(jq -r .ok <<<"$a" 2>/dev/null)" = true ]; then :; else bad "$name slot $slot: could not make the token: $a"; exit 1; fi
+		req list "$slot" "$user" | p11 "$name" >"$OUT/before-$name-$slot.json"
+		n=$(jq '.objects | length' "$OUT/before-$name-$slot.json" 2>/dev/null)
+		if [ "${n:-0}" -gt 0 ]; then ok "$name slot $slot ($label): $n objects made by its own library"; else bad "$name slot $slot: listing: $(cat "$OUT/before-$name-$slot.json")"; fi
+	done
+done <<<"$HOSTS"
+say "tokens made ($(elapsed))"
+T_TOKENS=$(elapsed)
+
+# --- the controller: collection with the four binaries, vault, inventory, ansible.cfg --------------
+CROOT=$RUN/coll/ansible_collections/ocktools/pkcstok
+mkdir -p "$CROOT"
+cp -a "$COLL/." "$CROOT/"
+rm -rf "$CROOT/tests"
+mkdir -p "$CROOT/roles/install/files"
+for a in amd64 arm64 ppc64le s390x; do cp "$REPO/bin/pkcstok-migrate-linux-$a" "$CROOT/roles/install/files/"; done
+(cd "$CROOT/roles/install/files" && sha256sum pkcstok-migrate-linux-* >SHA256SUMS)
+PB=$CROOT/playbooks
+INV=$RUN/inventory
+mkdir -p "$INV/group_vars/opencryptoki_hosts" "$INV/host_vars/x1"
+cat >"$INV/hosts" <<-EOF2
+	# inventory order = rollout order: z1, x1, then the rest
+	[opencryptoki_hosts]
+	z1 ansible_port=2201 pkcstok_slots='[3, 1]' pkcstok_remove_backups_after_verify=true
+	x1 ansible_port=2202
+	z2 ansible_port=2203
+	p1 ansible_port=2204
+
+	[opencryptoki_hosts:vars]
+	ansible_host=127.0.0.1
+	ansible_user=root
+	ansible_python_interpreter=/usr/bin/python3
+	pkcstok_become=false
+
+	[migrate_expected:children]
+	opencryptoki_hosts
+EOF2
+VAULT_PASS=$RUN/vault-pass
+printf '[defaults]\n' >"$RUN/vault.cfg" # ansible-vault alone: the password file on its command line only
+head -c 24 /dev/urandom | base64 >"$VAULT_PASS"
+chmod 600 "$VAULT_PASS"
+vault() { # vault FILE < plaintext yaml: encrypted in place (the plaintext never touches disk)
+	rm -f "$1"
+	ANSIBLE_CONFIG=$RUN/vault.cfg ansible-vault encrypt --vault-password-file "$VAULT_PASS" --output "$1" - >/dev/null 2>>"$OUT/vault.err" ||
+		{ bad "ansible-vault encrypt $1: $(cat "$OUT/vault.err")"; exit 1; }
+}
+printf 'vault_pkcstok_so_pin: "%s"\nvault_pkcstok_user_pin: "%s"\n' "$SO_PIN" "$USER_PIN" | vault "$INV/group_vars/opencryptoki_hosts/vault.yml" || exit 1
+x1_vault() { printf 'vault_pkcstok_so_pin: "%s"\nvault_pkcstok_user_pin: "%s"\n' "$X1_SO_PIN" "$1" | vault "$INV/host_vars/x1/vault.yml" || exit 1; }
+x1_vault "$X1_USER_PIN"
+if grep -q '^\$ANSIBLE_VAULT' "$INV/group_vars/opencryptoki_hosts/vault.yml" "$INV/host_vars/x1/vault.yml" && ! grep -rqF -f "$PINS_FILE" "$INV"; then
+	ok "PINs in Ansible Vault files (password in a file written by the test), x1's of its own"
+else
+	bad "vault files: $(cat "$OUT/vault.err")"
+fi
+
+export ANSIBLE_CONFIG=$RUN/ansible.cfg ANSIBLE_COLLECTIONS_PATH=$RUN/coll
+cat >"$ANSIBLE_CONFIG" <<-EOF2
+	[defaults]
+	inventory = $INV
+	vault_password_file = $VAULT_PASS
+	private_key_file = $RUN/id_ed25519
+	remote_tmp = /root/.ansible/tmp
+	local_tmp = $RUN/ansible-local
+	retry_files_enabled = False
+	forks = 4
+	timeout = 120
+	nocolor = 1
+	log_path = $OUT/ansible.log
+	interpreter_python = /usr/bin/python3
+	localhost_warning = False
+
+	[ssh_connection]
+	pipelining = True
+	ssh_args = -o ControlMaster=auto -o ControlPersist=600 -o UserKnownHostsFile=$RUN/known_hosts -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -o BatchMode=yes
+	control_path = $RUN/cp/%%h-%%p-%%r
+EOF2
+play() { # play OUTNAME playbook [args...]: rc in RC
+	local o=$1 p=$2
+	shift 2
+	local t=$(date +%s)
+	ansible-playbook "$PB/$p" "$@" >"$OUT/$o.out" 2>&1
+	RC=$?
+	echo "$o: $p rc $RC in $(($(date +%s) - t)) s" >>"$OUT/timings"
+	say "$o: $p rc $RC in $(($(date +%s) - t)) s"
+}
+recap() { # recap OUTNAME HOST FIELD -> number from PLAY RECAP
+	sed -n "s/^$2 *: .*$3=\([0-9]*\).*/\1/p" "$OUT/$1.out" | tail -n 1
+}
+info_of() { # info_of HOST: pkcstok-migrate info on the host (JSON), through ansible's module
+	ansible "$1" -m ocktools.pkcstok.pkcstok_info -o 2>/dev/null | sed -n 's/^[^|]*| SUCCESS => //p'
+}
+fmt_of() { # fmt_of HOST SLOT -> format/tokversion/byte_order
+	info_of "$1" | jq -r --argjson s "$2" '.info.slots[] | select(.slot == $s) | "\(.format) \(.tokversion) \(.byte_order)"'
+}
+root_hash() { # the whole root's tree (names, modes, owners, sizes, mtimes, contents), minus proc
+	local r=$RUN/$1/root
+	(cd "$r" && find . \( -path ./proc -o -path ./root/.ansible -o -path ./tmp \) -prune -o -printf '%p %m %U %G %s %T@\n' | sort &&
+		find . \( -path ./proc -o -path ./root/.ansible -o -path ./tmp \) -prune -o -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
+}
+slotd_running() { on "$1" service pkcsslotd status >/dev/null 2>&1; }
+
+# --- SSH transport: the gathered architecture of each host ------------------------------------------
+ansible opencryptoki_hosts -m ansible.builtin.setup -a 'gather_subset=!all,!min,platform,fips filter=ansible_architecture,ansible_fips' -o >"$OUT/setup.out" 2>&1
+declare -A ARCH
+for h in $NAMES; do
+	ARCH[$h]=$(sed -n "s/^$h | SUCCESS => //p" "$OUT/setup.out" | jq -r .ansible_facts.ansible_architecture 2>/dev/null)
+done
+for h in $NAMES; do
+	printf '  ansible -m setup over ssh %s@127.0.0.1:%s: ansible_architecture=%s ansible_fips=%s\n' root "$(port_of "$h")" "${ARCH[$h]}" \
+		"$(sed -n "s/^$h | SUCCESS => //p" "$OUT/setup.out" | jq -r .ansible_facts.ansible_fips 2>/dev/null)"
+done
+if [ "${ARCH[z1]}" = s390x ] && [ "${ARCH[z2]}" = s390x ] && [ "${ARCH[p1]}" = ppc64le ] && [ "${ARCH[x1]}" = x86_64 ]; then
+	ok "ansible -m setup over SSH: ansible_architecture z1=${ARCH[z1]} x1=${ARCH[x1]} z2=${ARCH[z2]} p1=${ARCH[p1]}"
+else
+	bad "ansible -m setup: $(cat "$OUT/setup.out")"
+fi
+if [ "$(sed -n 's/^p1 | SUCCESS => //p' "$OUT/setup.out" | jq -r .ansible_facts.ansible_fips)" = true ] &&
+	[ "$(sed -n 's/^z2 | SUCCESS => //p' "$OUT/setup.out" | jq -r .ansible_facts.ansible_fips)" = false ]; then
+	ok "Ansible's own fact: p1 is in FIPS mode (ansible_fips), the others are not"
+else
+	bad "ansible_fips facts: $(grep -o '"ansible_fips": [a-z]*' "$OUT/setup.out" | tr '\n' ' ')"
+fi
+grep -q 'ESTABLISH SSH CONNECTION\|ssh' "$OUT/setup.out" >/dev/null 2>&1 || true
+
+# --- fleet-audit.yml with the install role --------------------------------------------------------
+declare -A H0
+for h in $NAMES; do H0[$h]=$(root_hash "$h"); done
+play audit1 fleet-audit.yml -e pkcstok_audit_install=true
+A1=$RC
+play audit2 fleet-audit.yml -e pkcstok_audit_install=true
+installed_ok=1
+while read -r name root port goarch slots; do
+	want=$(sha256sum <"$REPO/bin/pkcstok-migrate-linux-$goarch" | cut -d' ' -f1)
+	got=$(on "$name" sha256sum /usr/local/sbin/pkcstok-migrate 2>/dev/null | cut -d' ' -f1)
+	[ "$want" = "$got" ] || { installed_ok=0; say "$name: installed $got, want linux-$goarch $want"; }
+done <<<"$HOSTS"
+changed2=0
+for h in $NAMES; do changed2=$((changed2 + $(recap audit2 "$h" changed))); done
+if [ "$A1" = 0 ] && [ "$RC" = 0 ] && [ $installed_ok = 1 ] && [ "$changed2" = 0 ] && [ "$(recap audit1 z1 changed)" = 1 ]; then
+	sed -n '/^TASK \[BROKEN NOW/,/^}/p' "$OUT/audit1.out" | sed 's/^/  /'
+	ok "fleet-audit.yml: each host got the binary of its gathered architecture (checksum verified), rerun changed=0"
+else
+	bad "fleet-audit.yml (rc $A1/$RC, binaries ok $installed_ok, changed on rerun $changed2)"
+fi
+audit_ok=1
+for h in $NAMES; do
+	info_of "$h" >"$OUT/info-before-$h.json"
+done
+for spec in "z1 3 big-endian" "z1 1 big-endian" "z2 3 big-endian" "x1 3 little-endian" "p1 3 little-endian"; do
+	read -r h s bo <<<"$spec"
+	got=$(jq -r --argjson s "$s" '.info.slots[] | select(.slot == $s) | "\(.format) \(.byte_order) \(.objects)"' "$OUT/info-before-$h.json")
+	[ "$got" = "old $bo 5" ] || { audit_ok=0; say "$h slot $s: $got, want old $bo 5"; }
+done
+broken=$(sed -n '/BROKEN NOW/,/^$/p' "$OUT/audit1.out" | tr -d ' \n' | grep -o '"broken_now":\[[^]]*\]')
+first=$(grep -m1 -E 'TASK \[(BROKEN NOW|List the hosts that still need)' "$OUT/audit1.out" | grep -c BROKEN)
+if [ $audit_ok = 1 ] && [ "$broken" = '"broken_now":["p1"]' ] && [ "$first" = 1 ] &&
+	[ "$(jq -r .broken_now "$OUT/info-before-p1.json")" = true ] && [ "$(jq -r .info.fips.enabled "$OUT/info-before-z1.json")" = false ]; then
+	ok "pkcstok_info: every slot old-format (z1, z2 big-endian), 5 objects each; fleet-audit.yml lists p1 (FIPS mode, old tokens) first as broken now"
+else
+	bad "audit contents (slots ok $audit_ok, broken '$broken', listed first $first)"
+fi
+
+# --- fleet-dry-run.yml: check + diff, nothing written ---------------------------------------------
+for h in $NAMES; do H0[$h]=$(root_hash "$h"); done
+play dry fleet-dry-run.yml --diff
+same=1
+for h in $NAMES; do [ "$(root_hash "$h")" = "${H0[$h]}" ] || { same=0; say "$h: root changed by the dry run"; }; done
+ndiff=$(grep -c '^+tokversion = 3.12' "$OUT/dry.out")
+if [ "$RC" = 0 ] && [ $same = 1 ] && [ "$ndiff" -ge 5 ]; then
+	ok "fleet-dry-run.yml --diff: the conf diff of every slot of every host ($ndiff x +tokversion = 3.12), tree hashes of all four roots unchanged"
+else
+	bad "fleet-dry-run.yml (rc $RC, roots unchanged $same, $ndiff diffs)"
+fi
+
+# --- fleet-rollout.yml, 1: wrong user PIN on x1 ---------------------------------------------------
+SERIAL='{"pkcstok_serial": [1, 1, "100%"]}'
+x1_vault "$X1_WRONG_PIN"
+play roll1 fleet-rollout.yml -e "$SERIAL"
+R1=$RC
+grep -a '^fatal: .*migration failed' "$OUT/roll1.out" | sed 's/^/  /'
+z1a=$(fmt_of z1 3) z1b=$(fmt_of z1 1) x1f=$(fmt_of x1 3)
+untouched=1
+for h in z2 p1; do [ "$(root_hash "$h")" = "${H0[$h]}" ] || untouched=0; done
+if [ "$R1" != 0 ] && grep -q '\[wrong_pin\]' "$OUT/roll1.out" && [ "${z1a%% *}" = 3.12 ] && [ "${z1b%% *}" = 3.12 ] &&
+	[ "${x1f%% *}" = old ] && [ $untouched = 1 ] && slotd_running x1 && slotd_running z1 &&
+	! grep -qE '^(ok|changed|fatal|skipping): \[(z2|p1)\]' "$OUT/roll1.out"; then
+	ok "fleet-rollout.yml: z1 migrated (both slots), stopped at x1 with [wrong_pin], x1 still old with its daemon running, z2/p1 untouched"
+else
+	bad "rollout 1 (rc $R1, z1 '$z1a'/'$z1b', x1 '$x1f', z2/p1 untouched $untouched)"
+fi
+
+# --- fleet-rollout.yml, 2: x1 fixed; the canary p1 is damaged between apply and the check ---------
+x1_vault "$X1_USER_PIN"
+echo /var/lib/opencryptoki/swtok >"$RUN/p1/root/run/pkcstok-test-canary"
+play roll2 fleet-rollout.yml -e "$SERIAL"
+R2=$RC
+grep -a '^fatal: .*migration failed' "$OUT/roll2.out" | sed 's/^/  /'
+p1f=$(fmt_of p1 3) z2f=$(fmt_of z2 3) x1f=$(fmt_of x1 3)
+req list 3 "$USER_PIN" | p11 p1 >"$OUT/after-rollback-p1-3.json"
+p1same=$(jq -S .objects "$OUT/before-p1-3.json" | cmp -s - <(jq -S .objects "$OUT/after-rollback-p1-3.json") && echo yes || echo no)
+if [ "$R2" != 0 ] && grep -q 'library_verify_failed' "$OUT/roll2.out" && grep -q 'rolled back and opens again in the old format' "$OUT/roll2.out" &&
+	[ "${p1f%% *}" = old ] && [ "$p1same" = yes ] && slotd_running p1 &&
+	[ "${z2f%% *}" = 3.12 ] && [ "${x1f%% *}" = 3.12 ] && [ "$(recap roll2 z1 changed)" = 0 ] && [ ! -e "$RUN/p1/root/run/pkcstok-test-canary" ]; then
+	ok "canary: p1's migrated repository damaged before the check: its own library saw it, it was rolled back, opens again in the old format with the same objects; z2 of the same batch migrated; z1 changed=0"
+else
+	bad "rollout 2 (rc $R2, p1 '$p1f' same objects $p1same, z2 '$z2f', x1 '$x1f', z1 changed $(recap roll2 z1 changed))"
+fi
+
+# --- fleet-rollout.yml, 3: the rest --------------------------------------------------------------
+# -vvv: every module argument and result Ansible would show (no_log must mask the PINs there too)
+play roll3 fleet-rollout.yml -e "$SERIAL" -vvv
+R3=$RC
+all=1
+for spec in "z1 3" "z1 1" "x1 3" "z2 3" "p1 3"; do
+	read -r h s <<<"$spec"
+	f=$(fmt_of "$h" "$s")
+	[ "${f% *}" = "3.12 3.12" ] || { all=0; say "$h slot $s after the rollout: $f"; }
+done
+declare -A CH
+for h in $NAMES; do CH[$h]=$(recap roll3 "$h" changed); done
+if [ "$R3" = 0 ] && [ $all = 1 ] && [ "${CH[z1]}" = 0 ] && [ "${CH[x1]}" = 0 ] && [ "${CH[z2]}" = 0 ] && [ "${CH[p1]}" = 1 ]; then
+	ok "fleet-rollout.yml rerun: every host migrated (format 3.12, tokversion = 3.12), only p1 changed, z1 changed=0"
+else
+	bad "rollout 3 (rc $R3, all 3.12 $all, changed z1=${CH[z1]} x1=${CH[x1]} z2=${CH[z2]} p1=${CH[p1]})"
+fi
+play roll4 fleet-rollout.yml -e "$SERIAL"
+c4=0
+for h in $NAMES; do c4=$((c4 + $(recap roll4 "$h" changed))); done
+[ "$RC" = 0 ] && [ "$c4" = 0 ] && ok "fleet-rollout.yml once more: changed=0 on every host" || bad "rollout 4 (rc $RC, changed $c4)"
+
+# --- each host's own library lists every object with the same values -----------------------------
+declare -A CMP
+while read -r name root port goarch slots; do
+	read -r so user <<<"$(pins_of "$name")"
+	IFS=, read -ra ss <<<"$slots"
+	CMP[$name]=
+	for s in "${ss[@]}"; do
+		IFS=: read -r slot stdll label <<<"$s"
+		req list "$slot" "$user" | p11 "$name" >"$OUT/after-$name-$slot.json"
+		n=$(jq '.objects | length' "$OUT/before-$name-$slot.json")
+		eq=$(jq -n --slurpfile a "$OUT/before-$name-$slot.json" --slurpfile b "$OUT/after-$name-$slot.json" \
+			'[$a[0].objects, $b[0].objects] as [$x, $y] | [range(0; $x | length) | select($x[.] == $y[.])] | length')
+		if [ "$(jq -S .objects "$OUT/before-$name-$slot.json")" = "$(jq -S .objects "$OUT/after-$name-$slot.json")" ]; then
+			ok "$name slot $slot: its own openCryptoki lists all $n objects with the same values, AES check value and RSA signature as before"
+		else
+			bad "$name slot $slot: $eq of $n objects equal after the rollout: $(cat "$OUT/after-$name-$slot.json")"
+		fi
+		CMP[$name]="${CMP[$name]}${CMP[$name]:+, }slot $slot: $eq/$n"
+	done
+done <<<"$HOSTS"
+
+# --- no PIN anywhere ----------------------------------------------------------------------------
+kill $SAMPLER 2>/dev/null
+wait $SAMPLER 2>/dev/null
+SAMPLER=
+nsamples=$(cat "$SAMPLES")
+hits=$(
+	grep -rlaF -f "$PINS_FILE" "$OUT" "$RUN"/*/sshd.log "$RUN"/*/unshare.out "$RUN/ansible-local" "$RUN/cp" 2>/dev/null
+	for h in $NAMES; do
+		# everything the run wrote on the host: the overlay's upper layer and the repositories
+		grep -rlaF -f "$PINS_FILE" "$RUN/$h/upper" "$RUN/$h/state" 2>/dev/null
+	done
+)
+if [ -z "$hits" ] && [ ! -s "$RUN/argv-hits" ] && [ "${nsamples:-0}" -gt 10 ]; then
+	ok "no PIN in any ansible output (one rollout at -vvv) or log, sshd log, file written on a host, or in argv ($nsamples samples of every /proc/*/cmdline)"
+else
+	bad "PIN found: files: $hits; argv: $(head -c 300 "$RUN/argv-hits" 2>/dev/null)"
+fi
+
+# --- the table -----------------------------------------------------------------------------------
+echo
+echo "| host | ansible_architecture | release | openCryptoki | tokens | objects compared by its own library after the rollout | changed on rerun |"
+echo "|---|---|---|---|---|---|---|"
+while read -r name root port goarch slots; do
+	ver=$(sed -n 's/^version opencryptoki //p' "$BASE/$root/.pkcstok-root")
+	toks=$(IFS=,; for s in $slots; do IFS=: read -r sl sd lb <<<"$s"; printf '%s ' "$(case $sd in *ica*) echo ICA ;; *) echo Soft ;; esac) $sl"; done)
+	echo "| $name | ${ARCH[$name]} | Debian ${root%-*} ${root#*-} | $ver | ${toks% } | ${CMP[$name]} | $(recap roll4 "$name" changed) |"
+done <<<"$HOSTS"
+echo
+cat "$OUT/timings"
+echo "tokens made by $T_TOKENS; total $(elapsed)"
+echo "$PASS passed, $FAILN failed"
+[ "$FAILN" = 0 ]
