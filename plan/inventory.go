@@ -99,10 +99,10 @@ func ReadFIPS(file string) FIPSMode {
 
 // SlotFiles tells which backups, journals and working copies exist next to a repository.
 type SlotFiles struct {
-	Backup      bool `json:"backup"`       // <store>_BAK
-	RolledBack  bool `json:"rolled_back"`  // <store>_ROLLED_BACK
+	Backup      bool `json:"backup"`       // <store>_BAK, or <store>/PKCSTOK_MIGRATE_BAK (in place)
+	RolledBack  bool `json:"rolled_back"`  // <store>_ROLLED_BACK, or <store>/PKCSTOK_MIGRATE_ROLLED_BACK
 	Journal     bool `json:"journal"`      // <store>_PKCSTOK_MIGRATE_JOURNAL
-	WorkingCopy bool `json:"working_copy"` // <store>_PKCSTOK_MIGRATE_TMP
+	WorkingCopy bool `json:"working_copy"` // <store>_PKCSTOK_MIGRATE_TMP, or <store>/PKCSTOK_MIGRATE_TMP (an in-place switch's, its journal inside)
 	ConfBackup  bool `json:"conf_backup"`  // <confdir>/opencryptoki.conf_BAK
 }
 
@@ -163,10 +163,11 @@ func MakeInventory(o Options) (*Inventory, error) {
 		si.Files.ConfBackup = inv.ConfBackup
 		if si.Datastore != "" {
 			parent, base := filepath.Dir(si.Datastore), filepath.Base(si.Datastore)
-			si.Files.Backup = exists(parent, base+SuffixBak)
-			si.Files.RolledBack = exists(parent, base+SuffixRolledBack)
+			// The in-place switch keeps its entries inside the repository (issue 22).
+			si.Files.Backup = exists(parent, base+SuffixBak) || exists(si.Datastore, InPlaceBak)
+			si.Files.RolledBack = exists(parent, base+SuffixRolledBack) || exists(si.Datastore, InPlaceRolledBack)
 			si.Files.Journal = exists(parent, base+SuffixJournal)
-			si.Files.WorkingCopy = exists(parent, base+SuffixTmp)
+			si.Files.WorkingCopy = exists(parent, base+SuffixTmp) || exists(si.Datastore, InPlaceTmp)
 		}
 		if !s.Type.Supported() {
 			si.Reason = fmt.Sprintf("stdll %s is not a Soft, ICA, CCA or EP11 token: not examined", s.Stdll)
