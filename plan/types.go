@@ -47,11 +47,11 @@ type Plan struct {
 
 	KeyFiles []FileAction `json:"key_files"` // NVTOK.DAT, MK_SO, MK_USER
 	// Switch is how apply would put the migrated repository in place: "exchange" (one
-	// RENAME_EXCHANGE with the working copy beside it), "none" (the repository stays as it is)
-	// or "blocked" (the file system cannot exchange it: SwitchBlockedBy says why; apply
-	// refuses with cannot_switch before any work).
-	// "in_place" (the exchange cannot work there, SwitchBlockedBy says why: the files are
-	// exchanged one by one inside the repository under a journal).
+	// RENAME_EXCHANGE with the working copy beside it), "in_place" (the exchange cannot work
+	// there, SwitchBlockedBy says why: the files are exchanged one by one inside the
+	// repository under a journal) or "none" (the repository stays as it is). "blocked" (apply
+	// refuses with cannot_switch) is what plans said before the in-place switch; apply still
+	// refuses such a saved plan.
 	Switch          string `json:"switch,omitempty"`
 	SwitchBlockedBy string `json:"switch_blocked_by,omitempty"`
 	// Backup is where apply keeps the original repository: <datastore>_BAK, or inside the
