@@ -5,7 +5,7 @@
 #   bash ansible/tests/fleet.sh            (root, after make setup and make cross)
 #
 # Four hosts, each its own Debian root (built by e2e/setup.sh with python3 in it, under
-# .cache/fleet/base) in an overlay of its own (.cache/fleet/run/<host>/root, so every run starts
+# .cache/fleet/base) in an overlay of its own (/run/pkcstok-fleet/<host>/root, so every run starts
 # from the same roots), each served by its own sshd on 127.0.0.1:<port>:
 #
 #   z1  s390x   Debian 13 (trixie)   openCryptoki 3.23  Soft (slot 3) and ICA (slot 1)
@@ -42,7 +42,10 @@ REPO=$(cd "$HERE/../.." && pwd)
 COLL=$(cd "$HERE/.." && pwd)
 FLEET=${PKCSTOK_FLEET_DIR:-$REPO/.cache/fleet}
 BASE=$FLEET/base
-RUN=$FLEET/run
+# The hosts' runtime (their overlays, the sshd configs, the keys) lives where sshd accepts it:
+# ChrootDirectory and AuthorizedKeysFile need every component of their path root-owned and
+# writable by nobody else, which a checkout below /tmp (mode 1777) is not.
+RUN=${PKCSTOK_FLEET_RUN:-/run/pkcstok-fleet}
 T0=$(date +%s)
 
 # name  root             port  arch-of-go  slots (slot:stdll:label ...)
@@ -126,6 +129,17 @@ trap '[ -n "${SAMPLER:-}" ] && kill $SAMPLER 2>/dev/null; [ "${KEEP:-}" = 1 ] ||
 rm -rf --one-file-system "$RUN"
 mkdir -p "$RUN/cp" "$RUN/out" /run/sshd
 chmod 700 "$RUN"
+# sshd's rule for ChrootDirectory and AuthorizedKeysFile: every component root's, and
+# writable by root alone (else it refuses the login: "bad ownership or modes").
+p=$RUN
+while :; do
+	if [ "$(stat -c %u "$p")" != 0 ] || [ $(( 0$(stat -c %a "$p") & 022 )) != 0 ]; then
+		echo "FAIL - $p (on the path of $RUN) is not root's or is writable by others: sshd would refuse the fleet's logins; set PKCSTOK_FLEET_RUN" >&2
+		exit 1
+	fi
+	[ "$p" = / ] && break
+	p=$(dirname "$p")
+done
 OUT=$RUN/out
 
 # --- keys, vault, collection -------------------------------------------------------------------
