@@ -87,11 +87,14 @@ type inPlace struct {
 	o       Options
 }
 
-func (l location) dir(ip *inPlace) *repofs.Dir {
+func (l location) dir(ip *inPlace) *repofs.Dir { return l.in(ip.pdir, ip.dsDir) }
+
+// in is the directory the location names its entry in: the parent, or the repository.
+func (l location) in(pdir, dsDir *repofs.Dir) *repofs.Dir {
 	if l.Beside {
-		return ip.pdir
+		return pdir
 	}
-	return ip.dsDir
+	return dsDir
 }
 
 func (l location) path(ds string) string {

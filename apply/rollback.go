@@ -57,11 +57,7 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 	defer dsDir.Close()
 	ipSrc, switchInPlace := inPlaceBackup(pdir, dsDir, ds, req.ForceSwitch)
 	if switchInPlace {
-		srcDir := dsDir
-		if ipSrc.Beside {
-			srcDir = pdir
-		}
-		switchInPlace = nvFormat(srcDir, ipSrc.Name) == tokens.FormatOld && nvFormat(pdir, filepath.Base(ds)) == tokens.Format312
+		switchInPlace = nvFormat(ipSrc.in(pdir, dsDir), ipSrc.Name) == tokens.FormatOld && nvFormat(pdir, filepath.Base(ds)) == tokens.Format312
 	}
 	todo, err := rollbackTodo(pdir, cdir, ds, confdir, switchInPlace)
 	if err != nil {

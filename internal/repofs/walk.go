@@ -242,8 +242,6 @@ func relJoin(rel, n string) string {
 }
 
 func (w *walker) batch(dirfd int, display, rel string, state any, depth int, names []dirent) error {
-	entries := make([]walkEntry, len(names))
-	var files []int
 	if w.v.Exclude != nil {
 		kept := names[:0:0]
 		for _, n := range names {
@@ -252,8 +250,9 @@ func (w *walker) batch(dirfd int, display, rel string, state any, depth int, nam
 			}
 		}
 		names = kept
-		entries = entries[:len(names)]
 	}
+	entries := make([]walkEntry, len(names))
+	var files []int
 	for i, n := range names {
 		p := path.Join(display, n.name)
 		entries[i].e = Entry{Rel: relJoin(rel, n.name), Name: n.name}
