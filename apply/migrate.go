@@ -114,24 +114,14 @@ func buildWorkingCopy(p *plan.Plan, insp *plan.Inspection, req plan.Options, o O
 	dst := plan.NewFingerprint()
 	copyOpts := repofs.CopyOptions{Transform: rc.transform, Verify: rc.verify, DstDigest: dst, Workers: copyWorkers(o), Defer: isKeyFile,
 		Mode: modes.mode, Skip: libraryTemp, RootMode: rootMode, Exclude: plan.Reserved}
-	// Once every object is written, and while the key files may still wait for the PBKDF2
-	// derivations, a first syncfs writes the objects out in the background: the syncfs that
-	// makes the working copy durable (writeJournal) then has only the key files left to
-	// write. It is an extra barrier, never the one the protocol relies on.
-	early := make(chan struct{})
-	started := false
-	copyOpts.BeforeDeferred = func() {
-		started = true
-		go func() {
-			defer close(early)
-			_ = pdir.Syncfs()
-		}()
-	}
-	defer func() {
-		if started {
-			<-early
-		}
-	}()
+	// The working copy is written out in the background while the copy makes it, and once
+	// more when every object is written while the key files may still wait for the PBKDF2
+	// derivations: the syncfs that makes the working copy durable (writeJournal) then has
+	// only the last files left to write (writeBehind).
+	wb := newWriteBehind(wc, len(insp.Index))
+	defer wb.close()
+	copyOpts.OnFile = wb.file
+	copyOpts.BeforeDeferred = wb.kick
 	var srcDigest hash.Hash
 	if insp.ObjectsUnread {
 		srcDigest = plan.NewFingerprint()
