@@ -584,17 +584,36 @@ func printable(s string) string {
 	return b.String()
 }
 
-// LimitMemory sets a soft memory limit (runtime/debug.SetMemoryLimit) fitting a run over
-// objects objects, unless one is already set (GOMEMLIMIT); restore undoes it. The plan keeps
-// about 230 bytes per object alive; without a limit the garbage collector lets the heap grow
-// to twice that before it runs, which at 100,000 objects would take the process above 64 MiB.
+// LimitMemory sets the garbage collector for a run over objects objects; restore undoes it.
+//
+// The run allocates about 6 KiB per object that dies at once (buffers, ciphers), over a live
+// heap of a few MiB: with GOGC's default of 100 the collector ran every few hundred objects
+// (62 MB allocated in a 10,000-object apply). It runs at 400% instead (unless GOGC is set),
+// which took 0.08-0.14 s off a 10,000-object apply on loop XFS, side by side (issue 22).
+//
+// From 10,000 objects on it also sets a soft memory limit (runtime/debug.SetMemoryLimit),
+// unless one is already set (GOMEMLIMIT), which then bounds the heap instead of the
+// percentage. The plan keeps about 230 bytes per object alive; without a limit the collector
+// lets the heap grow to a multiple of that before it runs, which at 100,000 objects would
+// take the process above 64 MiB.
 func LimitMemory(objects int) (restore func()) {
+	undoPercent := func() {}
+	if os.Getenv("GOGC") == "" {
+		prev := debug.SetGCPercent(gcPercent)
+		undoPercent = func() { debug.SetGCPercent(prev) }
+	}
 	if objects < 10000 || debug.SetMemoryLimit(-1) != math.MaxInt64 {
-		return func() {}
+		return undoPercent
 	}
 	prev := debug.SetMemoryLimit(24<<20 + 200*int64(objects))
-	return func() { debug.SetMemoryLimit(prev) }
+	return func() {
+		debug.SetMemoryLimit(prev)
+		undoPercent()
+	}
 }
+
+// gcPercent is the collector's target while LimitMemory is in force.
+const gcPercent = 400
 
 // scanRepository reads the repository once (repofs.Walk): every file feeds the fingerprint,
 // and every object OBJ.IDX lists is decoded on the way, on every core. It fills p.Objects and
