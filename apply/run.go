@@ -97,6 +97,7 @@ func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
 	scan := req
 	scan.PrivateUnread = true
 	scan.ObjectsUnread = saved == nil || saved.Format == "old"
+	scan.SlotdChecked = true // begin refused a running pkcsslotd
 	p, insp, err := plan.MakeWithKeys(scan)
 	if err != nil {
 		return nil, err

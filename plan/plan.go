@@ -88,6 +88,9 @@ type Options struct {
 	// holds OBJ.IDX's names only, Fingerprint is empty and Inspection.ObjectsUnread is set.
 	// Ignored for a 3.12 repository, which is scanned as usual.
 	ObjectsUnread bool
+	// SlotdChecked is apply's plan: apply looked for pkcsslotd under its locks and refuses
+	// while one runs, so the plan does not read every process of /proc a second time to warn.
+	SlotdChecked bool
 }
 
 // Make reads the state and returns the plan. It never writes.
@@ -400,6 +403,9 @@ func warnAround(p *Plan, confChange, repoChange bool, o Options) {
 	}
 	if confChange && exists(confdir, ConfBakName) {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("conf backup %s already exists: apply will refuse unless it equals the current conf", filepath.Join(confdir, ConfBakName)))
+	}
+	if o.SlotdChecked {
+		return
 	}
 	if pids, err := procscan.SlotdRunning(o.ProcRoot, o.PIDFiles); err != nil || len(pids) > 0 {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("pkcsslotd is running (pid %v): apply will refuse until it is stopped", pids))
