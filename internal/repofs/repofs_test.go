@@ -832,3 +832,39 @@ func TestCopyTreeVerifyFails(t *testing.T) {
 		t.Errorf("partial copy left behind: %v", err)
 	}
 }
+
+// TestWalkKeepsAccessTimes: reading a repository (the plan's scan, the copy) leaves its
+// files' access times as they were, also where relatime would update them (atime older than
+// mtime).
+func TestWalkKeepsAccessTimes(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "NVTOK.DAT")
+	mustWrite(t, f, "token", 0o600)
+	old := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+	if err := os.Chtimes(f, old, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	d, err := OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	read := 0
+	err = Walk(d, Visitor{File: func(e Entry, _ any, data []byte) (any, error) {
+		read++
+		if string(data) != "token" {
+			t.Errorf("read %q", data)
+		}
+		return nil, nil
+	}})
+	if err != nil || read != 1 {
+		t.Fatalf("walk: %v, %d files read", err, read)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(f, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Atim.Sec != old.Unix() {
+		t.Errorf("atime %v after the walk, want %v", time.Unix(st.Atim.Sec, 0).UTC(), old)
+	}
+}

@@ -345,8 +345,17 @@ func dtOf(mode uint32) uint8 {
 // with fstat that it is a regular file no larger than MaxFileSize, and reads it whole into
 // *buf (grown as needed, reused by the caller) with one read. It fills e's mode, size, owner
 // and identity. admit, when not nil, is asked before the file is read.
+//
+// The open asks for O_NOATIME: reading the repository leaves its files' access times as
+// they were (the original kept as the backup is the original, times included), and an
+// XFS or ext4 file whose atime relatime would update costs a metadata transaction each
+// (3-5 ms of a 1,000-object apply on loop XFS, side by side). Without the right to it (not
+// the owner, no CAP_FOWNER: EPERM) the file is opened as before.
 func readRegular(dirfd int, name, display string, e *Entry, buf *[]byte, admit func(display string, size int64) error) ([]byte, error) {
-	fd, err := openRetry(dirfd, name, fileReadFlags, 0)
+	fd, err := openRetry(dirfd, name, fileReadFlags|unix.O_NOATIME, 0)
+	if err == unix.EPERM {
+		fd, err = openRetry(dirfd, name, fileReadFlags, 0)
+	}
 	if err != nil {
 		if err == unix.ELOOP {
 			err = classify(dirfd, name, err)
