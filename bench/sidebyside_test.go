@@ -588,6 +588,16 @@ func median(rs []run) run {
 
 var loadStart = func() string { b, _ := os.ReadFile("/proc/loadavg"); return strings.TrimSpace(string(b)) }()
 
+// rows writes a table row for each file system and size: the two cells naming it, then
+// those row returns.
+func (bs *bench) rows(w *bytes.Buffer, row func(r *sizeResult) string) {
+	for _, fs := range bs.fss {
+		for _, n := range bs.sizes {
+			fmt.Fprintf(w, "| %s | %d |%s\n", fs.name, n, row(bs.results[key(fs, n)]))
+		}
+	}
+}
+
 func (bs *bench) writeResults() error {
 	path := env("BENCH_RESULTS", "")
 	if path == "" {
@@ -643,31 +653,25 @@ func (bs *bench) writeResults() error {
 	}
 	fmt.Fprintf(&w, "\nMade durable: each run's time and then the `sync` right after it (timed apart, not in the table above), which writes back what the run left dirty. Ours makes its working copy durable before it switches it in (the crash safety `make crash` checks); upstream and `cp -a` never sync, so the run's wall time above leaves their write-back out:\n\n")
 	fmt.Fprintf(&w, "| file system | objects | ours s + sync s | upstream s + sync s | cp -a s + sync s | ours / upstream, both durable |\n|---|---:|---:|---:|---:|---:|\n")
-	for _, fs := range bs.fss {
-		for _, n := range bs.sizes {
-			r := bs.results[key(fs, n)]
-			fmt.Fprintf(&w, "| %s | %d |", fs.name, n)
-			var tot [3]float64
-			for i, t := range tools {
-				tot[i] = medianDurable(r.runs[t]).Seconds()
-				fmt.Fprintf(&w, " %.3f + %.3f |", median(r.runs[t]).wall.Seconds(), medianLeft(r.runs[t]).Seconds())
-			}
-			fmt.Fprintf(&w, " **%.2f** |\n", tot[0]/tot[1])
+	bs.rows(&w, func(r *sizeResult) string {
+		var cells string
+		var tot [3]float64
+		for i, t := range tools {
+			tot[i] = medianDurable(r.runs[t]).Seconds()
+			cells += fmt.Sprintf(" %.3f + %.3f |", median(r.runs[t]).wall.Seconds(), medianLeft(r.runs[t]).Seconds())
 		}
-	}
+		return cells + fmt.Sprintf(" **%.2f** |", tot[0]/tot[1])
+	})
 	fmt.Fprintf(&w, "\nBlock I/O per object (the process's ru_inblock / ru_oublock in 512-byte blocks, medians of the timed runs; what the file system sent to the disk on the tool's behalf, including our syncfs; write-back the kernel does later is not in it): does not drift with the load.\n\n")
 	fmt.Fprintf(&w, "| file system | objects | ours in / out | upstream in / out | cp -a in / out |\n|---|---:|---:|---:|---:|\n")
-	for _, fs := range bs.fss {
-		for _, n := range bs.sizes {
-			r := bs.results[key(fs, n)]
-			fmt.Fprintf(&w, "| %s | %d |", fs.name, n)
-			for _, t := range tools {
-				in, out := medianBlocks(r.runs[t])
-				fmt.Fprintf(&w, " %.2f / %.2f |", float64(in)/float64(n), float64(out)/float64(n))
-			}
-			fmt.Fprintf(&w, "\n")
+	bs.rows(&w, func(r *sizeResult) string {
+		var cells string
+		for _, t := range tools {
+			in, out := medianBlocks(r.runs[t])
+			cells += fmt.Sprintf(" %.2f / %.2f |", float64(in)/float64(r.n), float64(out)/float64(r.n))
 		}
-	}
+		return cells
+	})
 	fmt.Fprintf(&w, "\nEvery run (wall s, user s, sys s, peak RSS MiB, the sync after it s), in the order run within a round:\n\n```\n")
 	for _, n := range bs.sizes {
 		for _, fs := range bs.fss {
