@@ -629,15 +629,12 @@ func (bs *bench) writeResults() error {
 	fmt.Fprintf(&w, "## Side by side: apply (ours), pkcstok_migrate (upstream), cp -a (the floor)\n\n")
 	fmt.Fprintf(&w, "| file system | objects | ours s | upstream s | cp -a s | ours / upstream | ours / cp -a | ours user / sys s | upstream user / sys s | cp -a user / sys s | ours plan s |\n")
 	fmt.Fprintf(&w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, fs := range bs.fss {
-		for _, n := range bs.sizes {
-			r := bs.results[key(fs, n)]
-			o, u, c, p := median(r.runs[toolOurs]), median(r.runs[toolUpstream]), median(r.runs[toolCp]), median(r.plan)
-			fmt.Fprintf(&w, "| %s | %d | %.3f | %.3f | %.3f | **%.2f** | %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.3f |\n", fs.name, n,
-				o.wall.Seconds(), u.wall.Seconds(), c.wall.Seconds(), o.wall.Seconds()/u.wall.Seconds(), o.wall.Seconds()/c.wall.Seconds(),
-				o.user.Seconds(), o.sys.Seconds(), u.user.Seconds(), u.sys.Seconds(), c.user.Seconds(), c.sys.Seconds(), p.wall.Seconds())
-		}
-	}
+	bs.rows(&w, func(r *sizeResult) string {
+		o, u, c, p := median(r.runs[toolOurs]), median(r.runs[toolUpstream]), median(r.runs[toolCp]), median(r.plan)
+		return fmt.Sprintf(" %.3f | %.3f | %.3f | **%.2f** | %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.3f |",
+			o.wall.Seconds(), u.wall.Seconds(), c.wall.Seconds(), o.wall.Seconds()/u.wall.Seconds(), o.wall.Seconds()/c.wall.Seconds(),
+			o.user.Seconds(), o.sys.Seconds(), u.user.Seconds(), u.sys.Seconds(), c.user.Seconds(), c.sys.Seconds(), p.wall.Seconds())
+	})
 	if len(bs.sizes) >= 2 {
 		lo, hi := bs.sizes[0], bs.sizes[len(bs.sizes)-1]
 		fmt.Fprintf(&w, "\nPer-object cost: the wall time each tool adds per object between %d and %d objects ((t(%d) − t(%d)) / %d, medians), which leaves out the fixed costs (process start, PBKDF2, the chroot):\n\n", lo, hi, hi, lo, hi-lo)
@@ -694,17 +691,14 @@ func (bs *bench) writeResults() error {
 	fmt.Fprintf(&w, "From `strace -f -c -w` (counts, and the wall-clock time of each kind of call) and `strace -f -e trace=read,pread64,getdents64,write,pwrite64,...` (bytes returned) of one more run of each, on its own fresh copy. \"runtime\" are the Go runtime's own calls (scheduler, memory, signals: futex, nanosleep, epoll, mmap, ...). Bytes written are what the write calls returned (the files' contents; the file system's own metadata is not in it).\n\n")
 	fmt.Fprintf(&w, "| file system | objects | ours fs calls/obj | ours runtime+other/obj | upstream fs calls/obj | upstream other/obj | cp -a fs calls/obj | cp -a other/obj | ours read B/obj | upstream read B/obj | cp -a read B/obj | ours written B/obj | upstream written B/obj | cp -a written B/obj |\n")
 	fmt.Fprintf(&w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, fs := range bs.fss {
-		for _, n := range bs.sizes {
-			r := bs.results[key(fs, n)]
-			f := float64(n)
-			o, u, c := r.count[toolOurs], r.count[toolUpstream], r.count[toolCp]
-			fmt.Fprintf(&w, "| %s | %d | %.1f | %.1f | %.1f | %.2f | %.1f | %.2f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |\n", fs.name, n,
-				float64(o.sys.fs)/f, float64(o.sys.runtime+o.sys.other)/f, float64(u.sys.fs)/f, float64(u.sys.other+u.sys.runtime)/f,
-				float64(c.sys.fs)/f, float64(c.sys.other+c.sys.runtime)/f,
-				float64(o.read)/f, float64(u.read)/f, float64(c.read)/f, float64(o.written)/f, float64(u.written)/f, float64(c.written)/f)
-		}
-	}
+	bs.rows(&w, func(r *sizeResult) string {
+		f := float64(r.n)
+		o, u, c := r.count[toolOurs], r.count[toolUpstream], r.count[toolCp]
+		return fmt.Sprintf(" %.1f | %.1f | %.1f | %.2f | %.1f | %.2f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |",
+			float64(o.sys.fs)/f, float64(o.sys.runtime+o.sys.other)/f, float64(u.sys.fs)/f, float64(u.sys.other+u.sys.runtime)/f,
+			float64(c.sys.fs)/f, float64(c.sys.other+c.sys.runtime)/f,
+			float64(o.read)/f, float64(u.read)/f, float64(c.read)/f, float64(o.written)/f, float64(u.written)/f, float64(c.written)/f)
+	})
 	// Where the time goes, by kind of call, on each file system: the measurement of what
 	// makes one file system cost more than another.
 	hi := bs.sizes[len(bs.sizes)-1]
