@@ -125,10 +125,11 @@ func compile(k Kind) (*compiled, error) {
 }
 
 func get(k Kind) (*compiled, error) {
-	if !known(k) {
+	c, ok := compiledKinds[k]
+	if !ok {
 		return nil, fmt.Errorf("schema: %w %q", ErrUnknownKind, string(k))
 	}
-	return compiledKinds[k]()
+	return c()
 }
 
 // decode parses exactly one JSON value, keeping numbers exact.
