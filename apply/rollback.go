@@ -77,7 +77,7 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	removeShm(ds, o)
+	o.shm.remove()
 	res.Changed = true
 	if res.Fingerprint, err = fingerprintNow(ds, confdir); err != nil {
 		return nil, err

@@ -34,8 +34,9 @@ type Options struct {
 	// Workers is how many files the working copy handles at once (0: one per core).
 	Workers int
 
-	wantFingerprint string      // a saved plan's, which the copy checks when the plan read no object
-	orig            repofs.Info // the repository directory apply locked (device, inode, mode)
+	wantFingerprint string       // a saved plan's, which the copy checks when the plan read no object
+	orig            repofs.Info  // the repository directory apply locked (device, inode, mode)
+	shm             *shmSegments // the token's segments, found under the locks before any switch
 
 	warn func(string) // collects warnings for the result
 }
@@ -162,6 +163,12 @@ func begin(req plan.Options, o *Options) (ds, confdir string, unlock func(), war
 	if err != nil {
 		unlock()
 		return "", "", nil, nil, err
+	}
+	o.shm = findShm(ds, *o)
+	release := unlock
+	unlock = func() {
+		o.shm.close()
+		release()
 	}
 	return ds, confdir, unlock, warnings, nil
 }
@@ -346,7 +353,7 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 		}
 	}
 	if repoChange || confChange {
-		removeShm(p.Datastore, o)
+		o.shm.remove()
 		res.Steps = append(res.Steps, "remove_shm")
 	}
 	if confChange {

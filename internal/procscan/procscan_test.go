@@ -449,9 +449,19 @@ func TestShmNames(t *testing.T) {
 	link := filepath.Join(t.TempDir(), "link")
 	os.Symlink(real, link)
 	realResolved, _ := filepath.EvalSymlinks(real)
-	got = ShmNames(link)
-	if len(got) != 2 || got[0] != ShmName(link) || got[1] != ShmName(realResolved) {
-		t.Errorf("symlinked: %v", got)
+	got = ShmNames(filepath.Join(link, "swtok"))
+	if len(got) != 2 || got[0] != ShmName(filepath.Join(link, "swtok")) || got[1] != ShmName(filepath.Join(realResolved, "swtok")) {
+		t.Errorf("symlinked parent: %v", got)
+	}
+	// The datastore's own name is never resolved: a member may have put a symlink there.
+	other := filepath.Join(real, "othertok")
+	os.Mkdir(other, 0o755)
+	ds := filepath.Join(real, "swtok")
+	os.Symlink(other, ds)
+	for _, n := range ShmNames(ds) {
+		if strings.Contains(n, "othertok") {
+			t.Errorf("ShmNames(%s) follows the datastore's own symlink: %v", ds, n)
+		}
 	}
 }
 

@@ -34,10 +34,12 @@ func ShmPath(name string) string {
 // ShmNames lists the segment names a token library could be using for the datastore,
 // without duplicates: the spelling as given when it is absolute (what the reference
 // deletes), the absolute cleaned path (how the library, which knows its directory as
-// CONFIG_PATH/name, spells it), and the path with symlinks resolved. A relative datastore
-// is only used in its absolute form: the reference's name for it ("/swtok" for "swtok")
-// would belong to another directory. The caller removes every one of them; a missing
-// segment is fine.
+// CONFIG_PATH/name, spells it), and the path with the symlinks of its parent directories
+// resolved. The datastore's own name is never resolved: members of the token group can put a
+// symlink there (the state directory is theirs to write), and its target would name another
+// token's segment. A relative datastore is only used in its absolute form: the reference's
+// name for it ("/swtok" for "swtok") would belong to another directory. A missing segment is
+// fine.
 func ShmNames(datastore string) []string {
 	var out []string
 	add := func(p string) {
@@ -60,8 +62,8 @@ func ShmNames(datastore string) []string {
 		return out
 	}
 	add(abs)
-	if real, err := filepath.EvalSymlinks(abs); err == nil {
-		add(real)
+	if real, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
+		add(filepath.Join(real, filepath.Base(abs)))
 	}
 	return out
 }
