@@ -84,6 +84,7 @@ type inPlace struct {
 	ctl     *repofs.Dir // the private directory (apply: the working copy)
 	ctlName string      // its name in the repository
 	ctlInfo repofs.Info
+	keptAt  location // where finishApply kept the original files
 	o       Options
 }
 
@@ -185,6 +186,8 @@ func migrateInPlace(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Opt
 		return err
 	}
 	res.Steps = append(res.Steps, "backup")
+	res.made.Datastore = ip.keptAt.path(p.Datastore)
+	res.made.DatastoreDev, res.made.DatastoreIno = wcInfo.Dev, wcInfo.Ino
 	return nil
 }
 
@@ -414,6 +417,7 @@ func (ip *inPlace) moveCtl(dest location) error {
 	if err != nil {
 		return plan.Errorf(plan.CodeIO, "keep the original files as %s (the repository is migrated; run apply again): %w", dest.path(ip.ds), err)
 	}
+	ip.keptAt = dest
 	// Durability: the rename (both directories) before the mark and the journal's removal.
 	if err := ip.dsDir.Sync(); err != nil {
 		return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.ds, err)

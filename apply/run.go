@@ -347,6 +347,11 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 			err = migrateInPlace(p, insp, req, o, pdir, repofs.Perm{GID: gid}, res)
 		} else {
 			treeDigest, err = migrateRepository(p, insp, req, o, pdir, base, repofs.Perm{GID: gid}, res)
+			if err == nil {
+				// The original, which the locks held, is the backup.
+				res.made.Datastore = p.Datastore + plan.SuffixBak
+				res.made.DatastoreDev, res.made.DatastoreIno = o.orig.Dev, o.orig.Ino
+			}
 		}
 		if err != nil {
 			return nil, err
@@ -371,9 +376,13 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 		}
 		res.ConfChanged = true
 		res.Steps = append(res.Steps, "conf_edit")
+		if info, err := lstatConfBackup(p.Confdir); err == nil {
+			res.made.Conf = filepath.Join(p.Confdir, plan.ConfBakName)
+			res.made.ConfDev, res.made.ConfIno = info.Dev, info.Ino
+		}
 	}
 	res.Changed = repoChange || confChange
-	res.Backup = backups(p)
+	res.Backup = backups(p, res.made)
 
 	// Nothing written: the plan's fingerprint, taken under the same locks, is the state.
 	// A migrated repository is the working copy, whose digest the copy computed from what
@@ -396,18 +405,36 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 	return res, nil
 }
 
-func backups(p *plan.Plan) *Backup {
-	b := &Backup{}
-	for _, d := range []string{p.Datastore + plan.SuffixBak, filepath.Join(p.Datastore, plan.InPlaceBak)} {
-		if _, err := os.Lstat(d); err == nil && b.Datastore == "" {
-			b.Datastore = d
+// backups names the backups of the slot: those this run made, with the identity they had
+// when it made them (never looked up again by name), else those an earlier run left, by name
+// only: no identity is given for what this run did not make, so remove-backups cannot be
+// pointed at whatever a member of the token group renamed to a backup's name since.
+func backups(p *plan.Plan, made plan.Backup) *Backup {
+	b := made
+	if b.Datastore == "" {
+		for _, d := range []string{p.Datastore + plan.SuffixBak, filepath.Join(p.Datastore, plan.InPlaceBak)} {
+			if _, err := os.Lstat(d); err == nil && b.Datastore == "" {
+				b.Datastore = d
+			}
 		}
 	}
-	if _, err := os.Lstat(filepath.Join(p.Confdir, plan.ConfBakName)); err == nil {
-		b.Conf = filepath.Join(p.Confdir, plan.ConfBakName)
+	if b.Conf == "" {
+		if _, err := os.Lstat(filepath.Join(p.Confdir, plan.ConfBakName)); err == nil {
+			b.Conf = filepath.Join(p.Confdir, plan.ConfBakName)
+		}
 	}
 	if b.Datastore == "" && b.Conf == "" {
 		return nil
 	}
-	return b
+	return &b
+}
+
+// lstatConfBackup describes opencryptoki.conf_BAK in the conf directory (root's: trusted).
+func lstatConfBackup(confdir string) (repofs.Info, error) {
+	cdir, err := repofs.OpenDir(confdir)
+	if err != nil {
+		return repofs.Info{}, err
+	}
+	defer cdir.Close()
+	return cdir.Lstat(plan.ConfBakName)
 }

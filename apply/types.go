@@ -1,9 +1,11 @@
 package apply
 
+import "github.com/ocktools/pkcstok-migrate/plan"
+
 // Result is what `apply` and `rollback` print on success (schema "result").
 type Result struct {
 	Changed           bool     `json:"changed"`
-	Operation         string   `json:"operation"` // "apply" or "rollback"
+	Operation         string   `json:"operation"` // "apply", "rollback" or "remove_backups"
 	Slot              int      `json:"slot"`
 	TokenType         string   `json:"token_type"`
 	Datastore         string   `json:"datastore"`
@@ -17,11 +19,12 @@ type Result struct {
 	Verified          bool     `json:"verified"`
 	Fingerprint       string   `json:"fingerprint"` // of the state after the run
 	Warnings          []string `json:"warnings"`
-	Steps             []string `json:"steps"` // steps carried out, in order
+	Steps             []string `json:"steps"`             // steps carried out, in order
+	Removed           []string `json:"removed,omitempty"` // remove-backups: what it removed
+
+	made plan.Backup // the backups this run made, with their identity
 }
 
-// Backup names the backups a run made (or found from an earlier run).
-type Backup struct {
-	Datastore string `json:"datastore,omitempty"` // <datastore>_BAK
-	Conf      string `json:"conf,omitempty"`      // <confdir>/opencryptoki.conf_BAK
-}
+// Backup names the backups a run made (or found from an earlier run), with the identity of
+// those it made.
+type Backup = plan.Backup

@@ -32,6 +32,7 @@ const (
 	SuffixTmp     = "_PKCSTOK_MIGRATE_TMP"
 	SuffixBak     = "_BAK"
 	SuffixJournal = "_PKCSTOK_MIGRATE_JOURNAL"
+	SuffixDiscard = "_PKCSTOK_MIGRATE_DISCARD" // remove-backups' private scratch directory
 	ConfName      = "opencryptoki.conf"
 	ConfBakName   = "opencryptoki.conf_BAK"
 )
@@ -45,13 +46,14 @@ const (
 	InPlaceJournal    = "PKCSTOK_MIGRATE_JOURNAL"
 	InPlaceBak        = "PKCSTOK_MIGRATE_BAK"
 	InPlaceRolledBack = "PKCSTOK_MIGRATE_ROLLED_BACK"
+	InPlaceDiscard    = "PKCSTOK_MIGRATE_DISCARD" // remove-backups' scratch for InPlaceBak
 )
 
 // Reserved reports whether rel (slash-separated, relative to the repository) is one of the
 // entries of an in-place switch at the repository's top level.
 func Reserved(rel string) bool {
 	switch rel {
-	case InPlaceTmp, InPlaceJournal, InPlaceBak, InPlaceRolledBack:
+	case InPlaceTmp, InPlaceJournal, InPlaceBak, InPlaceRolledBack, InPlaceDiscard:
 		return true
 	}
 	return false

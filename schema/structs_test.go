@@ -66,6 +66,9 @@ func TestSchemasMatchStructs(t *testing.T) {
 		}
 		var tags, always []string
 		for i := 0; i < rt.NumField(); i++ {
+			if !rt.Field(i).IsExported() {
+				continue // not encoded
+			}
 			tag := rt.Field(i).Tag.Get("json")
 			name, opts, _ := strings.Cut(tag, ",")
 			require.NotEmpty(t, name, "%s.%s has no json name", rt.Name(), rt.Field(i).Name)

@@ -106,6 +106,15 @@ var commands = []cmdSpec{
 		exit:   "0 success, 1 error (nothing_to_roll_back when there is no backup)",
 	},
 	{
+		name:    "remove-backups",
+		summary: "remove the backups an apply made, checked by identity (root)",
+		desc: []string{
+			"Removes <store>_BAK (or the in-place backup) and opencryptoki.conf_BAK of a migration once it has been checked, taking back the \"backup\" object apply printed in its result (\"backup\" in a --request document). An entry is removed only when apply gave its device and inode and it still is that file: a directory another user renamed to a backup's name is left alone (verify_failed). The repository must be migrated. Needs no PINs and does not need pkcsslotd stopped.",
+		},
+		flags: []string{"request", "slot", "confdir", "datastore", "state-dir", "json"},
+		exit:  "0 success (\"removed\" lists what went), 1 error",
+	},
+	{
 		name:    "info",
 		summary: "report every slot: format, objects, backups; needs no PINs, read-only",
 		desc: []string{

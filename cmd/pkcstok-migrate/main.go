@@ -55,7 +55,7 @@ func run(e *env) int {
 		return 0
 	}
 	switch {
-	case cmd == "plan" || cmd == "apply" || cmd == "rollback":
+	case cmd == "plan" || cmd == "apply" || cmd == "rollback" || cmd == "remove-backups":
 		return runOperation(e, cmd, args[1:])
 	case cmd == "info":
 		return runInfo(e, args[1:])

@@ -88,6 +88,7 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			"fixture":      cmdFixture,
 			"validate":     cmdValidate,
 			"jsonpath":     cmdJSONPath,
+			"jsonset":      cmdJSONSet,
 			"treehash":     cmdTreeHash,
 			"checkobjects": cmdCheckObjects,
 			"checkperms":   cmdCheckPerms,
@@ -214,6 +215,37 @@ func cmdJSONPath(ts *testscript.TestScript, neg bool, args []string) {
 	got, _ := json.Marshal(v)
 	if (string(got) == args[2]) == neg {
 		ts.Fatalf("%s %s = %s, want %s%s", args[0], args[1], got, map[bool]string{true: "not "}[neg], args[2])
+	}
+}
+
+// jsonset OUT BASE KEY SRC PATH: writes to OUT the JSON object of file BASE with KEY set to
+// the value at dotted PATH of the JSON in file SRC (a request built from an earlier result).
+func cmdJSONSet(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 5 {
+		ts.Fatalf("usage: jsonset OUT BASE KEY SRC PATH")
+	}
+	var base map[string]any
+	var v any
+	if err := json.Unmarshal([]byte(ts.ReadFile(args[1])), &base); err != nil {
+		ts.Fatalf("%s: %v", args[1], err)
+	}
+	if err := json.Unmarshal([]byte(ts.ReadFile(args[3])), &v); err != nil {
+		ts.Fatalf("%s: %v", args[3], err)
+	}
+	for _, k := range strings.Split(args[4], ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			ts.Fatalf("%s: cannot index %T with %s", args[4], v, k)
+		}
+		v = m[k]
+	}
+	base[args[2]] = v
+	out, err := json.Marshal(base)
+	if err != nil {
+		ts.Fatalf("%v", err)
+	}
+	if err := os.WriteFile(ts.MkAbs(args[0]), out, 0o600); err != nil {
+		ts.Fatalf("%v", err)
 	}
 }
 

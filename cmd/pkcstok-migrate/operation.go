@@ -112,6 +112,16 @@ func runOperation(e *env, op string, args []string) int {
 		}
 		out.result(res)
 		return 0
+	case "remove-backups":
+		if e.euid != 0 {
+			return out.fail(&plan.Error{Code: plan.CodeNotRoot, Message: "remove-backups must run as root"})
+		}
+		res, err := apply.RemoveBackups(opts, req.Backup)
+		if err != nil {
+			return out.fail(err)
+		}
+		out.result(res)
+		return 0
 	default: // rollback
 		if e.euid != 0 {
 			return out.fail(&plan.Error{Code: plan.CodeNotRoot, Message: "rollback must run as root"})
@@ -239,9 +249,12 @@ func resolve(e *env, op string, req *plan.Request, out *output) (plan.Options, e
 	if req.AllSlots && op != "plan" {
 		return o, &plan.Error{Code: plan.CodeBadRequest, Field: "all_slots", Message: "all_slots is for plan only: apply and rollback take one slot at a time"}
 	}
-	if op == "rollback" {
+	if req.Backup != nil && op != "remove-backups" {
+		return o, &plan.Error{Code: plan.CodeBadRequest, Field: "backup", Message: "backup is for remove-backups only"}
+	}
+	if op == "rollback" || op == "remove-backups" {
 		if req.SOPIN != "" || req.UserPIN != "" || req.SOPINFile != "" || req.UserPINFile != "" {
-			return o, &plan.Error{Code: plan.CodeBadRequest, Field: "so_pin", Message: "rollback needs no PINs"}
+			return o, &plan.Error{Code: plan.CodeBadRequest, Field: "so_pin", Message: op + " needs no PINs"}
 		}
 		return o, nil
 	}

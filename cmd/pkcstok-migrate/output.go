@@ -170,6 +170,9 @@ func resultSummary(r *apply.Result) string {
 			tprintf(&b, "  backup: %s\n", r.Backup.Conf)
 		}
 	}
+	for _, p := range r.Removed {
+		tprintf(&b, "  removed: %s\n", p)
+	}
 	for _, w := range r.Warnings {
 		tprintf(&b, "  warning: %s\n", w)
 	}

@@ -99,7 +99,7 @@ func CopyTreeWith(src *Dir, parent *Dir, dstName string, p Perm, o CopyOptions) 
 	}
 	if err != nil {
 		// dstName did not exist before (mkdir succeeded), so everything below it is ours.
-		if rerr := removeAllAt(pfd, base, display, 0); rerr != nil {
+		if rerr := removeAllAt(pfd, base, display, 0, 0); rerr != nil {
 			return fmt.Errorf("%w (removing the partial copy %s failed too: %v)", err, display, rerr)
 		}
 	}

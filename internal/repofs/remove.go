@@ -48,12 +48,14 @@ func (d *Dir) RemoveAll(name string) error {
 		return fmt.Errorf("remove %s: %w", d.join(name), err)
 	}
 	defer release()
-	return removeAllAt(pfd, base, d.join(name), 0)
+	return removeAllAt(pfd, base, d.join(name), 0, 0)
 }
 
 const maxDepth = 256
 
-func removeAllAt(pfd int, base, display string, depth int) error {
+// removeAllAt removes base below pfd and everything beneath it. With dev not 0, a directory on
+// another device (a file system mounted inside the tree) is refused, not entered.
+func removeAllAt(pfd int, base, display string, depth int, dev uint64) error {
 	var st unix.Stat_t
 	if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -70,6 +72,9 @@ func removeAllAt(pfd int, base, display string, depth int) error {
 	if depth >= maxDepth {
 		return fmt.Errorf("remove %s: directory tree deeper than %d levels", display, maxDepth)
 	}
+	if dev != 0 && uint64(st.Dev) != dev {
+		return fmt.Errorf("remove %s: another file system is mounted there: %w", display, ErrChanged)
+	}
 	fd, err := openRetry(pfd, base, dirOpenFlags, 0)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -77,7 +82,7 @@ func removeAllAt(pfd int, base, display string, depth int) error {
 		}
 		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
 			// Replaced by a symlink or file in between: remove that entry instead.
-			return removeAllAt(pfd, base, display, depth+1)
+			return removeAllAt(pfd, base, display, depth+1, dev)
 		}
 		return pathErr("open directory", display, err)
 	}
@@ -89,7 +94,7 @@ func removeAllAt(pfd int, base, display string, depth int) error {
 			return err
 		}
 		for _, n := range names {
-			if err := removeAllAt(fd, n, path.Join(display, n), depth+1); err != nil {
+			if err := removeAllAt(fd, n, path.Join(display, n), depth+1, dev); err != nil {
 				return err
 			}
 		}
