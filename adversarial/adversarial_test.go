@@ -21,6 +21,7 @@ const (
 	opApply    opKind = iota // apply / the legacy interface: the repository may be migrated
 	opRollback               // rollback after a clean apply
 	opReadOnly               // plan, info, a refused request: nothing may change
+	opRemoveBackups          // remove-backups after a clean apply: only the backup may go
 )
 
 // attack is one row of the table: adding an attack is adding an entry to attacks.
@@ -555,7 +556,7 @@ func (e *env) succeeded(a attack, r *runRes) bool {
 	if a.legacy {
 		return r.code == 0 && bytes.Contains(r.stdout, []byte("finished successfully")) && bytes.Contains(r.stdout, []byte("Migrated "))
 	}
-	if a.kind == opRollback {
+	if a.kind == opRollback || a.kind == opRemoveBackups {
 		return r.code == 0 && r.doc["changed"] == true
 	}
 	return r.success()
@@ -620,6 +621,15 @@ func (e *env) generic(a attack, r *runRes) []string {
 				uint64(st.Ino) != e.firstIno && uint64(st.Ino) != e.origIno {
 				v = append(v, fmt.Sprintf("after rollback %s is neither root's original nor root's migrated repository", e.ds))
 			}
+		}
+		v = append(v, e.confRootOwned()...)
+	case opRemoveBackups:
+		// The migrated repository stays; the original (the backup) only unless it was removed.
+		v = append(v, e.preserved(all, e.origIno, e.origSnap, "the migrated repository")...)
+		if !ok {
+			v = append(v, e.preserved(all, e.firstIno, e.firstSnap, "the original repository")...)
+		} else if findIno(all, e.firstIno) != "" {
+			v = append(v, "remove-backups reported success but the backup is still there")
 		}
 		v = append(v, e.confRootOwned()...)
 	case opReadOnly:

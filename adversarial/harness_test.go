@@ -76,6 +76,8 @@ type env struct {
 
 	extraEnv []string
 	cleanups []func()
+
+	applied map[string]any // the result of an apply an attack's setup ran
 }
 
 type victim struct {

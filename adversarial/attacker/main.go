@@ -65,6 +65,8 @@ func main() {
 		err = need(rest, 3, func() error { return loop(swapin(rest[0], rest[1], rest[2], true), nil) })
 	case "symflap": // DIR NAME TARGET: a symlink NAME created and removed
 		err = need(rest, 3, func() error { return loop(symflap(rest[0], rest[1], rest[2]), undoSymflap(rest[1])) })
+	case "afterswitch": // PATH TARGET: once PATH is another directory than at the start, a symlink to TARGET in its place
+		err = need(rest, 2, func() error { return afterSwitch(rest[0], rest[1]) })
 	case "xchg": // A B: RENAME_EXCHANGE of A (hers: a symlink, FIFO, device) and B, and back
 		err = need(rest, 2, func() error { return loopXchg(rest[0], rest[1]) })
 	default:
@@ -319,5 +321,39 @@ func loopXchg(a, b string) error {
 		if holds(inoA) {
 			swap()
 		}
+	})
+}
+
+// afterSwitch waits until path holds another directory than it did at the start (root
+// switched the migrated copy in), then moves that directory aside and puts a symlink to
+// target at path: a name root must not resolve again after its switch. The undo puts the
+// directory back.
+func afterSwitch(path, target string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return err
+	}
+	first, aside := uint64(st.Ino), path+".aside"
+	done := false
+	return loop(func() {
+		if done {
+			time.Sleep(time.Millisecond)
+			return
+		}
+		var cur unix.Stat_t
+		if unix.Lstat(path, &cur) != nil || cur.Mode&unix.S_IFMT != unix.S_IFDIR || uint64(cur.Ino) == first {
+			return
+		}
+		if os.Rename(path, aside) == nil {
+			done = os.Symlink(target, path) == nil
+		}
+	}, func(string) {
+		if !done {
+			return
+		}
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			_ = os.Remove(path)
+		}
+		_ = os.Rename(aside, path)
 	})
 }
