@@ -485,7 +485,7 @@ func readConf(confdir string) (*conf.File, []byte, []string, error) {
 		return nil, nil, nil, confReadError(name, err)
 	}
 	defer d.Close()
-	data, err := d.ReadFile(ConfName)
+	data, err := d.ReadFileAnyLinks(ConfName)
 	if err != nil {
 		if errors.Is(err, repofs.ErrSymlink) {
 			return nil, nil, nil, &Error{Code: CodeConfInvalid, Message: fmt.Sprintf("%s is a symlink: refusing", name), Err: err}
@@ -531,7 +531,7 @@ func repoError(ds string, err error) error {
 		return Errorf(CodeCorruptRepository, "repository %s: %w", ds, err)
 	case errors.Is(err, tokens.ErrByteOrder):
 		return Errorf(CodeByteOrder, "repository %s: %w", ds, err)
-	case errors.Is(err, tokens.ErrCorrupt), errors.Is(err, repofs.ErrSymlink), errors.Is(err, repofs.ErrNotRegular), errors.Is(err, repofs.ErrTooLarge):
+	case errors.Is(err, tokens.ErrCorrupt), errors.Is(err, repofs.ErrSymlink), errors.Is(err, repofs.ErrNotRegular), errors.Is(err, repofs.ErrHardLinked), errors.Is(err, repofs.ErrTooLarge):
 		return Errorf(CodeCorruptRepository, "repository %s: %w", ds, err)
 	}
 	return Errorf(CodeIO, "repository %s: %w", ds, err)
