@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 
 // The open-files check by write leases (issue 22).
@@ -39,11 +41,16 @@ var ErrOpenUnnamed = errors.New("a file of the repository is open in a process /
 var errLeaseUnsupported = errors.New("write leases cannot tell")
 
 // Bounds of the lease walk; over them the scan answers instead (a hostile repository costs
-// its owner the scan's time, nothing else).
-const (
-	leaseMaxDepth   = 256
-	leaseMaxEntries = 1 << 20
-)
+// its owner the scan's time, nothing else). The entries are bounded like every walk of a
+// repository (repofs.MaxTreeEntries) and counted as they are listed, so a directory of a
+// million names is left after that many were read, before any file of it is opened; the
+// copy then refuses such a repository. The in-place switch's directories inside the
+// repository (the working copy, the backup) are counted too: a token of more than half the
+// bound with its backup inside is checked by the scan.
+const leaseMaxDepth = 256
+
+// leaseMaxEntries is repofs.MaxTreeEntries; tests lower it.
+var leaseMaxEntries = repofs.MaxTreeEntries
 
 // leaseFileSystems are the file systems where a write lease is known (lease_test.go, run on
 // each) to be refused for every kind of user: a descriptor read-only or read-write, and a
@@ -120,29 +127,44 @@ func (w *leaseWalk) dir(fd int, name string, depth int) error {
 	if !leaseFileSystems[int64(sfs.Type)] {
 		return fmt.Errorf("%w: %s is on a file system (magic 0x%x) where leases are not known to see every user", errLeaseUnsupported, name, sfs.Type)
 	}
-	// A duplicate for the listing: os.File closes what it wraps.
-	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("%w: %s: %v", errLeaseUnsupported, name, err)
+	// Listed in getdents batches, each name counted as it is read: a directory of a million
+	// names is left after leaseMaxEntries of them, not held whole.
+	ents, err := repofs.ListDir(fd, name, func(string) (bool, error) {
+		if w.entries++; w.entries > leaseMaxEntries {
+			return false, fmt.Errorf("%w: more than %d entries", errLeaseUnsupported, leaseMaxEntries)
+		}
+		return true, nil
+	})
+	if errors.Is(err, errLeaseUnsupported) {
+		return err
 	}
-	f := os.NewFile(uintptr(dup), name)
-	ents, err := f.ReadDir(-1)
-	f.Close()
 	if err != nil {
 		return fmt.Errorf("%w: list %s: %v", errLeaseUnsupported, name, err)
 	}
-	w.entries += len(ents)
-	if w.entries > leaseMaxEntries {
-		return fmt.Errorf("%w: more than %d entries", errLeaseUnsupported, leaseMaxEntries)
-	}
 	var files []string
 	for _, e := range ents {
-		p := name + "/" + e.Name()
-		switch t := e.Type(); {
-		case t.IsRegular():
-			files = append(files, e.Name())
-		case t.IsDir():
-			cfd, err := unix.Openat(fd, e.Name(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		p := name + "/" + e.Name
+		typ := e.Type
+		if typ == unix.DT_UNKNOWN {
+			var st unix.Stat_t
+			if err := unix.Fstatat(fd, e.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				if errors.Is(err, unix.ENOENT) {
+					continue // gone meanwhile: nothing to hold open
+				}
+				return fmt.Errorf("%w: lstat %s: %v", errLeaseUnsupported, p, err)
+			}
+			switch st.Mode & unix.S_IFMT {
+			case unix.S_IFREG:
+				typ = unix.DT_REG
+			case unix.S_IFDIR:
+				typ = unix.DT_DIR
+			}
+		}
+		switch typ {
+		case unix.DT_REG:
+			files = append(files, e.Name)
+		case unix.DT_DIR:
+			cfd, err := unix.Openat(fd, e.Name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			if err != nil {
 				if errors.Is(err, unix.ENOENT) {
 					continue // gone meanwhile: nothing to hold open

@@ -415,3 +415,40 @@ func TestOpenersLeaseOnGivenRepository(t *testing.T) {
 		t.Fatalf("after: %v %v", busy, err)
 	}
 }
+
+// The lease walk counts names as it lists them: a directory over leaseMaxEntries is left
+// (the scan answers) after that many names were read, before any of its files is leased.
+func TestLeaseWalkBoundedWhileListing(t *testing.T) {
+	defer func(b int) { leaseMaxEntries = b }(leaseMaxEntries)
+	leaseMaxEntries = 500
+	repo := t.TempDir()
+	objs := filepath.Join(repo, "TOK_OBJ")
+	if err := os.Mkdir(objs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "NVTOK.DAT"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2*leaseMaxEntries; i++ {
+		if err := os.WriteFile(filepath.Join(objs, fmt.Sprintf("E%07d", i)), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leases := 0
+	defer func(f func(int, int) error) { setLease = f }(setLease)
+	setLease = func(fd, typ int) error { leases++; return nil }
+	busy, err := busyFiles(repo)
+	if !errors.Is(err, errLeaseUnsupported) || busy != nil {
+		t.Fatalf("busyFiles: %v, %v; want errLeaseUnsupported (the bound)", busy, err)
+	}
+	if leases != 0 {
+		t.Errorf("%d files were leased in a repository over the bound", leases)
+	}
+	// Within the bound every file is leased.
+	leaseMaxEntries = 2*leaseMaxEntries + 2
+	if _, err := busyFiles(repo); err != nil && !errors.Is(err, errLeaseUnsupported) {
+		t.Fatal(err)
+	} else if err == nil && leases != 2*500+1 {
+		t.Errorf("%d leases, want %d", leases, 2*500+1)
+	}
+}
