@@ -671,12 +671,13 @@ func scanRepository(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tok
 	if err != nil {
 		return "", repoError(p.Datastore, err)
 	}
-	for i, name := range names {
+	for i := range names {
 		if errs[i] != nil {
 			return "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: %w", i+1, errs[i]))
 		}
 		if !seen[i] {
-			return "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: read %s%s: %w", i+1, objectDir, name, fs.ErrNotExist))
+			// The name is OBJ.IDX's bytes, not a file of the repository: not quoted.
+			return "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX names no file of %s: %w", i+1, strings.TrimSuffix(objectDir, "/"), fs.ErrNotExist))
 		}
 	}
 	sort.Strings(p.LibraryTempFiles)
