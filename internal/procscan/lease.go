@@ -42,11 +42,11 @@ var errLeaseUnsupported = errors.New("write leases cannot tell")
 
 // Bounds of the lease walk; over them the scan answers instead (a hostile repository costs
 // its owner the scan's time, nothing else). The entries are bounded like every walk of a
-// repository (repofs.MaxTreeEntries) and counted as they are listed, so a directory of a
-// million names is left after that many were read, before any file of it is opened; the
-// copy then refuses such a repository. The in-place switch's directories inside the
-// repository (the working copy, the backup) are counted too: a token of more than half the
-// bound with its backup inside is checked by the scan.
+// repository (repofs.MaxTreeEntries) and counted as they are read, so a directory of a
+// million names is left after that many, and the copy then refuses such a repository. The
+// in-place switch's directories inside the repository (the working copy, the backup) are
+// counted too: a token of more than half the bound with its backup inside is checked by the
+// scan.
 const leaseMaxDepth = 256
 
 // leaseMaxEntries is repofs.MaxTreeEntries; tests lower it.
@@ -106,6 +106,7 @@ func busyFiles(dir string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	sort.Strings(w.busy)
 	return w.busy, nil
 }
 
@@ -127,31 +128,46 @@ func (w *leaseWalk) dir(fd int, name string, depth int) error {
 	if !leaseFileSystems[int64(sfs.Type)] {
 		return fmt.Errorf("%w: %s is on a file system (magic 0x%x) where leases are not known to see every user", errLeaseUnsupported, name, sfs.Type)
 	}
-	// Listed in getdents batches, each name counted as it is read: a directory of a million
-	// names is left after leaseMaxEntries of them, not held whole.
-	ents, err := repofs.ListDir(fd, name, func(string) (bool, error) {
-		if w.entries++; w.entries > leaseMaxEntries {
-			return false, fmt.Errorf("%w: more than %d entries", errLeaseUnsupported, leaseMaxEntries)
+	// The directory is read in getdents batches, twice: first only counted, so that a
+	// directory of a million names is left for the scan after leaseMaxEntries of them, before
+	// any file of it is leased; then its files are leased leaseBatch at a time as they are
+	// read (and counted again: it may have grown). No listing is held whole.
+	seen := 0
+	err := repofs.ScanDir(fd, name, func([]byte, uint8) error {
+		if seen++; w.entries+seen > leaseMaxEntries {
+			return fmt.Errorf("%w: more than %d entries", errLeaseUnsupported, leaseMaxEntries)
 		}
-		return true, nil
+		return nil
 	})
-	if errors.Is(err, errLeaseUnsupported) {
-		return err
-	}
 	if err != nil {
+		if errors.Is(err, errLeaseUnsupported) {
+			return err
+		}
 		return fmt.Errorf("%w: list %s: %v", errLeaseUnsupported, name, err)
 	}
-	var files []string
-	for _, e := range ents {
-		p := name + "/" + e.Name
-		typ := e.Type
+	var files, subdirs []string
+	flush := func() error {
+		busy, err := leaseFiles(fd, files)
+		for _, b := range busy {
+			w.busy = append(w.busy, name+"/"+b)
+		}
+		files = files[:0]
+		if err != nil {
+			return fmt.Errorf("%w: %s/%v", errLeaseUnsupported, name, err)
+		}
+		return nil
+	}
+	err = repofs.ScanDir(fd, name, func(n []byte, typ uint8) error {
+		if w.entries++; w.entries > leaseMaxEntries {
+			return fmt.Errorf("%w: more than %d entries", errLeaseUnsupported, leaseMaxEntries)
+		}
 		if typ == unix.DT_UNKNOWN {
 			var st unix.Stat_t
-			if err := unix.Fstatat(fd, e.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if err := unix.Fstatat(fd, string(n), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				if errors.Is(err, unix.ENOENT) {
-					continue // gone meanwhile: nothing to hold open
+					return nil // gone meanwhile: nothing to hold open
 				}
-				return fmt.Errorf("%w: lstat %s: %v", errLeaseUnsupported, p, err)
+				return fmt.Errorf("%w: lstat %s/%s: %v", errLeaseUnsupported, name, n, err)
 			}
 			switch st.Mode & unix.S_IFMT {
 			case unix.S_IFREG:
@@ -160,34 +176,46 @@ func (w *leaseWalk) dir(fd int, name string, depth int) error {
 				typ = unix.DT_DIR
 			}
 		}
+		// Symlinks, FIFOs, sockets, devices: the copy refuses them; nothing to lease.
 		switch typ {
 		case unix.DT_REG:
-			files = append(files, e.Name)
+			if files = append(files, string(n)); len(files) == leaseBatch {
+				return flush()
+			}
 		case unix.DT_DIR:
-			cfd, err := unix.Openat(fd, e.Name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-			if err != nil {
-				if errors.Is(err, unix.ENOENT) {
-					continue // gone meanwhile: nothing to hold open
-				}
-				return fmt.Errorf("%w: open %s: %v", errLeaseUnsupported, p, err)
-			}
-			err = w.dir(cfd, p, depth+1)
-			unix.Close(cfd)
-			if err != nil {
-				return err
-			}
+			subdirs = append(subdirs, string(n))
 		}
-		// Symlinks, FIFOs, sockets, devices: the copy refuses them; nothing to lease.
-	}
-	busy, err := leaseFiles(fd, files)
-	for _, b := range busy {
-		w.busy = append(w.busy, name+"/"+b)
-	}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("%w: %s/%v", errLeaseUnsupported, name, err)
+		if errors.Is(err, errLeaseUnsupported) {
+			return err
+		}
+		return fmt.Errorf("%w: list %s: %v", errLeaseUnsupported, name, err)
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	for _, sd := range subdirs {
+		p := name + "/" + sd
+		cfd, err := unix.Openat(fd, sd, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // gone meanwhile: nothing to hold open
+			}
+			return fmt.Errorf("%w: open %s: %v", errLeaseUnsupported, p, err)
+		}
+		err = w.dir(cfd, p, depth+1)
+		unix.Close(cfd)
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
+
+// leaseBatch is how many files of a directory the lease walk holds (and leases) at a time.
+const leaseBatch = 1024
 
 // leaseFiles runs leaseFile on each of the files of the directory dfd, on up to one worker
 // per core for a large directory (TOK_OBJ): the calls are all in the kernel, and the copy

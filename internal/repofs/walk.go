@@ -172,11 +172,11 @@ const listBatch = 32 << 10
 
 // ListDir lists the directory open as dirfd through a fresh descriptor (dirfd's own offset is
 // left alone), without "." and "..", sorted by name. The entries are read with getdents,
-// listBatch bytes at a time, and each name is handed to admit as it is read, before it is
-// kept: admit says whether to keep it (false leaves it out of the result) or returns an error,
-// which ends the listing at once. So a directory of a million entries costs no more memory
-// than admit lets in. A nil admit keeps every name up to MaxTreeEntries and refuses the
-// directory beyond (ErrTooLarge): no listing the tool does on a repository is unbounded.
+// listBatch bytes at a time (ScanDir), and each name is handed to admit as it is read, before
+// it is kept: admit says whether to keep it (false leaves it out of the result) or returns an
+// error, which ends the listing at once. So a directory of a million entries costs no more
+// memory than admit lets in. A nil admit keeps every name up to MaxTreeEntries and refuses
+// the directory beyond (ErrTooLarge): no listing the tool does on a repository is unbounded.
 func ListDir(dirfd int, display string, admit func(name string) (keep bool, err error)) ([]DirEntry, error) {
 	if admit == nil {
 		n := 0
@@ -187,12 +187,33 @@ func ListDir(dirfd int, display string, admit func(name string) (keep bool, err 
 			return true, nil
 		}
 	}
+	var out []DirEntry
+	err := ScanDir(dirfd, display, func(name []byte, typ uint8) error {
+		s := string(name)
+		keep, err := admit(s)
+		if keep && err == nil {
+			out = append(out, DirEntry{Name: s, Type: typ})
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// ScanDir reads the directory open as dirfd through a fresh descriptor (dirfd's own offset is
+// left alone) with getdents, listBatch bytes at a time, and calls each for every entry but
+// "." and ".." in the order the file system gives, with its name (valid during the call only)
+// and its d_type. Nothing is held between batches; an error from each ends the scan and is
+// returned.
+func ScanDir(dirfd int, display string, each func(name []byte, typ uint8) error) error {
 	fd, err := openRetry(dirfd, ".", dirOpenFlags, 0)
 	if err != nil {
-		return nil, pathErr("read directory", display, err)
+		return pathErr("read directory", display, err)
 	}
 	defer unix.Close(fd)
-	var out []DirEntry
 	buf := make([]byte, listBatch)
 	for {
 		n, err := unix.Getdents(fd, buf)
@@ -200,16 +221,16 @@ func ListDir(dirfd int, display string, admit func(name string) (keep bool, err 
 			continue
 		}
 		if err != nil {
-			return nil, pathErr("read directory", display, err)
+			return pathErr("read directory", display, err)
 		}
 		if n <= 0 {
-			break
+			return nil
 		}
 		// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name (NUL-ended).
 		for b := buf[:n]; len(b) >= 19; {
 			reclen := int(binary.NativeEndian.Uint16(b[16:]))
 			if reclen < 19 || reclen > len(b) {
-				return nil, &fs.PathError{Op: "read directory", Path: display, Err: errors.New("malformed directory entry")}
+				return &fs.PathError{Op: "read directory", Path: display, Err: errors.New("malformed directory entry")}
 			}
 			name := b[19:reclen]
 			if i := bytes.IndexByte(name, 0); i >= 0 {
@@ -220,18 +241,11 @@ func ListDir(dirfd int, display string, admit func(name string) (keep bool, err 
 			if string(name) == "." || string(name) == ".." {
 				continue
 			}
-			s := string(name)
-			keep, err := admit(s)
-			if err != nil {
-				return nil, err
-			}
-			if keep {
-				out = append(out, DirEntry{Name: s, Type: typ})
+			if err := each(name, typ); err != nil {
+				return err
 			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
 }
 
 // walkEntry is one entry of a batch being walked.
