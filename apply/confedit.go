@@ -25,14 +25,14 @@ func checkConfBackup(confdir string) error {
 	if info, err := d.Lstat(conf.TempName); err == nil && !info.IsRegular() {
 		return &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists and is not a regular file: remove it before migrating", filepath.Join(confdir, conf.TempName))}
 	}
-	bak, err := d.ReadFile(plan.ConfBakName)
+	bak, err := d.ReadFileAnyLinks(plan.ConfBakName)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return plan.Errorf(plan.CodeBackupExists, "conf backup %s: %w", filepath.Join(confdir, plan.ConfBakName), err)
 	}
-	cur, err := d.ReadFile(plan.ConfName)
+	cur, err := d.ReadFileAnyLinks(plan.ConfName)
 	if err != nil {
 		return plan.Errorf(plan.CodeIO, "read conf: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 )
@@ -211,13 +212,31 @@ func TestHostileJournalDoesNotBypassStalePlan(t *testing.T) {
 
 // Finding 5: nothing the copy writes is readable by more users than its source.
 func TestHostileNoWiderAccess(t *testing.T) {
-	t.Run("root_only_extra_file", func(t *testing.T) {
+	// A hard link to a root-only file is refused before it is read: nothing changes and no
+	// byte of it reaches the error.
+	t.Run("hardlink_to_root_file_refused", func(t *testing.T) {
 		ds, confdir, o := newToken(t)
 		secret := filepath.Join(t.TempDir(), "secret")
-		os.WriteFile(secret, []byte("root only\n"), 0o600)
+		os.WriteFile(secret, []byte("ROOT-ONLY-CANARY\n"), 0o600)
 		if err := os.Link(secret, filepath.Join(ds, "TOK_OBJ", "SECRET")); err != nil {
 			t.Fatal(err)
 		}
+		before := tree(t, filepath.Dir(ds))
+		_, err := apply.Run(req(ds, confdir), nil, o)
+		wantCode(t, err, plan.CodeCorruptRepository, "TOK_OBJ/SECRET")
+		if !errors.Is(err, repofs.ErrHardLinked) {
+			t.Errorf("%v: want ErrHardLinked", err)
+		}
+		if strings.Contains(err.Error(), "CANARY") {
+			t.Errorf("the error quotes the linked file: %v", err)
+		}
+		if after := tree(t, filepath.Dir(ds)); after != before {
+			t.Errorf("the refused run changed files:\nbefore\n%s\nafter\n%s", before, after)
+		}
+	})
+	t.Run("root_only_extra_file", func(t *testing.T) {
+		ds, confdir, o := newToken(t)
+		os.WriteFile(filepath.Join(ds, "TOK_OBJ", "SECRET"), []byte("root only\n"), 0o600)
 		os.WriteFile(filepath.Join(ds, "notes"), []byte("x\n"), 0o640) // group root
 		if _, err := apply.Run(req(ds, confdir), nil, o); err != nil {
 			t.Fatal(err)

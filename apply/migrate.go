@@ -150,7 +150,7 @@ func copyError(p *plan.Plan, err error) error {
 	if errors.As(err, &pe) {
 		return pe
 	}
-	if errors.Is(err, repofs.ErrSymlink) || errors.Is(err, repofs.ErrNotRegular) || errors.Is(err, repofs.ErrTooLarge) {
+	if errors.Is(err, repofs.ErrSymlink) || errors.Is(err, repofs.ErrNotRegular) || errors.Is(err, repofs.ErrHardLinked) || errors.Is(err, repofs.ErrTooLarge) {
 		return plan.Errorf(plan.CodeCorruptRepository, "copy %s: %w", p.Datastore, err)
 	}
 	return plan.Errorf(plan.CodeIO, "copy %s: %w", p.Datastore, err)

@@ -116,7 +116,7 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 		} else {
 			for i, n := range names {
 				if n != r.names[i] {
-					return nil, plan.Errorf(plan.CodeStalePlan, "OBJ.IDX entry %d is %q, the plan's %q: the repository changed during the run", i+1, n, r.names[i])
+					return nil, plan.Errorf(plan.CodeStalePlan, "OBJ.IDX entry %d differs from the plan's: the repository changed during the run", i+1)
 				}
 			}
 		}
@@ -237,7 +237,8 @@ func (r *reencrypter) verify(rel string, written []byte) error {
 func (r *reencrypter) result() (int, error) {
 	for i := range r.done {
 		if !r.done[i] {
-			return 0, plan.Errorf(plan.CodeCorruptRepository, "object %s of OBJ.IDX was not found while copying", r.names[i])
+			// The name is OBJ.IDX's bytes, not a file the copy met: not quoted.
+			return 0, plan.Errorf(plan.CodeCorruptRepository, "object %d of OBJ.IDX names no file of TOK_OBJ (none was found while copying)", i+1)
 		}
 		if !r.checked[i] {
 			return 0, r.fail("object %s was not read back", r.names[i])

@@ -140,8 +140,8 @@ func rollbackTodo(pdir, cdir *repofs.Dir, ds, confdir string, inPlace bool) (rol
 	// run the power cut (or a kill) stopped before it renamed the backup back
 	// (crash/testdata/states/good_rollback_conf_linked_not_restored).
 	if _, err := cdir.Lstat(ConfRolledBackName); t.conf && err == nil {
-		rb, rerr := cdir.ReadFile(ConfRolledBackName)
-		cur, cerr := cdir.ReadFile(plan.ConfName)
+		rb, rerr := cdir.ReadFileAnyLinks(ConfRolledBackName)
+		cur, cerr := cdir.ReadFileAnyLinks(plan.ConfName)
 		if rerr != nil || cerr != nil || !bytes.Equal(rb, cur) {
 			return t, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", filepath.Join(confdir, ConfRolledBackName))}
 		}

@@ -487,7 +487,7 @@ func readConf(confdir string) (*conf.File, []byte, []string, error) {
 		return nil, nil, nil, confReadError(name, err)
 	}
 	defer d.Close()
-	data, err := d.ReadFile(ConfName)
+	data, err := d.ReadFileAnyLinks(ConfName)
 	if err != nil {
 		if errors.Is(err, repofs.ErrSymlink) {
 			return nil, nil, nil, &Error{Code: CodeConfInvalid, Message: fmt.Sprintf("%s is a symlink: refusing", name), Err: err}
@@ -533,7 +533,7 @@ func repoError(ds string, err error) error {
 		return Errorf(CodeCorruptRepository, "repository %s: %w", ds, err)
 	case errors.Is(err, tokens.ErrByteOrder):
 		return Errorf(CodeByteOrder, "repository %s: %w", ds, err)
-	case errors.Is(err, tokens.ErrCorrupt), errors.Is(err, repofs.ErrSymlink), errors.Is(err, repofs.ErrNotRegular), errors.Is(err, repofs.ErrTooLarge):
+	case errors.Is(err, tokens.ErrCorrupt), errors.Is(err, repofs.ErrSymlink), errors.Is(err, repofs.ErrNotRegular), errors.Is(err, repofs.ErrHardLinked), errors.Is(err, repofs.ErrTooLarge):
 		return Errorf(CodeCorruptRepository, "repository %s: %w", ds, err)
 	}
 	return Errorf(CodeIO, "repository %s: %w", ds, err)
@@ -673,12 +673,13 @@ func scanRepository(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tok
 	if err != nil {
 		return "", repoError(p.Datastore, err)
 	}
-	for i, name := range names {
+	for i := range names {
 		if errs[i] != nil {
 			return "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: %w", i+1, errs[i]))
 		}
 		if !seen[i] {
-			return "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: read %s%s: %w", i+1, objectDir, name, fs.ErrNotExist))
+			// The name is OBJ.IDX's bytes, not a file of the repository: not quoted.
+			return "", repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX names no file of %s: %w", i+1, strings.TrimSuffix(objectDir, "/"), fs.ErrNotExist))
 		}
 	}
 	sort.Strings(p.LibraryTempFiles)

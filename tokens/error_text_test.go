@@ -8,9 +8,10 @@ import (
 	"testing"
 )
 
-// Issue 19: a corrupt file's error names the file and says what is wrong, from metadata only
-// (the file's size, offsets and limits that are constants), never a value decoded from the
-// file: those are bytes of a root-only file ("total_len 1397772116" is the text "TOPS").
+// A corrupt file's error names the file and says what is wrong, from metadata only (the
+// file's size, offsets and limits that are constants), never a value decoded from the file
+// nor a name read from it: those are bytes of whatever file a member renamed there, a
+// root-only one included ("total_len 1397772116" is the text "TOPS").
 func TestCorruptErrorsCarryNoDecodedValues(t *testing.T) {
 	le := binary.LittleEndian
 	const name = "00000001"
@@ -67,6 +68,13 @@ func TestCorruptErrorsCarryNoDecodedValues(t *testing.T) {
 		{"NVTOK.DAT iterations", nvErr(nv312(Version312, 0x0123456789)), "NVTOK.DAT", []string{"4886718345"}},
 		{"flattened attribute", flatErr(name, flat), "TOK_OBJ/" + name, []string{"DEADBEEF", "3735928559", "195948557", "BADF00D"}},
 		{"flattened stored name", flatErr(name, flatName), "TOK_OBJ/" + name, []string{"XYZ", "[2J"}},
+		// OBJ.IDX's lines are its bytes: a name is described, never quoted.
+		{"OBJ.IDX name length", ValidObjectName("TOPSECRET-LINE"), FileIndex, []string{"TOPSECRET"}},
+		{"OBJ.IDX name slash", ValidObjectName("SEC/RET1"), FileIndex, []string{"SEC/RET1", "SEC"}},
+		{"OBJ.IDX name dotdot", ValidObjectName("SE..RET1"), FileIndex, []string{"SE..RET1", "RET1"}},
+		// A byte-order error names the files and what showed their order, not the readings
+		// (the plan's byte_order_evidence has them).
+		{"mixed byte order", mixedOrderErr(), "TOK_OBJ/" + name, []string{"1397772116", "134217728", "4242"}},
 	}
 	for _, c := range cases {
 		if !errors.Is(c.err, ErrCorrupt) {
@@ -74,8 +82,9 @@ func TestCorruptErrorsCarryNoDecodedValues(t *testing.T) {
 			continue
 		}
 		var ce *CorruptError
-		if !errors.As(c.err, &ce) || ce.File != c.file {
-			t.Errorf("%s: %v: want a CorruptError for %s", c.name, c.err, c.file)
+		var oe *OrderError
+		if !(errors.As(c.err, &ce) && ce.File == c.file) && !(errors.As(c.err, &oe) && oe.File == c.file) {
+			t.Errorf("%s: %v: want a CorruptError or OrderError for %s", c.name, c.err, c.file)
 		}
 		msg := c.err.Error()
 		for _, f := range c.forbid {
@@ -84,6 +93,13 @@ func TestCorruptErrorsCarryNoDecodedValues(t *testing.T) {
 			}
 		}
 	}
+}
+
+func mixedOrderErr() error {
+	nv := Evidence{File: FileNVTok, Order: LittleEndian, Reason: "max PIN length 8 (134217728 read big-endian)", clue: "max PIN length make sense read little-endian"}
+	obj := Evidence{File: "TOK_OBJ/00000001", Order: BigEndian, Reason: "total_len 1397772116 fits the 4242-byte file read big-endian"}
+	_, _, err := DecideOrder(nv, []Evidence{obj})
+	return orNoErr(err)
 }
 
 func decodeErr(name string, b []byte) error {

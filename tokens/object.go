@@ -54,10 +54,11 @@ func (o *Object) OrderEvidence() Evidence {
 	if o.Order == OrderUnknown {
 		return Evidence{}
 	}
-	return Evidence{File: ObjectPath(o.Name), Order: o.Order, Reason: o.why.String(o.Order)}
+	return Evidence{File: ObjectPath(o.Name), Order: o.Order, Reason: o.why.String(o.Order), clue: o.why.clue(o.Order)}
 }
 
-// orderReason is why an object shows its order, kept as numbers until OrderEvidence.
+// orderReason is why an object shows its order, kept as numbers until OrderEvidence. String
+// gives the readings (the plan's evidence); clue says the same without them, for an error.
 type orderReason struct {
 	kind    uint8
 	a, b, c int64
@@ -86,6 +87,23 @@ func (r orderReason) String(o ByteOrder) string {
 		return fmt.Sprintf("its flattened body is well-formed only read %s (%d attributes; %d read %s)", o, r.a, r.b, o.Other())
 	}
 	return ""
+}
+
+// clue is String without a value read from the file: what error texts say.
+func (r orderReason) clue(o ByteOrder) string {
+	switch r.kind {
+	case reasonTotalLen:
+		return fmt.Sprintf("its total_len fits the file only read %s", o)
+	case reasonBE312Size:
+		return "its total_len equals the file size read big-endian"
+	case reasonLegacyHeader:
+		return "3.12–3.14 host-order public header"
+	case reasonOnlyReading:
+		return fmt.Sprintf("only the %s reading of its total_len gives a well-formed object", o)
+	case reasonBody:
+		return fmt.Sprintf("its flattened body is well-formed only read %s", o)
+	}
+	return "its integers"
 }
 
 // Keys of an unlocked repository (or of a freshly built 3.12 one, see NewUpgrade).
@@ -187,7 +205,7 @@ func (o *Object) checkOrder(ord ByteOrder) error {
 		o.wellFormed[LittleEndian], o.wellFormed[BigEndian], o.bodyParsed = le, bg, true
 		if fo != OrderUnknown {
 			if o.Order != OrderUnknown && o.Order != fo {
-				return orderErr(file, "its header says %s (%s) but its body says %s (%s)", o.Order, o.OrderEvidence().Reason, fo, why.String(fo))
+				return orderErr(file, "its header says %s (%s) but its body says %s (%s)", o.Order, o.why.clue(o.Order), fo, why.clue(fo))
 			}
 			if o.Order == OrderUnknown {
 				o.Order, o.why = fo, why
@@ -195,7 +213,7 @@ func (o *Object) checkOrder(ord ByteOrder) error {
 		}
 	}
 	if ord != OrderUnknown && o.Order == ord.Other() {
-		return orderErr(file, "written in %s byte order (%s), but the repository is %s: mixed byte order, was it copied from another machine?", o.Order, o.OrderEvidence().Reason, ord)
+		return orderErr(file, "written in %s byte order (%s), but the repository is %s: mixed byte order, was it copied from another machine?", o.Order, o.why.clue(o.Order), ord)
 	}
 	return nil
 }
@@ -324,8 +342,8 @@ func decodeOldOrder(file string, data []byte, ord ByteOrder, blk func() (cipher.
 		if !fits[ord] && exact(ord.Other()) && fits[ord.Other()] {
 			o.Format = FormatOld
 			note(ord.Other())
-			return orderErr(file, "written in %s byte order (total_len %d is the file size read %s, %d read %s), but the repository is %s: mixed byte order, was it copied from another machine?",
-				ord.Other(), tl[ord.Other()], ord.Other(), tl[ord], ord, ord)
+			return orderErr(file, "written in %s byte order (its total_len is the file size only read %s), but the repository is %s: mixed byte order, was it copied from another machine?",
+				ord.Other(), ord.Other(), ord)
 		}
 		note(ord)
 		return decodeOld(file, data, ord, blk, o)
@@ -365,7 +383,7 @@ func decodeOldOrder(file string, data []byte, ord ByteOrder, blk func() (cipher.
 			firstErr = err
 		}
 		if err == ErrNeedKeys {
-			return orderErr(file, "total_len %d (little-endian) and %d (big-endian) both fit the %d-byte file; the private object would tell, but the PINs were not given", tlLE, tlBE, len(data))
+			return orderErr(file, "its total_len fits the %d-byte file read either way; the private object would tell, but the PINs were not given", len(data))
 		}
 	}
 	switch len(ok) {

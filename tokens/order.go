@@ -106,14 +106,28 @@ func orderErr(file, format string, args ...any) error {
 	return &OrderError{File: file, Reason: fmt.Sprintf(format, args...)}
 }
 
-// Evidence is one observation of the byte order a repository file was written in.
+// Evidence is one observation of the byte order a repository file was written in. Reason
+// gives the readings that show it (the plan's byte_order_evidence); an error about the byte
+// order names the file and says what showed the order without them.
 type Evidence struct {
 	File   string
 	Order  ByteOrder
 	Reason string
+
+	clue string // Reason without a value read from the file ("" = "its integers")
 }
 
 func (e Evidence) String() string { return quoteName(e.File) + ": " + e.Reason }
+
+// errorText is String for an error: the file and what showed its order, no reading.
+func (e Evidence) errorText() string { return quoteName(e.File) + ": " + e.clueText() }
+
+func (e Evidence) clueText() string {
+	if e.clue == "" {
+		return "its integers"
+	}
+	return e.clue
+}
 
 // NVToken field names of the 15 host-order integers of an old NVTOK.DAT (§2.1, §2.2), and
 // whether each is a strong witness: a field whose real values are small (PIN lengths, flags,
@@ -197,9 +211,11 @@ func NVTokenOrder(b []byte) (ByteOrder, Evidence, error) {
 			return OrderUnknown, Evidence{}, orderErr(file, "its fields contradict each other: %s make sense read little-endian but %s read big-endian",
 				strings.Join(votes[LittleEndian].fields, ", "), strings.Join(votes[BigEndian].fields, ", ")), true
 		case len(l) > 0:
-			return LittleEndian, Evidence{File: file, Order: LittleEndian, Reason: kind + strings.Join(l, ", ")}, nil, true
+			return LittleEndian, Evidence{File: file, Order: LittleEndian, Reason: kind + strings.Join(l, ", "),
+				clue: kind + strings.Join(votes[LittleEndian].fields, ", ") + " make sense read little-endian"}, nil, true
 		case len(bg) > 0:
-			return BigEndian, Evidence{File: file, Order: BigEndian, Reason: kind + strings.Join(bg, ", ")}, nil, true
+			return BigEndian, Evidence{File: file, Order: BigEndian, Reason: kind + strings.Join(bg, ", "),
+				clue: kind + strings.Join(votes[BigEndian].fields, ", ") + " make sense read big-endian"}, nil, true
 		}
 		return OrderUnknown, Evidence{}, nil, false
 	}
@@ -275,7 +291,7 @@ func (t *OrderTally) Decide(nv Evidence) (ByteOrder, []Evidence, error) {
 	}
 	if nv.Order != OrderUnknown {
 		if odd := nv.Order.Other(); t.count[odd] > 0 {
-			return OrderUnknown, nil, mixedError(t.first[odd], t.count[odd], nv.Order, nv.String())
+			return OrderUnknown, nil, mixedError(t.first[odd], t.count[odd], nv.Order, nv.errorText())
 		}
 		return nv.Order, summary(nv.Order), nil
 	}
@@ -284,9 +300,9 @@ func (t *OrderTally) Decide(nv Evidence) (ByteOrder, []Evidence, error) {
 	case l > 0 && b > 0:
 		// No NVTOK.DAT witness: the minority is the odd one out.
 		if l < b {
-			return OrderUnknown, nil, mixedError(t.first[LittleEndian], l, BigEndian, t.first[BigEndian].String())
+			return OrderUnknown, nil, mixedError(t.first[LittleEndian], l, BigEndian, t.first[BigEndian].errorText())
 		}
-		return OrderUnknown, nil, mixedError(t.first[BigEndian], b, LittleEndian, t.first[LittleEndian].String())
+		return OrderUnknown, nil, mixedError(t.first[BigEndian], b, LittleEndian, t.first[LittleEndian].errorText())
 	case l > 0:
 		return LittleEndian, summary(LittleEndian), nil
 	case b > 0:
@@ -301,5 +317,5 @@ func mixedError(odd Evidence, n int, want ByteOrder, reference string) error {
 		more = fmt.Sprintf(" (and %d more file(s) like it)", n-1)
 	}
 	return orderErr(odd.File, "written in %s byte order (%s), but the repository is %s (%s): mixed byte order, was it copied from another machine?%s",
-		odd.Order, odd.Reason, want, reference, more)
+		odd.Order, odd.clueText(), want, reference, more)
 }

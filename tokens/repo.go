@@ -95,15 +95,17 @@ func ParseIndex(b []byte) []string {
 }
 
 // ValidObjectName checks an object name taken from OBJ.IDX: exactly 8 bytes, no '/', no NUL, not
-// "." or ".." and no ".." inside (so it can never leave TOK_OBJ).
+// "." or ".." and no ".." inside (so it can never leave TOK_OBJ). The error says what is wrong
+// with the name, not the name: OBJ.IDX may be any file a member renamed there, a root-only one
+// included, and its lines are its bytes.
 func ValidObjectName(name string) error {
 	switch {
 	case len(name) != objectNameLen:
-		return corrupt(FileIndex, "object name %s is %d bytes, not %d", quoteName(name), len(name), objectNameLen)
+		return corrupt(FileIndex, "an object name of %d bytes, not %d", len(name), objectNameLen)
 	case strings.ContainsAny(name, "/\x00"):
-		return corrupt(FileIndex, "object name %s contains '/' or NUL", quoteName(name))
+		return corrupt(FileIndex, "an object name contains '/' or NUL")
 	case name == "." || name == ".." || strings.Contains(name, ".."):
-		return corrupt(FileIndex, "object name %s contains \"..\"", quoteName(name))
+		return corrupt(FileIndex, "an object name contains \"..\"")
 	}
 	return nil
 }

@@ -377,7 +377,7 @@ func TestGenerateVectors(t *testing.T) {
 		return r
 	}
 	pubFile := soft.obj(t, "00000000")
-	writeVector(t, root, "fail_objidx_name_7_chars", idxWith(soft, "0000000", pubFile), with(ok, "ErrCorrupt", "is 7 bytes, not 8",
+	writeVector(t, root, "fail_objidx_name_7_chars", idxWith(soft, "0000000", pubFile), with(ok, "ErrCorrupt", "an object name of 7 bytes, not 8",
 		"A 7-byte name in OBJ.IDX is refused by the name check even though TOK_OBJ holds a file of that name."))
 	writeVector(t, root, "fail_objidx_name_with_slash", idxWith(soft, "../MK_SO", nil), with(ok, "ErrCorrupt", "contains '/'",
 		"The 8-byte OBJ.IDX name ../MK_SO, which would read the SO master key file as an object, is refused before any file is opened."))

@@ -59,6 +59,8 @@ func main() {
 		err = need(rest, 1, func() error { return stale(rest[0]) })
 	case "sparse": // DIR N SIZE
 		err = need(rest, 3, func() error { return sparse(rest[0], rest[1], rest[2]) })
+	case "manyfiles": // DIR N: N new empty files with long names in DIR, on every core
+		err = need(rest, 2, func() error { return manyFiles(rest[0], rest[1]) })
 	case "swapin": // PARENT NAME OWN: exchange her OWN directory with root's PARENT/NAME
 		err = need(rest, 3, func() error { return loop(swapin(rest[0], rest[1], rest[2], false), nil) })
 	case "swapin1": // PARENT NAME OWN: the same once, OWN being any entry (root's victim)
@@ -196,6 +198,41 @@ func sparse(dir, count, size string) error {
 			err = cerr
 		}
 		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// manyFiles fills dir with n new names of 240 bytes (the names alone take about 256 bytes of
+// directory each), all of them empty files of hers: a new file every manyLinks names and hard
+// links of it for the others (a link costs a quarter of a file's creation on ext4, whose
+// limit is 65,000 links to a file). One goroutine: the directory's lock serializes them.
+func manyFiles(dir, count string) error {
+	n, err := strconv.Atoi(count)
+	if err != nil {
+		return err
+	}
+	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	const manyLinks = 60000
+	pad := strings.Repeat("m", 240-12)
+	src := ""
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("%012d%s", i, pad)
+		if i%manyLinks == 0 {
+			fd, err := unix.Openat(dfd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o660)
+			if err != nil {
+				return err
+			}
+			unix.Close(fd)
+			src = name
+			continue
+		}
+		if err := unix.Linkat(dfd, src, dfd, name, 0); err != nil {
 			return err
 		}
 	}

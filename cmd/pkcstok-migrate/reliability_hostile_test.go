@@ -387,12 +387,24 @@ func (h *harness) testHostile(t *testing.T) {
 			os.Truncate(filepath.Join(tk.ds, "MK_SO"), 47)
 			return nil
 		}, corrupt, false},
+		// A repository file with a second link is refused before it is read, whichever name
+		// is the repository's (a member may link any file she can name into it).
 		{"object_hardlinked_outside", func(t *testing.T, tk *token, o string) map[string]any {
 			if err := os.Link(obj(tk, priv), filepath.Join(o, "hardlink")); err != nil {
 				t.Fatal(err)
 			}
 			return nil
-		}, nil, true},
+		}, corrupt, false},
+		{"objidx_hardlinked_from_outside", func(t *testing.T, tk *token, o string) map[string]any {
+			secret := filepath.Join(o, "secret")
+			os.WriteFile(secret, []byte("a line of a root-only file that is not 8 bytes\n"), 0o600)
+			idx := filepath.Join(tk.ds, "TOK_OBJ", "OBJ.IDX")
+			os.Remove(idx)
+			if err := os.Link(secret, idx); err != nil {
+				t.Fatal(err)
+			}
+			return nil
+		}, corrupt, false},
 	}
 
 	passwd := fileSum(t, "/etc/passwd")

@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 
 // The open-files check by write leases (issue 22).
@@ -39,11 +41,16 @@ var ErrOpenUnnamed = errors.New("a file of the repository is open in a process /
 var errLeaseUnsupported = errors.New("write leases cannot tell")
 
 // Bounds of the lease walk; over them the scan answers instead (a hostile repository costs
-// its owner the scan's time, nothing else).
-const (
-	leaseMaxDepth   = 256
-	leaseMaxEntries = 1 << 20
-)
+// its owner the scan's time, nothing else). The entries are bounded like every walk of a
+// repository (repofs.MaxTreeEntries) and counted as they are read, so a directory of a
+// million names is left after that many, and the copy then refuses such a repository. The
+// in-place switch's directories inside the repository (the working copy, the backup) are
+// counted too: a token of more than half the bound with its backup inside is checked by the
+// scan.
+const leaseMaxDepth = 256
+
+// leaseMaxEntries is repofs.MaxTreeEntries; tests lower it.
+var leaseMaxEntries = repofs.MaxTreeEntries
 
 // leaseFileSystems are the file systems where a write lease is known (lease_test.go, run on
 // each) to be refused for every kind of user: a descriptor read-only or read-write, and a
@@ -99,6 +106,7 @@ func busyFiles(dir string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	sort.Strings(w.busy)
 	return w.busy, nil
 }
 
@@ -120,52 +128,94 @@ func (w *leaseWalk) dir(fd int, name string, depth int) error {
 	if !leaseFileSystems[int64(sfs.Type)] {
 		return fmt.Errorf("%w: %s is on a file system (magic 0x%x) where leases are not known to see every user", errLeaseUnsupported, name, sfs.Type)
 	}
-	// A duplicate for the listing: os.File closes what it wraps.
-	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	// The directory is read in getdents batches, twice: first only counted, so that a
+	// directory of a million names is left for the scan after leaseMaxEntries of them, before
+	// any file of it is leased; then its files are leased leaseBatch at a time as they are
+	// read (and counted again: it may have grown). No listing is held whole.
+	seen := 0
+	err := repofs.ScanDir(fd, name, func([]byte, uint8) error {
+		if seen++; w.entries+seen > leaseMaxEntries {
+			return fmt.Errorf("%w: more than %d entries", errLeaseUnsupported, leaseMaxEntries)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", errLeaseUnsupported, name, err)
-	}
-	f := os.NewFile(uintptr(dup), name)
-	ents, err := f.ReadDir(-1)
-	f.Close()
-	if err != nil {
+		if errors.Is(err, errLeaseUnsupported) {
+			return err
+		}
 		return fmt.Errorf("%w: list %s: %v", errLeaseUnsupported, name, err)
 	}
-	w.entries += len(ents)
-	if w.entries > leaseMaxEntries {
-		return fmt.Errorf("%w: more than %d entries", errLeaseUnsupported, leaseMaxEntries)
+	var files, subdirs []string
+	flush := func() error {
+		busy, err := leaseFiles(fd, files)
+		for _, b := range busy {
+			w.busy = append(w.busy, name+"/"+b)
+		}
+		files = files[:0]
+		if err != nil {
+			return fmt.Errorf("%w: %s/%v", errLeaseUnsupported, name, err)
+		}
+		return nil
 	}
-	var files []string
-	for _, e := range ents {
-		p := name + "/" + e.Name()
-		switch t := e.Type(); {
-		case t.IsRegular():
-			files = append(files, e.Name())
-		case t.IsDir():
-			cfd, err := unix.Openat(fd, e.Name(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-			if err != nil {
+	err = repofs.ScanDir(fd, name, func(n []byte, typ uint8) error {
+		if w.entries++; w.entries > leaseMaxEntries {
+			return fmt.Errorf("%w: more than %d entries", errLeaseUnsupported, leaseMaxEntries)
+		}
+		if typ == unix.DT_UNKNOWN {
+			var st unix.Stat_t
+			if err := unix.Fstatat(fd, string(n), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				if errors.Is(err, unix.ENOENT) {
-					continue // gone meanwhile: nothing to hold open
+					return nil // gone meanwhile: nothing to hold open
 				}
-				return fmt.Errorf("%w: open %s: %v", errLeaseUnsupported, p, err)
+				return fmt.Errorf("%w: lstat %s/%s: %v", errLeaseUnsupported, name, n, err)
 			}
-			err = w.dir(cfd, p, depth+1)
-			unix.Close(cfd)
-			if err != nil {
-				return err
+			switch st.Mode & unix.S_IFMT {
+			case unix.S_IFREG:
+				typ = unix.DT_REG
+			case unix.S_IFDIR:
+				typ = unix.DT_DIR
 			}
 		}
 		// Symlinks, FIFOs, sockets, devices: the copy refuses them; nothing to lease.
-	}
-	busy, err := leaseFiles(fd, files)
-	for _, b := range busy {
-		w.busy = append(w.busy, name+"/"+b)
-	}
+		switch typ {
+		case unix.DT_REG:
+			if files = append(files, string(n)); len(files) == leaseBatch {
+				return flush()
+			}
+		case unix.DT_DIR:
+			subdirs = append(subdirs, string(n))
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("%w: %s/%v", errLeaseUnsupported, name, err)
+		if errors.Is(err, errLeaseUnsupported) {
+			return err
+		}
+		return fmt.Errorf("%w: list %s: %v", errLeaseUnsupported, name, err)
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	for _, sd := range subdirs {
+		p := name + "/" + sd
+		cfd, err := unix.Openat(fd, sd, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // gone meanwhile: nothing to hold open
+			}
+			return fmt.Errorf("%w: open %s: %v", errLeaseUnsupported, p, err)
+		}
+		err = w.dir(cfd, p, depth+1)
+		unix.Close(cfd)
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
+
+// leaseBatch is how many files of a directory the lease walk holds (and leases) at a time.
+const leaseBatch = 1024
 
 // leaseFiles runs leaseFile on each of the files of the directory dfd, on up to one worker
 // per core for a large directory (TOK_OBJ): the calls are all in the kernel, and the copy

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -413,5 +414,43 @@ func TestOpenersLeaseOnGivenRepository(t *testing.T) {
 	}
 	if busy, err := busyFiles(repo); lerr == nil && (err != nil || len(busy) != 0) {
 		t.Fatalf("after: %v %v", busy, err)
+	}
+}
+
+// The lease walk counts a directory's names as it reads them before it leases any file of it,
+// then leases them a batch at a time: a directory over leaseMaxEntries is left (the scan
+// answers) after that many names were read, none of its files leased, its listing never held;
+// within the bound every file is leased once.
+func TestLeaseWalkBoundedWhileListing(t *testing.T) {
+	defer func(b int) { leaseMaxEntries = b }(leaseMaxEntries)
+	leaseMaxEntries = 1500
+	repo := t.TempDir()
+	objs := filepath.Join(repo, "TOK_OBJ")
+	if err := os.Mkdir(objs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "NVTOK.DAT"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000 // about three batches
+	for i := 0; i < n; i++ {
+		if err := os.WriteFile(filepath.Join(objs, fmt.Sprintf("E%07d", i)), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var leases atomic.Int64 // leaseFiles leases on several cores
+	defer func(f func(int, int) error) { setLease = f }(setLease)
+	setLease = func(fd, typ int) error { leases.Add(1); return nil }
+	busy, err := busyFiles(repo)
+	if !errors.Is(err, errLeaseUnsupported) || busy != nil {
+		t.Fatalf("busyFiles: %v, %v; want errLeaseUnsupported (the bound)", busy, err)
+	}
+	if n := leases.Load(); n > 1 {
+		t.Errorf("%d files were leased (only NVTOK.DAT is outside the directory over the bound)", n)
+	}
+	leaseMaxEntries = n + 2
+	leases.Store(0)
+	if busy, err := busyFiles(repo); err != nil || len(busy) != 0 || leases.Load() != n+1 {
+		t.Errorf("busyFiles within the bound: %v, %v after %d leases, want none busy after %d", busy, err, leases.Load(), n+1)
 	}
 }

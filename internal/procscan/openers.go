@@ -220,24 +220,36 @@ func scanProcess(procRoot string, pid int, dirs []string) ([]Opener, error) {
 		}
 	}
 
+	// The descriptors are listed a batch at a time and only the first maxFDHits under dirs
+	// are kept: a process may hold a million descriptors (its RLIMIT_NOFILE), and naming it
+	// takes one.
 	fdDir := filepath.Join(base, "fd")
 	if f, err := os.Open(fdDir); err != nil {
 		note(err)
 	} else {
-		names, err := f.Readdirnames(-1)
-		f.Close()
-		note(err)
-		sort.Slice(names, func(i, j int) bool { return numLess(names[i], names[j]) })
-		for _, n := range names {
-			t, err := os.Readlink(filepath.Join(fdDir, n))
-			if err != nil {
-				note(err)
-				continue
+		var fdHits []Opener
+		for {
+			names, err := f.Readdirnames(fdBatch)
+			for _, n := range names {
+				t, err := os.Readlink(filepath.Join(fdDir, n))
+				if err != nil {
+					note(err)
+					continue
+				}
+				if under(t, dirs) && len(fdHits) < maxFDHits {
+					fdHits = append(fdHits, Opener{PID: pid, Comm: comm, What: "fd " + n + " -> " + t})
+				}
 			}
-			if under(t, dirs) {
-				hits = append(hits, Opener{PID: pid, Comm: comm, What: "fd " + n + " -> " + t})
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					note(err)
+				}
+				break
 			}
 		}
+		f.Close()
+		sort.Slice(fdHits, func(i, j int) bool { return numLess(fdNum(fdHits[i].What), fdNum(fdHits[j].What)) })
+		hits = append(hits, fdHits...)
 	}
 
 	if err := scanMaps(filepath.Join(base, "maps"), dirs, func(p string) {
@@ -253,6 +265,19 @@ func scanProcess(procRoot string, pid int, dirs []string) ([]Opener, error) {
 		return hits, fmt.Errorf("%s (and %d more)", errs[0], len(errs)-1)
 	}
 	return hits, nil
+}
+
+// fdBatch is how many names of /proc/PID/fd scanProcess reads at a time, and maxFDHits how many
+// of a process's descriptors below the directory it reports.
+const (
+	fdBatch   = 1024
+	maxFDHits = 64
+)
+
+// fdNum is the descriptor number of an Opener.What "fd N -> path".
+func fdNum(what string) string {
+	n, _, _ := strings.Cut(strings.TrimPrefix(what, "fd "), " ")
+	return n
 }
 
 func numLess(a, b string) bool {

@@ -496,3 +496,31 @@ func TestSlotdPIDFileNotRegularFailsClosedWithoutHanging(t *testing.T) {
 		}
 	}
 }
+
+// A process holding thousands of descriptors below the directory is read a batch at a time
+// and named by the first maxFDHits of them, in descriptor order.
+func TestOpenersManyDescriptors(t *testing.T) {
+	f := newFakeProc(t)
+	d := f.proc(600, []string{"x"}, "x")
+	const n = 3 * fdBatch
+	for i := 0; i < n; i++ {
+		if err := os.Symlink("/data/repo/TOK_OBJ/OB000001", filepath.Join(d, "fd", strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := FindOpeners(f.root, "/data/repo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != maxFDHits {
+		t.Fatalf("%d hits, want the first %d", len(list), maxFDHits)
+	}
+	for i := 1; i < len(list); i++ {
+		if !numLess(fdNum(list[i-1].What), fdNum(list[i].What)) {
+			t.Fatalf("hits out of descriptor order: %q before %q", list[i-1].What, list[i].What)
+		}
+	}
+	if pids, err := Openers(f.root, "/data/repo"); err != nil || !reflect.DeepEqual(pids, []int{600}) {
+		t.Errorf("Openers: %v, %v, want [600]", pids, err)
+	}
+}

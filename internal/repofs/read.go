@@ -3,18 +3,31 @@ package repofs
 import (
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"path"
-	"sort"
 
 	"golang.org/x/sys/unix"
 )
 
-// ReadFile reads the regular file name below d. Symlinks in any component give ErrSymlink;
-// FIFOs, devices and sockets give ErrNotRegular (the file is opened non-blocking, so a FIFO
-// cannot hang); files over MaxFileSize give ErrTooLarge; a missing file gives an error for
-// which errors.Is(err, fs.ErrNotExist) holds. It implements tokens.FS.
+// ReadFile reads the regular file name below d, a file of a repository. Symlinks in any
+// component give ErrSymlink; FIFOs, devices and sockets give ErrNotRegular (the file is opened
+// non-blocking, so a FIFO cannot hang); a file with more than one link gives ErrHardLinked and
+// a file over MaxFileSize ErrTooLarge, both decided by fstat of the open descriptor before a
+// byte is read; a missing file gives an error for which errors.Is(err, fs.ErrNotExist) holds.
+// It implements tokens.FS.
 func (d *Dir) ReadFile(name string) ([]byte, error) {
+	return d.readFile(name, false)
+}
+
+// ReadFileAnyLinks is ReadFile for the files of a directory only trusted users can write (the
+// conf directory), where a second link is the tool's own: opencryptoki.conf_BAK and
+// opencryptoki.conf_ROLLED_BACK are made as hard links of opencryptoki.conf, and a run stopped
+// between the link and the rename leaves both names on one file. Never for a repository.
+func (d *Dir) ReadFileAnyLinks(name string) ([]byte, error) {
+	return d.readFile(name, true)
+}
+
+func (d *Dir) readFile(name string, anyLinks bool) ([]byte, error) {
 	pfd, base, release, err := d.walkParent(name)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", d.join(name), err)
@@ -32,17 +45,35 @@ func (d *Dir) ReadFile(name string) ([]byte, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, pathErr("stat", d.join(name), err)
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("read %s: %w", d.join(name), ErrNotRegular)
+	if anyLinks {
+		st.Nlink = 1
 	}
-	if st.Size > MaxFileSize {
-		return nil, fmt.Errorf("read %s: %d bytes: %w", d.join(name), st.Size, ErrTooLarge)
+	if err := checkReadable(&st, d.join(name)); err != nil {
+		return nil, err
 	}
 	buf := make([]byte, st.Size)
 	if err := readFull(fd, buf); err != nil {
 		return nil, pathErr("read", d.join(name), err)
 	}
 	return buf, nil
+}
+
+// checkReadable is what a repository file must be, from the fstat of its open descriptor,
+// before a byte of it is read: a regular file (ErrNotRegular), with one link (ErrHardLinked:
+// a member of the token group may hard-link any file she can name into the repository where
+// fs.protected_hardlinks is 0, root's own files included, and nothing the tool or the token
+// library makes in a repository has a second link), of at most MaxFileSize (ErrTooLarge). The
+// error names the file by its path and says what its metadata shows, nothing of its content.
+func checkReadable(st *unix.Stat_t, display string) error {
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return fmt.Errorf("read %s: %w", display, ErrNotRegular)
+	case st.Nlink > 1:
+		return &fs.PathError{Op: "read", Path: display, Err: fmt.Errorf("%d links: %w", st.Nlink, ErrHardLinked)}
+	case st.Size > MaxFileSize:
+		return fmt.Errorf("read %s: %d bytes: %w", display, st.Size, ErrTooLarge)
+	}
+	return nil
 }
 
 // readFull fills buf from fd. Hitting end of file early means the file shrank after fstat.
@@ -124,7 +155,8 @@ func (d *Dir) Lstat(name string) (Info, error) {
 }
 
 // ReadDirNames lists the directory name below d ("." for d itself), sorted, without "."
-// and "..".
+// and "..". Like every listing of the tool it is bounded: a directory of more than
+// MaxTreeEntries names gives ErrTooLarge once that many were read (ListDir).
 func (d *Dir) ReadDirNames(name string) ([]string, error) {
 	sub, err := d.OpenSubdir(name)
 	if err != nil {
@@ -135,23 +167,15 @@ func (d *Dir) ReadDirNames(name string) ([]string, error) {
 	return names, err
 }
 
-// readNames lists d through a duplicate descriptor, leaving d's own offset alone.
+// readNames lists d through a fresh descriptor, leaving d's own offset alone.
 func (d *Dir) readNames() ([]string, error) {
-	return readNamesFd(d.fd, d.path)
-}
-
-// readNamesFd lists the directory open as dirfd through a fresh descriptor, sorted.
-func readNamesFd(dirfd int, display string) ([]string, error) {
-	fd, err := openRetry(dirfd, ".", dirOpenFlags, 0)
+	ents, err := ListDir(d.fd, d.path, nil)
 	if err != nil {
-		return nil, pathErr("read directory", display, err)
+		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), display)
-	names, err := f.Readdirnames(-1)
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("read directory %s: %w", display, err)
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name
 	}
-	sort.Strings(names)
 	return names, nil
 }

@@ -30,6 +30,7 @@ var (
 	ErrTooLarge      = errors.New("file too large")
 	ErrBadName       = errors.New("invalid file name")
 	ErrChanged       = errors.New("file changed while being read")
+	ErrHardLinked    = errors.New("hard-linked file (more than one link): refusing to read it")
 )
 
 // MaxFileSize is the largest file ReadFile, CopyTree and TreeDigest accept. Repository

@@ -1,10 +1,13 @@
 package repofs
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash"
+	"io/fs"
 	"path"
 	"runtime"
 	"sort"
@@ -60,10 +63,13 @@ type Visitor struct {
 // Walk reads the tree below d once: for d and every entry beneath it, the type is taken from
 // the entry itself after opening it without following symlinks, every regular file is read
 // whole with a single read of the size fstat reports, and v is told. A symlink anywhere gives
-// ErrSymlink, a FIFO, device or socket ErrNotRegular (neither is opened), a file over
-// MaxFileSize ErrTooLarge. Each regular file costs openat, fstat, read and close: no stat
-// of the name beforehand (the directory listing's entry type says which entries are
-// symlinks or special files; the fstat of the opened file is what counts).
+// ErrSymlink, a FIFO, device or socket ErrNotRegular (neither is opened), a file with more
+// than one link ErrHardLinked and a file over MaxFileSize ErrTooLarge (both from the fstat of
+// the open file, before it is read). Each regular file costs openat, fstat, read and close: no
+// stat of the name beforehand (the directory listing's entry type says which entries are
+// symlinks or special files; the fstat of the opened file is what counts). Directories are
+// listed in getdents batches and every name is counted against MaxTreeEntries as it is read
+// (ListDir), so the bound refuses a huge directory before its names are all held.
 func Walk(d *Dir, v Visitor) error {
 	w := &walker{v: v, workers: v.Workers}
 	if w.workers <= 0 {
@@ -97,14 +103,24 @@ const (
 	MaxTreeEntries = 250_000
 )
 
-// admit counts one more entry of the tree, of size bytes (0 for a directory), and refuses
-// the walk once the tree is larger than MaxTreeBytes or MaxTreeEntries.
-func (w *walker) admit(display string, size int64) error {
-	if n := w.entries.Add(1); n > MaxTreeEntries {
-		return fmt.Errorf("walk %s: the repository holds more than %d files and directories: %w", display, MaxTreeEntries, ErrTooLarge)
+// entryBound is MaxTreeEntries; tests lower it to build a directory over it quickly.
+var entryBound = MaxTreeEntries
+
+// admitEntry counts one more name listed in the directory display and refuses the walk once
+// the tree holds more than MaxTreeEntries: it is asked while the directory is being listed,
+// so a directory of a million names is refused after MaxTreeEntries of them were read.
+func (w *walker) admitEntry(display string) error {
+	if n := w.entries.Add(1); n > int64(entryBound) {
+		return &fs.PathError{Op: "read directory", Path: display, Err: fmt.Errorf("the repository holds more than %d files and directories: %w", entryBound, ErrTooLarge)}
 	}
+	return nil
+}
+
+// admitBytes counts the size of one more regular file and refuses the walk once the files
+// hold more than MaxTreeBytes.
+func (w *walker) admitBytes(display string, size int64) error {
 	if size > 0 && w.bytes.Add(size) > MaxTreeBytes {
-		return fmt.Errorf("walk %s: the repository's files hold more than %d MiB: %w", display, MaxTreeBytes>>20, ErrTooLarge)
+		return &fs.PathError{Op: "read", Path: display, Err: fmt.Errorf("the repository's files hold more than %d MiB: %w", MaxTreeBytes>>20, ErrTooLarge)}
 	}
 	return nil
 }
@@ -143,54 +159,93 @@ func DigestRecord(h hash.Hash, e Entry, sum []byte) {
 // DigestStart writes the header TreeDigest starts with.
 func DigestStart(h hash.Hash) { h.Write([]byte("repofs tree digest v1\x00")) }
 
-// dirent is one name of a directory listing with the entry type the file system reported.
-type dirent struct {
-	name string
-	typ  uint8 // DT_*
+// DirEntry is one name of a directory listing with the entry type the file system reported
+// (unix.DT_*; DT_UNKNOWN on file systems that do not report it).
+type DirEntry struct {
+	Name string
+	Type uint8
 }
 
-// listDir lists the directory open as dirfd through a fresh descriptor, sorted by name, with
-// each entry's d_type (DT_UNKNOWN on file systems that do not report it).
-func listDir(dirfd int, display string) ([]dirent, error) {
+// listBatch is the getdents buffer of ListDir: how many bytes of directory entries are read
+// (and held unadmitted) at a time.
+const listBatch = 32 << 10
+
+// ListDir lists the directory open as dirfd through a fresh descriptor (dirfd's own offset is
+// left alone), without "." and "..", sorted by name. The entries are read with getdents,
+// listBatch bytes at a time (ScanDir), and each name is handed to admit as it is read, before
+// it is kept: admit says whether to keep it (false leaves it out of the result) or returns an
+// error, which ends the listing at once. So a directory of a million entries costs no more
+// memory than admit lets in. A nil admit keeps every name up to MaxTreeEntries and refuses
+// the directory beyond (ErrTooLarge): no listing the tool does on a repository is unbounded.
+func ListDir(dirfd int, display string, admit func(name string) (keep bool, err error)) ([]DirEntry, error) {
+	if admit == nil {
+		n := 0
+		admit = func(string) (bool, error) {
+			if n++; n > entryBound {
+				return false, &fs.PathError{Op: "read directory", Path: display, Err: fmt.Errorf("more than %d entries: %w", entryBound, ErrTooLarge)}
+			}
+			return true, nil
+		}
+	}
+	var out []DirEntry
+	err := ScanDir(dirfd, display, func(name []byte, typ uint8) error {
+		s := string(name)
+		keep, err := admit(s)
+		if keep && err == nil {
+			out = append(out, DirEntry{Name: s, Type: typ})
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// ScanDir reads the directory open as dirfd through a fresh descriptor (dirfd's own offset is
+// left alone) with getdents, listBatch bytes at a time, and calls each for every entry but
+// "." and ".." in the order the file system gives, with its name (valid during the call only)
+// and its d_type. Nothing is held between batches; an error from each ends the scan and is
+// returned.
+func ScanDir(dirfd int, display string, each func(name []byte, typ uint8) error) error {
 	fd, err := openRetry(dirfd, ".", dirOpenFlags, 0)
 	if err != nil {
-		return nil, pathErr("read directory", display, err)
+		return pathErr("read directory", display, err)
 	}
 	defer unix.Close(fd)
-	var out []dirent
-	buf := make([]byte, 32<<10)
+	buf := make([]byte, listBatch)
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return nil, pathErr("read directory", display, err)
+			return pathErr("read directory", display, err)
 		}
 		if n <= 0 {
-			break
+			return nil
 		}
 		// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name (NUL-ended).
 		for b := buf[:n]; len(b) >= 19; {
 			reclen := int(binary.NativeEndian.Uint16(b[16:]))
 			if reclen < 19 || reclen > len(b) {
-				return nil, fmt.Errorf("read directory %s: malformed directory entry", display)
+				return &fs.PathError{Op: "read directory", Path: display, Err: errors.New("malformed directory entry")}
 			}
 			name := b[19:reclen]
-			for i, c := range name {
-				if c == 0 {
-					name = name[:i]
-					break
-				}
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
 			}
-			if s := string(name); s != "." && s != ".." {
-				out = append(out, dirent{name: s, typ: b[18]})
-			}
+			typ := b[18]
 			b = b[reclen:]
+			if string(name) == "." || string(name) == ".." {
+				continue
+			}
+			if err := each(name, typ); err != nil {
+				return err
+			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
-	return out, nil
 }
 
 // walkEntry is one entry of a batch being walked.
@@ -218,11 +273,18 @@ func (w *walker) dir(dirfd int, display string, self Entry, parent any, depth in
 			}
 		}()
 	}
-	names, err := listDir(dirfd, display)
+	// Each name is counted against MaxTreeEntries as it is listed (entries Exclude names are
+	// neither kept nor counted): the bound refuses a huge directory before it is all held.
+	names, err := ListDir(dirfd, display, func(name string) (bool, error) {
+		if w.v.Exclude != nil && w.v.Exclude(relJoin(self.Rel, name)) {
+			return false, nil
+		}
+		return true, w.admitEntry(display)
+	})
 	if err != nil {
 		return err
 	}
-	// Entries go in batches, so a directory of 100,000 objects never holds them all.
+	// Entries go in batches, so a directory of 100,000 objects never holds all their files.
 	for start := 0; start < len(names); start += batchSize {
 		if err := w.batch(dirfd, display, self.Rel, state, depth, names[start:min(start+batchSize, len(names))]); err != nil {
 			return err
@@ -241,25 +303,16 @@ func relJoin(rel, n string) string {
 	return rel + "/" + n
 }
 
-func (w *walker) batch(dirfd int, display, rel string, state any, depth int, names []dirent) error {
-	if w.v.Exclude != nil {
-		kept := names[:0:0]
-		for _, n := range names {
-			if !w.v.Exclude(relJoin(rel, n.name)) {
-				kept = append(kept, n)
-			}
-		}
-		names = kept
-	}
+func (w *walker) batch(dirfd int, display, rel string, state any, depth int, names []DirEntry) error {
 	entries := make([]walkEntry, len(names))
 	var files []int
 	for i, n := range names {
-		p := path.Join(display, n.name)
-		entries[i].e = Entry{Rel: relJoin(rel, n.name), Name: n.name}
-		typ := n.typ
+		p := path.Join(display, n.Name)
+		entries[i].e = Entry{Rel: relJoin(rel, n.Name), Name: n.Name}
+		typ := n.Type
 		if typ == unix.DT_UNKNOWN {
 			var st unix.Stat_t
-			if err := unix.Fstatat(dirfd, n.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if err := unix.Fstatat(dirfd, n.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				return pathErr("lstat", p, err)
 			}
 			typ = dtOf(st.Mode)
@@ -280,7 +333,7 @@ func (w *walker) batch(dirfd int, display, rel string, state any, depth int, nam
 		h := sha256.New()
 		return func(k int) error {
 			we := &entries[files[k]]
-			data, err := readRegular(dirfd, we.e.Name, path.Join(display, we.e.Name), &we.e, &buf, w.admit)
+			data, err := readRegular(dirfd, we.e.Name, path.Join(display, we.e.Name), &we.e, &buf, w.admitBytes)
 			if err != nil {
 				return err
 			}
@@ -315,10 +368,6 @@ func (w *walker) batch(dirfd int, display, rel string, state any, depth int, nam
 			return pathErr("stat", p, err)
 		}
 		we.e.Mode, we.e.Dev, we.e.Ino, we.e.UID, we.e.GID = st.Mode, uint64(st.Dev), uint64(st.Ino), int(st.Uid), int(st.Gid)
-		if err := w.admit(p, 0); err != nil {
-			unix.Close(fd)
-			return err
-		}
 		w.record(we.e, nil, nil)
 		err = w.dir(fd, p, we.e, state, depth+1)
 		unix.Close(fd)
@@ -342,9 +391,10 @@ func dtOf(mode uint32) uint8 {
 }
 
 // readRegular opens name in dirfd without following symlinks and without blocking, checks
-// with fstat that it is a regular file no larger than MaxFileSize, and reads it whole into
-// *buf (grown as needed, reused by the caller) with one read. It fills e's mode, size, owner
-// and identity. admit, when not nil, is asked before the file is read.
+// with fstat of the open descriptor that it is a regular file with one link (checkReadable)
+// no larger than MaxFileSize, and reads it whole into *buf (grown as needed, reused by the
+// caller) with one read. It fills e's mode, size, owner and identity. admit, when not nil, is
+// asked before the file is read.
 //
 // The open asks for O_NOATIME: reading the repository leaves its files' access times as
 // they were (the original kept as the backup is the original, times included), and an
@@ -367,11 +417,8 @@ func readRegular(dirfd int, name, display string, e *Entry, buf *[]byte, admit f
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, pathErr("stat", display, err)
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("read %s: %w", display, ErrNotRegular)
-	}
-	if st.Size > MaxFileSize {
-		return nil, fmt.Errorf("read %s: %d bytes: %w", display, st.Size, ErrTooLarge)
+	if err := checkReadable(&st, display); err != nil {
+		return nil, err
 	}
 	if admit != nil {
 		if err := admit(display, st.Size); err != nil {
