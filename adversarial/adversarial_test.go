@@ -18,10 +18,10 @@ import (
 type opKind int
 
 const (
-	opApply    opKind = iota // apply / the legacy interface: the repository may be migrated
-	opRollback               // rollback after a clean apply
-	opReadOnly               // plan, info, a refused request: nothing may change
-	opRemoveBackups          // remove-backups after a clean apply: only the backup may go
+	opApply         opKind = iota // apply / the legacy interface: the repository may be migrated
+	opRollback                    // rollback after a clean apply
+	opReadOnly                    // plan, info, a refused request: nothing may change
+	opRemoveBackups               // remove-backups after a clean apply: only the backup may go
 )
 
 // attack is one row of the table: adding an attack is adding an entry to attacks.
