@@ -888,10 +888,11 @@ def test_canary(plan):
     when the environment names a file (PKCSTOK_MIGRATE_TEST_CANARY) that exists and whose first
     line is this repository's path; the file is removed when it fires, so it fires once.
 
-    Without a second line it truncates a private object. A second line `hardlink VICTIM USER`
-    plays a member of the token group instead: a child that has become USER (its own uid, gid
-    and groups) puts a hard link to VICTIM in place of the migrated NVTOK.DAT, as such a member
-    can where fs.protected_hardlinks is 0. What happened is written to <file>.fired."""
+    Without a second line it truncates a private object. A second line `hardlink NAME VICTIM
+    USER` plays a member of the token group instead: a child that has become USER (its own uid,
+    gid and groups) puts a hard link to VICTIM in place of the migrated repository's entry NAME
+    (for example MK_USER), as such a member can where fs.protected_hardlinks is 0. What happened
+    is written to <file>.fired."""
     marker = os.environ.get(CANARY_ENV)
     if not marker or not os.path.isfile(marker):
         return
@@ -905,8 +906,8 @@ def test_canary(plan):
     except (IOError, OSError):
         return
     words = lines[1].split() if len(lines) > 1 else []
-    if len(words) == 3 and words[0] == 'hardlink':
-        outcome = _canary_hardlink(os.path.join(ds, 'NVTOK.DAT'), words[1], words[2])
+    if len(words) == 4 and words[0] == 'hardlink' and '/' not in words[1]:
+        outcome = _canary_hardlink(os.path.join(ds, words[1]), words[2], words[3])
         with open(marker + '.fired', 'w') as f:
             f.write(outcome + '\n')
         return
