@@ -1,7 +1,9 @@
 # Fake pkcstok-migrate for developing and testing the Ansible module without the Go binary.
-# Speaks the JSON contract of DESIGN.md (plan/apply/rollback --request -) with a simplified model:
-# a slot counts as migrated when its conf block holds "tokversion = 3.12"; apply makes the
-# backups, edits the conf and drops a marker file into the datastore.
+# Speaks the JSON contract of DESIGN.md (plan/apply/rollback/remove-backups --request -) with a
+# simplified model: a slot counts as migrated when its conf block holds "tokversion = 3.12"; apply
+# makes the backups, edits the conf, drops a marker file into the datastore and reports the
+# backups with their device and inode numbers; remove-backups removes a backup only while its
+# device and inode are still the reported ones (all or nothing).
 # PINs: FAKE_SO_PIN / FAKE_USER_PIN (default sopin123 / user1234).
 import difflib
 import json
@@ -11,6 +13,7 @@ import sys
 
 KNOWN = {'slot', 'datastore', 'confdir', 'so_pin', 'user_pin', 'so_pin_file', 'user_pin_file',
          'plan_file', 'all_slots'}
+KNOWN_REMOVE = {'slot', 'datastore', 'confdir', 'state_dir', 'backup'}
 
 
 def die(code, message, **details):
@@ -46,12 +49,14 @@ def slot_block(lines, slot):
 
 def main():
     if len(sys.argv) != 4 or sys.argv[2:] != ['--request', '-']:
-        die('bad_request', 'usage: pkcstok-migrate plan|apply|rollback --request -')
+        die('bad_request', 'usage: pkcstok-migrate plan|apply|rollback|remove-backups --request -')
     sub = sys.argv[1]
     try:
         req = json.load(sys.stdin)
     except ValueError:
         die('bad_request', 'the request is not JSON')
+    if sub == 'remove-backups':
+        return remove_backups(req)
     unknown = set(req) - KNOWN
     if unknown:
         die('bad_request', 'unknown request field %s' % sorted(unknown)[0])
@@ -138,16 +143,59 @@ def main():
         die('backup_exists', 'a backup from an earlier run exists')
     shutil.copytree(datastore, ds_bak, symlinks=True)
     shutil.copy2(conf, conf_bak)
+    dst, cst = os.lstat(ds_bak), os.lstat(conf_bak)
     with open(os.path.join(datastore, 'FAKE_MIGRATED'), 'w') as f:
         f.write('3.12\n')
     with open(conf, 'w') as f:
         f.write(''.join(new_lines))
     print(json.dumps({'changed': True, 'operation': 'apply', 'slot': slot, 'token_type': 'Soft',
                       'datastore': datastore, 'conf': conf,
-                      'backup': {'datastore': ds_bak, 'conf': conf_bak},
+                      'backup': {'datastore': ds_bak, 'conf': conf_bak,
+                                 'datastore_dev': dst.st_dev, 'datastore_ino': dst.st_ino,
+                                 'conf_dev': cst.st_dev, 'conf_ino': cst.st_ino},
                       'objects_migrated': len(objects), 'objects_total': len(objects),
                       'repository_changed': True, 'conf_changed': True, 'conf_diff': conf_diff,
                       'verified': True, 'fingerprint': 'sha256:1', 'warnings': [], 'steps': []}))
+    return 0
+
+
+def remove_backups(req):
+    unknown = set(req) - KNOWN_REMOVE
+    if unknown:
+        die('bad_request', 'unknown request field %s (remove-backups takes no PIN)' % sorted(unknown)[0])
+    slot = req.get('slot')
+    backup = req.get('backup')
+    if not isinstance(slot, int) or not isinstance(backup, dict):
+        die('bad_request', 'remove-backups needs slot and the backup object of apply\'s result')
+    confdir = os.path.abspath(req.get('confdir') or '/etc/opencryptoki')
+    datastore = os.path.abspath(req.get('datastore') or '/var/lib/opencryptoki/swtok')
+    names = {'datastore': datastore + '_BAK', 'conf': os.path.join(confdir, 'opencryptoki.conf') + '_BAK'}
+    todo = []
+    for key in ('datastore', 'conf'):
+        path = backup.get(key)
+        if not path:
+            continue
+        if path != names[key]:
+            die('bad_request', 'backup.%s is %s, not this slot\'s backup %s' % (key, path, names[key]))
+        dev, ino = backup.get(key + '_dev'), backup.get(key + '_ino')
+        if not isinstance(dev, int) or not isinstance(ino, int):
+            die('bad_request', 'backup.%s_dev and backup.%s_ino are required' % (key, key))
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) != (dev, ino):
+            die('backup_changed', '%s is not the backup apply made (device and inode differ): refusing, '
+                'nothing removed' % path, path=path)
+        todo.append((path, os.path.isdir(path) and not os.path.islink(path)))
+    removed = []
+    for path, isdir in todo:
+        if isdir:
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+        removed.append(path)
+    print(json.dumps({'changed': bool(removed), 'operation': 'remove_backups', 'slot': slot, 'removed': removed}))
     return 0
 
 

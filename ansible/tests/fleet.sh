@@ -28,6 +28,12 @@
 # crypto/fips_enabled = 1. The release binary and Ansible's own fact gathering read it like
 # the real file; nothing in the binary is redirected.
 #
+# The library check as root's target: in the second rollout a member of pkcs11 on z2 puts a hard
+# link to a root-only file in place of the migrated MK_USER (the module's test-only canary hook
+# does it as that member, with fs.protected_hardlinks 0 for that rollout); the check, which runs
+# the host's library as pkcsslotd:pkcs11, must fail and roll back, and the file must keep its
+# owner, group, mode and content. The summary counts the attacks run and won.
+#
 # Secrets: the PINs are in an Ansible Vault file (its password in a file this script
 # writes); the test tokens are made with the host's own library through Python's ctypes
 # with the PINs on stdin (ansible/plugins/module_utils/p11.py), so no PIN is ever in an argv.
@@ -56,6 +62,11 @@ p1 testing-ppc64el 2204 ppc64le 3:libpkcs11_sw.so:p1-soft"
 NAMES="z1 x1 z2 p1"
 FIPS_HOST=p1
 CANARY_HOST=p1
+# The hard-link attack on the library check (see the rollout below): a member of pkcs11 on
+# this host puts a hard link to a root-only file into the migrated repository.
+ATTACK_HOST=z2
+ATTACK_USER=mallory ATTACK_UID=4242
+VICTIM=/var/lib/opencryptoki/fleet-victim
 
 # PINs (4-8 bytes for Soft and ICA). x1 has PINs of its own.
 SO_PIN=flSO-613 USER_PIN=flUS-284
@@ -197,10 +208,24 @@ up_host() { # name root port goarch slots
 		PrintMotd no
 		PrintLastLog no
 	EOF
-	if [ "$h" = "$CANARY_HOST" ]; then
+	if [ "$h" = "$CANARY_HOST" ] || [ "$h" = "$ATTACK_HOST" ]; then
 		# The canary's test-only hook (pkcstok_migrate: verify_with_library): armed per run by
-		# the file it names, see the rollout below. Only this host's sessions get it.
+		# the file it names, see the rollout below. Only these hosts' sessions get it.
 		printf 'SetEnv PKCSTOK_MIGRATE_TEST_CANARY=/run/pkcstok-test-canary\n' >>"$d/sshd_config"
+	fi
+	if [ "$h" = "$ATTACK_HOST" ]; then
+		# A member of the token group (and of nothing else) on this host, and a root-only file
+		# on the file system of the repositories (a hard link cannot cross file systems; on a
+		# real host /etc/shadow or a key of root's under /var would do).
+		local pg
+		pg=$(stat -c %g "$r/var/lib/opencryptoki")
+		echo "$ATTACK_USER:x:$ATTACK_UID:$ATTACK_UID:fleet test, member of pkcs11:/nonexistent:/usr/sbin/nologin" >>"$r/etc/passwd"
+		echo "$ATTACK_USER:x:$ATTACK_UID:" >>"$r/etc/group"
+		awk -F: -v OFS=: -v g="$pg" -v u="$ATTACK_USER" '$3 == g { $4 = ($4 == "" ? u : $4 "," u) } { print }' \
+			"$r/etc/group" >"$d/group" && cat "$d/group" >"$r/etc/group"
+		head -c 48 /dev/urandom | base64 >"$r$VICTIM"
+		chown 0:0 "$r$VICTIM"
+		chmod 0600 "$r$VICTIM"
 	fi
 	local fips=
 	[ "$h" = "$FIPS_HOST" ] && fips=1
@@ -338,6 +363,22 @@ say "tokens made ($(elapsed))"
 T_TOKENS=$(elapsed)
 
 # --- the controller: collection with the four binaries, vault, inventory, ansible.cfg --------------
+# z1's second slot needs the first slot's backups removed (remove_backups_after_verify), which
+# the module has the tool's remove-backups do. A binary without it: with CI=true a failure;
+# otherwise z1 migrates slot 3 alone and the run says that it is partial.
+if echo '{}' | "$REPO/bin/pkcstok-migrate-linux-amd64" remove-backups --request - 2>&1 | grep -q 'unknown command'; then
+	RB=0
+	Z1_VARS="pkcstok_slots='[3]'"
+	if [ "${CI:-}" = true ]; then
+		bad "the binaries have no remove-backups subcommand (CI=true): z1's slot 1 and remove_backups_after_verify cannot run"
+	else
+		echo "NOTE - fleet: the binaries have no remove-backups subcommand: z1 migrates slot 3 alone, its slot 1 and remove_backups_after_verify are NOT tested (a partial run, not a pass)"
+	fi
+else
+	RB=1
+	Z1_VARS="pkcstok_slots='[3, 1]' pkcstok_remove_backups_after_verify=true"
+fi
+z1_slot1() { [ "$RB" = 1 ]; } # whether z1's slot 1 is part of this run
 CROOT=$RUN/coll/ansible_collections/ocktools/pkcstok
 mkdir -p "$CROOT"
 cp -a "$COLL/." "$CROOT/"
@@ -351,7 +392,7 @@ mkdir -p "$INV/group_vars/opencryptoki_hosts" "$INV/host_vars/x1"
 cat >"$INV/hosts" <<-EOF2
 	# inventory order = rollout order: z1, x1, then the rest
 	[opencryptoki_hosts]
-	z1 ansible_port=2201 pkcstok_slots='[3, 1]' pkcstok_remove_backups_after_verify=true
+	z1 ansible_port=2201 $Z1_VARS
 	x1 ansible_port=2202
 	z2 ansible_port=2203
 	p1 ansible_port=2204
@@ -496,7 +537,9 @@ play dry fleet-dry-run.yml --diff
 same=1
 for h in $NAMES; do [ "$(root_hash "$h")" = "${H0[$h]}" ] || { same=0; say "$h: root changed by the dry run"; }; done
 ndiff=$(grep -c '^+tokversion = 3.12' "$OUT/dry.out")
-if [ "$RC" = 0 ] && [ $same = 1 ] && [ "$ndiff" -ge 5 ]; then
+want_diffs=5
+z1_slot1 || want_diffs=4
+if [ "$RC" = 0 ] && [ $same = 1 ] && [ "$ndiff" -ge "$want_diffs" ]; then
 	ok "fleet-dry-run.yml --diff: the conf diff of every slot of every host ($ndiff x +tokversion = 3.12), tree hashes of all four roots unchanged"
 else
 	bad "fleet-dry-run.yml (rc $RC, roots unchanged $same, $ndiff diffs)"
@@ -511,10 +554,12 @@ grep -a '^fatal: .*migration failed' "$OUT/roll1.out" | sed 's/^/  /'
 z1a=$(fmt_of z1 3) z1b=$(fmt_of z1 1) x1f=$(fmt_of x1 3)
 untouched=1
 for h in z2 p1; do [ "$(root_hash "$h")" = "${H0[$h]}" ] || untouched=0; done
-if [ "$R1" != 0 ] && grep -q '\[wrong_pin\]' "$OUT/roll1.out" && [ "${z1a%% *}" = 3.12 ] && [ "${z1b%% *}" = 3.12 ] &&
+want_z1b=3.12
+z1_slot1 || want_z1b=old
+if [ "$R1" != 0 ] && grep -q '\[wrong_pin\]' "$OUT/roll1.out" && [ "${z1a%% *}" = 3.12 ] && [ "${z1b%% *}" = "$want_z1b" ] &&
 	[ "${x1f%% *}" = old ] && [ $untouched = 1 ] && slotd_running x1 && slotd_running z1 &&
 	! grep -qE '^(ok|changed|fatal|skipping): \[(z2|p1)\]' "$OUT/roll1.out"; then
-	ok "fleet-rollout.yml: z1 migrated (both slots), stopped at x1 with [wrong_pin], x1 still old with its daemon running, z2/p1 untouched"
+	ok "fleet-rollout.yml: z1 migrated ($(z1_slot1 && echo 'both slots' || echo 'slot 3 only')), stopped at x1 with [wrong_pin], x1 still old with its daemon running, z2/p1 untouched"
 else
 	bad "rollout 1 (rc $R1, z1 '$z1a'/'$z1b', x1 '$x1f', z2/p1 untouched $untouched)"
 fi
@@ -522,18 +567,52 @@ fi
 # --- fleet-rollout.yml, 2: x1 fixed; the canary p1 is damaged between apply and the check ---------
 x1_vault "$X1_USER_PIN"
 echo /var/lib/opencryptoki/swtok >"$RUN/p1/root/run/pkcstok-test-canary"
+# z2 in the same batch: once apply is done, a member of pkcs11 (the hook becomes $ATTACK_USER:
+# its uid, its group, pkcs11) puts a hard link to the root-only $VICTIM in place of the
+# migrated MK_USER, which the library opens at C_Login. Run as root, openCryptoki would make
+# it 0660 group pkcs11. fs.protected_hardlinks is 0 for this rollout only (a member cannot
+# link a file of root's otherwise), and restored.
+victim_state() { on "$ATTACK_HOST" stat -c "'%u:%g %a %h'" "$VICTIM" 2>/dev/null; }
+victim_sum() { on "$ATTACK_HOST" sha256sum "$VICTIM" 2>/dev/null | cut -c1-64; }
+V0=$(victim_state) VS0=$(victim_sum)
+printf '/var/lib/opencryptoki/swtok\nhardlink MK_USER %s %s\n' "$VICTIM" "$ATTACK_USER" >"$RUN/$ATTACK_HOST/root/run/pkcstok-test-canary"
+PHL=$(cat /proc/sys/fs/protected_hardlinks)
+restore_phl() { [ -n "${PHL:-}" ] && echo "$PHL" >/proc/sys/fs/protected_hardlinks; }
+trap 'restore_phl; [ -n "${SAMPLER:-}" ] && kill $SAMPLER 2>/dev/null; [ "${KEEP:-}" = 1 ] || teardown' EXIT
+echo 0 >/proc/sys/fs/protected_hardlinks
 play roll2 fleet-rollout.yml -e "$SERIAL"
 R2=$RC
+restore_phl
+V1=$(victim_state) VS1=$(victim_sum)
+FIRED=$(cat "$RUN/$ATTACK_HOST/root/run/pkcstok-test-canary.fired" 2>/dev/null)
 grep -a '^fatal: .*migration failed' "$OUT/roll2.out" | sed 's/^/  /'
 p1f=$(fmt_of p1 3) z2f=$(fmt_of z2 3) x1f=$(fmt_of x1 3)
 req list 3 "$USER_PIN" | p11 p1 >"$OUT/after-rollback-p1-3.json"
 p1same=$(jq -S .objects "$OUT/before-p1-3.json" | cmp -s - <(jq -S .objects "$OUT/after-rollback-p1-3.json") && echo yes || echo no)
-if [ "$R2" != 0 ] && grep -q 'library_verify_failed' "$OUT/roll2.out" && grep -q 'rolled back and opens again in the old format' "$OUT/roll2.out" &&
+req list 3 "$USER_PIN" | p11 z2 >"$OUT/after-rollback-z2-3.json"
+z2same=$(jq -S .objects "$OUT/before-z2-3.json" | cmp -s - <(jq -S .objects "$OUT/after-rollback-z2-3.json") && echo yes || echo no)
+if [ "$R2" != 0 ] && grep -q 'migration failed on p1 (slot 3): \[library_verify_failed\].*rolled back and opens again in the old format' "$OUT/roll2.out" &&
 	[ "${p1f%% *}" = old ] && [ "$p1same" = yes ] && slotd_running p1 &&
-	[ "${z2f%% *}" = 3.12 ] && [ "${x1f%% *}" = 3.12 ] && [ "$(recap roll2 z1 changed)" = 0 ] && [ ! -e "$RUN/p1/root/run/pkcstok-test-canary" ]; then
-	ok "canary: p1's migrated repository damaged before the check: its own library saw it, it was rolled back, opens again in the old format with the same objects; z2 of the same batch migrated; z1 changed=0"
+	[ "${x1f%% *}" = 3.12 ] && [ "$(recap roll2 z1 changed)" = 0 ] && [ ! -e "$RUN/p1/root/run/pkcstok-test-canary" ]; then
+	ok "canary: p1's migrated repository damaged before the check: its own library saw it, it was rolled back, opens again in the old format with the same objects; x1 migrated; z1 changed=0"
 else
-	bad "rollout 2 (rc $R2, p1 '$p1f' same objects $p1same, z2 '$z2f', x1 '$x1f', z1 changed $(recap roll2 z1 changed))"
+	bad "rollout 2 (rc $R2, p1 '$p1f' same objects $p1same, x1 '$x1f', z1 changed $(recap roll2 z1 changed))"
+fi
+# The attack counts as run when the member's link was planted; as won when the victim changed
+# (owner, group, mode, content) or the check passed with it or ran as root.
+ATTACKS=0 WINS=0
+case $FIRED in planted*) ATTACKS=1 ;; esac
+grep -a "migration failed on $ATTACK_HOST" "$OUT/roll2.out" | sed 's/^/  /'
+if [ "${V1% *}" != "${V0% *}" ] || [ "$VS1" != "$VS0" ] || [ "${z2f%% *}" = 3.12 ] ||
+	grep -q 'run as user root\|(uid 0)' "$OUT/roll2.out"; then
+	WINS=1
+fi
+if [ "$ATTACKS" = 1 ] && [ "$WINS" = 0 ] && [ "${V0% *}" = "0:0 600" ] && [ "${V1% *}" = "0:0 600" ] && [ "$VS1" = "$VS0" ] && [ -n "$VS0" ] &&
+	grep -q "migration failed on $ATTACK_HOST (slot 3): \[library_verify_failed\].*(run as user pkcsslotd (uid [1-9][0-9]*), group pkcs11 (gid [1-9][0-9]*)).*rolled back and opens again in the old format" "$OUT/roll2.out" &&
+	[ "${z2f%% *}" = old ] && [ "$z2same" = yes ] && slotd_running "$ATTACK_HOST"; then
+	ok "hard-link attack on $ATTACK_HOST (openCryptoki 3.27, real library): $FIRED; the check ran as pkcsslotd:pkcs11, could not open it and failed, $ATTACK_HOST rolled back (same objects); $VICTIM still root:root 0600 with the same content (links ${V0##* } -> ${V1##* })"
+else
+	bad "hard-link attack on $ATTACK_HOST (fired '$FIRED', victim '$V0' -> '$V1', content $([ "$VS1" = "$VS0" ] && echo same || echo CHANGED), z2 '$z2f' same objects $z2same, wins $WINS)"
 fi
 
 # --- fleet-rollout.yml, 3: the rest --------------------------------------------------------------
@@ -543,15 +622,24 @@ R3=$RC
 all=1
 for spec in "z1 3" "z1 1" "x1 3" "z2 3" "p1 3"; do
 	read -r h s <<<"$spec"
+	[ "$spec" = "z1 1" ] && ! z1_slot1 && continue
 	f=$(fmt_of "$h" "$s")
 	[ "${f% *}" = "3.12 3.12" ] || { all=0; say "$h slot $s after the rollout: $f"; }
 done
 declare -A CH
 for h in $NAMES; do CH[$h]=$(recap roll3 "$h" changed); done
-if [ "$R3" = 0 ] && [ $all = 1 ] && [ "${CH[z1]}" = 0 ] && [ "${CH[x1]}" = 0 ] && [ "${CH[z2]}" = 0 ] && [ "${CH[p1]}" = 1 ]; then
-	ok "fleet-rollout.yml rerun: every host migrated (format 3.12, tokversion = 3.12), only p1 changed, z1 changed=0"
+if [ "$R3" = 0 ] && [ $all = 1 ] && [ "${CH[z1]}" = 0 ] && [ "${CH[x1]}" = 0 ] && [ "${CH[z2]}" = 1 ] && [ "${CH[p1]}" = 1 ]; then
+	ok "fleet-rollout.yml rerun: every host migrated (format 3.12, tokversion = 3.12), only p1 and z2 changed, z1 changed=0"
 else
 	bad "rollout 3 (rc $R3, all 3.12 $all, changed z1=${CH[z1]} x1=${CH[x1]} z2=${CH[z2]} p1=${CH[p1]})"
+fi
+# Every library check of the rollouts ran as the pkcsslotd user with group pkcs11, never as root.
+nlib=$(cat "$OUT"/roll[123].out | grep -ac "the host's library (run as user pkcsslotd (uid [1-9][0-9]*), group pkcs11 (gid [1-9][0-9]*)) sees all")
+libhosts=$(cat "$OUT"/roll[123].out | grep -ao "ok: \[[a-z0-9]*\] => (item=slot [0-9]*) => {\|the host's library (run as user pkcsslotd" | grep -B1 "the host's library" | grep -o '\[[a-z0-9]*\]' | sort -u | tr -d '[]' | tr '\n' ' ')
+if [ "$nlib" -ge 4 ] && ! cat "$OUT"/roll[123].out | grep -aq 'run as user root\|(uid 0)'; then
+	ok "library checks: $nlib passed, every one run as the user pkcsslotd with group pkcs11 only (hosts: ${libhosts% }); none as root"
+else
+	bad "library checks: $nlib passed as pkcsslotd (hosts: $libhosts)"
 fi
 play roll4 fleet-rollout.yml -e "$SERIAL"
 c4=0
@@ -566,6 +654,7 @@ while read -r name root port goarch slots; do
 	CMP[$name]=
 	for s in "${ss[@]}"; do
 		IFS=: read -r slot stdll label <<<"$s"
+		[ "$name $slot" = "z1 1" ] && ! z1_slot1 && { CMP[$name]="${CMP[$name]}${CMP[$name]:+, }slot 1: not migrated"; continue; }
 		req list "$slot" "$user" | p11 "$name" >"$OUT/after-$name-$slot.json"
 		n=$(jq '.objects | length' "$OUT/before-$name-$slot.json")
 		eq=$(jq -n --slurpfile a "$OUT/before-$name-$slot.json" --slurpfile b "$OUT/after-$name-$slot.json" \
@@ -578,6 +667,15 @@ while read -r name root port goarch slots; do
 		CMP[$name]="${CMP[$name]}${CMP[$name]:+, }slot $slot: $eq/$n"
 	done
 done <<<"$HOSTS"
+
+# The victim once more, after z2 was migrated for real (its rolled-back copy still holds the link).
+V2=$(victim_state) VS2=$(victim_sum)
+if [ "${V2% *}" = "0:0 600" ] && [ "$VS2" = "$VS0" ]; then
+	ok "$VICTIM after every rollout: still root:root 0600, same content (links ${V2##* })"
+else
+	WINS=1
+	bad "$VICTIM after the rollouts: '$V2', content $([ "$VS2" = "$VS0" ] && echo same || echo CHANGED)"
+fi
 
 # --- no PIN anywhere ----------------------------------------------------------------------------
 kill $SAMPLER 2>/dev/null
@@ -606,6 +704,11 @@ while read -r name root port goarch slots; do
 	toks=$(IFS=,; for s in $slots; do IFS=: read -r sl sd lb <<<"$s"; printf '%s ' "$(case $sd in *ica*) echo ICA ;; *) echo Soft ;; esac) $sl"; done)
 	echo "| $name | ${ARCH[$name]} | Debian ${root%-*} ${root#*-} | $ver | ${toks% } | ${CMP[$name]} | $(recap roll4 "$name" changed) |"
 done <<<"$HOSTS"
+echo
+echo "| attack on the library check | host | library | runs | wins |"
+echo "|---|---|---|---|---|"
+echo "| hard link to a root-only file as the migrated MK_USER, by a member of pkcs11 (fs.protected_hardlinks=0) | $ATTACK_HOST | openCryptoki $(sed -n 's/^version opencryptoki //p' "$BASE/$(awk -v h="$ATTACK_HOST" '$1 == h { print $2 }' <<<"$HOSTS")/.pkcstok-root") | $ATTACKS | $WINS |"
+[ "$RB" = 1 ] || echo "PARTIAL: the binaries have no remove-backups: z1's slot 1 and remove_backups_after_verify were not tested"
 echo
 cat "$OUT/timings"
 echo "tokens made by $T_TOKENS; total $(elapsed)"

@@ -11,7 +11,11 @@
 # Besides the pkcstok_migrate module and the fleet playbooks: the install role (on a copy of the
 # collection that carries this host's binary and its SHA256SUMS: check mode, install, rerun,
 # unknown architecture, checksum mismatch), pkcstok_info before and after an apply, and
-# fleet-audit.yml. ansible-doc and validate-modules run on both modules.
+# fleet-audit.yml. ansible-doc and validate-modules run on both modules. PIN files: the reader's
+# unit tests and refusals through the module. The library check (verify_with_library) against a
+# stand-in library (tests/fake_p11.c, built with gcc) run as nobody:pkcs11: its identity,
+# remove_backups_after_verify through the tool's remove-backups, a hard link to a root-only file
+# planted in the migrated repository, library_user refusals.
 # KEEP=1 keeps the work directory. Last line: "N passed, M failed".
 # The environment reaches the binary (local connection), so test hooks of a -tags faultinject
 # build work, e.g. PKCSTOK_MIGRATE_PROC=/some/empty/dir where /proc/1 cannot be inspected
@@ -93,9 +97,11 @@ if ! getent group pkcs11 >/dev/null; then
     groupadd -r pkcs11 || echo "warning: could not create group pkcs11"
 fi
 
-# prepare NAME: a fresh copy of the fixture in $W/NAME with the openCryptoki permissions.
+# prepare NAME: a fresh copy of the fixture in $VBASE/NAME (default $W/NAME) with the
+# openCryptoki permissions.
+VBASE=$W
 prepare() {
-    local d=$W/$1
+    local d=$VBASE/$1
     rm -rf "$d"
     mkdir -p "$d"
     cp -a "$FIXTURE/swtok" "$FIXTURE/conf" "$d/"
@@ -104,7 +110,9 @@ prepare() {
     chgrp -R pkcs11 "$d/swtok" "$d/conf" 2>/dev/null || true
 }
 
-# vars NAME [key: value lines...]: writes $W/NAME.vars.yml (0600).
+# vars NAME [key: value lines...]: writes $W/NAME.vars.yml (0600) for the copy $VBASE/NAME;
+# with NOPINS=1 without mig_so_pin and mig_user_pin (for the PIN file cases); MIGBIN=PATH
+# instead of $BIN.
 vars() {
     local name=$1
     shift
@@ -112,11 +120,13 @@ vars() {
         umask 077
         {
             echo "mig_slot: $SLOT"
-            echo "mig_datastore: '$W/$name/swtok'"
-            echo "mig_confdir: '$W/$name/conf'"
-            echo "mig_binary: '$BIN'"
-            echo "mig_so_pin: '$SO_PIN'"
-            echo "mig_user_pin: '$USER_PIN'"
+            echo "mig_datastore: '$VBASE/$name/swtok'"
+            echo "mig_confdir: '$VBASE/$name/conf'"
+            echo "mig_binary: '${MIGBIN:-$BIN}'"
+            if [ "${NOPINS:-}" != 1 ]; then
+                echo "mig_so_pin: '$SO_PIN'"
+                echo "mig_user_pin: '$USER_PIN'"
+            fi
             for l in "$@"; do echo "$l"; done
         } > "$W/$name.vars.yml"
     )
@@ -612,6 +622,239 @@ if [ "$RC" = 0 ] && ! grep -q '^ERROR\|^FATAL' "$W/out/sanity.out" && [ "$(grep 
 else
     bad "19 ansible-test sanity rc=$RC"
     show sanity.out
+fi
+
+# 20. the PIN file reader (module_utils/pinfile.py): symlink, FIFO, member-owned, 0640, 0604,
+#     0644, oversize, empty, not UTF-8 refused naming the file and the rule; good files read.
+"$APY" "$HERE/test_pinfile.py" > "$W/out/pinfile.out" 2>&1
+RC=$?
+NPF=$(sed -n 's/^Ran \([0-9]*\) tests.*/\1/p' "$W/out/pinfile.out")
+if [ "$RC" = 0 ] && grep -q '^OK' "$W/out/pinfile.out"; then
+    ok "20 pinfile.read_pin_file unit tests ($NPF cases)"
+else
+    bad "20 pinfile.read_pin_file unit tests rc=$RC"
+    cat "$W/out/pinfile.out"
+fi
+
+# A wrapper of the binary that logs each subcommand with the keys of its request (never the
+# values), and, when asked through the environment, plays a member of the token group:
+# TW_FIFO_AFTER_APPLY=PATH replaces PATH by a FIFO once apply is done; TW_PLANT=VICTIM puts a
+# hard link to VICTIM in place of the migrated MK_USER (opened at C_Login) once apply is done; TW_SWAP_BAK=1
+# renames the datastore's _BAK away and puts a stranger's directory at its name before
+# remove-backups.
+cat > "$W/toolwrap.py" <<WRAP
+import json, os, subprocess, sys
+data = sys.stdin.buffer.read()
+try:
+    req = json.loads(data)
+except ValueError:
+    req = {}
+sub = sys.argv[1] if len(sys.argv) > 1 else ''
+with open("$W/keys.log", "a") as f:
+    f.write("%s %s\n" % (sub, ",".join(sorted(req))))
+ds = req.get("datastore") or ""
+if sub == "remove-backups" and os.environ.get("TW_SWAP_BAK") == "1" and ds:
+    os.rename(ds + "_BAK", ds + "_BAK.moved")
+    os.mkdir(ds + "_BAK", 0o770)
+    with open(os.path.join(ds + "_BAK", "STRANGER"), "w") as f:
+        f.write("a member's directory\n")
+rc = subprocess.run([os.environ.get("TW_BIN") or "$BIN"] + sys.argv[1:], input=data).returncode
+if sub == "apply" and rc == 0:
+    fifo = os.environ.get("TW_FIFO_AFTER_APPLY")
+    if fifo:
+        os.unlink(fifo)
+        os.mkfifo(fifo, 0o600)
+    victim = os.environ.get("TW_PLANT")
+    if victim and ds:
+        os.link(victim, os.path.join(ds, "MK_USER.planted"))
+        os.rename(os.path.join(ds, "MK_USER.planted"), os.path.join(ds, "MK_USER"))
+sys.exit(rc)
+WRAP
+printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$APY" "$W/toolwrap.py" > "$W/toolwrap"
+chmod 0755 "$W/toolwrap"
+
+# 21. PIN files through the module: a symlink, a FIFO (refused at once: bounded time), a file
+#     owned by a member (uid 4242) and a 0644 file are refused naming the file and the rule,
+#     before the tool runs, nothing changed; good 0600 files work and reach the tool as PIN
+#     values in the request, never as file names.
+mkdir -m 0700 "$W/pins"
+(umask 077; printf '%s\n' "$SO_PIN" > "$W/pins/so"; printf '%s\n' "$USER_PIN" > "$W/pins/user")
+ln -s "$W/pins/user" "$W/pins/user.symlink"
+mkfifo -m 0600 "$W/pins/user.fifo"
+(umask 077; printf '%s\n' "$USER_PIN" > "$W/pins/user.member"); chown 4242 "$W/pins/user.member"
+printf '%s\n' "$USER_PIN" > "$W/pins/user.0644"; chmod 0644 "$W/pins/user.0644"
+prepare c21
+H0=$(tree_hash "$W/c21")
+PF_OK=yes
+for spec in "user.symlink:is a symlink" "user.fifo:is a FIFO, not a regular file" \
+    "user.member:is owned by uid 4242, neither root nor the caller" \
+    "user.0644:has mode 0644: it must not be accessible by group or others"; do
+    f=${spec%%:*} rule=${spec#*:}
+    NOPINS=1 MIGBIN=$W/toolwrap vars c21 "mig_so_pin_file: '$W/pins/so'" "mig_user_pin_file: '$W/pins/$f'"
+    : > "$W/keys.log"
+    t=$(date +%s)
+    RC=0
+    timeout 120 ansible-playbook -i localhost, -c local "$W/migrate.yml" -e "@$W/c21.vars.yml" > "$W/out/pf-$f.out" 2>&1 || RC=$?
+    dt=$(($(date +%s) - t))
+    if [ "$RC" = 0 ] || [ "$RC" = 124 ] || [ "$dt" -ge 60 ] || ! grep -qF "user PIN file $W/pins/$f $rule" "$W/out/pf-$f.out" \
+        || ! grep -q '"code": "bad_request"' "$W/out/pf-$f.out" || [ -s "$W/keys.log" ] \
+        || [ "$(tree_hash "$W/c21")" != "$H0" ] || grep -qF -- "$USER_PIN" "$W/out/pf-$f.out"; then
+        PF_OK="no ($f: rc $RC in $dt s, tool ran: $(tr '\n' ';' < "$W/keys.log"))"
+        show "pf-$f.out"
+    fi
+done
+NOPINS=1 MIGBIN=$W/toolwrap vars c21 "mig_so_pin_file: '$W/pins/so'" "mig_user_pin_file: '$W/pins/user'"
+: > "$W/keys.log"
+play pf-good.out c21 -v
+if [ "$PF_OK" = yes ] && [ "$RC" = 0 ] && [ "$(recap_changed pf-good.out)" = 1 ] \
+    && grep -q '^plan confdir,datastore,slot,so_pin,user_pin$' "$W/keys.log" \
+    && grep -q '^apply confdir,datastore,slot,so_pin,user_pin$' "$W/keys.log" \
+    && ! grep -q '_file' "$W/keys.log" \
+    && ! grep -qF -- "$SO_PIN" "$W/out/pf-good.out" && ! grep -qF -- "$USER_PIN" "$W/out/pf-good.out"; then
+    ok "21 PIN files: symlink, FIFO (at once), member-owned, 0644 refused naming file and rule, tool never run, nothing changed; 0600 files read once and sent as PIN values ($(tr '\n' ';' < "$W/keys.log"))"
+else
+    bad "21 PIN files ($PF_OK; good: rc $RC changed=$(recap_changed pf-good.out), requests: $(tr '\n' ';' < "$W/keys.log"))"
+    show pf-good.out
+fi
+
+# The library check (verify_with_library) against a stand-in for libopencryptoki.so
+# (tests/fake_p11.c: refuses to run as root; opens NVTOK.DAT and MK_USER read-write and sets
+# mode 0660 and group pkcs11 as openCryptoki's set_perm does) run as the user nobody with group pkcs11. The
+# token copies are in a directory that user may traverse, as /var/lib/opencryptoki is.
+LIBD=
+if command -v gcc >/dev/null 2>&1 && getent passwd nobody >/dev/null; then
+    LIBD=$(mktemp -d /tmp/pkcstok-fakep11.XXXXXX)
+    TD=$(mktemp -d /tmp/pkcstok-ansible-tok.XXXXXX)
+    chmod 0755 "$LIBD" "$TD"
+    if [ "${KEEP:-}" != 1 ]; then trap 'rm -rf "$W" "$LIBD" "$TD"' EXIT; fi
+    gcc -Wall -shared -fPIC -o "$LIBD/libfakep11.so" "$HERE/fake_p11.c" > "$W/out/gcc.out" 2>&1 || LIBD=
+fi
+if [ -z "$LIBD" ]; then
+    if [ "$CI" = true ]; then
+        bad "22-25 library check: gcc or the user nobody is missing (CI=true)"
+    else
+        echo "SKIP - 22-25 library check: gcc or the user nobody is missing (a skip, not a pass)"
+    fi
+else
+    chmod 0755 "$LIBD/libfakep11.so"
+    NOBODY_UID=$(id -u nobody)
+    P11_GID=$(getent group pkcs11 | cut -d: -f3)
+    # counts_of BINARY: the plan's public and private object counts of the fixture, for the
+    # stand-in library (FAKE_P11_PUBLIC, FAKE_P11_PRIVATE)
+    counts_of() {
+        local c
+        c=$(printf '{"slot": %s, "datastore": "%s", "confdir": "%s", "so_pin": "%s", "user_pin": "%s"}' \
+            "$SLOT" "$FIXTURE/swtok" "$FIXTURE/conf" "$SO_PIN" "$USER_PIN" | "$1" plan --request - 2>/dev/null \
+            | "$APY" -c 'import json,sys; c=json.load(sys.stdin)["counts"]; print(c["public"], c["private"])')
+        FAKE_P11_PUBLIC=${c% *} FAKE_P11_PRIVATE=${c#* }
+    }
+    counts_of "$BIN"
+    export FAKE_P11_PUBLIC FAKE_P11_PRIVATE FAKE_P11_USER_PIN=$USER_PIN
+    # remove-backups: until the binary has it, 22 and 23 run the fake binary (said in their
+    # lines); with CI=true that is a failure.
+    RB_NOTE=
+    if echo '{}' | "$BIN" remove-backups --request - 2>&1 | grep -q 'unknown command'; then
+        RB_NOTE=" [FAKE binary: $BIN has no remove-backups]"
+        [ "$CI" = true ] && bad "22-23 $BIN has no remove-backups subcommand (CI=true)"
+    fi
+    export MIGBIN=$W/toolwrap
+    LIBVARS=("mig_stop_slot_daemon: true" "mig_verify_with_library: true"
+        "mig_library: '$LIBD/libfakep11.so'" "mig_library_user: nobody")
+    # lib OUT NAME [ansible-playbook args]: the play with the fake systemctl/service on PATH.
+    lib() {
+        local out=$1 name=$2
+        shift 2
+        : > "$W/keys.log"
+        : > "$W/events.log"
+        PATH="$W/bin:$PATH" FAKE_P11_TOKDIR=$TD/$name/swtok timeout 300 ansible-playbook -i localhost, -c local \
+            "$W/migrate.yml" -e "@$W/$name.vars.yml" "$@" > "$W/out/$out" 2>&1
+        RC=$?
+        SUBS=$(cut -d' ' -f1 "$W/keys.log" | tr '\n' ' ' | sed 's/ $//')
+    }
+    VBASE=$TD
+
+    # 22. the check runs as nobody with group pkcs11 only, sees the plan's objects, and the
+    #     backups are removed by the tool (remove-backups with apply's backup record); the user
+    #     PIN file replaced by a FIFO after apply does not matter: it was read once, before.
+    prepare c22
+    NOPINS=1 vars c22 "${LIBVARS[@]}" "mig_remove_backups_after_verify: true" \
+        "mig_so_pin_file: '$W/pins/so'" "mig_user_pin_file: '$W/pins/user.c22'"
+    (umask 077; printf '%s\n' "$USER_PIN" > "$W/pins/user.c22")
+    RB_BIN=
+    if [ -n "$RB_NOTE" ]; then RB_BIN=$HERE/fake-pkcstok-migrate; counts_of "$RB_BIN"; fi
+    t=$(date +%s)
+    TW_BIN=$RB_BIN TW_FIFO_AFTER_APPLY=$W/pins/user.c22 lib lib22.out c22
+    dt=$(($(date +%s) - t))
+    if [ "$RC" = 0 ] && [ "$dt" -lt 120 ] && [ "$SUBS" = "plan apply remove-backups" ] && [ -p "$W/pins/user.c22" ] \
+        && grep -q '^remove-backups backup,confdir,datastore,slot$' "$W/keys.log" \
+        && grep -qF "uid: $NOBODY_UID, euid: $NOBODY_UID, suid: $NOBODY_UID, gid: $P11_GID, groups: [$P11_GID], dumpable: 0}" "$W/out/lib22.out" \
+        && grep -q "run as user nobody (uid $NOBODY_UID), group pkcs11 (gid $P11_GID)) sees all $((FAKE_P11_PUBLIC + FAKE_P11_PRIVATE)) objects" "$W/out/lib22.out" \
+        && grep -qF "removed=[$TD/c22/swtok_BAK, $TD/c22/conf/opencryptoki.conf_BAK]" "$W/out/lib22.out" \
+        && [ ! -e "$TD/c22/swtok_BAK" ] && [ ! -e "$TD/c22/conf/opencryptoki.conf_BAK" ]; then
+        ok "22 verify_with_library: library run as nobody (uid $NOBODY_UID), groups exactly [pkcs11], not dumpable; backups removed through remove-backups ($SUBS; PIN file a FIFO after apply, $dt s)$RB_NOTE"
+    else
+        bad "22 verify_with_library + remove_backups_after_verify (rc $RC in $dt s, subcommands '$SUBS')"
+        show lib22.out
+    fi
+
+    # 23. a member renames another directory to <datastore>_BAK before remove-backups: the tool
+    #     refuses (device and inode differ), her directory stays, the module fails.
+    prepare c23
+    vars c23 "${LIBVARS[@]}" "mig_remove_backups_after_verify: true"
+    TW_BIN=$RB_BIN TW_SWAP_BAK=1 lib lib23.out c23
+    if [ "$RC" != 0 ] && [ "$SUBS" = "plan apply remove-backups" ] && [ -f "$TD/c23/swtok_BAK/STRANGER" ] \
+        && [ -d "$TD/c23/swtok_BAK.moved" ] && grep -q 'migrated and verified, but pkcstok-migrate remove-backups did not remove' "$W/out/lib23.out" \
+        && ! grep -q 'backups_removed' "$W/out/lib23.out"; then
+        ok "23 remove_backups_after_verify: a stranger's directory at swtok_BAK is refused by the tool and left alone ($(grep -o '"code": "[a-z_]*"' "$W/out/lib23.out" | head -1))$RB_NOTE"
+    else
+        bad "23 remove-backups with a swapped _BAK (rc $RC, subcommands '$SUBS')"
+        show lib23.out
+    fi
+
+    counts_of "$BIN"
+
+    # 24. a hard link to a root-only file put in place of the migrated MK_USER after apply:
+    #     the library, run as nobody:pkcs11, cannot open it; the victim keeps its owner, group,
+    #     mode and content; the check fails and the migration is rolled back.
+    prepare c24
+    vars c24 "${LIBVARS[@]}"
+    VICTIM=$TD/victim-root-only
+    printf 'root-only secret\n' > "$VICTIM"
+    chown 0:0 "$VICTIM"
+    chmod 0600 "$VICTIM"
+    V0=$(stat -c '%u:%g %a' "$VICTIM") VS0=$(sha256sum < "$VICTIM")
+    TW_PLANT=$VICTIM lib lib24.out c24
+    V1=$(stat -c '%u:%g %a' "$VICTIM") VS1=$(sha256sum < "$VICTIM")
+    if [ "$RC" != 0 ] && [ "$V0" = "0:0 600" ] && [ "$V1" = "$V0" ] && [ "$VS1" = "$VS0" ] \
+        && grep -q '"code": "library_verify_failed"' "$W/out/lib24.out" \
+        && grep -q 'rolled back and opens again in the old format' "$W/out/lib24.out" \
+        && grep -q "(run as user nobody (uid $NOBODY_UID), group pkcs11 (gid $P11_GID))" "$W/out/lib24.out" \
+        && [ "$SUBS" = "plan apply rollback" ]; then
+        ok "24 hard link to a root-only file as the migrated MK_USER: victim still $V1, check failed, rolled back ($SUBS)"
+    else
+        bad "24 planted hard link (rc $RC, victim $V0 -> $V1, subcommands '$SUBS')"
+        show lib24.out
+    fi
+
+    # 25. library_user without a passwd entry, or root: refused before anything changes.
+    prepare c25
+    H0=$(tree_hash "$TD/c25")
+    vars c25 "${LIBVARS[@]}" "mig_library_user: pkcstok-no-such-user"
+    lib lib25a.out c25
+    RCA=$RC SA=$SUBS
+    vars c25 "${LIBVARS[@]}" "mig_library_user: root"
+    lib lib25b.out c25
+    if [ "$RCA" != 0 ] && [ "$SA" = plan ] && grep -q 'library_user pkcstok-no-such-user has no passwd entry on this host' "$W/out/lib25a.out" \
+        && [ "$RC" != 0 ] && [ "$SUBS" = plan ] && grep -q 'library_user root is uid 0' "$W/out/lib25b.out" \
+        && [ "$(tree_hash "$TD/c25")" = "$H0" ]; then
+        ok "25 library_user without a passwd entry, or root: refused after the plan, before apply; nothing changed"
+    else
+        bad "25 library_user refusals (rc $RCA/$RC, subcommands '$SA'/'$SUBS')"
+        show lib25a.out
+        show lib25b.out
+    fi
+    VBASE=$W
+    unset MIGBIN
 fi
 
 if [ "$FAILN" -gt 0 ] && grep -qs '"code": "io_error"' "$W"/out/*.out && grep -qs 'could not be inspected' "$W"/out/*.out; then

@@ -25,7 +25,8 @@ description:
   - With I(state=rolled_back) the module runs C(pkcstok-migrate rollback), which switches back to the
     backups made by an earlier migration.
   - PINs are passed to the tool only as a JSON request on its standard input, never on its command
-    line and never in a file written by the module.
+    line and never in a file written by the module. PIN files (I(so_pin_file), I(user_pin_file)) are
+    read once, by the module, and their PINs go into that request; the tool never opens them.
 options:
   slot:
     description:
@@ -56,12 +57,19 @@ options:
     type: str
   so_pin_file:
     description:
-      - Path, on the managed host, of a file that holds the SO PIN.
+      - Path, on the managed host, of a file whose first line is the SO PIN.
+      - Read once, by the module, under the rules C(pkcstok-migrate) applies to its own PIN files; the
+        file is refused (code C(bad_request), nothing changed) when it is a symlink, not a regular file
+        (a FIFO is refused at once, never waited on), owned by anyone but root or the user the module
+        runs as, has any permission bit for group or others (use mode C(0600)), or is larger than
+        4096 bytes. The error names the file and the rule, never its content.
       - Mutually exclusive with I(so_pin).
     type: path
   user_pin_file:
     description:
-      - Path, on the managed host, of a file that holds the user PIN.
+      - Path, on the managed host, of a file whose first line is the user PIN.
+      - Read once, by the module, under the same rules as I(so_pin_file); the library check of
+        I(verify_with_library) uses the PIN read then.
       - Mutually exclusive with I(user_pin).
     type: path
   binary:
@@ -102,17 +110,41 @@ options:
         running for the library to open the token; if it was not running before, it is started for
         the check and stopped again). The PIN stays in the module's memory and is never on a
         command line.
+      - The library never runs as root. The check runs in a forked child that, before it loads the
+        library, gives up root for good and becomes the user I(library_user) with the token's group
+        (the slot's C(usergroup), else C(pkcs11)) as its group and only supplementary group
+        (setgroups, setgid, setuid; it checks that real, effective and saved ids all changed and
+        that C(setuid(0)) fails, and is not dumpable). Run as root, openCryptoki changes the mode and
+        group of what it opens in the repository, so a hard link to a root-only file put there by a
+        member of the token group would become readable and writable by the group; run as that user,
+        the library cannot open such a file and the check fails (and the migration is rolled back).
+      - The user and the group are looked up before anything changes; a user without a passwd entry
+        (the library cannot initialise without one), a user or group that is root, or an unknown
+        group fails the module first.
     type: bool
     default: false
   remove_backups_after_verify:
     description:
       - Once I(verify_with_library) has seen every object of the plan in the migrated token, remove
         the backups of this migration (C(<datastore>_BAK) and C(<confdir>/opencryptoki.conf_BAK)).
+      - The module removes nothing itself. It runs C(pkcstok-migrate remove-backups) with the backup
+        record of apply's result (the paths and the device and inode numbers apply made them with),
+        and the tool removes an entry only while it still is that one; a directory a member of the
+        token group renamed to C(<datastore>_BAK) is refused, not removed.
       - Needed to migrate a second slot of the same C(opencryptoki.conf) in the same run, because the
         tool keeps one C(opencryptoki.conf_BAK) per conf and refuses to overwrite it (C(backup_exists)).
       - After that, C(state=rolled_back) has nothing to roll back to for this slot.
     type: bool
     default: false
+  library_user:
+    description:
+      - The user that runs the host's library for I(verify_with_library), with the token's group (the
+        slot's C(usergroup), else C(pkcs11)) as its only group. Must have a passwd entry and must not be
+        root.
+      - The default, C(pkcsslotd), is the user the openCryptoki packages of Debian, Ubuntu, RHEL and
+        SUSE create for the slot daemon.
+    type: str
+    default: pkcsslotd
   library:
     description:
       - Path of the host's C(libopencryptoki.so) for I(verify_with_library).
@@ -141,8 +173,9 @@ requirements:
 notes:
   - The tool must run as root (use C(become=true)); otherwise it fails with the error code C(not_root).
   - The SO PIN and the user PIN are both needed to migrate a token that has private objects.
-  - I(so_pin) and I(user_pin) are marked C(no_log), so Ansible masks them in its output and logs. Keep
-    them in Ansible Vault, and set C(no_log=true) on tasks that handle them in other ways.
+  - I(so_pin) and I(user_pin) are marked C(no_log), so Ansible masks them in its output and logs; so are
+    the PINs read from I(so_pin_file) and I(user_pin_file). Keep them in Ansible Vault, and set
+    C(no_log=true) on tasks that handle them in other ways.
   - Error results carry a machine-readable C(code) (for example C(wrong_pin),
     C(slot_daemon_running), C(backup_exists)).
   - The backups are left in place after a successful migration; remove them once the new repository
@@ -318,17 +351,26 @@ slot_daemon:
 library_check:
   description:
     - With I(verify_with_library), what the host's own library saw after the migration
-      (C(public), C(private), C(total), C(library)), what the plan expected (C(expected)), and on a
-      failed check also C(error), C(rolled_back) and C(after_rollback) (what the library saw in the
-      old format again).
+      (C(public), C(private), C(total), C(library)), what the plan expected (C(expected)), who ran
+      the library (C(identity), as the check's child saw itself, with C(user), C(group), C(uid), C(euid),
+      C(suid), C(gid), C(groups), C(dumpable)), and on a failed check also C(error), C(rolled_back)
+      and C(after_rollback) (what the library saw in the old format again).
   returned: when I(verify_with_library=true) and apply ran
   type: dict
+  sample:
+    public: 2
+    private: 3
+    total: 5
+    library: /usr/lib/s390x-linux-gnu/pkcs11/libopencryptoki.so
+    expected: {public: 2, private: 3}
+    identity: {user: pkcsslotd, group: pkcs11, uid: 101, euid: 101, suid: 101, gid: 105, groups: [105], dumpable: 0}
+    ok: true
 backups_removed:
-  description: The backups removed by I(remove_backups_after_verify).
+  description: The backups C(pkcstok-migrate remove-backups) removed for I(remove_backups_after_verify).
   returned: when I(remove_backups_after_verify=true) and the check passed
   type: list
   elements: str
-  sample: {public: 2, private: 3, total: 5, library: /usr/lib/s390x-linux-gnu/pkcs11/libopencryptoki.so, expected: {public: 2, private: 3}, ok: true}
+  sample: [/var/lib/opencryptoki/swtok_BAK, /etc/opencryptoki/opencryptoki.conf_BAK]
 code:
   description:
     - Machine-readable error code of the tool, on failure.
@@ -366,10 +408,13 @@ diff:
   elements: dict
 '''
 
+import ctypes
+import errno
+import grp
 import json
 import os
+import pwd
 import re
-import shutil
 import signal
 import traceback
 
@@ -382,6 +427,13 @@ try:
 except ImportError:
     p11 = None
     P11_IMPORT_ERROR = traceback.format_exc()
+
+try:
+    from ansible_collections.ocktools.pkcstok.plugins.module_utils import pinfile
+    PINFILE_IMPORT_ERROR = None
+except ImportError:
+    pinfile = None
+    PINFILE_IMPORT_ERROR = traceback.format_exc()
 
 CONF_NAME = 'opencryptoki.conf'
 BAK_SUFFIX = '_BAK'
@@ -607,16 +659,38 @@ def conf_diff_entry(module, plan, warnings):
     return dict(before_header=conf, after_header=conf, before=before, after=after)
 
 
-def build_request(module, with_pins=True):
+def build_request(module, pins=None):
+    """The JSON request for the tool. pins (from read_pins) go in as so_pin/user_pin values: the
+    tool never opens a PIN file of the module's options."""
     p = module.params
     req = dict(slot=p['slot'], confdir=p['confdir'])
     if p['datastore']:
         req['datastore'] = p['datastore']
-    if with_pins:
-        for k in ('so_pin', 'user_pin', 'so_pin_file', 'user_pin_file'):
-            if p[k] is not None and p[k] != '':
-                req[k] = p[k]
+    for k, v in (pins or {}).items():
+        req[k] = v
     return req
+
+
+def read_pins(module):
+    """The PINs of the options, each PIN file read once (module_utils/pinfile.py: no symlink, no
+    FIFO, root's or the caller's, no group/other bits, at most 4 KiB, the first line). The values
+    read are added to the module's no_log values. Returns {'so_pin': str, 'user_pin': str}, only
+    the PINs given."""
+    p = module.params
+    pins = {}
+    for k, what in (('so_pin', 'SO PIN'), ('user_pin', 'user PIN')):
+        if p[k] is not None and p[k] != '':
+            pins[k] = p[k]
+        elif p[k + '_file']:
+            if pinfile is None:
+                module.fail_json(msg='%s_file needs the collection\'s module_utils pinfile: %s' % (k, PINFILE_IMPORT_ERROR),
+                                 code='bad_request')
+            try:
+                pins[k] = pinfile.read_pin_file(p[k + '_file'], what=what)
+            except pinfile.PinFileError as e:
+                module.fail_json(msg=to_native(e), code='bad_request', field=k + '_file')
+            module.no_log_values.add(pins[k])
+    return pins
 
 
 def backups_of(result):
@@ -666,6 +740,7 @@ def main():
             stop_slot_daemon=dict(type='bool', default=False),
             verify_with_library=dict(type='bool', default=False),
             library=dict(type='path'),
+            library_user=dict(type='str', default='pkcsslotd'),
             remove_backups_after_verify=dict(type='bool', default=False),
         ),
         mutually_exclusive=[('so_pin', 'so_pin_file'), ('user_pin', 'user_pin_file')],
@@ -702,7 +777,8 @@ def main():
 
 def migrate(module, runner):
     warnings = []
-    req = build_request(module)
+    pins = read_pins(module)
+    req = build_request(module, pins)
     ret = dict(changed=False)
 
     rc, plan, err, out = runner.run('plan', req)
@@ -734,6 +810,10 @@ def migrate(module, runner):
             counts.get('reencrypt', 0) + counts.get('rewrap_header', 0), counts.get('total', 0))
         finish(module, ret, warnings)
 
+    ident = None
+    if module.params['verify_with_library']:
+        # Resolved before anything changes: a missing user or group fails here, not after apply.
+        ident = library_identity(module, plan)
     rc, result, err, out, start_err = run_with_daemon_stopped(module, runner, 'apply', req, ret,
                                                               after=lambda rc, doc: test_canary(plan))
     if rc != 0 or result is None or Runner.error_of(result) is not None:
@@ -754,32 +834,47 @@ def migrate(module, runner):
     ret['msg'] = 'slot %s: migrated %s of %s objects' % (
         result.get('slot'), result.get('objects_migrated', 0), result.get('objects_total', 0))
     if module.params['verify_with_library']:
-        verify_with_library(module, runner, plan, ret, warnings)
-        ret['msg'] += '; the host\'s library sees all %d objects' % ret['library_check']['total']
+        verify_with_library(module, runner, plan, ret, warnings, pins, ident)
+        ret['msg'] += '; the host\'s library (run as %s) sees all %d objects' % (
+            identity_text(ident), ret['library_check']['total'])
         if module.params['remove_backups_after_verify']:
-            removed = remove_backups(module, ret)
-            ret['msg'] += '; backups removed (%s)' % ', '.join(removed)
+            removed = remove_backups(module, runner, ret)
+            ret['msg'] += '; backups removed (%s)' % (', '.join(removed) or 'none left to remove')
     finish(module, ret, warnings)
 
 
-def remove_backups(module, ret):
-    """Removes the backups of the migration just verified (shutil.rmtree works through directory
-    file descriptors: a symlink planted inside the tree is removed, never followed)."""
-    removed = []
+def remove_backups(module, runner, ret):
+    """Has the tool remove the backups of the migration just verified. The module removes
+    nothing by name: `pkcstok-migrate remove-backups` gets apply's result['backup'] unchanged
+    (paths with the device and inode apply recorded) and removes only entries that still are
+    those. No PIN is in that request."""
+    backup = (ret.get('result') or {}).get('backup')
+    if not backup:
+        ret['backups_removed'] = []
+        return []
+    req = build_request(module)
+    req['backup'] = backup
+    rc, doc, err, out = runner.run('remove-backups', req)
+    e = Runner.error_of(doc)
+    if rc != 0 or doc is None or e is not None:
+        kw = dict(ret)
+        kw.pop('msg', None)
+        if e is not None:
+            why = to_native(e.get('message') or 'refused')
+            kw.update(code=e.get('code', 'internal'), rc=rc)
+            if e.get('details'):
+                kw['details'] = e['details']
+        else:
+            why = 'it exited %d and printed no JSON result' % rc
+            kw.update(code='internal', rc=rc, stdout=out)
+        if err:
+            kw['stderr'] = err
+        module.fail_json(msg='slot %s: migrated and verified, but pkcstok-migrate remove-backups did not remove '
+                         'the backups: %s' % (module.params['slot'], why), **kw)
+    removed = [to_text(x) for x in doc.get('removed') or []]
     for key in ('backup_datastore', 'backup_conf'):
-        path = ret.get(key)
-        if not path:
-            continue
-        try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
-        except (IOError, OSError) as e:
-            module.fail_json(msg='slot %s: migrated and verified, but %s could not be removed: %s'
-                             % (module.params['slot'], path, to_native(e)), code='io_error', **ret)
-        removed.append(path)
-        ret.pop(key)
+        if ret.get(key) in removed:
+            ret.pop(key)
     ret['backups_removed'] = removed
     return removed
 
@@ -790,18 +885,31 @@ CANARY_ENV = 'PKCSTOK_MIGRATE_TEST_CANARY'
 def test_canary(plan):
     """Test-only hook of the fleet test (ansible/tests/fleet.sh): damages the migrated repository
     between apply and the library check, to show that the check rolls it back. It fires only
-    when the environment names a file (PKCSTOK_MIGRATE_TEST_CANARY) that exists and holds this
-    repository's path; the file is removed when it fires, so it fires once."""
+    when the environment names a file (PKCSTOK_MIGRATE_TEST_CANARY) that exists and whose first
+    line is this repository's path; the file is removed when it fires, so it fires once.
+
+    Without a second line it truncates a private object. A second line `hardlink NAME VICTIM
+    USER` plays a member of the token group instead: a child that has become USER (its own uid,
+    gid and groups) puts a hard link to VICTIM in place of the migrated repository's entry NAME
+    (for example MK_USER), as such a member can where fs.protected_hardlinks is 0. What happened
+    is written to <file>.fired."""
     marker = os.environ.get(CANARY_ENV)
     if not marker or not os.path.isfile(marker):
         return
     ds = plan.get('datastore') or ''
     try:
         with open(marker) as f:
-            if f.read().strip() != ds:
-                return
+            lines = f.read().splitlines()
+        if not lines or lines[0].strip() != ds:
+            return
         os.unlink(marker)
     except (IOError, OSError):
+        return
+    words = lines[1].split() if len(lines) > 1 else []
+    if len(words) == 4 and words[0] == 'hardlink' and '/' not in words[1]:
+        outcome = _canary_hardlink(os.path.join(ds, words[1]), words[2], words[3])
+        with open(marker + '.fired', 'w') as f:
+            f.write(outcome + '\n')
         return
     for o in plan.get('objects') or []:
         if o.get('private'):
@@ -811,9 +919,109 @@ def test_canary(plan):
             return
 
 
-def library_count(module, slot, user_pin):
+def _canary_hardlink(target, victim, user):
+    """Test-only (test_canary): as user, replaces target by a hard link to victim."""
+    pw = pwd.getpwnam(user)
+    groups = os.getgrouplist(user, pw.pw_gid)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups(groups)
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+            tmp = target + '.planted'
+            os.link(victim, tmp)
+            os.rename(tmp, target)
+            code = 0
+        except OSError as e:
+            code = 10 + (e.errno or 0) % 100
+        finally:
+            os._exit(code)
+    dummy, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return 'planted %s -> %s as %s (uid %d, groups %s)' % (target, victim, user, pw.pw_uid, groups)
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
+    return 'not planted: %s' % (os.strerror(code - 10) if code >= 10 else 'wait status %d' % status)
+
+
+def library_identity(module, plan):
+    """Who runs the token library for the check: the user library_user (default pkcsslotd)
+    with the token's group (the plan's usergroup, else pkcs11) as its group and only
+    supplementary group. Fails the module (nothing changed yet) when the user has no passwd
+    entry (the library cannot initialise without one), is root, or the group is unknown or root."""
+    user = module.params['library_user']
+    group = plan.get('usergroup') or 'pkcs11'
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        module.fail_json(msg='verify_with_library: library_user %s has no passwd entry on this host; the token '
+                         'library is run as that user and cannot initialise without one (C_Initialize fails '
+                         'with CKR_HOST_MEMORY). Set library_user to a user of this host that may use the token '
+                         '(the pkcsslotd user of the openCryptoki package is the default)' % user, code='bad_request')
+    if pw.pw_uid == 0:
+        module.fail_json(msg='verify_with_library: library_user %s is uid 0; the token library is never run as root '
+                         'on the files of the token group' % user, code='bad_request')
+    try:
+        gr = grp.getgrnam(group)
+    except KeyError:
+        module.fail_json(msg='verify_with_library: the token group %s does not exist on this host' % group,
+                         code='group_not_found')
+    if gr.gr_gid == 0:
+        module.fail_json(msg='verify_with_library: the token group %s is gid 0; the token library is never run '
+                         'with root\'s group' % group, code='bad_request')
+    return dict(user=user, uid=pw.pw_uid, home=pw.pw_dir, group=group, gid=gr.gr_gid)
+
+
+def identity_text(ident):
+    return 'user %s (uid %d), group %s (gid %d)' % (ident['user'], ident['uid'], ident['group'], ident['gid'])
+
+
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
+
+
+def become(ident):
+    """In the check's child, before the library is loaded: drops every privilege for good to
+    ident (supplementary groups exactly [gid], then gid, then uid; real, effective and saved),
+    makes the process non-dumpable and checks that all of it took: getresuid/getresgid,
+    getgroups, and setuid(0) and setgid(0) failing. Returns what the process now is."""
+    uid, gid = ident['uid'], ident['gid']
+    libc = ctypes.CDLL(None, use_errno=True)
+    os.setgroups([gid])
+    os.setgid(gid)
+    os.setuid(uid)
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid) or sorted(set(os.getgroups())) != [gid]:
+        raise OSError('could not become %s: now uids %s, gids %s, groups %s'
+                      % (identity_text(ident), os.getresuid(), os.getresgid(), os.getgroups()))
+    for call in (os.setuid, os.setgid):
+        try:
+            call(0)
+        except OSError as e:
+            if e.errno != errno.EPERM:
+                raise
+        else:
+            raise OSError('after becoming %s, %s(0) still succeeded' % (identity_text(ident), call.__name__))
+    # The credential change has made the process non-dumpable already; say so explicitly
+    # (the PIN is in this process's memory).
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    dumpable = libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
+    if dumpable != 0:
+        raise OSError('after becoming %s the process is still dumpable (%d)' % (identity_text(ident), dumpable))
+    os.chdir('/')
+    os.environ['HOME'] = ident['home']
+    os.environ['USER'] = os.environ['LOGNAME'] = ident['user']
+    r = os.getresuid()
+    return dict(user=ident['user'], group=ident['group'], uid=r[0], euid=r[1], suid=r[2],
+                gid=os.getresgid()[0], groups=os.getgroups(), dumpable=dumpable)
+
+
+def library_count(module, slot, user_pin, ident):
     """Counts the token's objects with the host's own library, in a child process (a crash or
-    hang of the library cannot take the module with it). Returns (dict, None) or (None, error)."""
+    hang of the library cannot take the module with it) that has become ident (become()) before
+    it loads the library: root never runs the token library on the group's files (as root the
+    library chmods and chowns what it opens there). Returns (dict, None) or (None, error); the
+    dict's 'identity' is what the child was when it ran the library."""
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -824,7 +1032,13 @@ def library_count(module, slot, user_pin):
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
             signal.alarm(600)
-            out = dict(ok=p11.count_objects(module.params['library'], slot, user_pin))
+            try:
+                who = become(ident)
+            except OSError as e:
+                raise OSError('the library check did not run: %s' % to_native(e))
+            seen = p11.count_objects(module.params['library'], slot, user_pin)
+            seen['identity'] = who
+            out = dict(ok=seen)
         except Exception as e:  # everything is reported to the parent; nothing holds a PIN
             out = dict(error=to_native(e))
         os.write(wfd, json.dumps(out).encode('utf-8'))
@@ -847,18 +1061,9 @@ def library_count(module, slot, user_pin):
     return doc['ok'], None
 
 
-def user_pin_bytes(module):
-    p = module.params
-    if p['user_pin'] is not None:
-        return p['user_pin'].encode('utf-8')
-    if p['user_pin_file']:
-        with open(p['user_pin_file'], 'rb') as f:
-            return f.read().rstrip(b'\r\n')
-    return None
-
-
-def verify_with_library(module, runner, plan, ret, warnings):
-    """Opens the migrated token with the host's library; on a mismatch rolls back and fails."""
+def verify_with_library(module, runner, plan, ret, warnings, pins, ident):
+    """Opens the migrated token with the host's library, run as ident (library_identity); on a
+    mismatch rolls back and fails."""
     slot = plan.get('slot', module.params['slot'])
     counts = plan.get('counts') or {}
     expected = dict(public=counts.get('public', 0), private=counts.get('private', 0))
@@ -868,7 +1073,7 @@ def verify_with_library(module, runner, plan, ret, warnings):
     if p11 is None:
         module.fail_json(msg='verify_with_library needs the collection\'s module_utils p11: %s' % P11_IMPORT_ERROR,
                          code='bad_request', **ret)
-    pin = user_pin_bytes(module)
+    pin = pins.get('user_pin', '').encode('utf-8')
     if not pin:
         module.fail_json(msg='verify_with_library needs user_pin or user_pin_file', code='bad_request', **ret)
     daemon = SlotDaemon(module)
@@ -883,7 +1088,8 @@ def verify_with_library(module, runner, plan, ret, warnings):
         if e:
             module.fail_json(msg='verify_with_library: ' + e, code='slot_daemon_control', **ret)
         started_for_check = True
-    seen, err = library_count(module, slot, pin)
+    check['identity'] = dict(user=ident['user'], uid=ident['uid'], group=ident['group'], gid=ident['gid'])
+    seen, err = library_count(module, slot, pin, ident)
     if seen is not None:
         check.update(seen)
     if seen is not None and seen['public'] == expected['public'] and seen['private'] == expected['private']:
@@ -899,7 +1105,7 @@ def verify_with_library(module, runner, plan, ret, warnings):
         why = ('the host\'s library %s sees %d public and %d private objects, the plan has %d and %d'
                % (seen['library'], seen['public'], seen['private'], expected['public'], expected['private']))
     # Roll back: the daemon stopped for it and started again.
-    req = build_request(module, with_pins=False)
+    req = build_request(module)
     rb = dict()
     rrc, rdoc, rerr, rout, start_err = run_with_daemon_stopped(module, runner, 'rollback', req, rb)
     check['rolled_back'] = rrc == 0 and rdoc is not None and Runner.error_of(rdoc) is None
@@ -909,22 +1115,28 @@ def verify_with_library(module, runner, plan, ret, warnings):
         module.fail_json(msg='slot %s: migrated, but %s; the rollback FAILED too (%s): restore %s by hand'
                          % (slot, why, e.get('message') or rerr or 'no result', ret.get('backup_datastore', 'the _BAK copy')),
                          code='library_verify_failed', **ret)
-    after, aerr = library_count(module, slot, pin)
+    after, aerr = library_count(module, slot, pin, ident)
     check['after_rollback'] = after if after is not None else dict(error=aerr)
     if start_err:
         warnings.append(start_err)
     if started_for_check:
         daemon.stop()
-    if after is not None:
-        state = 'it was rolled back and opens again in the old format (%d public, %d private objects)' % (
-            after['public'], after['private'])
+    check['repository_rolled_back'] = rdoc.get('repository_changed') is not False
+    if not check['repository_rolled_back']:
+        rolled = ('the tool rolled back the conf only: it did not take the repository for the copy it migrated, '
+                  'so it left the repository and %s as they are' % ret.get('backup_datastore', 'the _BAK copy'))
     else:
-        state = 'it was rolled back, but the library cannot open the old token either: %s' % aerr
+        rolled = 'it was rolled back'
+    if after is not None:
+        state = '%s and opens again in the old format (%d public, %d private objects)' % (
+            rolled, after['public'], after['private'])
+    else:
+        state = '%s, but the library cannot open the old token either: %s' % (rolled, aerr)
     for w in warnings:
         module.warn(w)
     ret['changed'] = True
-    module.fail_json(msg='slot %s: the migrated token failed the check with the host\'s own openCryptoki: %s; %s'
-                     % (slot, why, state), code='library_verify_failed', **ret)
+    module.fail_json(msg='slot %s: the migrated token failed the check with the host\'s own openCryptoki (run as %s): '
+                     '%s; %s' % (slot, identity_text(ident), why, state), code='library_verify_failed', **ret)
 
 
 def rollback(module, runner):
@@ -937,7 +1149,7 @@ def rollback(module, runner):
         datastore = p['datastore']
         if not datastore:
             # Learn the slot's directory from a read-only plan without PINs.
-            rc, plan, err, out = runner.run('plan', build_request(module, with_pins=False))
+            rc, plan, err, out = runner.run('plan', build_request(module))
             if rc not in (0, 2) or plan is None or Runner.error_of(plan) is not None:
                 fail_from(module, 'plan', rc, plan, err, out)
             datastore = plan.get('datastore')
@@ -966,7 +1178,7 @@ def rollback(module, runner):
             before_conf = None
 
     # rollback needs no PIN, and the tool refuses a request that carries one.
-    req = build_request(module, with_pins=False)
+    req = build_request(module)
     rc, result, err, out, start_err = run_with_daemon_stopped(module, runner, 'rollback', req, ret)
     e = Runner.error_of(result)
     if e is not None and e.get('code') == 'nothing_to_roll_back':
