@@ -185,7 +185,7 @@ def remove_backups(req):
         except OSError:
             continue
         if (st.st_dev, st.st_ino) != (dev, ino):
-            die('backup_changed', '%s is not the backup apply made (device and inode differ): refusing, '
+            die('verify_failed', '%s is not the backup apply made (device and inode differ): refusing, '
                 'nothing removed' % path, path=path)
         todo.append((path, os.path.isdir(path) and not os.path.islink(path)))
     removed = []

@@ -364,21 +364,8 @@ T_TOKENS=$(elapsed)
 
 # --- the controller: collection with the four binaries, vault, inventory, ansible.cfg --------------
 # z1's second slot needs the first slot's backups removed (remove_backups_after_verify), which
-# the module has the tool's remove-backups do. A binary without it: with CI=true a failure;
-# otherwise z1 migrates slot 3 alone and the run says that it is partial.
-if echo '{}' | "$REPO/bin/pkcstok-migrate-linux-amd64" remove-backups --request - 2>&1 | grep -q 'unknown command'; then
-	RB=0
-	Z1_VARS="pkcstok_slots='[3]'"
-	if [ "${CI:-}" = true ]; then
-		bad "the binaries have no remove-backups subcommand (CI=true): z1's slot 1 and remove_backups_after_verify cannot run"
-	else
-		echo "NOTE - fleet: the binaries have no remove-backups subcommand: z1 migrates slot 3 alone, its slot 1 and remove_backups_after_verify are NOT tested (a partial run, not a pass)"
-	fi
-else
-	RB=1
-	Z1_VARS="pkcstok_slots='[3, 1]' pkcstok_remove_backups_after_verify=true"
-fi
-z1_slot1() { [ "$RB" = 1 ]; } # whether z1's slot 1 is part of this run
+# the module has the tool's remove-backups do, by identity.
+Z1_VARS="pkcstok_slots='[3, 1]' pkcstok_remove_backups_after_verify=true"
 CROOT=$RUN/coll/ansible_collections/ocktools/pkcstok
 mkdir -p "$CROOT"
 cp -a "$COLL/." "$CROOT/"
@@ -538,7 +525,6 @@ same=1
 for h in $NAMES; do [ "$(root_hash "$h")" = "${H0[$h]}" ] || { same=0; say "$h: root changed by the dry run"; }; done
 ndiff=$(grep -c '^+tokversion = 3.12' "$OUT/dry.out")
 want_diffs=5
-z1_slot1 || want_diffs=4
 if [ "$RC" = 0 ] && [ $same = 1 ] && [ "$ndiff" -ge "$want_diffs" ]; then
 	ok "fleet-dry-run.yml --diff: the conf diff of every slot of every host ($ndiff x +tokversion = 3.12), tree hashes of all four roots unchanged"
 else
@@ -555,11 +541,10 @@ z1a=$(fmt_of z1 3) z1b=$(fmt_of z1 1) x1f=$(fmt_of x1 3)
 untouched=1
 for h in z2 p1; do [ "$(root_hash "$h")" = "${H0[$h]}" ] || untouched=0; done
 want_z1b=3.12
-z1_slot1 || want_z1b=old
 if [ "$R1" != 0 ] && grep -q '\[wrong_pin\]' "$OUT/roll1.out" && [ "${z1a%% *}" = 3.12 ] && [ "${z1b%% *}" = "$want_z1b" ] &&
 	[ "${x1f%% *}" = old ] && [ $untouched = 1 ] && slotd_running x1 && slotd_running z1 &&
 	! grep -qE '^(ok|changed|fatal|skipping): \[(z2|p1)\]' "$OUT/roll1.out"; then
-	ok "fleet-rollout.yml: z1 migrated ($(z1_slot1 && echo 'both slots' || echo 'slot 3 only')), stopped at x1 with [wrong_pin], x1 still old with its daemon running, z2/p1 untouched"
+	ok "fleet-rollout.yml: z1 migrated (both slots), stopped at x1 with [wrong_pin], x1 still old with its daemon running, z2/p1 untouched"
 else
 	bad "rollout 1 (rc $R1, z1 '$z1a'/'$z1b', x1 '$x1f', z2/p1 untouched $untouched)"
 fi
@@ -622,7 +607,6 @@ R3=$RC
 all=1
 for spec in "z1 3" "z1 1" "x1 3" "z2 3" "p1 3"; do
 	read -r h s <<<"$spec"
-	[ "$spec" = "z1 1" ] && ! z1_slot1 && continue
 	f=$(fmt_of "$h" "$s")
 	[ "${f% *}" = "3.12 3.12" ] || { all=0; say "$h slot $s after the rollout: $f"; }
 done
@@ -654,7 +638,6 @@ while read -r name root port goarch slots; do
 	CMP[$name]=
 	for s in "${ss[@]}"; do
 		IFS=: read -r slot stdll label <<<"$s"
-		[ "$name $slot" = "z1 1" ] && ! z1_slot1 && { CMP[$name]="${CMP[$name]}${CMP[$name]:+, }slot 1: not migrated"; continue; }
 		req list "$slot" "$user" | p11 "$name" >"$OUT/after-$name-$slot.json"
 		n=$(jq '.objects | length' "$OUT/before-$name-$slot.json")
 		eq=$(jq -n --slurpfile a "$OUT/before-$name-$slot.json" --slurpfile b "$OUT/after-$name-$slot.json" \
@@ -708,7 +691,6 @@ echo
 echo "| attack on the library check | host | library | runs | wins |"
 echo "|---|---|---|---|---|"
 echo "| hard link to a root-only file as the migrated MK_USER, by a member of pkcs11 (fs.protected_hardlinks=0) | $ATTACK_HOST | openCryptoki $(sed -n 's/^version opencryptoki //p' "$BASE/$(awk -v h="$ATTACK_HOST" '$1 == h { print $2 }' <<<"$HOSTS")/.pkcstok-root") | $ATTACKS | $WINS |"
-[ "$RB" = 1 ] || echo "PARTIAL: the binaries have no remove-backups: z1's slot 1 and remove_backups_after_verify were not tested"
 echo
 cat "$OUT/timings"
 echo "tokens made by $T_TOKENS; total $(elapsed)"
