@@ -118,77 +118,90 @@ func exists(d *repofs.Dir, name string) bool {
 	return err == nil
 }
 
-// migrateInPlace builds the 3.12 repository inside the repository and switches it in file by
-// file (the protocol above). The fingerprint of the result is taken afterwards (the
-// repository keeps its own directories and their modes).
-func migrateInPlace(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir *repofs.Dir, perm repofs.Perm, res *Result) (err error) {
+// inPlaceSwitch is the switch for a repository whose directory cannot be exchanged (the
+// protocol above): the working copy is built inside the repository and its files are
+// exchanged with the repository's one by one under the journal.
+type inPlaceSwitch struct {
+	*inPlace
+	m         *migration
+	dest      location // where the original files are kept
+	j         inPlaceJournal
+	journaled bool
+}
+
+func newInPlaceSwitch(m *migration) (*inPlaceSwitch, error) {
+	p := m.p
 	dsDir, err := repofs.OpenDir(p.Datastore)
 	if err != nil {
-		return plan.Errorf(plan.CodeIO, "open %s: %w", p.Datastore, err)
+		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", p.Datastore, err)
 	}
-	defer dsDir.Close()
-	if info, err := dsDir.Lstat("."); err != nil || !repofs.Same(info, o.orig) {
-		return &plan.Error{Code: plan.CodeStalePlan, Message: fmt.Sprintf("%s is not the directory apply locked any more: someone renamed it; plan again", p.Datastore)}
+	if info, err := dsDir.Lstat("."); err != nil || !repofs.Same(info, m.o.orig) {
+		dsDir.Close()
+		return nil, &plan.Error{Code: plan.CodeStalePlan, Message: fmt.Sprintf("%s is not the directory apply locked any more: someone renamed it; plan again", p.Datastore)}
 	}
-	ip := &inPlace{ds: p.Datastore, base: filepath.Base(p.Datastore), pdir: pdir, dsDir: dsDir, ctlName: plan.InPlaceTmp, o: o}
-	dest := backupLocation(p)
-	if exists(dest.dir(ip), dest.Name) {
-		return &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("datastore backup %s already exists: remove it before migrating", dest.path(p.Datastore))}
+	ip := &inPlace{ds: p.Datastore, base: filepath.Base(p.Datastore), pdir: m.pdir, dsDir: dsDir, ctlName: plan.InPlaceTmp, o: m.o}
+	return &inPlaceSwitch{inPlace: ip, m: m, dest: backupLocation(p)}, nil
+}
+
+func (s *inPlaceSwitch) backupFree() error {
+	if exists(s.dest.dir(s.inPlace), s.dest.Name) {
+		return &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("datastore backup %s already exists: remove it before migrating", s.dest.path(s.ds))}
 	}
-	defer plan.LimitMemory(len(insp.Index))()
-	modes := newCopyModes(perm.GID, insp.Index)
-	rootMode, _ := modes.mode(repofs.Entry{Rel: ".", Mode: o.orig.Mode, GID: o.orig.GID})
-	if err := o.hook("copy"); err != nil {
-		return err
-	}
-	wc, wcInfo, err := makeWorkingCopy(dsDir, plan.InPlaceTmp, p.Datastore, perm.GID)
-	if err != nil {
-		return err
-	}
-	defer wc.Close()
-	ip.ctl, ip.ctlInfo = wc, wcInfo
-	journaled := false
-	defer func() {
-		if err != nil && !journaled {
-			_ = removeWorkingCopy(dsDir, plan.InPlaceTmp, wc)
-		}
-	}()
-	if _, err = buildWorkingCopy(p, insp, req, o, pdir, wc, perm, modes, rootMode, res); err != nil {
-		return err
-	}
-	if w := modes.warning(); w != "" {
-		res.Warnings = append(res.Warnings, w)
-	}
-	if err = o.hook("verify"); err != nil {
-		return err
-	}
-	res.Steps = append(res.Steps, "verify")
-	j := inPlaceJournal{State: "apply", Datastore: p.Datastore, Source: location{Name: plan.InPlaceTmp}, Dest: dest, PlanFingerprint: p.Fingerprint}
-	if j.Entries, err = switchEntries(dsDir, wc, true); err != nil {
-		return err
-	}
-	if err = o.hook("journal"); err != nil {
-		return err
-	}
-	if err = ip.writeJournal(j); err != nil {
-		return err
-	}
-	journaled = true
-	if err = o.hook("switch_in_place"); err != nil {
-		return err
-	}
-	if err = ip.switchAll(j, wc, false); err != nil {
-		return err
-	}
-	res.RepositoryChanged = true
-	res.Steps = append(res.Steps, "switch_in_place")
-	if err = ip.finishApply(j, rootMode); err != nil {
-		return err
-	}
-	res.Steps = append(res.Steps, "backup")
-	res.made.Datastore = ip.keptAt.path(p.Datastore)
-	res.made.DatastoreDev, res.made.DatastoreIno = wcInfo.Dev, wcInfo.Ino
 	return nil
+}
+
+func (s *inPlaceSwitch) makeWorkingCopy() (*repofs.Dir, error) {
+	wc, info, err := makeWorkingCopy(s.dsDir, plan.InPlaceTmp, s.ds, s.m.perm.GID)
+	if err != nil {
+		return nil, err
+	}
+	s.ctl, s.ctlInfo = wc, info
+	return wc, nil
+}
+
+func (s *inPlaceSwitch) journal() error {
+	s.j = inPlaceJournal{State: "apply", Datastore: s.ds, Source: location{Name: plan.InPlaceTmp}, Dest: s.dest, PlanFingerprint: s.m.p.Fingerprint}
+	var err error
+	if s.j.Entries, err = switchEntries(s.dsDir, s.ctl, true); err != nil {
+		return err
+	}
+	if err := s.o.hook("journal"); err != nil {
+		return err
+	}
+	if err := s.writeJournal(s.j); err != nil {
+		return err
+	}
+	s.journaled = true
+	return nil
+}
+
+func (s *inPlaceSwitch) switchIn() error {
+	if err := s.o.hook("switch_in_place"); err != nil {
+		return err
+	}
+	return s.switchAll(s.j, s.ctl, false)
+}
+
+func (s *inPlaceSwitch) keepBackup() error { return s.finishApply(s.j, s.m.rootMode) }
+
+// abandon removes the working copy while nothing was switched (no journal yet); with the
+// journal a rerun finishes the switch.
+func (s *inPlaceSwitch) abandon() {
+	if !s.journaled && s.ctl != nil {
+		_ = removeWorkingCopy(s.dsDir, plan.InPlaceTmp, s.ctl)
+	}
+}
+
+// made: the working copy, which holds the original files now, is the backup.
+func (s *inPlaceSwitch) made() plan.Backup {
+	return plan.Backup{Datastore: s.keptAt.path(s.ds), DatastoreDev: s.ctlInfo.Dev, DatastoreIno: s.ctlInfo.Ino}
+}
+
+func (s *inPlaceSwitch) close() {
+	if s.ctl != nil {
+		s.ctl.Close()
+	}
+	s.dsDir.Close()
 }
 
 // switchEntries lists the files of an in-place switch of src into the repository dsDir, with

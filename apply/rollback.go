@@ -45,9 +45,9 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", confdir, err)
 	}
 	defer cdir.Close()
-	// An interrupted in-place apply or rollback is finished first; then the backup of an
-	// in-place switch is switched back in place.
-	if _, err := recoverInPlace(ds, o); err != nil {
+	// An interrupted apply or rollback is finished first (a journal the tool did not write is
+	// left to apply to refuse); then the backup of an in-place switch is switched back in place.
+	if _, err := recoverInterrupted(ds, &o); err != nil {
 		return nil, err
 	}
 	dsDir, err := repofs.OpenDir(ds)

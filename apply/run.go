@@ -71,24 +71,9 @@ func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer unlock()
-	rec, err := recoverJournal(ds, o)
+	rec, err := recoverInterrupted(ds, &o)
 	if err != nil {
 		return nil, err
-	}
-	if !rec.exchanged && rec.foreign == nil {
-		ipRec, err := recoverInPlace(ds, o)
-		if err != nil {
-			return nil, err
-		}
-		if ipRec.exchanged {
-			rec = ipRec
-		}
-	}
-	if rec.exchanged {
-		// The switch a journal described is finished: the repository is another directory now.
-		if o.orig, err = lstatDir(ds); err != nil {
-			return nil, err
-		}
 	}
 
 	// The plan made here, under the locks, reads no object of an old-format repository: the
@@ -134,6 +119,34 @@ func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
 	}
 	res.Warnings = append(res.Warnings, *warnings...)
 	return res, nil
+}
+
+// recoverInterrupted finishes or undoes what an interrupted apply or rollback of either switch
+// left, before anything else is done (Run and Rollback alike): the exchange's journal beside
+// the repository, then the in-place switch's private directories inside it. It reports an
+// apply it finished (recovery.exchanged), and a journal this tool did not write
+// (recovery.foreign), which it neither believes nor touches.
+func recoverInterrupted(ds string, o *Options) (recovery, error) {
+	rec, err := recoverJournal(ds, *o)
+	if err != nil {
+		return recovery{}, err
+	}
+	if !rec.exchanged && rec.foreign == nil {
+		ipRec, err := recoverInPlace(ds, *o)
+		if err != nil {
+			return recovery{}, err
+		}
+		if ipRec.exchanged {
+			rec = ipRec
+		}
+	}
+	if rec.exchanged {
+		// The switch a journal described is finished: the repository is that switch's.
+		if o.orig, err = lstatDir(ds); err != nil {
+			return recovery{}, err
+		}
+	}
+	return rec, nil
 }
 
 // staleError refuses a saved plan made from another state; current is the current
@@ -311,7 +324,7 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 		Verified:  true,
 	}
 	res.ObjectsTotal = p.Counts.Total
-	parent, base := filepath.Dir(p.Datastore), filepath.Base(p.Datastore)
+	parent := filepath.Dir(p.Datastore)
 	pdir, err := repofs.OpenDir(parent)
 	if err != nil {
 		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", parent, err)
@@ -336,25 +349,22 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 		if p.Switch == "blocked" {
 			return nil, &plan.Error{Code: plan.CodeCannotSwitch, Message: fmt.Sprintf("%s cannot be exchanged with a working copy beside it (%s): nothing was done", p.Datastore, p.SwitchBlockedBy)}
 		}
-		if _, err := pdir.Lstat(base + plan.SuffixBak); err == nil && p.Switch != "in_place" {
-			return nil, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("datastore backup %s already exists: remove it before migrating", p.Datastore+plan.SuffixBak)}
-		}
-		gid, err := repofs.LookupGroup(p.UserGroup)
-		if err != nil {
-			return nil, plan.Errorf(plan.CodeGroupNotFound, "token group %q: %w", p.UserGroup, err)
-		}
-		if p.Switch == "in_place" {
-			err = migrateInPlace(p, insp, req, o, pdir, repofs.Perm{GID: gid}, res)
-		} else {
-			treeDigest, err = migrateRepository(p, insp, req, o, pdir, base, repofs.Perm{GID: gid}, res)
-			if err == nil {
-				// The original, which the locks held, is the backup.
-				res.made.Datastore = p.Datastore + plan.SuffixBak
-				res.made.DatastoreDev, res.made.DatastoreIno = o.orig.Dev, o.orig.Ino
-			}
-		}
+		m, err := newMigration(p, insp, req, o, pdir)
 		if err != nil {
 			return nil, err
+		}
+		m.res = res
+		var sw switcher = newExchangeSwitch(m)
+		if p.Switch == "in_place" {
+			if sw, err = newInPlaceSwitch(m); err != nil {
+				return nil, err
+			}
+		}
+		if treeDigest, err = m.run(sw); err != nil {
+			return nil, err
+		}
+		if p.Switch == "in_place" {
+			treeDigest = nil // the switch moved files, not the directory: fingerprinted afresh
 		}
 	}
 	if repoChange || confChange {
