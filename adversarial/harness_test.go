@@ -465,9 +465,15 @@ func (e *env) childEnv() []string {
 // run runs the binary as root; watch, when set, is polled while it runs.
 func (e *env) run(timeout time.Duration, stdin []byte, watch func(*runRes), args ...string) *runRes {
 	e.t.Helper()
+	return e.runProgram(timeout, stdin, watch, e.s.bin, args...)
+}
+
+// runProgram runs prog as root, judged like the binary.
+func (e *env) runProgram(timeout time.Duration, stdin []byte, watch func(*runRes), prog string, args ...string) *runRes {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, e.s.bin, args...)
+	cmd := exec.CommandContext(ctx, prog, args...)
 	cmd.Env = e.childEnv()
 	cmd.Dir = e.dir
 	cmd.Stdin = bytes.NewReader(stdin)
