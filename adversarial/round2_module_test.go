@@ -128,7 +128,8 @@ func (e *env) module(timeout time.Duration, extraEnv []string, op string, args .
 	driver := filepath.Join(e.s.base, "module_driver.py")
 	must(e.t, os.WriteFile(driver, []byte(moduleDriver), 0o644))
 	saved := e.extraEnv
-	e.extraEnv = append(append([]string{}, e.extraEnv...), extraEnv...)
+	// The module's files are imported from the repository: no bytecode written there.
+	e.extraEnv = append(append([]string{"PYTHONDONTWRITEBYTECODE=1"}, e.extraEnv...), extraEnv...)
 	defer func() { e.extraEnv = saved }()
 	return e.runProgram(timeout, nil, nil, py, append([]string{driver, root, coll, op}, args...)...)
 }
