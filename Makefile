@@ -1,6 +1,7 @@
 # pkcstok-migrate
 #   make demo    build, then plan and apply on a copy of examples/soft-small (root)
 #   make test    every test: unit, CLI scripts, fuzz smoke, reliability, Ansible, real openCryptoki
+#                (TESTING.md lists the suites)
 #   make bench   benchmarks (not run in CI), results in bench/RESULTS.md
 
 GO       ?= go
@@ -45,7 +46,7 @@ unit-s390x:
 	GOARCH=s390x $(GO) test -short -count=1 -exec qemu-s390x-static ./tokens/... ./plan ./apply ./cmd/...
 
 # The CLI test scripts once more as little-endian arm64 and ppc64le binaries under qemu-user
-# (issue 20: the fleet's other two architectures), registered like qemu-s390x above (the
+# (the fleet's other two architectures), registered like qemu-s390x above (the
 # magic and mask of Debian's /usr/lib/binfmt.d/qemu-*.conf, flag F).
 BINFMT_aarch64 := :qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:F
 BINFMT_ppc64le := :qemu-ppc64le:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x15\x00:\xff\xff\xff\xff\xff\xff\xff\xfc\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\x00:/usr/bin/qemu-ppc64le-static:F
@@ -82,7 +83,7 @@ setup:
 e2e:
 	PKCSTOK_E2E=1 $(GO) test -count=1 -v -timeout 20m -run '^(TestRealOpencryptoki|TestUpgrade|TestFixturesLoadIn323)$$' ./e2e
 
-# The matrix (issue 20): Debian 13's 3.23 (amd64, s390x) and testing's 3.27 (amd64, s390x,
+# The matrix: Debian 13's 3.23 (amd64, s390x) and testing's 3.27 (amd64, s390x,
 # ppc64el, arm64; the foreign ones under qemu-user): Soft tokens (and ICA on s390x) made by each
 # in the old format, migrated by our binary of that architecture, our amd64 binary and that
 # release's pkcstok_migrate, loaded by it; then the upgrade paths to 3.27. It prints the matrix
@@ -92,32 +93,32 @@ e2e-matrix:
 	@mkdir -p $(dir $(MATRIX))
 	PKCSTOK_E2E=1 PKCSTOK_MATRIX_OUT=$(MATRIX) $(GO) test -count=1 -v -timeout 30m -run '^TestMatrix$$' ./e2e
 
-# The s390x rows of the matrix alone (what this target ran before the matrix).
+# The s390x rows of the matrix alone.
 e2e-s390x:
 	PKCSTOK_E2E=1 $(GO) test -count=1 -v -timeout 20m -run '^TestMatrix$$/s390x' ./e2e
 
-# Power loss at every step (issue 14, crash/README.md; root, strace): apply, rollback and the
+# Power loss at every step (crash/README.md; root, strace): apply, rollback and the
 # -s -d -c path run under strace, and every cut point's crash states are rebooted into with
 # the real binary; a build without the journal's syncfs must be caught.
 crash:
 	PKCSTOK_CRASH=1 $(GO) test -count=1 -v -timeout 15m -run '^TestCrash$$' ./crash
 
-# The suites that write repositories on other file systems (issue 22, crash/README.md; root,
+# The suites that write repositories on other file systems (crash/README.md; root,
 # after make setup: xfsprogs, btrfs-progs): a loop-mounted XFS and btrfs image each, and on it
 # make crash (PKCSTOK_CRASH_DIR there, PKCSTOK_CRASH_BUDGET=30 states per scenario) and the CLI
 # scripts and TestReliability -short with TMPDIR there. PKCSTOK_FS="xfs btrfs ext4" adds ext4.
 fs-suites:
 	GO=$(GO) MAKE=$(MAKE) bash crash/fs-suites.sh
 
-# An unprivileged member of the token group races the real binary run as root (issue 19,
-# adversarial/README.md; root, after make setup): every attack's table row must show 0 wins.
+# An unprivileged member of the token group races the real binary run as root
+# (adversarial/README.md; root, after make setup): every attack's table row must show 0 wins.
 adversarial:
 	PKCSTOK_ADVERSARIAL=1 $(GO) test -count=1 -v -timeout 8m -run '^TestAdversarial$$' ./adversarial
 
 ansible-test: build
 	PKCSTOK_MIGRATE_BIN=$(CURDIR)/$(BIN) bash ansible/tests/run.sh
 
-# The fleet (issue 21, ansible/tests/fleet.sh; root, after make setup): four hosts z1, z2
+# The fleet (ansible/tests/fleet.sh; root, after make setup): four hosts z1, z2
 # (s390x), p1 (ppc64el) and x1 (amd64) on 127.0.0.1:2201-2204, each a Debian root with its own
 # openCryptoki (3.23, 3.27), python3 and real pkcsslotd in a PID namespace of its own, served by
 # an sshd of its own; the real ansible-playbook runs fleet-audit, fleet-dry-run and

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make fs-suites (issue 22; root): the suites that write repositories, again on other file
+# make fs-suites (root): the suites that write repositories, again on other file
 # systems. For each of $PKCSTOK_FS (default "xfs btrfs"; "ext4" works too) a sparse image in
 # .cache/fs.* is made (mkfs.xfs, mkfs.btrfs from xfsprogs, btrfs-progs: make setup),
 # loop-mounted, and on it run

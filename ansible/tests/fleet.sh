@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make fleet (issue 21): a real mixed-architecture fleet on this machine, driven by the real
+# make fleet: a real mixed-architecture fleet on this machine, driven by the real
 # ansible-playbook over SSH.
 #
 #   bash ansible/tests/fleet.sh            (root, after make setup and make cross)
