@@ -12,7 +12,7 @@ import (
 )
 
 // copyModes is the permission policy of the working copy (SECURITY.md, "no wider access").
-// The set_perm rule (token-format.md §1.4) gives every file 0660 and every directory 0770,
+// The set_perm rule (doc/format.md §1.4) gives every file 0660 and every directory 0770,
 // group the token group, owner root: the 3.12 token library wants exactly that for the files
 // it opens. But a copy must never let more users read than its source did: a file readable by
 // root alone (a hard link to one of root's files planted in the repository, or an object a

@@ -8,7 +8,7 @@ import (
 )
 
 // shmSegments are the token's shared-memory segments as found before anything is switched
-// (format.md §8.5): every name a token library could have used for the datastore that exists
+// (doc/format.md §8.5): every name a token library could have used for the datastore that exists
 // in the shared-memory directory, with its identity. The names are worked out, and the
 // directory opened, while the repository is locked and before the switch; after the switch
 // nothing is resolved again: remove unlinks an entry only if it still is the file found then.

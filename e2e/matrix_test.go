@@ -344,7 +344,7 @@ func matrixOne(t *testing.T, mx *report, row matrixRow, mt *madeToken) {
 			}
 		}
 		// The same files of the same sizes: each object keeps its name, and a 3.12 file's size
-		// follows from its clear bytes alone (spec §5.3, §5.4).
+		// follows from its clear bytes alone (doc/format.md §5.3, §5.4).
 		upSizes := sizes(t, r.Path(mt.ds()))
 		for m, dir := range results {
 			if d := compareSizes(upSizes, sizes(t, dir)); len(d) > 0 {

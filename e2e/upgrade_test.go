@@ -365,7 +365,7 @@ func selfCheck(t *testing.T, mt *madeToken, migrated string, conf []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A 3.12 private object: 64-byte header, the encrypted body, a 16-byte tag (spec §5.4).
+	// A 3.12 private object: 64-byte header, the encrypted body, a 16-byte tag (doc/format.md §5.4).
 	off := 64 + (len(b)-64-16)/2
 	b[off] ^= 0x01
 	if err := os.WriteFile(f, b, 0o660); err != nil {

@@ -27,7 +27,7 @@ import (
 // ToolVersion is the version printed in plans.
 var ToolVersion = "0.1.0"
 
-// Suffixes of the sibling directories and files the migration uses (spec §1.3).
+// Suffixes of the sibling directories and files the migration uses (doc/format.md §1.3).
 const (
 	SuffixTmp     = "_PKCSTOK_MIGRATE_TMP"
 	SuffixBak     = "_BAK"
@@ -59,7 +59,7 @@ func Reserved(rel string) bool {
 	return false
 }
 
-// DefaultStateBase is CONFIG_PATH (spec §1.1).
+// DefaultStateBase is CONFIG_PATH (doc/format.md §1.1).
 const DefaultStateBase = "/var/lib/opencryptoki"
 
 // Options is a resolved request: PINs are bytes, paths are as given.

@@ -48,7 +48,7 @@ type Plan struct {
 	Conf      string `json:"conf"`      // <confdir>/opencryptoki.conf
 
 	Format string `json:"format"` // "old", "3.12", "mixed"
-	// ByteOrder is the byte order of the repository's host-order fields (token-format.md §0),
+	// ByteOrder is the byte order of the repository's host-order fields (doc/format.md §0),
 	// found from its own bytes: "little-endian", "big-endian", or "any" when it holds no field
 	// whose value depends on the order. ByteOrderEvidence says what showed it.
 	ByteOrder         string   `json:"byte_order"`

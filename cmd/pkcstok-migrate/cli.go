@@ -284,7 +284,7 @@ func usageText() string {
 	return b.String()
 }
 
-// legacyOpt is one option of upstream's pkcstok_migrate interface (spec §8).
+// legacyOpt is one option of upstream's pkcstok_migrate interface (doc/format.md §8).
 type legacyOpt struct {
 	short byte
 	long  string

@@ -17,7 +17,7 @@ import (
 	"github.com/ocktools/pkcstok-migrate/plan"
 )
 
-// The upstream interface (spec §8). Where the spec marks upstream behaviour as a bug
+// The upstream interface (doc/format.md §8). Where the spec marks upstream behaviour as a bug
 // (DECISION) we exit 1: missing arguments, unsupported tokens, unreadable PINs, and any
 // object that cannot be migrated fails the run. The conf is edited minimally instead of
 // being rewritten.

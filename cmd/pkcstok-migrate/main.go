@@ -33,7 +33,7 @@ type env struct {
 }
 
 func main() {
-	// The repository rule wants files 0660 (token-format.md §1.4): a umask that keeps the
+	// The repository rule wants files 0660 (doc/format.md §1.4): a umask that keeps the
 	// group's read and write bits lets apply create each file with its final mode instead
 	// of one fchmod per file. Only those bits are released; what the umask says of others
 	// stays.
