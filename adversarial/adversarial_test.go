@@ -1,5 +1,5 @@
 // Package adversarial races the real pkcstok-migrate binary, run as root, against an
-// unprivileged member of the token group (issue 19). See README.md.
+// unprivileged member of the token group. See README.md.
 package adversarial
 
 import (
@@ -27,7 +27,7 @@ const (
 // attack is one row of the table: adding an attack is adding an entry to attacks.
 type attack struct {
 	name    string
-	finding int // the issue's finding 1–7; 0: a regression guard, safe when written
+	finding int // the attack group (1–8, adversarial/README.md); 0: a regression guard, safe when written
 	promise string
 	runs    int // iterations of the victim operation (each on a fresh layout)
 	layout  layoutOpts

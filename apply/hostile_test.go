@@ -16,7 +16,7 @@ import (
 	"github.com/ocktools/pkcstok-migrate/tokens"
 )
 
-// These tests are issue 19's findings as a member of the token group would stage them in the
+// These tests are the attack groups of SECURITY.md as a member of the token group would stage them in the
 // group-writable directory beside the repository (SECURITY.md). Each failed before the fix.
 
 func req(ds, confdir string) plan.Options {
@@ -45,7 +45,7 @@ func victim(t *testing.T, dir string) {
 	}
 }
 
-// Finding 1: a tree the run did not create, under the working copy's name, is not removed.
+// Attack group 1: a tree the run did not create, under the working copy's name, is not removed.
 func TestHostileForeignTreeAtWorkingCopyName(t *testing.T) {
 	for _, kind := range []string{"root_only_dir", "other_token", "symlink"} {
 		t.Run(kind, func(t *testing.T) {
@@ -126,7 +126,7 @@ func TestLeftoverWorkingCopy(t *testing.T) {
 	}
 }
 
-// Finding 2: a directory swapped in under the working copy's name (or for the repository)
+// Attack group 2: a directory swapped in under the working copy's name (or for the repository)
 // just before the exchange is never switched in.
 func TestHostileSwapBeforeExchange(t *testing.T) {
 	for _, which := range []string{"working_copy", "repository"} {
@@ -168,7 +168,7 @@ func TestHostileSwapBeforeExchange(t *testing.T) {
 	}
 }
 
-// Finding 3: an empty journal planted beside the repository does not stop a saved plan from
+// Attack group 3: an empty journal planted beside the repository does not stop a saved plan from
 // being compared with the repository.
 func TestHostileJournalDoesNotBypassStalePlan(t *testing.T) {
 	for _, owner := range []string{"member", "root"} {
@@ -210,7 +210,7 @@ func TestHostileJournalDoesNotBypassStalePlan(t *testing.T) {
 	}
 }
 
-// Finding 5: nothing the copy writes is readable by more users than its source.
+// Attack group 5: nothing the copy writes is readable by more users than its source.
 func TestHostileNoWiderAccess(t *testing.T) {
 	// A hard link to a root-only file is refused before it is read: nothing changes and no
 	// byte of it reaches the error.
@@ -298,7 +298,7 @@ func TestHostileNoWiderAccess(t *testing.T) {
 	})
 }
 
-// Finding 6: sparse files cost the member no disk, but the tool would write them dense: the
+// Attack group 6: sparse files cost the member no disk, but the tool would write them dense: the
 // repository as a whole is bounded.
 func TestHostileSparseRepository(t *testing.T) {
 	ds, confdir, o := newToken(t)
@@ -349,7 +349,7 @@ func TestLibraryTempFiles(t *testing.T) {
 	}
 }
 
-// Finding 7 (last part): rollback installs opencryptoki.conf_BAK only when it is a file of
+// Attack group 7 (last part): rollback installs opencryptoki.conf_BAK only when it is a file of
 // root's (or the conf directory owner's) that nobody else may write.
 func TestRollbackRefusesUntrustedConfBackup(t *testing.T) {
 	// group_writable: only conf_BAK (the conf apply left keeps the original's mode, 0644);
@@ -392,9 +392,9 @@ func TestRollbackRefusesUntrustedConfBackup(t *testing.T) {
 	}
 }
 
-// A default ACL on the directory beside the repository (setfacl -d -m u:nobody:rwx) used to
-// reach every file of the migrated repository: nobody could read and write NVTOK.DAT beside the
-// 0660 mode. The working copy drops the ACLs it inherits.
+// A default ACL on the directory beside the repository (setfacl -d -m u:nobody:rwx) would
+// reach every file of the migrated repository (nobody could read and write NVTOK.DAT beside the
+// 0660 mode) if the working copy kept the ACLs it inherits: it drops them.
 func TestParentDefaultACLNotInherited(t *testing.T) {
 	ds, confdir, o := newToken(t)
 	if out, err := exec.Command("setfacl", "-d", "-m", "u:nobody:rwx", filepath.Dir(ds)).CombinedOutput(); err != nil {

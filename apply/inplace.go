@@ -19,7 +19,7 @@ import (
 	"github.com/ocktools/pkcstok-migrate/plan"
 )
 
-// The in-place switch (issue 22) is for a repository whose directory cannot be exchanged: a
+// The in-place switch is for a repository whose directory cannot be exchanged: a
 // mount point (its own volume, a tmpfs, a bind mount: EBUSY) or a directory of an overlay's
 // lower layer (EXDEV). The working copy is built inside the repository, on its file system
 // (plan.InPlaceTmp: private, marked, like the working copy beside it), and its files are

@@ -101,7 +101,7 @@ func cycleInPlace(t *testing.T, r plan.Options, o apply.Options, backup string) 
 	checkMigrated(t, r, p.Counts.Total)
 }
 
-// Issue 22: the in-place switch, forced where the exchange would work, with the backup
+// The in-place switch, forced where the exchange would work, with the backup
 // beside the repository (as on an overlay) and inside it (as on a mount point).
 func TestInPlaceForced(t *testing.T) {
 	for _, force := range []string{"in_place", "in_place_inside"} {

@@ -122,8 +122,8 @@ func TestReliabilityConfTempRefusedBeforeSwitch(t *testing.T) {
 
 // A rollback stopped after its exchange (before the migrated repository is renamed to
 // _ROLLED_BACK) must finish that rename on the rerun even though the conf still has to be
-// restored too; it used to restore only the conf and leave the migrated repository under the
-// backup's name.
+// restored too, not only the conf (which would leave the migrated repository under the
+// backup's name).
 func TestReliabilityRollbackResumesAfterExchange(t *testing.T) {
 	ds, confdir, o := newToken(t)
 	req := plan.Options{Slot: 3, Datastore: ds, Confdir: confdir, SOPIN: []byte("so-pin-1"), UserPIN: []byte("user-pin-2")}

@@ -1,6 +1,9 @@
 // Package apply carries out a plan: it builds the migrated repository in a working copy,
-// verifies it, switches it in with one atomic exchange and edits opencryptoki.conf. It also
-// rolls a migration back. It decides nothing the plan has not decided.
+// verifies it, switches it in (with one atomic exchange of the two directories, or file by
+// file under a journal where the repository's directory cannot be exchanged: the in-place
+// switch) and edits opencryptoki.conf. It also rolls a migration back, finishes an
+// interrupted one, and removes a migration's backups by their identity (RemoveBackups). It
+// decides nothing the plan has not decided.
 package apply
 
 import (

@@ -3,7 +3,7 @@
 // Package bench races pkcstok-migrate against the real upstream pkcstok_migrate (Debian
 // testing's opencryptoki 3.27, run chrooted in the cached root of the real-openCryptoki suites)
 // and against `cp -a` of the same repository (the floor: each file read and created once), on
-// the host file system and on a loop-mounted XFS (issue 22), and counts what does not depend
+// the host file system and on a loop-mounted XFS, and counts what does not depend
 // on how loaded the machine is: system calls, bytes read and bytes written per object, and
 // the time each kind of system call took on each file system. `make bench` runs it and writes
 // bench/RESULTS.md; it is not part of `make test` (it asserts nothing about time).

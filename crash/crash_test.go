@@ -1,6 +1,6 @@
 package crash
 
-// The power-loss crash test of issue 14: see README.md.
+// The power-loss crash test: see README.md.
 //
 // Every scenario runs the real binary once under strace on a fresh token, replays the trace
 // with crash/crashsim, and for every cut point of it builds the strict, the lenient and
@@ -45,7 +45,7 @@ type scenario struct {
 	// from, when set, gives the initial tree instead of the fixture (a crash state of an
 	// earlier scenario: the recovery run is crashed too).
 	from func() *crashsim.Tree
-	// force switches in place (PKCSTOK_MIGRATE_SWITCH, issue 22): "in_place_inside" (the
+	// force switches in place (PKCSTOK_MIGRATE_SWITCH): "in_place_inside" (the
 	// backup inside the repository, as on a mount point) or "in_place" (beside it).
 	force string
 	// layout puts the scenario's trees on a real layout the exchange cannot switch: "bind"
@@ -131,7 +131,7 @@ func TestCrash(t *testing.T) {
 		{name: "apply/soft-mixed20", fixture: "soft-mixed20", op: "apply", budget: 90},
 		{name: "apply-recovery/soft-small", fixture: "soft-small", op: "apply", from: func() *crashsim.Tree { return applySmall.afterOp["exchange"] }},
 		{name: "rollback-recovery/soft-small", fixture: "soft-small", op: "rollback", from: func() *crashsim.Tree { return rollbackSmall.afterOp["exchange"] }},
-		// The in-place switch (issue 22), forced here where the exchange would work: the
+		// The in-place switch, forced here where the exchange would work: the
 		// states between its first and its last exchange mix old and new files.
 		{name: "apply-in-place-inside/soft-small", fixture: "soft-small", op: "apply", force: "in_place_inside", budget: 80},
 		{name: "apply-in-place-beside/soft-small", fixture: "soft-small", op: "apply", force: "in_place", budget: 40},

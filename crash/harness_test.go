@@ -63,10 +63,10 @@ type fixture struct {
 	conf    []byte            // the original conf
 	newConf []byte            // the conf apply writes (from a run on a fresh copy)
 	// force is PKCSTOK_MIGRATE_SWITCH for the scenario's runs: "in_place_inside" or
-	// "in_place" switches the repository in place (issue 22), "" exchanges it.
+	// "in_place" switches the repository in place, "" exchanges it.
 	force string
 	// layout puts every tree of the scenario (the traced run's and every crash state's) on
-	// a real storage layout the exchange cannot switch (issue 22): "bind" (the repository is
+	// a real storage layout the exchange cannot switch: "bind" (the repository is
 	// a mount point: a bind mount of itself) or "overlay" (the whole tree is the lower layer
 	// of an overlay mounted at the root: the repository is a lower-layer directory).
 	layout string

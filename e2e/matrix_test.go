@@ -17,7 +17,7 @@ import (
 	"github.com/ocktools/pkcstok-migrate/e2e/ockroot"
 )
 
-// The matrix (issues 11 and 20): for each openCryptoki release our users run (Debian 13's 3.23,
+// The matrix: for each openCryptoki release our users run (Debian 13's 3.23,
 // testing's 3.27, the newest upstream release) on each architecture it has here, a real token
 // made by that library without tokversion (the old format, in the architecture's byte order)
 // is migrated by our binary of that architecture (under qemu where foreign), by our amd64

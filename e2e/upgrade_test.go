@@ -22,7 +22,7 @@ import (
 	"github.com/ocktools/pkcstok-migrate/e2e/ockroot"
 )
 
-// The Debian 12 -> 13 upgrade, end to end (issue 12): tokens made by the real 3.8.1 (bookworm
+// The Debian 12 -> 13 upgrade, end to end: tokens made by the real 3.8.1 (bookworm
 // root) and by the real 3.23 without tokversion (trixie root, old format), migrated by our
 // tool and, side by side, by upstream's pkcstok_migrate from the 3.23 package; the real 3.23
 // with tokversion = 3.12 must find every object with the same value; rollback gives 3.8.1 (and

@@ -163,7 +163,7 @@ func MakeInventory(o Options) (*Inventory, error) {
 		si.Files.ConfBackup = inv.ConfBackup
 		if si.Datastore != "" {
 			parent, base := filepath.Dir(si.Datastore), filepath.Base(si.Datastore)
-			// The in-place switch keeps its entries inside the repository (issue 22).
+			// The in-place switch keeps its entries inside the repository.
 			si.Files.Backup = exists(parent, base+SuffixBak) || exists(si.Datastore, InPlaceBak)
 			si.Files.RolledBack = exists(parent, base+SuffixRolledBack) || exists(si.Datastore, InPlaceRolledBack)
 			si.Files.Journal = exists(parent, base+SuffixJournal)

@@ -37,8 +37,8 @@ const (
 	ConfBakName   = "opencryptoki.conf_BAK"
 )
 
-// The entries apply makes inside a repository it switches in place (Plan.Switch "in_place",
-// issue 22): its working copy, its journal, and the original kept there when the parent
+// The entries apply makes inside a repository it switches in place (Plan.Switch "in_place"):
+// its working copy, its journal, and the original kept there when the parent
 // directory cannot hold it. They are not part of the token: every walk of a repository
 // (the plan's scan, the fingerprint, the copy) leaves them out (Reserved).
 const (
@@ -329,7 +329,7 @@ func planKeyFiles(p *Plan, repo *tokens.Repository, repoChange bool) {
 }
 
 // planSwitch says how apply would switch the migrated repository in (Plan.Switch), from what
-// the file system shows (issue 22): one exchange of the whole directory wherever that works;
+// the file system shows: one exchange of the whole directory wherever that works;
 // in place, file by file, where it cannot (a mount point, another file system than the
 // parent, an overlay's lower layer), with the original kept beside the repository when the
 // parent can take it by a rename (the overlay) and inside it otherwise (Plan.Backup).
@@ -597,7 +597,7 @@ func printable(s string) string {
 // The run allocates about 6 KiB per object that dies at once (buffers, ciphers), over a live
 // heap of a few MiB: with GOGC's default of 100 the collector ran every few hundred objects
 // (62 MB allocated in a 10,000-object apply). It runs at 400% instead (unless GOGC is set),
-// which took 0.08-0.14 s off a 10,000-object apply on loop XFS, side by side (issue 22).
+// which took 0.08-0.14 s off a 10,000-object apply on loop XFS, side by side.
 //
 // From 10,000 objects on it also sets a soft memory limit (runtime/debug.SetMemoryLimit),
 // unless one is already set (GOMEMLIMIT), which then bounds the heap instead of the

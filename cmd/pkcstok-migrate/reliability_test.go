@@ -1,6 +1,6 @@
 package main
 
-// The reliability suite (issue 8): it tries to break the safety promises of apply.
+// The reliability suite: it tries to break the safety promises of apply.
 //
 //   - faults: apply is stopped before every step it takes (every file written, every sync, every
 //     rename, every step of the conf write), once by an injected error and once by SIGKILL of the
@@ -43,7 +43,7 @@ import (
 	"github.com/ocktools/pkcstok-migrate/tokens/tokentest"
 )
 
-// figures are the counts reported in the closing note of issue 8.
+// figures are the counts the suite reports.
 type figures struct {
 	stepsInterrupted atomic.Int64 // fault runs that stopped at their step (both modes)
 	errorsInjected   atomic.Int64 // ... of which by an injected error

@@ -408,7 +408,7 @@ func TestWithoutBarrier(t *testing.T) {
 	}
 }
 
-// A rename or exchange between two directories (the in-place switch, issue 22) is one
+// A rename or exchange between two directories (the in-place switch) is one
 // transaction of both: every crash state has it in both directories or in neither, and only
 // with what each directory had before it.
 func TestCrossDirectoryRenameIsAtomic(t *testing.T) {
