@@ -10,6 +10,9 @@ BIN      := bin/pkcstok-migrate
 # machine and fails with "context deadline exceeded" (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 50000x
 export CGO_ENABLED ?= 0
+# The unit and CLI tests build with the test hooks (fault injection, a forced in-place switch,
+# fake /proc and FIPS files: internal/testseam); an ordinary build has none of them.
+TESTTAGS := -tags faultinject
 
 .PHONY: all build demo test unit unit-s390x unit-arm64 unit-ppc64le cross fuzz crash fs-suites adversarial e2e e2e-s390x e2e-matrix setup ansible-test fleet lint clean
 
@@ -28,6 +31,7 @@ ARCHES   := amd64 arm64 ppc64le s390x
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	@set -e; for a in $(ARCHES); do echo "go vet (linux/$$a)"; GOOS=linux GOARCH=$$a $(GO) vet ./...; done
+	@echo "go vet $(TESTTAGS) (linux/amd64)"; GOOS=linux GOARCH=amd64 $(GO) vet $(TESTTAGS) ./...
 
 # The static binary for every architecture of the fleet.
 cross:
@@ -43,7 +47,7 @@ unit-s390x:
 	@command -v qemu-s390x-static >/dev/null || { echo "unit-s390x: qemu-s390x-static missing (apt-get install qemu-user-static; make setup)"; exit 1; }
 	@[ -e $(BINFMT)/register ] || mount -t binfmt_misc binfmt_misc $(BINFMT)
 	@[ -e $(BINFMT)/qemu-s390x ] || printf '%s\n' ':qemu-s390x:M::\x7fELF\x02\x02\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x16:\xff\xff\xff\xff\xff\xff\xff\xfc\xff\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff:/usr/bin/qemu-s390x-static:F' > $(BINFMT)/register
-	GOARCH=s390x $(GO) test -short -count=1 -exec qemu-s390x-static ./tokens/... ./plan ./apply ./cmd/...
+	GOARCH=s390x $(GO) test $(TESTTAGS) -short -count=1 -exec qemu-s390x-static ./tokens/... ./plan ./apply ./cmd/...
 
 # The CLI test scripts once more as little-endian arm64 and ppc64le binaries under qemu-user
 # (the fleet's other two architectures), registered like qemu-s390x above (the
@@ -56,12 +60,12 @@ unit-arm64 unit-ppc64le:
 	@command -v qemu-$(QEMU_ARCH)-static >/dev/null || { echo "$@: qemu-$(QEMU_ARCH)-static missing (apt-get install qemu-user-static; make setup)"; exit 1; }
 	@[ -e $(BINFMT)/register ] || mount -t binfmt_misc binfmt_misc $(BINFMT)
 	@[ -e $(BINFMT)/qemu-$(QEMU_ARCH) ] || printf '%s\n' '$(BINFMT_$(QEMU_ARCH))' > $(BINFMT)/register
-	GOARCH=$(@:unit-%=%) $(GO) test -short -count=1 -timeout 20m -run '^(TestScripts|TestSlotdScripts)$$' -exec qemu-$(QEMU_ARCH)-static ./cmd/pkcstok-migrate
+	GOARCH=$(@:unit-%=%) $(GO) test $(TESTTAGS) -short -count=1 -timeout 20m -run '^(TestScripts|TestSlotdScripts)$$' -exec qemu-$(QEMU_ARCH)-static ./cmd/pkcstok-migrate
 
 # Unit and CLI tests. e2e is left out here: it starts a real pkcsslotd, which every other
 # package's apply would then (rightly) refuse to run beside.
 unit:
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
+	$(GO) test $(TESTTAGS) -count=1 $$($(GO) list ./... | grep -v /e2e)
 
 # Each fuzz target for a few seconds: any input parses or errors, never panics.
 fuzz:

@@ -1,3 +1,5 @@
+//go:build faultinject
+
 package apply_test
 
 import (
@@ -18,7 +20,7 @@ func TestRemoveBackupsEverySwitch(t *testing.T) {
 		t.Run("switch="+force, func(t *testing.T) {
 			ds, confdir, o := newToken(t)
 			r := req(ds, confdir)
-			r.ForceSwitch = force
+			plan.ForceSwitch(&r, force)
 			res, err := apply.Run(r, nil, o)
 			if err != nil {
 				t.Fatal(err)

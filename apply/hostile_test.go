@@ -138,7 +138,7 @@ func TestHostileSwapBeforeExchange(t *testing.T) {
 				name = ds
 			}
 			hers := filepath.Join(filepath.Dir(ds), "hers")
-			o.Hook = func(step string) error {
+			o = apply.WithHook(o, func(step string) error {
 				if step != "exchange" {
 					return nil
 				}
@@ -150,7 +150,7 @@ func TestHostileSwapBeforeExchange(t *testing.T) {
 				}
 				os.WriteFile(filepath.Join(hers, "NVTOK.DAT"), make([]byte, tokens.NVTokNewSize), 0o644)
 				return os.Rename(hers, name)
-			}
+			})
 			_, err := apply.Run(req(ds, confdir), nil, o)
 			wantCode(t, err, plan.CodeVerifyFailed, "nothing was switched")
 			live := ds

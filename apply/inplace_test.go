@@ -1,3 +1,5 @@
+//go:build faultinject
+
 package apply_test
 
 import (
@@ -108,7 +110,7 @@ func TestInPlaceForced(t *testing.T) {
 		t.Run(force, func(t *testing.T) {
 			ds, confdir, o := newToken(t)
 			r := req(ds, confdir)
-			r.ForceSwitch = force
+			plan.ForceSwitch(&r, force)
 			backup := ds + plan.SuffixBak
 			if force == "in_place_inside" {
 				backup = filepath.Join(ds, plan.InPlaceBak)
@@ -202,13 +204,13 @@ func stopEverywhere(t *testing.T, force, op string) {
 	{
 		ds, confdir, o := newToken(t)
 		r := req(ds, confdir)
-		r.ForceSwitch = force
+		plan.ForceSwitch(&r, force)
 		if op == "rollback" {
 			if _, err := apply.Run(r, nil, o); err != nil {
 				t.Fatal(err)
 			}
 		}
-		o.Hook = func(s string) error { steps = append(steps, s); return nil }
+		o = apply.WithHook(o, func(s string) error { steps = append(steps, s); return nil })
 		run(t, op, r, o)
 	}
 	if len(steps) < 8 {
@@ -223,7 +225,7 @@ func stopEverywhere(t *testing.T, force, op string) {
 	for k := 0; k < len(steps); k += stride {
 		ds, confdir, o := newToken(t)
 		r := req(ds, confdir)
-		r.ForceSwitch = force
+		plan.ForceSwitch(&r, force)
 		if op == "rollback" {
 			if _, err := apply.Run(r, nil, o); err != nil {
 				t.Fatal(err)
@@ -234,17 +236,17 @@ func stopEverywhere(t *testing.T, force, op string) {
 			orig = treeWithout(t, backupOf(ds, force))
 		}
 		n := 0
-		o.Hook = func(s string) error {
+		o = apply.WithHook(o, func(s string) error {
 			n++
 			if n == k+1 {
 				return errors.New("stopped")
 			}
 			return nil
-		}
+		})
 		if _, err := runErr(op, r, o); err == nil {
 			t.Fatalf("step %d (%s): no error", k, steps[k])
 		}
-		o.Hook = nil
+		o = apply.WithHook(o, nil)
 		if _, err := runErr(op, r, o); err != nil && !(op == "rollback" && plan.CodeOf(err) == plan.CodeNothingToRollBack) {
 			t.Fatalf("stopped at step %d (%s), the rerun failed: %v", k, steps[k], err)
 		}
@@ -323,7 +325,7 @@ func TestInPlaceHostile(t *testing.T) {
 	t.Run("victim-at-working-copy-name", func(t *testing.T) {
 		ds, confdir, o := newToken(t)
 		r := req(ds, confdir)
-		r.ForceSwitch = "in_place_inside"
+		plan.ForceSwitch(&r, "in_place_inside")
 		v := filepath.Join(ds, plan.InPlaceTmp)
 		victim(t, v)
 		before := tree(t, v)
@@ -336,10 +338,10 @@ func TestInPlaceHostile(t *testing.T) {
 	t.Run("working-copy-renamed-during-the-switch", func(t *testing.T) {
 		ds, confdir, o := newToken(t)
 		r := req(ds, confdir)
-		r.ForceSwitch = "in_place_inside"
+		plan.ForceSwitch(&r, "in_place_inside")
 		orig := treeWithout(t, ds)
 		n := 0
-		o.Hook = func(s string) error {
+		o = apply.WithHook(o, func(s string) error {
 			if s == "switch_entry" {
 				if n++; n == 3 {
 					// As a member can: a rename inside the repository.
@@ -349,10 +351,10 @@ func TestInPlaceHostile(t *testing.T) {
 				}
 			}
 			return nil
-		}
+		})
 		_, err := apply.Run(r, nil, o)
 		wantCode(t, err, plan.CodeVerifyFailed, "moved by someone else")
-		o.Hook = nil
+		o = apply.WithHook(o, nil)
 		if _, err := apply.Run(r, nil, o); err != nil {
 			t.Fatalf("rerun: %v", err)
 		}
@@ -367,7 +369,7 @@ func TestInPlaceHostile(t *testing.T) {
 	t.Run("entry-at-backup-name", func(t *testing.T) {
 		ds, confdir, o := newToken(t)
 		r := req(ds, confdir)
-		r.ForceSwitch = "in_place_inside"
+		plan.ForceSwitch(&r, "in_place_inside")
 		if err := os.WriteFile(filepath.Join(ds, plan.InPlaceBak), []byte("hers"), 0o660); err != nil {
 			t.Fatal(err)
 		}

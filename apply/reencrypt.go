@@ -126,7 +126,7 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 	if !ok {
 		return data, nil // not listed in OBJ.IDX: copied as it is
 	}
-	if r.o.Hook != nil {
+	if r.o.stepHook != nil {
 		if err := r.o.hook("object " + name); err != nil {
 			return nil, err
 		}

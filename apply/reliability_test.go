@@ -102,7 +102,7 @@ func TestReliabilityConfTempRefusedBeforeSwitch(t *testing.T) {
 			}
 			before := tree(t, filepath.Dir(ds))
 			var steps []string
-			o.Hook = func(s string) error { steps = append(steps, s); return nil }
+			o = apply.WithHook(o, func(s string) error { steps = append(steps, s); return nil })
 			_, err = apply.Run(plan.Options{Slot: 3, Datastore: ds, Confdir: confdir, SOPIN: []byte("so-pin-1"), UserPIN: []byte("user-pin-2")}, nil, o)
 			var pe *plan.Error
 			if !errors.As(err, &pe) || pe.Code != plan.CodeBackupExists {
@@ -132,12 +132,12 @@ func TestReliabilityRollbackResumesAfterExchange(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop := o
-	stop.Hook = func(s string) error {
+	stop = apply.WithHook(stop, func(s string) error {
 		if s == "rollback_rename" {
 			return errors.New("injected fault")
 		}
 		return nil
-	}
+	})
 	rb := plan.Options{Slot: 3, Datastore: ds, Confdir: confdir}
 	if _, err := apply.Rollback(rb, stop); err == nil {
 		t.Fatal("the injected fault did not stop rollback")

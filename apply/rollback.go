@@ -55,7 +55,7 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", ds, err)
 	}
 	defer dsDir.Close()
-	ipSrc, switchInPlace := inPlaceBackup(pdir, dsDir, ds, req.ForceSwitch)
+	ipSrc, switchInPlace := inPlaceBackup(pdir, dsDir, ds, req.ForcedSwitch())
 	if switchInPlace {
 		switchInPlace = nvFormat(ipSrc.in(pdir, dsDir), ipSrc.Name) == tokens.FormatOld && nvFormat(pdir, filepath.Base(ds)) == tokens.Format312
 	}

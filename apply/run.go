@@ -29,9 +29,6 @@ type Options struct {
 	ProcRoot string    // "" = /proc
 	PIDFiles []string  // nil = procscan defaults
 
-	// Hook is called before each step with its name; an error stops the run there as if the
-	// step had failed. Tests use it for fault injection; production leaves it nil.
-	Hook func(step string) error
 	// Progress is told how many objects of how many are done.
 	Progress func(done, total int)
 	// Workers is how many files the working copy handles at once (0: one per core).
@@ -42,13 +39,17 @@ type Options struct {
 	shm             *shmSegments // the token's segments, found under the locks before any switch
 
 	warn func(string) // collects warnings for the result
+
+	// stepHook is called before each step with its name; an error stops the run there as if
+	// the step had failed: the fault injection of test builds (WithHook), nil otherwise.
+	stepHook func(step string) error
 }
 
 func (o *Options) hook(step string) error {
-	if o.Hook == nil {
+	if o.stepHook == nil {
 		return nil
 	}
-	if err := o.Hook(step); err != nil {
+	if err := o.stepHook(step); err != nil {
 		return plan.Errorf(plan.CodeIO, "step %s: %w", step, err)
 	}
 	return nil
@@ -378,7 +379,7 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 		if err := o.hook("conf_edit"); err != nil {
 			return nil, err
 		}
-		if _, err := conf.WriteIfUnchanged(p.Confdir, insp.Conf, insp.Edit.Content, o.Hook); err != nil {
+		if _, err := conf.WriteIfUnchanged(p.Confdir, insp.Conf, insp.Edit.Content, o.stepHook); err != nil {
 			if errors.Is(err, conf.ErrBackupExists) {
 				return nil, plan.Errorf(plan.CodeBackupExists, "%w", err)
 			}

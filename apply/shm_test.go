@@ -41,7 +41,7 @@ func TestShmSegmentsPinnedBeforeSwitch(t *testing.T) {
 				}
 			}
 			moved := ds + "_moved_by_member"
-			o.Hook = func(step string) error {
+			o = apply.WithHook(o, func(step string) error {
 				// After the switch (apply: the journal's removal; rollback: the conf), the
 				// member swaps a symlink to the other token in at the datastore's name.
 				if step == "journal_remove" || step == "rollback_conf" {
@@ -56,7 +56,7 @@ func TestShmSegmentsPinnedBeforeSwitch(t *testing.T) {
 					}
 				}
 				return nil
-			}
+			})
 			var err error
 			if op == "apply" {
 				_, err = apply.Run(req(ds, confdir), nil, o)
@@ -86,7 +86,7 @@ func TestShmSegmentReplacedAfterLookupStays(t *testing.T) {
 	if err := os.WriteFile(own, []byte("segment\n"), 0o660); err != nil {
 		t.Fatal(err)
 	}
-	o.Hook = func(step string) error {
+	o = apply.WithHook(o, func(step string) error {
 		if step == "copy" {
 			// A new file renamed over the segment: another inode (a file written after a
 			// removal could reuse the number on some file systems).
@@ -98,7 +98,7 @@ func TestShmSegmentReplacedAfterLookupStays(t *testing.T) {
 			}
 		}
 		return nil
-	}
+	})
 	if _, err := apply.Run(req(ds, confdir), nil, o); err != nil {
 		t.Fatal(err)
 	}

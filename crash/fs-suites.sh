@@ -83,7 +83,7 @@ for fs in $FSES; do
 
 	mkdir "$mnt/tmp"
 	cli=FAIL
-	if TMPDIR=$mnt/tmp "$GO" test -count=1 -short -v -timeout 15m \
+	if TMPDIR=$mnt/tmp "$GO" test -tags faultinject -count=1 -short -v -timeout 15m \
 		-run '^(TestScripts|TestSlotdScripts|TestReliability)$' ./cmd/pkcstok-migrate >"$log.cli" 2>&1; then
 		cli=ok
 	fi

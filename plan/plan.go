@@ -75,10 +75,11 @@ type Options struct {
 	PIDFiles  []string // nil = procscan defaults
 	FIPSFile  string   // info only: "" = DefaultFIPSFile (plan and apply never read it)
 
-	// ForceSwitch, set by tests only (the binary's test hooks), plans an in-place switch
-	// where the exchange would work: "in_place" (the backup beside the repository, as on an
-	// overlay) or "in_place_inside" (the backup inside it, as on a mount point).
-	ForceSwitch string
+	// forceSwitch, set by tests only (ForceSwitch, in builds with -tags faultinject), plans
+	// an in-place switch where the exchange would work: "in_place" (the backup beside the
+	// repository, as on an overlay) or "in_place_inside" (the backup inside it, as on a
+	// mount point).
+	forceSwitch string
 
 	// PrivateUnread leaves private objects encrypted while scanning (their class, label and
 	// id stay unknown) although the PINs are given and checked: apply's own plan, whose copy
@@ -162,7 +163,7 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 	}
 	repoChange := repo.NV.Format == tokens.FormatOld
 	planKeyFiles(p, repo, repoChange)
-	if err := planSwitch(p, repoChange, o.ForceSwitch); err != nil {
+	if err := planSwitch(p, repoChange, o.forceSwitch); err != nil {
 		return nil, nil, err
 	}
 	warnAround(p, confChange, repoChange, o)
@@ -352,12 +353,12 @@ func planSwitch(p *Plan, repoChange bool, force string) error {
 	case "in_place":
 		why = "forced by the test hook"
 	case "in_place_inside":
-		why = BlockedForcedInside
+		why = blockedForcedInside
 	}
 	switch {
 	case why != "":
 		p.Switch, p.SwitchBlockedBy = "in_place", why
-		if why == repofs.BlockedMountPoint || why == repofs.BlockedOtherFS || why == BlockedForcedInside {
+		if why == repofs.BlockedMountPoint || why == repofs.BlockedOtherFS || why == blockedForcedInside {
 			// Renaming out of a mount is EXDEV: the original stays on its own volume.
 			p.Backup = filepath.Join(p.Datastore, InPlaceBak)
 			p.Warnings = append(p.Warnings, fmt.Sprintf("%s cannot be exchanged with a working copy beside it (%s): apply switches its files in place, one by one, with a journal, and keeps the original inside it as %s (a rename cannot move it out of its file system; move it away when the migrated token works)", p.Datastore, why, p.Backup))
@@ -370,9 +371,13 @@ func planSwitch(p *Plan, repoChange bool, force string) error {
 	return nil
 }
 
-// BlockedForcedInside is the reason a test gives to switch in place with the backup inside
+// ForcedSwitch is the switch a test build forced (ForceSwitch); "" in an ordinary build,
+// where nothing can set it.
+func (o Options) ForcedSwitch() string { return o.forceSwitch }
+
+// blockedForcedInside is the reason a test gives to switch in place with the backup inside
 // the repository, as on a mount point.
-const BlockedForcedInside = "forced by the test hook, the backup inside"
+const blockedForcedInside = "forced by the test hook, the backup inside"
 
 // warnAround warns of what lies around the repository and the conf: backups, what an
 // interrupted run left, a running pkcsslotd.

@@ -32,10 +32,7 @@ func runInfo(e *env, args []string) int {
 	}
 	ao := applyOptions(e, out)
 	o.ProcRoot, o.PIDFiles = ao.ProcRoot, ao.PIDFiles
-	// Test builds only: PKCSTOK_MIGRATE_FIPS_FILE stands for /proc/sys/crypto/fips_enabled.
-	if v := e.getenv("PKCSTOK_MIGRATE_FIPS_FILE"); v != "" && testHooksEnabled {
-		o.FIPSFile = v
-	}
+	o.FIPSFile = e.seams().fipsFile
 	inv, err := plan.MakeInventory(o)
 	if err != nil {
 		return out.fail(err)

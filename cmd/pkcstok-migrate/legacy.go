@@ -207,7 +207,8 @@ func runLegacy(e *env, args []string) int {
 		return fail()
 	}
 
-	opts := plan.Options{Slot: slot, Datastore: a.datastore, Confdir: a.confdir, ForceSwitch: forceSwitch(e)}
+	opts := plan.Options{Slot: slot, Datastore: a.datastore, Confdir: a.confdir}
+	e.seams().plan(&opts)
 	// A first look without PINs: slot, token type and token info.
 	p, err := plan.Make(opts)
 	if err != nil {

@@ -23,7 +23,6 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testHooksEnabled = true
 	os.Exit(testscript.RunMain(m, map[string]func() int{
 		"pkcstok-migrate": func() int {
 			return run(&env{args: os.Args, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, euid: os.Geteuid()})
@@ -81,6 +80,11 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 				}
 				pids, err := procscan.SlotdRunning("/proc", nil)
 				return err != nil || len(pids) > 0, nil
+			}
+			if cond == "seams" {
+				// The test hooks (PKCSTOK_MIGRATE_SWITCH, _PROC, _PIDFILES, _FIPS_FILE):
+				// only in a test built with -tags faultinject, as make unit builds it.
+				return seamsFromEnv != nil, nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},

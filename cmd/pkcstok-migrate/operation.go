@@ -8,7 +8,6 @@ import (
 	"io"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	json "github.com/goccy/go-json"
 
@@ -228,7 +227,8 @@ func buildRequest(e *env, f *opFlags) (*plan.Request, error) {
 
 // resolve turns a request into plan.Options: reads PIN files, prompts on a terminal.
 func resolve(e *env, op string, req *plan.Request, out *output) (plan.Options, error) {
-	o := plan.Options{Confdir: req.Confdir, Datastore: req.Datastore, ForceSwitch: forceSwitch(e)}
+	o := plan.Options{Confdir: req.Confdir, Datastore: req.Datastore}
+	e.seams().plan(&o)
 	if o.Confdir == "" {
 		o.Confdir = defaultConfdir
 	}
@@ -336,13 +336,7 @@ func planAll(e *env, out *output, o plan.Options, outFile string) int {
 
 func applyOptions(e *env, out *output) apply.Options {
 	o := apply.Options{Progress: out.progress}
-	o.Hook = faultHook(e)
-	if v := e.getenv("PKCSTOK_MIGRATE_PROC"); v != "" && testHooksEnabled {
-		o.ProcRoot = v
-	}
-	if v := e.getenv("PKCSTOK_MIGRATE_PIDFILES"); v != "" && testHooksEnabled {
-		o.PIDFiles = strings.Split(v, ":")
-	}
+	e.seams().apply(&o)
 	return o
 }
 
