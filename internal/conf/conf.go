@@ -41,6 +41,8 @@ package conf
 import (
 	"errors"
 	"fmt"
+
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 
 // MaxSize is the largest opencryptoki.conf Parse accepts (1 MiB). Real files are a few KiB.
@@ -56,7 +58,6 @@ const (
 // Typed errors. They are wrapped with context; use errors.Is.
 var (
 	ErrSyntax            = errors.New("opencryptoki.conf syntax error")
-	ErrTooLarge          = errors.New("opencryptoki.conf is too large")
 	ErrSlotNotFound      = errors.New("slot not found in opencryptoki.conf")
 	ErrSlotIDOutOfRange  = errors.New("slot id out of range (must be below 1024)")
 	ErrStdllMissing      = errors.New("slot has no usable stdll")
@@ -65,7 +66,6 @@ var (
 	ErrTokVersionInvalid = errors.New("slot tokversion is neither a version nor a string")
 	ErrBackupExists      = errors.New("opencryptoki.conf_BAK already exists and differs from opencryptoki.conf")
 	ErrConfChanged       = errors.New("opencryptoki.conf changed while it was being updated")
-	ErrSymlink           = errors.New("refusing a symbolic link")
 	ErrNoBackup          = errors.New("no opencryptoki.conf_BAK to roll back to")
 	ErrInternal          = errors.New("internal error in the opencryptoki.conf edit")
 )
@@ -161,7 +161,7 @@ type File struct {
 // exactly upstream's grammar (spec §7.1-7.2). Errors: *SyntaxError, ErrTooLarge.
 func Parse(name string, data []byte) (*File, error) {
 	if len(data) > MaxSize {
-		return nil, fmt.Errorf("%s: %w (%d bytes, limit %d)", name, ErrTooLarge, len(data), MaxSize)
+		return nil, fmt.Errorf("%s: %w (%d bytes, limit %d)", name, repofs.ErrTooLarge, len(data), MaxSize)
 	}
 	p := &parser{lx: newLexer(data)}
 	nodes, err := p.parseFile()

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 )
 
@@ -481,7 +482,7 @@ func TestUnifiedDiff(t *testing.T) {
 func TestMaxSize(t *testing.T) {
 	big := bytes.Repeat([]byte("# padding line\n"), 100<<20/15)
 	_, err := Parse("big", big)
-	assert.ErrorIs(t, err, ErrTooLarge)
+	assert.ErrorIs(t, err, repofs.ErrTooLarge)
 	_, err = Parse("ok", big[:MaxSize])
 	assert.NoError(t, err)
 	deep := strings.Repeat("a {", 1000) + strings.Repeat("}", 1000)

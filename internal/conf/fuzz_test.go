@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 
 // FuzzParse: any input parses or gives an error, never panics or hangs; for every slot of a
@@ -27,7 +29,7 @@ func FuzzParse(f *testing.F) {
 		cf, err := Parse("fuzz", data)
 		if err != nil {
 			var se *SyntaxError
-			if !errors.As(err, &se) && !errors.Is(err, ErrTooLarge) {
+			if !errors.As(err, &se) && !errors.Is(err, repofs.ErrTooLarge) {
 				t.Fatalf("untyped parse error: %v", err)
 			}
 			return

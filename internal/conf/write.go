@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 
 // Write steps, in order; hook is called with each name just before that step is done.
@@ -40,7 +42,7 @@ func Write(confdir string, newContent []byte, hook func(step string) error) (*Wr
 // the current file must hold exactly old (else ErrConfChanged): the edit was computed from it.
 //
 // Everything happens relative to the conf directory opened with O_NOFOLLOW; neither the
-// directory nor the conf may be a symbolic link (ErrSymlink). Steps:
+// directory nor the conf may be a symbolic link (repofs.ErrSymlink). Steps:
 //  1. a stale opencryptoki.conf_new is removed if it is a regular file;
 //  2. opencryptoki.conf_new is created (O_EXCL|O_NOFOLLOW, mode 0600), written, given the
 //     original's owner, group and mode (upstream forces root:root 0644; pkcsslotd refuses a
@@ -210,7 +212,7 @@ func Rollback(confdir string) error {
 		return fmt.Errorf("stat %s: %w", filepath.Join(confdir, BackupName), err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return fmt.Errorf("%s: %w (or not a regular file)", filepath.Join(confdir, BackupName), ErrSymlink)
+		return fmt.Errorf("%s: %w (or not a regular file)", filepath.Join(confdir, BackupName), repofs.ErrSymlink)
 	}
 	if err := unix.Renameat(dfd, BackupName, dfd, ConfName); err != nil {
 		return fmt.Errorf("rename %s to %s: %w", BackupName, ConfName, err)
@@ -228,7 +230,7 @@ func openDir(confdir string) (int, error) {
 		return -1, fmt.Errorf("conf directory: %w", err)
 	}
 	if fi.Mode()&os.ModeSymlink != 0 {
-		return -1, fmt.Errorf("conf directory %s: %w", confdir, ErrSymlink)
+		return -1, fmt.Errorf("conf directory %s: %w", confdir, repofs.ErrSymlink)
 	}
 	if !fi.IsDir() {
 		return -1, fmt.Errorf("conf directory %s: not a directory", confdir)
@@ -236,7 +238,7 @@ func openDir(confdir string) (int, error) {
 	fd, err := unix.Open(confdir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) {
-			return -1, fmt.Errorf("conf directory %s: %w", confdir, ErrSymlink)
+			return -1, fmt.Errorf("conf directory %s: %w", confdir, repofs.ErrSymlink)
 		}
 		return -1, fmt.Errorf("open conf directory %s: %w", confdir, err)
 	}
@@ -248,7 +250,7 @@ func readAt(dfd int, name string) ([]byte, *unix.Stat_t, error) {
 	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) {
-			return nil, nil, ErrSymlink
+			return nil, nil, repofs.ErrSymlink
 		}
 		return nil, nil, err
 	}
@@ -259,14 +261,14 @@ func readAt(dfd int, name string) ([]byte, *unix.Stat_t, error) {
 		return nil, nil, err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, nil, errors.New("not a regular file")
+		return nil, nil, repofs.ErrNotRegular
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxConfReadLength))
 	if err != nil {
 		return nil, nil, err
 	}
 	if len(b) > MaxSize {
-		return nil, nil, fmt.Errorf("%w (more than %d bytes)", ErrTooLarge, MaxSize)
+		return nil, nil, fmt.Errorf("%w (more than %d bytes)", repofs.ErrTooLarge, MaxSize)
 	}
 	return b, &st, nil
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 
 const (
@@ -85,21 +87,21 @@ func TestWriteRefusesSymlinks(t *testing.T) {
 	require.NoError(t, os.WriteFile(real, []byte(origConf), 0o644))
 	require.NoError(t, os.Symlink(real, filepath.Join(dir, ConfName)))
 	_, err := Write(dir, []byte(newConf), nil)
-	assert.ErrorIs(t, err, ErrSymlink)
+	assert.ErrorIs(t, err, repofs.ErrSymlink)
 	assert.Equal(t, origConf, readFile(t, real))
 	assertNoTemp(t, dir)
 	_, err = ReadConf(dir)
-	assert.ErrorIs(t, err, ErrSymlink)
+	assert.ErrorIs(t, err, repofs.ErrSymlink)
 
 	// symlinked directory
 	realDir := confDir(t, 0o644)
 	link := filepath.Join(t.TempDir(), "etc-link")
 	require.NoError(t, os.Symlink(realDir, link))
 	_, err = Write(link, []byte(newConf), nil)
-	assert.ErrorIs(t, err, ErrSymlink)
+	assert.ErrorIs(t, err, repofs.ErrSymlink)
 	assert.Equal(t, origConf, readFile(t, filepath.Join(realDir, ConfName)))
 	assertNoTemp(t, realDir)
-	assert.ErrorIs(t, Rollback(link), ErrSymlink)
+	assert.ErrorIs(t, Rollback(link), repofs.ErrSymlink)
 
 	// a symlinked _BAK is never followed or replaced
 	dir = confDir(t, 0o644)
