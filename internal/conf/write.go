@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -96,12 +97,12 @@ func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step str
 			return nil, fmt.Errorf("%s: %w; remove it first", at(BackupName), ErrBackupExists)
 		}
 		if err := unix.Unlinkat(dfd, BackupName, 0); err != nil {
-			return nil, fmt.Errorf("remove stale %s: %w", at(BackupName), err)
+			return nil, &fs.PathError{Op: "remove stale", Path: at(BackupName), Err: err}
 		}
 		res.BackupReplaced = true
 	case errors.Is(err, unix.ENOENT):
 	default:
-		return nil, fmt.Errorf("stat %s: %w", at(BackupName), err)
+		return nil, &fs.PathError{Op: "stat", Path: at(BackupName), Err: err}
 	}
 
 	// A stale temp file from an interrupted run.
@@ -112,16 +113,16 @@ func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step str
 			return nil, fmt.Errorf("%s exists and is not a regular file; remove it by hand", at(TempName))
 		}
 		if err := unix.Unlinkat(dfd, TempName, 0); err != nil {
-			return nil, fmt.Errorf("remove stale %s: %w", at(TempName), err)
+			return nil, &fs.PathError{Op: "remove stale", Path: at(TempName), Err: err}
 		}
 	case errors.Is(err, unix.ENOENT):
 	default:
-		return nil, fmt.Errorf("stat %s: %w", at(TempName), err)
+		return nil, &fs.PathError{Op: "stat", Path: at(TempName), Err: err}
 	}
 
 	tfd, err := unix.Openat(dfd, TempName, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", at(TempName), err)
+		return nil, &fs.PathError{Op: "create", Path: at(TempName), Err: err}
 	}
 	tmp := os.NewFile(uintptr(tfd), at(TempName))
 	renamed := false
@@ -138,7 +139,7 @@ func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step str
 		return nil, err
 	}
 	if _, err := tmp.Write(newContent); err != nil {
-		return nil, fmt.Errorf("write %s: %w", at(TempName), err)
+		return nil, err // an *fs.PathError naming the temp file
 	}
 	if err := hook(StepTmpSynced); err != nil {
 		return nil, err
@@ -148,17 +149,17 @@ func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step str
 		return nil, fmt.Errorf("chown %s to %d:%d: %w", at(TempName), curSt.Uid, curSt.Gid, err)
 	}
 	if err := unix.Fchmod(tfd, curSt.Mode&0o7777); err != nil {
-		return nil, fmt.Errorf("chmod %s: %w", at(TempName), err)
+		return nil, &fs.PathError{Op: "chmod", Path: at(TempName), Err: err}
 	}
 	// Durability: the new content before its name replaces the conf; without it a power
 	// cut after the rename can leave an empty conf (crash/testdata/states/fail_conf_empty).
 	if err := tmp.Sync(); err != nil {
-		return nil, fmt.Errorf("fsync %s: %w", at(TempName), err)
+		return nil, err // an *fs.PathError naming the temp file
 	}
 	err = tmp.Close()
 	tmp = nil
 	if err != nil {
-		return nil, fmt.Errorf("close %s: %w", at(TempName), err)
+		return nil, err // an *fs.PathError naming the temp file
 	}
 
 	if err := hook(StepBackupLinked); err != nil {
@@ -190,7 +191,7 @@ func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step str
 	}
 	// Durability: the backup link and the rename, before the edit is reported done.
 	if err := unix.Fsync(dfd); err != nil {
-		return nil, fmt.Errorf("fsync %s: %w", confdir, err)
+		return nil, &fs.PathError{Op: "fsync", Path: confdir, Err: err}
 	}
 	return res, nil
 }
@@ -209,7 +210,7 @@ func Rollback(confdir string) error {
 		if errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("%s: %w", filepath.Join(confdir, BackupName), ErrNoBackup)
 		}
-		return fmt.Errorf("stat %s: %w", filepath.Join(confdir, BackupName), err)
+		return &fs.PathError{Op: "stat", Path: filepath.Join(confdir, BackupName), Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return fmt.Errorf("%s: %w (or not a regular file)", filepath.Join(confdir, BackupName), repofs.ErrSymlink)
@@ -218,7 +219,7 @@ func Rollback(confdir string) error {
 		return fmt.Errorf("rename %s to %s: %w", BackupName, ConfName, err)
 	}
 	if err := unix.Fsync(dfd); err != nil {
-		return fmt.Errorf("fsync %s: %w", confdir, err)
+		return &fs.PathError{Op: "fsync", Path: confdir, Err: err}
 	}
 	return nil
 }
@@ -240,7 +241,7 @@ func openDir(confdir string) (int, error) {
 		if errors.Is(err, unix.ELOOP) {
 			return -1, fmt.Errorf("conf directory %s: %w", confdir, repofs.ErrSymlink)
 		}
-		return -1, fmt.Errorf("open conf directory %s: %w", confdir, err)
+		return -1, &fs.PathError{Op: "open conf directory", Path: confdir, Err: err}
 	}
 	return fd, nil
 }
@@ -264,6 +265,9 @@ func readAt(dfd int, name string) ([]byte, *unix.Stat_t, error) {
 		return nil, nil, repofs.ErrNotRegular
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxConfReadLength))
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+		err = pe.Err // the caller names the file
+	}
 	if err != nil {
 		return nil, nil, err
 	}

@@ -143,7 +143,7 @@ func (w *leaseWalk) dir(fd int, name string, depth int) error {
 		if errors.Is(err, errLeaseUnsupported) {
 			return err
 		}
-		return fmt.Errorf("%w: list %s: %v", errLeaseUnsupported, name, err)
+		return fmt.Errorf("%w: %v", errLeaseUnsupported, err) // err names the directory
 	}
 	var files, subdirs []string
 	flush := func() error {
@@ -191,7 +191,7 @@ func (w *leaseWalk) dir(fd int, name string, depth int) error {
 		if errors.Is(err, errLeaseUnsupported) {
 			return err
 		}
-		return fmt.Errorf("%w: list %s: %v", errLeaseUnsupported, name, err)
+		return fmt.Errorf("%w: %v", errLeaseUnsupported, err) // err names the directory
 	}
 	if err := flush(); err != nil {
 		return err

@@ -313,7 +313,7 @@ func scanMaps(name string, dirs []string, hit func(string)) error {
 		hit(p)
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read %s: %w", name, err)
+		return readErr(name, err)
 	}
 	return nil
 }

@@ -405,12 +405,12 @@ func readOnce(name string, buf []byte) ([]byte, error) {
 	defer f.Close()
 	n, err := f.Read(buf)
 	if err != nil && !errors.Is(err, ioEOF) {
-		return nil, fmt.Errorf("read %s: %w", name, err)
+		return nil, readErr(name, err)
 	}
 	if n == len(buf) {
 		m, err := readUpTo(f, buf[n:])
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", name, err)
+			return nil, readErr(name, err)
 		}
 		n += m
 	}
@@ -510,9 +510,19 @@ func readSmall(name string, limit int) ([]byte, error) {
 	buf := make([]byte, limit)
 	n, err := readUpTo(f, buf)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", name, err)
+		return nil, readErr(name, err)
 	}
 	return buf[:n], nil
+}
+
+// readErr is err of reading the file name as an *fs.PathError: err itself when it is one
+// already (what an *os.File returns), so the error names the file once.
+func readErr(name string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return err
+	}
+	return &fs.PathError{Op: "read", Path: name, Err: err}
 }
 
 // readUpTo reads into buf until it is full or EOF.

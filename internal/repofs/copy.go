@@ -78,9 +78,9 @@ type CopyOptions struct {
 // CopyTreeWith is CopyTree with options: it creates parent/dstName and fills it with
 // CopyTreeInto, then gives it mode DirMode.
 func CopyTreeWith(src *Dir, parent *Dir, dstName string, p Perm, o CopyOptions) error {
-	pfd, base, release, err := parent.walkParent(dstName)
+	pfd, base, release, err := parent.walkParent(dstName, "mkdir")
 	if err != nil {
-		return fmt.Errorf("copy %s to %s: %w", src.path, parent.join(dstName), err)
+		return err
 	}
 	defer release()
 	display := parent.join(dstName)
@@ -100,7 +100,7 @@ func CopyTreeWith(src *Dir, parent *Dir, dstName string, p Perm, o CopyOptions) 
 	if err != nil {
 		// dstName did not exist before (mkdir succeeded), so everything below it is ours.
 		if rerr := removeAllAt(pfd, base, display, 0, 0); rerr != nil {
-			return fmt.Errorf("%w (removing the partial copy %s failed too: %v)", err, display, rerr)
+			return fmt.Errorf("%w (removing the partial copy failed too: %v)", err, rerr) // rerr names the path
 		}
 	}
 	return err
@@ -349,7 +349,7 @@ func (c *copier) write(d *copyDir, e Entry, data []byte, w *written) (any, error
 	out := data
 	if c.o.Transform != nil {
 		if out, err = c.o.Transform(e.Rel, data); err != nil {
-			return nil, fmt.Errorf("copy %s: %w", e.Rel, err)
+			return nil, pathErr("copy", e.Rel, err)
 		}
 	}
 	flags := unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NOCTTY
@@ -403,10 +403,10 @@ func (c *copier) fillFile(fd int, rel, dp string, mode uint32, out []byte) error
 		return pathErr("read back", dp, err)
 	}
 	if !bytes.Equal(back[:n], out) {
-		return fmt.Errorf("copy %s: the %d bytes read back differ from the %d written: %w", rel, n, len(out), ErrChanged)
+		return pathErr("copy", rel, fmt.Errorf("the %d bytes read back differ from the %d written: %w", n, len(out), ErrChanged))
 	}
 	if err := c.o.Verify(rel, back[:n]); err != nil {
-		return fmt.Errorf("copy %s: %w", rel, err)
+		return pathErr("copy", rel, err)
 	}
 	return nil
 }

@@ -28,9 +28,9 @@ func (d *Dir) ReadFileAnyLinks(name string) ([]byte, error) {
 }
 
 func (d *Dir) readFile(name string, anyLinks bool) ([]byte, error) {
-	pfd, base, release, err := d.walkParent(name)
+	pfd, base, release, err := d.walkParent(name, "open")
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", d.join(name), err)
+		return nil, err
 	}
 	defer release()
 	fd, err := openRetry(pfd, base, fileReadFlags, 0)
@@ -67,11 +67,11 @@ func (d *Dir) readFile(name string, anyLinks bool) ([]byte, error) {
 func checkReadable(st *unix.Stat_t, display string) error {
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return fmt.Errorf("read %s: %w", display, ErrNotRegular)
+		return pathErr("read", display, ErrNotRegular)
 	case st.Nlink > 1:
 		return &fs.PathError{Op: "read", Path: display, Err: fmt.Errorf("%d links: %w", st.Nlink, ErrHardLinked)}
 	case st.Size > MaxFileSize:
-		return fmt.Errorf("read %s: %d bytes: %w", display, st.Size, ErrTooLarge)
+		return pathErr("read", display, fmt.Errorf("%d bytes: %w", st.Size, ErrTooLarge))
 	}
 	return nil
 }
@@ -143,9 +143,9 @@ func (d *Dir) Lstat(name string) (Info, error) {
 		}
 		return infoFrom(path.Base(d.path), &st), nil
 	}
-	pfd, base, release, err := d.walkParent(name)
+	pfd, base, release, err := d.walkParent(name, "lstat")
 	if err != nil {
-		return Info{}, fmt.Errorf("lstat %s: %w", d.join(name), err)
+		return Info{}, err
 	}
 	defer release()
 	if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {

@@ -14,6 +14,7 @@ package repofs
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"path"
 	"strings"
 
@@ -63,16 +64,16 @@ func OpenDir(p string) (*Dir, error) {
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFLNK:
-		return nil, fmt.Errorf("open directory %s: %w", p, ErrSymlink)
+		return nil, pathErr("open directory", p, ErrSymlink)
 	case unix.S_IFDIR:
 	default:
-		return nil, fmt.Errorf("open directory %s: %w", p, ErrNotDir)
+		return nil, pathErr("open directory", p, ErrNotDir)
 	}
 	fd, err := openRetry(unix.AT_FDCWD, p, dirOpenFlags, 0)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
 			// Replaced between Lstat and open.
-			return nil, fmt.Errorf("open directory %s: %w", p, classify(unix.AT_FDCWD, p, ErrNotDir))
+			return nil, pathErr("open directory", p, classify(unix.AT_FDCWD, p, ErrNotDir))
 		}
 		return nil, pathErr("open directory", p, err)
 	}
@@ -122,11 +123,13 @@ func splitName(name string) ([]string, error) {
 
 // walkParent opens every directory component of name but the last (never following
 // symlinks) and returns the descriptor of the parent, the last component and a function that
-// releases the parent descriptor when it is not d's own.
-func (d *Dir) walkParent(name string) (int, string, func(), error) {
+// releases the parent descriptor when it is not d's own. Its error is an *fs.PathError with
+// op, the operation the caller was asked for: the path is name for an invalid name
+// (ErrBadName), else the directory component that could not be opened.
+func (d *Dir) walkParent(name, op string) (int, string, func(), error) {
 	parts, err := splitName(name)
 	if err != nil {
-		return -1, "", nil, err
+		return -1, "", nil, pathErr(op, d.join(name), err)
 	}
 	fd := d.fd
 	release := func() {}
@@ -135,7 +138,7 @@ func (d *Dir) walkParent(name string) (int, string, func(), error) {
 		if err != nil {
 			err = openDirErr(fd, c, err)
 			release()
-			return -1, "", nil, fmt.Errorf("%s: %w", strings.Join(parts[:i+1], "/"), err)
+			return -1, "", nil, pathErr(op, d.join(strings.Join(parts[:i+1], "/")), err)
 		}
 		release()
 		cur := nfd
@@ -175,11 +178,12 @@ func openRetry(dirfd int, name string, flags int, mode uint32) (int, error) {
 	}
 }
 
-// pathErr wraps a system-call error with the operation and path, keeping errors.Is working
-// for both the errno and the matching fs error (fs.ErrNotExist and so on; syscall.Errno
-// implements Is for those).
+// pathErr is the error of op on the path p: an *fs.PathError, which errors.Is sees through to
+// err, so both the errno and the matching fs error match (fs.ErrNotExist and so on;
+// syscall.Errno implements Is for those). err must not name p itself: each error names its
+// path once.
 func pathErr(op, p string, err error) error {
-	return fmt.Errorf("%s %s: %w", op, p, err)
+	return &fs.PathError{Op: op, Path: p, Err: err}
 }
 
 // OpenSubdir opens the directory name below d. Every component is opened with O_NOFOLLOW.
@@ -192,9 +196,9 @@ func (d *Dir) OpenSubdir(name string) (*Dir, error) {
 		}
 		return &Dir{fd: fd, path: d.path}, nil
 	}
-	pfd, base, release, err := d.walkParent(name)
+	pfd, base, release, err := d.walkParent(name, "open directory")
 	if err != nil {
-		return nil, fmt.Errorf("open directory %s: %w", d.join(name), err)
+		return nil, err
 	}
 	defer release()
 	fd, err := openRetry(pfd, base, dirOpenFlags, 0)

@@ -38,7 +38,7 @@ func (d *Dir) TryLock() error {
 		case err == unix.EINTR:
 			continue
 		case errors.Is(err, unix.EWOULDBLOCK):
-			return fmt.Errorf("lock %s: %w", d.path, ErrLocked)
+			return pathErr("lock", d.path, ErrLocked)
 		default:
 			return pathErr("lock", d.path, err)
 		}

@@ -323,9 +323,9 @@ func (w *walker) batch(dirfd int, display, rel string, state any, depth int, nam
 		case unix.DT_REG:
 			files = append(files, i)
 		case unix.DT_LNK:
-			return fmt.Errorf("walk %s: %w", p, ErrSymlink)
+			return pathErr("walk", p, ErrSymlink)
 		default:
-			return fmt.Errorf("walk %s: %w", p, ErrNotRegular)
+			return pathErr("walk", p, ErrNotRegular)
 		}
 	}
 	err := parallel.Workers(len(files), w.workers, func() func(int) error {
