@@ -26,7 +26,7 @@ func TestErrorsNameThePathOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := big.Truncate(MaxFileSize + 1); err != nil { // sparse: no disk used
+	if err := big.Truncate(maxFileSize + 1); err != nil { // sparse: no disk used
 		t.Fatal(err)
 	}
 	big.Close()

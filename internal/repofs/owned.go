@@ -93,7 +93,7 @@ func (d *Dir) ReadPrivate(name string) ([]byte, Info, error) {
 	if err := ownEntry(info); err != nil {
 		return nil, info, pathErr("read", display, err)
 	}
-	if st.Size > MaxFileSize {
+	if st.Size > maxFileSize {
 		return nil, info, pathErr("read", display, fmt.Errorf("%d bytes: %w", st.Size, ErrTooLarge))
 	}
 	buf := make([]byte, st.Size)
@@ -118,9 +118,9 @@ func ownEntry(info Info) error {
 	return nil
 }
 
-// PrivateDirMode is the mode of a directory MkdirPrivate makes: the owner only, with the
+// privateDirMode is the mode of a directory MkdirPrivate makes: the owner only, with the
 // setgid bit when a group is given so that what is created inside gets that group.
-func PrivateDirMode(gid int) uint32 {
+func privateDirMode(gid int) uint32 {
 	if gid < 0 {
 		return 0o700
 	}
@@ -128,7 +128,7 @@ func PrivateDirMode(gid int) uint32 {
 }
 
 // MkdirPrivate creates the directory name below d, which must not exist, with mode 0 and
-// gives it group gid (gid < 0: left alone) and PrivateDirMode: no one but the effective user
+// gives it group gid (gid < 0: left alone) and privateDirMode: no one but the effective user
 // can enter it, so nothing below it can be changed by anyone else until its mode is widened
 // through the returned handle (Chmod).
 func (d *Dir) MkdirPrivate(name string, gid int) (*Dir, error) {
@@ -155,7 +155,7 @@ func (d *Dir) MkdirPrivate(name string, gid int) (*Dir, error) {
 			return nil, pathErr("chown", display, err)
 		}
 	}
-	if err := unix.Fchmod(fd, PrivateDirMode(gid)); err != nil {
+	if err := unix.Fchmod(fd, privateDirMode(gid)); err != nil {
 		unix.Close(fd)
 		return nil, pathErr("chmod", display, err)
 	}

@@ -25,19 +25,19 @@ import (
 var (
 	ErrSymlink       = errors.New("refusing to follow symlink")
 	ErrNotRegular    = errors.New("not a regular file")
-	ErrNotDir        = errors.New("not a directory")
+	errNotDir        = errors.New("not a directory")
 	ErrLocked        = errors.New("locked by another process")
-	ErrGroupNotFound = errors.New("group not found")
+	errGroupNotFound = errors.New("group not found")
 	ErrTooLarge      = errors.New("file too large")
-	ErrBadName       = errors.New("invalid file name")
+	errBadName       = errors.New("invalid file name")
 	ErrChanged       = errors.New("file changed while being read")
 	ErrHardLinked    = errors.New("hard-linked file (more than one link): refusing to read it")
 )
 
-// MaxFileSize is the largest file ReadFile, CopyTree and TreeDigest accept. Repository
+// maxFileSize is the largest file ReadFile, CopyTreeWith and TreeDigest accept. Repository
 // files are tiny (objects are a few KiB); the cap keeps a damaged or hostile repository
 // from making the tool allocate huge buffers.
-const MaxFileSize = 64 << 20
+const maxFileSize = 64 << 20
 
 const (
 	dirOpenFlags  = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
@@ -53,10 +53,10 @@ type Dir struct {
 }
 
 // OpenDir opens the directory at path. The last component must be a real directory, not a
-// symlink (ErrSymlink) and not anything else (ErrNotDir).
+// symlink (ErrSymlink) and not anything else (errNotDir).
 func OpenDir(p string) (*Dir, error) {
 	if p == "" {
-		return nil, fmt.Errorf("open directory %q: %w", p, ErrBadName)
+		return nil, fmt.Errorf("open directory %q: %w", p, errBadName)
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(p, &st); err != nil {
@@ -67,13 +67,13 @@ func OpenDir(p string) (*Dir, error) {
 		return nil, pathErr("open directory", p, ErrSymlink)
 	case unix.S_IFDIR:
 	default:
-		return nil, pathErr("open directory", p, ErrNotDir)
+		return nil, pathErr("open directory", p, errNotDir)
 	}
 	fd, err := openRetry(unix.AT_FDCWD, p, dirOpenFlags, 0)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
 			// Replaced between Lstat and open.
-			return nil, pathErr("open directory", p, classify(unix.AT_FDCWD, p, ErrNotDir))
+			return nil, pathErr("open directory", p, classify(unix.AT_FDCWD, p, errNotDir))
 		}
 		return nil, pathErr("open directory", p, err)
 	}
@@ -110,12 +110,12 @@ func (d *Dir) join(name string) string {
 // splitName validates a relative slash-separated name and returns its components.
 func splitName(name string) ([]string, error) {
 	if name == "" || strings.HasPrefix(name, "/") {
-		return nil, ErrBadName
+		return nil, errBadName
 	}
 	parts := strings.Split(name, "/")
 	for _, c := range parts {
 		if c == "" || c == "." || c == ".." || strings.IndexByte(c, 0) >= 0 {
-			return nil, ErrBadName
+			return nil, errBadName
 		}
 	}
 	return parts, nil
@@ -125,7 +125,7 @@ func splitName(name string) ([]string, error) {
 // symlinks) and returns the descriptor of the parent, the last component and a function that
 // releases the parent descriptor when it is not d's own. Its error is an *fs.PathError with
 // op, the operation the caller was asked for: the path is name for an invalid name
-// (ErrBadName), else the directory component that could not be opened.
+// (errBadName), else the directory component that could not be opened.
 func (d *Dir) walkParent(name, op string) (int, string, func(), error) {
 	parts, err := splitName(name)
 	if err != nil {
@@ -149,10 +149,10 @@ func (d *Dir) walkParent(name, op string) (int, string, func(), error) {
 }
 
 // openDirErr turns the error of an O_DIRECTORY|O_NOFOLLOW open into ErrSymlink or
-// ErrNotDir when the kernel's ELOOP/ENOTDIR hides which case it is.
+// errNotDir when the kernel's ELOOP/ENOTDIR hides which case it is.
 func openDirErr(dirfd int, name string, err error) error {
 	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-		return classify(dirfd, name, ErrNotDir)
+		return classify(dirfd, name, errNotDir)
 	}
 	return err
 }

@@ -69,9 +69,9 @@ func (p Perm) apply(fd int, display string) error {
 	return nil
 }
 
-// SetPerm applies the set_perm rule to the existing directory or regular file name below d
+// setPerm applies the set_perm rule to the existing directory or regular file name below d
 // ("." for d itself). Symlinks and special files are refused.
-func (d *Dir) SetPerm(name string, p Perm) error {
+func (d *Dir) setPerm(name string, p Perm) error {
 	if name == "." {
 		return p.apply(d.fd, d.path)
 	}
