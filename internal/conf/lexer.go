@@ -125,7 +125,7 @@ func isHex(c byte) bool {
 	return isDigit(c) || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }
 
-// next returns the next token or a *SyntaxError for a number that does not fit.
+// next returns the next token or a *syntaxError for a number that does not fit.
 func (lx *lexer) next() (token, error) {
 	for {
 		if lx.pos >= len(lx.src) {
@@ -322,5 +322,5 @@ func (lx *lexer) number(start int) (token, error) {
 }
 
 func (lx *lexer) errorAt(t token, msg string) error {
-	return &SyntaxError{Line: t.line, Column: t.col, Offset: t.start, Msg: msg}
+	return &syntaxError{Line: t.line, Column: t.col, Offset: t.start, Msg: msg}
 }

@@ -33,12 +33,6 @@ type WriteResult struct {
 	UID, GID       int         // owner kept from the original
 }
 
-// Write replaces <confdir>/opencryptoki.conf with newContent, keeping the original as
-// opencryptoki.conf_BAK. See WriteIfUnchanged.
-func Write(confdir string, newContent []byte, hook func(step string) error) (*WriteResult, error) {
-	return WriteIfUnchanged(confdir, nil, newContent, hook)
-}
-
 // WriteIfUnchanged replaces <confdir>/opencryptoki.conf with newContent. If old is not nil,
 // the current file must hold exactly old (else ErrConfChanged): the edit was computed from it.
 //
@@ -67,16 +61,16 @@ func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step str
 	at := func(name string) string { return filepath.Join(confdir, name) }
 
 	// The current conf: a regular file, read for the backup check and its owner and mode.
-	cur, curSt, err := readAt(dfd, ConfName)
+	cur, curSt, err := readAt(dfd, confName)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", at(ConfName), err)
+		return nil, fmt.Errorf("%s: %w", at(confName), err)
 	}
 	if old != nil && !bytes.Equal(cur, old) {
-		return nil, fmt.Errorf("%s: %w", at(ConfName), ErrConfChanged)
+		return nil, fmt.Errorf("%s: %w", at(confName), ErrConfChanged)
 	}
 	res = &WriteResult{
-		ConfPath:   at(ConfName),
-		BackupPath: at(BackupName),
+		ConfPath:   at(confName),
+		BackupPath: at(backupName),
 		Mode:       os.FileMode(curSt.Mode & 0o777),
 		UID:        int(curSt.Uid),
 		GID:        int(curSt.Gid),
@@ -84,25 +78,25 @@ func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step str
 
 	// An existing backup is only replaced when it holds the current bytes.
 	var bakSt unix.Stat_t
-	switch err := unix.Fstatat(dfd, BackupName, &bakSt, unix.AT_SYMLINK_NOFOLLOW); {
+	switch err := unix.Fstatat(dfd, backupName, &bakSt, unix.AT_SYMLINK_NOFOLLOW); {
 	case err == nil:
 		if bakSt.Mode&unix.S_IFMT != unix.S_IFREG {
-			return nil, fmt.Errorf("%s: %w (not a regular file)", at(BackupName), ErrBackupExists)
+			return nil, fmt.Errorf("%s: %w (not a regular file)", at(backupName), ErrBackupExists)
 		}
-		bak, _, err := readAt(dfd, BackupName)
+		bak, _, err := readAt(dfd, backupName)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", at(BackupName), err)
+			return nil, fmt.Errorf("%s: %w", at(backupName), err)
 		}
 		if !bytes.Equal(bak, cur) {
-			return nil, fmt.Errorf("%s: %w; remove it first", at(BackupName), ErrBackupExists)
+			return nil, fmt.Errorf("%s: %w; remove it first", at(backupName), ErrBackupExists)
 		}
-		if err := unix.Unlinkat(dfd, BackupName, 0); err != nil {
-			return nil, &fs.PathError{Op: "remove stale", Path: at(BackupName), Err: err}
+		if err := unix.Unlinkat(dfd, backupName, 0); err != nil {
+			return nil, &fs.PathError{Op: "remove stale", Path: at(backupName), Err: err}
 		}
 		res.BackupReplaced = true
 	case errors.Is(err, unix.ENOENT):
 	default:
-		return nil, &fs.PathError{Op: "stat", Path: at(BackupName), Err: err}
+		return nil, &fs.PathError{Op: "stat", Path: at(backupName), Err: err}
 	}
 
 	// A stale temp file from an interrupted run.
@@ -165,24 +159,24 @@ func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step str
 	if err := hook(StepBackupLinked); err != nil {
 		return nil, err
 	}
-	if err := unix.Linkat(dfd, ConfName, dfd, BackupName, 0); err != nil {
+	if err := unix.Linkat(dfd, confName, dfd, backupName, 0); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("%s: %w (created meanwhile)", at(BackupName), ErrBackupExists)
+			return nil, fmt.Errorf("%s: %w (created meanwhile)", at(backupName), ErrBackupExists)
 		}
-		return nil, fmt.Errorf("link %s to %s: %w", at(ConfName), at(BackupName), err)
+		return nil, fmt.Errorf("link %s to %s: %w", at(confName), at(backupName), err)
 	}
 	// The link must be the file that was read, not one put in its place meanwhile.
-	if err := unix.Fstatat(dfd, BackupName, &bakSt, unix.AT_SYMLINK_NOFOLLOW); err != nil ||
+	if err := unix.Fstatat(dfd, backupName, &bakSt, unix.AT_SYMLINK_NOFOLLOW); err != nil ||
 		bakSt.Dev != curSt.Dev || bakSt.Ino != curSt.Ino {
-		_ = unix.Unlinkat(dfd, BackupName, 0)
-		return nil, fmt.Errorf("%s: %w", at(ConfName), ErrConfChanged)
+		_ = unix.Unlinkat(dfd, backupName, 0)
+		return nil, fmt.Errorf("%s: %w", at(confName), ErrConfChanged)
 	}
 
 	if err := hook(StepRenamed); err != nil {
 		return nil, err
 	}
-	if err := unix.Renameat(dfd, TempName, dfd, ConfName); err != nil {
-		return nil, fmt.Errorf("rename %s to %s: %w", at(TempName), at(ConfName), err)
+	if err := unix.Renameat(dfd, TempName, dfd, confName); err != nil {
+		return nil, fmt.Errorf("rename %s to %s: %w", at(TempName), at(confName), err)
 	}
 	renamed = true
 
@@ -196,27 +190,27 @@ func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step str
 	return res, nil
 }
 
-// Rollback puts opencryptoki.conf_BAK back as opencryptoki.conf with one atomic rename, with
+// rollback puts opencryptoki.conf_BAK back as opencryptoki.conf with one atomic rename, with
 // the same safety as Write (no symlinks, relative to the opened directory), and fsyncs the
-// directory. ErrNoBackup when there is no backup.
-func Rollback(confdir string) error {
+// directory. errNoBackup when there is no backup.
+func rollback(confdir string) error {
 	dfd, err := openDir(confdir)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(dfd)
 	var st unix.Stat_t
-	if err := unix.Fstatat(dfd, BackupName, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fstatat(dfd, backupName, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("%s: %w", filepath.Join(confdir, BackupName), ErrNoBackup)
+			return fmt.Errorf("%s: %w", filepath.Join(confdir, backupName), errNoBackup)
 		}
-		return &fs.PathError{Op: "stat", Path: filepath.Join(confdir, BackupName), Err: err}
+		return &fs.PathError{Op: "stat", Path: filepath.Join(confdir, backupName), Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return fmt.Errorf("%s: %w (or not a regular file)", filepath.Join(confdir, BackupName), repofs.ErrSymlink)
+		return fmt.Errorf("%s: %w (or not a regular file)", filepath.Join(confdir, backupName), repofs.ErrSymlink)
 	}
-	if err := unix.Renameat(dfd, BackupName, dfd, ConfName); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", BackupName, ConfName, err)
+	if err := unix.Renameat(dfd, backupName, dfd, confName); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", backupName, confName, err)
 	}
 	if err := unix.Fsync(dfd); err != nil {
 		return &fs.PathError{Op: "fsync", Path: confdir, Err: err}
@@ -277,17 +271,17 @@ func readAt(dfd int, name string) ([]byte, *unix.Stat_t, error) {
 	return b, &st, nil
 }
 
-// ReadConf reads <confdir>/opencryptoki.conf with the same safety as Write (no symlinks, a
+// readConf reads <confdir>/opencryptoki.conf with the same safety as Write (no symlinks, a
 // regular file, at most MaxSize bytes).
-func ReadConf(confdir string) ([]byte, error) {
+func readConf(confdir string) ([]byte, error) {
 	dfd, err := openDir(confdir)
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(dfd)
-	b, _, err := readAt(dfd, ConfName)
+	b, _, err := readAt(dfd, confName)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(confdir, ConfName), err)
+		return nil, fmt.Errorf("%s: %w", filepath.Join(confdir, confName), err)
 	}
 	return b, nil
 }

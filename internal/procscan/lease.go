@@ -82,7 +82,7 @@ var setLease = func(fd int, typ int) error {
 // leases (which see the real processes) may stand in for the scan. A fake tree (tests) is
 // always scanned.
 func realProc(procRoot string) bool {
-	return procRoot == "" || filepath.Clean(procRoot) == DefaultProcRoot
+	return procRoot == "" || filepath.Clean(procRoot) == defaultProcRoot
 }
 
 // busyFiles walks dir and takes (and at once drops) a write lease on each regular file. It

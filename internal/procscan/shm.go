@@ -22,8 +22,8 @@ func ShmName(datastore string) string {
 	return "/" + strings.ReplaceAll(p, "/", ".")
 }
 
-// ShmPath is the file of the segment name under /dev/shm ("" for an empty name).
-func ShmPath(name string) string {
+// shmPath is the file of the segment name under /dev/shm ("" for an empty name).
+func shmPath(name string) string {
 	n := strings.TrimPrefix(name, "/")
 	if n == "" || strings.Contains(n, "/") {
 		return ""
