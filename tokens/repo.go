@@ -120,9 +120,9 @@ func readErr(name string, err error) error {
 	return &fs.PathError{Op: "read", Path: name, Err: err}
 }
 
-// ReadObject validates name and reads TOK_OBJ/<name>. A missing file gives an error that
+// readObject validates name and reads TOK_OBJ/<name>. A missing file gives an error that
 // errors.Is(err, fs.ErrNotExist).
-func ReadObject(fsys FS, name string) ([]byte, error) {
+func readObject(fsys FS, name string) ([]byte, error) {
 	if err := ValidObjectName(name); err != nil {
 		return nil, err
 	}
@@ -139,5 +139,5 @@ func (r *Repository) ReadObject(name string) ([]byte, error) {
 	if r.fsys == nil {
 		return nil, errors.New("tokens: repository was not loaded through an FS")
 	}
-	return ReadObject(r.fsys, name)
+	return readObject(r.fsys, name)
 }
