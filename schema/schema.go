@@ -91,7 +91,7 @@ type compiled struct {
 
 // compiledKinds holds each schema once it is compiled: each on its first use and on its own,
 // so a command that validates one kind of document (apply reads a request) does not compile
-// the others (about 10 ms of a run's start, before any work: issue 22).
+// the others (about 10 ms of a run's start, before any work).
 var compiledKinds = func() map[Kind]func() (*compiled, error) {
 	m := make(map[Kind]func() (*compiled, error), len(kinds))
 	for _, k := range kinds {

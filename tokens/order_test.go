@@ -88,7 +88,7 @@ func TestNVTokenOrder(t *testing.T) {
 		require.ErrorIs(t, err, tokens.ErrByteOrder)
 		require.ErrorIs(t, err, tokens.ErrCorrupt)
 		require.Contains(t, err.Error(), "NVTOK.DAT: its fields contradict each other")
-		// Which fields, not their values: those are bytes of the file (issue 19).
+		// Which fields, not their values: those are bytes of the file, and errors carry no repository bytes.
 		require.Contains(t, err.Error(), "max PIN length, min PIN length read big-endian")
 		require.NotContains(t, err.Error(), "134217728")
 		_, err = tokens.ParseNVToken(b)

@@ -384,7 +384,7 @@ func TestGenerateVectors(t *testing.T) {
 	writeVector(t, root, "fail_objidx_name_dotdot", idxWith(soft, "..000000", pubFile), with(ok, "ErrCorrupt", `contains ".."`,
 		"An 8-byte OBJ.IDX name containing \"..\" is refused although a file of that name exists: no name with \"..\" can leave TOK_OBJ."))
 
-	// --- big-endian repositories, as a token on s390x writes them (issue 11) ---
+	// --- big-endian repositories, as a token on s390x writes them ---
 	withOrder := func(m vectorMeta, order string) vectorMeta { m.ByteOrder = order; return m }
 	beBase := base
 	beBase.Order = binary.BigEndian

@@ -16,8 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Spec §11 vectors and the named good_/fail_ cases. Everything here is built in memory; the
-// old-format encoders below are test-only and follow §3 and §5.2 directly.
+// doc/format.md §11 vectors and the named good_/fail_ cases. Everything here is built in
+// memory; the old-format encoders below are test-only and follow §3 and §5.2 directly.
 
 const (
 	defaultSOPIN = "87654321"

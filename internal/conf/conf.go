@@ -85,7 +85,7 @@ func (e *syntaxError) Error() string {
 // Is makes errors.Is(err, errSyntax) true.
 func (e *syntaxError) Is(target error) bool { return target == errSyntax }
 
-// nodeType is the kind of a parse-tree node (spec §7.2).
+// nodeType is the kind of a parse-tree node (doc/format.md §7.2).
 type nodeType int
 
 // node types.
@@ -156,7 +156,7 @@ type File struct {
 }
 
 // Parse parses data (the contents of the file called name, used in messages). It accepts
-// exactly upstream's grammar (spec §7.1-7.2). Errors: *syntaxError, ErrTooLarge.
+// exactly upstream's grammar (doc/format.md §7.1-7.2). Errors: *syntaxError, repofs.ErrTooLarge.
 func Parse(name string, data []byte) (*File, error) {
 	if len(data) > MaxSize {
 		return nil, fmt.Errorf("%s: %w (%d bytes, limit %d)", name, repofs.ErrTooLarge, len(data), MaxSize)

@@ -28,8 +28,8 @@ type Edit struct {
 	Diff    string // unified diff of the change; "" for none
 }
 
-// SetTokVersion computes the file with the slot's tokversion set to 3.12 (spec §7.6), touching
-// nothing else:
+// SetTokVersion computes the file with the slot's tokversion set to 3.12 (doc/format.md §7.6),
+// touching nothing else:
 //   - absent: one line "tokversion = 3.12" is inserted before the block's closing brace,
 //     indented like the block's last key line and ended like the line before it (CRLF or LF);
 //     when the brace shares its line with other text the key is put on that line before it;

@@ -69,7 +69,7 @@ const (
 	stCommentText                 // comment text returned, newline (EOL) pending
 )
 
-// lexer reproduces upstream's cfglex.l (spec §7.1) on a byte slice.
+// lexer reproduces upstream's cfglex.l (doc/format.md §7.1) on a byte slice.
 //
 // Locations follow upstream exactly, quirks included, so that syntax errors name the same line
 // and column: flex's YY_USER_ACTION advances the location over every matched lexeme (skipped

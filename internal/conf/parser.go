@@ -9,10 +9,10 @@ import (
 // keeps a hostile file from driving the recursive parser deep.
 const maxDepth = 100
 
-// parser is a recursive-descent parser for the grammar of spec §7.2 (upstream's cfgparse.y).
-// On a syntax error it reports the offending token's upstream location and bison's verbose
-// message: "syntax error, unexpected X[, expecting A or B ...]" (the list only when it has at
-// most four entries, as bison does).
+// parser is a recursive-descent parser for the grammar of doc/format.md §7.2 (upstream's
+// cfgparse.y). On a syntax error it reports the offending token's upstream location and bison's
+// verbose message: "syntax error, unexpected X[, expecting A or B ...]" (the list only when it
+// has at most four entries, as bison does).
 type parser struct {
 	lx    *lexer
 	tok   token

@@ -15,7 +15,7 @@ const maxSlots = 1024
 // defaultUserGroup is the token group when a slot has no usergroup.
 const defaultUserGroup = "pkcs11"
 
-// defaultRepositoryBase is upstream's CONFIG_PATH (spec §1.1).
+// defaultRepositoryBase is upstream's CONFIG_PATH (doc/format.md §1.1).
 const defaultRepositoryBase = "/var/lib/opencryptoki"
 
 // tokVersion312 is the value SetTokVersion writes.
@@ -47,7 +47,7 @@ func (k Kind) String() string {
 	return "other"
 }
 
-// Slot is what the tool needs to know about one "slot N { ... }" block (spec §7.3-7.4).
+// Slot is what the tool needs to know about one "slot N { ... }" block (doc/format.md §7.3-7.4).
 type Slot struct {
 	ID    int
 	Line  int    // line of the "slot" word
@@ -82,9 +82,9 @@ func (s *Slot) TokVersionIs312() bool {
 }
 
 // RepositoryDir is the directory the token library uses for this slot: base/tokname, or
-// base/<type's default directory> (spec §1.1). base "" means defaultRepositoryBase. It returns
-// "" when it cannot be told: an unsupported type without tokname, or a tokname that is not a
-// single path element.
+// base/<type's default directory> (doc/format.md §1.1). base "" means defaultRepositoryBase. It
+// returns "" when it cannot be told: an unsupported type without tokname, or a tokname that is
+// not a single path element.
 func (s *Slot) RepositoryDir(base string) string {
 	if base == "" {
 		base = defaultRepositoryBase

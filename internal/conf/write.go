@@ -14,7 +14,8 @@ import (
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 
-// Write steps, in order; hook is called with each name just before that step is done.
+// WriteIfUnchanged's steps, in order; hook is called with each name just before that step
+// is done.
 const (
 	StepTmpWritten    = "conf_tmp_written"   // write the new text into opencryptoki.conf_new
 	StepTmpSynced     = "conf_tmp_synced"    // set owner, group, mode; fsync the temp file
@@ -48,7 +49,7 @@ type WriteResult struct {
 //  4. opencryptoki.conf_new is renamed over opencryptoki.conf and the directory is fsynced.
 //
 // hook (may be nil) is called with the Step* name before each step; when it returns an error
-// Write stops, removes the temp file and returns that error (the backup link may remain).
+// WriteIfUnchanged stops, removes the temp file and returns that error (the backup link may remain).
 func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step string) error) (res *WriteResult, err error) {
 	if hook == nil {
 		hook = func(string) error { return nil }
@@ -191,8 +192,8 @@ func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step str
 }
 
 // rollback puts opencryptoki.conf_BAK back as opencryptoki.conf with one atomic rename, with
-// the same safety as Write (no symlinks, relative to the opened directory), and fsyncs the
-// directory. errNoBackup when there is no backup.
+// the same safety as WriteIfUnchanged (no symlinks, relative to the opened directory), and
+// fsyncs the directory. errNoBackup when there is no backup.
 func rollback(confdir string) error {
 	dfd, err := openDir(confdir)
 	if err != nil {
@@ -271,8 +272,8 @@ func readAt(dfd int, name string) ([]byte, *unix.Stat_t, error) {
 	return b, &st, nil
 }
 
-// readConf reads <confdir>/opencryptoki.conf with the same safety as Write (no symlinks, a
-// regular file, at most MaxSize bytes).
+// readConf reads <confdir>/opencryptoki.conf with the same safety as WriteIfUnchanged (no
+// symlinks, a regular file, at most MaxSize bytes).
 func readConf(confdir string) ([]byte, error) {
 	dfd, err := openDir(confdir)
 	if err != nil {

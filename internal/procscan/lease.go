@@ -15,7 +15,7 @@ import (
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 
-// The open-files check by write leases (issue 22).
+// The open-files check by write leases.
 //
 // The kernel grants a write lease (fcntl F_SETLEASE F_WRLCK) on a regular file only when the
 // lease taker's open file description is the only one the file has: no other descriptor of

@@ -275,10 +275,10 @@ func TestOpenersLeaseOddEntries(t *testing.T) {
 	}
 }
 
-// The measurement issue 22 asks for (not a timed assert: it prints). With
-// PKCSTOK_PROCSCAN_MEASURE=2000 it starts that many idle processes holding 5 open files each
-// (outside the repository) and times the open-files check (Openers, by leases), the /proc scan
-// it replaced (findOpeners) and SlotdRunning before and after. Run it in a fresh PID
+// A measurement, not a timed assert: it prints. With PKCSTOK_PROCSCAN_MEASURE=2000 it starts
+// that many idle processes holding 5 open files each (outside the repository) and times the
+// open-files check (Openers, by leases), the /proc scan (findOpeners) and SlotdRunning before
+// and after. Run it in a fresh PID
 // namespace so the host's processes do not count:
 //
 //	unshare --pid --fork --mount-proc env PKCSTOK_PROCSCAN_MEASURE=2000 go test -run Measure -v ./internal/procscan

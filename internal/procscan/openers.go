@@ -38,10 +38,10 @@ type opener struct {
 // the file; when the scan names nobody and the lease is still refused, the file is open in a
 // process /proc does not show (another PID namespace, another hard link of the file): an
 // error wrapping ErrOpenUnnamed, never "not in use". Where leases cannot answer (a file
-// system without them, fs.leases-enable 0, a bound of the walk), it scans /proc as before.
+// system without them, fs.leases-enable 0, a bound of the walk), it scans /proc (findOpeners).
 // A fake procRoot (tests) is always scanned.
 //
-// What the lease path does not see, the scan did: a process whose working or root directory
+// What the lease path does not see (the /proc scan does): a process whose working or root directory
 // is inside dir, or that holds only a directory (or O_PATH) descriptor there, and no file
 // open (directories cannot be leased). SECURITY.md lists it.
 func Openers(procRoot string, dir string) ([]int, error) {

@@ -1,5 +1,5 @@
 // Package procscan answers questions about other processes by reading /proc: is pkcsslotd
-// running (token-format.md §8.3, but failing closed), which processes hold files below a
+// running (doc/format.md §8.3, but failing closed), which processes hold files below a
 // directory open, and which shared-memory segment belongs to a repository (§8.5).
 //
 // Every function takes the proc root ("/proc" in production) so tests can use a fake tree.
@@ -238,7 +238,7 @@ const (
 // two reads: /proc/PID/stat, which gives the state (a zombie does not count), whether it is a
 // kernel thread and the comm (the same task name /proc/PID/comm shows), then cmdline, skipped
 // for kernel threads (theirs is always empty). Where stat cannot be read or parsed (a fake
-// tree without it, a process vanishing), inspectSlow decides as before.
+// tree without it, a process vanishing), inspectSlow decides from comm and cmdline alone.
 func inspect(procRoot string, pid int) (verdict, string) {
 	dir := procRoot + "/" + strconv.Itoa(pid)
 	bufs := scanBufs.Get().(*inspectBufs)

@@ -9,7 +9,7 @@ import (
 const ShmDir = "/dev/shm"
 
 // ShmName is the token's shared-memory segment name exactly as the reference tool builds
-// it (token-format.md §8.5): the datastore path as given with trailing slashes removed, its
+// it (doc/format.md §8.5): the datastore path as given with trailing slashes removed, its
 // leading "/" dropped, every other "/" turned into ".", and "/" put in front.
 // "/var/lib/opencryptoki/swtok" gives "/var.lib.opencryptoki.swtok". The datastore "/"
 // gives "" (no segment).

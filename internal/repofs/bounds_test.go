@@ -63,7 +63,7 @@ func TestHardLinkedFileRefused(t *testing.T) {
 			}
 			check("TreeDigest", TreeDigest(d, sha256.New()))
 			parent := mustOpen(t, root)
-			check("CopyTree", CopyTreeWith(d, parent, "copy", Perm{GID: -1}, CopyOptions{}))
+			check("CopyTreeWith", CopyTreeWith(d, parent, "copy", Perm{GID: -1}, CopyOptions{}))
 			if _, err := os.Lstat(filepath.Join(root, "copy")); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("the refused copy left %s: %v", filepath.Join(root, "copy"), err)
 			}

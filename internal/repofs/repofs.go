@@ -2,7 +2,7 @@
 //
 // All work goes through directory handles (Dir): every path component below a Dir is
 // opened with O_NOFOLLOW, so a symlink anywhere inside a repository is refused rather than
-// followed (the CWE-59 hardening of upstream pkcstok_migrate, token-format.md §9.3). Only
+// followed (the CWE-59 hardening of upstream pkcstok_migrate, doc/format.md §9.3). Only
 // the path given to OpenDir itself is resolved by the kernel the ordinary way for its
 // leading components; its last component must not be a symlink.
 //

@@ -465,7 +465,7 @@ func TestCopyTreeRefusesSpecialsAndCleansUp(t *testing.T) {
 					t.Fatalf("got %v, want %v", err, want)
 				}
 			case <-time.After(10 * time.Second):
-				t.Fatal("CopyTree hangs")
+				t.Fatal("CopyTreeWith hangs")
 			}
 			if _, err := os.Lstat(filepath.Join(base, "tmp")); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("partial copy left behind: %v", err)

@@ -400,7 +400,7 @@ func dtOf(mode uint32) uint8 {
 // they were (the original kept as the backup is the original, times included), and an
 // XFS or ext4 file whose atime relatime would update costs a metadata transaction each
 // (3-5 ms of a 1,000-object apply on loop XFS, side by side). Without the right to it (not
-// the owner, no CAP_FOWNER: EPERM) the file is opened as before.
+// the owner, no CAP_FOWNER: EPERM) the file is opened without it.
 func readRegular(dirfd int, name, display string, e *Entry, buf *[]byte, admit func(display string, size int64) error) ([]byte, error) {
 	fd, err := openRetry(dirfd, name, fileReadFlags|unix.O_NOATIME, 0)
 	if err == unix.EPERM {

@@ -24,7 +24,7 @@ func writeFull(fd int, data []byte) error {
 	return nil
 }
 
-// Perm is the set_perm rule of token-format.md §1.4: directories get exactly mode 0770 and
+// Perm is the set_perm rule of doc/format.md §1.4: directories get exactly mode 0770 and
 // everything else exactly 0660 (setuid, setgid and sticky cleared), the group becomes GID,
 // the owner is never changed. chmod and chown are only issued when something differs.
 //

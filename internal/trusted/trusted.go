@@ -1,6 +1,6 @@
 // Package trusted reads and writes the files the tool takes on trust from the one who runs
 // it: saved plans, requests and PIN files it reads, plan files it writes. The tool runs as
-// root in directories members of the token group can change (issue 19), so a path is never
+// root in directories members of the token group can change, so a path is never
 // followed through a symlink in its last component, a FIFO or device there is refused
 // without blocking, and a file is believed only when root or the caller owns it and nobody
 // else may write it.

@@ -2,7 +2,7 @@
 // benchmarks.
 //
 // It is a second, independent implementation of the old-format writer, made from the spec
-// (token-format.md §2, §3, §5, §6) with the Go standard library only, so that it can
+// (doc/format.md §2, §3, §5, §6) with the Go standard library only, so that it can
 // cross-check the reader in package tokens. It deliberately imports nothing from tokens
 // except tokens.Type.
 //

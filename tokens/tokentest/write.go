@@ -217,7 +217,7 @@ func WriteOld(dir string, o Options) (*Generated, error) {
 }
 
 // tokenGroup gives the repository the group a real token's files have, as the token library's
-// set_perm rule does (token-format.md §1.4; the 3.8.1 and 3.23 libraries leave root:pkcs11
+// set_perm rule does (doc/format.md §1.4; the 3.8.1 and 3.23 libraries leave root:pkcs11
 // 0660): when run as root on a host with the group pkcs11, dirs get that group and, while the
 // files are written, the setgid bit, so that every file gets it too. done clears the bit.
 // Elsewhere (no root, no group) the group stays the creator's.
