@@ -169,7 +169,7 @@ func TestFixtures(t *testing.T) {
 	}
 }
 
-// migrateInMemory does what apply will do, in memory: NewUpgrade and ReencryptObject for every
+// migrateInMemory does what apply will do, in memory: StartUpgrade and ReencryptObject for every
 // object, copying OBJ.IDX unchanged.
 func migrateInMemory(t *testing.T, fx *fixture, src FS) mapFS {
 	t.Helper()
@@ -178,7 +178,7 @@ func migrateInMemory(t *testing.T, fx *fixture, src FS) mapFS {
 	so, user := []byte(fx.SOPIN), []byte(fx.UserPIN)
 	oldKeys, err := r.Unlock(so, user)
 	require.NoError(t, err)
-	up, err := r.NewUpgrade(so, user, rand.Reader)
+	up, err := newUpgrade(r, so, user, rand.Reader)
 	require.NoError(t, err)
 	require.Len(t, up.NVToken, NVTokNewSize)
 	require.Len(t, up.MKSO, 40)

@@ -95,7 +95,7 @@ func FuzzDecodeObject(f *testing.F) {
 			}
 			_, _ = ParseFlattenedOrder(sampleName, o.Clear, o.Order)
 		}
-		_, _, _, _ = ReencryptObjectOrder(sampleName, file, ord, oldKeys, newKeys, bytes.NewReader(make([]byte, 32)))
+		_, _ = Reencrypt(sampleName, file, ord, oldKeys, newKeys, bytes.NewReader(make([]byte, 32)))
 	})
 }
 

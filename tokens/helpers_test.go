@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -51,3 +52,12 @@ func seq(from byte, n int) []byte {
 
 // fixedReader hands out the given bytes, then fails.
 func fixedReader(parts ...[]byte) *bytes.Reader { return bytes.NewReader(bytes.Join(parts, nil)) }
+
+// newUpgrade is StartUpgrade and Wait.
+func newUpgrade(r *Repository, soPIN, userPIN []byte, rnd io.Reader) (*Upgrade, error) {
+	p, err := r.StartUpgrade(soPIN, userPIN, rnd)
+	if err != nil {
+		return nil, err
+	}
+	return p.Wait()
+}

@@ -7,7 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// RFC 3394 §4.1–4.6 (§4.6 is also spec §11.1).
+// RFC 3394 §4.1–4.6 (§4.6 is also doc/format.md §11.1).
 func TestKeyWrapRFC3394(t *testing.T) {
 	const data128 = "00112233445566778899AABBCCDDEEFF"
 	const data192 = data128 + "0001020304050607"

@@ -106,7 +106,7 @@ func (r orderReason) clue(o ByteOrder) string {
 	return "its integers"
 }
 
-// Keys of an unlocked repository (or of a freshly built 3.12 one, see NewUpgrade).
+// Keys of an unlocked repository (or of a freshly built 3.12 one, see StartUpgrade).
 // A *Keys is safe for concurrent use by DecodeObject / ReencryptObject / EncodePrivate312.
 type Keys struct {
 	Format Format
@@ -521,18 +521,11 @@ func encodePrivate312(name string, clearObj []byte, k *Keys, rnd io.Reader) ([]b
 // ReencryptObject turns one old object file into its 3.12 file: a public object gets the BE
 // 16-byte header, a private one is decrypted with oldKeys and encrypted with newKeys and a fresh
 // object key from rnd. clear is the flattened object. A file already in 3.12 format is returned
-// as is with changed == false (clear is then nil for a private object). Safe for concurrent use
-// (rnd must then be safe for concurrent use too, as crypto/rand.Reader is).
+// as is with changed == false (clear is then nil for a private object). The file's own bytes
+// decide its byte order. Safe for concurrent use (rnd must then be safe for concurrent use too,
+// as crypto/rand.Reader is). It is Reencrypt with OrderUnknown, giving the parts of its result.
 func ReencryptObject(name string, file []byte, oldKeys, newKeys *Keys, rnd io.Reader) (out []byte, clear []byte, changed bool, err error) {
-	return ReencryptObjectOrder(name, file, OrderUnknown, oldKeys, newKeys, rnd)
-}
-
-// ReencryptObjectOrder is ReencryptObject for a repository of byte order ord (OrderUnknown: the
-// file's own bytes decide). The flattened body is copied unchanged, so the 3.12 file keeps the
-// repository's order where the format keeps host order; a file of the other order is an
-// *OrderError.
-func ReencryptObjectOrder(name string, file []byte, ord ByteOrder, oldKeys, newKeys *Keys, rnd io.Reader) (out []byte, clear []byte, changed bool, err error) {
-	r, err := Reencrypt(name, file, ord, oldKeys, newKeys, rnd)
+	r, err := Reencrypt(name, file, OrderUnknown, oldKeys, newKeys, rnd)
 	if err != nil {
 		return nil, nil, false, err
 	}
@@ -549,7 +542,10 @@ type Reencrypted struct {
 	Object *Object
 }
 
-// Reencrypt is ReencryptObjectOrder with what was learnt about the input.
+// Reencrypt is ReencryptObject for a repository of byte order ord (OrderUnknown: the file's own
+// bytes decide), with what was learnt about the input. The flattened body is copied
+// unchanged, so the 3.12 file keeps the repository's order where the format keeps host order;
+// a file of the other order is an *OrderError.
 func Reencrypt(name string, file []byte, ord ByteOrder, oldKeys, newKeys *Keys, rnd io.Reader) (*Reencrypted, error) {
 	if oldKeys != nil && oldKeys.Format != FormatOld {
 		return nil, fmt.Errorf("tokens: ReencryptObject needs old-format keys, got %s", oldKeys.Format)

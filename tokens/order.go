@@ -8,11 +8,11 @@ import (
 	"sync"
 )
 
-// ByteOrder is the byte order of a repository's host-order fields (spec §0): every integer of
-// the old format, every integer of the flattened object body (§5.1, in both formats) and the
-// 3.12–3.14 public object header (§5.5). openCryptoki writes them in the native order of the
-// machine that wrote the repository, so it is a property of the repository, found from its own
-// bytes, never assumed from the machine this program runs on.
+// ByteOrder is the byte order of a repository's host-order fields (doc/format.md §0): every
+// integer of the old format, every integer of the flattened object body (§5.1, in both formats)
+// and the 3.12–3.14 public object header (§5.5). openCryptoki writes them in the native order
+// of the machine that wrote the repository, so it is a property of the repository, found from
+// its own bytes, never assumed from the machine this program runs on.
 //
 // This file is the one place that decides it: NVTokenOrder looks at NVTOK.DAT, the object
 // decoders report what each object's own bytes show (Object.Order), and DecideOrder puts the

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
@@ -87,7 +88,7 @@ func TestNVTokenOrder(t *testing.T) {
 		require.ErrorIs(t, err, tokens.ErrByteOrder)
 		require.ErrorIs(t, err, tokens.ErrCorrupt)
 		require.Contains(t, err.Error(), "NVTOK.DAT: its fields contradict each other")
-		// Which fields, not their values: those are bytes of the file (issue 19).
+		// Which fields, not their values: those are bytes of the file, and errors carry no repository bytes.
 		require.Contains(t, err.Error(), "max PIN length, min PIN length read big-endian")
 		require.NotContains(t, err.Error(), "134217728")
 		_, err = tokens.ParseNVToken(b)
@@ -155,7 +156,7 @@ func TestBigEndianRepositories(t *testing.T) {
 			keys, err := repo.Unlock([]byte("be-so-pin"), []byte("be-user"))
 			require.NoError(t, err)
 			defer keys.Wipe()
-			up, err := repo.NewUpgrade([]byte("be-so-pin"), []byte("be-user"), rand.NewChaCha8([32]byte{1}))
+			up, err := newUpgrade(repo, []byte("be-so-pin"), []byte("be-user"), rand.NewChaCha8([32]byte{1}))
 			require.NoError(t, err)
 			defer up.Keys.Wipe()
 			nv, err := tokens.ParseNVToken(up.NVToken)
@@ -182,7 +183,7 @@ func TestBigEndianRepositories(t *testing.T) {
 				require.ErrorIs(t, err, tokens.ErrByteOrder, name)
 				require.Contains(t, err.Error(), "TOK_OBJ/"+name)
 
-				out, clear, changed, err := tokens.ReencryptObjectOrder(name, file, tokens.BigEndian, keys, up.Keys, rand.NewChaCha8([32]byte{byte(i)}))
+				out, clear, changed, err := reencryptOrder(name, file, tokens.BigEndian, keys, up.Keys, rand.NewChaCha8([32]byte{byte(i)}))
 				require.NoError(t, err)
 				require.True(t, changed)
 				require.Equal(t, []byte{0, 3, 0, 12}, out[:4], "3.12 headers are big-endian on every host")
@@ -193,7 +194,7 @@ func TestBigEndianRepositories(t *testing.T) {
 				if !o.Private {
 					require.Equal(t, tokens.BigEndian, n.Order, "the body of a public 3.12 object still shows big-endian")
 					// A 3.12 object is taken as it is.
-					again, _, changed, err := tokens.ReencryptObjectOrder(name, out, tokens.BigEndian, keys, up.Keys, nil)
+					again, _, changed, err := reencryptOrder(name, out, tokens.BigEndian, keys, up.Keys, nil)
 					require.NoError(t, err)
 					require.False(t, changed)
 					require.Equal(t, out, again)
@@ -226,7 +227,7 @@ func TestObjectOrderEdges(t *testing.T) {
 			require.Equal(t, tokens.BigEndian, o.Order)
 			require.Equal(t, flat, o.Clear)
 		}
-		out, _, changed, err := tokens.ReencryptObjectOrder("OBedge01", file, tokens.BigEndian, nil, nil, nil)
+		out, _, changed, err := reencryptOrder("OBedge01", file, tokens.BigEndian, nil, nil, nil)
 		require.NoError(t, err)
 		require.True(t, changed)
 		require.Equal(t, tokens.EncodePublic312(flat), out)
@@ -245,7 +246,7 @@ func TestObjectOrderEdges(t *testing.T) {
 	})
 
 	t.Run("fail_le_legacy_header_in_be_repository", func(t *testing.T) {
-		file := tokens.EncodePublic312(tokentest.LE.Flatten(tokentest.CKOData, "OBedge01", []tokentest.Attr{tokentest.UlongAttr(tokentest.CKAClass, 0)}))
+		file := tokens.EncodePublic312(tokentest.LE.Flatten(tokentest.CKOData, "OBedge01", []tokentest.Attr{tokentest.LE.UlongAttr(tokentest.CKAClass, 0)}))
 		binary.LittleEndian.PutUint32(file, tokens.Version312)
 		binary.LittleEndian.PutUint32(file[12:], binary.BigEndian.Uint32(file[12:]))
 		o, err := tokens.DecodeObjectOrder("OBedge01", file, tokens.OrderUnknown, nil)
@@ -298,4 +299,22 @@ func TestHostByteOrder(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, o, p)
 	}
+}
+
+// reencryptOrder is tokens.Reencrypt giving the parts of its result.
+func reencryptOrder(name string, file []byte, ord tokens.ByteOrder, oldKeys, newKeys *tokens.Keys, rnd io.Reader) (out, clear []byte, changed bool, err error) {
+	r, err := tokens.Reencrypt(name, file, ord, oldKeys, newKeys, rnd)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return r.Out, r.Clear, r.Changed, nil
+}
+
+// newUpgrade is StartUpgrade and Wait.
+func newUpgrade(r *tokens.Repository, soPIN, userPIN []byte, rnd io.Reader) (*tokens.Upgrade, error) {
+	p, err := r.StartUpgrade(soPIN, userPIN, rnd)
+	if err != nil {
+		return nil, err
+	}
+	return p.Wait()
 }

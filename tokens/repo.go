@@ -3,7 +3,6 @@ package tokens
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io/fs"
 	"strings"
 )
@@ -48,20 +47,20 @@ func Load(fsys FS) (*Repository, error) {
 	r := &Repository{fsys: fsys}
 	nv, err := fsys.ReadFile(FileNVTok)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", FileNVTok, err)
+		return nil, readErr(FileNVTok, err)
 	}
 	if r.NV, err = ParseNVToken(nv); err != nil {
 		return nil, err
 	}
 	if r.MKSO, err = fsys.ReadFile(FileMKSO); err != nil {
-		return nil, fmt.Errorf("read %s: %w", FileMKSO, err)
+		return nil, readErr(FileMKSO, err)
 	}
 	r.MKUser, err = fsys.ReadFile(FileMKUser)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		r.MKUser = nil
 	case err != nil:
-		return nil, fmt.Errorf("read %s: %w", FileMKUser, err)
+		return nil, readErr(FileMKUser, err)
 	case r.MKUser == nil:
 		r.MKUser = []byte{} // present but empty: keep "present" distinguishable from missing
 	}
@@ -69,7 +68,7 @@ func Load(fsys FS) (*Repository, error) {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
-		return nil, fmt.Errorf("read %s: %w", FileIndex, err)
+		return nil, readErr(FileIndex, err)
 	default:
 		r.IndexPresent = true
 		r.Index = ParseIndex(idx)
@@ -110,16 +109,27 @@ func ValidObjectName(name string) error {
 	return nil
 }
 
-// ReadObject validates name and reads TOK_OBJ/<name>. A missing file gives an error that
+// readErr is the error of reading name through an FS: err itself when it names the file
+// already (an *fs.PathError, as repofs and io/fs give), so the file is named once; else an
+// *fs.PathError for name.
+func readErr(name string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return err
+	}
+	return &fs.PathError{Op: "read", Path: name, Err: err}
+}
+
+// readObject validates name and reads TOK_OBJ/<name>. A missing file gives an error that
 // errors.Is(err, fs.ErrNotExist).
-func ReadObject(fsys FS, name string) ([]byte, error) {
+func readObject(fsys FS, name string) ([]byte, error) {
 	if err := ValidObjectName(name); err != nil {
 		return nil, err
 	}
 	p := ObjectPath(name)
 	b, err := fsys.ReadFile(p)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", quoteName(p), err)
+		return nil, readErr(quoteName(p), err)
 	}
 	return b, nil
 }
@@ -129,5 +139,5 @@ func (r *Repository) ReadObject(name string) ([]byte, error) {
 	if r.fsys == nil {
 		return nil, errors.New("tokens: repository was not loaded through an FS")
 	}
-	return ReadObject(r.fsys, name)
+	return readObject(r.fsys, name)
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// Type is the token type of a slot, decided by its stdll (spec §1.1, §7.4).
+// Type is the token type of a slot, decided by its stdll (doc/format.md §1.1, §7.4).
 type Type int
 
 // The supported token types; TypeUnknown covers TPM, ICSF and everything else.

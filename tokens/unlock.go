@@ -195,18 +195,6 @@ type Upgrade struct {
 	Keys    *Keys  // Format312, NewMK: lets the caller verify without re-deriving
 }
 
-// NewUpgrade builds NVTOK.DAT, MK_SO and MK_USER in the 3.12 format for an old-format repository.
-// It checks the PINs again the cheap old way (no PBKDF2), then reads from rnd, in this order, the
-// four 32-byte random salt halves (so_login, user_login, so_wrap, user_wrap) and the 32-byte new
-// master key, and derives the four PBKDF2 keys (100000 iterations) in parallel.
-func (r *Repository) NewUpgrade(soPIN, userPIN []byte, rnd io.Reader) (*Upgrade, error) {
-	p, err := r.StartUpgrade(soPIN, userPIN, rnd)
-	if err != nil {
-		return nil, err
-	}
-	return p.Wait()
-}
-
 // PendingUpgrade is an Upgrade whose new master key is known (Keys: objects can be
 // re-encrypted at once) while the four PBKDF2 derivations the key files need still run.
 type PendingUpgrade struct {
@@ -223,14 +211,16 @@ func (p *PendingUpgrade) Wait() (*Upgrade, error) {
 	return p.up, p.err
 }
 
-// StartUpgrade is NewUpgrade in two halves: it checks the PINs the cheap old way, reads the
-// random salts and the new master key from rnd (same order as NewUpgrade), and returns at
-// once with the master key, while the four PBKDF2 derivations (the expensive part, 100,000
-// iterations each) and the key wrapping go on in the background until Wait. The caller can
-// re-encrypt every object meanwhile: objects need the master key only.
+// StartUpgrade builds NVTOK.DAT, MK_SO and MK_USER in the 3.12 format for an old-format
+// repository, in two halves. It checks the PINs again the cheap old way (no PBKDF2), reads
+// from rnd, in this order, the four 32-byte random salt halves (so_login, user_login, so_wrap,
+// user_wrap) and the 32-byte new master key, and returns at once with the master key, while
+// the four PBKDF2 derivations (the expensive part, 100,000 iterations each, in parallel) and
+// the key wrapping go on in the background until Wait. The caller can re-encrypt every object
+// meanwhile: objects need the master key only.
 func (r *Repository) StartUpgrade(soPIN, userPIN []byte, rnd io.Reader) (*PendingUpgrade, error) {
 	if r.NV.Format != FormatOld {
-		return nil, fmt.Errorf("tokens: NewUpgrade needs an old-format repository, this one is %s", r.NV.Format)
+		return nil, fmt.Errorf("tokens: StartUpgrade needs an old-format repository, this one is %s", r.NV.Format)
 	}
 	old, err := r.unlockOld(soPIN, userPIN)
 	if err != nil {

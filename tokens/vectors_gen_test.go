@@ -27,7 +27,7 @@ import (
 //	go test ./tokens -run TestGenerateVectors -update-vectors
 //
 // Old-format repositories come from tokentest, the independent old-format writer; 3.12
-// repositories from tokens' own writer (NewUpgrade + ReencryptObject) with a fixed ChaCha8
+// repositories from tokens' own writer (StartUpgrade + ReencryptObject) with a fixed ChaCha8
 // stream, so the output is the same on every run. The fail_ vectors are good repositories with
 // one byte-wise change each. TestVectorFiles reads them.
 
@@ -111,7 +111,7 @@ func to312(t *testing.T, old *vecRepo, soPIN, userPIN string, seed byte) *vecRep
 	require.NoError(t, err)
 	defer oldKeys.Wipe()
 	rnd := rand.NewChaCha8([32]byte{0: 'v', 1: 'e', 2: 'c', 3: seed})
-	up, err := repo.NewUpgrade([]byte(soPIN), []byte(userPIN), rnd)
+	up, err := newUpgrade(repo, []byte(soPIN), []byte(userPIN), rnd)
 	require.NoError(t, err)
 	defer up.Keys.Wipe()
 
@@ -189,9 +189,9 @@ func vecObjects() []tokentest.ObjectSpec {
 		{Private: true, Class: tokentest.CKOData, Label: "private data", Value: []byte("a private note")},
 		{Private: true, Class: tokentest.CKOSecretKey, Label: "aes key", ID: []byte{0x01, 0x02},
 			Attrs: []tokentest.Attr{
-				tokentest.UlongAttr(tokentest.CKAKeyType, uint64(tokentest.CKKAES)),
+				tokentest.LE.UlongAttr(tokentest.CKAKeyType, uint64(tokentest.CKKAES)),
 				tokentest.BoolAttr(tokentest.CKASensitive, true),
-				tokentest.UlongAttr(tokentest.CKAValueLen, 16),
+				tokentest.LE.UlongAttr(tokentest.CKAValueLen, 16),
 			},
 			Value: blob("aes", 16)},
 	}
@@ -222,9 +222,9 @@ func TestGenerateVectors(t *testing.T) {
 	o.Type, o.Label, o.NameStyle = tokens.TypeICA, "vectors ica", tokentest.NameMkstemp
 	o.Objects = []tokentest.ObjectSpec{
 		{Class: tokentest.CKOCertificate, Label: "cert", Value: blob("cert", 40),
-			Attrs: []tokentest.Attr{tokentest.UlongAttr(tokentest.CKACertificateType, 0)}},
+			Attrs: []tokentest.Attr{tokentest.LE.UlongAttr(tokentest.CKACertificateType, 0)}},
 		{Private: true, Class: tokentest.CKOSecretKey, Label: "ica key",
-			Attrs: []tokentest.Attr{tokentest.UlongAttr(tokentest.CKAKeyType, uint64(tokentest.CKKGenericSecret))},
+			Attrs: []tokentest.Attr{tokentest.LE.UlongAttr(tokentest.CKAKeyType, uint64(tokentest.CKKGenericSecret))},
 			Value: blob("ica", 24)},
 	}
 	ica, _ := genOld(t, o)
@@ -236,7 +236,7 @@ func TestGenerateVectors(t *testing.T) {
 	o.Objects = []tokentest.ObjectSpec{
 		{Class: tokentest.CKOData, Label: "cca public", Value: []byte("cca public data")},
 		{Private: true, Class: tokentest.CKOSecretKey, Label: "cca secure key",
-			Attrs: []tokentest.Attr{tokentest.UlongAttr(tokentest.CKAKeyType, uint64(tokentest.CKKAES))},
+			Attrs: []tokentest.Attr{tokentest.LE.UlongAttr(tokentest.CKAKeyType, uint64(tokentest.CKKAES))},
 			Value: blob("cca", 64)},
 	}
 	cca, ccaGen := genOld(t, o)
@@ -247,7 +247,7 @@ func TestGenerateVectors(t *testing.T) {
 	o.Type, o.Label = tokens.TypeEP11, "vectors ep11"
 	o.Objects = []tokentest.ObjectSpec{
 		{Private: true, Class: tokentest.CKOSecretKey, Label: "ep11 secure key", ID: []byte{0xE1},
-			Attrs: []tokentest.Attr{tokentest.UlongAttr(tokentest.CKAKeyType, uint64(tokentest.CKKAES))},
+			Attrs: []tokentest.Attr{tokentest.LE.UlongAttr(tokentest.CKAKeyType, uint64(tokentest.CKKAES))},
 			Value: blob("ep11", 200)},
 		{Class: tokentest.CKOData, Label: "ep11 public", Value: []byte("ep11 public data")},
 	}
@@ -384,7 +384,7 @@ func TestGenerateVectors(t *testing.T) {
 	writeVector(t, root, "fail_objidx_name_dotdot", idxWith(soft, "..000000", pubFile), with(ok, "ErrCorrupt", `contains ".."`,
 		"An 8-byte OBJ.IDX name containing \"..\" is refused although a file of that name exists: no name with \"..\" can leave TOK_OBJ."))
 
-	// --- big-endian repositories, as a token on s390x writes them (issue 11) ---
+	// --- big-endian repositories, as a token on s390x writes them ---
 	withOrder := func(m vectorMeta, order string) vectorMeta { m.ByteOrder = order; return m }
 	beBase := base
 	beBase.Order = binary.BigEndian

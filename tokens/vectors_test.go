@@ -16,8 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Spec §11 vectors and the named good_/fail_ cases. Everything here is built in memory; the
-// old-format encoders below are test-only and follow §3 and §5.2 directly.
+// doc/format.md §11 vectors and the named good_/fail_ cases. Everything here is built in
+// memory; the old-format encoders below are test-only and follow §3 and §5.2 directly.
 
 const (
 	defaultSOPIN = "87654321"
@@ -206,7 +206,7 @@ func TestSampleObjects_11_3(t *testing.T) {
 	require.Error(t, err)
 }
 
-// TestKeyMaterial_11_4 proves the writer (NewUpgrade) against §11.4, then reads what it wrote with
+// TestKeyMaterial_11_4 proves the writer (StartUpgrade) against §11.4, then reads what it wrote with
 // the 3.12 reader and exercises its PIN errors.
 func TestKeyMaterial_11_4(t *testing.T) {
 	mkOld := seq(0, 24)
@@ -219,7 +219,7 @@ func TestKeyMaterial_11_4(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, r.IndexPresent)
 	require.Empty(t, r.Index)
-	up, err := r.NewUpgrade([]byte(defaultSOPIN), []byte(testUserPIN), fixedReader(make([]byte, 128), seq(0x20, 32)))
+	up, err := newUpgrade(r, []byte(defaultSOPIN), []byte(testUserPIN), fixedReader(make([]byte, 128), seq(0x20, 32)))
 	require.NoError(t, err)
 	nvt := up.NVToken
 	require.Len(t, nvt, NVTokNewSize)
@@ -274,11 +274,11 @@ func TestKeyMaterial_11_4(t *testing.T) {
 	require.Nil(t, k.NewMK)
 
 	t.Run("fail_new_upgrade_on_312", func(t *testing.T) {
-		_, err := r312.NewUpgrade([]byte(defaultSOPIN), []byte(testUserPIN), fixedReader(make([]byte, 160)))
+		_, err := newUpgrade(r312, []byte(defaultSOPIN), []byte(testUserPIN), fixedReader(make([]byte, 160)))
 		require.Error(t, err)
 	})
 	t.Run("fail_new_upgrade_wrong_pin", func(t *testing.T) {
-		_, err := r.NewUpgrade([]byte("x"), []byte(testUserPIN), fixedReader(make([]byte, 160)))
+		_, err := newUpgrade(r, []byte("x"), []byte(testUserPIN), fixedReader(make([]byte, 160)))
 		require.ErrorIs(t, err, ErrWrongSOPIN)
 	})
 
@@ -607,7 +607,7 @@ func TestIndex(t *testing.T) {
 	for _, n := range []string{"", "OB12345", "OB1234567", "OB1/3456", "../OB123", "OB..3456", "OB12\x00456", "........", ".", ".."} {
 		err := ValidObjectName(n)
 		require.ErrorIs(t, err, ErrCorrupt, "fail_idx_name %q", n)
-		_, err = ReadObject(mapFS{}, n)
+		_, err = readObject(mapFS{}, n)
 		require.ErrorIs(t, err, ErrCorrupt)
 	}
 

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 )
 
@@ -34,7 +35,7 @@ func checkEditInvariants(t *testing.T, f *File, id uint64, e *Edit) {
 	require.NoError(t, err)
 	assert.True(t, ns.TokVersionIs312(), "tokversion is 3.12 after the edit")
 
-	if e.Action == ActionNone {
+	if e.Action == actionNone {
 		assert.Equal(t, f.Data, e.Content)
 		assert.Empty(t, e.Diff)
 		return
@@ -44,11 +45,11 @@ func checkEditInvariants(t *testing.T, f *File, id uint64, e *Edit) {
 
 	// Same tree apart from the new value (also checked inside SetTokVersion; done here
 	// independently for the other slots and top-level elements).
-	old, neu := canon(f.Nodes), canon(nf.Nodes)
+	old, neu := canon(f.nodes), canon(nf.nodes)
 	require.Equal(t, len(old), len(neu))
 	changed := -1
 	for i := range old {
-		if changed < 0 && old[i].T == NodeIndexedBlock && old[i].Key == "slot" && old[i].Num == id {
+		if changed < 0 && old[i].T == nodeIndexedBlock && old[i].Key == "slot" && old[i].Num == id {
 			changed = i // the migrated slot: the first block with this id
 			want := old[i]
 			want.Kids = nil
@@ -69,7 +70,7 @@ func checkEditInvariants(t *testing.T, f *File, id uint64, e *Edit) {
 			for _, k := range neu[i].Kids {
 				if k.Key == "tokversion" && !hadTV {
 					hadTV = true
-					assert.True(t, k.T == NodeVersion && k.Num == 3<<16|12 || k.T == NodeString && k.Val == "3.12", "%+v", k)
+					assert.True(t, k.T == nodeVersion && k.Num == 3<<16|12 || k.T == nodeString && k.Val == "3.12", "%+v", k)
 					continue
 				}
 				gotKids = append(gotKids, k)
@@ -124,7 +125,7 @@ func TestGolden(t *testing.T) {
 			for _, s := range strings.Fields(string(slotsText)) {
 				id, err := strconv.ParseUint(s, 10, 64)
 				require.NoError(t, err)
-				f, err := Parse(ConfName, content)
+				f, err := Parse(confName, content)
 				if err != nil {
 					runErr = err
 					break
@@ -137,7 +138,7 @@ func TestGolden(t *testing.T) {
 				checkEditInvariants(t, f, id, e)
 				content = e.Content
 			}
-			diff := UnifiedDiff(input, content)
+			diff := unifiedDiff(input, content)
 
 			if *update {
 				for _, n := range []string{"expected.conf", "expected.diff", "error.txt"} {
@@ -170,16 +171,16 @@ func TestGolden(t *testing.T) {
 // Golden error cases must fail with the right typed error, not just the right text.
 func TestGoldenErrorTypes(t *testing.T) {
 	cases := map[string]error{
-		"tokversion-int-3-error":     ErrTokVersionInvalid,
-		"tokversion-bare-word-error": ErrTokVersionInvalid,
+		"tokversion-int-3-error":     errTokVersionInvalid,
+		"tokversion-bare-word-error": errTokVersionInvalid,
 		"slot-does-not-exist-error":  ErrSlotNotFound,
-		"syntax-error-line-column":   ErrSyntax,
-		"syntax-error-empty-string":  ErrSyntax,
+		"syntax-error-line-column":   errSyntax,
+		"syntax-error-empty-string":  errSyntax,
 	}
 	for name, want := range cases {
 		input, err := os.ReadFile(filepath.Join("testdata/golden", name, "input.conf"))
 		require.NoError(t, err)
-		f, err := Parse(ConfName, input)
+		f, err := Parse(confName, input)
 		if err == nil {
 			_, err = f.SetTokVersion(3)
 		}
@@ -211,11 +212,11 @@ func TestUpstreamCorpus(t *testing.T) {
 			}
 			after, afterErr := os.ReadFile(filepath.Join(dir, "opencryptoki.conf.after"))
 
-			f, perr := Parse(ConfName, before)
+			f, perr := Parse(confName, before)
 			switch name {
 			case "c13-parse-error":
 				require.Error(t, perr)
-				var se *SyntaxError
+				var se *syntaxError
 				require.ErrorAs(t, perr, &se)
 				assert.Equal(t, 5, se.Line)
 				assert.Equal(t, 12, se.Column)
@@ -227,7 +228,7 @@ func TestUpstreamCorpus(t *testing.T) {
 			e, err := f.SetTokVersion(res.SlotID)
 			switch name {
 			case "c03-tokversion-bare-word":
-				assert.ErrorIs(t, err, ErrTokVersionInvalid)
+				assert.ErrorIs(t, err, errTokVersionInvalid)
 				return
 			case "c20-slot3-missing-target":
 				assert.ErrorIs(t, err, ErrSlotNotFound)
@@ -252,9 +253,9 @@ func TestUpstreamCorpus(t *testing.T) {
 			require.NoError(t, err, "upstream's output parses")
 			ours, err := Parse("ours", e.Content)
 			require.NoError(t, err)
-			assert.Equal(t, canon(up.Nodes), canon(ours.Nodes), "same meaning as upstream's output")
+			assert.Equal(t, canon(up.nodes), canon(ours.nodes), "same meaning as upstream's output")
 			if name == "c21-tokversion-already-312" {
-				assert.Equal(t, ActionNone, e.Action)
+				assert.Equal(t, actionNone, e.Action)
 			}
 			if name == "c08-crlf-line-endings" {
 				assert.Contains(t, string(e.Content), "    tokversion = 3.12\r\n}")
@@ -314,11 +315,11 @@ func TestSyntaxErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		_, err := Parse("t", []byte(c.in))
-		var se *SyntaxError
+		var se *syntaxError
 		require.ErrorAs(t, err, &se, "%q", c.in)
 		assert.Equal(t, c.msg, se.Msg, "%q", c.in)
 		assert.Equal(t, [2]int{c.line, c.col}, [2]int{se.Line, se.Column}, "%q", c.in)
-		assert.ErrorIs(t, err, ErrSyntax)
+		assert.ErrorIs(t, err, errSyntax)
 		assert.Equal(t, "t", se.File)
 	}
 }
@@ -350,13 +351,13 @@ func TestParseAccepts(t *testing.T) {
 func TestLexerValues(t *testing.T) {
 	f, err := Parse("t", []byte("slot 0x3 { stdll = \"a # b\" n = 0x1F v = 3.012 }\n"))
 	require.NoError(t, err)
-	b := f.Nodes[0]
+	b := f.nodes[0]
 	assert.Equal(t, uint64(3), b.Num)
 	assert.Equal(t, "a # b", b.Children[0].Value)
 	assert.Equal(t, uint64(31), b.Children[1].Num)
 	assert.Equal(t, uint64(3<<16|12), b.Children[2].Num)
 	_, err = Parse("t", []byte("w = 00\n")) // "0" then "0": NUMBER NUMBER
-	assert.ErrorIs(t, err, ErrSyntax)
+	assert.ErrorIs(t, err, errSyntax)
 }
 
 func TestSlotLookup(t *testing.T) {
@@ -398,24 +399,24 @@ slot 8 { stdll = libpkcs11_sw.so tokname = ../etc }
 	assert.Equal(t, "", s.RepositoryDir(""))
 
 	_, err = f.Slot(4)
-	assert.ErrorIs(t, err, ErrStdllMissing)
+	assert.ErrorIs(t, err, errStdllMissing)
 	_, err = f.Slot(5)
-	assert.ErrorIs(t, err, ErrStdllMissing)
+	assert.ErrorIs(t, err, errStdllMissing)
 	_, err = f.Slot(6)
-	assert.ErrorIs(t, err, ErrUserGroupInvalid)
+	assert.ErrorIs(t, err, errUserGroupInvalid)
 	s, err = f.Slot(7)
 	require.NoError(t, err)
 	assert.Equal(t, KindOther, s.TokVersionKind)
 	assert.Equal(t, "3", s.TokVersion)
 	_, err = f.SetTokVersion(7)
-	assert.ErrorIs(t, err, ErrTokVersionInvalid)
+	assert.ErrorIs(t, err, errTokVersionInvalid)
 	_, err = f.Slot(9)
 	assert.ErrorIs(t, err, ErrSlotNotFound)
 	_, err = f.Slot(4096)
-	assert.ErrorIs(t, err, ErrSlotIDOutOfRange)
+	assert.ErrorIs(t, err, errSlotIDOutOfRange)
 	assert.ErrorIs(t, err, ErrSlotNotFound)
 	_, err = f.Slot(8)
-	assert.ErrorIs(t, err, ErrTokNameInvalid, "tokname leaving the base is refused")
+	assert.ErrorIs(t, err, errTokNameInvalid, "tokname leaving the base is refused")
 	assert.ErrorContains(t, err, `tokname "../etc" must be one path component`)
 
 	slots, err := f.Slots()
@@ -424,10 +425,10 @@ slot 8 { stdll = libpkcs11_sw.so tokname = ../etc }
 		ids = append(ids, s.ID)
 	}
 	assert.Equal(t, []int{1, 2, 3, 7}, ids)
-	assert.ErrorIs(t, err, ErrTokNameInvalid)
-	assert.ErrorIs(t, err, ErrStdllMissing)
-	assert.ErrorIs(t, err, ErrUserGroupInvalid)
-	assert.ErrorIs(t, err, ErrSlotIDOutOfRange)
+	assert.ErrorIs(t, err, errTokNameInvalid)
+	assert.ErrorIs(t, err, errStdllMissing)
+	assert.ErrorIs(t, err, errUserGroupInvalid)
+	assert.ErrorIs(t, err, errSlotIDOutOfRange)
 	assert.Equal(t, tokens.TypeICA, slots[0].Type, "the first slot 1 block counts")
 }
 
@@ -439,7 +440,7 @@ func TestTokNameOnePathComponent(t *testing.T) {
 			continue // not even a value the grammar takes
 		}
 		_, err = f.Slot(3)
-		assert.ErrorIs(t, err, ErrTokNameInvalid, "tokname = %s", tn)
+		assert.ErrorIs(t, err, errTokNameInvalid, "tokname = %s", tn)
 	}
 	f, err := Parse("t", []byte("slot 3 { stdll = libpkcs11_sw.so tokname = HSM_MK_CHANGE }\n"))
 	require.NoError(t, err)
@@ -455,13 +456,13 @@ func TestTokNameOnePathComponent(t *testing.T) {
 
 func TestTokVersionValues(t *testing.T) {
 	for in, want := range map[string]string{
-		"tokversion = 3.012":     ActionNone,
-		"tokversion = 3.12":      ActionNone,
-		"tokversion = \"3.12\"":  ActionNone,
-		"tokversion = 3.11":      ActionReplace,
-		"tokversion = 03.12":     ActionNone,
-		"tokversion = \"3.012\"": ActionReplace,
-		"tokversion = \" 3.12\"": ActionReplace,
+		"tokversion = 3.012":     actionNone,
+		"tokversion = 3.12":      actionNone,
+		"tokversion = \"3.12\"":  actionNone,
+		"tokversion = 3.11":      actionReplace,
+		"tokversion = 03.12":     actionNone,
+		"tokversion = \"3.012\"": actionReplace,
+		"tokversion = \" 3.12\"": actionReplace,
 	} {
 		f, err := Parse("t", []byte("slot 0 {\n stdll = x\n "+in+"\n}\n"))
 		require.NoError(t, err)
@@ -473,20 +474,20 @@ func TestTokVersionValues(t *testing.T) {
 }
 
 func TestUnifiedDiff(t *testing.T) {
-	assert.Equal(t, "", UnifiedDiff([]byte("a\n"), []byte("a\n")))
-	d := UnifiedDiff([]byte("a\nb\nc\nd\ne\n}"), []byte("a\nb\nc\nd\ne\nx\n}"))
+	assert.Equal(t, "", unifiedDiff([]byte("a\n"), []byte("a\n")))
+	d := unifiedDiff([]byte("a\nb\nc\nd\ne\n}"), []byte("a\nb\nc\nd\ne\nx\n}"))
 	assert.Equal(t, "--- opencryptoki.conf\n+++ opencryptoki.conf\n@@ -3,4 +3,5 @@\n c\n d\n e\n+x\n }\n\\ No newline at end of file\n", d)
 }
 
 func TestMaxSize(t *testing.T) {
 	big := bytes.Repeat([]byte("# padding line\n"), 100<<20/15)
 	_, err := Parse("big", big)
-	assert.ErrorIs(t, err, ErrTooLarge)
+	assert.ErrorIs(t, err, repofs.ErrTooLarge)
 	_, err = Parse("ok", big[:MaxSize])
 	assert.NoError(t, err)
 	deep := strings.Repeat("a {", 1000) + strings.Repeat("}", 1000)
 	_, err = Parse("deep", []byte(deep))
-	assert.ErrorIs(t, err, ErrSyntax)
+	assert.ErrorIs(t, err, errSyntax)
 }
 
 func TestSlotBlockNotTopLevel(t *testing.T) {

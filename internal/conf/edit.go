@@ -11,9 +11,9 @@ import (
 
 // Edit actions.
 const (
-	ActionInsert  = "insert"  // a tokversion line was added
-	ActionReplace = "replace" // the tokversion value was replaced
-	ActionNone    = "none"    // tokversion already is 3.12; Content is the input
+	actionInsert  = "insert"  // a tokversion line was added
+	actionReplace = "replace" // the tokversion value was replaced
+	actionNone    = "none"    // tokversion already is 3.12; Content is the input
 )
 
 // Edit is the change SetTokVersion makes. Content == Data[:Offset] + New + Data[Offset+len(Old):].
@@ -28,18 +28,18 @@ type Edit struct {
 	Diff    string // unified diff of the change; "" for none
 }
 
-// SetTokVersion computes the file with the slot's tokversion set to 3.12 (spec §7.6), touching
-// nothing else:
+// SetTokVersion computes the file with the slot's tokversion set to 3.12 (doc/format.md §7.6),
+// touching nothing else:
 //   - absent: one line "tokversion = 3.12" is inserted before the block's closing brace,
 //     indented like the block's last key line and ended like the line before it (CRLF or LF);
 //     when the brace shares its line with other text the key is put on that line before it;
 //   - a version value or a string other than 3.12: only the value's characters (inside the
 //     quotes for a string) are replaced;
 //   - already 3.12: Action "none";
-//   - anything else (tokversion = 3, a word, a block): ErrTokVersionInvalid.
+//   - anything else (tokversion = 3, a word, a block): errTokVersionInvalid.
 //
 // The result is parsed again and must give the same tree as before plus the new value;
-// otherwise the error is ErrInternal and nothing should be written.
+// otherwise the error is errInternal and nothing should be written.
 func (f *File) SetTokVersion(id uint64) (*Edit, error) {
 	s, err := f.Slot(id)
 	if err != nil {
@@ -50,25 +50,25 @@ func (f *File) SetTokVersion(id uint64) (*Edit, error) {
 	case s.TokVersionKind == KindOther:
 		tv := s.tokVersion
 		return nil, fmt.Errorf("%s: line %d: slot %d: tokversion %s: %w (set it to 3.12 by hand)",
-			f.Name, tv.Line, s.ID, describe(tv), ErrTokVersionInvalid)
+			f.Name, tv.Line, s.ID, describe(tv), errTokVersionInvalid)
 	case s.TokVersionIs312():
-		e.Action = ActionNone
+		e.Action = actionNone
 		e.Offset = s.tokVersion.ValuePos.Start
 		e.Line = s.tokVersion.Line
 		e.Content = bytes.Clone(f.Data)
 		return e, nil
 	case s.TokVersionKind == KindVersion:
 		v := s.tokVersion.ValuePos
-		e.Action, e.Offset, e.Old, e.New = ActionReplace, v.Start, string(f.Data[v.Start:v.End]), TokVersion312
+		e.Action, e.Offset, e.Old, e.New = actionReplace, v.Start, string(f.Data[v.Start:v.End]), tokVersion312
 	case s.TokVersionKind == KindString:
 		v := s.tokVersion.ValuePos
 		start, end := v.Start+1, v.End
 		if end-1 > v.Start && f.Data[end-1] == '"' {
 			end-- // closed string; one left open at end of file has no closing quote
 		}
-		e.Action, e.Offset, e.Old, e.New = ActionReplace, start, string(f.Data[start:end]), TokVersion312
+		e.Action, e.Offset, e.Old, e.New = actionReplace, start, string(f.Data[start:end]), tokVersion312
 	default:
-		e.Action = ActionInsert
+		e.Action = actionInsert
 		e.Offset, e.New = f.insertion(s.block)
 	}
 	e.Line = 1 + bytes.Count(f.Data[:e.Offset], []byte("\n"))
@@ -81,25 +81,25 @@ func (f *File) SetTokVersion(id uint64) (*Edit, error) {
 	if err := f.checkEdit(s, e); err != nil {
 		return nil, err
 	}
-	e.Diff = UnifiedDiff(f.Data, e.Content)
+	e.Diff = unifiedDiff(f.Data, e.Content)
 	return e, nil
 }
 
 // describe names the kind and value of a node for messages.
-func describe(n *Node) string {
+func describe(n *node) string {
 	switch n.Type {
-	case NodeInt:
+	case nodeInt:
 		return fmt.Sprintf("= %s is a number", n.Value)
-	case NodeBareValue:
+	case nodeBareValue:
 		return fmt.Sprintf("= %s is a bare word", n.Value)
-	case NodeBareConst:
+	case nodeBareConst:
 		return "has no value"
 	}
 	return "is a " + n.Type.String()
 }
 
 // insertion returns where and what to insert for a block without tokversion.
-func (f *File) insertion(b *Node) (int, string) {
+func (f *File) insertion(b *node) (int, string) {
 	d := f.Data
 	close := b.Close
 	lineStart := bytes.LastIndexByte(d[:close], '\n') + 1
@@ -108,13 +108,13 @@ func (f *File) insertion(b *Node) (int, string) {
 		if lineStart >= 2 && d[lineStart-2] == '\r' {
 			eol = "\r\n"
 		}
-		return lineStart, f.keyIndent(b) + "tokversion = " + TokVersion312 + eol
+		return lineStart, f.keyIndent(b) + "tokversion = " + tokVersion312 + eol
 	}
 	// The brace shares its line with other text (slot 1 { stdll = x }).
 	if c := d[close-1]; c == ' ' || c == '\t' {
-		return close, "tokversion = " + TokVersion312 + " "
+		return close, "tokversion = " + tokVersion312 + " "
 	}
-	return close, " tokversion = " + TokVersion312
+	return close, " tokversion = " + tokVersion312
 }
 
 func isBlank(b []byte) bool {
@@ -127,7 +127,7 @@ func isBlank(b []byte) bool {
 }
 
 // lineIndent returns the blanks before the element n when n is the first thing on its line.
-func (f *File) lineIndent(n *Node) (string, bool) {
+func (f *File) lineIndent(n *node) (string, bool) {
 	ls := bytes.LastIndexByte(f.Data[:n.Pos.Start], '\n') + 1
 	if pre := f.Data[ls:n.Pos.Start]; isBlank(pre) {
 		return string(pre), true
@@ -137,20 +137,20 @@ func (f *File) lineIndent(n *Node) (string, bool) {
 
 // keyIndent is the indentation for a new key line in block b: that of the block's last element
 // that starts a line, else that of any top-level block's element that does, else four spaces.
-func (f *File) keyIndent(b *Node) string {
+func (f *File) keyIndent(b *node) string {
 	for i := len(b.Children) - 1; i >= 0; i-- {
-		if c := b.Children[i]; c.Type != NodeEOC {
+		if c := b.Children[i]; c.Type != nodeEOC {
 			if ind, ok := f.lineIndent(c); ok {
 				return ind
 			}
 		}
 	}
-	for _, n := range f.Nodes {
-		if n.Type != NodeIndexedBlock && n.Type != NodeBlock {
+	for _, n := range f.nodes {
+		if n.Type != nodeIndexedBlock && n.Type != nodeBlock {
 			continue
 		}
 		for _, c := range n.Children {
-			if c.Type != NodeEOC {
+			if c.Type != nodeEOC {
 				if ind, ok := f.lineIndent(c); ok {
 					return ind
 				}
@@ -164,39 +164,39 @@ func (f *File) keyIndent(b *Node) string {
 func (f *File) checkEdit(s *Slot, e *Edit) error {
 	nf, err := Parse(f.Name, e.Content)
 	if err != nil {
-		return fmt.Errorf("%s: %w: the edited file does not parse: %v", f.Name, ErrInternal, err)
+		return fmt.Errorf("%s: %w: the edited file does not parse: %v", f.Name, errInternal, err)
 	}
-	want := canon(f.Nodes)
+	want := canon(f.nodes)
 	idx := 0
-	for _, n := range f.Nodes {
+	for _, n := range f.nodes {
 		if n == s.block {
 			break
 		}
-		if n.Type != NodeEOC {
+		if n.Type != nodeEOC {
 			idx++
 		}
 	}
 	blk := &want[idx]
-	tv := cnode{T: NodeVersion, Key: "tokversion", Num: tokVersion312Packed}
-	if e.Action == ActionInsert {
+	tv := cnode{T: nodeVersion, Key: "tokversion", Num: tokVersion312Packed}
+	if e.Action == actionInsert {
 		blk.Kids = append(blk.Kids, tv)
 	} else {
 		for i := range blk.Kids {
 			if blk.Kids[i].Key == "tokversion" {
-				if blk.Kids[i].T == NodeString {
-					tv = cnode{T: NodeString, Key: "tokversion", Val: TokVersion312}
+				if blk.Kids[i].T == nodeString {
+					tv = cnode{T: nodeString, Key: "tokversion", Val: tokVersion312}
 				}
 				blk.Kids[i] = tv
 				break
 			}
 		}
 	}
-	if !reflect.DeepEqual(canon(nf.Nodes), want) {
-		return fmt.Errorf("%s: %w: the edited file parses to a different tree", f.Name, ErrInternal)
+	if !reflect.DeepEqual(canon(nf.nodes), want) {
+		return fmt.Errorf("%s: %w: the edited file parses to a different tree", f.Name, errInternal)
 	}
 	ns, err := nf.Slot(uint64(s.ID))
 	if err != nil || !ns.TokVersionIs312() {
-		return fmt.Errorf("%s: %w: slot %d of the edited file does not say tokversion 3.12", f.Name, ErrInternal, s.ID)
+		return fmt.Errorf("%s: %w: slot %d of the edited file does not say tokversion 3.12", f.Name, errInternal, s.ID)
 	}
 	return nil
 }
@@ -204,7 +204,7 @@ func (f *File) checkEdit(s *Slot, e *Edit) error {
 // cnode is the normalised tree: what the file means, without comments, blank lines, layout or
 // number notation (0x1F and 31 are equal, so are 3.012 and 3.12).
 type cnode struct {
-	T     NodeType
+	T     nodeType
 	Key   string
 	Val   string
 	Num   uint64
@@ -213,21 +213,21 @@ type cnode struct {
 	Kids  []cnode
 }
 
-func canon(nodes []*Node) []cnode {
+func canon(nodes []*node) []cnode {
 	var out []cnode
 	for _, n := range nodes {
 		c := cnode{T: n.Type, Key: n.Key}
 		switch n.Type {
-		case NodeEOC:
+		case nodeEOC:
 			continue
-		case NodeInt, NodeVersion, NodeIndexedBlock:
+		case nodeInt, nodeVersion, nodeIndexedBlock:
 			c.Num = n.Num
-		case NodeString, NodeBareValue, NodeStringConst, NodeFileVersion, NodeNumPairList:
+		case nodeString, nodeBareValue, nodeStringConst, nodeFileVersion, nodeNumPairList:
 			c.Val = n.Value
 		}
 		c.Words = n.Words
 		c.Pairs = n.Pairs
-		if n.Type == NodeBlock || n.Type == NodeIndexedBlock {
+		if n.Type == nodeBlock || n.Type == nodeIndexedBlock {
 			c.Kids = canon(n.Children)
 		}
 		out = append(out, c)
@@ -235,18 +235,18 @@ func canon(nodes []*Node) []cnode {
 	return out
 }
 
-// UnifiedDiff is a unified diff (3 lines of context) from a to b, both named
+// unifiedDiff is a unified diff (3 lines of context) from a to b, both named
 // opencryptoki.conf; "" when they are equal. A last line without a newline is marked as diff
 // does ("\ No newline at end of file").
-func UnifiedDiff(a, b []byte) string {
+func unifiedDiff(a, b []byte) string {
 	if bytes.Equal(a, b) {
 		return ""
 	}
 	d, err := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
 		A:        splitLines(a),
 		B:        splitLines(b),
-		FromFile: ConfName,
-		ToFile:   ConfName,
+		FromFile: confName,
+		ToFile:   confName,
 		Context:  3,
 	})
 	if err != nil { // difflib only fails when writing to its buffer fails

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 
 // FuzzParse: any input parses or gives an error, never panics or hangs; for every slot of a
@@ -26,19 +28,19 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cf, err := Parse("fuzz", data)
 		if err != nil {
-			var se *SyntaxError
-			if !errors.As(err, &se) && !errors.Is(err, ErrTooLarge) {
+			var se *syntaxError
+			if !errors.As(err, &se) && !errors.Is(err, repofs.ErrTooLarge) {
 				t.Fatalf("untyped parse error: %v", err)
 			}
 			return
 		}
-		for _, n := range cf.Nodes {
-			if n.Type != NodeIndexedBlock || n.Key != "slot" {
+		for _, n := range cf.nodes {
+			if n.Type != nodeIndexedBlock || n.Key != "slot" {
 				continue
 			}
 			e, err := cf.SetTokVersion(n.Num)
 			if err != nil {
-				if errors.Is(err, ErrInternal) {
+				if errors.Is(err, errInternal) {
 					t.Fatalf("edit check failed: %v\ninput %q", err, data)
 				}
 				continue
@@ -51,7 +53,7 @@ func FuzzParse(f *testing.F) {
 			if err != nil || !s.TokVersionIs312() {
 				t.Fatalf("slot %d not at 3.12 after the edit: %v\noutput %q", n.Num, err, e.Content)
 			}
-			if e.Action == ActionNone && e.Diff != "" || e.Action != ActionNone && e.Diff == "" {
+			if e.Action == actionNone && e.Diff != "" || e.Action != actionNone && e.Diff == "" {
 				t.Fatalf("diff does not match action %s", e.Action)
 			}
 		}

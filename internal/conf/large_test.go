@@ -27,7 +27,7 @@ func TestLargeEdit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Action != ActionInsert || time.Since(start) > time.Minute {
+	if e.Action != actionInsert || time.Since(start) > time.Minute {
 		t.Fatalf("action %s after %v", e.Action, time.Since(start))
 	}
 	t.Logf("%d bytes: %v, diff %d bytes", b.Len(), time.Since(start), len(e.Diff))

@@ -69,7 +69,7 @@ const (
 	stCommentText                 // comment text returned, newline (EOL) pending
 )
 
-// lexer reproduces upstream's cfglex.l (spec §7.1) on a byte slice.
+// lexer reproduces upstream's cfglex.l (doc/format.md §7.1) on a byte slice.
 //
 // Locations follow upstream exactly, quirks included, so that syntax errors name the same line
 // and column: flex's YY_USER_ACTION advances the location over every matched lexeme (skipped
@@ -125,7 +125,7 @@ func isHex(c byte) bool {
 	return isDigit(c) || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }
 
-// next returns the next token or a *SyntaxError for a number that does not fit.
+// next returns the next token or a *syntaxError for a number that does not fit.
 func (lx *lexer) next() (token, error) {
 	for {
 		if lx.pos >= len(lx.src) {
@@ -322,5 +322,5 @@ func (lx *lexer) number(start int) (token, error) {
 }
 
 func (lx *lexer) errorAt(t token, msg string) error {
-	return &SyntaxError{Line: t.line, Column: t.col, Offset: t.start, Msg: msg}
+	return &syntaxError{Line: t.line, Column: t.col, Offset: t.start, Msg: msg}
 }

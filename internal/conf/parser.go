@@ -9,10 +9,10 @@ import (
 // keeps a hostile file from driving the recursive parser deep.
 const maxDepth = 100
 
-// parser is a recursive-descent parser for the grammar of spec §7.2 (upstream's cfgparse.y).
-// On a syntax error it reports the offending token's upstream location and bison's verbose
-// message: "syntax error, unexpected X[, expecting A or B ...]" (the list only when it has at
-// most four entries, as bison does).
+// parser is a recursive-descent parser for the grammar of doc/format.md §7.2 (upstream's
+// cfgparse.y). On a syntax error it reports the offending token's upstream location and bison's
+// verbose message: "syntax error, unexpected X[, expecting A or B ...]" (the list only when it
+// has at most four entries, as bison does).
 type parser struct {
 	lx    *lexer
 	tok   token
@@ -43,7 +43,7 @@ func (p *parser) unexpected(expected ...tokType) error {
 			b.WriteString(e.String())
 		}
 	}
-	return &SyntaxError{Line: p.tok.line, Column: p.tok.col, Offset: p.tok.start, Msg: b.String()}
+	return &syntaxError{Line: p.tok.line, Column: p.tok.col, Offset: p.tok.start, Msg: b.String()}
 }
 
 // expected sets used in several places; a list with more than four tokens is printed without
@@ -62,7 +62,7 @@ var (
 )
 
 // parseFile parses the whole input.
-func (p *parser) parseFile() ([]*Node, error) {
+func (p *parser) parseFile() ([]*node, error) {
 	if err := p.advance(); err != nil {
 		return nil, err
 	}
@@ -71,8 +71,8 @@ func (p *parser) parseFile() ([]*Node, error) {
 
 // parseElements parses eoc* element* up to end of file (top level) or up to the closing brace
 // (inBlock; the brace is left as the current token).
-func (p *parser) parseElements(inBlock bool) ([]*Node, error) {
-	var nodes []*Node
+func (p *parser) parseElements(inBlock bool) ([]*node, error) {
+	var nodes []*node
 	for {
 		switch p.tok.typ {
 		case tokEOF:
@@ -93,8 +93,8 @@ func (p *parser) parseElements(inBlock bool) ([]*Node, error) {
 			nodes = append(nodes, eocs...)
 		case tokFileVersion:
 			// The lexer gives FILEVERSION only as the very first token.
-			n := &Node{Type: NodeFileVersion, Key: "version", Line: p.tok.line}
-			n.KeyPos = Span{p.tok.start, p.tok.end}
+			n := &node{Type: nodeFileVersion, Key: "version", Line: p.tok.line}
+			n.KeyPos = span{p.tok.start, p.tok.end}
 			if err := p.advance(); err != nil {
 				return nil, err
 			}
@@ -102,8 +102,8 @@ func (p *parser) parseElements(inBlock bool) ([]*Node, error) {
 				return nil, p.unexpected(expBare()...)
 			}
 			n.Value = p.tok.text
-			n.ValuePos = Span{p.tok.start, p.tok.end}
-			n.Pos = Span{n.KeyPos.Start, p.tok.end}
+			n.ValuePos = span{p.tok.start, p.tok.end}
+			n.Pos = span{n.KeyPos.Start, p.tok.end}
 			if err := p.advance(); err != nil {
 				return nil, err
 			}
@@ -113,8 +113,8 @@ func (p *parser) parseElements(inBlock bool) ([]*Node, error) {
 			}
 			nodes = append(append(nodes, n), tail...)
 		case tokString:
-			n := &Node{Type: NodeStringConst, Value: p.tok.text, Line: p.tok.line}
-			n.ValuePos = Span{p.tok.start, p.tok.end}
+			n := &node{Type: nodeStringConst, Value: p.tok.text, Line: p.tok.line}
+			n.ValuePos = span{p.tok.start, p.tok.end}
 			n.Pos = n.ValuePos
 			if err := p.advance(); err != nil {
 				return nil, err
@@ -139,15 +139,15 @@ func (p *parser) parseElements(inBlock bool) ([]*Node, error) {
 func expBare() []tokType { return []tokType{tokBare} }
 
 // parseEOCs parses eoc* = (COMMENT_TOK? EOL)*.
-func (p *parser) parseEOCs() ([]*Node, error) {
-	var nodes []*Node
+func (p *parser) parseEOCs() ([]*node, error) {
+	var nodes []*node
 	for {
 		switch p.tok.typ {
 		case tokEOL:
-			nodes = append(nodes, &Node{Type: NodeEOC, Pos: Span{p.tok.start, p.tok.end}, Line: p.tok.line})
+			nodes = append(nodes, &node{Type: nodeEOC, Pos: span{p.tok.start, p.tok.end}, Line: p.tok.line})
 		case tokComment:
-			n := &Node{Type: NodeEOC, Value: p.tok.text, HasComment: true, Line: p.tok.line}
-			n.ValuePos = Span{p.tok.start, p.tok.end}
+			n := &node{Type: nodeEOC, Value: p.tok.text, HasComment: true, Line: p.tok.line}
+			n.ValuePos = span{p.tok.start, p.tok.end}
 			start := p.tok.start - 1 // the '#'
 			if err := p.advance(); err != nil {
 				return nil, err
@@ -155,7 +155,7 @@ func (p *parser) parseEOCs() ([]*Node, error) {
 			if p.tok.typ != tokEOL {
 				return nil, p.unexpected(expEOL...)
 			}
-			n.Pos = Span{start, p.tok.end}
+			n.Pos = span{start, p.tok.end}
 			nodes = append(nodes, n)
 		default:
 			return nodes, nil
@@ -168,9 +168,9 @@ func (p *parser) parseEOCs() ([]*Node, error) {
 
 // parseBareElement parses every element form that starts with a BARE word. It returns the
 // element followed by its trailing end-of-line nodes.
-func (p *parser) parseBareElement() ([]*Node, error) {
+func (p *parser) parseBareElement() ([]*node, error) {
 	key := p.tok
-	n := &Node{Key: key.text, KeyPos: Span{key.start, key.end}, Line: key.line}
+	n := &node{Key: key.text, KeyPos: span{key.start, key.end}, Line: key.line}
 	if err := p.advance(); err != nil {
 		return nil, err
 	}
@@ -182,27 +182,27 @@ func (p *parser) parseBareElement() ([]*Node, error) {
 		v := p.tok
 		switch v.typ {
 		case tokNumber:
-			n.Type, n.Num = NodeInt, v.num
+			n.Type, n.Num = nodeInt, v.num
 		case tokVersion:
-			n.Type, n.Num = NodeVersion, v.num
+			n.Type, n.Num = nodeVersion, v.num
 		case tokString:
-			n.Type = NodeString
+			n.Type = nodeString
 		case tokBare:
-			n.Type = NodeBareValue
+			n.Type = nodeBareValue
 		default:
 			return nil, p.unexpected(expValue...)
 		}
 		n.Value = v.text
-		n.ValuePos = Span{v.start, v.end}
-		n.Pos = Span{key.start, v.end}
+		n.ValuePos = span{v.start, v.end}
+		n.Pos = span{key.start, v.end}
 		if err := p.advance(); err != nil {
 			return nil, err
 		}
 		return p.withTail(n)
 	case tokNumber:
 		// BARE NUMBER eoc* '{' ... '}' : indexed block such as "slot 3".
-		n.Type, n.Num = NodeIndexedBlock, p.tok.num
-		n.ValuePos = Span{p.tok.start, p.tok.end}
+		n.Type, n.Num = nodeIndexedBlock, p.tok.num
+		n.ValuePos = span{p.tok.start, p.tok.end}
 		n.Value = p.tok.text
 		if err := p.advance(); err != nil {
 			return nil, err
@@ -226,14 +226,14 @@ func (p *parser) parseBareElement() ([]*Node, error) {
 	}
 	switch p.tok.typ {
 	case tokBeginDef:
-		n.Type = NodeBlock
+		n.Type = nodeBlock
 		n.BeforeOpen = before
 		if err := p.parseBlockBody(n); err != nil {
 			return nil, err
 		}
 		return p.withTail(n)
 	case tokBeginList:
-		n.Type = NodeBareList
+		n.Type = nodeBareList
 		n.BeforeOpen = before
 		if err := p.parseBareList(n); err != nil {
 			return nil, err
@@ -241,7 +241,7 @@ func (p *parser) parseBareElement() ([]*Node, error) {
 		return p.withTail(n)
 	case tokNumber:
 		if len(before) > 0 {
-			n.Type = NodeNumPairList
+			n.Type = nodeNumPairList
 			n.BeforeOpen = before
 			if err := p.parseNumPairs(n); err != nil {
 				return nil, err
@@ -250,24 +250,24 @@ func (p *parser) parseBareElement() ([]*Node, error) {
 		}
 	}
 	// BARE eoc*: a bare constant; the end-of-line nodes read are its tail.
-	n.Type = NodeBareConst
+	n.Type = nodeBareConst
 	n.Pos = n.KeyPos
-	return append([]*Node{n}, before...), nil
+	return append([]*node{n}, before...), nil
 }
 
 // withTail reads the element's trailing eoc* and returns the element followed by them.
-func (p *parser) withTail(n *Node) ([]*Node, error) {
+func (p *parser) withTail(n *node) ([]*node, error) {
 	tail, err := p.parseEOCs()
 	if err != nil {
 		return nil, err
 	}
-	return append([]*Node{n}, tail...), nil
+	return append([]*node{n}, tail...), nil
 }
 
 // parseBlockBody parses '{' eoc* element* '}' with the current token on '{'.
-func (p *parser) parseBlockBody(n *Node) error {
+func (p *parser) parseBlockBody(n *node) error {
 	if p.depth >= maxDepth {
-		return &SyntaxError{Line: p.tok.line, Column: p.tok.col, Offset: p.tok.start,
+		return &syntaxError{Line: p.tok.line, Column: p.tok.col, Offset: p.tok.start,
 			Msg: fmt.Sprintf("blocks nested deeper than %d levels", maxDepth)}
 	}
 	p.depth++
@@ -282,13 +282,13 @@ func (p *parser) parseBlockBody(n *Node) error {
 	}
 	n.Children = children
 	n.Close = p.tok.start
-	n.Pos = Span{n.KeyPos.Start, p.tok.end}
+	n.Pos = span{n.KeyPos.Start, p.tok.end}
 	return p.advance()
 }
 
-// parseBareList parses '(' list ')' with the current token on '('. Words become NodeBareConst
-// children, comments and newlines NodeEOC children.
-func (p *parser) parseBareList(n *Node) error {
+// parseBareList parses '(' list ')' with the current token on '('. Words become nodeBareConst
+// children, comments and newlines nodeEOC children.
+func (p *parser) parseBareList(n *node) error {
 	n.Open = p.tok.start
 	if err := p.advance(); err != nil {
 		return err
@@ -300,7 +300,7 @@ func (p *parser) parseBareList(n *Node) error {
 	n.Children = append(n.Children, eocs...)
 	if p.tok.typ == tokBare {
 		for {
-			w := &Node{Type: NodeBareConst, Key: p.tok.text, KeyPos: Span{p.tok.start, p.tok.end}, Line: p.tok.line}
+			w := &node{Type: nodeBareConst, Key: p.tok.text, KeyPos: span{p.tok.start, p.tok.end}, Line: p.tok.line}
 			w.Pos = w.KeyPos
 			n.Children = append(n.Children, w)
 			n.Words = append(n.Words, w.Key)
@@ -340,12 +340,12 @@ func (p *parser) parseBareList(n *Node) error {
 		return p.unexpected(expListFirst...)
 	}
 	n.Close = p.tok.start
-	n.Pos = Span{n.KeyPos.Start, p.tok.end}
+	n.Pos = span{n.KeyPos.Start, p.tok.end}
 	return p.advance()
 }
 
 // parseNumPairs parses (NUMBER NUMBER eoc*)+ BARE with the current token on the first NUMBER.
-func (p *parser) parseNumPairs(n *Node) error {
+func (p *parser) parseNumPairs(n *node) error {
 	for {
 		a := p.tok.num
 		if err := p.advance(); err != nil {
@@ -368,8 +368,8 @@ func (p *parser) parseNumPairs(n *Node) error {
 			continue
 		case tokBare:
 			n.Value = p.tok.text
-			n.ValuePos = Span{p.tok.start, p.tok.end}
-			n.Pos = Span{n.KeyPos.Start, p.tok.end}
+			n.ValuePos = span{p.tok.start, p.tok.end}
+			n.Pos = span{n.KeyPos.Start, p.tok.end}
 			return p.advance()
 		default:
 			return p.unexpected(expPairNext...)

@@ -9,17 +9,17 @@ import (
 	"github.com/ocktools/pkcstok-migrate/tokens"
 )
 
-// MaxSlots is upstream's NUMBER_SLOTS_MANAGED: slot ids are below it.
-const MaxSlots = 1024
+// maxSlots is upstream's NUMBER_SLOTS_MANAGED: slot ids are below it.
+const maxSlots = 1024
 
-// DefaultUserGroup is the token group when a slot has no usergroup.
-const DefaultUserGroup = "pkcs11"
+// defaultUserGroup is the token group when a slot has no usergroup.
+const defaultUserGroup = "pkcs11"
 
-// DefaultRepositoryBase is upstream's CONFIG_PATH (spec §1.1).
-const DefaultRepositoryBase = "/var/lib/opencryptoki"
+// defaultRepositoryBase is upstream's CONFIG_PATH (doc/format.md §1.1).
+const defaultRepositoryBase = "/var/lib/opencryptoki"
 
-// TokVersion312 is the value SetTokVersion writes.
-const TokVersion312 = "3.12"
+// tokVersion312 is the value SetTokVersion writes.
+const tokVersion312 = "3.12"
 
 // tokVersion312Packed is 3.12 as upstream packs a version: major<<16 | minor.
 const tokVersion312Packed = 3<<16 | 12
@@ -47,7 +47,7 @@ func (k Kind) String() string {
 	return "other"
 }
 
-// Slot is what the tool needs to know about one "slot N { ... }" block (spec §7.3-7.4).
+// Slot is what the tool needs to know about one "slot N { ... }" block (doc/format.md §7.3-7.4).
 type Slot struct {
 	ID    int
 	Line  int    // line of the "slot" word
@@ -56,7 +56,7 @@ type Slot struct {
 	// version suffix (upstream refuses those; callers should warn) or is unsupported.
 	Type      tokens.Type
 	TypeExact bool
-	// UserGroup is the usergroup value, or DefaultUserGroup with UserGroupDefault set.
+	// UserGroup is the usergroup value, or defaultUserGroup with UserGroupDefault set.
 	UserGroup        string
 	UserGroupDefault bool
 	TokName          string // "" when absent
@@ -65,12 +65,9 @@ type Slot struct {
 	TokVersion     string
 	TokVersionKind Kind
 
-	block      *Node // the slot block
-	tokVersion *Node // first tokversion node, nil when absent
+	block      *node // the slot block
+	tokVersion *node // first tokversion node, nil when absent
 }
-
-// Block returns the slot's parse-tree node.
-func (s *Slot) Block() *Node { return s.block }
 
 // TokVersionIs312 reports whether tokversion already says 3.12 (the version value 3.12, also
 // written 3.012, or the string "3.12").
@@ -79,18 +76,18 @@ func (s *Slot) TokVersionIs312() bool {
 	case KindVersion:
 		return s.tokVersion.Num == tokVersion312Packed
 	case KindString:
-		return s.TokVersion == TokVersion312
+		return s.TokVersion == tokVersion312
 	}
 	return false
 }
 
 // RepositoryDir is the directory the token library uses for this slot: base/tokname, or
-// base/<type's default directory> (spec §1.1). base "" means DefaultRepositoryBase. It returns
-// "" when it cannot be told: an unsupported type without tokname, or a tokname that is not a
-// single path element.
+// base/<type's default directory> (doc/format.md §1.1). base "" means defaultRepositoryBase. It
+// returns "" when it cannot be told: an unsupported type without tokname, or a tokname that is
+// not a single path element.
 func (s *Slot) RepositoryDir(base string) string {
 	if base == "" {
-		base = DefaultRepositoryBase
+		base = defaultRepositoryBase
 	}
 	name := s.TokName
 	if name == "" {
@@ -102,9 +99,9 @@ func (s *Slot) RepositoryDir(base string) string {
 	return filepath.Join(base, name)
 }
 
-// ReservedTokName is the directory openCryptoki keeps below its base for master-key changes
+// reservedTokName is the directory openCryptoki keeps below its base for master-key changes
 // (HSM_MK_CHANGE): no token may be named for it.
-const ReservedTokName = "HSM_MK_CHANGE"
+const reservedTokName = "HSM_MK_CHANGE"
 
 // checkTokName: tokname names one directory below the repository base, as upstream's
 // HEAD requires.
@@ -112,21 +109,21 @@ func checkTokName(name string) error {
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
 		return fmt.Errorf("tokname %q must be one path component (not empty, not . or .., no / or NUL)", name)
 	}
-	if name == ReservedTokName {
+	if name == reservedTokName {
 		return fmt.Errorf("tokname %q is reserved by openCryptoki", name)
 	}
 	return nil
 }
 
 // Slot finds the slot as upstream does: the first top-level "slot <id>" block. Errors:
-// ErrSlotIDOutOfRange, ErrSlotNotFound, ErrStdllMissing, ErrUserGroupInvalid,
-// ErrTokNameInvalid.
+// errSlotIDOutOfRange, ErrSlotNotFound, errStdllMissing, errUserGroupInvalid,
+// errTokNameInvalid.
 func (f *File) Slot(id uint64) (*Slot, error) {
-	if id >= MaxSlots {
-		return nil, fmt.Errorf("%s: slot %d: %w: %w", f.Name, id, ErrSlotNotFound, ErrSlotIDOutOfRange)
+	if id >= maxSlots {
+		return nil, fmt.Errorf("%s: slot %d: %w: %w", f.Name, id, ErrSlotNotFound, errSlotIDOutOfRange)
 	}
-	for _, n := range f.Nodes {
-		if n.Type == NodeIndexedBlock && n.Key == "slot" && n.Num == id {
+	for _, n := range f.nodes {
+		if n.Type == nodeIndexedBlock && n.Key == "slot" && n.Num == id {
 			return f.slotFromBlock(n)
 		}
 	}
@@ -139,13 +136,13 @@ func (f *File) Slots() ([]*Slot, error) {
 	var slots []*Slot
 	var errs []error
 	seen := map[uint64]bool{}
-	for _, n := range f.Nodes {
-		if n.Type != NodeIndexedBlock || n.Key != "slot" || seen[n.Num] {
+	for _, n := range f.nodes {
+		if n.Type != nodeIndexedBlock || n.Key != "slot" || seen[n.Num] {
 			continue
 		}
 		seen[n.Num] = true
-		if n.Num >= MaxSlots {
-			errs = append(errs, fmt.Errorf("%s: line %d: slot %d: %w", f.Name, n.Line, n.Num, ErrSlotIDOutOfRange))
+		if n.Num >= maxSlots {
+			errs = append(errs, fmt.Errorf("%s: line %d: slot %d: %w", f.Name, n.Line, n.Num, errSlotIDOutOfRange))
 			continue
 		}
 		s, err := f.slotFromBlock(n)
@@ -159,10 +156,10 @@ func (f *File) Slots() ([]*Slot, error) {
 }
 
 // findKey returns the first child of a block whose key is key.
-func findKey(children []*Node, key string) *Node {
+func findKey(children []*node, key string) *node {
 	for _, c := range children {
 		switch c.Type {
-		case NodeEOC, NodeStringConst, NodeFileVersion:
+		case nodeEOC, nodeStringConst, nodeFileVersion:
 			continue
 		}
 		if c.Key == key {
@@ -172,36 +169,36 @@ func findKey(children []*Node, key string) *Node {
 	return nil
 }
 
-func isWordOrString(n *Node) bool { return n.Type == NodeBareValue || n.Type == NodeString }
+func isWordOrString(n *node) bool { return n.Type == nodeBareValue || n.Type == nodeString }
 
-func (f *File) slotFromBlock(b *Node) (*Slot, error) {
+func (f *File) slotFromBlock(b *node) (*Slot, error) {
 	s := &Slot{ID: int(b.Num), Line: b.Line, block: b}
-	where := func(n *Node) string {
+	where := func(n *node) string {
 		return fmt.Sprintf("%s: line %d: slot %d", f.Name, n.Line, s.ID)
 	}
 	stdll := findKey(b.Children, "stdll")
 	if stdll == nil {
-		return nil, fmt.Errorf("%s: %w (no stdll key)", where(b), ErrStdllMissing)
+		return nil, fmt.Errorf("%s: %w (no stdll key)", where(b), errStdllMissing)
 	}
 	if !isWordOrString(stdll) {
-		return nil, fmt.Errorf("%s: %w (stdll is a %s)", where(stdll), ErrStdllMissing, stdll.Type)
+		return nil, fmt.Errorf("%s: %w (stdll is a %s)", where(stdll), errStdllMissing, stdll.Type)
 	}
 	s.Stdll = stdll.Value
 	s.Type, s.TypeExact = tokens.TypeFromStdll(s.Stdll)
 
-	s.UserGroup, s.UserGroupDefault = DefaultUserGroup, true
+	s.UserGroup, s.UserGroupDefault = defaultUserGroup, true
 	if ug := findKey(b.Children, "usergroup"); ug != nil {
 		if !isWordOrString(ug) {
-			return nil, fmt.Errorf("%s: %w (it is a %s)", where(ug), ErrUserGroupInvalid, ug.Type)
+			return nil, fmt.Errorf("%s: %w (it is a %s)", where(ug), errUserGroupInvalid, ug.Type)
 		}
 		s.UserGroup, s.UserGroupDefault = ug.Value, false
 	}
 	if tn := findKey(b.Children, "tokname"); tn != nil {
 		if !isWordOrString(tn) {
-			return nil, fmt.Errorf("%s: %w (it is a %s)", where(tn), ErrTokNameInvalid, tn.Type)
+			return nil, fmt.Errorf("%s: %w (it is a %s)", where(tn), errTokNameInvalid, tn.Type)
 		}
 		if err := checkTokName(tn.Value); err != nil {
-			return nil, fmt.Errorf("%s: %w: %v", where(tn), ErrTokNameInvalid, err)
+			return nil, fmt.Errorf("%s: %w: %v", where(tn), errTokNameInvalid, err)
 		}
 		s.TokName = tn.Value
 	}
@@ -209,9 +206,9 @@ func (f *File) slotFromBlock(b *Node) (*Slot, error) {
 		s.tokVersion = tv
 		s.TokVersion = tv.Value
 		switch tv.Type {
-		case NodeVersion:
+		case nodeVersion:
 			s.TokVersionKind = KindVersion
-		case NodeString:
+		case nodeString:
 			s.TokVersionKind = KindString
 		default:
 			s.TokVersionKind = KindOther

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 
 const (
@@ -19,7 +21,7 @@ const (
 func confDir(t *testing.T, mode os.FileMode) string {
 	t.Helper()
 	dir := t.TempDir()
-	p := filepath.Join(dir, ConfName)
+	p := filepath.Join(dir, confName)
 	require.NoError(t, os.WriteFile(p, []byte(origConf), 0o600))
 	require.NoError(t, os.Chmod(p, mode))
 	return dir
@@ -40,7 +42,7 @@ func assertNoTemp(t *testing.T, dir string) {
 
 func TestWriteKeepsModeOwnerAndBackup(t *testing.T) {
 	dir := confDir(t, 0o640)
-	conf := filepath.Join(dir, ConfName)
+	conf := filepath.Join(dir, confName)
 	uid, gid := os.Getuid(), os.Getgid()
 	if os.Geteuid() == 0 {
 		uid, gid = 4321, 8765 // root can give the original any owner; it must be kept
@@ -50,12 +52,12 @@ func TestWriteKeepsModeOwnerAndBackup(t *testing.T) {
 	require.NoError(t, err)
 
 	var steps []string
-	res, err := Write(dir, []byte(newConf), func(s string) error { steps = append(steps, s); return nil })
+	res, err := WriteIfUnchanged(dir, nil, []byte(newConf), func(s string) error { steps = append(steps, s); return nil })
 	require.NoError(t, err)
 	assert.Equal(t, []string{StepTmpWritten, StepTmpSynced, StepBackupLinked, StepRenamed, StepDirSynced}, steps)
 
 	assert.Equal(t, newConf, readFile(t, conf))
-	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, BackupName)), "_BAK holds the original bytes")
+	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, backupName)), "_BAK holds the original bytes")
 	fi, err := os.Stat(conf)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o640), fi.Mode().Perm())
@@ -65,17 +67,17 @@ func TestWriteKeepsModeOwnerAndBackup(t *testing.T) {
 	assert.Equal(t, uid, res.UID)
 	assert.False(t, res.BackupReplaced)
 
-	bak, err := os.Stat(filepath.Join(dir, BackupName))
+	bak, err := os.Stat(filepath.Join(dir, backupName))
 	require.NoError(t, err)
 	assert.True(t, os.SameFile(before, bak), "_BAK is the original inode (hard link)")
 	assertNoTemp(t, dir)
 
-	// Rollback puts the original back.
-	require.NoError(t, Rollback(dir))
+	// rollback puts the original back.
+	require.NoError(t, rollback(dir))
 	assert.Equal(t, origConf, readFile(t, conf))
-	_, err = os.Lstat(filepath.Join(dir, BackupName))
+	_, err = os.Lstat(filepath.Join(dir, backupName))
 	assert.True(t, errors.Is(err, os.ErrNotExist))
-	assert.ErrorIs(t, Rollback(dir), ErrNoBackup)
+	assert.ErrorIs(t, rollback(dir), errNoBackup)
 }
 
 func TestWriteRefusesSymlinks(t *testing.T) {
@@ -83,68 +85,68 @@ func TestWriteRefusesSymlinks(t *testing.T) {
 	dir := t.TempDir()
 	real := filepath.Join(dir, "real.conf")
 	require.NoError(t, os.WriteFile(real, []byte(origConf), 0o644))
-	require.NoError(t, os.Symlink(real, filepath.Join(dir, ConfName)))
-	_, err := Write(dir, []byte(newConf), nil)
-	assert.ErrorIs(t, err, ErrSymlink)
+	require.NoError(t, os.Symlink(real, filepath.Join(dir, confName)))
+	_, err := WriteIfUnchanged(dir, nil, []byte(newConf), nil)
+	assert.ErrorIs(t, err, repofs.ErrSymlink)
 	assert.Equal(t, origConf, readFile(t, real))
 	assertNoTemp(t, dir)
-	_, err = ReadConf(dir)
-	assert.ErrorIs(t, err, ErrSymlink)
+	_, err = readConf(dir)
+	assert.ErrorIs(t, err, repofs.ErrSymlink)
 
 	// symlinked directory
 	realDir := confDir(t, 0o644)
 	link := filepath.Join(t.TempDir(), "etc-link")
 	require.NoError(t, os.Symlink(realDir, link))
-	_, err = Write(link, []byte(newConf), nil)
-	assert.ErrorIs(t, err, ErrSymlink)
-	assert.Equal(t, origConf, readFile(t, filepath.Join(realDir, ConfName)))
+	_, err = WriteIfUnchanged(link, nil, []byte(newConf), nil)
+	assert.ErrorIs(t, err, repofs.ErrSymlink)
+	assert.Equal(t, origConf, readFile(t, filepath.Join(realDir, confName)))
 	assertNoTemp(t, realDir)
-	assert.ErrorIs(t, Rollback(link), ErrSymlink)
+	assert.ErrorIs(t, rollback(link), repofs.ErrSymlink)
 
 	// a symlinked _BAK is never followed or replaced
 	dir = confDir(t, 0o644)
-	require.NoError(t, os.Symlink(filepath.Join(dir, ConfName), filepath.Join(dir, BackupName)))
-	_, err = Write(dir, []byte(newConf), nil)
+	require.NoError(t, os.Symlink(filepath.Join(dir, confName), filepath.Join(dir, backupName)))
+	_, err = WriteIfUnchanged(dir, nil, []byte(newConf), nil)
 	assert.ErrorIs(t, err, ErrBackupExists)
-	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, ConfName)))
+	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, confName)))
 
 	// a symlinked stale temp file is not removed
 	dir = confDir(t, 0o644)
 	target := filepath.Join(t.TempDir(), "victim")
 	require.NoError(t, os.WriteFile(target, []byte("keep"), 0o644))
 	require.NoError(t, os.Symlink(target, filepath.Join(dir, TempName)))
-	_, err = Write(dir, []byte(newConf), nil)
+	_, err = WriteIfUnchanged(dir, nil, []byte(newConf), nil)
 	assert.Error(t, err)
 	assert.Equal(t, "keep", readFile(t, target))
-	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, ConfName)))
+	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, confName)))
 }
 
 func TestWriteBackupExists(t *testing.T) {
 	// identical _BAK (an interrupted run of ours): replaced
 	dir := confDir(t, 0o644)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, BackupName), []byte(origConf), 0o644))
-	res, err := Write(dir, []byte(newConf), nil)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, backupName), []byte(origConf), 0o644))
+	res, err := WriteIfUnchanged(dir, nil, []byte(newConf), nil)
 	require.NoError(t, err)
 	assert.True(t, res.BackupReplaced)
-	assert.Equal(t, newConf, readFile(t, filepath.Join(dir, ConfName)))
-	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, BackupName)))
+	assert.Equal(t, newConf, readFile(t, filepath.Join(dir, confName)))
+	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, backupName)))
 
 	// different _BAK: refused, nothing touched
 	dir = confDir(t, 0o644)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, BackupName), []byte("older\n"), 0o644))
-	_, err = Write(dir, []byte(newConf), nil)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, backupName), []byte("older\n"), 0o644))
+	_, err = WriteIfUnchanged(dir, nil, []byte(newConf), nil)
 	assert.ErrorIs(t, err, ErrBackupExists)
-	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, ConfName)))
-	assert.Equal(t, "older\n", readFile(t, filepath.Join(dir, BackupName)))
+	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, confName)))
+	assert.Equal(t, "older\n", readFile(t, filepath.Join(dir, backupName)))
 	assertNoTemp(t, dir)
 }
 
 func TestWriteStaleTempRemoved(t *testing.T) {
 	dir := confDir(t, 0o644)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, TempName), []byte("junk"), 0o600))
-	_, err := Write(dir, []byte(newConf), nil)
+	_, err := WriteIfUnchanged(dir, nil, []byte(newConf), nil)
 	require.NoError(t, err)
-	assert.Equal(t, newConf, readFile(t, filepath.Join(dir, ConfName)))
+	assert.Equal(t, newConf, readFile(t, filepath.Join(dir, confName)))
 	assertNoTemp(t, dir)
 }
 
@@ -152,10 +154,10 @@ func TestWriteIfUnchanged(t *testing.T) {
 	dir := confDir(t, 0o644)
 	_, err := WriteIfUnchanged(dir, []byte("something else"), []byte(newConf), nil)
 	assert.ErrorIs(t, err, ErrConfChanged)
-	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, ConfName)))
+	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, confName)))
 	_, err = WriteIfUnchanged(dir, []byte(origConf), []byte(newConf), nil)
 	require.NoError(t, err)
-	assert.Equal(t, newConf, readFile(t, filepath.Join(dir, ConfName)))
+	assert.Equal(t, newConf, readFile(t, filepath.Join(dir, confName)))
 }
 
 func TestWriteHookFailure(t *testing.T) {
@@ -163,41 +165,41 @@ func TestWriteHookFailure(t *testing.T) {
 	for _, step := range []string{StepTmpWritten, StepTmpSynced, StepBackupLinked, StepRenamed} {
 		t.Run(step, func(t *testing.T) {
 			dir := confDir(t, 0o640)
-			_, err := Write(dir, []byte(newConf), func(s string) error {
+			_, err := WriteIfUnchanged(dir, nil, []byte(newConf), func(s string) error {
 				if s == step {
 					return boom
 				}
 				return nil
 			})
 			assert.ErrorIs(t, err, boom)
-			assert.Equal(t, origConf, readFile(t, filepath.Join(dir, ConfName)), "conf byte-identical")
-			fi, err := os.Stat(filepath.Join(dir, ConfName))
+			assert.Equal(t, origConf, readFile(t, filepath.Join(dir, confName)), "conf byte-identical")
+			fi, err := os.Stat(filepath.Join(dir, confName))
 			require.NoError(t, err)
 			assert.Equal(t, os.FileMode(0o640), fi.Mode().Perm())
 			assertNoTemp(t, dir)
 			// a rerun (identical _BAK may remain) succeeds
-			_, err = Write(dir, []byte(newConf), nil)
+			_, err = WriteIfUnchanged(dir, nil, []byte(newConf), nil)
 			require.NoError(t, err)
-			assert.Equal(t, origConf, readFile(t, filepath.Join(dir, BackupName)))
+			assert.Equal(t, origConf, readFile(t, filepath.Join(dir, backupName)))
 		})
 	}
 	// after the rename the new conf is in place; the error is still reported
 	dir := confDir(t, 0o644)
-	_, err := Write(dir, []byte(newConf), func(s string) error {
+	_, err := WriteIfUnchanged(dir, nil, []byte(newConf), func(s string) error {
 		if s == StepDirSynced {
 			return boom
 		}
 		return nil
 	})
 	assert.ErrorIs(t, err, boom)
-	assert.Equal(t, newConf, readFile(t, filepath.Join(dir, ConfName)))
+	assert.Equal(t, newConf, readFile(t, filepath.Join(dir, confName)))
 	assertNoTemp(t, dir)
 }
 
 func TestWriteMissingConf(t *testing.T) {
 	dir := t.TempDir()
-	_, err := Write(dir, []byte(newConf), nil)
+	_, err := WriteIfUnchanged(dir, nil, []byte(newConf), nil)
 	assert.ErrorIs(t, err, os.ErrNotExist)
-	_, err = Write(filepath.Join(dir, "nope"), []byte(newConf), nil)
+	_, err = WriteIfUnchanged(filepath.Join(dir, "nope"), nil, []byte(newConf), nil)
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }

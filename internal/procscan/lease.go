@@ -15,7 +15,7 @@ import (
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 
-// The open-files check by write leases (issue 22).
+// The open-files check by write leases.
 //
 // The kernel grants a write lease (fcntl F_SETLEASE F_WRLCK) on a regular file only when the
 // lease taker's open file description is the only one the file has: no other descriptor of
@@ -82,7 +82,7 @@ var setLease = func(fd int, typ int) error {
 // leases (which see the real processes) may stand in for the scan. A fake tree (tests) is
 // always scanned.
 func realProc(procRoot string) bool {
-	return procRoot == "" || filepath.Clean(procRoot) == DefaultProcRoot
+	return procRoot == "" || filepath.Clean(procRoot) == defaultProcRoot
 }
 
 // busyFiles walks dir and takes (and at once drops) a write lease on each regular file. It
@@ -143,7 +143,7 @@ func (w *leaseWalk) dir(fd int, name string, depth int) error {
 		if errors.Is(err, errLeaseUnsupported) {
 			return err
 		}
-		return fmt.Errorf("%w: list %s: %v", errLeaseUnsupported, name, err)
+		return fmt.Errorf("%w: %v", errLeaseUnsupported, err) // err names the directory
 	}
 	var files, subdirs []string
 	flush := func() error {
@@ -191,7 +191,7 @@ func (w *leaseWalk) dir(fd int, name string, depth int) error {
 		if errors.Is(err, errLeaseUnsupported) {
 			return err
 		}
-		return fmt.Errorf("%w: list %s: %v", errLeaseUnsupported, name, err)
+		return fmt.Errorf("%w: %v", errLeaseUnsupported, err) // err names the directory
 	}
 	if err := flush(); err != nil {
 		return err

@@ -244,7 +244,7 @@ func TestOpenersLeaseResidualDirectories(t *testing.T) {
 	if contains(pids, pid) {
 		t.Fatalf("a working directory is found by leases? update SECURITY.md (%v)", pids)
 	}
-	list, _ := FindOpeners("/proc", repo)
+	list, _ := findOpeners("/proc", repo)
 	found := false
 	for _, o := range list {
 		found = found || o.PID == pid
@@ -275,10 +275,10 @@ func TestOpenersLeaseOddEntries(t *testing.T) {
 	}
 }
 
-// The measurement issue 22 asks for (not a timed assert: it prints). With
-// PKCSTOK_PROCSCAN_MEASURE=2000 it starts that many idle processes holding 5 open files each
-// (outside the repository) and times the open-files check (Openers, by leases), the /proc scan
-// it replaced (FindOpeners) and SlotdRunning before and after. Run it in a fresh PID
+// A measurement, not a timed assert: it prints. With PKCSTOK_PROCSCAN_MEASURE=2000 it starts
+// that many idle processes holding 5 open files each (outside the repository) and times the
+// open-files check (Openers, by leases), the /proc scan (findOpeners) and SlotdRunning before
+// and after. Run it in a fresh PID
 // namespace so the host's processes do not count:
 //
 //	unshare --pid --fork --mount-proc env PKCSTOK_PROCSCAN_MEASURE=2000 go test -run Measure -v ./internal/procscan
@@ -340,7 +340,7 @@ func TestMeasureOpenersCost(t *testing.T) {
 				t.Fatalf("Openers: %v %v", pids, err)
 			}
 		})
-		scan := timeIt(func() { FindOpeners("/proc", repo) })
+		scan := timeIt(func() { findOpeners("/proc", repo) })
 		slotd := timeIt(func() {
 			if pids, err := SlotdRunning("/proc", nil); err != nil || len(pids) != 0 {
 				t.Fatalf("SlotdRunning: %v %v", pids, err)
@@ -349,7 +349,7 @@ func TestMeasureOpenersCost(t *testing.T) {
 		t.Logf("| %s | %d | %d | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f |", label, len(procs), objects+4,
 			ms(lease.wall), ms(lease.cpu), ms(scan.wall), ms(scan.cpu), ms(slotd.wall), ms(slotd.cpu))
 	}
-	t.Logf("| processes | in /proc | files | Openers (leases) ms wall / CPU | FindOpeners (scan) ms wall / CPU | SlotdRunning ms wall / CPU |")
+	t.Logf("| processes | in /proc | files | Openers (leases) ms wall / CPU | findOpeners (scan) ms wall / CPU | SlotdRunning ms wall / CPU |")
 	measure("alone")
 	var cmds []*exec.Cmd
 	defer func() {
@@ -376,7 +376,7 @@ func TestMeasureOpenersCost(t *testing.T) {
 			case "openers":
 				Openers("/proc", repo)
 			case "scan":
-				FindOpeners("/proc", repo)
+				findOpeners("/proc", repo)
 			case "slotd":
 				SlotdRunning("/proc", nil)
 			}

@@ -22,8 +22,8 @@ var (
 	ioEOF     = io.EOF
 )
 
-// Opener is one process that uses something below the directory.
-type Opener struct {
+// opener is one process that uses something below the directory.
+type opener struct {
 	PID  int    `json:"pid"`
 	Comm string `json:"comm"`
 	What string `json:"what"` // "fd 3 -> /path", "cwd -> /path", "root", "mmap /path"
@@ -34,14 +34,14 @@ type Opener struct {
 //
 // On the real /proc (procRoot "" or "/proc") it first asks the kernel, file by file, through
 // a write lease (lease.go): a cost that grows with the repository, not with the processes of
-// the host. Only when a lease is refused does it scan /proc (FindOpeners) to name who holds
+// the host. Only when a lease is refused does it scan /proc (findOpeners) to name who holds
 // the file; when the scan names nobody and the lease is still refused, the file is open in a
 // process /proc does not show (another PID namespace, another hard link of the file): an
 // error wrapping ErrOpenUnnamed, never "not in use". Where leases cannot answer (a file
-// system without them, fs.leases-enable 0, a bound of the walk), it scans /proc as before.
+// system without them, fs.leases-enable 0, a bound of the walk), it scans /proc (findOpeners).
 // A fake procRoot (tests) is always scanned.
 //
-// What the lease path does not see, the scan did: a process whose working or root directory
+// What the lease path does not see (the /proc scan does): a process whose working or root directory
 // is inside dir, or that holds only a directory (or O_PATH) descriptor there, and no file
 // open (directories cannot be leased). SECURITY.md lists it.
 func Openers(procRoot string, dir string) ([]int, error) {
@@ -72,9 +72,9 @@ func Openers(procRoot string, dir string) ([]int, error) {
 	return scanPIDs(procRoot, dir)
 }
 
-// scanPIDs is FindOpeners reduced to the sorted, unique PIDs.
+// scanPIDs is findOpeners reduced to the sorted, unique PIDs.
 func scanPIDs(procRoot, dir string) ([]int, error) {
-	list, err := FindOpeners(procRoot, dir)
+	list, err := findOpeners(procRoot, dir)
 	seen := map[int]bool{}
 	var pids []int
 	for _, o := range list {
@@ -116,20 +116,20 @@ func describeFiles(files []string) string {
 
 func procRootName(procRoot string) string {
 	if procRoot == "" {
-		return DefaultProcRoot
+		return defaultProcRoot
 	}
 	return procRoot
 }
 
-// FindOpeners scans every /proc/<pid> (fd/*, cwd, root and maps) for paths equal to dir or
+// findOpeners scans every /proc/<pid> (fd/*, cwd, root and maps) for paths equal to dir or
 // below it. dir is compared both as given (made absolute and cleaned) and with symlinks
 // resolved, since /proc shows resolved paths. The caller's own process is skipped.
 // Processes that vanish during the scan are skipped; other errors while reading a process
 // (which should not happen as root) are collected into an error wrapping ErrIncomplete,
 // returned together with everything found.
-func FindOpeners(procRoot string, dir string) ([]Opener, error) {
+func findOpeners(procRoot string, dir string) ([]opener, error) {
 	if procRoot == "" {
-		procRoot = DefaultProcRoot
+		procRoot = defaultProcRoot
 	}
 	prefixes, err := dirSpellings(dir)
 	if err != nil {
@@ -140,7 +140,7 @@ func FindOpeners(procRoot string, dir string) ([]Opener, error) {
 		return nil, fmt.Errorf("%w: list %s: %v", ErrIncomplete, procRoot, err)
 	}
 	self := os.Getpid()
-	var found []Opener
+	var found []opener
 	var unreadable []string
 	var first error
 	for _, pid := range pids {
@@ -195,13 +195,13 @@ func under(p string, dirs []string) bool {
 }
 
 // scanProcess checks one process. A vanished process gives no hits and no error.
-func scanProcess(procRoot string, pid int, dirs []string) ([]Opener, error) {
+func scanProcess(procRoot string, pid int, dirs []string) ([]opener, error) {
 	base := filepath.Join(procRoot, strconv.Itoa(pid))
 	comm := ""
 	if b, err := readSmall(filepath.Join(base, "comm"), 4096); err == nil {
 		comm = strings.TrimRight(string(b), "\n")
 	}
-	var hits []Opener
+	var hits []opener
 	var errs []string
 	note := func(err error) {
 		if err != nil && !vanished(err) {
@@ -216,7 +216,7 @@ func scanProcess(procRoot string, pid int, dirs []string) ([]Opener, error) {
 			continue
 		}
 		if under(t, dirs) {
-			hits = append(hits, Opener{PID: pid, Comm: comm, What: l + " -> " + t})
+			hits = append(hits, opener{PID: pid, Comm: comm, What: l + " -> " + t})
 		}
 	}
 
@@ -227,7 +227,7 @@ func scanProcess(procRoot string, pid int, dirs []string) ([]Opener, error) {
 	if f, err := os.Open(fdDir); err != nil {
 		note(err)
 	} else {
-		var fdHits []Opener
+		var fdHits []opener
 		for {
 			names, err := f.Readdirnames(fdBatch)
 			for _, n := range names {
@@ -237,7 +237,7 @@ func scanProcess(procRoot string, pid int, dirs []string) ([]Opener, error) {
 					continue
 				}
 				if under(t, dirs) && len(fdHits) < maxFDHits {
-					fdHits = append(fdHits, Opener{PID: pid, Comm: comm, What: "fd " + n + " -> " + t})
+					fdHits = append(fdHits, opener{PID: pid, Comm: comm, What: "fd " + n + " -> " + t})
 				}
 			}
 			if err != nil {
@@ -253,7 +253,7 @@ func scanProcess(procRoot string, pid int, dirs []string) ([]Opener, error) {
 	}
 
 	if err := scanMaps(filepath.Join(base, "maps"), dirs, func(p string) {
-		hits = append(hits, Opener{PID: pid, Comm: comm, What: "mmap " + p})
+		hits = append(hits, opener{PID: pid, Comm: comm, What: "mmap " + p})
 	}); err != nil {
 		note(err)
 	}
@@ -274,7 +274,7 @@ const (
 	maxFDHits = 64
 )
 
-// fdNum is the descriptor number of an Opener.What "fd N -> path".
+// fdNum is the descriptor number of an opener.What "fd N -> path".
 func fdNum(what string) string {
 	n, _, _ := strings.Cut(strings.TrimPrefix(what, "fd "), " ")
 	return n
@@ -313,7 +313,7 @@ func scanMaps(name string, dirs []string, hit func(string)) error {
 		hit(p)
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read %s: %w", name, err)
+		return readErr(name, err)
 	}
 	return nil
 }

@@ -1,5 +1,5 @@
 // Package procscan answers questions about other processes by reading /proc: is pkcsslotd
-// running (token-format.md §8.3, but failing closed), which processes hold files below a
+// running (doc/format.md §8.3, but failing closed), which processes hold files below a
 // directory open, and which shared-memory segment belongs to a repository (§8.5).
 //
 // Every function takes the proc root ("/proc" in production) so tests can use a fake tree.
@@ -21,57 +21,57 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultPIDFiles are the pkcsslotd PID files checked when SlotdRunning gets nil:
+// defaultPIDFiles are the pkcsslotd PID files checked when SlotdRunning gets nil:
 // openCryptoki's current location, the AIX one, and the one Debian's 3.8.1 uses.
-var DefaultPIDFiles = []string{
+var defaultPIDFiles = []string{
 	"/run/opencryptoki/pkcsslotd.pid",
 	"/var/run/opencryptoki/pkcsslotd.pid",
 	"/var/run/pkcsslotd.pid",
 }
 
-// DefaultProcRoot is the real proc file system.
-const DefaultProcRoot = "/proc"
+// defaultProcRoot is the real proc file system.
+const defaultProcRoot = "/proc"
 
-// SlotdName is what identifies the daemon in a process's argv[0] or comm.
-const SlotdName = "pkcsslotd"
+// slotdName is what identifies the daemon in a process's argv[0] or comm.
+const slotdName = "pkcsslotd"
 
-// ErrUndetermined means /proc could not be read well enough to rule out a running
+// errUndetermined means /proc could not be read well enough to rule out a running
 // pkcsslotd (or to list every opener). Callers must treat it as "the daemon may run".
-var ErrUndetermined = errors.New("cannot tell whether pkcsslotd runs")
+var errUndetermined = errors.New("cannot tell whether pkcsslotd runs")
 
 // ErrIncomplete means some processes could not be inspected by Openers.
 var ErrIncomplete = errors.New("some processes could not be inspected")
 
-// Evidence is one finding of CheckSlotd.
-type Evidence struct {
+// evidence is one finding of checkSlotd.
+type evidence struct {
 	PID    int    `json:"pid"`
 	Source string `json:"source"` // a PID file path, or "proc"
 	Detail string `json:"detail"` // what was seen, e.g. the argv[0]
 }
 
-func (e Evidence) String() string {
+func (e evidence) String() string {
 	return fmt.Sprintf("pid %d (%s): %s", e.PID, e.Source, e.Detail)
 }
 
-// SlotdStatus is the result of CheckSlotd.
-type SlotdStatus struct {
+// slotdStatus is the result of checkSlotd.
+type slotdStatus struct {
 	PIDs     []int      // processes taken as a running pkcsslotd, sorted, unique
-	Evidence []Evidence // why each PID counts, plus notes on PID files
+	Evidence []evidence // why each PID counts, plus notes on PID files
 }
 
 // Running reports whether any pkcsslotd process was found.
-func (s SlotdStatus) Running() bool { return len(s.PIDs) > 0 }
+func (s slotdStatus) Running() bool { return len(s.PIDs) > 0 }
 
 // SlotdRunning reports the PIDs of running pkcsslotd processes (empty: not running). It
-// fails closed, unlike the reference (§8.3): see CheckSlotd. A non-nil error means the
+// fails closed, unlike the reference (§8.3): see checkSlotd. A non-nil error means the
 // answer is unknown and the caller must act as if the daemon runs. pidFiles nil means
-// DefaultPIDFiles; procRoot "" means DefaultProcRoot.
+// defaultPIDFiles; procRoot "" means defaultProcRoot.
 func SlotdRunning(procRoot string, pidFiles []string) ([]int, error) {
-	st, err := CheckSlotd(procRoot, pidFiles)
+	st, err := checkSlotd(procRoot, pidFiles)
 	return st.PIDs, err
 }
 
-// CheckSlotd looks for pkcsslotd in two independent ways:
+// checkSlotd looks for pkcsslotd in two independent ways:
 //
 //  1. Each PID file: the first line, with surrounding blanks ignored (so "123 \n" counts,
 //     where the reference gives up), names a PID. If /proc/PID exists and its argv[0]
@@ -82,17 +82,17 @@ func SlotdRunning(procRoot string, pidFiles []string) ([]int, error) {
 //  2. A scan of every /proc/<pid>: any process whose argv[0] base name or comm contains
 //     "pkcsslotd" runs. Processes that vanish during the scan are skipped; processes that
 //     exist but cannot be read at all, or a /proc that cannot be listed, give
-//     ErrUndetermined.
-func CheckSlotd(procRoot string, pidFiles []string) (SlotdStatus, error) {
+//     errUndetermined.
+func checkSlotd(procRoot string, pidFiles []string) (slotdStatus, error) {
 	if procRoot == "" {
-		procRoot = DefaultProcRoot
+		procRoot = defaultProcRoot
 	}
 	if pidFiles == nil {
-		pidFiles = DefaultPIDFiles
+		pidFiles = defaultPIDFiles
 	}
-	var st SlotdStatus
+	var st slotdStatus
 	found := map[int]bool{}
-	add := func(e Evidence) {
+	add := func(e evidence) {
 		st.Evidence = append(st.Evidence, e)
 		if e.PID > 0 && !found[e.PID] {
 			found[e.PID] = true
@@ -108,26 +108,26 @@ func CheckSlotd(procRoot string, pidFiles []string) (SlotdStatus, error) {
 		}
 		if pid <= 0 {
 			if note != "" {
-				st.Evidence = append(st.Evidence, Evidence{Source: pf, Detail: note})
+				st.Evidence = append(st.Evidence, evidence{Source: pf, Detail: note})
 			}
 			continue
 		}
 		switch v, detail := inspect(procRoot, pid); v {
 		case verdictSlotd:
-			add(Evidence{PID: pid, Source: pf, Detail: detail})
+			add(evidence{PID: pid, Source: pf, Detail: detail})
 		case verdictUnreadable:
-			add(Evidence{PID: pid, Source: pf, Detail: "process exists but cannot be inspected: " + detail})
+			add(evidence{PID: pid, Source: pf, Detail: "process exists but cannot be inspected: " + detail})
 		case verdictGone:
-			st.Evidence = append(st.Evidence, Evidence{PID: pid, Source: pf, Detail: "stale PID file: no such process"})
+			st.Evidence = append(st.Evidence, evidence{PID: pid, Source: pf, Detail: "stale PID file: no such process"})
 		case verdictOther:
-			st.Evidence = append(st.Evidence, Evidence{PID: pid, Source: pf, Detail: "PID file names another program: " + detail})
+			st.Evidence = append(st.Evidence, evidence{PID: pid, Source: pf, Detail: "PID file names another program: " + detail})
 		}
 	}
 
 	pids, err := listPIDs(procRoot)
 	if err != nil {
 		sortStatus(&st)
-		return st, fmt.Errorf("%w: list %s: %v", ErrUndetermined, procRoot, err)
+		return st, fmt.Errorf("%w: list %s: %v", errUndetermined, procRoot, err)
 	}
 	var unreadable []string
 	for _, pid := range pids {
@@ -136,22 +136,22 @@ func CheckSlotd(procRoot string, pidFiles []string) (SlotdStatus, error) {
 		}
 		switch v, detail := inspectScan(procRoot, pid); v {
 		case verdictSlotd:
-			add(Evidence{PID: pid, Source: "proc", Detail: detail})
+			add(evidence{PID: pid, Source: "proc", Detail: detail})
 		case verdictUnreadable:
 			unreadable = append(unreadable, fmt.Sprintf("%d (%s)", pid, detail))
 		}
 	}
 	sortStatus(&st)
 	if len(odd) > 0 && !st.Running() {
-		return st, fmt.Errorf("%w: %s: not a regular file", ErrUndetermined, strings.Join(odd, ", "))
+		return st, fmt.Errorf("%w: %s: not a regular file", errUndetermined, strings.Join(odd, ", "))
 	}
 	if len(unreadable) > 0 && !st.Running() {
-		return st, fmt.Errorf("%w: cannot inspect process(es) %s", ErrUndetermined, strings.Join(unreadable, ", "))
+		return st, fmt.Errorf("%w: cannot inspect process(es) %s", errUndetermined, strings.Join(unreadable, ", "))
 	}
 	return st, nil
 }
 
-func sortStatus(st *SlotdStatus) { sort.Ints(st.PIDs) }
+func sortStatus(st *slotdStatus) { sort.Ints(st.PIDs) }
 
 // readPIDFile returns the PID named by the file's first line, or 0 and a note on why
 // there is none ("" when the file simply does not exist). undetermined is set when the path
@@ -238,7 +238,7 @@ const (
 // two reads: /proc/PID/stat, which gives the state (a zombie does not count), whether it is a
 // kernel thread and the comm (the same task name /proc/PID/comm shows), then cmdline, skipped
 // for kernel threads (theirs is always empty). Where stat cannot be read or parsed (a fake
-// tree without it, a process vanishing), inspectSlow decides as before.
+// tree without it, a process vanishing), inspectSlow decides from comm and cmdline alone.
 func inspect(procRoot string, pid int) (verdict, string) {
 	dir := procRoot + "/" + strconv.Itoa(pid)
 	bufs := scanBufs.Get().(*inspectBufs)
@@ -263,12 +263,12 @@ func inspect(procRoot string, pid int) (verdict, string) {
 				return v, d
 			}
 		}
-		if strings.Contains(comm, SlotdName) {
+		if strings.Contains(comm, slotdName) {
 			return verdictSlotd, "comm " + strconv.Quote(comm)
 		}
 		return verdictOther, "argv[0] " + strconv.Quote(argv0(cmd))
 	}
-	if strings.Contains(comm, SlotdName) {
+	if strings.Contains(comm, slotdName) {
 		return verdictSlotd, "comm " + strconv.Quote(comm)
 	}
 	return verdictOther, "kernel thread " + strconv.Quote(comm)
@@ -292,7 +292,7 @@ func inspectScan(procRoot string, pid int) (verdict, string) {
 	if cerr == nil {
 		v, d, hit = slotdArgv(cmd)
 	}
-	if !hit && strings.Contains(comm, SlotdName) {
+	if !hit && strings.Contains(comm, slotdName) {
 		v, d, hit = verdictSlotd, "comm "+strconv.Quote(comm), true
 	}
 	if !hit {
@@ -333,7 +333,7 @@ func parseStat(b []byte) (comm string, state byte, flags uint64, ok bool) {
 // slotdArgv looks for pkcsslotd in a cmdline: its argv[0], or the program a qemu-user
 // emulator runs.
 func slotdArgv(cmd []byte) (verdict, string, bool) {
-	if a0 := argv0(cmd); a0 != "" && strings.Contains(path.Base(a0), SlotdName) {
+	if a0 := argv0(cmd); a0 != "" && strings.Contains(path.Base(a0), slotdName) {
 		return verdictSlotd, "argv[0] " + strconv.Quote(a0), true
 	}
 	if prog := emulated(cmd); prog != "" {
@@ -371,7 +371,7 @@ func inspectSlow(dir string) (verdict, string) {
 	if merr == nil {
 		readable = true
 		c := strings.TrimRight(string(comm), "\n")
-		if strings.Contains(c, SlotdName) {
+		if strings.Contains(c, slotdName) {
 			return verdictSlotd, "comm " + strconv.Quote(c)
 		}
 	} else {
@@ -405,12 +405,12 @@ func readOnce(name string, buf []byte) ([]byte, error) {
 	defer f.Close()
 	n, err := f.Read(buf)
 	if err != nil && !errors.Is(err, ioEOF) {
-		return nil, fmt.Errorf("read %s: %w", name, err)
+		return nil, readErr(name, err)
 	}
 	if n == len(buf) {
 		m, err := readUpTo(f, buf[n:])
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", name, err)
+			return nil, readErr(name, err)
 		}
 		n += m
 	}
@@ -434,7 +434,7 @@ func emulated(cmdline []byte) string {
 			continue
 		}
 		// The first argument that is not an option is the program.
-		if strings.Contains(path.Base(a), SlotdName) {
+		if strings.Contains(path.Base(a), slotdName) {
 			return a
 		}
 		return ""
@@ -510,9 +510,19 @@ func readSmall(name string, limit int) ([]byte, error) {
 	buf := make([]byte, limit)
 	n, err := readUpTo(f, buf)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", name, err)
+		return nil, readErr(name, err)
 	}
 	return buf[:n], nil
+}
+
+// readErr is err of reading the file name as an *fs.PathError: err itself when it is one
+// already (what an *os.File returns), so the error names the file once.
+func readErr(name string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return err
+	}
+	return &fs.PathError{Op: "read", Path: name, Err: err}
 }
 
 // readUpTo reads into buf until it is full or EOF.

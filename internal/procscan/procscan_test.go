@@ -126,7 +126,7 @@ func TestSlotdFake(t *testing.T) {
 			os.Remove(filepath.Join(dir, "cmdline"))
 			os.Mkdir(filepath.Join(dir, "cmdline"), 0o755)
 			os.Mkdir(filepath.Join(dir, "comm"), 0o755)
-		}, "", nil, ErrUndetermined},
+		}, "", nil, errUndetermined},
 		{"process without cmdline/comm vanished", func(f *fakeProc) {
 			dir := f.proc(92, nil, "")
 			os.Remove(filepath.Join(dir, "cmdline"))
@@ -153,7 +153,7 @@ func TestSlotdFake(t *testing.T) {
 			if !reflect.DeepEqual(pids, c.want) {
 				t.Fatalf("pids %v, want %v", pids, c.want)
 			}
-			st, _ := CheckSlotd(f.root, files)
+			st, _ := checkSlotd(f.root, files)
 			if st.Running() != (len(c.want) > 0) {
 				t.Errorf("Running() = %v", st.Running())
 			}
@@ -170,7 +170,7 @@ func TestSlotdEvidence(t *testing.T) {
 	f := newFakeProc(t)
 	f.proc(100, []string{"/usr/sbin/pkcsslotd"}, "pkcsslotd")
 	pf := pidFile(t, "100\n")
-	st, err := CheckSlotd(f.root, []string{pf})
+	st, err := checkSlotd(f.root, []string{pf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestSlotdPIDFileUnreadable(t *testing.T) {
 	f := newFakeProc(t)
 	f.proc(1, []string{"/sbin/init"}, "systemd")
 	dirAsPidfile := t.TempDir() // reading a directory fails
-	st, err := CheckSlotd(f.root, []string{dirAsPidfile})
+	st, err := checkSlotd(f.root, []string{dirAsPidfile})
 	if err != nil || st.Running() {
 		t.Fatalf("%+v %v", st, err)
 	}
@@ -196,14 +196,14 @@ func TestSlotdPIDFileUnreadable(t *testing.T) {
 
 func TestSlotdProcMissingFailsClosed(t *testing.T) {
 	_, err := SlotdRunning(filepath.Join(t.TempDir(), "noproc"), []string{})
-	if !errors.Is(err, ErrUndetermined) {
-		t.Fatalf("got %v, want ErrUndetermined", err)
+	if !errors.Is(err, errUndetermined) {
+		t.Fatalf("got %v, want errUndetermined", err)
 	}
 }
 
 func TestSlotdDefaults(t *testing.T) {
-	if len(DefaultPIDFiles) != 3 || DefaultPIDFiles[2] != "/var/run/pkcsslotd.pid" {
-		t.Errorf("defaults %v", DefaultPIDFiles)
+	if len(defaultPIDFiles) != 3 || defaultPIDFiles[2] != "/var/run/pkcsslotd.pid" {
+		t.Errorf("defaults %v", defaultPIDFiles)
 	}
 	f := newFakeProc(t)
 	f.proc(1, []string{"/sbin/init"}, "systemd")
@@ -334,7 +334,7 @@ func TestOpenersFake(t *testing.T) {
 	// A process that vanished halfway: only cmdline left.
 	os.MkdirAll(filepath.Join(f.root, "507"), 0o755)
 
-	list, err := FindOpeners(f.root, dir)
+	list, err := findOpeners(f.root, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,11 +424,11 @@ func TestShmName(t *testing.T) {
 			t.Errorf("ShmName(%q) = %q, want %q", in, got, want)
 		}
 	}
-	if p := ShmPath("/var.lib.opencryptoki.swtok"); p != "/dev/shm/var.lib.opencryptoki.swtok" {
-		t.Errorf("ShmPath %q", p)
+	if p := shmPath("/var.lib.opencryptoki.swtok"); p != "/dev/shm/var.lib.opencryptoki.swtok" {
+		t.Errorf("shmPath %q", p)
 	}
-	if p := ShmPath(""); p != "" {
-		t.Errorf("ShmPath empty %q", p)
+	if p := shmPath(""); p != "" {
+		t.Errorf("shmPath empty %q", p)
 	}
 }
 
@@ -488,8 +488,8 @@ func TestSlotdPIDFileNotRegularFailsClosedWithoutHanging(t *testing.T) {
 		}()
 		select {
 		case err := <-done:
-			if !errors.Is(err, ErrUndetermined) {
-				t.Errorf("%s: got %v, want ErrUndetermined", filepath.Base(pf), err)
+			if !errors.Is(err, errUndetermined) {
+				t.Errorf("%s: got %v, want errUndetermined", filepath.Base(pf), err)
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatalf("%s: the PID file check hangs", filepath.Base(pf))
@@ -508,7 +508,7 @@ func TestOpenersManyDescriptors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	list, err := FindOpeners(f.root, "/data/repo")
+	list, err := findOpeners(f.root, "/data/repo")
 	if err != nil {
 		t.Fatal(err)
 	}

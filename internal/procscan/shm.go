@@ -9,7 +9,7 @@ import (
 const ShmDir = "/dev/shm"
 
 // ShmName is the token's shared-memory segment name exactly as the reference tool builds
-// it (token-format.md §8.5): the datastore path as given with trailing slashes removed, its
+// it (doc/format.md §8.5): the datastore path as given with trailing slashes removed, its
 // leading "/" dropped, every other "/" turned into ".", and "/" put in front.
 // "/var/lib/opencryptoki/swtok" gives "/var.lib.opencryptoki.swtok". The datastore "/"
 // gives "" (no segment).
@@ -22,8 +22,8 @@ func ShmName(datastore string) string {
 	return "/" + strings.ReplaceAll(p, "/", ".")
 }
 
-// ShmPath is the file of the segment name under /dev/shm ("" for an empty name).
-func ShmPath(name string) string {
+// shmPath is the file of the segment name under /dev/shm ("" for an empty name).
+func shmPath(name string) string {
 	n := strings.TrimPrefix(name, "/")
 	if n == "" || strings.Contains(n, "/") {
 		return ""

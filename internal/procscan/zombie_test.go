@@ -20,7 +20,7 @@ func TestZombieSlotdIsNotRunning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), SlotdName)
+	bin := filepath.Join(t.TempDir(), slotdName)
 	if err := os.WriteFile(bin, b, 0o755); err != nil {
 		t.Fatal(err)
 	}

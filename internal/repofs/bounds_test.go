@@ -63,7 +63,7 @@ func TestHardLinkedFileRefused(t *testing.T) {
 			}
 			check("TreeDigest", TreeDigest(d, sha256.New()))
 			parent := mustOpen(t, root)
-			check("CopyTree", CopyTree(d, parent, "copy", Perm{GID: -1}, nil))
+			check("CopyTreeWith", CopyTreeWith(d, parent, "copy", Perm{GID: -1}, CopyOptions{}))
 			if _, err := os.Lstat(filepath.Join(root, "copy")); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("the refused copy left %s: %v", filepath.Join(root, "copy"), err)
 			}
@@ -94,7 +94,7 @@ func TestHardLinkedFileRefused(t *testing.T) {
 	}
 }
 
-// ListDir hands each name to admit as it reads it: a refusal ends the listing after that
+// listDir hands each name to admit as it reads it: a refusal ends the listing after that
 // name, before the rest of the directory is read or held.
 func TestListDirAdmitsWhileReading(t *testing.T) {
 	dir := t.TempDir()
@@ -107,19 +107,19 @@ func TestListDirAdmitsWhileReading(t *testing.T) {
 	d := mustOpen(t, dir)
 	calls := 0
 	stop := errors.New("over the bound")
-	_, err := ListDir(d.Fd(), dir, func(string) (bool, error) {
+	_, err := listDir(d.Fd(), dir, func(string) (bool, error) {
 		if calls++; calls > limit {
 			return false, stop
 		}
 		return true, nil
 	})
 	if !errors.Is(err, stop) || calls != limit+1 {
-		t.Fatalf("ListDir: %v after %d names, want the admit error after %d", err, calls, limit+1)
+		t.Fatalf("listDir: %v after %d names, want the admit error after %d", err, calls, limit+1)
 	}
 	// Names admit leaves out are not returned; the others come sorted.
-	ents, err := ListDir(d.Fd(), dir, func(name string) (bool, error) { return name[len(name)-1] == '7', nil })
+	ents, err := listDir(d.Fd(), dir, func(name string) (bool, error) { return name[len(name)-1] == '7', nil })
 	if err != nil || len(ents) != n/10 {
-		t.Fatalf("ListDir: %d entries, %v, want %d", len(ents), err, n/10)
+		t.Fatalf("listDir: %d entries, %v, want %d", len(ents), err, n/10)
 	}
 	for i := 1; i < len(ents); i++ {
 		if ents[i-1].Name >= ents[i].Name || ents[i].Type != unix.DT_REG && ents[i].Type != unix.DT_UNKNOWN {

@@ -14,21 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// CopyTree copies the directory src to parent/dstName, which must not exist yet (an
-// existing entry gives an error satisfying errors.Is(err, fs.ErrExist) and is left alone).
-//
-// This is the working-copy step of token-format.md §8.5 with the set_perm rule p (§1.4): in
-// the end every directory of the copy is exactly 0770 and every file exactly 0660, with group
-// p.GID. Owners, times and xattrs are not kept. A symlink anywhere gives ErrSymlink, a FIFO,
-// device or socket ErrNotRegular, a file over MaxFileSize ErrTooLarge; on any error the
-// partial copy is removed. Nothing is fsynced: call Syncfs (or Sync) on the result once.
-//
-// onFile, when not nil, is called after each regular file is copied with its
-// slash-separated path relative to src.
-func CopyTree(src *Dir, parent *Dir, dstName string, p Perm, onFile func(rel string)) error {
-	return CopyTreeWith(src, parent, dstName, p, CopyOptions{OnFile: onFile})
-}
-
 // CopyOptions tune CopyTreeWith.
 type CopyOptions struct {
 	// OnFile, when not nil, is called after each regular file is copied with its
@@ -75,12 +60,20 @@ type CopyOptions struct {
 	Exclude func(rel string) bool
 }
 
-// CopyTreeWith is CopyTree with options: it creates parent/dstName and fills it with
-// CopyTreeInto, then gives it mode DirMode.
+// CopyTreeWith copies the directory src to parent/dstName, which must not exist yet (an
+// existing entry gives an error satisfying errors.Is(err, fs.ErrExist) and is left alone): it
+// creates parent/dstName, fills it with CopyTreeInto and then gives it mode DirMode.
+//
+// This is the working-copy step of doc/format.md §8.5 with the set_perm rule p (§1.4): in
+// the end every directory of the copy is exactly 0770 and every file exactly 0660 (unless
+// o.Mode says otherwise), with group p.GID. Owners, times and xattrs are not kept. A symlink
+// anywhere gives ErrSymlink, a FIFO, device or socket ErrNotRegular, a file over maxFileSize
+// ErrTooLarge; on any error the partial copy is removed. Nothing is fsynced: call Syncfs (or
+// Sync) on the result once.
 func CopyTreeWith(src *Dir, parent *Dir, dstName string, p Perm, o CopyOptions) error {
-	pfd, base, release, err := parent.walkParent(dstName)
+	pfd, base, release, err := parent.walkParent(dstName, "mkdir")
 	if err != nil {
-		return fmt.Errorf("copy %s to %s: %w", src.path, parent.join(dstName), err)
+		return err
 	}
 	defer release()
 	display := parent.join(dstName)
@@ -100,7 +93,7 @@ func CopyTreeWith(src *Dir, parent *Dir, dstName string, p Perm, o CopyOptions) 
 	if err != nil {
 		// dstName did not exist before (mkdir succeeded), so everything below it is ours.
 		if rerr := removeAllAt(pfd, base, display, 0, 0); rerr != nil {
-			return fmt.Errorf("%w (removing the partial copy %s failed too: %v)", err, display, rerr)
+			return fmt.Errorf("%w (removing the partial copy failed too: %v)", err, rerr) // rerr names the path
 		}
 	}
 	return err
@@ -155,13 +148,13 @@ func CopyTreeInto(src *Dir, dst *Dir, p Perm, o CopyOptions) error {
 	err = Walk(src, v)
 	if err == nil && o.DstDigest != nil {
 		// Written in the digest's order only now: a deferred file's record is known last.
-		DigestStart(o.DstDigest)
+		digestStart(o.DstDigest)
 		for _, r := range c.records {
 			if r.w == nil {
-				DigestRecord(o.DstDigest, Entry{Rel: r.rel, Mode: unix.S_IFDIR | r.mode}, nil)
+				digestRecord(o.DstDigest, Entry{Rel: r.rel, Mode: unix.S_IFDIR | r.mode}, nil)
 				continue
 			}
-			DigestRecord(o.DstDigest, Entry{Rel: r.rel, Mode: unix.S_IFREG | r.w.mode, Size: r.w.size}, r.w.sum[:])
+			digestRecord(o.DstDigest, Entry{Rel: r.rel, Mode: unix.S_IFREG | r.w.mode, Size: r.w.size}, r.w.sum[:])
 		}
 	}
 	return err
@@ -349,7 +342,7 @@ func (c *copier) write(d *copyDir, e Entry, data []byte, w *written) (any, error
 	out := data
 	if c.o.Transform != nil {
 		if out, err = c.o.Transform(e.Rel, data); err != nil {
-			return nil, fmt.Errorf("copy %s: %w", e.Rel, err)
+			return nil, pathErr("copy", e.Rel, err)
 		}
 	}
 	flags := unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NOCTTY
@@ -403,10 +396,10 @@ func (c *copier) fillFile(fd int, rel, dp string, mode uint32, out []byte) error
 		return pathErr("read back", dp, err)
 	}
 	if !bytes.Equal(back[:n], out) {
-		return fmt.Errorf("copy %s: the %d bytes read back differ from the %d written: %w", rel, n, len(out), ErrChanged)
+		return pathErr("copy", rel, fmt.Errorf("the %d bytes read back differ from the %d written: %w", n, len(out), ErrChanged))
 	}
 	if err := c.o.Verify(rel, back[:n]); err != nil {
-		return fmt.Errorf("copy %s: %w", rel, err)
+		return pathErr("copy", rel, err)
 	}
 	return nil
 }

@@ -26,7 +26,7 @@ func (d *Dir) RemoveTreeIfSame(name string, want Info, scratch string) error {
 		return err
 	}
 	if !Same(cur, want) || !cur.IsDir() {
-		return fmt.Errorf("remove %s: another entry is there now: %w", display, ErrChanged)
+		return pathErr("remove", display, fmt.Errorf("another entry is there now: %w", ErrChanged))
 	}
 	if err := d.clearScratch(scratch); err != nil {
 		return err
@@ -39,19 +39,19 @@ func (d *Dir) RemoveTreeIfSame(name string, want Info, scratch string) error {
 	const inside = "tree"
 	if err := d.RenameNoReplaceTo(name, sc, inside); err != nil {
 		_ = d.remove(scratch, nil)
-		return fmt.Errorf("remove %s: %w", display, err)
+		return err
 	}
 	moved, err := sc.Lstat(inside)
 	if err != nil {
-		return fmt.Errorf("remove %s: %w", display, err)
+		return err
 	}
 	if !Same(moved, want) {
 		// Swapped in between the check and the rename: not ours to remove.
 		if rerr := sc.RenameNoReplaceTo(inside, d, name); rerr != nil {
-			return fmt.Errorf("remove %s: another entry was put there meanwhile, and it could not be moved back from %s: %v: %w", display, sc.join(inside), rerr, ErrChanged)
+			return pathErr("remove", display, fmt.Errorf("another entry was put there meanwhile, and it could not be moved back: %v: %w", rerr, ErrChanged))
 		}
 		_ = d.remove(scratch, nil)
-		return fmt.Errorf("remove %s: another entry was put there meanwhile (left in place): %w", display, ErrChanged)
+		return pathErr("remove", display, fmt.Errorf("another entry was put there meanwhile (left in place): %w", ErrChanged))
 	}
 	if err := removeAllAt(sc.fd, inside, display, 0, want.Dev); err != nil {
 		return err
@@ -74,7 +74,7 @@ func (d *Dir) clearScratch(scratch string) error {
 	if err != nil {
 		return err
 	}
-	pfd, base, release, err := d.walkParent(scratch)
+	pfd, base, release, err := d.walkParent(scratch, "remove")
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,7 @@ import (
 const (
 	BlockedMountPoint   = "it is a mount point"
 	BlockedOtherFS      = "it is on another file system than its parent directory (a mount point)"
-	BlockedOverlayLower = "it is a directory of an overlay file system's lower layer (a container image's) and the overlay is mounted without redirect_dir=on"
+	blockedOverlayLower = "it is a directory of an overlay file system's lower layer (a container image's) and the overlay is mounted without redirect_dir=on"
 )
 
 // ExchangeBlocker tells why renameat2(RENAME_EXCHANGE) of the directory name below d with a
@@ -63,7 +63,7 @@ func (d *Dir) ExchangeBlocker(name string) (reason string, unsure bool, err erro
 	case !known:
 		return "", true, nil
 	case lower:
-		return BlockedOverlayLower, false, nil
+		return blockedOverlayLower, false, nil
 	}
 	return "", false, nil
 }

@@ -31,9 +31,9 @@ func Same(a, b Info) bool { return a.Dev == b.Dev && a.Ino == b.Ino }
 // with mode 0600 whatever the umask, and writes data. No fsync. The Info describes the file
 // created (for RemoveIfSame).
 func (d *Dir) CreatePrivate(name string, data []byte) (Info, error) {
-	pfd, base, release, err := d.walkParent(name)
+	pfd, base, release, err := d.walkParent(name, "create")
 	if err != nil {
-		return Info{}, fmt.Errorf("create %s: %w", d.join(name), err)
+		return Info{}, err
 	}
 	defer release()
 	display := d.join(name)
@@ -68,9 +68,9 @@ func (d *Dir) CreatePrivate(name string, data []byte) (Info, error) {
 // Otherwise the error wraps ErrNotOwn (or ErrSymlink, ErrNotRegular, fs.ErrNotExist). The
 // returned Info describes the open file.
 func (d *Dir) ReadPrivate(name string) ([]byte, Info, error) {
-	pfd, base, release, err := d.walkParent(name)
+	pfd, base, release, err := d.walkParent(name, "open")
 	if err != nil {
-		return nil, Info{}, fmt.Errorf("open %s: %w", d.join(name), err)
+		return nil, Info{}, err
 	}
 	defer release()
 	display := d.join(name)
@@ -88,13 +88,13 @@ func (d *Dir) ReadPrivate(name string) ([]byte, Info, error) {
 	}
 	info := infoFrom(base, &st)
 	if !info.IsRegular() {
-		return nil, info, fmt.Errorf("read %s: %w", display, ErrNotRegular)
+		return nil, info, pathErr("read", display, ErrNotRegular)
 	}
 	if err := ownEntry(info); err != nil {
-		return nil, info, fmt.Errorf("read %s: %w", display, err)
+		return nil, info, pathErr("read", display, err)
 	}
-	if st.Size > MaxFileSize {
-		return nil, info, fmt.Errorf("read %s: %d bytes: %w", display, st.Size, ErrTooLarge)
+	if st.Size > maxFileSize {
+		return nil, info, pathErr("read", display, fmt.Errorf("%d bytes: %w", st.Size, ErrTooLarge))
 	}
 	buf := make([]byte, st.Size)
 	if err := readFull(fd, buf); err != nil {
@@ -118,9 +118,9 @@ func ownEntry(info Info) error {
 	return nil
 }
 
-// PrivateDirMode is the mode of a directory MkdirPrivate makes: the owner only, with the
+// privateDirMode is the mode of a directory MkdirPrivate makes: the owner only, with the
 // setgid bit when a group is given so that what is created inside gets that group.
-func PrivateDirMode(gid int) uint32 {
+func privateDirMode(gid int) uint32 {
 	if gid < 0 {
 		return 0o700
 	}
@@ -128,13 +128,13 @@ func PrivateDirMode(gid int) uint32 {
 }
 
 // MkdirPrivate creates the directory name below d, which must not exist, with mode 0 and
-// gives it group gid (gid < 0: left alone) and PrivateDirMode: no one but the effective user
+// gives it group gid (gid < 0: left alone) and privateDirMode: no one but the effective user
 // can enter it, so nothing below it can be changed by anyone else until its mode is widened
 // through the returned handle (Chmod).
 func (d *Dir) MkdirPrivate(name string, gid int) (*Dir, error) {
-	pfd, base, release, err := d.walkParent(name)
+	pfd, base, release, err := d.walkParent(name, "mkdir")
 	if err != nil {
-		return nil, fmt.Errorf("mkdir %s: %w", d.join(name), err)
+		return nil, err
 	}
 	defer release()
 	display := d.join(name)
@@ -155,7 +155,7 @@ func (d *Dir) MkdirPrivate(name string, gid int) (*Dir, error) {
 			return nil, pathErr("chown", display, err)
 		}
 	}
-	if err := unix.Fchmod(fd, PrivateDirMode(gid)); err != nil {
+	if err := unix.Fchmod(fd, privateDirMode(gid)); err != nil {
 		unix.Close(fd)
 		return nil, pathErr("chmod", display, err)
 	}
@@ -195,7 +195,7 @@ func mkdirOpen(pfd int, base, display string) (int, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil || st.Mode&0o7777&^unix.S_ISGID != 0 || int(st.Uid) != os.Geteuid() {
 		unix.Close(fd)
-		return -1, fmt.Errorf("mkdir %s: another directory was put there meanwhile: %w", display, ErrChanged)
+		return -1, pathErr("mkdir", display, fmt.Errorf("another directory was put there meanwhile: %w", ErrChanged))
 	}
 	return fd, nil
 }
@@ -209,11 +209,13 @@ func (d *Dir) OwnDir(name string) (*Dir, error) {
 	}
 	info, err := sub.Lstat(".")
 	if err == nil {
-		err = ownEntry(info)
+		if oerr := ownEntry(info); oerr != nil {
+			err = pathErr("open directory", sub.path, oerr)
+		}
 	}
 	if err != nil {
 		sub.Close()
-		return nil, fmt.Errorf("%s: %w", d.join(name), err)
+		return nil, err
 	}
 	return sub, nil
 }

@@ -12,7 +12,7 @@ import (
 // ReadFile reads the regular file name below d, a file of a repository. Symlinks in any
 // component give ErrSymlink; FIFOs, devices and sockets give ErrNotRegular (the file is opened
 // non-blocking, so a FIFO cannot hang); a file with more than one link gives ErrHardLinked and
-// a file over MaxFileSize ErrTooLarge, both decided by fstat of the open descriptor before a
+// a file over maxFileSize ErrTooLarge, both decided by fstat of the open descriptor before a
 // byte is read; a missing file gives an error for which errors.Is(err, fs.ErrNotExist) holds.
 // It implements tokens.FS.
 func (d *Dir) ReadFile(name string) ([]byte, error) {
@@ -28,9 +28,9 @@ func (d *Dir) ReadFileAnyLinks(name string) ([]byte, error) {
 }
 
 func (d *Dir) readFile(name string, anyLinks bool) ([]byte, error) {
-	pfd, base, release, err := d.walkParent(name)
+	pfd, base, release, err := d.walkParent(name, "open")
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", d.join(name), err)
+		return nil, err
 	}
 	defer release()
 	fd, err := openRetry(pfd, base, fileReadFlags, 0)
@@ -62,16 +62,16 @@ func (d *Dir) readFile(name string, anyLinks bool) ([]byte, error) {
 // before a byte of it is read: a regular file (ErrNotRegular), with one link (ErrHardLinked:
 // a member of the token group may hard-link any file she can name into the repository where
 // fs.protected_hardlinks is 0, root's own files included, and nothing the tool or the token
-// library makes in a repository has a second link), of at most MaxFileSize (ErrTooLarge). The
+// library makes in a repository has a second link), of at most maxFileSize (ErrTooLarge). The
 // error names the file by its path and says what its metadata shows, nothing of its content.
 func checkReadable(st *unix.Stat_t, display string) error {
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return fmt.Errorf("read %s: %w", display, ErrNotRegular)
+		return pathErr("read", display, ErrNotRegular)
 	case st.Nlink > 1:
 		return &fs.PathError{Op: "read", Path: display, Err: fmt.Errorf("%d links: %w", st.Nlink, ErrHardLinked)}
-	case st.Size > MaxFileSize:
-		return fmt.Errorf("read %s: %d bytes: %w", display, st.Size, ErrTooLarge)
+	case st.Size > maxFileSize:
+		return pathErr("read", display, fmt.Errorf("%d bytes: %w", st.Size, ErrTooLarge))
 	}
 	return nil
 }
@@ -115,10 +115,10 @@ func (i Info) Type() uint32 { return i.Mode & unix.S_IFMT }
 // Perm is the permission bits including setuid, setgid and sticky (Mode & 07777).
 func (i Info) Perm() uint32 { return i.Mode & 0o7777 }
 
-// IsDir, IsRegular and IsSymlink test the file type.
+// IsDir, IsRegular and isSymlink test the file type.
 func (i Info) IsDir() bool     { return i.Type() == unix.S_IFDIR }
 func (i Info) IsRegular() bool { return i.Type() == unix.S_IFREG }
-func (i Info) IsSymlink() bool { return i.Type() == unix.S_IFLNK }
+func (i Info) isSymlink() bool { return i.Type() == unix.S_IFLNK }
 
 func infoFrom(name string, st *unix.Stat_t) Info {
 	return Info{
@@ -143,9 +143,9 @@ func (d *Dir) Lstat(name string) (Info, error) {
 		}
 		return infoFrom(path.Base(d.path), &st), nil
 	}
-	pfd, base, release, err := d.walkParent(name)
+	pfd, base, release, err := d.walkParent(name, "lstat")
 	if err != nil {
-		return Info{}, fmt.Errorf("lstat %s: %w", d.join(name), err)
+		return Info{}, err
 	}
 	defer release()
 	if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -156,7 +156,7 @@ func (d *Dir) Lstat(name string) (Info, error) {
 
 // ReadDirNames lists the directory name below d ("." for d itself), sorted, without "."
 // and "..". Like every listing of the tool it is bounded: a directory of more than
-// MaxTreeEntries names gives ErrTooLarge once that many were read (ListDir).
+// MaxTreeEntries names gives ErrTooLarge once that many were read (listDir).
 func (d *Dir) ReadDirNames(name string) ([]string, error) {
 	sub, err := d.OpenSubdir(name)
 	if err != nil {
@@ -169,7 +169,7 @@ func (d *Dir) ReadDirNames(name string) ([]string, error) {
 
 // readNames lists d through a fresh descriptor, leaving d's own offset alone.
 func (d *Dir) readNames() ([]string, error) {
-	ents, err := ListDir(d.fd, d.path, nil)
+	ents, err := listDir(d.fd, d.path, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -14,9 +14,9 @@ func (d *Dir) Remove(name string) error { return d.remove(name, nil) }
 
 // remove removes name below d; with want, only if name is the file want describes.
 func (d *Dir) remove(name string, want *Info) error {
-	pfd, base, release, err := d.walkParent(name)
+	pfd, base, release, err := d.walkParent(name, "remove")
 	if err != nil {
-		return fmt.Errorf("remove %s: %w", d.join(name), err)
+		return err
 	}
 	defer release()
 	var st unix.Stat_t
@@ -24,7 +24,7 @@ func (d *Dir) remove(name string, want *Info) error {
 		return pathErr("remove", d.join(name), err)
 	}
 	if want != nil && !Same(infoFrom(base, &st), *want) {
-		return fmt.Errorf("remove %s: another entry is there now: %w", d.join(name), ErrChanged)
+		return pathErr("remove", d.join(name), fmt.Errorf("another entry is there now: %w", ErrChanged))
 	}
 	flags := 0
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
@@ -40,12 +40,12 @@ func (d *Dir) remove(name string, want *Info) error {
 // a symlink is removed, not its target. A missing name is fine. A missing parent component
 // is fine too; a symlink as a parent component gives ErrSymlink.
 func (d *Dir) RemoveAll(name string) error {
-	pfd, base, release, err := d.walkParent(name)
+	pfd, base, release, err := d.walkParent(name, "remove")
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
-		return fmt.Errorf("remove %s: %w", d.join(name), err)
+		return err
 	}
 	defer release()
 	return removeAllAt(pfd, base, d.join(name), 0, 0)
@@ -73,7 +73,7 @@ func removeAllAt(pfd int, base, display string, depth int, dev uint64) error {
 		return fmt.Errorf("remove %s: directory tree deeper than %d levels", display, maxDepth)
 	}
 	if dev != 0 && uint64(st.Dev) != dev {
-		return fmt.Errorf("remove %s: another file system is mounted there: %w", display, ErrChanged)
+		return pathErr("remove", display, fmt.Errorf("another file system is mounted there: %w", ErrChanged))
 	}
 	fd, err := openRetry(pfd, base, dirOpenFlags, 0)
 	if err != nil {

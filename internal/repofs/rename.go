@@ -41,14 +41,14 @@ func (d *Dir) rename2(a, b string, flags uint, op string) error {
 }
 
 func (d *Dir) rename2To(a string, other *Dir, b string, flags uint, op string) error {
-	pa, ba, ra, err := d.walkParent(a)
+	pa, ba, ra, err := d.walkParent(a, op)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", op, d.join(a), err)
+		return err
 	}
 	defer ra()
-	pb, bb, rb, err := other.walkParent(b)
+	pb, bb, rb, err := other.walkParent(b, op)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", op, other.join(b), err)
+		return err
 	}
 	defer rb()
 	for {
@@ -65,14 +65,14 @@ func (d *Dir) rename2To(a string, other *Dir, b string, flags uint, op string) e
 
 // Link makes new a hard link to old (both below d). old must be a regular file.
 func (d *Dir) Link(oldName, newName string) error {
-	pa, ba, ra, err := d.walkParent(oldName)
+	pa, ba, ra, err := d.walkParent(oldName, "link")
 	if err != nil {
-		return fmt.Errorf("link %s: %w", d.join(oldName), err)
+		return err
 	}
 	defer ra()
-	pb, bb, rb, err := d.walkParent(newName)
+	pb, bb, rb, err := d.walkParent(newName, "link")
 	if err != nil {
-		return fmt.Errorf("link %s: %w", d.join(newName), err)
+		return err
 	}
 	defer rb()
 	var st unix.Stat_t
@@ -82,9 +82,9 @@ func (d *Dir) Link(oldName, newName string) error {
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 	case unix.S_IFLNK:
-		return fmt.Errorf("link %s: %w", d.join(oldName), ErrSymlink)
+		return pathErr("link", d.join(oldName), ErrSymlink)
 	default:
-		return fmt.Errorf("link %s: %w", d.join(oldName), ErrNotRegular)
+		return pathErr("link", d.join(oldName), ErrNotRegular)
 	}
 	// Flags 0: linkat does not follow a symlink in old.
 	if err := unix.Linkat(pa, ba, pb, bb, 0); err != nil {

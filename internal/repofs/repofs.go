@@ -2,7 +2,7 @@
 //
 // All work goes through directory handles (Dir): every path component below a Dir is
 // opened with O_NOFOLLOW, so a symlink anywhere inside a repository is refused rather than
-// followed (the CWE-59 hardening of upstream pkcstok_migrate, token-format.md §9.3). Only
+// followed (the CWE-59 hardening of upstream pkcstok_migrate, doc/format.md §9.3). Only
 // the path given to OpenDir itself is resolved by the kernel the ordinary way for its
 // leading components; its last component must not be a symlink.
 //
@@ -14,6 +14,7 @@ package repofs
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"path"
 	"strings"
 
@@ -24,19 +25,19 @@ import (
 var (
 	ErrSymlink       = errors.New("refusing to follow symlink")
 	ErrNotRegular    = errors.New("not a regular file")
-	ErrNotDir        = errors.New("not a directory")
+	errNotDir        = errors.New("not a directory")
 	ErrLocked        = errors.New("locked by another process")
-	ErrGroupNotFound = errors.New("group not found")
+	errGroupNotFound = errors.New("group not found")
 	ErrTooLarge      = errors.New("file too large")
-	ErrBadName       = errors.New("invalid file name")
+	errBadName       = errors.New("invalid file name")
 	ErrChanged       = errors.New("file changed while being read")
 	ErrHardLinked    = errors.New("hard-linked file (more than one link): refusing to read it")
 )
 
-// MaxFileSize is the largest file ReadFile, CopyTree and TreeDigest accept. Repository
+// maxFileSize is the largest file ReadFile, CopyTreeWith and TreeDigest accept. Repository
 // files are tiny (objects are a few KiB); the cap keeps a damaged or hostile repository
 // from making the tool allocate huge buffers.
-const MaxFileSize = 64 << 20
+const maxFileSize = 64 << 20
 
 const (
 	dirOpenFlags  = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
@@ -52,10 +53,10 @@ type Dir struct {
 }
 
 // OpenDir opens the directory at path. The last component must be a real directory, not a
-// symlink (ErrSymlink) and not anything else (ErrNotDir).
+// symlink (ErrSymlink) and not anything else (errNotDir).
 func OpenDir(p string) (*Dir, error) {
 	if p == "" {
-		return nil, fmt.Errorf("open directory %q: %w", p, ErrBadName)
+		return nil, fmt.Errorf("open directory %q: %w", p, errBadName)
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(p, &st); err != nil {
@@ -63,16 +64,16 @@ func OpenDir(p string) (*Dir, error) {
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFLNK:
-		return nil, fmt.Errorf("open directory %s: %w", p, ErrSymlink)
+		return nil, pathErr("open directory", p, ErrSymlink)
 	case unix.S_IFDIR:
 	default:
-		return nil, fmt.Errorf("open directory %s: %w", p, ErrNotDir)
+		return nil, pathErr("open directory", p, errNotDir)
 	}
 	fd, err := openRetry(unix.AT_FDCWD, p, dirOpenFlags, 0)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
 			// Replaced between Lstat and open.
-			return nil, fmt.Errorf("open directory %s: %w", p, classify(unix.AT_FDCWD, p, ErrNotDir))
+			return nil, pathErr("open directory", p, classify(unix.AT_FDCWD, p, errNotDir))
 		}
 		return nil, pathErr("open directory", p, err)
 	}
@@ -109,12 +110,12 @@ func (d *Dir) join(name string) string {
 // splitName validates a relative slash-separated name and returns its components.
 func splitName(name string) ([]string, error) {
 	if name == "" || strings.HasPrefix(name, "/") {
-		return nil, ErrBadName
+		return nil, errBadName
 	}
 	parts := strings.Split(name, "/")
 	for _, c := range parts {
 		if c == "" || c == "." || c == ".." || strings.IndexByte(c, 0) >= 0 {
-			return nil, ErrBadName
+			return nil, errBadName
 		}
 	}
 	return parts, nil
@@ -122,11 +123,13 @@ func splitName(name string) ([]string, error) {
 
 // walkParent opens every directory component of name but the last (never following
 // symlinks) and returns the descriptor of the parent, the last component and a function that
-// releases the parent descriptor when it is not d's own.
-func (d *Dir) walkParent(name string) (int, string, func(), error) {
+// releases the parent descriptor when it is not d's own. Its error is an *fs.PathError with
+// op, the operation the caller was asked for: the path is name for an invalid name
+// (errBadName), else the directory component that could not be opened.
+func (d *Dir) walkParent(name, op string) (int, string, func(), error) {
 	parts, err := splitName(name)
 	if err != nil {
-		return -1, "", nil, err
+		return -1, "", nil, pathErr(op, d.join(name), err)
 	}
 	fd := d.fd
 	release := func() {}
@@ -135,7 +138,7 @@ func (d *Dir) walkParent(name string) (int, string, func(), error) {
 		if err != nil {
 			err = openDirErr(fd, c, err)
 			release()
-			return -1, "", nil, fmt.Errorf("%s: %w", strings.Join(parts[:i+1], "/"), err)
+			return -1, "", nil, pathErr(op, d.join(strings.Join(parts[:i+1], "/")), err)
 		}
 		release()
 		cur := nfd
@@ -146,10 +149,10 @@ func (d *Dir) walkParent(name string) (int, string, func(), error) {
 }
 
 // openDirErr turns the error of an O_DIRECTORY|O_NOFOLLOW open into ErrSymlink or
-// ErrNotDir when the kernel's ELOOP/ENOTDIR hides which case it is.
+// errNotDir when the kernel's ELOOP/ENOTDIR hides which case it is.
 func openDirErr(dirfd int, name string, err error) error {
 	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-		return classify(dirfd, name, ErrNotDir)
+		return classify(dirfd, name, errNotDir)
 	}
 	return err
 }
@@ -175,11 +178,12 @@ func openRetry(dirfd int, name string, flags int, mode uint32) (int, error) {
 	}
 }
 
-// pathErr wraps a system-call error with the operation and path, keeping errors.Is working
-// for both the errno and the matching fs error (fs.ErrNotExist and so on; syscall.Errno
-// implements Is for those).
+// pathErr is the error of op on the path p: an *fs.PathError, which errors.Is sees through to
+// err, so both the errno and the matching fs error match (fs.ErrNotExist and so on;
+// syscall.Errno implements Is for those). err must not name p itself: each error names its
+// path once.
 func pathErr(op, p string, err error) error {
-	return fmt.Errorf("%s %s: %w", op, p, err)
+	return &fs.PathError{Op: op, Path: p, Err: err}
 }
 
 // OpenSubdir opens the directory name below d. Every component is opened with O_NOFOLLOW.
@@ -192,9 +196,9 @@ func (d *Dir) OpenSubdir(name string) (*Dir, error) {
 		}
 		return &Dir{fd: fd, path: d.path}, nil
 	}
-	pfd, base, release, err := d.walkParent(name)
+	pfd, base, release, err := d.walkParent(name, "open directory")
 	if err != nil {
-		return nil, fmt.Errorf("open directory %s: %w", d.join(name), err)
+		return nil, err
 	}
 	defer release()
 	fd, err := openRetry(pfd, base, dirOpenFlags, 0)

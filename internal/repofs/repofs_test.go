@@ -84,8 +84,8 @@ func TestOpenDir(t *testing.T) {
 	if _, err := OpenDir(filepath.Join(root, "l")); !errors.Is(err, ErrSymlink) {
 		t.Errorf("symlink: got %v, want ErrSymlink", err)
 	}
-	if _, err := OpenDir(filepath.Join(root, "f")); !errors.Is(err, ErrNotDir) {
-		t.Errorf("file: got %v, want ErrNotDir", err)
+	if _, err := OpenDir(filepath.Join(root, "f")); !errors.Is(err, errNotDir) {
+		t.Errorf("file: got %v, want errNotDir", err)
 	}
 	if _, err := OpenDir(filepath.Join(root, "missing")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing: got %v, want fs.ErrNotExist", err)
@@ -151,8 +151,8 @@ func TestReadFile(t *testing.T) {
 		t.Errorf("file as directory: no error")
 	}
 	for _, bad := range []string{"", "/etc/passwd", "../x", "TOK_OBJ/../NVTOK.DAT", "./NVTOK.DAT", "TOK_OBJ//OB000001", "TOK_OBJ/", "a\x00b"} {
-		if _, err := d.ReadFile(bad); !errors.Is(err, ErrBadName) {
-			t.Errorf("%q: got %v, want ErrBadName", bad, err)
+		if _, err := d.ReadFile(bad); !errors.Is(err, errBadName) {
+			t.Errorf("%q: got %v, want errBadName", bad, err)
 		}
 	}
 }
@@ -200,7 +200,7 @@ func TestReadFileTooLarge(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Sparse: no disk space used.
-	if err := f.Truncate(MaxFileSize + 1); err != nil {
+	if err := f.Truncate(maxFileSize + 1); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
@@ -208,7 +208,7 @@ func TestReadFileTooLarge(t *testing.T) {
 	if _, err := d.ReadFile("big"); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("got %v, want ErrTooLarge", err)
 	}
-	if err := CopyTree(d, mustOpen(t, t.TempDir()), "copy", Perm{GID: -1}, nil); !errors.Is(err, ErrTooLarge) {
+	if err := CopyTreeWith(d, mustOpen(t, t.TempDir()), "copy", Perm{GID: -1}, CopyOptions{}); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("CopyTree: got %v, want ErrTooLarge", err)
 	}
 }
@@ -224,7 +224,7 @@ func TestLstatAndReadDirNames(t *testing.T) {
 	if err != nil || !i.IsRegular() || i.Size != 5 || i.Perm() != 0o640 || i.Name != "b" {
 		t.Errorf("Lstat b: %+v %v", i, err)
 	}
-	if i, err := d.Lstat("l"); err != nil || !i.IsSymlink() {
+	if i, err := d.Lstat("l"); err != nil || !i.isSymlink() {
 		t.Errorf("Lstat l: %+v %v", i, err)
 	}
 	if i, err := d.Lstat("."); err != nil || !i.IsDir() {
@@ -343,19 +343,19 @@ func TestMkdirSetPerm(t *testing.T) {
 		t.Errorf("Mkdir existing: %v", err)
 	}
 	mustWrite(t, filepath.Join(root, "f"), "x", 0o755)
-	if err := d.SetPerm("f", Perm{GID: gid}); err != nil {
+	if err := d.setPerm("f", Perm{GID: gid}); err != nil {
 		t.Fatal(err)
 	}
 	checkPerm(t, filepath.Join(root, "f"), 0o660, gid)
 	os.Chmod(root, 0o1777)
-	if err := d.SetPerm(".", Perm{GID: gid}); err != nil {
+	if err := d.setPerm(".", Perm{GID: gid}); err != nil {
 		t.Fatal(err)
 	}
 	checkPerm(t, root, 0o770, gid)
 	os.Chmod(root, 0o755)
 	os.Symlink("f", filepath.Join(root, "l"))
-	if err := d.SetPerm("l", Perm{GID: gid}); !errors.Is(err, ErrSymlink) {
-		t.Errorf("SetPerm symlink: %v", err)
+	if err := d.setPerm("l", Perm{GID: gid}); !errors.Is(err, ErrSymlink) {
+		t.Errorf("setPerm symlink: %v", err)
 	}
 }
 
@@ -380,7 +380,7 @@ func TestCopyTree(t *testing.T) {
 			src := mustOpen(t, srcPath)
 			parent := mustOpen(t, base)
 			var seen []string
-			err := CopyTree(src, parent, "swtok_PKCSTOK_MIGRATE_TMP", Perm{GID: gid}, func(rel string) { seen = append(seen, rel) })
+			err := CopyTreeWith(src, parent, "swtok_PKCSTOK_MIGRATE_TMP", Perm{GID: gid}, CopyOptions{OnFile: func(rel string) { seen = append(seen, rel) }})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -410,7 +410,7 @@ func TestCopyTree(t *testing.T) {
 			}
 			// The source is untouched.
 			checkPerm(t, filepath.Join(srcPath, "NVTOK.DAT"), 0o644, -1)
-			if err := CopyTree(src, parent, "swtok_PKCSTOK_MIGRATE_TMP", Perm{GID: gid}, nil); !errors.Is(err, fs.ErrExist) {
+			if err := CopyTreeWith(src, parent, "swtok_PKCSTOK_MIGRATE_TMP", Perm{GID: gid}, CopyOptions{}); !errors.Is(err, fs.ErrExist) {
 				t.Errorf("existing destination: %v", err)
 			}
 			if _, err := os.Stat(filepath.Join(dst, "NVTOK.DAT")); err != nil {
@@ -457,7 +457,7 @@ func TestCopyTreeRefusesSpecialsAndCleansUp(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			go func() {
-				done <- CopyTree(mustOpen(t, srcPath), mustOpen(t, base), "tmp", Perm{GID: -1}, nil)
+				done <- CopyTreeWith(mustOpen(t, srcPath), mustOpen(t, base), "tmp", Perm{GID: -1}, CopyOptions{})
 			}()
 			select {
 			case err := <-done:
@@ -465,7 +465,7 @@ func TestCopyTreeRefusesSpecialsAndCleansUp(t *testing.T) {
 					t.Fatalf("got %v, want %v", err, want)
 				}
 			case <-time.After(10 * time.Second):
-				t.Fatal("CopyTree hangs")
+				t.Fatal("CopyTreeWith hangs")
 			}
 			if _, err := os.Lstat(filepath.Join(base, "tmp")); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("partial copy left behind: %v", err)
@@ -481,7 +481,7 @@ func TestCopyTreeIntoItself(t *testing.T) {
 	base := t.TempDir()
 	makeRepo(t, base)
 	d := mustOpen(t, base)
-	if err := CopyTree(d, d, "copy", Perm{GID: -1}, nil); err == nil {
+	if err := CopyTreeWith(d, d, "copy", Perm{GID: -1}, CopyOptions{}); err == nil {
 		t.Fatal("copying a directory into itself succeeded")
 	}
 	if _, err := os.Lstat(filepath.Join(base, "copy")); !errors.Is(err, fs.ErrNotExist) {
@@ -594,7 +594,7 @@ func TestRemoveAllDoesNotFollowSymlinks(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(outside, "keys", "precious")); err != nil {
 		t.Errorf("removed through symlinked parent: %v", err)
 	}
-	if err := d.RemoveAll("."); !errors.Is(err, ErrBadName) {
+	if err := d.RemoveAll("."); !errors.Is(err, errBadName) {
 		t.Errorf("RemoveAll(.): %v", err)
 	}
 }
@@ -631,10 +631,10 @@ func TestLookupGroup(t *testing.T) {
 	if gid, err := LookupGroup("root"); err != nil || gid != 0 {
 		t.Errorf("root: %d %v", gid, err)
 	}
-	if _, err := LookupGroup("no-such-group-pkcstok"); !errors.Is(err, ErrGroupNotFound) {
+	if _, err := LookupGroup("no-such-group-pkcstok"); !errors.Is(err, errGroupNotFound) {
 		t.Errorf("unknown: %v", err)
 	}
-	if _, err := LookupGroup(""); !errors.Is(err, ErrGroupNotFound) {
+	if _, err := LookupGroup(""); !errors.Is(err, errGroupNotFound) {
 		t.Errorf("empty: %v", err)
 	}
 }
@@ -716,7 +716,7 @@ func BenchmarkCopyTree(b *testing.B) {
 	p := Perm{GID: os.Getgid()}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := CopyTree(sd, pd, "dst", p, nil); err != nil {
+		if err := CopyTreeWith(sd, pd, "dst", p, CopyOptions{}); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

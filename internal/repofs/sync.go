@@ -38,7 +38,7 @@ func (d *Dir) TryLock() error {
 		case err == unix.EINTR:
 			continue
 		case errors.Is(err, unix.EWOULDBLOCK):
-			return fmt.Errorf("lock %s: %w", d.path, ErrLocked)
+			return pathErr("lock", d.path, ErrLocked)
 		default:
 			return pathErr("lock", d.path, err)
 		}
@@ -46,16 +46,16 @@ func (d *Dir) TryLock() error {
 }
 
 // LookupGroup returns the GID of the group name (through the system's group database).
-// An unknown group gives ErrGroupNotFound.
+// An unknown group gives errGroupNotFound.
 func LookupGroup(name string) (int, error) {
 	if name == "" {
-		return -1, fmt.Errorf("group %q: %w", name, ErrGroupNotFound)
+		return -1, fmt.Errorf("group %q: %w", name, errGroupNotFound)
 	}
 	g, err := user.LookupGroup(name)
 	if err != nil {
 		var unknown user.UnknownGroupError
 		if errors.As(err, &unknown) {
-			return -1, fmt.Errorf("group %q: %w", name, ErrGroupNotFound)
+			return -1, fmt.Errorf("group %q: %w", name, errGroupNotFound)
 		}
 		return -1, fmt.Errorf("look up group %q: %w", name, err)
 	}

@@ -64,19 +64,19 @@ type Visitor struct {
 // the entry itself after opening it without following symlinks, every regular file is read
 // whole with a single read of the size fstat reports, and v is told. A symlink anywhere gives
 // ErrSymlink, a FIFO, device or socket ErrNotRegular (neither is opened), a file with more
-// than one link ErrHardLinked and a file over MaxFileSize ErrTooLarge (both from the fstat of
+// than one link ErrHardLinked and a file over maxFileSize ErrTooLarge (both from the fstat of
 // the open file, before it is read). Each regular file costs openat, fstat, read and close: no
 // stat of the name beforehand (the directory listing's entry type says which entries are
 // symlinks or special files; the fstat of the opened file is what counts). Directories are
 // listed in getdents batches and every name is counted against MaxTreeEntries as it is read
-// (ListDir), so the bound refuses a huge directory before its names are all held.
+// (listDir), so the bound refuses a huge directory before its names are all held.
 func Walk(d *Dir, v Visitor) error {
 	w := &walker{v: v, workers: v.Workers}
 	if w.workers <= 0 {
 		w.workers = runtime.GOMAXPROCS(0)
 	}
 	if v.Digest != nil {
-		v.Digest.Write([]byte("repofs tree digest v1\x00"))
+		digestStart(v.Digest)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(d.fd, &st); err != nil {
@@ -91,15 +91,15 @@ type walker struct {
 	v       Visitor
 	workers int
 	entries atomic.Int64 // files and directories met so far (MaxTreeEntries)
-	bytes   atomic.Int64 // bytes of the regular files admitted so far (MaxTreeBytes)
+	bytes   atomic.Int64 // bytes of the regular files admitted so far (maxTreeBytes)
 }
 
-// Bounds on one repository as a whole, besides MaxFileSize for each file: a real token holds
+// Bounds on one repository as a whole, besides maxFileSize for each file: a real token holds
 // at most a few thousand objects of a few KiB (the token library's shared memory has room for
 // 2048 by default), so these leave a wide margin while keeping a hostile repository (sparse
 // files cost no disk) from making the tool read, hold and write without end.
 const (
-	MaxTreeBytes   = 256 << 20
+	maxTreeBytes   = 256 << 20
 	MaxTreeEntries = 250_000
 )
 
@@ -117,10 +117,10 @@ func (w *walker) admitEntry(display string) error {
 }
 
 // admitBytes counts the size of one more regular file and refuses the walk once the files
-// hold more than MaxTreeBytes.
+// hold more than maxTreeBytes.
 func (w *walker) admitBytes(display string, size int64) error {
-	if size > 0 && w.bytes.Add(size) > MaxTreeBytes {
-		return &fs.PathError{Op: "read", Path: display, Err: fmt.Errorf("the repository's files hold more than %d MiB: %w", MaxTreeBytes>>20, ErrTooLarge)}
+	if size > 0 && w.bytes.Add(size) > maxTreeBytes {
+		return &fs.PathError{Op: "read", Path: display, Err: fmt.Errorf("the repository's files hold more than %d MiB: %w", maxTreeBytes>>20, ErrTooLarge)}
 	}
 	return nil
 }
@@ -129,17 +129,17 @@ func (w *walker) admitBytes(display string, size int64) error {
 // hash]. A directory's size is recorded as 0: it depends on the file system, not the content.
 func (w *walker) record(e Entry, sum []byte, res any) {
 	if w.v.Digest != nil {
-		DigestRecord(w.v.Digest, e, sum)
+		digestRecord(w.v.Digest, e, sum)
 	}
 	if w.v.Record != nil {
 		w.v.Record(e, res)
 	}
 }
 
-// DigestRecord writes the canonical description of one entry (see TreeDigest) to h. sum is the
+// digestRecord writes the canonical description of one entry (see TreeDigest) to h. sum is the
 // SHA-256 of a regular file's content (ignored for directories). Callers that write a tree
 // themselves use it to compute the digest that TreeDigest would give, without reading it back.
-func DigestRecord(h hash.Hash, e Entry, sum []byte) {
+func digestRecord(h hash.Hash, e Entry, sum []byte) {
 	var hdr [1 + 4 + 8 + 4]byte
 	typ, size := byte('d'), uint64(0)
 	if e.Mode&unix.S_IFMT == unix.S_IFREG {
@@ -156,28 +156,28 @@ func DigestRecord(h hash.Hash, e Entry, sum []byte) {
 	}
 }
 
-// DigestStart writes the header TreeDigest starts with.
-func DigestStart(h hash.Hash) { h.Write([]byte("repofs tree digest v1\x00")) }
+// digestStart writes the header TreeDigest starts with.
+func digestStart(h hash.Hash) { h.Write([]byte("repofs tree digest v1\x00")) }
 
-// DirEntry is one name of a directory listing with the entry type the file system reported
+// dirEntry is one name of a directory listing with the entry type the file system reported
 // (unix.DT_*; DT_UNKNOWN on file systems that do not report it).
-type DirEntry struct {
+type dirEntry struct {
 	Name string
 	Type uint8
 }
 
-// listBatch is the getdents buffer of ListDir: how many bytes of directory entries are read
+// listBatch is the getdents buffer of listDir: how many bytes of directory entries are read
 // (and held unadmitted) at a time.
 const listBatch = 32 << 10
 
-// ListDir lists the directory open as dirfd through a fresh descriptor (dirfd's own offset is
+// listDir lists the directory open as dirfd through a fresh descriptor (dirfd's own offset is
 // left alone), without "." and "..", sorted by name. The entries are read with getdents,
 // listBatch bytes at a time (ScanDir), and each name is handed to admit as it is read, before
 // it is kept: admit says whether to keep it (false leaves it out of the result) or returns an
 // error, which ends the listing at once. So a directory of a million entries costs no more
 // memory than admit lets in. A nil admit keeps every name up to MaxTreeEntries and refuses
 // the directory beyond (ErrTooLarge): no listing the tool does on a repository is unbounded.
-func ListDir(dirfd int, display string, admit func(name string) (keep bool, err error)) ([]DirEntry, error) {
+func listDir(dirfd int, display string, admit func(name string) (keep bool, err error)) ([]dirEntry, error) {
 	if admit == nil {
 		n := 0
 		admit = func(string) (bool, error) {
@@ -187,12 +187,12 @@ func ListDir(dirfd int, display string, admit func(name string) (keep bool, err 
 			return true, nil
 		}
 	}
-	var out []DirEntry
+	var out []dirEntry
 	err := ScanDir(dirfd, display, func(name []byte, typ uint8) error {
 		s := string(name)
 		keep, err := admit(s)
 		if keep && err == nil {
-			out = append(out, DirEntry{Name: s, Type: typ})
+			out = append(out, dirEntry{Name: s, Type: typ})
 		}
 		return err
 	})
@@ -275,7 +275,7 @@ func (w *walker) dir(dirfd int, display string, self Entry, parent any, depth in
 	}
 	// Each name is counted against MaxTreeEntries as it is listed (entries Exclude names are
 	// neither kept nor counted): the bound refuses a huge directory before it is all held.
-	names, err := ListDir(dirfd, display, func(name string) (bool, error) {
+	names, err := listDir(dirfd, display, func(name string) (bool, error) {
 		if w.v.Exclude != nil && w.v.Exclude(relJoin(self.Rel, name)) {
 			return false, nil
 		}
@@ -303,7 +303,7 @@ func relJoin(rel, n string) string {
 	return rel + "/" + n
 }
 
-func (w *walker) batch(dirfd int, display, rel string, state any, depth int, names []DirEntry) error {
+func (w *walker) batch(dirfd int, display, rel string, state any, depth int, names []dirEntry) error {
 	entries := make([]walkEntry, len(names))
 	var files []int
 	for i, n := range names {
@@ -323,9 +323,9 @@ func (w *walker) batch(dirfd int, display, rel string, state any, depth int, nam
 		case unix.DT_REG:
 			files = append(files, i)
 		case unix.DT_LNK:
-			return fmt.Errorf("walk %s: %w", p, ErrSymlink)
+			return pathErr("walk", p, ErrSymlink)
 		default:
-			return fmt.Errorf("walk %s: %w", p, ErrNotRegular)
+			return pathErr("walk", p, ErrNotRegular)
 		}
 	}
 	err := parallel.Workers(len(files), w.workers, func() func(int) error {
@@ -392,7 +392,7 @@ func dtOf(mode uint32) uint8 {
 
 // readRegular opens name in dirfd without following symlinks and without blocking, checks
 // with fstat of the open descriptor that it is a regular file with one link (checkReadable)
-// no larger than MaxFileSize, and reads it whole into *buf (grown as needed, reused by the
+// no larger than maxFileSize, and reads it whole into *buf (grown as needed, reused by the
 // caller) with one read. It fills e's mode, size, owner and identity. admit, when not nil, is
 // asked before the file is read.
 //
@@ -400,7 +400,7 @@ func dtOf(mode uint32) uint8 {
 // they were (the original kept as the backup is the original, times included), and an
 // XFS or ext4 file whose atime relatime would update costs a metadata transaction each
 // (3-5 ms of a 1,000-object apply on loop XFS, side by side). Without the right to it (not
-// the owner, no CAP_FOWNER: EPERM) the file is opened as before.
+// the owner, no CAP_FOWNER: EPERM) the file is opened without it.
 func readRegular(dirfd int, name, display string, e *Entry, buf *[]byte, admit func(display string, size int64) error) ([]byte, error) {
 	fd, err := openRetry(dirfd, name, fileReadFlags|unix.O_NOATIME, 0)
 	if err == unix.EPERM {

@@ -24,7 +24,7 @@ func writeFull(fd int, data []byte) error {
 	return nil
 }
 
-// Perm is the set_perm rule of token-format.md §1.4: directories get exactly mode 0770 and
+// Perm is the set_perm rule of doc/format.md §1.4: directories get exactly mode 0770 and
 // everything else exactly 0660 (setuid, setgid and sticky cleared), the group becomes GID,
 // the owner is never changed. chmod and chown are only issued when something differs.
 //
@@ -69,15 +69,15 @@ func (p Perm) apply(fd int, display string) error {
 	return nil
 }
 
-// SetPerm applies the set_perm rule to the existing directory or regular file name below d
+// setPerm applies the set_perm rule to the existing directory or regular file name below d
 // ("." for d itself). Symlinks and special files are refused.
-func (d *Dir) SetPerm(name string, p Perm) error {
+func (d *Dir) setPerm(name string, p Perm) error {
 	if name == "." {
 		return p.apply(d.fd, d.path)
 	}
-	pfd, base, release, err := d.walkParent(name)
+	pfd, base, release, err := d.walkParent(name, "set permissions of")
 	if err != nil {
-		return fmt.Errorf("set permissions of %s: %w", d.join(name), err)
+		return err
 	}
 	defer release()
 	var st unix.Stat_t
@@ -90,9 +90,9 @@ func (d *Dir) SetPerm(name string, p Perm) error {
 		flags = dirOpenFlags
 	case unix.S_IFREG:
 	case unix.S_IFLNK:
-		return fmt.Errorf("set permissions of %s: %w", d.join(name), ErrSymlink)
+		return pathErr("set permissions of", d.join(name), ErrSymlink)
 	default:
-		return fmt.Errorf("set permissions of %s: %w", d.join(name), ErrNotRegular)
+		return pathErr("set permissions of", d.join(name), ErrNotRegular)
 	}
 	fd, err := openRetry(pfd, base, flags, 0)
 	if err != nil {
@@ -100,7 +100,7 @@ func (d *Dir) SetPerm(name string, p Perm) error {
 	}
 	defer unix.Close(fd)
 	if err := sameFile(fd, &st); err != nil {
-		return fmt.Errorf("set permissions of %s: %w", d.join(name), err)
+		return pathErr("set permissions of", d.join(name), err)
 	}
 	return p.apply(fd, d.join(name))
 }
@@ -124,9 +124,9 @@ func sameFile(fd int, st *unix.Stat_t) error {
 // links is unlinked first and created anew, so the other names keep their content. No fsync:
 // the caller batches durability with Syncfs or Sync.
 func (d *Dir) WriteFile(name string, data []byte, p Perm) error {
-	pfd, base, release, err := d.walkParent(name)
+	pfd, base, release, err := d.walkParent(name, "write")
 	if err != nil {
-		return fmt.Errorf("write %s: %w", d.join(name), err)
+		return err
 	}
 	defer release()
 	display := d.join(name)
@@ -143,9 +143,9 @@ func (d *Dir) WriteFile(name string, data []byte, p Perm) error {
 				}
 			}
 		case unix.S_IFLNK:
-			return fmt.Errorf("write %s: %w", display, ErrSymlink)
+			return pathErr("write", display, ErrSymlink)
 		default:
-			return fmt.Errorf("write %s: %w", display, ErrNotRegular)
+			return pathErr("write", display, ErrNotRegular)
 		}
 	case errors.Is(err, unix.ENOENT):
 	default:
@@ -169,10 +169,10 @@ func (d *Dir) WriteFile(name string, data []byte, p Perm) error {
 		return pathErr("stat", display, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return fmt.Errorf("write %s: %w", display, ErrNotRegular)
+		return pathErr("write", display, ErrNotRegular)
 	}
 	if st.Nlink > 1 {
-		return fmt.Errorf("write %s: hard link appeared: %w", display, ErrChanged)
+		return pathErr("write", display, fmt.Errorf("hard link appeared: %w", ErrChanged))
 	}
 	if st.Size != 0 {
 		if err := unix.Ftruncate(fd, 0); err != nil {
@@ -195,9 +195,9 @@ func (d *Dir) WriteFile(name string, data []byte, p Perm) error {
 // Mkdir creates the directory name below d with mode 0 and then applies the set_perm rule
 // (§1.4). An existing entry gives an error satisfying errors.Is(err, fs.ErrExist).
 func (d *Dir) Mkdir(name string, p Perm) error {
-	pfd, base, release, err := d.walkParent(name)
+	pfd, base, release, err := d.walkParent(name, "mkdir")
 	if err != nil {
-		return fmt.Errorf("mkdir %s: %w", d.join(name), err)
+		return err
 	}
 	defer release()
 	fd, err := mkdirPerm(pfd, base, d.join(name), p)

@@ -1,6 +1,6 @@
 // Package trusted reads and writes the files the tool takes on trust from the one who runs
 // it: saved plans, requests and PIN files it reads, plan files it writes. The tool runs as
-// root in directories members of the token group can change (issue 19), so a path is never
+// root in directories members of the token group can change, so a path is never
 // followed through a symlink in its last component, a FIFO or device there is refused
 // without blocking, and a file is believed only when root or the caller owns it and nobody
 // else may write it.
@@ -15,15 +15,15 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 
-// Errors of ReadFile, for errors.Is; the messages name the path and what is wrong.
+// Errors of ReadFile, for errors.Is, besides repofs.ErrSymlink, repofs.ErrNotRegular and
+// repofs.ErrTooLarge; the messages name the path and what is wrong.
 var (
-	ErrSymlink    = errors.New("is a symlink: refusing")
-	ErrNotRegular = errors.New("is not a regular file: refusing")
-	ErrOwner      = errors.New("owner not trusted")
-	ErrMode       = errors.New("mode too open")
-	ErrTooLarge   = errors.New("file too large")
+	ErrOwner = errors.New("owner not trusted")
+	ErrMode  = errors.New("mode too open")
 )
 
 // refusal is an error whose text is its message alone (no sentinel appended); errors.Is
@@ -69,9 +69,9 @@ func ReadFile(path string, rules Rules) ([]byte, Info, error) {
 	if err != nil {
 		switch {
 		case errors.Is(err, unix.ELOOP):
-			return nil, Info{}, fmt.Errorf("%s %w", path, ErrSymlink)
+			return nil, Info{}, &refusal{path + " is a symlink: refusing", repofs.ErrSymlink}
 		case errors.Is(err, unix.ENXIO): // a socket
-			return nil, Info{}, fmt.Errorf("%s %w", path, ErrNotRegular)
+			return nil, Info{}, &refusal{path + " is not a regular file: refusing", repofs.ErrNotRegular}
 		}
 		return nil, Info{}, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
@@ -82,7 +82,7 @@ func ReadFile(path string, rules Rules) ([]byte, Info, error) {
 	}
 	info := Info{Mode: fs.FileMode(st.Mode & 0o777), Uid: int(st.Uid), Size: st.Size}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, info, fmt.Errorf("%s %w", path, ErrNotRegular)
+		return nil, info, &refusal{path + " is not a regular file: refusing", repofs.ErrNotRegular}
 	}
 	if info.Uid != 0 && info.Uid != rules.Euid {
 		return nil, info, &refusal{fmt.Sprintf("%s is owned by uid %d, neither root nor the caller (uid %d): refusing", path, info.Uid, rules.Euid), ErrOwner}
@@ -99,7 +99,7 @@ func ReadFile(path string, rules Rules) ([]byte, Info, error) {
 		return nil, info, &refusal{msg, ErrMode}
 	}
 	if rules.MaxSize > 0 && st.Size > rules.MaxSize {
-		return nil, info, &refusal{fmt.Sprintf("%s is %d bytes, more than the %d accepted", path, st.Size, rules.MaxSize), ErrTooLarge}
+		return nil, info, &refusal{fmt.Sprintf("%s is %d bytes, more than the %d accepted", path, st.Size, rules.MaxSize), repofs.ErrTooLarge}
 	}
 	// Read up to one byte past the size: a file that grows after fstat is cut at MaxSize.
 	limit := st.Size + 1
@@ -124,7 +124,7 @@ func ReadFile(path string, rules Rules) ([]byte, Info, error) {
 		buf = buf[:len(buf)+n]
 	}
 	if rules.MaxSize > 0 && int64(len(buf)) > rules.MaxSize {
-		return nil, info, &refusal{fmt.Sprintf("%s grew past the %d bytes accepted", path, rules.MaxSize), ErrTooLarge}
+		return nil, info, &refusal{fmt.Sprintf("%s grew past the %d bytes accepted", path, rules.MaxSize), repofs.ErrTooLarge}
 	}
 	return buf, info, nil
 }
@@ -151,7 +151,7 @@ func WriteFile(path string, data []byte) (err error) {
 	}
 	var rnd [12]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return &fs.PathError{Op: "write", Path: path, Err: err}
 	}
 	tmp := filepath.Join(dir, "."+base+".tmp-"+hex.EncodeToString(rnd[:]))
 	fd, err := unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0o600)

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 
 func TestWriteFileReplacesSymlinkAndIs0600(t *testing.T) {
@@ -70,7 +72,7 @@ func TestReadFileRefuses(t *testing.T) {
 	for _, c := range []struct {
 		path string
 		want error
-	}{{link, ErrSymlink}, {fifo, ErrNotRegular}, {gw, ErrMode}, {good, ErrTooLarge}} {
+	}{{link, repofs.ErrSymlink}, {fifo, repofs.ErrNotRegular}, {gw, ErrMode}, {good, repofs.ErrTooLarge}} {
 		if _, _, err := ReadFile(c.path, rules); !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", c.path, err, c.want)
 		}

@@ -22,11 +22,11 @@ func WriteOldWithConf(dir string, slot int, o Options) (*Generated, error) {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "conf"), 0o755); err != nil {
-		return nil, fmt.Errorf("create %s: %w", dir, err)
+		return nil, err
 	}
 	path := filepath.Join(dir, "conf", "opencryptoki.conf")
 	if err := os.WriteFile(path, conf, 0o644); err != nil {
-		return nil, fmt.Errorf("write %s: %w", path, err)
+		return nil, err
 	}
 	return g, nil
 }

@@ -2,7 +2,7 @@
 // benchmarks.
 //
 // It is a second, independent implementation of the old-format writer, made from the spec
-// (token-format.md §2, §3, §5, §6) with the Go standard library only, so that it can
+// (doc/format.md §2, §3, §5, §6) with the Go standard library only, so that it can
 // cross-check the reader in package tokens. It deliberately imports nothing from tokens
 // except tokens.Type.
 //
@@ -149,9 +149,6 @@ func (e Encoding) order() ByteOrder {
 	return e.Order
 }
 
-// UlongAttr is LE.UlongAttr.
-func UlongAttr(t uint32, v uint64) Attr { return LE.UlongAttr(t, v) }
-
 // UlongAttr is an unsigned-long attribute in host order: 4 bytes for the special-case types
 // of Is32Bit, 8 bytes for every other type (§5.1). A value that does not fit into 32 bits is
 // truncated for the 4-byte types.
@@ -215,14 +212,6 @@ func (e Encoding) Flatten(class uint32, name string, attrs []Attr) []byte {
 	return e.AppendFlatten(nil, class, name, attrs)
 }
 
-// Flatten is LE.Flatten.
-func Flatten(class uint32, name string, attrs []Attr) []byte { return LE.Flatten(class, name, attrs) }
-
-// AppendFlatten is LE.AppendFlatten.
-func AppendFlatten(b []byte, class uint32, name string, attrs []Attr) []byte {
-	return LE.AppendFlatten(b, class, name, attrs)
-}
-
 // AppendFlatten is Flatten appending to b.
 func (e Encoding) AppendFlatten(b []byte, class uint32, name string, attrs []Attr) []byte {
 	ne := e.order()
@@ -252,9 +241,6 @@ func (e Encoding) EncodeOldPublic(flat []byte) []byte {
 	return append(b, flat...)
 }
 
-// EncodeOldPublic is LE.EncodeOldPublic.
-func EncodeOldPublic(flat []byte) []byte { return LE.EncodeOldPublic(flat) }
-
 // OldPrivateSize is the file size of an old private object whose flattened body has n bytes:
 // 5 + 8*(floor((n+24)/8)+1) (§5.2).
 func OldPrivateSize(n int) int { return 5 + 8*((n+24)/8+1) }
@@ -263,11 +249,9 @@ func OldPrivateSize(n int) int { return 5 + 8*((n+24)/8+1) }
 func OldPublicSize(n int) int { return 5 + n }
 
 // EncodeOldPrivate is an old-format private object file (§5.2): total_len, flag 1, then
-// 3DES-CBC(key = mk[0:24], IV "10293847") of N ‖ flat ‖ SHA-1(flat) ‖ PKCS#7 padding.
-// mk may be a 24- or 64-byte master key; only its first 24 bytes are used.
-func EncodeOldPrivate(flat, mk []byte) ([]byte, error) { return LE.EncodeOldPrivate(flat, mk) }
-
-// EncodeOldPrivate is an old-format private object file in the encoding's byte order.
+// 3DES-CBC(key = mk[0:24], IV "10293847") of N ‖ flat ‖ SHA-1(flat) ‖ PKCS#7 padding, its
+// host-order fields in the encoding's byte order. mk may be a 24- or 64-byte master key; only
+// its first 24 bytes are used.
 func (e Encoding) EncodeOldPrivate(flat, mk []byte) ([]byte, error) {
 	if len(mk) < 24 {
 		return nil, fmt.Errorf("encode private object: master key has %d bytes, need at least 24", len(mk))
@@ -401,9 +385,6 @@ func DefaultNVTokenFields(t tokens.Type, label, soPIN string, userPIN *string) N
 	}
 	return f
 }
-
-// OldNVToken is LE.OldNVToken.
-func OldNVToken(f NVTokenFields) ([]byte, error) { return LE.OldNVToken(f) }
 
 // OldNVToken encodes a 232-byte old NVTOK.DAT (§2.2) with host-order integers.
 func (e Encoding) OldNVToken(f NVTokenFields) ([]byte, error) {

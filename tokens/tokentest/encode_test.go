@@ -91,7 +91,7 @@ const sampleFlatHex = "000000000400000031303030303030300000000000000000040000000
 
 func sampleAttrs() []Attr {
 	return []Attr{
-		UlongAttr(CKAClass, 0),
+		LE.UlongAttr(CKAClass, 0),
 		BoolAttr(CKAToken, true),
 		BoolAttr(CKAPrivate, true),
 		StringAttr(CKALabel, "test"),
@@ -100,18 +100,18 @@ func sampleAttrs() []Attr {
 
 // §11.3
 func TestSampleObjectVectors(t *testing.T) {
-	flat := Flatten(CKOData, "10000000", sampleAttrs())
+	flat := LE.Flatten(CKOData, "10000000", sampleAttrs())
 	if got := hex.EncodeToString(flat); got != sampleFlatHex || len(flat) != 74 {
 		t.Fatalf("flattened (%d bytes):\n got %s\nwant %s", len(flat), got, sampleFlatHex)
 	}
 	if FlattenedSize(sampleAttrs()) != 74 {
 		t.Errorf("FlattenedSize = %d", FlattenedSize(sampleAttrs()))
 	}
-	pub := EncodeOldPublic(flat)
+	pub := LE.EncodeOldPublic(flat)
 	if got, want := hex.EncodeToString(pub), "4f00000000"+sampleFlatHex; got != want || len(pub) != 79 {
 		t.Errorf("old public:\n got %s\nwant %s", got, want)
 	}
-	priv, err := EncodeOldPrivate(flat, seq(0, 24))
+	priv, err := LE.EncodeOldPrivate(flat, seq(0, 24))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,28 +120,28 @@ func TestSampleObjectVectors(t *testing.T) {
 		t.Errorf("old private:\n got %s\nwant %s", got, wantPriv)
 	}
 	// A 64-byte MK encrypts with its first 24 bytes.
-	priv64, err := EncodeOldPrivate(flat, seq(0, 64))
+	priv64, err := LE.EncodeOldPrivate(flat, seq(0, 64))
 	if err != nil || !bytes.Equal(priv64, priv) {
 		t.Errorf("64-byte MK: %v, equal=%v", err, bytes.Equal(priv64, priv))
 	}
-	if _, err := EncodeOldPrivate(flat, seq(0, 16)); err == nil {
+	if _, err := LE.EncodeOldPrivate(flat, seq(0, 16)); err == nil {
 		t.Error("16-byte MK accepted")
 	}
 }
 
 func TestFlattenSpecialCases(t *testing.T) {
 	for _, ty := range []uint32{CKAClass, CKAKeyType, CKACertificateType, CKAModulusBits, CKAValueBits, CKAValueLen} {
-		if a := UlongAttr(ty, 7); len(a.Value) != 4 || a.Value[0] != 7 {
+		if a := LE.UlongAttr(ty, 7); len(a.Value) != 4 || a.Value[0] != 7 {
 			t.Errorf("attr %#x: value % x, want 4 bytes", ty, a.Value)
 		}
 	}
 	for _, ty := range []uint32{CKAKeyGenMechanism, 0x40000600, 0x80000002} {
-		if a := UlongAttr(ty, 7); len(a.Value) != 8 || a.Value[0] != 7 {
+		if a := LE.UlongAttr(ty, 7); len(a.Value) != 8 || a.Value[0] != 7 {
 			t.Errorf("attr %#x: value % x, want 8 bytes", ty, a.Value)
 		}
 	}
-	nested := NestedAttr(CKAWrapTemplate, UlongAttr(CKAClass, 4), BoolAttr(CKAToken, true))
-	flat := Flatten(CKOSecretKey, "OBabcdef", []Attr{nested})
+	nested := NestedAttr(CKAWrapTemplate, LE.UlongAttr(CKAClass, 4), BoolAttr(CKAToken, true))
+	flat := LE.Flatten(CKOSecretKey, "OBabcdef", []Attr{nested})
 	// header 16 + record header 12 + nested (16 + 13)
 	if len(flat) != 16+12+29 {
 		t.Fatalf("nested flat is %d bytes", len(flat))
@@ -149,11 +149,11 @@ func TestFlattenSpecialCases(t *testing.T) {
 	if l := flat[16+8]; l != 29 {
 		t.Errorf("nested L = %d, want 29", l)
 	}
-	empty := Flatten(CKOSecretKey, "OBabcdef", []Attr{NestedAttr(CKADeriveTemplate)})
+	empty := LE.Flatten(CKOSecretKey, "OBabcdef", []Attr{NestedAttr(CKADeriveTemplate)})
 	if len(empty) != 28 || empty[24] != 0 {
 		t.Errorf("empty template: % x", empty)
 	}
-	if short := Flatten(0, "abc", nil); !bytes.Equal(short[8:16], []byte("abc\x00\x00\x00\x00\x00")) {
+	if short := LE.Flatten(0, "abc", nil); !bytes.Equal(short[8:16], []byte("abc\x00\x00\x00\x00\x00")) {
 		t.Errorf("short name: % x", short[8:16])
 	}
 }
@@ -240,12 +240,12 @@ func TestFixturesReencodeIdentically(t *testing.T) {
 				var re []byte
 				if private {
 					want = OldPrivateSize(len(flat))
-					re, err = EncodeOldPrivate(flat, mk)
+					re, err = LE.EncodeOldPrivate(flat, mk)
 					if err != nil {
 						t.Fatal(err)
 					}
 				} else {
-					re = EncodeOldPublic(flat)
+					re = LE.EncodeOldPublic(flat)
 				}
 				if len(file) != want || o.BeforeFileSize != want {
 					t.Errorf("%s: size %d, formula %d", o.File, len(file), want)
@@ -257,7 +257,7 @@ func TestFixturesReencodeIdentically(t *testing.T) {
 				if err != nil || oname != o.File {
 					t.Fatalf("%s: parse: %v, name %q", o.File, err, oname)
 				}
-				if !bytes.Equal(Flatten(class, oname, attrs), flat) {
+				if !bytes.Equal(LE.Flatten(class, oname, attrs), flat) {
 					t.Errorf("%s: Flatten of the parsed records differs", o.File)
 				}
 			}
@@ -273,7 +273,7 @@ func TestFixtureNVToken(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := OldNVToken(DefaultNVTokenFields(tokens.TypeSoft, f.TokenLabel, f.SOPIN, &f.UserPIN))
+		got, err := LE.OldNVToken(DefaultNVTokenFields(tokens.TypeSoft, f.TokenLabel, f.SOPIN, &f.UserPIN))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -293,7 +293,7 @@ func TestFixtureNVToken(t *testing.T) {
 	nv.HardwareVersion, nv.FirmwareVersion = [2]uint8{1, 0}, [2]uint8{1, 0}
 	nv.Flags = FlagsUsable &^ FlagDualCrypto // 3.8.1 writes 0x44D
 	nv.NextObjectName = CounterName(7)
-	got, err := OldNVToken(nv)
+	got, err := LE.OldNVToken(nv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +304,7 @@ func TestFixtureNVToken(t *testing.T) {
 
 func TestOldNVTokenErrors(t *testing.T) {
 	good := DefaultNVTokenFields(tokens.TypeEP11, "x", "so", nil)
-	b, err := OldNVToken(good)
+	b, err := LE.OldNVToken(good)
 	if err != nil || len(b) != NVTokenSize {
 		t.Fatalf("good fields: %v, %d bytes", err, len(b))
 	}
@@ -325,7 +325,7 @@ func TestOldNVTokenErrors(t *testing.T) {
 	for i, mod := range bad {
 		f := good
 		mod(&f)
-		if _, err := OldNVToken(f); err == nil {
+		if _, err := LE.OldNVToken(f); err == nil {
 			t.Errorf("bad case %d accepted", i)
 		}
 	}

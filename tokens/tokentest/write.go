@@ -217,7 +217,7 @@ func WriteOld(dir string, o Options) (*Generated, error) {
 }
 
 // tokenGroup gives the repository the group a real token's files have, as the token library's
-// set_perm rule does (token-format.md §1.4; the 3.8.1 and 3.23 libraries leave root:pkcs11
+// set_perm rule does (doc/format.md §1.4; the 3.8.1 and 3.23 libraries leave root:pkcs11
 // 0660): when run as root on a host with the group pkcs11, dirs get that group and, while the
 // files are written, the setgid bit, so that every file gets it too. done clears the bit.
 // Elsewhere (no root, no group) the group stays the creator's.
@@ -440,7 +440,7 @@ func makeRepoDir(dir string) error {
 		}
 		f, err := os.Open(dir)
 		if err != nil {
-			return fmt.Errorf("repository %s: %w", dir, err)
+			return err
 		}
 		_, err = f.Readdirnames(1)
 		f.Close()
@@ -448,20 +448,20 @@ func makeRepoDir(dir string) error {
 			return fmt.Errorf("repository %s: directory is not empty", dir)
 		}
 		if !errors.Is(err, io.EOF) {
-			return fmt.Errorf("repository %s: %w", dir, err)
+			return err
 		}
 		if err := os.Chmod(dir, 0o770); err != nil {
-			return fmt.Errorf("repository %s: %w", dir, err)
+			return err
 		}
 		return nil
 	case errors.Is(err, os.ErrNotExist):
 		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-			return fmt.Errorf("repository parent %s: %w", filepath.Dir(dir), err)
+			return err
 		}
 		_, err := mkdir(dir)
 		return err
 	default:
-		return fmt.Errorf("repository %s: %w", dir, err)
+		return err
 	}
 }
 
@@ -469,17 +469,17 @@ func makeRepoDir(dir string) error {
 // away (then new files need an explicit chmod too).
 func mkdir(path string) (masked bool, err error) {
 	if err := os.Mkdir(path, 0o770); err != nil {
-		return false, fmt.Errorf("mkdir %s: %w", path, err)
+		return false, err
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
-		return false, fmt.Errorf("mkdir %s: %w", path, err)
+		return false, err
 	}
 	if fi.Mode().Perm() == 0o770 {
 		return false, nil
 	}
 	if err := os.Chmod(path, 0o770); err != nil {
-		return true, fmt.Errorf("chmod %s: %w", path, err)
+		return true, err
 	}
 	return true, nil
 }
@@ -500,11 +500,11 @@ func writeFile(path string, data []byte, fast bool) error {
 		fd, err = syscall.Open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, perm)
 	}
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, &os.PathError{Op: "open", Path: path, Err: err})
+		return &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	fail := func(op string, err error) error {
 		syscall.Close(fd)
-		return fmt.Errorf("%s %s: %w", op, path, &os.PathError{Op: op, Path: path, Err: err})
+		return &os.PathError{Op: op, Path: path, Err: err}
 	}
 	for rest := data; len(rest) > 0; {
 		n, err := syscall.Write(fd, rest)
@@ -525,7 +525,7 @@ func writeFile(path string, data []byte, fast bool) error {
 		}
 	}
 	if err := syscall.Close(fd); err != nil {
-		return fmt.Errorf("write %s: %w", path, &os.PathError{Op: "close", Path: path, Err: err})
+		return &os.PathError{Op: "close", Path: path, Err: err}
 	}
 	return nil
 }
@@ -533,7 +533,7 @@ func writeFile(path string, data []byte, fast bool) error {
 func writeIndex(path string, count int, names func(int) string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return err
 	}
 	w := bufio.NewWriterSize(f, 64<<10)
 	for i := range count {
@@ -547,10 +547,7 @@ func writeIndex(path string, count int, names func(int) string) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return err // each an *fs.PathError naming path
 }
 
 // objectContent is one object before encoding.

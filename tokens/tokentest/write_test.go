@@ -339,7 +339,7 @@ func TestWriteOldExplicitObjects(t *testing.T) {
 	o.Objects = []ObjectSpec{
 		{Name: "10000000", Private: true, Class: CKOData, Label: "test"},
 		{Class: CKOSecretKey, Private: true, Label: "aes", ID: []byte{1, 2}, Value: []byte("blob"),
-			Attrs: []Attr{UlongAttr(CKAKeyType, uint64(CKKAES)), UlongAttr(CKAValueLen, 32)}},
+			Attrs: []Attr{LE.UlongAttr(CKAKeyType, uint64(CKKAES)), LE.UlongAttr(CKAValueLen, 32)}},
 		{Class: CKOData, Value: []byte("v")},
 		{Name: "OBrawraw", Flat: []byte("whatever bytes, even broken")},
 	}
@@ -353,7 +353,7 @@ func TestWriteOldExplicitObjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := EncodeOldPrivate(unhex(t, sampleFlatHex), seq(0, 24))
+	want, _ := LE.EncodeOldPrivate(unhex(t, sampleFlatHex), seq(0, 24))
 	if !bytes.Equal(file, want) {
 		t.Errorf("sample object file %x", file)
 	}
