@@ -20,7 +20,7 @@ func checkConfBackup(confdir string) error {
 		return plan.Errorf(plan.CodeIO, "open %s: %w", confdir, err)
 	}
 	defer d.Close()
-	// conf.Write refuses a temp file that is not a regular file: find that out before the
+	// conf.WriteIfUnchanged refuses a temp file that is not a regular file: find that out before the
 	// repository is switched, not after.
 	if info, err := d.Lstat(conf.TempName); err == nil && !info.IsRegular() {
 		return &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists and is not a regular file: remove it before migrating", filepath.Join(confdir, conf.TempName))}

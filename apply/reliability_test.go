@@ -81,7 +81,7 @@ func tree(t *testing.T, root string) string {
 	return strings.Join(lines, "\n")
 }
 
-// A leftover opencryptoki.conf_new that conf.Write would refuse (a symlink, a FIFO) must stop
+// A leftover opencryptoki.conf_new that conf.WriteIfUnchanged would refuse (a symlink, a FIFO) must stop
 // apply before the repository is switched, not leave it migrated with the conf unchanged.
 func TestReliabilityConfTempRefusedBeforeSwitch(t *testing.T) {
 	for _, kind := range []string{"symlink", "fifo", "dir"} {
