@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"path/filepath"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
@@ -17,27 +18,27 @@ import (
 func checkConfBackup(confdir string) error {
 	d, err := repofs.OpenDir(confdir)
 	if err != nil {
-		return plan.Errorf(plan.CodeIO, "open %s: %w", confdir, err)
+		return contract.Errorf(contract.CodeIO, "open %s: %w", confdir, err)
 	}
 	defer d.Close()
 	// conf.WriteIfUnchanged refuses a temp file that is not a regular file: find that out before the
 	// repository is switched, not after.
 	if info, err := d.Lstat(conf.TempName); err == nil && !info.IsRegular() {
-		return &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists and is not a regular file: remove it before migrating", filepath.Join(confdir, conf.TempName))}
+		return &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("%s exists and is not a regular file: remove it before migrating", filepath.Join(confdir, conf.TempName))}
 	}
 	bak, err := d.ReadFileAnyLinks(plan.ConfBakName)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return plan.Errorf(plan.CodeBackupExists, "conf backup %s: %w", filepath.Join(confdir, plan.ConfBakName), err)
+		return contract.Errorf(contract.CodeBackupExists, "conf backup %s: %w", filepath.Join(confdir, plan.ConfBakName), err)
 	}
 	cur, err := d.ReadFileAnyLinks(plan.ConfName)
 	if err != nil {
-		return plan.Errorf(plan.CodeIO, "read conf: %w", err)
+		return contract.Errorf(contract.CodeIO, "read conf: %w", err)
 	}
 	if !bytes.Equal(bak, cur) {
-		return &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("config file backup %s already exists: remove it before migrating", filepath.Join(confdir, plan.ConfBakName))}
+		return &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("config file backup %s already exists: remove it before migrating", filepath.Join(confdir, plan.ConfBakName))}
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"path/filepath"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
@@ -18,9 +19,9 @@ import (
 // its name). The repository must be migrated (3.12) and must not itself be the backup. It
 // takes the same locks as apply, but does not need pkcsslotd stopped: it touches nothing the
 // token library uses.
-func RemoveBackups(req plan.Options, want *plan.Backup) (*Result, error) {
+func RemoveBackups(req plan.Options, want *contract.Backup) (*contract.Result, error) {
 	if want == nil || want.Datastore == "" && want.Conf == "" {
-		return nil, &plan.Error{Code: plan.CodeBadRequest, Field: "backup", Message: "remove-backups needs the backup object that apply printed (\"backup\" in the request)"}
+		return nil, &contract.Error{Code: contract.CodeBadRequest, Field: "backup", Message: "remove-backups needs the backup object that apply printed (\"backup\" in the request)"}
 	}
 	ds, confdir, err := resolvePaths(req)
 	if err != nil {
@@ -31,17 +32,17 @@ func RemoveBackups(req plan.Options, want *plan.Backup) (*Result, error) {
 		return nil, err
 	}
 	defer unlock()
-	res := &Result{Operation: "remove_backups", Slot: req.Slot, Datastore: ds, Conf: filepath.Join(confdir, plan.ConfName), Warnings: []string{}, Steps: []string{}, Removed: []string{}, Verified: true}
+	res := &contract.Result{Operation: "remove_backups", Slot: req.Slot, Datastore: ds, Conf: filepath.Join(confdir, plan.ConfName), Warnings: []string{}, Steps: []contract.Op{}, Removed: []string{}, Verified: true}
 	if err := rollbackSlot(req, confdir, res); err != nil {
 		return nil, err
 	}
 	pdir, err := repofs.OpenDir(filepath.Dir(ds))
 	if err != nil {
-		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", filepath.Dir(ds), err)
+		return nil, contract.Errorf(contract.CodeIO, "open %s: %w", filepath.Dir(ds), err)
 	}
 	defer pdir.Close()
 	if f := nvFormat(pdir, filepath.Base(ds)); f != tokens.Format312 {
-		return nil, &plan.Error{Code: plan.CodeBadRequest, Field: "backup", Message: fmt.Sprintf("%s is not a migrated (3.12) repository: its backups are kept", ds)}
+		return nil, &contract.Error{Code: contract.CodeBadRequest, Field: "backup", Message: fmt.Sprintf("%s is not a migrated (3.12) repository: its backups are kept", ds)}
 	}
 	if want.Datastore != "" {
 		if err := removeRepositoryBackup(pdir, ds, live, want, res); err != nil {
@@ -62,7 +63,7 @@ func RemoveBackups(req plan.Options, want *plan.Backup) (*Result, error) {
 
 // removeRepositoryBackup removes the repository's backup beside it (<ds>_BAK) or inside it
 // (an in-place switch's), by identity.
-func removeRepositoryBackup(pdir *repofs.Dir, ds string, live repofs.Info, want *plan.Backup, res *Result) error {
+func removeRepositoryBackup(pdir *repofs.Dir, ds string, live repofs.Info, want *contract.Backup, res *contract.Result) error {
 	var in *repofs.Dir
 	var name, scratch string
 	switch filepath.Clean(want.Datastore) {
@@ -71,12 +72,12 @@ func removeRepositoryBackup(pdir *repofs.Dir, ds string, live repofs.Info, want 
 	case filepath.Join(ds, plan.InPlaceBak):
 		dsDir, err := repofs.OpenDir(ds)
 		if err != nil {
-			return plan.Errorf(plan.CodeIO, "open %s: %w", ds, err)
+			return contract.Errorf(contract.CodeIO, "open %s: %w", ds, err)
 		}
 		defer dsDir.Close()
 		in, name, scratch = dsDir, plan.InPlaceBak, plan.InPlaceDiscard
 	default:
-		return &plan.Error{Code: plan.CodeBadRequest, Field: "backup", Message: fmt.Sprintf("%s is not a backup of %s (%s or %s)", want.Datastore, ds, ds+plan.SuffixBak, filepath.Join(ds, plan.InPlaceBak))}
+		return &contract.Error{Code: contract.CodeBadRequest, Field: "backup", Message: fmt.Sprintf("%s is not a backup of %s (%s or %s)", want.Datastore, ds, ds+plan.SuffixBak, filepath.Join(ds, plan.InPlaceBak))}
 	}
 	if want.DatastoreDev == 0 && want.DatastoreIno == 0 {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("%s was not made by that run (no identity given): kept", want.Datastore))
@@ -84,28 +85,28 @@ func removeRepositoryBackup(pdir *repofs.Dir, ds string, live repofs.Info, want 
 	}
 	id := repofs.Info{Dev: want.DatastoreDev, Ino: want.DatastoreIno}
 	if repofs.Same(id, live) {
-		return &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("the backup named is the repository %s itself now: nothing was removed", ds)}
+		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("the backup named is the repository %s itself now: nothing was removed", ds)}
 	}
 	err := in.RemoveTreeIfSame(name, id, scratch)
 	switch {
 	case err == nil:
 		res.Removed = append(res.Removed, want.Datastore)
-		res.Steps = append(res.Steps, "remove_backup")
+		res.Steps = append(res.Steps, contract.OpRemoveBackup)
 	case errors.Is(err, fs.ErrNotExist):
 		res.Warnings = append(res.Warnings, fmt.Sprintf("%s does not exist (removed already?)", want.Datastore))
 	case errors.Is(err, repofs.ErrChanged):
-		return &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("%s is not the backup apply made (another directory is at that name now): it was left alone", want.Datastore), Err: err}
+		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("%s is not the backup apply made (another directory is at that name now): it was left alone", want.Datastore), Err: err}
 	default:
-		return plan.Errorf(plan.CodeIO, "remove %s: %w", want.Datastore, err)
+		return contract.Errorf(contract.CodeIO, "remove %s: %w", want.Datastore, err)
 	}
 	return nil
 }
 
 // removeConfBackup removes opencryptoki.conf_BAK if it is the file apply made.
-func removeConfBackup(confdir string, want *plan.Backup, res *Result) error {
+func removeConfBackup(confdir string, want *contract.Backup, res *contract.Result) error {
 	path := filepath.Join(confdir, plan.ConfBakName)
 	if filepath.Clean(want.Conf) != path {
-		return &plan.Error{Code: plan.CodeBadRequest, Field: "backup", Message: fmt.Sprintf("%s is not the conf backup %s", want.Conf, path)}
+		return &contract.Error{Code: contract.CodeBadRequest, Field: "backup", Message: fmt.Sprintf("%s is not the conf backup %s", want.Conf, path)}
 	}
 	if want.ConfDev == 0 && want.ConfIno == 0 {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("%s was not made by that run (no identity given): kept", path))
@@ -113,20 +114,20 @@ func removeConfBackup(confdir string, want *plan.Backup, res *Result) error {
 	}
 	cdir, err := repofs.OpenDir(confdir)
 	if err != nil {
-		return plan.Errorf(plan.CodeIO, "open %s: %w", confdir, err)
+		return contract.Errorf(contract.CodeIO, "open %s: %w", confdir, err)
 	}
 	defer cdir.Close()
 	err = cdir.RemoveIfSame(plan.ConfBakName, repofs.Info{Dev: want.ConfDev, Ino: want.ConfIno})
 	switch {
 	case err == nil:
 		res.Removed = append(res.Removed, path)
-		res.Steps = append(res.Steps, "remove_conf_backup")
+		res.Steps = append(res.Steps, contract.OpRemoveConfBackup)
 	case errors.Is(err, fs.ErrNotExist):
 		res.Warnings = append(res.Warnings, fmt.Sprintf("%s does not exist (removed already?)", path))
 	case errors.Is(err, repofs.ErrChanged):
-		return &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("%s is not the file apply made: it was left alone", path), Err: err}
+		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("%s is not the file apply made: it was left alone", path), Err: err}
 	default:
-		return plan.Errorf(plan.CodeIO, "remove %s: %w", path, err)
+		return contract.Errorf(contract.CodeIO, "remove %s: %w", path, err)
 	}
 	return nil
 }

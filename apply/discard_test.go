@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/plan"
 )
 
@@ -63,11 +64,11 @@ func TestRemoveBackupsByIdentityOnly(t *testing.T) {
 	wrong.DatastoreIno++
 	before := tree(t, filepath.Dir(ds))
 	_, err = apply.RemoveBackups(rm, &wrong)
-	wantCode(t, err, plan.CodeVerifyFailed, "left alone")
+	wantCode(t, err, contract.CodeVerifyFailed, "left alone")
 	if after := tree(t, filepath.Dir(ds)); after != before {
 		t.Errorf("a refused removal changed files:\nbefore\n%s\nafter\n%s", before, after)
 	}
-	byName := plan.Backup{Datastore: res.Backup.Datastore, Conf: res.Backup.Conf}
+	byName := contract.Backup{Datastore: res.Backup.Datastore, Conf: res.Backup.Conf}
 	got, err := apply.RemoveBackups(rm, &byName)
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +84,7 @@ func TestRemoveBackupsByIdentityOnly(t *testing.T) {
 	self := *res.Backup
 	self.DatastoreIno = inode(live)
 	_, err = apply.RemoveBackups(rm, &self)
-	wantCode(t, err, plan.CodeVerifyFailed, "repository")
+	wantCode(t, err, contract.CodeVerifyFailed, "repository")
 }
 
 func inode(fi os.FileInfo) uint64 { return fi.Sys().(*syscall.Stat_t).Ino }

@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 )
@@ -12,12 +13,12 @@ func fingerprintNow(ds, confdir string) (string, error) {
 	}
 	d, err := repofs.OpenDir(ds)
 	if err != nil {
-		return "", plan.Errorf(plan.CodeIO, "open %s: %w", ds, err)
+		return "", contract.Errorf(contract.CodeIO, "open %s: %w", ds, err)
 	}
 	defer d.Close()
 	fp, err := plan.Fingerprint(d, confBytes)
 	if err != nil {
-		return "", plan.Errorf(plan.CodeIO, "fingerprint %s: %w", ds, err)
+		return "", contract.Errorf(contract.CodeIO, "fingerprint %s: %w", ds, err)
 	}
 	return fp, nil
 }

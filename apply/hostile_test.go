@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
@@ -23,9 +24,9 @@ func req(ds, confdir string) plan.Options {
 	return plan.Options{Slot: 3, Datastore: ds, Confdir: confdir, SOPIN: []byte("so-pin-1"), UserPIN: []byte("user-pin-2")}
 }
 
-func wantCode(t *testing.T, err error, code plan.Code, part string) {
+func wantCode(t *testing.T, err error, code contract.Code, part string) {
 	t.Helper()
-	var pe *plan.Error
+	var pe *contract.Error
 	if !errors.As(err, &pe) || pe.Code != code {
 		t.Fatalf("want %s, got %v", code, err)
 	}
@@ -71,7 +72,7 @@ func TestHostileForeignTreeAtWorkingCopyName(t *testing.T) {
 			}
 			before := tree(t, filepath.Dir(ds))
 			_, err := apply.Run(req(ds, confdir), nil, o)
-			wantCode(t, err, plan.CodeCorruptRepository, "not a working copy this tool made")
+			wantCode(t, err, contract.CodeCorruptRepository, "not a working copy this tool made")
 			if after := tree(t, filepath.Dir(ds)); after != before {
 				t.Errorf("the refused run changed files:\nbefore\n%s\nafter\n%s", before, after)
 			}
@@ -110,7 +111,7 @@ func TestLeftoverWorkingCopy(t *testing.T) {
 			}
 			_, err := apply.Run(req(ds, confdir), nil, o)
 			if whose == "other" {
-				wantCode(t, err, plan.CodeCorruptRepository, "another repository")
+				wantCode(t, err, contract.CodeCorruptRepository, "another repository")
 				return
 			}
 			if err != nil {
@@ -152,7 +153,7 @@ func TestHostileSwapBeforeExchange(t *testing.T) {
 				return os.Rename(hers, name)
 			})
 			_, err := apply.Run(req(ds, confdir), nil, o)
-			wantCode(t, err, plan.CodeVerifyFailed, "nothing was switched")
+			wantCode(t, err, contract.CodeVerifyFailed, "nothing was switched")
 			live := ds
 			if which == "repository" {
 				live = ds + ".moved"
@@ -192,7 +193,7 @@ func TestHostileJournalDoesNotBypassStalePlan(t *testing.T) {
 			r := req(ds, confdir)
 			r.Slot, r.Datastore, r.Confdir = 0, "", ""
 			_, err = apply.Run(r, p, o)
-			wantCode(t, err, plan.CodeStalePlan, "plan again")
+			wantCode(t, err, contract.CodeStalePlan, "plan again")
 			if owner == "member" {
 				// Not stale: refused for her journal all the same, before any work.
 				p2, err := plan.Make(req(ds, confdir))
@@ -201,7 +202,7 @@ func TestHostileJournalDoesNotBypassStalePlan(t *testing.T) {
 				}
 				before := tree(t, filepath.Dir(ds))
 				_, err = apply.Run(r, p2, o)
-				wantCode(t, err, plan.CodeCorruptRepository, "not a journal this tool wrote")
+				wantCode(t, err, contract.CodeCorruptRepository, "not a journal this tool wrote")
 				if after := tree(t, filepath.Dir(ds)); after != before {
 					t.Errorf("the refused run changed files:\nbefore\n%s\nafter\n%s", before, after)
 				}
@@ -223,7 +224,7 @@ func TestHostileNoWiderAccess(t *testing.T) {
 		}
 		before := tree(t, filepath.Dir(ds))
 		_, err := apply.Run(req(ds, confdir), nil, o)
-		wantCode(t, err, plan.CodeCorruptRepository, "TOK_OBJ/SECRET")
+		wantCode(t, err, contract.CodeCorruptRepository, "TOK_OBJ/SECRET")
 		if !errors.Is(err, repofs.ErrHardLinked) {
 			t.Errorf("%v: want ErrHardLinked", err)
 		}
@@ -313,7 +314,7 @@ func TestHostileSparseRepository(t *testing.T) {
 	}
 	before := tree(t, filepath.Dir(ds))
 	_, err := apply.Run(req(ds, confdir), nil, o)
-	wantCode(t, err, plan.CodeCorruptRepository, "MiB")
+	wantCode(t, err, contract.CodeCorruptRepository, "MiB")
 	if after := tree(t, filepath.Dir(ds)); after != before {
 		t.Errorf("the refused run changed files:\nbefore\n%s\nafter\n%s", before, after)
 	}
@@ -384,7 +385,7 @@ func TestRollbackRefusesUntrustedConfBackup(t *testing.T) {
 			}
 			before := tree(t, filepath.Dir(ds))
 			_, err := apply.Rollback(plan.Options{Slot: 3, Datastore: ds, Confdir: confdir}, o)
-			wantCode(t, err, plan.CodeConfInvalid, "not a backup this tool made")
+			wantCode(t, err, contract.CodeConfInvalid, "not a backup this tool made")
 			if after := tree(t, filepath.Dir(ds)); after != before {
 				t.Errorf("the refused rollback changed files:\nbefore\n%s\nafter\n%s", before, after)
 			}

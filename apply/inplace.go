@@ -15,6 +15,7 @@ import (
 	json "github.com/goccy/go-json"
 	"golang.org/x/sys/unix"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 )
@@ -106,7 +107,7 @@ func (l location) path(ds string) string {
 }
 
 // backupLocation is where the plan keeps the original of an in-place switch.
-func backupLocation(p *plan.Plan) location {
+func backupLocation(p *contract.Plan) location {
 	if p.Backup == filepath.Join(p.Datastore, plan.InPlaceBak) {
 		return location{Name: plan.InPlaceBak}
 	}
@@ -133,11 +134,11 @@ func newInPlaceSwitch(m *migration) (*inPlaceSwitch, error) {
 	p := m.p
 	dsDir, err := repofs.OpenDir(p.Datastore)
 	if err != nil {
-		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", p.Datastore, err)
+		return nil, contract.Errorf(contract.CodeIO, "open %s: %w", p.Datastore, err)
 	}
 	if info, err := dsDir.Lstat("."); err != nil || !repofs.Same(info, m.o.orig) {
 		dsDir.Close()
-		return nil, &plan.Error{Code: plan.CodeStalePlan, Message: fmt.Sprintf("%s is not the directory apply locked any more: someone renamed it; plan again", p.Datastore)}
+		return nil, &contract.Error{Code: contract.CodeStalePlan, Message: fmt.Sprintf("%s is not the directory apply locked any more: someone renamed it; plan again", p.Datastore)}
 	}
 	ip := &inPlace{ds: p.Datastore, base: filepath.Base(p.Datastore), pdir: m.pdir, dsDir: dsDir, ctlName: plan.InPlaceTmp, o: m.o}
 	return &inPlaceSwitch{inPlace: ip, m: m, dest: backupLocation(p)}, nil
@@ -145,7 +146,7 @@ func newInPlaceSwitch(m *migration) (*inPlaceSwitch, error) {
 
 func (s *inPlaceSwitch) backupFree() error {
 	if exists(s.dest.dir(s.inPlace), s.dest.Name) {
-		return &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("datastore backup %s already exists: remove it before migrating", s.dest.path(s.ds))}
+		return &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("datastore backup %s already exists: remove it before migrating", s.dest.path(s.ds))}
 	}
 	return nil
 }
@@ -193,8 +194,8 @@ func (s *inPlaceSwitch) abandon() {
 }
 
 // made: the working copy, which holds the original files now, is the backup.
-func (s *inPlaceSwitch) made() plan.Backup {
-	return plan.Backup{Datastore: s.keptAt.path(s.ds), DatastoreDev: s.ctlInfo.Dev, DatastoreIno: s.ctlInfo.Ino}
+func (s *inPlaceSwitch) made() contract.Backup {
+	return contract.Backup{Datastore: s.keptAt.path(s.ds), DatastoreDev: s.ctlInfo.Dev, DatastoreIno: s.ctlInfo.Ino}
 }
 
 func (s *inPlaceSwitch) close() {
@@ -213,11 +214,11 @@ func switchEntries(dsDir, src *repofs.Dir, skipMarks bool) ([]switchEntry, error
 	}
 	srcFiles, err := fileDigests(src, exclude)
 	if err != nil {
-		return nil, plan.Errorf(plan.CodeIO, "read %s: %w", src.Path(), err)
+		return nil, contract.Errorf(contract.CodeIO, "read %s: %w", src.Path(), err)
 	}
 	dsFiles, err := fileDigests(dsDir, plan.Reserved)
 	if err != nil {
-		return nil, plan.Errorf(plan.CodeIO, "read %s: %w", dsDir.Path(), err)
+		return nil, contract.Errorf(contract.CodeIO, "read %s: %w", dsDir.Path(), err)
 	}
 	var es []switchEntry
 	for rel, sum := range srcFiles {
@@ -291,19 +292,19 @@ func digestAt(d *repofs.Dir, rel string) (string, error) {
 func (ip *inPlace) writeJournal(j inPlaceJournal) error {
 	raw, err := json.Marshal(j)
 	if err != nil {
-		return plan.Errorf(plan.CodeIO, "journal: %w", err)
+		return contract.Errorf(contract.CodeIO, "journal: %w", err)
 	}
 	if _, err := ip.ctl.CreatePrivate(plan.InPlaceJournal, raw); err != nil {
-		return plan.Errorf(plan.CodeIO, "write journal: %w", err)
+		return contract.Errorf(contract.CodeIO, "write journal: %w", err)
 	}
 	if syncJournal {
 		if err := ip.ctl.Syncfs(); err != nil {
-			return plan.Errorf(plan.CodeIO, "sync journal: %w", err)
+			return contract.Errorf(contract.CodeIO, "sync journal: %w", err)
 		}
 	}
 	// Durability: the journal's name before the first exchange.
 	if err := ip.ctl.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.ctl.Path(), err)
+		return contract.Errorf(contract.CodeIO, "sync %s: %w", ip.ctl.Path(), err)
 	}
 	return nil
 }
@@ -321,7 +322,7 @@ func (ip *inPlace) switchAll(j inPlaceJournal, src *repofs.Dir, judge bool) erro
 	}
 	// Durability: every exchange before the source directory moves and the journal goes.
 	if err := ip.dsDir.Syncfs(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.ds, err)
+		return contract.Errorf(contract.CodeIO, "sync %s: %w", ip.ds, err)
 	}
 	return nil
 }
@@ -331,7 +332,7 @@ func (ip *inPlace) switchAll(j inPlaceJournal, src *repofs.Dir, judge bool) erro
 // checked after each exchange that the repository has the file the source had.
 func switchOne(dsDir, src *repofs.Dir, e switchEntry, judge bool) error {
 	stuck := func(why string) error {
-		return &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("in-place switch of %s: %s is %s: nothing more was switched; the journal in %s says what is left (check who changes files there)", dsDir.Path(), e.Rel, why, dsDir.Path())}
+		return &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("in-place switch of %s: %s is %s: nothing more was switched; the journal in %s says what is left (check who changes files there)", dsDir.Path(), e.Rel, why, dsDir.Path())}
 	}
 	if judge {
 		done, err := entryDone(dsDir, src, e)
@@ -354,14 +355,14 @@ func switchOne(dsDir, src *repofs.Dir, e switchEntry, judge bool) error {
 			err = src.RenameNoReplaceTo(e.Rel, dsDir, e.Rel)
 		}
 		if err != nil {
-			return plan.Errorf(plan.CodeIO, "switch %s in place: %w", e.Rel, err)
+			return contract.Errorf(contract.CodeIO, "switch %s in place: %w", e.Rel, err)
 		}
 		if after, err := dsDir.Lstat(e.Rel); err != nil || !repofs.Same(after, before) {
-			return &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("in-place switch of %s: %s is not the file that was switched in: someone else renames files there; check it", dsDir.Path(), e.Rel)}
+			return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("in-place switch of %s: %s is not the file that was switched in: someone else renames files there; check it", dsDir.Path(), e.Rel)}
 		}
 	case "out":
 		if err := dsDir.RenameNoReplaceTo(e.Rel, src, e.Rel); err != nil {
-			return plan.Errorf(plan.CodeIO, "move %s out of the repository: %w", e.Rel, err)
+			return contract.Errorf(contract.CodeIO, "move %s out of the repository: %w", e.Rel, err)
 		}
 	default:
 		return stuck("of an unknown kind " + e.Kind)
@@ -375,11 +376,11 @@ func switchOne(dsDir, src *repofs.Dir, e switchEntry, judge bool) error {
 func entryDone(dsDir, src *repofs.Dir, e switchEntry) (bool, error) {
 	inDS, err := digestAt(dsDir, e.Rel)
 	if err != nil {
-		return false, plan.Errorf(plan.CodeCorruptRepository, "in-place switch: read %s: %w", filepath.Join(dsDir.Path(), e.Rel), err)
+		return false, contract.Errorf(contract.CodeCorruptRepository, "in-place switch: read %s: %w", filepath.Join(dsDir.Path(), e.Rel), err)
 	}
 	inSrc, err := digestAt(src, e.Rel)
 	if err != nil {
-		return false, plan.Errorf(plan.CodeCorruptRepository, "in-place switch: read %s: %w", filepath.Join(src.Path(), e.Rel), err)
+		return false, contract.Errorf(contract.CodeCorruptRepository, "in-place switch: read %s: %w", filepath.Join(src.Path(), e.Rel), err)
 	}
 	switch e.Kind {
 	case "exchange", "in":
@@ -397,7 +398,7 @@ func entryDone(dsDir, src *repofs.Dir, e switchEntry) (bool, error) {
 			return false, nil
 		}
 	}
-	return false, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("in-place switch of %s: cannot tell whether %s was switched (neither it nor its counterpart in %s has the content the journal names): nothing was changed; check them by hand", dsDir.Path(), e.Rel, src.Path())}
+	return false, &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("in-place switch of %s: cannot tell whether %s was switched (neither it nor its counterpart in %s has the content the journal names): nothing was changed; check them by hand", dsDir.Path(), e.Rel, src.Path())}
 }
 
 // finishApply moves the working copy, which holds the original files now, to the backup,
@@ -417,7 +418,7 @@ func (ip *inPlace) finishApply(j inPlaceJournal, rootMode uint32) error {
 // stays inside it.
 func (ip *inPlace) moveCtl(dest location) error {
 	if cur, err := ip.dsDir.Lstat(ip.ctlName); err != nil || !repofs.Same(cur, ip.ctlInfo) {
-		return &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("the repository is migrated, but its working copy %s (which holds the original files) was moved by someone else: find the root-only directory in %s; run apply again", filepath.Join(ip.ds, ip.ctlName), ip.ds)}
+		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("the repository is migrated, but its working copy %s (which holds the original files) was moved by someone else: find the root-only directory in %s; run apply again", filepath.Join(ip.ds, ip.ctlName), ip.ds)}
 	}
 	err := ip.dsDir.RenameNoReplaceTo(ip.ctlName, dest.dir(ip), dest.Name)
 	if errors.Is(err, unix.EXDEV) && dest.Beside {
@@ -428,16 +429,16 @@ func (ip *inPlace) moveCtl(dest location) error {
 		err = ip.dsDir.RenameNoReplaceTo(ip.ctlName, ip.dsDir, dest.Name)
 	}
 	if err != nil {
-		return plan.Errorf(plan.CodeIO, "keep the original files as %s (the repository is migrated; run apply again): %w", dest.path(ip.ds), err)
+		return contract.Errorf(contract.CodeIO, "keep the original files as %s (the repository is migrated; run apply again): %w", dest.path(ip.ds), err)
 	}
 	ip.keptAt = dest
 	// Durability: the rename (both directories) before the mark and the journal's removal.
 	if err := ip.dsDir.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.ds, err)
+		return contract.Errorf(contract.CodeIO, "sync %s: %w", ip.ds, err)
 	}
 	if dest.Beside {
 		if err := ip.pdir.Sync(); err != nil {
-			return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.pdir.Path(), err)
+			return contract.Errorf(contract.CodeIO, "sync %s: %w", ip.pdir.Path(), err)
 		}
 	}
 	return nil
@@ -449,32 +450,32 @@ func (ip *inPlace) moveCtl(dest location) error {
 func (ip *inPlace) settleBackup(rootMode uint32) error {
 	if _, err := ip.ctl.Lstat(backupMark); errors.Is(err, fs.ErrNotExist) {
 		if _, err := ip.ctl.CreatePrivate(backupMark, nil); err != nil {
-			return plan.Errorf(plan.CodeIO, "mark the backup: %w", err)
+			return contract.Errorf(contract.CodeIO, "mark the backup: %w", err)
 		}
 	}
 	if err := ip.o.hook("journal_remove"); err != nil {
 		return err
 	}
 	if err := ip.ctl.Remove(plan.InPlaceJournal); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return plan.Errorf(plan.CodeIO, "remove journal: %w", err)
+		return contract.Errorf(contract.CodeIO, "remove journal: %w", err)
 	}
 	if err := ip.ctl.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.ctl.Path(), err)
+		return contract.Errorf(contract.CodeIO, "sync %s: %w", ip.ctl.Path(), err)
 	}
 	if err := ip.ctl.Chmod(rootMode); err != nil {
-		return plan.Errorf(plan.CodeIO, "give the backup its mode: %w", err)
+		return contract.Errorf(contract.CodeIO, "give the backup its mode: %w", err)
 	}
 	// Durability: the mode before the marks go (settleWorkingCopy's reason).
 	if err := ip.ctl.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.ctl.Path(), err)
+		return contract.Errorf(contract.CodeIO, "sync %s: %w", ip.ctl.Path(), err)
 	}
 	for _, n := range []string{markerName, backupMark} {
 		if err := ip.ctl.Remove(n); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return plan.Errorf(plan.CodeIO, "settle the backup: %w", err)
+			return contract.Errorf(contract.CodeIO, "settle the backup: %w", err)
 		}
 	}
 	if err := ip.ctl.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.ctl.Path(), err)
+		return contract.Errorf(contract.CodeIO, "sync %s: %w", ip.ctl.Path(), err)
 	}
 	return nil
 }
@@ -485,12 +486,12 @@ func (ip *inPlace) settleBackup(rootMode uint32) error {
 func recoverInPlace(ds string, o Options) (recovery, error) {
 	pdir, err := repofs.OpenDir(filepath.Dir(ds))
 	if err != nil {
-		return recovery{}, plan.Errorf(plan.CodeIO, "open %s: %w", filepath.Dir(ds), err)
+		return recovery{}, contract.Errorf(contract.CodeIO, "open %s: %w", filepath.Dir(ds), err)
 	}
 	defer pdir.Close()
 	dsDir, err := repofs.OpenDir(ds)
 	if err != nil {
-		return recovery{}, plan.Errorf(plan.CodeIO, "open %s: %w", ds, err)
+		return recovery{}, contract.Errorf(contract.CodeIO, "open %s: %w", ds, err)
 	}
 	defer dsDir.Close()
 	ip := &inPlace{ds: ds, base: filepath.Base(ds), pdir: pdir, dsDir: dsDir, o: o}
@@ -536,14 +537,14 @@ func (ip *inPlace) clearMarks() error {
 			}
 			if err := b.RemoveIfSame(m, mInfo); err != nil {
 				b.Close()
-				return plan.Errorf(plan.CodeIO, "settle the backup %s: %w", filepath.Join(c.d.Path(), c.name), err)
+				return contract.Errorf(contract.CodeIO, "settle the backup %s: %w", filepath.Join(c.d.Path(), c.name), err)
 			}
 			removed = true
 		}
 		if removed {
 			if err := b.Sync(); err != nil {
 				b.Close()
-				return plan.Errorf(plan.CodeIO, "sync %s: %w", b.Path(), err)
+				return contract.Errorf(contract.CodeIO, "sync %s: %w", b.Path(), err)
 			}
 		}
 		b.Close()
@@ -566,7 +567,7 @@ func (ip *inPlace) findPrivate() ([]privateDir, error) {
 	var out []privateDir
 	names, err := ip.dsDir.ReadDirNames(".")
 	if err != nil {
-		return nil, plan.Errorf(plan.CodeIO, "read %s: %w", ip.ds, err)
+		return nil, contract.Errorf(contract.CodeIO, "read %s: %w", ip.ds, err)
 	}
 	type cand struct {
 		d   *repofs.Dir
@@ -602,10 +603,10 @@ func (ip *inPlace) recoverOne(f privateDir) (recovery, error) {
 	switch {
 	case jerr == nil && !allZero(raw):
 		if err := json.Unmarshal(raw, &j); err != nil || j.State != "apply" && j.State != "rollback" || filepath.Base(j.Datastore) != ip.base {
-			return recovery{}, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("the journal in %s is not readable: check %s by hand", f.loc.path(ip.ds), ip.ds)}
+			return recovery{}, &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("the journal in %s is not readable: check %s by hand", f.loc.path(ip.ds), ip.ds)}
 		}
 	case jerr != nil && !errors.Is(jerr, fs.ErrNotExist):
-		return recovery{}, plan.Errorf(plan.CodeCorruptRepository, "journal in %s: %w", f.loc.path(ip.ds), jerr)
+		return recovery{}, contract.Errorf(contract.CodeCorruptRepository, "journal in %s: %w", f.loc.path(ip.ds), jerr)
 	case exists(f.dir, backupMark):
 		return recovery{}, ip.settleFound(f)
 	case f.loc.Beside:
@@ -624,7 +625,7 @@ func (ip *inPlace) recoverOne(f privateDir) (recovery, error) {
 	if f.loc.Beside {
 		// Only the backup of an apply is ever beside the repository, after the switch.
 		if j.State != "apply" {
-			return recovery{}, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("%s holds a rollback's journal: check it by hand", f.loc.path(ip.ds))}
+			return recovery{}, &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("%s holds a rollback's journal: check it by hand", f.loc.path(ip.ds))}
 		}
 		if err := ip.switchAll(j, f.dir, true); err != nil {
 			return recovery{}, err
@@ -675,7 +676,7 @@ func (ip *inPlace) resumeRollback(j inPlaceJournal) error {
 	}
 	sd, err := src.dir(ip).OpenSubdir(src.Name)
 	if err != nil {
-		return &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("an in-place rollback of %s was interrupted and neither %s nor %s is there: check them by hand", ip.ds, j.Source.path(ip.ds), j.Dest.path(ip.ds)), Err: err}
+		return &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("an in-place rollback of %s was interrupted and neither %s nor %s is there: check them by hand", ip.ds, j.Source.path(ip.ds), j.Dest.path(ip.ds)), Err: err}
 	}
 	defer sd.Close()
 	if err := ip.switchAll(j, sd, true); err != nil {
@@ -689,24 +690,24 @@ func (ip *inPlace) resumeRollback(j inPlaceJournal) error {
 func (ip *inPlace) finishRollback(j inPlaceJournal, at location) error {
 	if at != j.Dest {
 		if err := at.dir(ip).RenameNoReplaceTo(at.Name, j.Dest.dir(ip), j.Dest.Name); err != nil {
-			return plan.Errorf(plan.CodeIO, "keep the migrated files as %s: %w", j.Dest.path(ip.ds), err)
+			return contract.Errorf(contract.CodeIO, "keep the migrated files as %s: %w", j.Dest.path(ip.ds), err)
 		}
 		// Durability: the rename before the journal goes.
 		if err := at.dir(ip).Sync(); err != nil {
-			return plan.Errorf(plan.CodeIO, "sync: %w", err)
+			return contract.Errorf(contract.CodeIO, "sync: %w", err)
 		}
 		if err := j.Dest.dir(ip).Sync(); err != nil {
-			return plan.Errorf(plan.CodeIO, "sync: %w", err)
+			return contract.Errorf(contract.CodeIO, "sync: %w", err)
 		}
 	}
 	if err := ip.o.hook("journal_remove"); err != nil {
 		return err
 	}
 	if err := removeWorkingCopy(ip.dsDir, ip.ctlName, ip.ctl); err != nil {
-		return plan.Errorf(plan.CodeIO, "remove the rollback's journal: %w", err)
+		return contract.Errorf(contract.CodeIO, "remove the rollback's journal: %w", err)
 	}
 	if err := ip.dsDir.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s: %w", ip.ds, err)
+		return contract.Errorf(contract.CodeIO, "sync %s: %w", ip.ds, err)
 	}
 	return nil
 }
@@ -734,10 +735,10 @@ func inPlaceBackup(pdir, dsDir *repofs.Dir, ds, force string) (location, bool) {
 // rollbackInPlace switches the backup's files back into the repository one by one (the
 // in-place protocol with a control directory that holds only the journal), then keeps the
 // migrated files as <ds>_ROLLED_BACK beside it or PKCSTOK_MIGRATE_ROLLED_BACK inside it.
-func rollbackInPlace(pdir *repofs.Dir, ds string, src location, o Options, res *Result) error {
+func rollbackInPlace(pdir *repofs.Dir, ds string, src location, o Options, res *contract.Result) error {
 	dsDir, err := repofs.OpenDir(ds)
 	if err != nil {
-		return plan.Errorf(plan.CodeIO, "open %s: %w", ds, err)
+		return contract.Errorf(contract.CodeIO, "open %s: %w", ds, err)
 	}
 	defer dsDir.Close()
 	ip := &inPlace{ds: ds, base: filepath.Base(ds), pdir: pdir, dsDir: dsDir, ctlName: plan.InPlaceTmp, o: o}
@@ -746,14 +747,14 @@ func rollbackInPlace(pdir *repofs.Dir, ds string, src location, o Options, res *
 		dest = location{Beside: true, Name: ip.base + SuffixRolledBack}
 	}
 	if exists(dest.dir(ip), dest.Name) {
-		return &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", dest.path(ds))}
+		return &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", dest.path(ds))}
 	}
 	if src.Beside {
 		// The backup holds the migrated files afterwards and is renamed: one the file
 		// system cannot rename (an image's layer, once the container was committed) is
 		// refused before anything is switched.
 		if why, _, err := pdir.ExchangeBlocker(src.Name); err == nil && why != "" {
-			return &plan.Error{Code: plan.CodeCannotSwitch, Message: fmt.Sprintf("the backup %s cannot be renamed (%s): nothing was rolled back; copy it through the overlay first (cp -a %[1]s %[1]s.new && rm -rf %[1]s && mv %[1]s.new %[1]s) and run rollback again", src.path(ds), why)}
+			return &contract.Error{Code: contract.CodeCannotSwitch, Message: fmt.Sprintf("the backup %s cannot be renamed (%s): nothing was rolled back; copy it through the overlay first (cp -a %[1]s %[1]s.new && rm -rf %[1]s && mv %[1]s.new %[1]s) and run rollback again", src.path(ds), why)}
 		}
 	}
 	bakInfo, err := loadableBackup(src.dir(ip), src.Name, ds)
@@ -762,15 +763,15 @@ func rollbackInPlace(pdir *repofs.Dir, ds string, src location, o Options, res *
 	}
 	bd, err := src.dir(ip).OpenSubdir(src.Name)
 	if err != nil {
-		return plan.Errorf(plan.CodeIO, "open %s: %w", src.path(ds), err)
+		return contract.Errorf(contract.CodeIO, "open %s: %w", src.path(ds), err)
 	}
 	defer bd.Close()
 	if info, err := bd.Lstat("."); err != nil || !repofs.Same(info, bakInfo) {
-		return &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("%s changed while rollback checked it: someone else renames entries there; check it", src.path(ds))}
+		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("%s changed while rollback checked it: someone else renames entries there; check it", src.path(ds))}
 	}
 	self, err := dsDir.Lstat(".")
 	if err != nil {
-		return plan.Errorf(plan.CodeIO, "stat %s: %w", ds, err)
+		return contract.Errorf(contract.CodeIO, "stat %s: %w", ds, err)
 	}
 	ctl, ctlInfo, err := makeWorkingCopy(dsDir, plan.InPlaceTmp, ds, self.GID)
 	if err != nil {
@@ -793,18 +794,18 @@ func rollbackInPlace(pdir *repofs.Dir, ds string, src location, o Options, res *
 	if err := ip.switchAll(j, bd, false); err != nil {
 		return err
 	}
-	res.Steps = append(res.Steps, "switch_in_place")
+	res.Steps = append(res.Steps, contract.OpSwitchInPlace)
 	if err := o.hook("rollback_rename"); err != nil {
 		return err
 	}
 	if info, err := src.dir(ip).Lstat(src.Name); err != nil || !repofs.Same(info, bakInfo) {
-		return &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("%s is not the backup rollback switched from any more: someone else renames entries there; check it (run rollback again)", src.path(ds))}
+		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("%s is not the backup rollback switched from any more: someone else renames entries there; check it (run rollback again)", src.path(ds))}
 	}
 	if err := ip.finishRollback(j, src); err != nil {
 		return err
 	}
-	res.Steps = append(res.Steps, "keep_migrated")
+	res.Steps = append(res.Steps, contract.OpKeepMigrated)
 	res.RepositoryChanged = true
-	res.Backup = &Backup{Datastore: dest.path(ds)}
+	res.Backup = &contract.Backup{Datastore: dest.path(ds)}
 	return nil
 }

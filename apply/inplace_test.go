@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/plan"
 )
 
@@ -247,7 +248,7 @@ func stopEverywhere(t *testing.T, force, op string) {
 			t.Fatalf("step %d (%s): no error", k, steps[k])
 		}
 		o = apply.WithHook(o, nil)
-		if _, err := runErr(op, r, o); err != nil && !(op == "rollback" && plan.CodeOf(err) == plan.CodeNothingToRollBack) {
+		if _, err := runErr(op, r, o); err != nil && !(op == "rollback" && contract.CodeOf(err) == contract.CodeNothingToRollBack) {
 			t.Fatalf("stopped at step %d (%s), the rerun failed: %v", k, steps[k], err)
 		}
 		switch op {
@@ -279,7 +280,7 @@ func run(t *testing.T, op string, r plan.Options, o apply.Options) {
 	}
 }
 
-func runErr(op string, r plan.Options, o apply.Options) (*apply.Result, error) {
+func runErr(op string, r plan.Options, o apply.Options) (*contract.Result, error) {
 	if op == "rollback" {
 		return apply.Rollback(r, o)
 	}
@@ -310,7 +311,7 @@ func TestOverlayLowerBackupRollbackRefused(t *testing.T) {
 	ds := filepath.Join(merged, "swtok")
 	before := tree(t, merged)
 	_, err := apply.Rollback(req(ds, confdir), o)
-	wantCode(t, err, plan.CodeCannotSwitch, "cannot be renamed")
+	wantCode(t, err, contract.CodeCannotSwitch, "cannot be renamed")
 	if after := tree(t, merged); after != before {
 		t.Errorf("the refused rollback changed files")
 	}
@@ -330,7 +331,7 @@ func TestInPlaceHostile(t *testing.T) {
 		victim(t, v)
 		before := tree(t, v)
 		_, err := apply.Run(r, nil, o)
-		wantCode(t, err, plan.CodeCorruptRepository, "")
+		wantCode(t, err, contract.CodeCorruptRepository, "")
 		if after := tree(t, v); after != before {
 			t.Errorf("the victim changed:\n%s\nwant\n%s", after, before)
 		}
@@ -353,7 +354,7 @@ func TestInPlaceHostile(t *testing.T) {
 			return nil
 		})
 		_, err := apply.Run(r, nil, o)
-		wantCode(t, err, plan.CodeVerifyFailed, "moved by someone else")
+		wantCode(t, err, contract.CodeVerifyFailed, "moved by someone else")
 		o = apply.WithHook(o, nil)
 		if _, err := apply.Run(r, nil, o); err != nil {
 			t.Fatalf("rerun: %v", err)
@@ -375,7 +376,7 @@ func TestInPlaceHostile(t *testing.T) {
 		}
 		before := tree(t, ds)
 		_, err := apply.Run(r, nil, o)
-		wantCode(t, err, plan.CodeBackupExists, plan.InPlaceBak)
+		wantCode(t, err, contract.CodeBackupExists, plan.InPlaceBak)
 		if after := tree(t, ds); after != before {
 			t.Errorf("the refused run changed the repository")
 		}

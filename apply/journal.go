@@ -10,6 +10,7 @@ import (
 
 	json "github.com/goccy/go-json"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
@@ -49,7 +50,7 @@ func recoverJournal(ds string, o Options) (recovery, error) {
 	parent, base := filepath.Dir(ds), filepath.Base(ds)
 	pdir, err := repofs.OpenDir(parent)
 	if err != nil {
-		return recovery{}, plan.Errorf(plan.CodeIO, "open %s: %w", parent, err)
+		return recovery{}, contract.Errorf(contract.CodeIO, "open %s: %w", parent, err)
 	}
 	defer pdir.Close()
 	raw, jInfo, err := pdir.ReadPrivate(base + plan.SuffixJournal)
@@ -58,9 +59,9 @@ func recoverJournal(ds string, o Options) (recovery, error) {
 	}
 	if err != nil {
 		if errors.Is(err, repofs.ErrNotOwn) || errors.Is(err, repofs.ErrSymlink) || errors.Is(err, repofs.ErrNotRegular) {
-			return recovery{foreign: &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("%s is not a journal this tool wrote (%v): nothing was touched; remove it after checking %s and %s", ds+plan.SuffixJournal, err, ds, ds+plan.SuffixTmp), Err: err}}, nil
+			return recovery{foreign: &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("%s is not a journal this tool wrote (%v): nothing was touched; remove it after checking %s and %s", ds+plan.SuffixJournal, err, ds, ds+plan.SuffixTmp), Err: err}}, nil
 		}
-		return recovery{}, plan.Errorf(plan.CodeIO, "read journal: %w", err)
+		return recovery{}, contract.Errorf(contract.CodeIO, "read journal: %w", err)
 	}
 	var j journal
 	// It names its repository by the same name in the same directory (a journal of another
@@ -72,7 +73,7 @@ func recoverJournal(ds string, o Options) (recovery, error) {
 		// journal is durable. It goes, and the working copy is rebuilt
 		// (crash/testdata/states/good_apply_journal_*).
 		if !allZero(raw) || nvFormat(pdir, base) != tokens.FormatOld {
-			return recovery{}, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("journal %s is not readable: remove it after checking %s and %s", ds+plan.SuffixJournal, ds, ds+plan.SuffixTmp)}
+			return recovery{}, &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("journal %s is not readable: remove it after checking %s and %s", ds+plan.SuffixJournal, ds, ds+plan.SuffixTmp)}
 		}
 		if err := removeJournal(pdir, base, jInfo); err != nil {
 			return recovery{}, err
@@ -95,17 +96,17 @@ func recoverJournal(ds string, o Options) (recovery, error) {
 func finishJournaled(pdir *repofs.Dir, base, ds string) (exchanged bool, err error) {
 	tmpName := base + plan.SuffixTmp
 	if err := settleSwitched(pdir, base, ds); err != nil {
-		return false, plan.Errorf(plan.CodeIO, "give %s its mode: %w", ds, err)
+		return false, contract.Errorf(contract.CodeIO, "give %s its mode: %w", ds, err)
 	}
 	dsFormat, tmpFormat := nvFormat(pdir, base), nvFormat(pdir, tmpName)
 	switch {
 	case dsFormat == tokens.Format312 && tmpFormat == tokens.FormatOld:
 		// Exchanged, not yet backed up.
 		if _, err := pdir.Lstat(base + plan.SuffixBak); err == nil {
-			return false, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists: cannot move the original repository (now at %s) there", ds+plan.SuffixBak, ds+plan.SuffixTmp)}
+			return false, &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("%s exists: cannot move the original repository (now at %s) there", ds+plan.SuffixBak, ds+plan.SuffixTmp)}
 		}
 		if err := pdir.RenameNoReplace(tmpName, base+plan.SuffixBak); err != nil {
-			return false, plan.Errorf(plan.CodeIO, "rename %s: %w", ds+plan.SuffixTmp, err)
+			return false, contract.Errorf(contract.CodeIO, "rename %s: %w", ds+plan.SuffixTmp, err)
 		}
 		exchanged = true
 	case dsFormat == tokens.FormatOld:
@@ -117,12 +118,12 @@ func finishJournaled(pdir *repofs.Dir, base, ds string) (exchanged bool, err err
 		// Exchanged and backed up.
 		exchanged = true
 	default:
-		return false, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("journal %s: cannot tell %s (%s) from %s (%s): check them by hand", ds+plan.SuffixJournal, ds, dsFormat, ds+plan.SuffixTmp, tmpFormat)}
+		return false, &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("journal %s: cannot tell %s (%s) from %s (%s): check them by hand", ds+plan.SuffixJournal, ds, dsFormat, ds+plan.SuffixTmp, tmpFormat)}
 	}
 	// Durability: the rename to _BAK before the journal goes (covered by the next fsync
 	// under the crash model: one directory's changes reach the disk in order).
 	if err := pdir.Sync(); err != nil {
-		return false, plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+		return false, contract.Errorf(contract.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}
 	return exchanged, nil
 }
@@ -166,10 +167,10 @@ func settleSwitched(pdir *repofs.Dir, base, ds string) error {
 // name now) and makes that durable: the finished switch before the conf is edited to say 3.12.
 func removeJournal(pdir *repofs.Dir, base string, info repofs.Info) error {
 	if err := pdir.RemoveIfSame(base+plan.SuffixJournal, info); err != nil {
-		return plan.Errorf(plan.CodeIO, "remove journal: %w", err)
+		return contract.Errorf(contract.CodeIO, "remove journal: %w", err)
 	}
 	if err := pdir.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+		return contract.Errorf(contract.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}
 	return nil
 }

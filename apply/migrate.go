@@ -8,6 +8,7 @@ import (
 
 	json "github.com/goccy/go-json"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 )
@@ -34,7 +35,7 @@ func (x *exchangeSwitch) tmpName() string { return x.base + plan.SuffixTmp }
 
 func (x *exchangeSwitch) backupFree() error {
 	if _, err := x.m.pdir.Lstat(x.base + plan.SuffixBak); err == nil {
-		return &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("datastore backup %s already exists: remove it before migrating", x.m.p.Datastore+plan.SuffixBak)}
+		return &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("datastore backup %s already exists: remove it before migrating", x.m.p.Datastore+plan.SuffixBak)}
 	}
 	return nil
 }
@@ -61,20 +62,20 @@ func (x *exchangeSwitch) journal() error {
 	info, err := pdir.CreatePrivate(x.base+plan.SuffixJournal, j)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("%s appeared while apply ran: someone else creates entries in %s", p.Datastore+plan.SuffixJournal, pdir.Path()), Err: err}
+			return &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("%s appeared while apply ran: someone else creates entries in %s", p.Datastore+plan.SuffixJournal, pdir.Path()), Err: err}
 		}
-		return plan.Errorf(plan.CodeIO, "write journal: %w", err)
+		return contract.Errorf(contract.CodeIO, "write journal: %w", err)
 	}
 	x.jInfo = &info
 	if syncJournal {
 		if err := pdir.Syncfs(); err != nil {
-			return plan.Errorf(plan.CodeIO, "sync journal: %w", err)
+			return contract.Errorf(contract.CodeIO, "sync journal: %w", err)
 		}
 	}
 	// Durability: the journal's name before the exchange (covered by the fsync after the
 	// exchange: one directory's changes reach the disk in order).
 	if err := pdir.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+		return contract.Errorf(contract.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}
 	return nil
 }
@@ -100,36 +101,36 @@ func (x *exchangeSwitch) keepBackup() error {
 	// Durability: the exchange, so that "the repository is migrated" holds after a power
 	// cut should the next step fail (covered by the next fsync when it does not).
 	if err := pdir.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s (the repository is migrated; run apply again): %w", pdir.Path(), err)
+		return contract.Errorf(contract.CodeIO, "sync %s (the repository is migrated; run apply again): %w", pdir.Path(), err)
 	}
 	// Durability: the mode and the marker's removal before the journal that would redo them
 	// goes (settleWorkingCopy syncs the directory).
 	if err := settleWorkingCopy(x.wc, x.m.rootMode); err != nil {
-		return plan.Errorf(plan.CodeIO, "give %s its mode (the repository is migrated; run apply again): %w", p.Datastore, err)
+		return contract.Errorf(contract.CodeIO, "give %s its mode (the repository is migrated; run apply again): %w", p.Datastore, err)
 	}
 	if err := o.hook("backup"); err != nil {
 		return err
 	}
 	if info, err := pdir.Lstat(tmpName); err != nil || !repofs.Same(info, o.orig) {
-		return &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("the repository is migrated, but the original was moved away from %s by someone else before it could become %s: find it in %s", p.Datastore+plan.SuffixTmp, p.Datastore+plan.SuffixBak, pdir.Path())}
+		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("the repository is migrated, but the original was moved away from %s by someone else before it could become %s: find it in %s", p.Datastore+plan.SuffixTmp, p.Datastore+plan.SuffixBak, pdir.Path())}
 	}
 	if err := pdir.RenameNoReplace(tmpName, bakName); err != nil {
-		return plan.Errorf(plan.CodeIO, "rename the original to %s (the repository is migrated; run apply again): %w", p.Datastore+plan.SuffixBak, err)
+		return contract.Errorf(contract.CodeIO, "rename the original to %s (the repository is migrated; run apply again): %w", p.Datastore+plan.SuffixBak, err)
 	}
 	// Durability: the original's new name (covered by the next fsync).
 	if err := pdir.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+		return contract.Errorf(contract.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}
 	if err := o.hook("journal_remove"); err != nil {
 		return err
 	}
 	if err := pdir.RemoveIfSame(x.base+plan.SuffixJournal, *x.jInfo); err != nil {
-		return plan.Errorf(plan.CodeIO, "remove journal: %w", err)
+		return contract.Errorf(contract.CodeIO, "remove journal: %w", err)
 	}
 	// Durability: the whole switch before the conf says 3.12 (the conf lives in another
 	// directory, whose fsync covers nothing here), and no journal left after success.
 	if err := pdir.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+		return contract.Errorf(contract.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}
 	return nil
 }
@@ -145,8 +146,8 @@ func (x *exchangeSwitch) abandon() {
 }
 
 // made: the original, which the locks held, is the backup.
-func (x *exchangeSwitch) made() plan.Backup {
-	return plan.Backup{Datastore: x.m.p.Datastore + plan.SuffixBak, DatastoreDev: x.m.o.orig.Dev, DatastoreIno: x.m.o.orig.Ino}
+func (x *exchangeSwitch) made() contract.Backup {
+	return contract.Backup{Datastore: x.m.p.Datastore + plan.SuffixBak, DatastoreDev: x.m.o.orig.Dev, DatastoreIno: x.m.o.orig.Ino}
 }
 
 func (x *exchangeSwitch) close() {

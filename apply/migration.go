@@ -6,6 +6,7 @@ import (
 	"hash"
 	"runtime"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
@@ -15,7 +16,7 @@ import (
 // execute when the repository is to change. Its run is the one skeleton of both switches:
 // working copy → verify → journal → switch → backup; a switcher says how each step is done.
 type migration struct {
-	p        *plan.Plan
+	p        *contract.Plan
 	insp     *plan.Inspection
 	req      plan.Options // the PINs
 	o        Options
@@ -23,13 +24,14 @@ type migration struct {
 	perm     repofs.Perm // the token group
 	modes    *copyModes
 	rootMode uint32 // the mode the migrated repository's directory gets
-	res      *Result
+	res      *contract.Result
+	made     contract.Backup // the backups this run made, with their identity
 }
 
-func newMigration(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir *repofs.Dir) (*migration, error) {
+func newMigration(p *contract.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir *repofs.Dir) (*migration, error) {
 	gid, err := repofs.LookupGroup(p.UserGroup)
 	if err != nil {
-		return nil, plan.Errorf(plan.CodeGroupNotFound, "token group %q: %w", p.UserGroup, err)
+		return nil, contract.Errorf(contract.CodeGroupNotFound, "token group %q: %w", p.UserGroup, err)
 	}
 	m := &migration{p: p, insp: insp, req: req, o: o, pdir: pdir, perm: repofs.Perm{GID: gid}}
 	m.modes = newCopyModes(gid, insp.Index)
@@ -56,16 +58,16 @@ type switcher interface {
 	// the working copy and the journal go; after it, the journal tells a rerun what to do.
 	abandon()
 	// made is the backup this run made, with its identity.
-	made() plan.Backup
+	made() contract.Backup
 	close()
 }
 
-// switchStep is the name of the switch step in the result's steps.
-func switchStep(sw switcher) string {
+// switchStep is the switch's step in the result.
+func switchStep(sw switcher) contract.Op {
 	if _, ok := sw.(*inPlaceSwitch); ok {
-		return "switch_in_place"
+		return contract.OpSwitchInPlace
 	}
-	return "exchange"
+	return contract.OpExchange
 }
 
 // run migrates the repository with sw. It returns the digest of the migrated repository
@@ -103,7 +105,7 @@ func (m *migration) run(sw switcher) (dst hash.Hash, err error) {
 	if err = m.o.hook("verify"); err != nil {
 		return nil, err
 	}
-	m.res.Steps = append(m.res.Steps, "verify")
+	m.res.Steps = append(m.res.Steps, contract.OpVerify)
 	if err = sw.journal(); err != nil {
 		return nil, err
 	}
@@ -115,9 +117,8 @@ func (m *migration) run(sw switcher) (dst hash.Hash, err error) {
 	if err = sw.keepBackup(); err != nil {
 		return nil, err
 	}
-	m.res.Steps = append(m.res.Steps, "backup")
-	b := sw.made()
-	m.res.made.Datastore, m.res.made.DatastoreDev, m.res.made.DatastoreIno = b.Datastore, b.DatastoreDev, b.DatastoreIno
+	m.res.Steps = append(m.res.Steps, contract.OpBackup)
+	m.made = sw.made()
 	return dst, nil
 }
 
@@ -129,24 +130,24 @@ func (m *migration) buildWorkingCopy(wc *repofs.Dir) (hash.Hash, error) {
 	p := m.p
 	src, err := repofs.OpenDir(p.Datastore)
 	if err != nil {
-		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", p.Datastore, err)
+		return nil, contract.Errorf(contract.CodeIO, "open %s: %w", p.Datastore, err)
 	}
 	defer src.Close()
 	if info, err := src.Lstat("."); err != nil || !repofs.Same(info, m.o.orig) {
-		return nil, &plan.Error{Code: plan.CodeStalePlan, Message: fmt.Sprintf("%s is not the directory apply locked any more: someone renamed it; plan again", p.Datastore)}
+		return nil, &contract.Error{Code: contract.CodeStalePlan, Message: fmt.Sprintf("%s is not the directory apply locked any more: someone renamed it; plan again", p.Datastore)}
 	}
 	// The new keys come first: the copy re-encrypts each object on the way, so every file
 	// is read once and written once (no second pass that truncates and rewrites the copy).
 	repo, err := tokens.Load(src)
 	if err != nil {
-		return nil, plan.Errorf(plan.CodeCorruptRepository, "%s: %w", p.Datastore, err)
+		return nil, contract.Errorf(contract.CodeCorruptRepository, "%s: %w", p.Datastore, err)
 	}
 	// The new master key is drawn at once; the four PBKDF2 derivations that NVTOK.DAT and
 	// the MK files need run meanwhile, while the copy re-encrypts the objects (they need the
 	// master key only); the key files are written last (CopyOptions.Defer).
 	up, err := repo.StartUpgrade(m.req.SOPIN, m.req.UserPIN, m.o.Rand)
 	if err != nil {
-		return nil, plan.Errorf(plan.CodeCorruptRepository, "new keys: %w", err)
+		return nil, contract.Errorf(contract.CodeCorruptRepository, "new keys: %w", err)
 	}
 	defer up.Keys.Wipe()
 	defer func() { _, _ = up.Wait() }() // the derivations end before the keys are wiped
@@ -179,21 +180,21 @@ func (m *migration) buildWorkingCopy(wc *repofs.Dir) (hash.Hash, error) {
 			return nil, err
 		}
 	}
-	m.res.Steps = append(m.res.Steps, "copy", "write_keys", "reencrypt")
+	m.res.Steps = append(m.res.Steps, contract.OpCopy, contract.OpWriteKeys, contract.OpReencrypt)
 	m.res.ObjectsMigrated = migrated
 	return dst, nil
 }
 
 // copyError classifies an error of the working copy.
-func copyError(p *plan.Plan, err error) error {
-	var pe *plan.Error
+func copyError(p *contract.Plan, err error) error {
+	var pe *contract.Error
 	if errors.As(err, &pe) {
 		return pe
 	}
 	if errors.Is(err, repofs.ErrSymlink) || errors.Is(err, repofs.ErrNotRegular) || errors.Is(err, repofs.ErrHardLinked) || errors.Is(err, repofs.ErrTooLarge) {
-		return plan.Errorf(plan.CodeCorruptRepository, "copy %s: %w", p.Datastore, err)
+		return contract.Errorf(contract.CodeCorruptRepository, "copy %s: %w", p.Datastore, err)
 	}
-	return plan.Errorf(plan.CodeIO, "copy %s: %w", p.Datastore, err)
+	return contract.Errorf(contract.CodeIO, "copy %s: %w", p.Datastore, err)
 }
 
 // copyWorkers is how many files the working copy reads, re-encrypts and writes at once.
@@ -215,7 +216,7 @@ func (m *migration) checkUnread(srcDigest hash.Hash, rc *reencrypter) error {
 	}
 	order, why, err := rc.tally.Decide(m.insp.NVOrder)
 	if err != nil {
-		return plan.Errorf(plan.CodeByteOrder, "repository %s: %w", p.Datastore, err)
+		return contract.Errorf(contract.CodeByteOrder, "repository %s: %w", p.Datastore, err)
 	}
 	before := len(p.Warnings)
 	plan.SetByteOrder(p, order, why)

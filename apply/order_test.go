@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
@@ -84,6 +85,6 @@ func TestApplyRefusesMixedByteOrder(t *testing.T) {
 	before := tree(t, root)
 	_, err = apply.Run(plan.Options{Slot: 3, Datastore: ds, Confdir: confdir, SOPIN: []byte("so-pin-1"), UserPIN: []byte("user-pin-2")}, nil, o)
 	require.Error(t, err)
-	require.Equal(t, plan.CodeByteOrder, plan.CodeOf(err))
+	require.Equal(t, contract.CodeByteOrder, contract.CodeOf(err))
 	require.Equal(t, before, tree(t, root), "nothing changed")
 }

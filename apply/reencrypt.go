@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/ocktools/pkcstok-migrate/plan"
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 )
 
@@ -21,7 +21,7 @@ import (
 // exactly what was written, and every object must decrypt with the new master key to the
 // clear bytes it had before.
 type reencrypter struct {
-	p                *plan.Plan
+	p                *contract.Plan
 	up               *tokens.PendingUpgrade
 	order            tokens.ByteOrder // the repository's, from the plan
 	oldKeys, newKeys *tokens.Keys
@@ -41,7 +41,7 @@ type reencrypter struct {
 // keyFiles are the files the Upgrade replaces, in reencrypter.keyFiles order.
 var keyFiles = [3]string{tokens.FileNVTok, tokens.FileMKSO, tokens.FileMKUser}
 
-func newReencrypter(p *plan.Plan, names []string, oldKeys *tokens.Keys, up *tokens.PendingUpgrade, o Options) *reencrypter {
+func newReencrypter(p *contract.Plan, names []string, oldKeys *tokens.Keys, up *tokens.PendingUpgrade, o Options) *reencrypter {
 	n := len(names)
 	r := &reencrypter{p: p, up: up, order: planOrder(p), oldKeys: oldKeys, newKeys: up.Keys, o: o,
 		byName: make([]int32, n), sums: make([][32]byte, n), done: make([]bool, n), checked: make([]bool, n),
@@ -76,7 +76,7 @@ func (r *reencrypter) keyFile(rel string) (int, []byte, bool, error) {
 	}
 	up, err := r.up.Wait()
 	if err != nil {
-		return i, nil, true, plan.Errorf(plan.CodeCorruptRepository, "new keys: %w", err)
+		return i, nil, true, contract.Errorf(contract.CodeCorruptRepository, "new keys: %w", err)
 	}
 	return i, [][]byte{up.NVToken, up.MKSO, up.MKUser}[i], true, nil
 }
@@ -112,11 +112,11 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 		// The plan's objects are OBJ.IDX's names, read under the same locks; a different
 		// OBJ.IDX now means the repository changed under the run.
 		if names := tokens.ParseIndex(data); len(names) != len(r.names) {
-			return nil, plan.Errorf(plan.CodeStalePlan, "OBJ.IDX lists %d objects, the plan %d: the repository changed during the run", len(names), len(r.names))
+			return nil, contract.Errorf(contract.CodeStalePlan, "OBJ.IDX lists %d objects, the plan %d: the repository changed during the run", len(names), len(r.names))
 		} else {
 			for i, n := range names {
 				if n != r.names[i] {
-					return nil, plan.Errorf(plan.CodeStalePlan, "OBJ.IDX entry %d differs from the plan's: the repository changed during the run", i+1)
+					return nil, contract.Errorf(contract.CodeStalePlan, "OBJ.IDX entry %d differs from the plan's: the repository changed during the run", i+1)
 				}
 			}
 		}
@@ -138,7 +138,7 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 	if !re.Changed {
 		// The repository is old (NVTOK.DAT): an object already in the 3.12 format means a
 		// mixed repository, which the plan refuses too.
-		return nil, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("%s mixes old and 3.12 files (TOK_OBJ/%s is already 3.12); refusing to guess", r.p.Datastore, name)}
+		return nil, &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("%s mixes old and 3.12 files (TOK_OBJ/%s is already 3.12); refusing to guess", r.p.Datastore, name)}
 	}
 	// The flattened body is copied as it is, but the token library parses it on load: one
 	// that does not parse (a total_len that cuts it short, say) is refused here, as the
@@ -171,16 +171,16 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 // objectError is the error of an object that cannot be migrated: byte_order when its byte
 // order is the repository's other one, corrupt_repository otherwise.
 func objectError(name string, err error) error {
-	code := plan.CodeCorruptRepository
+	code := contract.CodeCorruptRepository
 	if errors.Is(err, tokens.ErrByteOrder) {
-		code = plan.CodeByteOrder
+		code = contract.CodeByteOrder
 	}
-	return plan.Errorf(code, "object %s: %w", name, err)
+	return contract.Errorf(code, "object %s: %w", name, err)
 }
 
 // counts sums up the objects as the plan would have.
-func (r *reencrypter) counts() plan.Counts {
-	c := plan.Counts{Total: len(r.private)}
+func (r *reencrypter) counts() contract.Counts {
+	c := contract.Counts{Total: len(r.private)}
 	for _, priv := range r.private {
 		if priv {
 			c.Private++
@@ -194,7 +194,7 @@ func (r *reencrypter) counts() plan.Counts {
 }
 
 func (r *reencrypter) fail(format string, args ...any) error {
-	return &plan.Error{Code: plan.CodeVerifyFailed, Message: "verification of the working copy failed, nothing was switched: " + fmt.Sprintf(format, args...)}
+	return &contract.Error{Code: contract.CodeVerifyFailed, Message: "verification of the working copy failed, nothing was switched: " + fmt.Sprintf(format, args...)}
 }
 
 // verify is the CopyOptions.Verify of the working copy: written is what the new file holds,
@@ -238,7 +238,7 @@ func (r *reencrypter) result() (int, error) {
 	for i := range r.done {
 		if !r.done[i] {
 			// The name is OBJ.IDX's bytes, not a file the copy met: not quoted.
-			return 0, plan.Errorf(plan.CodeCorruptRepository, "object %d of OBJ.IDX names no file of TOK_OBJ (none was found while copying)", i+1)
+			return 0, contract.Errorf(contract.CodeCorruptRepository, "object %d of OBJ.IDX names no file of TOK_OBJ (none was found while copying)", i+1)
 		}
 		if !r.checked[i] {
 			return 0, r.fail("object %s was not read back", r.names[i])
@@ -246,14 +246,14 @@ func (r *reencrypter) result() (int, error) {
 	}
 	for i := range r.keyFiles {
 		if !r.keyFiles[i].Load() {
-			return 0, plan.Errorf(plan.CodeCorruptRepository, "%s was not found while copying", keyFiles[i])
+			return 0, contract.Errorf(contract.CodeCorruptRepository, "%s was not found while copying", keyFiles[i])
 		}
 	}
 	return int(r.migrated.Load()), nil
 }
 
 // planOrder is the repository byte order the plan found ("any": nothing depends on it).
-func planOrder(p *plan.Plan) tokens.ByteOrder {
+func planOrder(p *contract.Plan) tokens.ByteOrder {
 	o, err := tokens.ParseByteOrder(p.ByteOrder)
 	if err != nil {
 		return tokens.OrderUnknown

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
@@ -104,8 +105,8 @@ func TestReliabilityConfTempRefusedBeforeSwitch(t *testing.T) {
 			var steps []string
 			o = apply.WithHook(o, func(s string) error { steps = append(steps, s); return nil })
 			_, err = apply.Run(plan.Options{Slot: 3, Datastore: ds, Confdir: confdir, SOPIN: []byte("so-pin-1"), UserPIN: []byte("user-pin-2")}, nil, o)
-			var pe *plan.Error
-			if !errors.As(err, &pe) || pe.Code != plan.CodeBackupExists {
+			var pe *contract.Error
+			if !errors.As(err, &pe) || pe.Code != contract.CodeBackupExists {
 				t.Fatalf("want backup_exists, got %v", err)
 			}
 			if after := tree(t, filepath.Dir(ds)); after != before {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"path/filepath"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
@@ -22,7 +23,7 @@ const (
 // repository is kept as <datastore>_ROLLED_BACK and the migrated conf as
 // opencryptoki.conf_ROLLED_BACK. Each part is decided by what is on disk, so a rerun after an
 // interruption finishes the work.
-func Rollback(req plan.Options, o Options) (*Result, error) {
+func Rollback(req plan.Options, o Options) (*contract.Result, error) {
 	if o.ShmDir == "" {
 		o.ShmDir = "/dev/shm"
 	}
@@ -31,18 +32,18 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer unlock()
-	res := &Result{Operation: "rollback", Slot: req.Slot, Datastore: ds, Conf: filepath.Join(confdir, plan.ConfName), Warnings: []string{}, Steps: []string{}, Verified: true}
+	res := &contract.Result{Operation: "rollback", Slot: req.Slot, Datastore: ds, Conf: filepath.Join(confdir, plan.ConfName), Warnings: []string{}, Steps: []contract.Op{}, Verified: true}
 	if err := rollbackSlot(req, confdir, res); err != nil {
 		return nil, err
 	}
 	pdir, err := repofs.OpenDir(filepath.Dir(ds))
 	if err != nil {
-		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", filepath.Dir(ds), err)
+		return nil, contract.Errorf(contract.CodeIO, "open %s: %w", filepath.Dir(ds), err)
 	}
 	defer pdir.Close()
 	cdir, err := repofs.OpenDir(confdir)
 	if err != nil {
-		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", confdir, err)
+		return nil, contract.Errorf(contract.CodeIO, "open %s: %w", confdir, err)
 	}
 	defer cdir.Close()
 	// An interrupted apply or rollback is finished first (a journal the tool did not write is
@@ -52,7 +53,7 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 	}
 	dsDir, err := repofs.OpenDir(ds)
 	if err != nil {
-		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", ds, err)
+		return nil, contract.Errorf(contract.CodeIO, "open %s: %w", ds, err)
 	}
 	defer dsDir.Close()
 	ipSrc, switchInPlace := inPlaceBackup(pdir, dsDir, ds, req.ForcedSwitch())
@@ -88,7 +89,7 @@ func Rollback(req plan.Options, o Options) (*Result, error) {
 
 // rollbackSlot checks the slot in the conf (a supported token) and fills the result's token
 // type and the conf's trust warnings.
-func rollbackSlot(req plan.Options, confdir string, res *Result) error {
+func rollbackSlot(req plan.Options, confdir string, res *contract.Result) error {
 	cf, _, confWarnings, err := plan.ReadConfWarn(confdir)
 	if err != nil {
 		return err
@@ -96,10 +97,10 @@ func rollbackSlot(req plan.Options, confdir string, res *Result) error {
 	res.Warnings = append(res.Warnings, confWarnings...)
 	slot, err := cf.Slot(uint64(req.Slot))
 	if err != nil {
-		return plan.Errorf(plan.CodeSlotNotFound, "slot %d: %w", req.Slot, err)
+		return contract.Errorf(contract.CodeSlotNotFound, "slot %d: %w", req.Slot, err)
 	}
 	if !slot.Type.Supported() {
-		return &plan.Error{Code: plan.CodeUnsupportedToken, Message: fmt.Sprintf("slot %d: stdll %s is not a supported token", req.Slot, slot.Stdll)}
+		return &contract.Error{Code: contract.CodeUnsupportedToken, Message: fmt.Sprintf("slot %d: stdll %s is not a supported token", req.Slot, slot.Stdll)}
 	}
 	res.TokenType = slot.Type.String()
 	return nil
@@ -131,10 +132,10 @@ func rollbackTodo(pdir, cdir *repofs.Dir, ds, confdir string, inPlace bool) (rol
 		}
 	}
 	if !t.repo && !t.conf && !inPlace {
-		return t, &plan.Error{Code: plan.CodeNothingToRollBack, Message: fmt.Sprintf("nothing to roll back: no old-format %s beside a 3.12 %s, and no %s", ds+plan.SuffixBak, ds, filepath.Join(confdir, plan.ConfBakName))}
+		return t, &contract.Error{Code: contract.CodeNothingToRollBack, Message: fmt.Sprintf("nothing to roll back: no old-format %s beside a 3.12 %s, and no %s", ds+plan.SuffixBak, ds, filepath.Join(confdir, plan.ConfBakName))}
 	}
 	if _, err := pdir.Lstat(base + SuffixRolledBack); t.repo && err == nil {
-		return t, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", ds+SuffixRolledBack)}
+		return t, &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", ds+SuffixRolledBack)}
 	}
 	// A _ROLLED_BACK conf that holds the current conf is this rollback's own: linked by a
 	// run the power cut (or a kill) stopped before it renamed the backup back
@@ -143,7 +144,7 @@ func rollbackTodo(pdir, cdir *repofs.Dir, ds, confdir string, inPlace bool) (rol
 		rb, rerr := cdir.ReadFileAnyLinks(ConfRolledBackName)
 		cur, cerr := cdir.ReadFileAnyLinks(plan.ConfName)
 		if rerr != nil || cerr != nil || !bytes.Equal(rb, cur) {
-			return t, &plan.Error{Code: plan.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", filepath.Join(confdir, ConfRolledBackName))}
+			return t, &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", filepath.Join(confdir, ConfRolledBackName))}
 		}
 		t.confKept = true
 	}
@@ -153,7 +154,7 @@ func rollbackTodo(pdir, cdir *repofs.Dir, ds, confdir string, inPlace bool) (rol
 // rollbackRepository switches the backup (checked to load, and checked by device and inode
 // before and after) back in for the locked repository, then keeps the migrated repository as
 // <ds>_ROLLED_BACK.
-func rollbackRepository(pdir *repofs.Dir, ds string, bakFmt tokens.Format, o Options, res *Result) error {
+func rollbackRepository(pdir *repofs.Dir, ds string, bakFmt tokens.Format, o Options, res *contract.Result) error {
 	base, bak := filepath.Base(ds), filepath.Base(ds)+plan.SuffixBak
 	if bakFmt == tokens.FormatOld {
 		bakInfo, err := loadableBackup(pdir, bak, ds)
@@ -168,27 +169,27 @@ func rollbackRepository(pdir *repofs.Dir, ds string, bakFmt tokens.Format, o Opt
 		}
 		// Durability: the exchange (covered by the next fsync under the crash model).
 		if err := pdir.Sync(); err != nil {
-			return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+			return contract.Errorf(contract.CodeIO, "sync %s: %w", pdir.Path(), err)
 		}
-		res.Steps = append(res.Steps, "exchange")
+		res.Steps = append(res.Steps, contract.OpExchange)
 	}
 	if err := o.hook("rollback_rename"); err != nil {
 		return err
 	}
 	if info, err := pdir.Lstat(bak); err != nil || !info.IsDir() || bakFmt == tokens.FormatOld && !repofs.Same(info, o.orig) {
-		return &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("%s is not the migrated repository any more: someone else renames entries in %s; check it", ds+plan.SuffixBak, pdir.Path())}
+		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("%s is not the migrated repository any more: someone else renames entries in %s; check it", ds+plan.SuffixBak, pdir.Path())}
 	}
 	if err := pdir.RenameNoReplace(bak, base+SuffixRolledBack); err != nil {
-		return plan.Errorf(plan.CodeIO, "rename %s: %w", ds+plan.SuffixBak, err)
+		return contract.Errorf(contract.CodeIO, "rename %s: %w", ds+plan.SuffixBak, err)
 	}
 	// Durability: the repository rolled back before the conf is (another directory):
 	// never the original conf over the 3.12 repository after a power cut.
 	if err := pdir.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s: %w", pdir.Path(), err)
+		return contract.Errorf(contract.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}
-	res.Steps = append(res.Steps, "keep_migrated")
+	res.Steps = append(res.Steps, contract.OpKeepMigrated)
 	res.RepositoryChanged = true
-	res.Backup = &Backup{Datastore: ds + SuffixRolledBack}
+	res.Backup = &contract.Backup{Datastore: ds + SuffixRolledBack}
 	return nil
 }
 
@@ -197,7 +198,7 @@ func rollbackRepository(pdir *repofs.Dir, ds string, bakFmt tokens.Format, o Opt
 func loadableBackup(pdir *repofs.Dir, bak, ds string) (repofs.Info, error) {
 	bd, err := pdir.OpenSubdir(bak)
 	if err != nil {
-		return repofs.Info{}, plan.Errorf(plan.CodeCorruptRepository, "open %s: %w", ds+plan.SuffixBak, err)
+		return repofs.Info{}, contract.Errorf(contract.CodeCorruptRepository, "open %s: %w", ds+plan.SuffixBak, err)
 	}
 	defer bd.Close()
 	_, err = tokens.Load(bd)
@@ -206,33 +207,33 @@ func loadableBackup(pdir *repofs.Dir, bak, ds string) (repofs.Info, error) {
 		info, err = bd.Lstat(".")
 	}
 	if err != nil {
-		return info, plan.Errorf(plan.CodeCorruptRepository, "backup %s: %w", ds+plan.SuffixBak, err)
+		return info, contract.Errorf(contract.CodeCorruptRepository, "backup %s: %w", ds+plan.SuffixBak, err)
 	}
 	return info, nil
 }
 
 // rollbackConf keeps the migrated conf as opencryptoki.conf_ROLLED_BACK (a hard link, unless
 // an interrupted run made it) and renames opencryptoki.conf_BAK back.
-func rollbackConf(cdir *repofs.Dir, confdir string, confKept bool, o Options, res *Result) error {
+func rollbackConf(cdir *repofs.Dir, confdir string, confKept bool, o Options, res *contract.Result) error {
 	if err := o.hook("rollback_conf"); err != nil {
 		return err
 	}
 	if !confKept {
 		if err := cdir.Link(plan.ConfName, ConfRolledBackName); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return plan.Errorf(plan.CodeIO, "keep the migrated conf: %w", err)
+			return contract.Errorf(contract.CodeIO, "keep the migrated conf: %w", err)
 		}
 	}
 	if err := cdir.Rename(plan.ConfBakName, plan.ConfName); err != nil {
-		return plan.Errorf(plan.CodeIO, "restore %s: %w", plan.ConfBakName, err)
+		return contract.Errorf(contract.CodeIO, "restore %s: %w", plan.ConfBakName, err)
 	}
 	// Durability: the restored conf, before rollback reports success.
 	if err := cdir.Sync(); err != nil {
-		return plan.Errorf(plan.CodeIO, "sync %s: %w", confdir, err)
+		return contract.Errorf(contract.CodeIO, "sync %s: %w", confdir, err)
 	}
 	res.ConfChanged = true
-	res.Steps = append(res.Steps, "conf_restore")
+	res.Steps = append(res.Steps, contract.OpConfRestore)
 	if res.Backup == nil {
-		res.Backup = &Backup{}
+		res.Backup = &contract.Backup{}
 	}
 	res.Backup.Conf = filepath.Join(confdir, ConfRolledBackName)
 	return nil
@@ -245,11 +246,11 @@ func rollbackConf(cdir *repofs.Dir, confdir string, confKept bool, o Options, re
 func checkConfBackupTrusted(cdir *repofs.Dir, confdir string) error {
 	info, err := cdir.Lstat(plan.ConfBakName)
 	if err != nil {
-		return plan.Errorf(plan.CodeIO, "stat %s: %w", filepath.Join(confdir, plan.ConfBakName), err)
+		return contract.Errorf(contract.CodeIO, "stat %s: %w", filepath.Join(confdir, plan.ConfBakName), err)
 	}
 	dirInfo, err := cdir.Lstat(".")
 	if err != nil {
-		return plan.Errorf(plan.CodeIO, "stat %s: %w", confdir, err)
+		return contract.Errorf(contract.CodeIO, "stat %s: %w", confdir, err)
 	}
 	cur, cerr := cdir.Lstat(plan.ConfName)
 	why := ""
@@ -267,7 +268,7 @@ func checkConfBackupTrusted(cdir *repofs.Dir, confdir string) error {
 	if why == "" {
 		return nil
 	}
-	return &plan.Error{Code: plan.CodeConfInvalid, Message: fmt.Sprintf("%s is not a backup this tool made (%s): nothing was rolled back; check it and the permissions of %s", filepath.Join(confdir, plan.ConfBakName), why, confdir)}
+	return &contract.Error{Code: contract.CodeConfInvalid, Message: fmt.Sprintf("%s is not a backup this tool made (%s): nothing was rolled back; check it and the permissions of %s", filepath.Join(confdir, plan.ConfBakName), why, confdir)}
 }
 
 // writersCovered reports whether everyone who may write bak (beside its owner) may write cur:

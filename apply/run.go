@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
 	"github.com/ocktools/pkcstok-migrate/internal/procscan"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
@@ -50,7 +51,7 @@ func (o *Options) hook(step string) error {
 		return nil
 	}
 	if err := o.stepHook(step); err != nil {
-		return plan.Errorf(plan.CodeIO, "step %s: %w", step, err)
+		return contract.Errorf(contract.CodeIO, "step %s: %w", step, err)
 	}
 	return nil
 }
@@ -58,7 +59,7 @@ func (o *Options) hook(step string) error {
 // Run plans under the locks and executes the plan. When saved is not nil, the fresh plan
 // must have the same fingerprint (else stale_plan) and nothing else is taken from the
 // request but the PINs.
-func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
+func Run(req plan.Options, saved *contract.Plan, o Options) (*contract.Result, error) {
 	if saved != nil {
 		req.Slot, req.Datastore, req.Confdir = saved.Slot, saved.Datastore, saved.Confdir
 	}
@@ -86,7 +87,7 @@ func Run(req plan.Options, saved *plan.Plan, o Options) (*Result, error) {
 	// anything is switched. A 3.12 repository is scanned, private objects left encrypted.
 	scan := req
 	scan.PrivateUnread = true
-	scan.ObjectsUnread = saved == nil || saved.Format == "old"
+	scan.ObjectsUnread = saved == nil || saved.Format == contract.FormatOld
 	scan.SlotdChecked = true // begin refused a running pkcsslotd
 	p, insp, err := plan.MakeWithKeys(scan)
 	if err != nil {
@@ -155,8 +156,8 @@ func recoverInterrupted(ds string, o *Options) (recovery, error) {
 
 // staleError refuses a saved plan made from another state; current is the current
 // fingerprint, or what differs when it is not known yet.
-func staleError(p *plan.Plan, saved, current string) error {
-	return &plan.Error{Code: plan.CodeStalePlan, Message: fmt.Sprintf("the plan was made from another state of %s or %s: plan again", p.Datastore, p.Conf),
+func staleError(p *contract.Plan, saved, current string) error {
+	return &contract.Error{Code: contract.CodeStalePlan, Message: fmt.Sprintf("the plan was made from another state of %s or %s: plan again", p.Datastore, p.Conf),
 		Details: map[string]any{"plan_fingerprint": saved, "current_fingerprint": current}}
 }
 
@@ -192,11 +193,11 @@ func begin(req plan.Options, o *Options) (ds, confdir string, unlock func(), war
 
 func resolvePaths(req plan.Options) (ds, confdir string, err error) {
 	if req.Confdir == "" {
-		return "", "", &plan.Error{Code: plan.CodeBadRequest, Field: "confdir", Message: "confdir is required"}
+		return "", "", &contract.Error{Code: contract.CodeBadRequest, Field: "confdir", Message: "confdir is required"}
 	}
 	confdir, err = filepath.Abs(req.Confdir)
 	if err != nil {
-		return "", "", plan.Errorf(plan.CodeBadRequest, "confdir: %w", err)
+		return "", "", contract.Errorf(contract.CodeBadRequest, "confdir: %w", err)
 	}
 	ds = req.Datastore
 	if ds == "" {
@@ -207,9 +208,9 @@ func resolvePaths(req plan.Options) (ds, confdir string, err error) {
 		s, err := cf.Slot(uint64(req.Slot))
 		if err != nil {
 			if errors.Is(err, conf.ErrSlotNotFound) {
-				return "", "", plan.Errorf(plan.CodeSlotNotFound, "no slot %d: %w", req.Slot, err)
+				return "", "", contract.Errorf(contract.CodeSlotNotFound, "no slot %d: %w", req.Slot, err)
 			}
-			return "", "", plan.Errorf(plan.CodeConfInvalid, "slot %d: %w", req.Slot, err)
+			return "", "", contract.Errorf(contract.CodeConfInvalid, "slot %d: %w", req.Slot, err)
 		}
 		base := req.StateBase
 		if base == "" {
@@ -218,7 +219,7 @@ func resolvePaths(req plan.Options) (ds, confdir string, err error) {
 		ds = s.RepositoryDir(base)
 	}
 	if ds, err = filepath.Abs(ds); err != nil {
-		return "", "", plan.Errorf(plan.CodeBadRequest, "datastore: %w", err)
+		return "", "", contract.Errorf(contract.CodeBadRequest, "datastore: %w", err)
 	}
 	return ds, confdir, nil
 }
@@ -240,25 +241,25 @@ func lockAll(confdir, ds string) (func(), repofs.Info, error) {
 		if err != nil {
 			release()
 			if errors.Is(err, fs.ErrNotExist) {
-				return nil, info, plan.Errorf(plan.CodeCorruptRepository, "%s does not exist: %w", path, err)
+				return nil, info, contract.Errorf(contract.CodeCorruptRepository, "%s does not exist: %w", path, err)
 			}
 			if errors.Is(err, repofs.ErrSymlink) {
-				return nil, info, plan.Errorf(plan.CodeCorruptRepository, "%s is a symlink: refusing: %w", path, err)
+				return nil, info, contract.Errorf(contract.CodeCorruptRepository, "%s is a symlink: refusing: %w", path, err)
 			}
-			return nil, info, plan.Errorf(plan.CodeIO, "open %s: %w", path, err)
+			return nil, info, contract.Errorf(contract.CodeIO, "open %s: %w", path, err)
 		}
 		if err := d.TryLock(); err != nil {
 			d.Close()
 			release()
 			if errors.Is(err, repofs.ErrLocked) {
-				return nil, info, &plan.Error{Code: plan.CodeLocked, Message: fmt.Sprintf("another pkcstok-migrate run holds %s", path), Err: err}
+				return nil, info, &contract.Error{Code: contract.CodeLocked, Message: fmt.Sprintf("another pkcstok-migrate run holds %s", path), Err: err}
 			}
-			return nil, info, plan.Errorf(plan.CodeIO, "lock %s: %w", path, err)
+			return nil, info, contract.Errorf(contract.CodeIO, "lock %s: %w", path, err)
 		}
 		held = append(held, d)
 		if info, err = d.Lstat("."); err != nil {
 			release()
-			return nil, info, plan.Errorf(plan.CodeIO, "stat %s: %w", path, err)
+			return nil, info, contract.Errorf(contract.CodeIO, "stat %s: %w", path, err)
 		}
 	}
 	return release, info, nil
@@ -268,12 +269,12 @@ func lockAll(confdir, ds string) (func(), repofs.Info, error) {
 func lstatDir(path string) (repofs.Info, error) {
 	pdir, err := repofs.OpenDir(filepath.Dir(path))
 	if err != nil {
-		return repofs.Info{}, plan.Errorf(plan.CodeIO, "open %s: %w", filepath.Dir(path), err)
+		return repofs.Info{}, contract.Errorf(contract.CodeIO, "open %s: %w", filepath.Dir(path), err)
 	}
 	defer pdir.Close()
 	info, err := pdir.Lstat(filepath.Base(path))
 	if err != nil {
-		return info, plan.Errorf(plan.CodeIO, "stat %s: %w", path, err)
+		return info, contract.Errorf(contract.CodeIO, "stat %s: %w", path, err)
 	}
 	return info, nil
 }
@@ -285,16 +286,16 @@ func checkNotInUse(ds string, o Options) error {
 		if err != nil {
 			msg = fmt.Sprintf("cannot tell whether pkcsslotd runs (%v): taken as running", err)
 		}
-		return &plan.Error{Code: plan.CodeSlotdRunning, Message: msg, Details: map[string]any{"pids": pidList(pids)}, Err: err}
+		return &contract.Error{Code: contract.CodeSlotdRunning, Message: msg, Details: map[string]any{"pids": pidList(pids)}, Err: err}
 	}
 	pids, err = procscan.Openers(o.ProcRoot, ds)
 	if errors.Is(err, procscan.ErrOpenUnnamed) {
 		// Open in a process /proc does not show under the repository's name (another PID
 		// namespace, another hard link): in use all the same.
-		return &plan.Error{Code: plan.CodeRepositoryInUse, Message: fmt.Sprintf("a file of %s is open in a process that cannot be named (%v): stop it before migrating", ds, err), Details: map[string]any{"pids": pidList(pids)}, Err: err}
+		return &contract.Error{Code: contract.CodeRepositoryInUse, Message: fmt.Sprintf("a file of %s is open in a process that cannot be named (%v): stop it before migrating", ds, err), Details: map[string]any{"pids": pidList(pids)}, Err: err}
 	}
 	if err != nil && !errors.Is(err, procscan.ErrIncomplete) {
-		return plan.Errorf(plan.CodeIO, "scan processes for open files under %s: %w", ds, err)
+		return contract.Errorf(contract.CodeIO, "scan processes for open files under %s: %w", ds, err)
 	}
 	if err != nil && o.warn != nil {
 		// Processes root cannot inspect (another user namespace, a hardened /proc) cannot be
@@ -302,7 +303,7 @@ func checkNotInUse(ds string, o Options) error {
 		o.warn(fmt.Sprintf("could not check every process for open files under %s: %v", ds, err))
 	}
 	if len(pids) > 0 {
-		return &plan.Error{Code: plan.CodeRepositoryInUse, Message: fmt.Sprintf("processes %v hold files of %s open: stop them before migrating", pids, ds), Details: map[string]any{"pids": pidList(pids)}}
+		return &contract.Error{Code: contract.CodeRepositoryInUse, Message: fmt.Sprintf("processes %v hold files of %s open: stop them before migrating", pids, ds), Details: map[string]any{"pids": pidList(pids)}}
 	}
 	return nil
 }
@@ -314,9 +315,10 @@ func pidList(p []int) []int {
 	return p
 }
 
-func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (*Result, error) {
+func execute(p *contract.Plan, insp *plan.Inspection, req plan.Options, o Options) (*contract.Result, error) {
 	var treeDigest hash.Hash // of the migrated repository, when it was migrated
-	res := &Result{
+	var made contract.Backup // the backups this run made, with their identity
+	res := &contract.Result{
 		Operation: "apply",
 		Slot:      p.Slot,
 		TokenType: p.TokenType,
@@ -324,22 +326,22 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 		Conf:      p.Conf,
 		ConfDiff:  p.ConfDiff,
 		Warnings:  append([]string{}, p.Warnings...),
-		Steps:     []string{},
+		Steps:     []contract.Op{},
 		Verified:  true,
 	}
 	res.ObjectsTotal = p.Counts.Total
 	parent := filepath.Dir(p.Datastore)
 	pdir, err := repofs.OpenDir(parent)
 	if err != nil {
-		return nil, plan.Errorf(plan.CodeIO, "open %s: %w", parent, err)
+		return nil, contract.Errorf(contract.CodeIO, "open %s: %w", parent, err)
 	}
 	defer pdir.Close()
 
-	repoChange := p.Format == "old"
-	if p.Format == "mixed" {
-		return nil, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("%s mixes old and 3.12 files; refusing to guess", p.Datastore)}
+	repoChange := p.Format == contract.FormatOld
+	if p.Format == contract.FormatMixed {
+		return nil, &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("%s mixes old and 3.12 files; refusing to guess", p.Datastore)}
 	}
-	confChange := insp.Edit.Action != "none"
+	confChange := insp.Edit.Changes()
 
 	if confChange {
 		if err := checkConfBackup(p.Confdir); err != nil {
@@ -348,10 +350,10 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 	}
 	if repoChange {
 		if req.SOPIN == nil || req.UserPIN == nil || insp.Keys == nil {
-			return nil, &plan.Error{Code: plan.CodeBadRequest, Field: "so_pin", Message: "the SO PIN and the user PIN are needed to migrate the repository"}
+			return nil, &contract.Error{Code: contract.CodeBadRequest, Field: "so_pin", Message: "the SO PIN and the user PIN are needed to migrate the repository"}
 		}
-		if p.Switch == "blocked" {
-			return nil, &plan.Error{Code: plan.CodeCannotSwitch, Message: fmt.Sprintf("%s cannot be exchanged with a working copy beside it (%s): nothing was done", p.Datastore, p.SwitchBlockedBy)}
+		if p.Switch == contract.SwitchBlocked {
+			return nil, &contract.Error{Code: contract.CodeCannotSwitch, Message: fmt.Sprintf("%s cannot be exchanged with a working copy beside it (%s): nothing was done", p.Datastore, p.SwitchBlockedBy)}
 		}
 		m, err := newMigration(p, insp, req, o, pdir)
 		if err != nil {
@@ -359,7 +361,7 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 		}
 		m.res = res
 		var sw switcher = newExchangeSwitch(m)
-		if p.Switch == "in_place" {
+		if p.Switch == contract.SwitchInPlace {
 			if sw, err = newInPlaceSwitch(m); err != nil {
 				return nil, err
 			}
@@ -367,13 +369,14 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 		if treeDigest, err = m.run(sw); err != nil {
 			return nil, err
 		}
-		if p.Switch == "in_place" {
+		made = m.made
+		if p.Switch == contract.SwitchInPlace {
 			treeDigest = nil // the switch moved files, not the directory: fingerprinted afresh
 		}
 	}
 	if repoChange || confChange {
 		o.shm.remove()
-		res.Steps = append(res.Steps, "remove_shm")
+		res.Steps = append(res.Steps, contract.OpRemoveShm)
 	}
 	if confChange {
 		if err := o.hook("conf_edit"); err != nil {
@@ -381,22 +384,22 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 		}
 		if _, err := conf.WriteIfUnchanged(p.Confdir, insp.Conf, insp.Edit.Content, o.stepHook); err != nil {
 			if errors.Is(err, conf.ErrBackupExists) {
-				return nil, plan.Errorf(plan.CodeBackupExists, "%w", err)
+				return nil, contract.Errorf(contract.CodeBackupExists, "%w", err)
 			}
 			if errors.Is(err, conf.ErrConfChanged) {
-				return nil, plan.Errorf(plan.CodeStalePlan, "%s changed during the run (the repository is migrated; run apply again): %w", p.Conf, err)
+				return nil, contract.Errorf(contract.CodeStalePlan, "%s changed during the run (the repository is migrated; run apply again): %w", p.Conf, err)
 			}
-			return nil, plan.Errorf(plan.CodeIO, "update %s (the repository is migrated; run apply again): %w", p.Conf, err)
+			return nil, contract.Errorf(contract.CodeIO, "update %s (the repository is migrated; run apply again): %w", p.Conf, err)
 		}
 		res.ConfChanged = true
-		res.Steps = append(res.Steps, "conf_edit")
+		res.Steps = append(res.Steps, contract.OpConfEdit)
 		if info, err := lstatConfBackup(p.Confdir); err == nil {
-			res.made.Conf = filepath.Join(p.Confdir, plan.ConfBakName)
-			res.made.ConfDev, res.made.ConfIno = info.Dev, info.Ino
+			made.Conf = filepath.Join(p.Confdir, plan.ConfBakName)
+			made.ConfDev, made.ConfIno = info.Dev, info.Ino
 		}
 	}
 	res.Changed = repoChange || confChange
-	res.Backup = backups(p, res.made)
+	res.Backup = backups(p, made)
 
 	// Nothing written: the plan's fingerprint, taken under the same locks, is the state.
 	// A migrated repository is the working copy, whose digest the copy computed from what
@@ -423,7 +426,7 @@ func execute(p *plan.Plan, insp *plan.Inspection, req plan.Options, o Options) (
 // when it made them (never looked up again by name), else those an earlier run left, by name
 // only: no identity is given for what this run did not make, so remove-backups cannot be
 // pointed at whatever a member of the token group renamed to a backup's name since.
-func backups(p *plan.Plan, made plan.Backup) *Backup {
+func backups(p *contract.Plan, made contract.Backup) *contract.Backup {
 	b := made
 	if b.Datastore == "" {
 		for _, d := range []string{p.Datastore + plan.SuffixBak, filepath.Join(p.Datastore, plan.InPlaceBak)} {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"path/filepath"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 )
@@ -35,9 +36,9 @@ func makeWorkingCopy(pdir *repofs.Dir, name, ds string, gid int) (*repofs.Dir, r
 	wc, err := pdir.MkdirPrivate(name, gid)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return nil, repofs.Info{}, &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("%s appeared while apply ran: someone else creates entries in %s", pdir.Path()+"/"+name, pdir.Path()), Err: err}
+			return nil, repofs.Info{}, &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("%s appeared while apply ran: someone else creates entries in %s", pdir.Path()+"/"+name, pdir.Path()), Err: err}
 		}
-		return nil, repofs.Info{}, plan.Errorf(plan.CodeIO, "create the working copy: %w", err)
+		return nil, repofs.Info{}, contract.Errorf(contract.CodeIO, "create the working copy: %w", err)
 	}
 	info, err := wc.Lstat(".")
 	if err == nil {
@@ -48,7 +49,7 @@ func makeWorkingCopy(pdir *repofs.Dir, name, ds string, gid int) (*repofs.Dir, r
 		_ = wc.RemoveAll(markerName)
 		_ = pdir.RemoveIfSame(name, info)
 		wc.Close()
-		return nil, repofs.Info{}, plan.Errorf(plan.CodeIO, "create the working copy: %w", err)
+		return nil, repofs.Info{}, contract.Errorf(contract.CodeIO, "create the working copy: %w", err)
 	}
 	return wc, info, nil
 }
@@ -112,11 +113,11 @@ func clearLeftover(pdir *repofs.Dir, base, ds string) error {
 	}
 	wc, err := ownWorkingCopy(pdir, name, ds)
 	if err != nil {
-		return &plan.Error{Code: plan.CodeCorruptRepository, Message: fmt.Sprintf("%s exists and is not a working copy this tool made (%v): nothing was touched; move it away after checking what it holds", ds+plan.SuffixTmp, err), Err: err}
+		return &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("%s exists and is not a working copy this tool made (%v): nothing was touched; move it away after checking what it holds", ds+plan.SuffixTmp, err), Err: err}
 	}
 	defer wc.Close()
 	if err := removeWorkingCopy(pdir, name, wc); err != nil {
-		return plan.Errorf(plan.CodeIO, "remove the working copy %s a stopped run left: %w", ds+plan.SuffixTmp, err)
+		return contract.Errorf(contract.CodeIO, "remove the working copy %s a stopped run left: %w", ds+plan.SuffixTmp, err)
 	}
 	return nil
 }
@@ -155,20 +156,20 @@ func exchangeVerified(pdir *repofs.Dir, a, b string, wantA, wantB repofs.Info) e
 		got, err := pdir.Lstat(name)
 		return err == nil && got.IsDir() && repofs.Same(got, want)
 	}
-	raced := func(what string) *plan.Error {
-		return &plan.Error{Code: plan.CodeVerifyFailed, Message: fmt.Sprintf("%s: someone else renames entries in %s; check it", what, pdir.Path())}
+	raced := func(what string) *contract.Error {
+		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("%s: someone else renames entries in %s; check it", what, pdir.Path())}
 	}
 	if !is(a, wantA) || !is(b, wantB) {
 		return raced(fmt.Sprintf("%s or %s is not the directory this run verified: nothing was switched", a, b))
 	}
 	if err := pdir.Exchange(a, b); err != nil {
-		return plan.Errorf(plan.CodeIO, "exchange %s and %s: %w", a, b, err)
+		return contract.Errorf(contract.CodeIO, "exchange %s and %s: %w", a, b, err)
 	}
 	if is(a, wantB) && is(b, wantA) {
 		return nil
 	}
 	if err := pdir.Exchange(a, b); err != nil {
-		return &plan.Error{Code: plan.CodeIO, Message: fmt.Sprintf("another directory was exchanged in for %s and undoing it failed (%v): check %s by hand", a, err, pdir.Path()), Err: errUnsettled}
+		return &contract.Error{Code: contract.CodeIO, Message: fmt.Sprintf("another directory was exchanged in for %s and undoing it failed (%v): check %s by hand", a, err, pdir.Path()), Err: errUnsettled}
 	}
 	if !is(a, wantA) || !is(b, wantB) {
 		e := raced(fmt.Sprintf("another directory was exchanged in for %s; after undoing it, %s and %s are still not what they were", a, a, b))

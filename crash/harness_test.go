@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -20,9 +19,12 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	json "github.com/goccy/go-json"
 
 	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/crash/crashsim"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
@@ -847,7 +849,7 @@ func (h *harness) reboot(fx *fixture, op, root, bin string) error {
 	if err != nil {
 		return fmt.Errorf("rerun: %w", err)
 	}
-	if rerun == "rollback" && r.code == 1 && r.errCode == string(plan.CodeNothingToRollBack) {
+	if rerun == "rollback" && r.code == 1 && r.errCode == string(contract.CodeNothingToRollBack) {
 		// Rollback reports a finished rollback as an error: the power went after its last
 		// change, before (or after) its last fsync. Then the state must be the final one.
 		if err := h.finalCheck(fx, op, h.look(fx, root)); err != nil {
@@ -872,7 +874,7 @@ func (h *harness) reboot(fx *fixture, op, root, bin string) error {
 	switch {
 	case rerun == "apply" && (r.code != 0 || r.changed):
 		return fmt.Errorf("a second apply did not report changed: false: %s", r)
-	case rerun == "rollback" && (r.code != 1 || r.errCode != string(plan.CodeNothingToRollBack)):
+	case rerun == "rollback" && (r.code != 1 || r.errCode != string(contract.CodeNothingToRollBack)):
 		return fmt.Errorf("a second rollback did not report nothing_to_roll_back: %s", r)
 	}
 	after, err := crashsim.Snapshot(root)

@@ -19,8 +19,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/ocktools/pkcstok-migrate/apply"
-	"github.com/ocktools/pkcstok-migrate/plan"
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 )
 
@@ -103,7 +102,7 @@ func TestRealOpencryptoki(t *testing.T) {
 		t.Logf("note: token shared memory %s not present before migration: %v", shmName(sb.ds), err)
 	}
 
-	req := plan.Request{Slot: &slot, Datastore: sb.ds, Confdir: confDir, SOPIN: soPIN, UserPIN: userPIN}
+	req := contract.Request{Slot: &slot, Datastore: sb.ds, Confdir: confDir, SOPIN: soPIN, UserPIN: userPIN}
 
 	// 3. apply while pkcsslotd runs: refused, nothing changed.
 	r := tl.run(t, "apply", req)
@@ -128,7 +127,7 @@ func TestRealOpencryptoki(t *testing.T) {
 	if r.code != 2 {
 		t.Fatalf("plan on an old-format token: want exit 2 (changes to make)\n%s", r)
 	}
-	p := decodeJSON[plan.Plan](t, r)
+	p := decodeJSON[contract.Plan](t, r)
 	checkPlan(t, p, orig, sb)
 	if d := diff(origTree, mustSnapshot(t, sb.ds, true), true); len(d) > 0 {
 		t.Fatalf("plan changed the data store:\n  %s", strings.Join(d, "\n  "))
@@ -139,7 +138,7 @@ func TestRealOpencryptoki(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("apply: want exit 0\n%s", r)
 	}
-	res := decodeJSON[apply.Result](t, r)
+	res := decodeJSON[contract.Result](t, r)
 	checkApplyResult(t, res, sb)
 
 	// 6. Our 3.12 reader on the migrated store: the same clear bytes; modes and group (§1.4).
@@ -187,11 +186,11 @@ func TestRealOpencryptoki(t *testing.T) {
 	}
 
 	// 7. rollback: the original repository and conf are back, byte for byte.
-	r = tl.run(t, "rollback", plan.Request{Slot: &slot, Datastore: sb.ds, Confdir: confDir})
+	r = tl.run(t, "rollback", contract.Request{Slot: &slot, Datastore: sb.ds, Confdir: confDir})
 	if r.code != 0 {
 		t.Fatalf("rollback: want exit 0\n%s", r)
 	}
-	rb := decodeJSON[apply.Result](t, r)
+	rb := decodeJSON[contract.Result](t, r)
 	if rb.Operation != "rollback" || !rb.Changed {
 		t.Errorf("rollback result: operation %q changed %v, want rollback/true\n%s", rb.Operation, rb.Changed, r.stdout)
 	}
@@ -278,7 +277,7 @@ func checkOriginal(t *testing.T, orig *readRepo) {
 	}
 }
 
-func checkPlan(t *testing.T, p *plan.Plan, orig *readRepo, sb *sandbox) {
+func checkPlan(t *testing.T, p *contract.Plan, orig *readRepo, sb *sandbox) {
 	t.Helper()
 	if !p.Changed || p.Slot != slotID || p.TokenType != "Soft" || p.Format != "old" || !p.PINsChecked {
 		t.Errorf("plan: changed=%v slot=%d token_type=%q format=%q pins_checked=%v, want true/%d/Soft/old/true",
@@ -308,11 +307,11 @@ func checkPlan(t *testing.T, p *plan.Plan, orig *readRepo, sb *sandbox) {
 			t.Errorf("plan lists object %q, not in OBJ.IDX", o.File)
 			continue
 		}
-		wantAction := "rewrap_header"
+		wantAction := contract.ActionRewrapHeader
 		if ro.Private {
-			wantAction = "reencrypt"
+			wantAction = contract.ActionReencrypt
 		}
-		if o.Label != ro.Label || o.Private != ro.Private || o.Format != "old" || o.Action != wantAction ||
+		if o.Label != ro.Label || o.Private != ro.Private || o.Format != contract.FormatOld || o.Action != wantAction ||
 			o.Class == nil || *o.Class != int64(ro.Class) || o.ID != hex.EncodeToString(ro.ID) {
 			class := "null"
 			if o.Class != nil {
@@ -337,7 +336,7 @@ func checkPlan(t *testing.T, p *plan.Plan, orig *readRepo, sb *sandbox) {
 	}
 }
 
-func checkApplyResult(t *testing.T, res *apply.Result, sb *sandbox) {
+func checkApplyResult(t *testing.T, res *contract.Result, sb *sandbox) {
 	t.Helper()
 	if res.Operation != "apply" || !res.Changed || !res.RepositoryChanged || !res.ConfChanged || !res.Verified {
 		t.Errorf("apply result: operation %q changed %v repository_changed %v conf_changed %v verified %v",

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
-	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 )
 
@@ -108,7 +108,7 @@ type tool struct {
 }
 
 // run calls `pkcstok-migrate <op> --request -` with req as JSON on stdin (PINs only there).
-func (tl tool) run(t *testing.T, op string, req plan.Request) toolRun {
+func (tl tool) run(t *testing.T, op string, req contract.Request) toolRun {
 	t.Helper()
 	body, err := json.Marshal(req)
 	if err != nil {

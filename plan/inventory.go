@@ -8,76 +8,23 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/ocktools/pkcstok-migrate/contract"
 )
 
 // SuffixRolledBack names what rollback keeps of the migrated state (<store>_ROLLED_BACK).
 const SuffixRolledBack = "_ROLLED_BACK"
 
-// Inventory is what `info` prints (schema "info"): every slot of opencryptoki.conf, read
-// without PINs. It holds nothing derived from a PIN.
-type Inventory struct {
-	FormatVersion  int    `json:"format_version"`
-	ToolVersion    string `json:"tool_version"`
-	Confdir        string `json:"confdir"`     // absolute
-	Conf           string `json:"conf"`        // <confdir>/opencryptoki.conf
-	StateDir       string `json:"state_dir"`   // where the repositories of the slots are (CONFIG_PATH)
-	ConfBackup     bool   `json:"conf_backup"` // <confdir>/opencryptoki.conf_BAK exists
-	NeedsMigration bool   `json:"needs_migration"`
-	// FIPS is the host's FIPS mode: openCryptoki cannot open old-format tokens once it is on
-	// (upstream issue #527), so a host with FIPS on and an old or mixed slot is broken now.
-	FIPS FIPSMode `json:"fips"`
-	// Slots lists every slot of the conf, in file order; slots the conf describes so badly
-	// that they cannot be listed are named in Warnings.
-	Slots    []SlotInfo `json:"slots"`
-	Warnings []string   `json:"warnings"`
-}
-
-// SlotInfo is one slot of the conf as `info` sees it.
-type SlotInfo struct {
-	Slot      int    `json:"slot"`
-	Stdll     string `json:"stdll"`
-	TokenType string `json:"token_type"` // "Soft", "ICA", "CCA", "EP11" or "unsupported"
-	Datastore string `json:"datastore"`  // the repository the token library uses ("" when the conf names none)
-	// Format: "old", "3.12", "mixed", "missing" (no repository, or no NVTOK.DAT in it),
-	// "unreadable" (Reason says why), or "" for an unsupported token (not examined).
-	Format string `json:"format"`
-	Reason string `json:"reason,omitempty"`
-	// ByteOrder of the repository's host-order fields: "big-endian", "little-endian", or
-	// "any" when nothing in it depends on the order; "" when the repository was not read.
-	ByteOrder  string `json:"byte_order"`
-	Objects    *int   `json:"objects"`    // objects listed in OBJ.IDX; null when not known
-	TokVersion string `json:"tokversion"` // the slot's tokversion as written, "absent" when there is none
-	Label      string `json:"label"`      // the token label from NVTOK.DAT ("" when not known)
-	// Files says which of the migration's sibling files exist.
-	Files SlotFiles `json:"files"`
-	// NeedsMigration: the repository is old or mixed, or it is 3.12 and the conf does not
-	// say so yet: a plan would have changes to make.
-	NeedsMigration bool     `json:"needs_migration"`
-	Warnings       []string `json:"warnings"`
-}
-
 // DefaultFIPSFile is where Linux says whether it runs in FIPS mode.
 const DefaultFIPSFile = "/proc/sys/crypto/fips_enabled"
 
-// FIPSMode is the host's FIPS setting as info read it. It is only reported: plan and apply
-// never read it, so they work the same on a host in FIPS mode (the migration is the way out
-// of a broken FIPS host, not something to refuse there).
-type FIPSMode struct {
-	File    string `json:"file"`    // the file read (DefaultFIPSFile)
-	Enabled *bool  `json:"enabled"` // null when the file could not be read (Reason says why)
-	Reason  string `json:"reason,omitempty"`
-	// OldFormatBroken: FIPS is on and at least one slot is old or mixed: openCryptoki
-	// cannot open those tokens now.
-	OldFormatBroken bool `json:"old_format_broken"`
-}
-
 // ReadFIPS reads file ("" = DefaultFIPSFile): "1" is on, "0" is off; a missing file (a kernel
 // without CONFIG_CRYPTO_FIPS) is off.
-func ReadFIPS(file string) FIPSMode {
+func ReadFIPS(file string) contract.FIPSMode {
 	if file == "" {
 		file = DefaultFIPSFile
 	}
-	m := FIPSMode{File: file}
+	m := contract.FIPSMode{File: file}
 	b, err := os.ReadFile(file)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -97,54 +44,36 @@ func ReadFIPS(file string) FIPSMode {
 	return m
 }
 
-// SlotFiles tells which backups, journals and working copies exist next to a repository.
-type SlotFiles struct {
-	Backup      bool `json:"backup"`       // <store>_BAK, or <store>/PKCSTOK_MIGRATE_BAK (in place)
-	RolledBack  bool `json:"rolled_back"`  // <store>_ROLLED_BACK, or <store>/PKCSTOK_MIGRATE_ROLLED_BACK
-	Journal     bool `json:"journal"`      // <store>_PKCSTOK_MIGRATE_JOURNAL
-	WorkingCopy bool `json:"working_copy"` // <store>_PKCSTOK_MIGRATE_TMP, or <store>/PKCSTOK_MIGRATE_TMP (an in-place switch's, its journal inside)
-	ConfBackup  bool `json:"conf_backup"`  // <confdir>/opencryptoki.conf_BAK
-}
-
-// TokenTypeUnsupported is SlotInfo.TokenType for a slot whose token cannot be migrated.
-const TokenTypeUnsupported = "unsupported"
-
-// Inventory formats beyond the plan's "old", "3.12" and "mixed".
-const (
-	FormatMissing    = "missing"
-	FormatUnreadable = "unreadable"
-)
-
 // MakeInventory reads opencryptoki.conf in o.Confdir and every slot's repository (under
 // o.StateBase), without PINs. It never writes. Only a conf that cannot be read or parsed is
 // an error; everything about a slot is reported in its SlotInfo.
-func MakeInventory(o Options) (*Inventory, error) {
+func MakeInventory(o Options) (*contract.Inventory, error) {
 	if o.Confdir == "" {
-		return nil, &Error{Code: CodeBadRequest, Field: "confdir", Message: "confdir is required"}
+		return nil, &contract.Error{Code: contract.CodeBadRequest, Field: "confdir", Message: "confdir is required"}
 	}
 	if o.StateBase == "" {
 		o.StateBase = DefaultStateBase
 	}
 	confdir, err := filepath.Abs(o.Confdir)
 	if err != nil {
-		return nil, Errorf(CodeBadRequest, "confdir %s: %w", o.Confdir, err)
+		return nil, contract.Errorf(contract.CodeBadRequest, "confdir %s: %w", o.Confdir, err)
 	}
 	stateBase, err := filepath.Abs(o.StateBase)
 	if err != nil {
-		return nil, Errorf(CodeBadRequest, "state dir %s: %w", o.StateBase, err)
+		return nil, contract.Errorf(contract.CodeBadRequest, "state dir %s: %w", o.StateBase, err)
 	}
 	cf, _, confWarnings, err := readConf(confdir)
 	if err != nil {
 		return nil, err
 	}
-	inv := &Inventory{
-		FormatVersion: FormatVersion,
+	inv := &contract.Inventory{
+		FormatVersion: contract.FormatVersion,
 		ToolVersion:   ToolVersion,
 		Confdir:       confdir,
 		Conf:          filepath.Join(confdir, ConfName),
 		StateDir:      stateBase,
 		ConfBackup:    exists(confdir, ConfBakName),
-		Slots:         []SlotInfo{},
+		Slots:         []contract.SlotInfo{},
 		Warnings:      append([]string{}, confWarnings...),
 	}
 	slots, err := cf.Slots()
@@ -152,10 +81,10 @@ func MakeInventory(o Options) (*Inventory, error) {
 		inv.Warnings = append(inv.Warnings, fmt.Sprintf("slots left out: %v", err))
 	}
 	for _, s := range slots {
-		si := SlotInfo{
+		si := contract.SlotInfo{
 			Slot:       s.ID,
 			Stdll:      s.Stdll,
-			TokenType:  TokenTypeUnsupported,
+			TokenType:  contract.TokenTypeUnsupported,
 			Datastore:  s.RepositoryDir(stateBase),
 			TokVersion: confFormat(s),
 			Warnings:   []string{},
@@ -183,7 +112,7 @@ func MakeInventory(o Options) (*Inventory, error) {
 	if inv.FIPS.Enabled != nil && *inv.FIPS.Enabled {
 		var old []string
 		for _, si := range inv.Slots {
-			if si.Format == "old" || si.Format == "mixed" {
+			if si.Format == contract.FormatOld || si.Format == contract.FormatMixed {
 				old = append(old, strconv.Itoa(si.Slot))
 			}
 		}
@@ -196,22 +125,22 @@ func MakeInventory(o Options) (*Inventory, error) {
 }
 
 // inspectSlot fills format, objects, label and needs_migration from a plan made without PINs.
-func inspectSlot(si *SlotInfo, o Options, confdir, stateBase string, conf312 bool) {
+func inspectSlot(si *contract.SlotInfo, o Options, confdir, stateBase string, conf312 bool) {
 	if si.Datastore == "" {
-		si.Format = FormatUnreadable
+		si.Format = contract.FormatUnreadable
 		si.Reason = "the slot's tokname is not a usable directory name"
 		return
 	}
 	if reason, missing := repositoryMissing(si.Datastore); missing {
-		si.Format = FormatMissing
+		si.Format = contract.FormatMissing
 		si.Reason = reason
 		return
 	}
 	po := Options{Slot: si.Slot, Confdir: confdir, StateBase: stateBase, ProcRoot: o.ProcRoot, PIDFiles: o.PIDFiles}
 	p, err := Make(po)
 	if err != nil {
-		si.Format = FormatUnreadable
-		si.Reason = fmt.Sprintf("%s: %v", CodeOf(err), err)
+		si.Format = contract.FormatUnreadable
+		si.Reason = fmt.Sprintf("%s: %v", contract.CodeOf(err), err)
 		return
 	}
 	si.Format = p.Format
@@ -220,7 +149,7 @@ func inspectSlot(si *SlotInfo, o Options, confdir, stateBase string, conf312 boo
 	si.Objects = &n
 	si.Label = p.Token.Label
 	si.Warnings = append(si.Warnings, p.Warnings...)
-	si.NeedsMigration = p.Format != "3.12" || !conf312
+	si.NeedsMigration = p.Format != contract.Format312 || !conf312
 }
 
 // repositoryMissing tells whether the repository directory or its NVTOK.DAT does not exist:

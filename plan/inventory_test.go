@@ -11,6 +11,7 @@ import (
 	json "github.com/goccy/go-json"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/schema"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 	"github.com/ocktools/pkcstok-migrate/tokens/tokentest"
@@ -60,7 +61,7 @@ func TestInventoryEveryTokenType(t *testing.T) {
 			require.Equal(t, before, treeDigest(t, dir), "info changed the tree")
 			require.NoError(t, schema.ValidateValue(schema.Info, inv))
 			require.True(t, inv.NeedsMigration)
-			var s *SlotInfo
+			var s *contract.SlotInfo
 			for i := range inv.Slots {
 				if inv.Slots[i].Slot == 3 {
 					s = &inv.Slots[i]
@@ -86,15 +87,15 @@ func TestInventoryEveryTokenType(t *testing.T) {
 // Only an unreadable conf is an error; its code is conf_invalid.
 func TestInventoryConfErrors(t *testing.T) {
 	_, err := MakeInventory(Options{Confdir: t.TempDir()})
-	require.Equal(t, CodeConfInvalid, CodeOf(err))
+	require.Equal(t, contract.CodeConfInvalid, contract.CodeOf(err))
 
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, ConfName), []byte("slot 1 {\n stdll = \n"), 0o644))
 	_, err = MakeInventory(Options{Confdir: dir})
-	require.Equal(t, CodeConfInvalid, CodeOf(err))
+	require.Equal(t, contract.CodeConfInvalid, contract.CodeOf(err))
 
 	_, err = MakeInventory(Options{})
-	require.Equal(t, CodeBadRequest, CodeOf(err))
+	require.Equal(t, contract.CodeBadRequest, contract.CodeOf(err))
 }
 
 // A slot whose block is unusable is named in the warnings; the others are still listed.
@@ -106,7 +107,7 @@ func TestInventoryBadSlotIsAWarning(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, schema.ValidateValue(schema.Info, inv))
 	require.Len(t, inv.Slots, 1)
-	require.Equal(t, FormatMissing, inv.Slots[0].Format)
+	require.Equal(t, contract.FormatMissing, inv.Slots[0].Format)
 	require.False(t, inv.NeedsMigration)
 	require.Len(t, inv.Warnings, 1)
 	require.Contains(t, inv.Warnings[0], "slot 2")

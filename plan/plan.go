@@ -18,6 +18,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
 	"github.com/ocktools/pkcstok-migrate/internal/procscan"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
@@ -97,7 +98,7 @@ type Options struct {
 }
 
 // Make reads the state and returns the plan. It never writes.
-func Make(o Options) (*Plan, error) {
+func Make(o Options) (*contract.Plan, error) {
 	p, _, err := MakeWithKeys(o)
 	return p, err
 }
@@ -119,7 +120,7 @@ type Inspection struct {
 
 // MakeWithKeys is Make that also hands back the keys it unlocked, so apply does not derive
 // them twice.
-func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
+func MakeWithKeys(o Options) (*contract.Plan, *Inspection, error) {
 	if o.StateBase == "" {
 		o.StateBase = DefaultStateBase
 	}
@@ -136,11 +137,11 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 	}
 	edit, err := cf.SetTokVersion(uint64(o.Slot))
 	if err != nil {
-		return nil, nil, Errorf(CodeConfInvalid, "%s: slot %d: %w", p.Conf, o.Slot, err)
+		return nil, nil, contract.Errorf(contract.CodeConfInvalid, "%s: slot %d: %w", p.Conf, o.Slot, err)
 	}
 	p.ConfFormat = confFormat(slot)
 	p.ConfDiff = edit.Diff
-	confChange := edit.Action != "none"
+	confChange := edit.Changes()
 
 	dir, err := repofs.OpenDir(p.Datastore)
 	if err != nil {
@@ -174,26 +175,26 @@ func MakeWithKeys(o Options) (*Plan, *Inspection, error) {
 }
 
 // newPlan is the empty plan of the request: its slot and conf paths.
-func newPlan(o Options) (*Plan, error) {
+func newPlan(o Options) (*contract.Plan, error) {
 	if o.Slot < 0 || o.Slot >= 1024 {
-		return nil, &Error{Code: CodeBadRequest, Field: "slot", Message: fmt.Sprintf("slot %d is out of range 0..1023", o.Slot)}
+		return nil, &contract.Error{Code: contract.CodeBadRequest, Field: "slot", Message: fmt.Sprintf("slot %d is out of range 0..1023", o.Slot)}
 	}
 	if o.Confdir == "" {
-		return nil, &Error{Code: CodeBadRequest, Field: "confdir", Message: "confdir is required"}
+		return nil, &contract.Error{Code: contract.CodeBadRequest, Field: "confdir", Message: "confdir is required"}
 	}
-	p := &Plan{
-		FormatVersion: FormatVersion,
+	p := &contract.Plan{
+		FormatVersion: contract.FormatVersion,
 		ToolVersion:   ToolVersion,
 		Slot:          o.Slot,
-		Objects:       []Object{},
+		Objects:       []contract.Object{},
 		Warnings:      []string{},
 		Incomplete:    []string{},
-		Steps:         []Step{},
-		KeyFiles:      []FileAction{},
+		Steps:         []contract.Step{},
+		KeyFiles:      []contract.FileAction{},
 	}
 	confdir, err := filepath.Abs(o.Confdir)
 	if err != nil {
-		return nil, Errorf(CodeBadRequest, "confdir %s: %w", o.Confdir, err)
+		return nil, contract.Errorf(contract.CodeBadRequest, "confdir %s: %w", o.Confdir, err)
 	}
 	p.Confdir = confdir
 	p.Conf = filepath.Join(confdir, ConfName)
@@ -202,7 +203,7 @@ func newPlan(o Options) (*Plan, error) {
 
 // readSlot reads the conf and finds the slot: its token type and group, with a warning for
 // what apply will refuse and for a conf others may change.
-func readSlot(p *Plan, o Options) (*conf.File, []byte, *conf.Slot, error) {
+func readSlot(p *contract.Plan, o Options) (*conf.File, []byte, *conf.Slot, error) {
 	cf, confBytes, confWarnings, err := readConf(p.Confdir)
 	if err != nil {
 		return nil, nil, nil, err
@@ -211,14 +212,14 @@ func readSlot(p *Plan, o Options) (*conf.File, []byte, *conf.Slot, error) {
 	slot, err := cf.Slot(uint64(o.Slot))
 	if err != nil {
 		if errors.Is(err, conf.ErrSlotNotFound) {
-			return nil, nil, nil, Errorf(CodeSlotNotFound, "%s: no slot %d: %w", p.Conf, o.Slot, err)
+			return nil, nil, nil, contract.Errorf(contract.CodeSlotNotFound, "%s: no slot %d: %w", p.Conf, o.Slot, err)
 		}
-		return nil, nil, nil, Errorf(CodeConfInvalid, "%s: slot %d: %w", p.Conf, o.Slot, err)
+		return nil, nil, nil, contract.Errorf(contract.CodeConfInvalid, "%s: slot %d: %w", p.Conf, o.Slot, err)
 	}
 	p.Stdll = slot.Stdll
 	p.UserGroup = slot.UserGroup
 	if !slot.Type.Supported() {
-		return nil, nil, nil, &Error{Code: CodeUnsupportedToken, Message: fmt.Sprintf("slot %d points to DLL name %s, which is an unknown/unsupported token: only %s, %s, %s and %s tokens can be migrated", o.Slot, slot.Stdll, tokens.TypeICA.Stdll(), tokens.TypeCCA.Stdll(), tokens.TypeSoft.Stdll(), tokens.TypeEP11.Stdll())}
+		return nil, nil, nil, &contract.Error{Code: contract.CodeUnsupportedToken, Message: fmt.Sprintf("slot %d points to DLL name %s, which is an unknown/unsupported token: only %s, %s, %s and %s tokens can be migrated", o.Slot, slot.Stdll, tokens.TypeICA.Stdll(), tokens.TypeCCA.Stdll(), tokens.TypeSoft.Stdll(), tokens.TypeEP11.Stdll())}
 	}
 	p.TokenType = slot.Type.String()
 	if !slot.TypeExact {
@@ -232,7 +233,7 @@ func readSlot(p *Plan, o Options) (*conf.File, []byte, *conf.Slot, error) {
 
 // resolveDatastore sets p.Datastore: the request's, or the directory the token library uses
 // for the slot.
-func resolveDatastore(p *Plan, slot *conf.Slot, o Options) error {
+func resolveDatastore(p *contract.Plan, slot *conf.Slot, o Options) error {
 	expected := slot.RepositoryDir(o.StateBase)
 	ds := o.Datastore
 	if ds == "" {
@@ -240,10 +241,10 @@ func resolveDatastore(p *Plan, slot *conf.Slot, o Options) error {
 	}
 	ds, err := filepath.Abs(ds)
 	if err != nil {
-		return Errorf(CodeBadRequest, "datastore %s: %w", o.Datastore, err)
+		return contract.Errorf(contract.CodeBadRequest, "datastore %s: %w", o.Datastore, err)
 	}
 	if ds == "/" || ds == "." {
-		return &Error{Code: CodeBadRequest, Field: "datastore", Message: "datastore must not be the root directory"}
+		return &contract.Error{Code: contract.CodeBadRequest, Field: "datastore", Message: "datastore must not be the root directory"}
 	}
 	p.Datastore = ds
 	if filepath.Clean(expected) != ds {
@@ -253,7 +254,7 @@ func resolveDatastore(p *Plan, slot *conf.Slot, o Options) error {
 }
 
 // loadAndUnlock reads the repository's key files and OBJ.IDX and, with both PINs, checks them.
-func loadAndUnlock(p *Plan, dir *repofs.Dir, o Options) (*tokens.Repository, *tokens.Keys, error) {
+func loadAndUnlock(p *contract.Plan, dir *repofs.Dir, o Options) (*tokens.Repository, *tokens.Keys, error) {
 	repo, err := tokens.Load(dir)
 	if err != nil {
 		return nil, nil, repoError(p.Datastore, err)
@@ -273,7 +274,7 @@ func loadAndUnlock(p *Plan, dir *repofs.Dir, o Options) (*tokens.Repository, *to
 
 // inspectObjects lists the objects (unread: OBJ.IDX's names only, for apply's copy to check)
 // or scans them with the fingerprint, and decides the byte order and the format.
-func inspectObjects(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens.Keys, confBytes []byte, unread, privateUnread bool) error {
+func inspectObjects(p *contract.Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens.Keys, confBytes []byte, unread, privateUnread bool) error {
 	var tally tokens.OrderTally
 	if unread {
 		if err := listObjects(p, repo); err != nil {
@@ -297,13 +298,13 @@ func inspectObjects(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tok
 	SetByteOrder(p, order, why)
 	switch nvFormat := repo.NV.Format; {
 	case nvFormat == tokens.FormatOld && p.Counts.None == 0:
-		p.Format = "old"
+		p.Format = contract.FormatOld
 	case nvFormat == tokens.Format312 && p.Counts.Reencrypt+p.Counts.RewrapHeader == 0:
-		p.Format = "3.12"
+		p.Format = contract.Format312
 	default:
-		p.Format = "mixed"
+		p.Format = contract.FormatMixed
 	}
-	if p.Format == "mixed" {
+	if p.Format == contract.FormatMixed {
 		p.Warnings = append(p.Warnings, "repository mixes old and 3.12 files: apply will refuse; an old private object in a 3.12 repository cannot be decrypted any more")
 	}
 	if repo.NV.Format == tokens.Format312 && !repo.IndexPresent {
@@ -316,16 +317,16 @@ func inspectObjects(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tok
 }
 
 // planKeyFiles says what happens to NVTOK.DAT and the MK files.
-func planKeyFiles(p *Plan, repo *tokens.Repository, repoChange bool) {
+func planKeyFiles(p *contract.Plan, repo *tokens.Repository, repoChange bool) {
 	for _, f := range []string{"NVTOK.DAT", "MK_SO", "MK_USER"} {
-		a := "none"
+		a := contract.ActionNone
 		if repoChange {
-			a = "rewrite"
+			a = contract.ActionRewrite
 			if f == "MK_USER" && repo.MKUser == nil {
-				a = "create"
+				a = contract.ActionCreate
 			}
 		}
-		p.KeyFiles = append(p.KeyFiles, FileAction{File: f, Action: a})
+		p.KeyFiles = append(p.KeyFiles, contract.FileAction{File: f, Action: a})
 	}
 }
 
@@ -334,9 +335,9 @@ func planKeyFiles(p *Plan, repo *tokens.Repository, repoChange bool) {
 // in place, file by file, where it cannot (a mount point, another file system than the
 // parent, an overlay's lower layer), with the original kept beside the repository when the
 // parent can take it by a rename (the overlay) and inside it otherwise (Plan.Backup).
-func planSwitch(p *Plan, repoChange bool, force string) error {
+func planSwitch(p *contract.Plan, repoChange bool, force string) error {
 	if !repoChange {
-		p.Switch = "none"
+		p.Switch = contract.SwitchNone
 		return nil
 	}
 	parent, err := repofs.OpenDir(filepath.Dir(p.Datastore))
@@ -348,7 +349,7 @@ func planSwitch(p *Plan, repoChange bool, force string) error {
 	if err != nil {
 		return repoError(p.Datastore, err)
 	}
-	p.Switch, p.Backup = "exchange", p.Datastore+SuffixBak
+	p.Switch, p.Backup = contract.SwitchExchange, p.Datastore+SuffixBak
 	switch force {
 	case "in_place":
 		why = "forced by the test hook"
@@ -357,7 +358,7 @@ func planSwitch(p *Plan, repoChange bool, force string) error {
 	}
 	switch {
 	case why != "":
-		p.Switch, p.SwitchBlockedBy = "in_place", why
+		p.Switch, p.SwitchBlockedBy = contract.SwitchInPlace, why
 		if why == repofs.BlockedMountPoint || why == repofs.BlockedOtherFS || why == blockedForcedInside {
 			// Renaming out of a mount is EXDEV: the original stays on its own volume.
 			p.Backup = filepath.Join(p.Datastore, InPlaceBak)
@@ -381,7 +382,7 @@ const blockedForcedInside = "forced by the test hook, the backup inside"
 
 // warnAround warns of what lies around the repository and the conf: backups, what an
 // interrupted run left, a running pkcsslotd.
-func warnAround(p *Plan, confChange, repoChange bool, o Options) {
+func warnAround(p *contract.Plan, confChange, repoChange bool, o Options) {
 	ds, confdir := p.Datastore, p.Confdir
 	parent, base := filepath.Dir(ds), filepath.Base(ds)
 	bak := ds + SuffixBak
@@ -420,35 +421,35 @@ func warnAround(p *Plan, confChange, repoChange bool, o Options) {
 }
 
 // planSteps lists what apply will do, in order.
-func planSteps(p *Plan, slot *conf.Slot, edit *conf.Edit, repoChange, confChange bool) {
+func planSteps(p *contract.Plan, slot *conf.Slot, edit *conf.Edit, repoChange, confChange bool) {
 	ds, tmp := p.Datastore, p.Datastore+SuffixTmp
-	inPlace := p.Switch == "in_place"
+	inPlace := p.Switch == contract.SwitchInPlace
 	if inPlace {
 		tmp = filepath.Join(ds, InPlaceTmp)
 	}
 	if repoChange {
 		p.Steps = append(p.Steps,
-			Step{Op: "lock", Path: ds},
-			Step{Op: "copy", From: ds, To: tmp, Note: fmt.Sprintf("files 0660, directories 0770, group %s (never readable by more users than the original's)", slot.UserGroup)},
-			Step{Op: "write_keys", Path: tmp, Note: "NVTOK.DAT, MK_SO, MK_USER in the 3.12 format with a fresh master key"},
-			Step{Op: "reencrypt", Path: filepath.Join(tmp, "TOK_OBJ"), Note: fmt.Sprintf("%d private object(s) re-encrypted, %d public header(s) rewritten", p.Counts.Reencrypt, p.Counts.RewrapHeader)},
-			Step{Op: "verify", Path: tmp, Note: "every object decrypts to the clear bytes it had before"},
+			contract.Step{Op: contract.OpLock, Path: ds},
+			contract.Step{Op: contract.OpCopy, From: ds, To: tmp, Note: fmt.Sprintf("files 0660, directories 0770, group %s (never readable by more users than the original's)", slot.UserGroup)},
+			contract.Step{Op: contract.OpWriteKeys, Path: tmp, Note: "NVTOK.DAT, MK_SO, MK_USER in the 3.12 format with a fresh master key"},
+			contract.Step{Op: contract.OpReencrypt, Path: filepath.Join(tmp, "TOK_OBJ"), Note: fmt.Sprintf("%d private object(s) re-encrypted, %d public header(s) rewritten", p.Counts.Reencrypt, p.Counts.RewrapHeader)},
+			contract.Step{Op: contract.OpVerify, Path: tmp, Note: "every object decrypts to the clear bytes it had before"},
 		)
 		if inPlace {
 			p.Steps = append(p.Steps,
-				Step{Op: "switch_in_place", From: tmp, To: ds, Note: "each file of the verified copy exchanged with the original's, one by one, under a journal (" + filepath.Join(ds, InPlaceJournal) + ") that a rerun after a crash finishes"},
-				Step{Op: "backup", From: tmp, To: p.Backup, Note: "the original files, now in the working copy, renamed"},
+				contract.Step{Op: contract.OpSwitchInPlace, From: tmp, To: ds, Note: "each file of the verified copy exchanged with the original's, one by one, under a journal (" + filepath.Join(ds, InPlaceJournal) + ") that a rerun after a crash finishes"},
+				contract.Step{Op: contract.OpBackup, From: tmp, To: p.Backup, Note: "the original files, now in the working copy, renamed"},
 			)
 		} else {
 			p.Steps = append(p.Steps,
-				Step{Op: "exchange", From: tmp, To: ds, Note: "atomic exchange of the verified copy (device and inode checked before and after): the repository path never goes missing"},
-				Step{Op: "backup", From: tmp, To: ds + SuffixBak, Note: "the original repository, renamed"},
+				contract.Step{Op: contract.OpExchange, From: tmp, To: ds, Note: "atomic exchange of the verified copy (device and inode checked before and after): the repository path never goes missing"},
+				contract.Step{Op: contract.OpBackup, From: tmp, To: ds + SuffixBak, Note: "the original repository, renamed"},
 			)
 		}
-		p.Steps = append(p.Steps, Step{Op: "remove_shm", Path: "/dev/shm/" + strings.TrimPrefix(procscan.ShmName(ds), "/")})
+		p.Steps = append(p.Steps, contract.Step{Op: contract.OpRemoveShm, Path: "/dev/shm/" + strings.TrimPrefix(procscan.ShmName(ds), "/")})
 	}
 	if confChange {
-		p.Steps = append(p.Steps, Step{Op: "conf_edit", Path: p.Conf, To: filepath.Join(p.Confdir, ConfBakName), Note: "tokversion = 3.12 (" + edit.Action + ")"})
+		p.Steps = append(p.Steps, contract.Step{Op: contract.OpConfEdit, Path: p.Conf, To: filepath.Join(p.Confdir, ConfBakName), Note: "tokversion = 3.12 (" + edit.Action + ")"})
 	}
 }
 
@@ -487,7 +488,7 @@ func readConf(confdir string) (*conf.File, []byte, []string, error) {
 	d, err := repofs.OpenDir(confdir)
 	if err != nil {
 		if errors.Is(err, repofs.ErrSymlink) {
-			return nil, nil, nil, &Error{Code: CodeConfInvalid, Message: fmt.Sprintf("conf directory %s is a symlink: refusing", confdir), Err: err}
+			return nil, nil, nil, &contract.Error{Code: contract.CodeConfInvalid, Message: fmt.Sprintf("conf directory %s is a symlink: refusing", confdir), Err: err}
 		}
 		return nil, nil, nil, confReadError(name, err)
 	}
@@ -495,16 +496,16 @@ func readConf(confdir string) (*conf.File, []byte, []string, error) {
 	data, err := d.ReadFileAnyLinks(ConfName)
 	if err != nil {
 		if errors.Is(err, repofs.ErrSymlink) {
-			return nil, nil, nil, &Error{Code: CodeConfInvalid, Message: fmt.Sprintf("%s is a symlink: refusing", name), Err: err}
+			return nil, nil, nil, &contract.Error{Code: contract.CodeConfInvalid, Message: fmt.Sprintf("%s is a symlink: refusing", name), Err: err}
 		}
 		return nil, nil, nil, confReadError(name, err)
 	}
 	if len(data) > conf.MaxSize {
-		return nil, nil, nil, &Error{Code: CodeConfInvalid, Message: fmt.Sprintf("%s is %d bytes, larger than the %d bytes accepted", name, len(data), conf.MaxSize)}
+		return nil, nil, nil, &contract.Error{Code: contract.CodeConfInvalid, Message: fmt.Sprintf("%s is %d bytes, larger than the %d bytes accepted", name, len(data), conf.MaxSize)}
 	}
 	f, err := conf.Parse(name, data)
 	if err != nil {
-		return nil, nil, nil, Errorf(CodeConfInvalid, "%w", err)
+		return nil, nil, nil, contract.Errorf(contract.CodeConfInvalid, "%w", err)
 	}
 	var warnings []string
 	if st, err := d.Lstat("."); err == nil {
@@ -519,41 +520,41 @@ func readConf(confdir string) (*conf.File, []byte, []string, error) {
 func confReadError(name string, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return Errorf(CodeConfInvalid, "%s does not exist: %w", name, err)
+		return contract.Errorf(contract.CodeConfInvalid, "%s does not exist: %w", name, err)
 	case errors.Is(err, repofs.ErrSymlink), errors.Is(err, repofs.ErrNotRegular):
-		return Errorf(CodeConfInvalid, "%s: refusing: %w", name, err)
+		return contract.Errorf(contract.CodeConfInvalid, "%s: refusing: %w", name, err)
 	case errors.Is(err, repofs.ErrTooLarge):
-		return Errorf(CodeConfInvalid, "%s: %w", name, err)
+		return contract.Errorf(contract.CodeConfInvalid, "%s: %w", name, err)
 	}
-	return Errorf(CodeIO, "read %s: %w", name, err)
+	return contract.Errorf(contract.CodeIO, "read %s: %w", name, err)
 }
 
 func repoError(ds string, err error) error {
-	var pe *Error
+	var pe *contract.Error
 	if errors.As(err, &pe) {
 		return err
 	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return Errorf(CodeCorruptRepository, "repository %s: %w", ds, err)
+		return contract.Errorf(contract.CodeCorruptRepository, "repository %s: %w", ds, err)
 	case errors.Is(err, tokens.ErrByteOrder):
-		return Errorf(CodeByteOrder, "repository %s: %w", ds, err)
+		return contract.Errorf(contract.CodeByteOrder, "repository %s: %w", ds, err)
 	case errors.Is(err, tokens.ErrCorrupt), errors.Is(err, repofs.ErrSymlink), errors.Is(err, repofs.ErrNotRegular), errors.Is(err, repofs.ErrHardLinked), errors.Is(err, repofs.ErrTooLarge):
-		return Errorf(CodeCorruptRepository, "repository %s: %w", ds, err)
+		return contract.Errorf(contract.CodeCorruptRepository, "repository %s: %w", ds, err)
 	}
-	return Errorf(CodeIO, "repository %s: %w", ds, err)
+	return contract.Errorf(contract.CodeIO, "repository %s: %w", ds, err)
 }
 
 func unlockError(err error) error {
 	switch {
 	case errors.Is(err, tokens.ErrWrongSOPIN), errors.Is(err, tokens.ErrWrongUserPIN):
-		return Errorf(CodeWrongPIN, "could not verify the PINs: %w", err)
+		return contract.Errorf(contract.CodeWrongPIN, "could not verify the PINs: %w", err)
 	case errors.Is(err, tokens.ErrUserPINNotSet):
-		return Errorf(CodeUserPINNotSet, "%w: set it with pkcsconf before migrating", err)
+		return contract.Errorf(contract.CodeUserPINNotSet, "%w: set it with pkcsconf before migrating", err)
 	case errors.Is(err, tokens.ErrMKMismatch), errors.Is(err, tokens.ErrCorrupt):
-		return Errorf(CodeCorruptRepository, "%w", err)
+		return contract.Errorf(contract.CodeCorruptRepository, "%w", err)
 	}
-	return Errorf(CodeIO, "unlock: %w", err)
+	return contract.Errorf(contract.CodeIO, "unlock: %w", err)
 }
 
 func confFormat(s *conf.Slot) string {
@@ -569,8 +570,8 @@ func exists(dir, name string) bool {
 	return err == nil
 }
 
-func tokenInfo(ti tokens.TokenInfo) TokenInfo {
-	return TokenInfo{
+func tokenInfo(ti tokens.TokenInfo) contract.TokenInfo {
+	return contract.TokenInfo{
 		Label:           strings.TrimRight(printable(ti.Label), " "),
 		ManufacturerID:  strings.TrimRight(printable(ti.ManufacturerID), " "),
 		Model:           strings.TrimRight(printable(ti.Model), " "),
@@ -632,7 +633,7 @@ const gcPercent = 400
 // and every object OBJ.IDX lists is decoded on the way, on every core. It fills p.Objects and
 // p.Counts in index order, adds the byte-order evidence of each object to tally, and returns the
 // fingerprint. The first bad object in OBJ.IDX order decides the error.
-func scanRepository(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens.Keys, confBytes []byte, tally *tokens.OrderTally) (string, error) {
+func scanRepository(p *contract.Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tokens.Keys, confBytes []byte, tally *tokens.OrderTally) (string, error) {
 	names := repo.Index
 	defer LimitMemory(len(names))()
 	if err := checkIndexNames(p, names); err != nil {
@@ -642,7 +643,7 @@ func scanRepository(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tok
 	for i, name := range names {
 		byName[name] = append(byName[name], i)
 	}
-	objs := make([]Object, len(names))
+	objs := make([]contract.Object, len(names))
 	errs := make([]error, len(names))
 	seen := make([]bool, len(names))
 	h := newFingerprint()
@@ -697,9 +698,9 @@ func scanRepository(p *Plan, dir *repofs.Dir, repo *tokens.Repository, keys *tok
 			p.Counts.Public++
 		}
 		switch o.Action {
-		case "reencrypt":
+		case contract.ActionReencrypt:
 			p.Counts.Reencrypt++
-		case "rewrap_header":
+		case contract.ActionRewrapHeader:
 			p.Counts.RewrapHeader++
 		default:
 			p.Counts.None++
@@ -713,30 +714,30 @@ const objectDir = "TOK_OBJ/"
 
 // scanObject decodes one object file; ord is the order NVTOK.DAT showed (OrderUnknown for
 // 3.12). data is only valid during the call: nothing kept aliases it.
-func scanObject(name string, data []byte, ord tokens.ByteOrder, keys *tokens.Keys) (Object, *tokens.Object, error) {
-	o := Object{File: name, Size: int64(len(data))}
+func scanObject(name string, data []byte, ord tokens.ByteOrder, keys *tokens.Keys) (contract.Object, *tokens.Object, error) {
+	o := contract.Object{File: name, Size: int64(len(data))}
 	obj, err := tokens.DecodeObjectOrder(name, data, ord, keys)
 	if err != nil && !errors.Is(err, tokens.ErrNeedKeys) {
-		return Object{}, nil, err
+		return contract.Object{}, nil, err
 	}
 	if obj == nil {
-		return Object{}, nil, fmt.Errorf("object %s: no result", name)
+		return contract.Object{}, nil, fmt.Errorf("object %s: no result", name)
 	}
 	o.Private = obj.Private
-	o.Format = obj.Format.String()
+	o.Format = contract.Format(obj.Format.String())
 	switch {
 	case obj.Format == tokens.Format312:
-		o.Action = "none"
+		o.Action = contract.ActionNone
 		o.NewSize = o.Size
 	case obj.Private:
-		o.Action = "reencrypt"
+		o.Action = contract.ActionReencrypt
 	default:
-		o.Action = "rewrap_header"
+		o.Action = contract.ActionRewrapHeader
 	}
 	if obj.Clear != nil {
-		if o.Action == "reencrypt" {
+		if o.Action == contract.ActionReencrypt {
 			o.NewSize = int64(80 + len(obj.Clear))
-		} else if o.Action == "rewrap_header" {
+		} else if o.Action == contract.ActionRewrapHeader {
 			o.NewSize = int64(16 + len(obj.Clear))
 		}
 		parseOrder := obj.Order
@@ -745,7 +746,7 @@ func scanObject(name string, data []byte, ord tokens.ByteOrder, keys *tokens.Key
 		}
 		a, err := tokens.ParseFlattenedOrder(name, obj.Clear, parseOrder)
 		if err != nil {
-			return Object{}, nil, err
+			return contract.Object{}, nil, err
 		}
 		c := int64(a.Class)
 		o.Class = &c
@@ -758,7 +759,7 @@ func scanObject(name string, data []byte, ord tokens.ByteOrder, keys *tokens.Key
 
 // SetByteOrder records the repository's byte order, its evidence, and the warning when it is
 // not this host's.
-func SetByteOrder(p *Plan, order tokens.ByteOrder, why []tokens.Evidence) {
+func SetByteOrder(p *contract.Plan, order tokens.ByteOrder, why []tokens.Evidence) {
 	p.ByteOrder, p.ByteOrderEvidence = ByteOrderName(order), []string{}
 	for _, e := range why {
 		p.ByteOrderEvidence = append(p.ByteOrderEvidence, e.String())
@@ -773,16 +774,16 @@ func SetByteOrder(p *Plan, order tokens.ByteOrder, why []tokens.Evidence) {
 // (Options.ObjectsUnread): Plan.Objects stays empty (100,000 entries would only cost memory;
 // Inspection.Index has the names) and every object counts as one to migrate. The names are
 // checked as a scan would.
-func listObjects(p *Plan, repo *tokens.Repository) error {
+func listObjects(p *contract.Plan, repo *tokens.Repository) error {
 	if err := checkIndexNames(p, repo.Index); err != nil {
 		return err
 	}
-	p.Counts = Counts{Total: len(repo.Index), Reencrypt: len(repo.Index)}
+	p.Counts = contract.Counts{Total: len(repo.Index), Reencrypt: len(repo.Index)}
 	return nil
 }
 
 // checkIndexNames refuses OBJ.IDX when one of its names is not a valid object file name.
-func checkIndexNames(p *Plan, names []string) error {
+func checkIndexNames(p *contract.Plan, names []string) error {
 	for i, name := range names {
 		if err := tokens.ValidObjectName(name); err != nil {
 			return repoError(p.Datastore, fmt.Errorf("object %d of OBJ.IDX: %w", i+1, err))

@@ -11,6 +11,7 @@ import (
 	json "github.com/goccy/go-json"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/schema"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 	"github.com/ocktools/pkcstok-migrate/tokens/tokentest"
@@ -108,18 +109,18 @@ func TestPlanConfErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, content string
 		slot          int
-		code          Code
+		code          contract.Code
 	}{
-		{"fail_slot_missing", "slot 1 {\n stdll = libpkcs11_sw.so\n}\n", 3, CodeSlotNotFound},
-		{"fail_tpm_unsupported", "slot 3 {\n stdll = libpkcs11_tpm.so\n}\n", 3, CodeUnsupportedToken},
-		{"fail_syntax", "slot 3 {\n stdll = \n}\n", 3, CodeConfInvalid},
-		{"fail_tokversion_bare_word", "slot 3 {\n stdll = libpkcs11_sw.so\n tokversion = new\n}\n", 3, CodeConfInvalid},
+		{"fail_slot_missing", "slot 1 {\n stdll = libpkcs11_sw.so\n}\n", 3, contract.CodeSlotNotFound},
+		{"fail_tpm_unsupported", "slot 3 {\n stdll = libpkcs11_tpm.so\n}\n", 3, contract.CodeUnsupportedToken},
+		{"fail_syntax", "slot 3 {\n stdll = \n}\n", 3, contract.CodeConfInvalid},
+		{"fail_tokversion_bare_word", "slot 3 {\n stdll = libpkcs11_sw.so\n tokversion = new\n}\n", 3, contract.CodeConfInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			require.NoError(t, os.WriteFile(conf, []byte(tc.content), 0o644))
 			_, err := Make(Options{Slot: tc.slot, Datastore: ds, Confdir: confdir, ProcRoot: t.TempDir(), PIDFiles: []string{}})
 			require.Error(t, err)
-			require.Equal(t, tc.code, CodeOf(err), err.Error())
+			require.Equal(t, tc.code, contract.CodeOf(err), err.Error())
 			require.False(t, strings.Contains(err.Error(), "sopin123"))
 		})
 	}
@@ -186,7 +187,7 @@ func TestPlanMixedByteOrder(t *testing.T) {
 	for _, pins := range [][2][]byte{{[]byte("sopin123"), []byte("user1234")}, {nil, nil}} {
 		_, err := Make(Options{Slot: 3, Datastore: ds, Confdir: confdir, SOPIN: pins[0], UserPIN: pins[1], ProcRoot: t.TempDir(), PIDFiles: []string{}})
 		require.Error(t, err)
-		require.Equal(t, CodeByteOrder, CodeOf(err))
+		require.Equal(t, contract.CodeByteOrder, contract.CodeOf(err))
 		require.Contains(t, err.Error(), "TOK_OBJ/"+name+": written in little-endian byte order")
 		require.Contains(t, err.Error(), "the repository is big-endian")
 	}

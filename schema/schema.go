@@ -1,8 +1,8 @@
 // Package schema holds the JSON Schemas (draft 2020-12) of every document pkcstok-migrate
 // reads or prints, and validates documents against them.
 //
-// The schemas describe exactly the Go types plan.Request ("request"), plan.Plan or plan.Multi
-// ("plan"), apply.Result ("result"), the error document ("error") and plan.Inventory ("info").
+// The schemas describe exactly the Go types contract.Request ("request"), contract.Plan or contract.Multi
+// ("plan"), contract.Result ("result"), the error document ("error") and contract.Inventory ("info").
 package schema
 
 import (

@@ -13,8 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ocktools/pkcstok-migrate/apply"
-	"github.com/ocktools/pkcstok-migrate/plan"
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/schema"
 )
 
@@ -79,9 +78,9 @@ func TestStrictEverywhere(t *testing.T) {
 	}
 }
 
-func fullPlan() plan.Plan {
-	return plan.Plan{
-		FormatVersion:     plan.FormatVersion,
+func fullPlan() contract.Plan {
+	return contract.Plan{
+		FormatVersion:     contract.FormatVersion,
 		ToolVersion:       "0.1.0",
 		Changed:           true,
 		Slot:              3,
@@ -96,24 +95,24 @@ func fullPlan() plan.Plan {
 		ByteOrderEvidence: []string{"NVTOK.DAT: max PIN length 8 (134217728 read little-endian)"},
 		ConfFormat:        "absent",
 		PINsChecked:       false,
-		Token: plan.TokenInfo{
+		Token: contract.TokenInfo{
 			Label: "cca                             ", ManufacturerID: "IBM", Model: "CCA",
 			SerialNumber: "0000", Flags: "0x64D", HardwareVersion: "1.0", FirmwareVersion: "1.0",
 		},
-		Objects: []plan.Object{
+		Objects: []contract.Object{
 			{File: "0A000001", Private: true, Format: "old", Class: nil, Size: 900, Action: "reencrypt"},
 			{File: "0B000001", Private: false, Format: "old", Class: ptr(int64(1)), ClassName: "CKO_CERTIFICATE",
 				Label: "cert é", ID: "00ff", Size: 700, NewSize: 712, Action: "rewrap_header"},
 			{File: "0C000001", Private: true, Format: "3.12", Class: ptr(int64(0x80000000)), ClassName: "CKO_VENDOR_DEFINED",
 				Size: 1000, Action: "none"},
 		},
-		Counts:      plan.Counts{Total: 3, Public: 1, Private: 2, Reencrypt: 1, RewrapHeader: 1, None: 1},
-		KeyFiles:    []plan.FileAction{{File: "NVTOK.DAT", Action: "rewrite"}, {File: "MK_SO", Action: "rewrite"}, {File: "MK_USER", Action: "create"}},
+		Counts:      contract.Counts{Total: 3, Public: 1, Private: 2, Reencrypt: 1, RewrapHeader: 1, None: 1},
+		KeyFiles:    []contract.FileAction{{File: "NVTOK.DAT", Action: "rewrite"}, {File: "MK_SO", Action: "rewrite"}, {File: "MK_USER", Action: "create"}},
 		ConfDiff:    "--- /etc/opencryptoki/opencryptoki.conf\n+++ /etc/opencryptoki/opencryptoki.conf\n@@ -1 +1,2 @@\n slot 3 {\n+tokversion = 3.12\n",
 		Fingerprint: fp,
 		Warnings:    []string{"MK_USER missing"},
 		Incomplete:  []string{"private object 0A000001 not read: no PINs"},
-		Steps: []plan.Step{
+		Steps: []contract.Step{
 			{Op: "lock", Path: "/var/lib/opencryptoki/ccatok"},
 			{Op: "copy", From: "/var/lib/opencryptoki/ccatok", To: "/var/lib/opencryptoki/ccatok.new"},
 			{Op: "write_keys"}, {Op: "reencrypt", Note: "2 objects"}, {Op: "verify"}, {Op: "backup"},
@@ -122,14 +121,14 @@ func fullPlan() plan.Plan {
 	}
 }
 
-func emptyPlan() plan.Plan {
-	return plan.Plan{
-		FormatVersion: plan.FormatVersion, ToolVersion: "0.1.0", Slot: 0, TokenType: "Soft",
+func emptyPlan() contract.Plan {
+	return contract.Plan{
+		FormatVersion: contract.FormatVersion, ToolVersion: "0.1.0", Slot: 0, TokenType: "Soft",
 		Stdll: "libpkcs11_sw.so", UserGroup: "pkcs11", Datastore: "/var/lib/opencryptoki/swtok",
 		Confdir: "/etc/opencryptoki", Conf: "/etc/opencryptoki/opencryptoki.conf",
-		Format: "3.12", ByteOrder: "any", ByteOrderEvidence: []string{}, ConfFormat: "3.12", Token: plan.TokenInfo{Flags: "0x0"},
-		Objects: []plan.Object{}, KeyFiles: []plan.FileAction{}, Fingerprint: fp,
-		Warnings: []string{}, Incomplete: []string{}, Steps: []plan.Step{},
+		Format: "3.12", ByteOrder: "any", ByteOrderEvidence: []string{}, ConfFormat: "3.12", Token: contract.TokenInfo{Flags: "0x0"},
+		Objects: []contract.Object{}, KeyFiles: []contract.FileAction{}, Fingerprint: fp,
+		Warnings: []string{}, Incomplete: []string{}, Steps: []contract.Step{},
 	}
 }
 
@@ -173,31 +172,31 @@ func TestPlanFromGo(t *testing.T) {
 }
 
 func TestMultiFromGo(t *testing.T) {
-	m := plan.Multi{
-		FormatVersion: plan.FormatVersion, Changed: true,
-		Plans:   []plan.Plan{fullPlan(), emptyPlan()},
-		Skipped: []plan.SkippedSlot{{Slot: 1, Stdll: "libpkcs11_tpm.so", Reason: "unsupported token type"}},
+	m := contract.Multi{
+		FormatVersion: contract.FormatVersion, Changed: true,
+		Plans:   []contract.Plan{fullPlan(), emptyPlan()},
+		Skipped: []contract.SkippedSlot{{Slot: 1, Stdll: "libpkcs11_tpm.so", Reason: "unsupported token type"}},
 	}
 	require.NoError(t, schema.ValidateValue(schema.Plan, m))
-	require.NoError(t, schema.ValidateValue(schema.Plan, plan.Multi{FormatVersion: 1, Plans: []plan.Plan{}, Skipped: []plan.SkippedSlot{}}))
+	require.NoError(t, schema.ValidateValue(schema.Plan, contract.Multi{FormatVersion: 1, Plans: []contract.Plan{}, Skipped: []contract.SkippedSlot{}}))
 
 	m.Plans[1].Incomplete = nil
 	assertField(t, schema.Plan, m, "/plans/1/incomplete")
-	m = plan.Multi{FormatVersion: 1, Plans: []plan.Plan{}} // Skipped nil -> null
+	m = contract.Multi{FormatVersion: 1, Plans: []contract.Plan{}} // Skipped nil -> null
 	assertField(t, schema.Plan, m, "/skipped")
 }
 
 func TestResultFromGo(t *testing.T) {
-	r := apply.Result{
+	r := contract.Result{
 		Changed: true, Operation: "apply", Slot: 3, TokenType: "EP11",
 		Datastore: "/var/lib/opencryptoki/ep11tok", Conf: "/etc/opencryptoki/opencryptoki.conf",
-		Backup:          &apply.Backup{Datastore: "/var/lib/opencryptoki/ep11tok_BAK", Conf: "/etc/opencryptoki/opencryptoki.conf_BAK"},
+		Backup:          &contract.Backup{Datastore: "/var/lib/opencryptoki/ep11tok_BAK", Conf: "/etc/opencryptoki/opencryptoki.conf_BAK"},
 		ObjectsMigrated: 4, ObjectsTotal: 5, RepositoryChanged: true, ConfChanged: true,
 		ConfDiff: "--- a\n+++ b\n", Verified: true, Fingerprint: fp,
-		Warnings: []string{"x"}, Steps: []string{"lock", "copy", "write_keys", "reencrypt", "verify", "exchange", "conf_edit"},
+		Warnings: []string{"x"}, Steps: []contract.Op{contract.OpLock, contract.OpCopy, contract.OpWriteKeys, contract.OpReencrypt, contract.OpVerify, contract.OpExchange, contract.OpConfEdit},
 	}
 	require.NoError(t, schema.ValidateValue(schema.Result, r))
-	r.Backup = &apply.Backup{Datastore: "/var/lib/opencryptoki/ep11tok_BAK"}
+	r.Backup = &contract.Backup{Datastore: "/var/lib/opencryptoki/ep11tok_BAK"}
 	require.NoError(t, schema.ValidateValue(schema.Result, r))
 	r.Backup = nil
 	r.Operation = "rollback"
@@ -228,11 +227,11 @@ func TestErrorCodes(t *testing.T) {
 }
 
 func TestRequest(t *testing.T) {
-	req := plan.Request{Slot: ptr(0), Datastore: "/d", Confdir: "/c", SOPIN: "1", UserPINFile: "/u", PlanFile: "/p", AllSlots: true}
+	req := contract.Request{Slot: ptr(0), Datastore: "/d", Confdir: "/c", SOPIN: "1", UserPINFile: "/u", PlanFile: "/p", AllSlots: true}
 	require.NoError(t, schema.ValidateValue(schema.Request, req))
-	require.NoError(t, schema.ValidateValue(schema.Request, plan.Request{}))
+	require.NoError(t, schema.ValidateValue(schema.Request, contract.Request{}))
 	// every Request field has a property in the schema (all set at once except the exclusive pairs)
-	require.NoError(t, schema.ValidateValue(schema.Request, plan.Request{Slot: ptr(1023), SOPINFile: "/s", UserPIN: "u"}))
+	require.NoError(t, schema.ValidateValue(schema.Request, contract.Request{Slot: ptr(1023), SOPINFile: "/s", UserPIN: "u"}))
 
 	cases := []struct {
 		doc, field, msg string

@@ -10,8 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ocktools/pkcstok-migrate/apply"
-	"github.com/ocktools/pkcstok-migrate/plan"
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/schema"
 )
 
@@ -24,21 +23,21 @@ func TestSchemasMatchStructs(t *testing.T) {
 		ptr  string // JSON pointer of the object schema inside the schema document
 		typ  any
 	}{
-		{schema.Request, "", plan.Request{}},
-		{schema.Plan, "/$defs/plan", plan.Plan{}},
-		{schema.Plan, "/$defs/token_info", plan.TokenInfo{}},
-		{schema.Plan, "/$defs/object", plan.Object{}},
-		{schema.Plan, "/$defs/counts", plan.Counts{}},
-		{schema.Plan, "/$defs/file_action", plan.FileAction{}},
-		{schema.Plan, "/$defs/step", plan.Step{}},
-		{schema.Plan, "/$defs/multi", plan.Multi{}},
-		{schema.Plan, "/$defs/skipped_slot", plan.SkippedSlot{}},
-		{schema.Result, "", apply.Result{}},
-		{schema.Result, "/properties/backup", apply.Backup{}},
-		{schema.Info, "", plan.Inventory{}},
-		{schema.Info, "/$defs/slot_info", plan.SlotInfo{}},
-		{schema.Info, "/$defs/slot_info/properties/files", plan.SlotFiles{}},
-		{schema.Info, "/properties/fips", plan.FIPSMode{}},
+		{schema.Request, "", contract.Request{}},
+		{schema.Plan, "/$defs/plan", contract.Plan{}},
+		{schema.Plan, "/$defs/token_info", contract.TokenInfo{}},
+		{schema.Plan, "/$defs/object", contract.Object{}},
+		{schema.Plan, "/$defs/counts", contract.Counts{}},
+		{schema.Plan, "/$defs/file_action", contract.FileAction{}},
+		{schema.Plan, "/$defs/step", contract.Step{}},
+		{schema.Plan, "/$defs/multi", contract.Multi{}},
+		{schema.Plan, "/$defs/skipped_slot", contract.SkippedSlot{}},
+		{schema.Result, "", contract.Result{}},
+		{schema.Result, "/properties/backup", contract.Backup{}},
+		{schema.Info, "", contract.Inventory{}},
+		{schema.Info, "/$defs/slot_info", contract.SlotInfo{}},
+		{schema.Info, "/$defs/slot_info/properties/files", contract.SlotFiles{}},
+		{schema.Info, "/properties/fips", contract.FIPSMode{}},
 	}
 	for _, c := range cases {
 		rt := reflect.TypeOf(c.typ)

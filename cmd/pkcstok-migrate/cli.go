@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/plan"
 )
 
@@ -349,29 +350,29 @@ var exitCodes = []struct{ code, desc string }{
 // errorCodes of the JSON contract with what each means; a test checks this list against the
 // error schema's enum.
 var errorCodes = []struct {
-	code plan.Code
+	code contract.Code
 	desc string
 }{
-	{plan.CodeWrongPIN, "the SO or the user PIN is wrong"},
-	{plan.CodeUserPINNotSet, "the user PIN was never set on the token (set it with pkcsconf)"},
-	{plan.CodeSlotdRunning, "pkcsslotd is running (or it could not be told that it is not): stop it"},
-	{plan.CodeRepositoryInUse, "another process holds a file of the repository open"},
-	{plan.CodeLocked, "another pkcstok-migrate holds the lock on the conf directory or the repository"},
-	{plan.CodeStalePlan, "the repository or the conf changed since the saved plan was made"},
-	{plan.CodeSlotNotFound, "opencryptoki.conf has no such slot"},
-	{plan.CodeUnsupportedToken, "the slot's token is not a Soft, ICA, CCA or EP11 token"},
-	{plan.CodeConfInvalid, "opencryptoki.conf is missing, unreadable or invalid"},
-	{plan.CodeCorruptRepository, "the repository is missing a file or a file is corrupt"},
-	{plan.CodeByteOrder, "the repository mixes files of both byte orders (one was copied from another machine), or nothing in it decides its order"},
-	{plan.CodeBackupExists, "<store>_BAK or opencryptoki.conf_BAK is in the way"},
-	{plan.CodeCannotSwitch, "the repository is a mount point, on another file system than its parent, or in an overlay's lower layer: it cannot be exchanged (nothing was done)"},
-	{plan.CodeBadRequest, "the request or the flags make no sense; \"field\" names the culprit"},
-	{plan.CodeNotRoot, "apply and rollback must run as root"},
-	{plan.CodeGroupNotFound, "the slot's token group does not exist on the host"},
-	{plan.CodeIO, "a read or write failed"},
-	{plan.CodeVerifyFailed, "the migrated copy did not decrypt to the original objects, or someone else renamed the repository or the working copy during the switch; nothing was switched"},
-	{plan.CodeNothingToRollBack, "rollback found no backup to switch back to"},
-	{plan.CodeInternal, "a bug: please report it"},
+	{contract.CodeWrongPIN, "the SO or the user PIN is wrong"},
+	{contract.CodeUserPINNotSet, "the user PIN was never set on the token (set it with pkcsconf)"},
+	{contract.CodeSlotdRunning, "pkcsslotd is running (or it could not be told that it is not): stop it"},
+	{contract.CodeRepositoryInUse, "another process holds a file of the repository open"},
+	{contract.CodeLocked, "another pkcstok-migrate holds the lock on the conf directory or the repository"},
+	{contract.CodeStalePlan, "the repository or the conf changed since the saved plan was made"},
+	{contract.CodeSlotNotFound, "opencryptoki.conf has no such slot"},
+	{contract.CodeUnsupportedToken, "the slot's token is not a Soft, ICA, CCA or EP11 token"},
+	{contract.CodeConfInvalid, "opencryptoki.conf is missing, unreadable or invalid"},
+	{contract.CodeCorruptRepository, "the repository is missing a file or a file is corrupt"},
+	{contract.CodeByteOrder, "the repository mixes files of both byte orders (one was copied from another machine), or nothing in it decides its order"},
+	{contract.CodeBackupExists, "<store>_BAK or opencryptoki.conf_BAK is in the way"},
+	{contract.CodeCannotSwitch, "the repository is a mount point, on another file system than its parent, or in an overlay's lower layer: it cannot be exchanged (nothing was done)"},
+	{contract.CodeBadRequest, "the request or the flags make no sense; \"field\" names the culprit"},
+	{contract.CodeNotRoot, "apply and rollback must run as root"},
+	{contract.CodeGroupNotFound, "the slot's token group does not exist on the host"},
+	{contract.CodeIO, "a read or write failed"},
+	{contract.CodeVerifyFailed, "the migrated copy did not decrypt to the original objects, or someone else renamed the repository or the working copy during the switch; nothing was switched"},
+	{contract.CodeNothingToRollBack, "rollback found no backup to switch back to"},
+	{contract.CodeInternal, "a bug: please report it"},
 }
 
 // files the tool reads or makes, for the man page.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/plan"
 )
 
@@ -20,11 +21,11 @@ func runInfo(e *env, args []string) int {
 			fmt.Fprint(e.stdout, c.help())
 			return 0
 		}
-		return out.fail(&plan.Error{Code: plan.CodeBadRequest, Message: err.Error()})
+		return out.fail(&contract.Error{Code: contract.CodeBadRequest, Message: err.Error()})
 	}
 	out.json = v.b("json")
 	if len(rest) > 0 {
-		return out.fail(&plan.Error{Code: plan.CodeBadRequest, Message: fmt.Sprintf("unexpected argument %q", rest[0])})
+		return out.fail(&contract.Error{Code: contract.CodeBadRequest, Message: fmt.Sprintf("unexpected argument %q", rest[0])})
 	}
 	o := plan.Options{Confdir: v.s("confdir"), StateBase: v.s("state-dir")}
 	if o.Confdir == "" {
@@ -41,7 +42,7 @@ func runInfo(e *env, args []string) int {
 	return 0
 }
 
-func infoSummary(inv *plan.Inventory) string {
+func infoSummary(inv *contract.Inventory) string {
 	var b strings.Builder
 	tprintf(&b, "%s: %d slot(s)", inv.Conf, len(inv.Slots))
 	if inv.NeedsMigration {
@@ -60,7 +61,7 @@ func infoSummary(inv *plan.Inventory) string {
 	}
 	for _, s := range inv.Slots {
 		tprintf(&b, "slot %d: %s (%s)", s.Slot, s.TokenType, s.Stdll)
-		if s.TokenType == plan.TokenTypeUnsupported {
+		if s.TokenType == contract.TokenTypeUnsupported {
 			b.WriteString(": not examined\n")
 			continue
 		}

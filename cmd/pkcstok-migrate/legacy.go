@@ -12,6 +12,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/procscan"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
@@ -212,11 +213,11 @@ func runLegacy(e *env, args []string) int {
 	// A first look without PINs: slot, token type and token info.
 	p, err := plan.Make(opts)
 	if err != nil {
-		switch plan.CodeOf(err) {
-		case plan.CodeConfInvalid, plan.CodeSlotNotFound:
+		switch contract.CodeOf(err) {
+		case contract.CodeConfInvalid, contract.CodeSlotNotFound:
 			tprintf(e.stderr, "%v\n", err)
 			warnx("Cannot identify a token related to given slot ID %d", slot)
-		case plan.CodeUnsupportedToken:
+		case contract.CodeUnsupportedToken:
 			stdll := ""
 			if cf, _, err := plan.ReadConf(a.confdir); err == nil {
 				if s, err := cf.Slot(uint64(slot)); err == nil {
@@ -271,24 +272,24 @@ func runLegacy(e *env, args []string) int {
 	opts.SOPIN, opts.UserPIN = so, user
 	checked, err := plan.Make(opts)
 	if err != nil {
-		if c := plan.CodeOf(err); c == plan.CodeWrongPIN || c == plan.CodeUserPINNotSet {
+		if c := contract.CodeOf(err); c == contract.CodeWrongPIN || c == contract.CodeUserPINNotSet {
 			warnx("Could not verify pins.")
 		} else {
 			warnx("%v", err)
 		}
 		return fail()
 	}
-	if checked.Format == "3.12" {
+	if checked.Format == contract.Format312 {
 		tprintf(out, "Data store %s is already in new format.\n", a.datastore)
 	}
 	res, err := apply.Run(opts, nil, ao)
 	if err != nil {
-		switch plan.CodeOf(err) {
-		case plan.CodeWrongPIN, plan.CodeUserPINNotSet:
+		switch contract.CodeOf(err) {
+		case contract.CodeWrongPIN, contract.CodeUserPINNotSet:
 			warnx("Could not verify pins.")
-		case plan.CodeSlotdRunning:
+		case contract.CodeSlotdRunning:
 			warnx("Please stop pkcsslotd before running this utility.")
-		case plan.CodeBackupExists:
+		case contract.CodeBackupExists:
 			warnx("%v", err)
 			warnx("Please remove the backups before running this utility.")
 		default:

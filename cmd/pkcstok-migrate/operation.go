@@ -12,6 +12,7 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/trusted"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/schema"
@@ -46,7 +47,7 @@ func runOperation(e *env, op string, args []string) int {
 			fmt.Fprint(e.stdout, c.help())
 			return 0
 		}
-		return out.fail(&plan.Error{Code: plan.CodeBadRequest, Message: err.Error()})
+		return out.fail(&contract.Error{Code: contract.CodeBadRequest, Message: err.Error()})
 	}
 	f := opFlags{
 		request: v.s("request"), slot: v.s("slot"), datastore: v.s("datastore"), confdir: v.s("confdir"),
@@ -56,7 +57,7 @@ func runOperation(e *env, op string, args []string) int {
 	}
 	out.json = f.json
 	if len(rest) > 0 {
-		return out.fail(&plan.Error{Code: plan.CodeBadRequest, Message: fmt.Sprintf("unexpected argument %q", rest[0])})
+		return out.fail(&contract.Error{Code: contract.CodeBadRequest, Message: fmt.Sprintf("unexpected argument %q", rest[0])})
 	}
 
 	req, err := buildRequest(e, &f)
@@ -95,9 +96,9 @@ func runOperation(e *env, op string, args []string) int {
 		return 0
 	case "apply":
 		if e.euid != 0 {
-			return out.fail(&plan.Error{Code: plan.CodeNotRoot, Message: "apply must run as root: it sets the group of every file to the token group"})
+			return out.fail(&contract.Error{Code: contract.CodeNotRoot, Message: "apply must run as root: it sets the group of every file to the token group"})
 		}
-		var saved *plan.Plan
+		var saved *contract.Plan
 		if req.PlanFile != "" {
 			if saved, err = readPlanFile(req.PlanFile, e.euid); err != nil {
 				return out.fail(err)
@@ -113,7 +114,7 @@ func runOperation(e *env, op string, args []string) int {
 		return 0
 	case "remove-backups":
 		if e.euid != 0 {
-			return out.fail(&plan.Error{Code: plan.CodeNotRoot, Message: "remove-backups must run as root"})
+			return out.fail(&contract.Error{Code: contract.CodeNotRoot, Message: "remove-backups must run as root"})
 		}
 		res, err := apply.RemoveBackups(opts, req.Backup)
 		if err != nil {
@@ -123,7 +124,7 @@ func runOperation(e *env, op string, args []string) int {
 		return 0
 	default: // rollback
 		if e.euid != 0 {
-			return out.fail(&plan.Error{Code: plan.CodeNotRoot, Message: "rollback must run as root"})
+			return out.fail(&contract.Error{Code: contract.CodeNotRoot, Message: "rollback must run as root"})
 		}
 		res, err := apply.Rollback(opts, applyOptions(e, out))
 		if err != nil {
@@ -135,8 +136,8 @@ func runOperation(e *env, op string, args []string) int {
 }
 
 // buildRequest merges the JSON request and the flags; a field given both ways is an error.
-func buildRequest(e *env, f *opFlags) (*plan.Request, error) {
-	req := &plan.Request{}
+func buildRequest(e *env, f *opFlags) (*contract.Request, error) {
+	req := &contract.Request{}
 	if f.request != "" {
 		var raw []byte
 		var reqInfo trusted.Info
@@ -147,7 +148,7 @@ func buildRequest(e *env, f *opFlags) (*plan.Request, error) {
 			raw, reqInfo, err = trusted.ReadFile(f.request, trusted.Rules{Euid: e.euid, DenyPerm: 0o022, MaxSize: maxRequestSize})
 		}
 		if err != nil {
-			return nil, plan.Errorf(plan.CodeBadRequest, "read request: %w", err)
+			return nil, contract.Errorf(contract.CodeBadRequest, "read request: %w", err)
 		}
 		if err := schema.Validate(schema.Request, raw); err != nil {
 			field := ""
@@ -155,22 +156,22 @@ func buildRequest(e *env, f *opFlags) (*plan.Request, error) {
 			if errors.As(err, &ve) {
 				field = ve.Field
 			}
-			return nil, &plan.Error{Code: plan.CodeBadRequest, Field: field, Message: "request: " + err.Error()}
+			return nil, &contract.Error{Code: contract.CodeBadRequest, Field: field, Message: "request: " + err.Error()}
 		}
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(req); err != nil {
-			return nil, plan.Errorf(plan.CodeBadRequest, "request: %w", err)
+			return nil, contract.Errorf(contract.CodeBadRequest, "request: %w", err)
 		}
 		// A request file that holds a PIN is a PIN file: as readPINFile, nobody else may read it.
 		if f.request != "-" && (req.SOPIN != "" || req.UserPIN != "") && reqInfo.Mode&0o077 != 0 {
 			wipeString(req)
-			return nil, &plan.Error{Code: plan.CodeBadRequest, Field: "so_pin", Message: fmt.Sprintf("request %s holds a PIN and has mode %04o: it must not be read by group or others (chmod 600)", f.request, reqInfo.Mode)}
+			return nil, &contract.Error{Code: contract.CodeBadRequest, Field: "so_pin", Message: fmt.Sprintf("request %s holds a PIN and has mode %04o: it must not be read by group or others (chmod 600)", f.request, reqInfo.Mode)}
 		}
 	}
 	twice := func(flagName, field string, inRequest bool) error {
 		if f.set[flagName] && inRequest {
-			return &plan.Error{Code: plan.CodeBadRequest, Field: field, Message: fmt.Sprintf("%s is given both in the request and as --%s", field, flagName)}
+			return &contract.Error{Code: contract.CodeBadRequest, Field: field, Message: fmt.Sprintf("%s is given both in the request and as --%s", field, flagName)}
 		}
 		return nil
 	}
@@ -191,7 +192,7 @@ func buildRequest(e *env, f *opFlags) (*plan.Request, error) {
 	if f.set["slot"] {
 		n, err := strconv.Atoi(f.slot)
 		if err != nil || n < 0 || n > 1023 {
-			return nil, &plan.Error{Code: plan.CodeBadRequest, Field: "slot", Message: fmt.Sprintf("--slot %q: want a number from 0 to 1023", f.slot)}
+			return nil, &contract.Error{Code: contract.CodeBadRequest, Field: "slot", Message: fmt.Sprintf("--slot %q: want a number from 0 to 1023", f.slot)}
 		}
 		req.Slot = &n
 	}
@@ -214,7 +215,7 @@ func buildRequest(e *env, f *opFlags) (*plan.Request, error) {
 		req.UserPIN = f.userPIN
 	}
 	if f.set["so-pin"] && f.set["so-pin-file"] || f.set["user-pin"] && f.set["user-pin-file"] {
-		return nil, &plan.Error{Code: plan.CodeBadRequest, Field: "so_pin", Message: "give a PIN either directly or as a file, not both"}
+		return nil, &contract.Error{Code: contract.CodeBadRequest, Field: "so_pin", Message: "give a PIN either directly or as a file, not both"}
 	}
 	if f.set["plan"] {
 		req.PlanFile = f.planFile
@@ -226,7 +227,7 @@ func buildRequest(e *env, f *opFlags) (*plan.Request, error) {
 }
 
 // resolve turns a request into plan.Options: reads PIN files, prompts on a terminal.
-func resolve(e *env, op string, req *plan.Request, out *output) (plan.Options, error) {
+func resolve(e *env, op string, req *contract.Request, out *output) (plan.Options, error) {
 	o := plan.Options{Confdir: req.Confdir, Datastore: req.Datastore}
 	e.seams().plan(&o)
 	if o.Confdir == "" {
@@ -235,26 +236,26 @@ func resolve(e *env, op string, req *plan.Request, out *output) (plan.Options, e
 	if req.Slot != nil {
 		o.Slot = *req.Slot
 	} else if !req.AllSlots && req.PlanFile == "" {
-		return o, &plan.Error{Code: plan.CodeBadRequest, Field: "slot", Message: "slot is required (--slot N or \"slot\" in the request)"}
+		return o, &contract.Error{Code: contract.CodeBadRequest, Field: "slot", Message: "slot is required (--slot N or \"slot\" in the request)"}
 	}
 	if req.AllSlots && (req.Slot != nil || req.Datastore != "") {
-		return o, &plan.Error{Code: plan.CodeBadRequest, Field: "all_slots", Message: "all_slots plans every slot: give neither slot nor datastore"}
+		return o, &contract.Error{Code: contract.CodeBadRequest, Field: "all_slots", Message: "all_slots plans every slot: give neither slot nor datastore"}
 	}
 	if req.PlanFile != "" && (req.Slot != nil || req.Datastore != "" || req.Confdir != "") {
-		return o, &plan.Error{Code: plan.CodeBadRequest, Field: "plan_file", Message: "a saved plan names its slot, datastore and confdir: give none of them"}
+		return o, &contract.Error{Code: contract.CodeBadRequest, Field: "plan_file", Message: "a saved plan names its slot, datastore and confdir: give none of them"}
 	}
 	if req.PlanFile != "" && op != "apply" {
-		return o, &plan.Error{Code: plan.CodeBadRequest, Field: "plan_file", Message: "plan_file is for apply only"}
+		return o, &contract.Error{Code: contract.CodeBadRequest, Field: "plan_file", Message: "plan_file is for apply only"}
 	}
 	if req.AllSlots && op != "plan" {
-		return o, &plan.Error{Code: plan.CodeBadRequest, Field: "all_slots", Message: "all_slots is for plan only: apply and rollback take one slot at a time"}
+		return o, &contract.Error{Code: contract.CodeBadRequest, Field: "all_slots", Message: "all_slots is for plan only: apply and rollback take one slot at a time"}
 	}
 	if req.Backup != nil && op != "remove-backups" {
-		return o, &plan.Error{Code: plan.CodeBadRequest, Field: "backup", Message: "backup is for remove-backups only"}
+		return o, &contract.Error{Code: contract.CodeBadRequest, Field: "backup", Message: "backup is for remove-backups only"}
 	}
 	if op == "rollback" || op == "remove-backups" {
 		if req.SOPIN != "" || req.UserPIN != "" || req.SOPINFile != "" || req.UserPINFile != "" {
-			return o, &plan.Error{Code: plan.CodeBadRequest, Field: "so_pin", Message: op + " needs no PINs"}
+			return o, &contract.Error{Code: contract.CodeBadRequest, Field: "so_pin", Message: op + " needs no PINs"}
 		}
 		return o, nil
 	}
@@ -273,7 +274,7 @@ func resolve(e *env, op string, req *plan.Request, out *output) (plan.Options, e
 		if o.SOPIN == nil {
 			field = "so_pin"
 		}
-		return o, &plan.Error{Code: plan.CodeBadRequest, Field: field, Message: "give both PINs (SO and user) or neither: one alone can neither be checked nor migrate anything"}
+		return o, &contract.Error{Code: contract.CodeBadRequest, Field: field, Message: "give both PINs (SO and user) or neither: one alone can neither be checked nor migrate anything"}
 	}
 	return o, nil
 }
@@ -289,30 +290,30 @@ const (
 func writePlanFile(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
-		return plan.Errorf(plan.CodeInternal, "encode plan: %w", err)
+		return contract.Errorf(contract.CodeInternal, "encode plan: %w", err)
 	}
 	if err := trusted.WriteFile(path, append(b, '\n')); err != nil {
-		return plan.Errorf(plan.CodeIO, "write plan: %w", err)
+		return contract.Errorf(contract.CodeIO, "write plan: %w", err)
 	}
 	return nil
 }
 
 // readPlanFile reads a saved plan: no symlink, no FIFO, a regular file of root's or the
 // caller's that nobody else may write (it decides what apply does as root).
-func readPlanFile(path string, euid int) (*plan.Plan, error) {
+func readPlanFile(path string, euid int) (*contract.Plan, error) {
 	raw, _, err := trusted.ReadFile(path, trusted.Rules{Euid: euid, DenyPerm: 0o022, MaxSize: maxPlanFileSize})
 	if err != nil {
-		return nil, &plan.Error{Code: plan.CodeBadRequest, Field: "plan_file", Message: "read plan: " + err.Error()}
+		return nil, &contract.Error{Code: contract.CodeBadRequest, Field: "plan_file", Message: "read plan: " + err.Error()}
 	}
 	if err := schema.Validate(schema.Plan, raw); err != nil {
-		return nil, plan.Errorf(plan.CodeBadRequest, "plan %s: %w", path, err)
+		return nil, contract.Errorf(contract.CodeBadRequest, "plan %s: %w", path, err)
 	}
-	var p plan.Plan
+	var p contract.Plan
 	if err := json.Unmarshal(raw, &p); err != nil {
-		return nil, plan.Errorf(plan.CodeBadRequest, "plan %s: %w", path, err)
+		return nil, contract.Errorf(contract.CodeBadRequest, "plan %s: %w", path, err)
 	}
 	if p.Datastore == "" || !filepath.IsAbs(p.Datastore) || !filepath.IsAbs(p.Confdir) {
-		return nil, &plan.Error{Code: plan.CodeBadRequest, Field: "plan_file", Message: fmt.Sprintf("plan %s is for --all-slots or lacks absolute paths: save a single-slot plan", path)}
+		return nil, &contract.Error{Code: contract.CodeBadRequest, Field: "plan_file", Message: fmt.Sprintf("plan %s is for --all-slots or lacks absolute paths: save a single-slot plan", path)}
 	}
 	return &p, nil
 }
@@ -342,7 +343,7 @@ func applyOptions(e *env, out *output) apply.Options {
 
 // wipeString drops the request's PINs (Go strings cannot be overwritten; they are at least
 // no longer referenced).
-func wipeString(req *plan.Request) { req.SOPIN, req.UserPIN = "", "" }
+func wipeString(req *contract.Request) { req.SOPIN, req.UserPIN = "", "" }
 
 func wipe(b []byte) {
 	for i := range b {

@@ -11,7 +11,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
-	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/schema"
 )
@@ -68,8 +68,8 @@ type errorBody struct {
 }
 
 func (o *output) fail(err error) int {
-	var pe *plan.Error
-	body := errorBody{Code: string(plan.CodeInternal), Message: err.Error()}
+	var pe *contract.Error
+	body := errorBody{Code: string(contract.CodeInternal), Message: err.Error()}
 	if errors.As(err, &pe) {
 		body = errorBody{Code: string(pe.Code), Message: pe.Message, Field: pe.Field, Details: pe.Details}
 	}
@@ -97,7 +97,7 @@ func (o *output) emit(v any, summary, text string) {
 	fmt.Fprint(o.e.stdout, summary, text)
 }
 
-func (o *output) plan(p *plan.Plan) {
+func (o *output) plan(p *contract.Plan) {
 	p.Warnings = append(p.Warnings, o.warnings...)
 	text := ""
 	if p.ConfDiff != "" {
@@ -106,7 +106,7 @@ func (o *output) plan(p *plan.Plan) {
 	o.emit(p, planSummary(p), text)
 }
 
-func (o *output) multi(m *plan.Multi) {
+func (o *output) multi(m *contract.Multi) {
 	if o.json {
 		o.writeJSON(m)
 		return
@@ -119,12 +119,12 @@ func (o *output) multi(m *plan.Multi) {
 	}
 }
 
-func (o *output) result(r *apply.Result) {
+func (o *output) result(r *contract.Result) {
 	r.Warnings = append(r.Warnings, o.warnings...)
 	o.emit(r, resultSummary(r), "")
 }
 
-func planSummary(p *plan.Plan) string {
+func planSummary(p *contract.Plan) string {
 	var b strings.Builder
 	tprintf(&b, "slot %d: %s token, repository %s (%s format), conf tokversion %s\n", p.Slot, p.TokenType, p.Datastore, p.Format, p.ConfFormat)
 	tprintf(&b, "  objects: %d (%d private, %d public): %d to re-encrypt, %d headers to rewrite, %d already 3.12\n",
@@ -132,7 +132,7 @@ func planSummary(p *plan.Plan) string {
 	if p.Changed {
 		b.WriteString("  changes: ")
 		var parts []string
-		if p.Format != "3.12" {
+		if p.Format != contract.Format312 {
 			parts = append(parts, "migrate the repository")
 		}
 		if p.ConfDiff != "" {
@@ -151,7 +151,7 @@ func planSummary(p *plan.Plan) string {
 	return b.String()
 }
 
-func resultSummary(r *apply.Result) string {
+func resultSummary(r *contract.Result) string {
 	var b strings.Builder
 	if !r.Changed {
 		tprintf(&b, "%s: nothing to do for %s\n", r.Operation, r.Datastore)

@@ -7,8 +7,8 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/trusted"
-	"github.com/ocktools/pkcstok-migrate/plan"
 )
 
 // maxPINLen bounds what is read as a PIN (upstream cuts at 255 bytes too).
@@ -23,7 +23,7 @@ func pinFrom(e *env, value, file, field, what, op string, out *output) ([]byte, 
 	case file != "":
 		pin, err := readPINFile(file, e.euid)
 		if err != nil {
-			return nil, &plan.Error{Code: plan.CodeBadRequest, Field: field, Message: fmt.Sprintf("%s file: %v", what, err)}
+			return nil, &contract.Error{Code: contract.CodeBadRequest, Field: field, Message: fmt.Sprintf("%s file: %v", what, err)}
 		}
 		return pin, nil
 	}
@@ -33,10 +33,10 @@ func pinFrom(e *env, value, file, field, what, op string, out *output) ([]byte, 
 		pin, err := term.ReadPassword(int(f.Fd()))
 		fmt.Fprintln(e.stderr)
 		if err != nil {
-			return nil, &plan.Error{Code: plan.CodeBadRequest, Field: field, Message: fmt.Sprintf("could not read the %s: %v", what, err)}
+			return nil, &contract.Error{Code: contract.CodeBadRequest, Field: field, Message: fmt.Sprintf("could not read the %s: %v", what, err)}
 		}
 		if len(pin) == 0 || len(pin) > maxPINLen {
-			return nil, &plan.Error{Code: plan.CodeBadRequest, Field: field, Message: fmt.Sprintf("the %s must be 1 to %d bytes", what, maxPINLen)}
+			return nil, &contract.Error{Code: contract.CodeBadRequest, Field: field, Message: fmt.Sprintf("the %s must be 1 to %d bytes", what, maxPINLen)}
 		}
 		return pin, nil
 	}

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
@@ -97,7 +98,7 @@ func (h *harness) testDiskFull(t *testing.T) {
 				h.checkFinal(t, tk, origRepo, origConf)
 			case 1:
 				failed++
-				if r.errCode != string(plan.CodeIO) || !strings.Contains(r.errMsg, "no space left") {
+				if r.errCode != string(contract.CodeIO) || !strings.Contains(r.errMsg, "no space left") {
 					t.Errorf("want io_error with \"no space left\": %s", r)
 				}
 				d := snapDiff(before, snapshot(t, mnt))
@@ -139,8 +140,8 @@ type hostileCase struct {
 	// breakIt damages the fresh copy tk; outside is a directory beside the repository whose
 	// content must survive. It may change the request (datastore/confdir).
 	breakIt func(t *testing.T, tk *token, outside string) map[string]any
-	codes   []plan.Code // accepted error codes
-	okToo   bool        // apply may also succeed (the input is odd but harmless)
+	codes   []contract.Code // accepted error codes
+	okToo   bool            // apply may also succeed (the input is odd but harmless)
 }
 
 func (h *harness) testHostile(t *testing.T) {
@@ -188,8 +189,8 @@ func (h *harness) testHostile(t *testing.T) {
 	}
 	fifo := func(p string) error { return unix.Mkfifo(p, 0o660) }
 	nulldev := func(p string) error { return unix.Mknod(p, unix.S_IFCHR|0o660, int(unix.Mkdev(1, 3))) }
-	corrupt := []plan.Code{plan.CodeCorruptRepository}
-	refused := []plan.Code{plan.CodeCorruptRepository, plan.CodeIO}
+	corrupt := []contract.Code{contract.CodeCorruptRepository}
+	refused := []contract.Code{contract.CodeCorruptRepository, contract.CodeIO}
 
 	cases := []hostileCase{
 		{"object_symlink_to_etc_passwd", func(t *testing.T, tk *token, o string) map[string]any {
@@ -230,7 +231,7 @@ func (h *harness) testHostile(t *testing.T) {
 			link := filepath.Join(tk.root, "linkedconf")
 			symlinkTo(t, tk.confdir, link)
 			return map[string]any{"confdir": link}
-		}, []plan.Code{plan.CodeCorruptRepository, plan.CodeConfInvalid, plan.CodeIO}, false},
+		}, []contract.Code{contract.CodeCorruptRepository, contract.CodeConfInvalid, contract.CodeIO}, false},
 		{"tmp_is_symlink_to_outside_dir", func(t *testing.T, tk *token, o string) map[string]any {
 			symlinkTo(t, o, tk.ds+plan.SuffixTmp)
 			return nil
@@ -238,11 +239,11 @@ func (h *harness) testHostile(t *testing.T) {
 		{"bak_is_symlink_to_outside_dir", func(t *testing.T, tk *token, o string) map[string]any {
 			symlinkTo(t, o, tk.ds+plan.SuffixBak)
 			return nil
-		}, []plan.Code{plan.CodeBackupExists}, false},
+		}, []contract.Code{contract.CodeBackupExists}, false},
 		{"bak_is_dangling_symlink", func(t *testing.T, tk *token, o string) map[string]any {
 			symlinkTo(t, filepath.Join(o, "nothing"), tk.ds+plan.SuffixBak)
 			return nil
-		}, []plan.Code{plan.CodeBackupExists}, false},
+		}, []contract.Code{contract.CodeBackupExists}, false},
 		{"journal_is_symlink", func(t *testing.T, tk *token, o string) map[string]any {
 			j := fmt.Sprintf(`{"state":"exchanging","datastore":%q,"tmp":%q,"bak":%q}`, tk.ds, tk.ds+plan.SuffixTmp, tk.ds+plan.SuffixBak)
 			os.WriteFile(filepath.Join(o, "journal"), []byte(j), 0o600)
@@ -260,25 +261,25 @@ func (h *harness) testHostile(t *testing.T) {
 		{"conf_symlink", func(t *testing.T, tk *token, o string) map[string]any {
 			moveOutAndLink(t, filepath.Join(tk.confdir, plan.ConfName), o)
 			return nil
-		}, []plan.Code{plan.CodeConfInvalid, plan.CodeIO}, false},
+		}, []contract.Code{contract.CodeConfInvalid, contract.CodeIO}, false},
 		{"conf_bak_symlink", func(t *testing.T, tk *token, o string) map[string]any {
 			os.WriteFile(filepath.Join(o, "bak"), []byte("outside\n"), 0o644)
 			symlinkTo(t, filepath.Join(o, "bak"), filepath.Join(tk.confdir, plan.ConfBakName))
 			return nil
-		}, []plan.Code{plan.CodeBackupExists}, false},
+		}, []contract.Code{contract.CodeBackupExists}, false},
 		{"conf_new_symlink", func(t *testing.T, tk *token, o string) map[string]any {
 			os.WriteFile(filepath.Join(o, "new"), []byte("outside\n"), 0o644)
 			symlinkTo(t, filepath.Join(o, "new"), filepath.Join(tk.confdir, conf.TempName))
 			return nil
-		}, []plan.Code{plan.CodeBackupExists}, false},
+		}, []contract.Code{contract.CodeBackupExists}, false},
 		{"conf_new_fifo", func(t *testing.T, tk *token, o string) map[string]any {
 			fifo(filepath.Join(tk.confdir, conf.TempName))
 			return nil
-		}, []plan.Code{plan.CodeBackupExists}, false},
+		}, []contract.Code{contract.CodeBackupExists}, false},
 		{"conf_fifo", func(t *testing.T, tk *token, o string) map[string]any {
 			replaceWith(t, filepath.Join(tk.confdir, plan.ConfName), fifo)
 			return nil
-		}, []plan.Code{plan.CodeConfInvalid, plan.CodeIO}, false},
+		}, []contract.Code{contract.CodeConfInvalid, contract.CodeIO}, false},
 		{"conf_100MB", func(t *testing.T, tk *token, o string) map[string]any {
 			p := filepath.Join(tk.confdir, plan.ConfName)
 			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
@@ -292,7 +293,7 @@ func (h *harness) testHostile(t *testing.T) {
 			}
 			f.Close()
 			return nil
-		}, []plan.Code{plan.CodeConfInvalid}, false},
+		}, []contract.Code{contract.CodeConfInvalid}, false},
 		{"objidx_dotdot", func(t *testing.T, tk *token, o string) map[string]any {
 			setIndex(t, tk, pub, "../xxxxx", priv)
 			return nil
@@ -522,7 +523,7 @@ func (h *harness) testConcurrency(t *testing.T) {
 		}
 		h.checkFinal(t, tk, origRepo, origConf)
 		switch {
-		case rb.code == 1 && rb.errCode == string(plan.CodeLocked):
+		case rb.code == 1 && rb.errCode == string(contract.CodeLocked):
 			t.Logf("attempt %d: second run refused with locked after %v: %s", attempt, rb.dur.Round(time.Millisecond), rb.errMsg)
 			return
 		case rb.code == 0 && bytes.Contains(rb.stdout, []byte(`"changed": false`)):
@@ -624,7 +625,7 @@ func (h *harness) testSecrets(t *testing.T) {
 		for _, bad := range []map[string]any{{"so_pin": wrong.so}, {"user_pin": wrong.user}, {"so_pin": wrong.so, "user_pin": wrong.user}} {
 			for _, op := range []string{"plan", "apply"} {
 				r := h.run(t, tk, time.Minute, tk.request(bad), nil, op, "--request", "-")
-				if r.code != 1 || r.errCode != string(plan.CodeWrongPIN) {
+				if r.code != 1 || r.errCode != string(contract.CodeWrongPIN) {
 					t.Errorf("%s with a wrong PIN: %s", op, r)
 				}
 				check(r, op+" wrong PIN")
@@ -635,13 +636,13 @@ func (h *harness) testSecrets(t *testing.T) {
 		os.WriteFile(soFile, []byte(wrong.so+"\n"), 0o600)
 		os.WriteFile(userFile, []byte(tk.user+"\n"), 0o600)
 		r = h.run(t, tk, time.Minute, nil, nil, "apply", "--slot", "3", "--datastore", tk.ds, "--confdir", tk.confdir, "--so-pin-file", soFile, "--user-pin-file", userFile)
-		if r.code != 1 || r.errCode != string(plan.CodeWrongPIN) {
+		if r.code != 1 || r.errCode != string(contract.CodeWrongPIN) {
 			t.Errorf("apply with a wrong PIN file: %s", r)
 		}
 		check(r, "apply wrong PIN file")
 		os.Chmod(soFile, 0o644)
 		r = h.run(t, tk, time.Minute, nil, nil, "apply", "--slot", "3", "--datastore", tk.ds, "--confdir", tk.confdir, "--so-pin-file", soFile, "--user-pin-file", userFile)
-		if r.code != 1 || r.errCode != string(plan.CodeBadRequest) {
+		if r.code != 1 || r.errCode != string(contract.CodeBadRequest) {
 			t.Errorf("apply with a readable PIN file: %s", r)
 		}
 		check(r, "apply readable PIN file")

@@ -36,6 +36,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ocktools/pkcstok-migrate/apply"
+	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
@@ -672,7 +673,7 @@ func (h *harness) faultCase(t *testing.T, tk *token, step, mode string) {
 			t.Fatalf("fault %s:kill did not kill the run: %s", step, r)
 		}
 	case "error":
-		if r.code != 1 || r.errCode != string(plan.CodeIO) || !strings.Contains(r.errMsg, "injected fault") {
+		if r.code != 1 || r.errCode != string(contract.CodeIO) || !strings.Contains(r.errMsg, "injected fault") {
 			t.Fatalf("fault %s:error: want exit 1 with io_error \"injected fault\": %s", step, r)
 		}
 	}

@@ -6,8 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ocktools/pkcstok-migrate/apply"
-	"github.com/ocktools/pkcstok-migrate/plan"
+	"github.com/ocktools/pkcstok-migrate/contract"
 )
 
 // hostile is a token label that retitles root's terminal and clears its screen, plus C1
@@ -32,24 +31,24 @@ func noControls(t *testing.T, what, s string) {
 }
 
 func TestHumanOutputEscapesControlCharacters(t *testing.T) {
-	p := &plan.Plan{Slot: 3, TokenType: "Soft", Datastore: "/var/lib/opencryptoki/" + hostile, Conf: "/etc/c",
+	p := &contract.Plan{Slot: 3, TokenType: "Soft", Datastore: "/var/lib/opencryptoki/" + hostile, Conf: "/etc/c",
 		Format: "old", Changed: true, ConfDiff: "+ tokversion\n", Warnings: []string{"object " + hostile}, Incomplete: []string{hostile}}
 	noControls(t, "plan summary", planSummary(p))
-	r := &apply.Result{Operation: "apply", Changed: true, Datastore: hostile, Warnings: []string{hostile}, Backup: &apply.Backup{Datastore: hostile + "_BAK"}}
+	r := &contract.Result{Operation: "apply", Changed: true, Datastore: hostile, Warnings: []string{hostile}, Backup: &contract.Backup{Datastore: hostile + "_BAK"}}
 	noControls(t, "result summary", resultSummary(r))
-	inv := &plan.Inventory{Conf: "/etc/c", Slots: []plan.SlotInfo{{Slot: 1, TokenType: "Soft", Stdll: hostile, Datastore: hostile, Reason: hostile, Warnings: []string{hostile}}}, Warnings: []string{hostile}}
+	inv := &contract.Inventory{Conf: "/etc/c", Slots: []contract.SlotInfo{{Slot: 1, TokenType: "Soft", Stdll: hostile, Datastore: hostile, Reason: hostile, Warnings: []string{hostile}}}, Warnings: []string{hostile}}
 	noControls(t, "info summary", infoSummary(inv))
 
 	var stdout, stderr bytes.Buffer
 	o := &output{e: &env{stdout: &stdout, stderr: &stderr}}
-	o.fail(&plan.Error{Code: plan.CodeCorruptRepository, Message: "object " + hostile + ": corrupt"})
+	o.fail(&contract.Error{Code: contract.CodeCorruptRepository, Message: "object " + hostile + ": corrupt"})
 	noControls(t, "text error", stdout.String())
 	o.fail(errors.New("plain " + hostile))
 	noControls(t, "text error", stdout.String())
 	o.warn("datastore " + hostile)
 	noControls(t, "warning", stderr.String())
 	stdout.Reset()
-	o.multi(&plan.Multi{Plans: []plan.Plan{*p}, Skipped: []plan.SkippedSlot{{Slot: 2, Stdll: hostile, Reason: hostile}}})
+	o.multi(&contract.Multi{Plans: []contract.Plan{*p}, Skipped: []contract.SkippedSlot{{Slot: 2, Stdll: hostile, Reason: hostile}}})
 	noControls(t, "all slots text", stdout.String())
 
 	// JSON keeps the values; the encoder escapes them.

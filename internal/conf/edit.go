@@ -28,6 +28,9 @@ type Edit struct {
 	Diff    string // unified diff of the change; "" for none
 }
 
+// Changes reports whether the edit changes the conf (tokversion is not 3.12 yet).
+func (e Edit) Changes() bool { return e.Action != actionNone }
+
 // SetTokVersion computes the file with the slot's tokversion set to 3.12 (doc/format.md §7.6),
 // touching nothing else:
 //   - absent: one line "tokversion = 3.12" is inserted before the block's closing brace,

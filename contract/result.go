@@ -1,6 +1,4 @@
-package apply
-
-import "github.com/ocktools/pkcstok-migrate/plan"
+package contract
 
 // Result is what `apply` and `rollback` print on success (schema "result").
 type Result struct {
@@ -19,12 +17,6 @@ type Result struct {
 	Verified          bool     `json:"verified"`
 	Fingerprint       string   `json:"fingerprint"` // of the state after the run
 	Warnings          []string `json:"warnings"`
-	Steps             []string `json:"steps"`             // steps carried out, in order
+	Steps             []Op     `json:"steps"`             // steps carried out, in order
 	Removed           []string `json:"removed,omitempty"` // remove-backups: what it removed
-
-	made plan.Backup // the backups this run made, with their identity
 }
-
-// Backup names the backups a run made (or found from an earlier run), with the identity of
-// those it made.
-type Backup = plan.Backup

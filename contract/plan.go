@@ -1,36 +1,7 @@
-package plan
+package contract
 
 // FormatVersion is the version of the plan document layout.
 const FormatVersion = 1
-
-// Request is what a caller asks for, as flags or as one JSON document (schema "request").
-// PIN fields never appear in any output.
-type Request struct {
-	Slot        *int   `json:"slot,omitempty"`
-	Datastore   string `json:"datastore,omitempty"`
-	Confdir     string `json:"confdir,omitempty"`
-	SOPIN       string `json:"so_pin,omitempty"`
-	UserPIN     string `json:"user_pin,omitempty"`
-	SOPINFile   string `json:"so_pin_file,omitempty"`
-	UserPINFile string `json:"user_pin_file,omitempty"`
-	PlanFile    string `json:"plan_file,omitempty"`
-	AllSlots    bool   `json:"all_slots,omitempty"`
-	// Backup is, for remove-backups, the backup object an apply printed: only the entries it
-	// names with their identity are removed, and only while they are those files.
-	Backup *Backup `json:"backup,omitempty"`
-}
-
-// Backup names the backups of a migration. The identity (device and inode) of an entry is
-// given only when this run made it: it is what remove-backups checks before removing
-// anything, so that no entry is ever removed by its name alone.
-type Backup struct {
-	Datastore    string `json:"datastore,omitempty"` // <datastore>_BAK, or the in-place backup
-	DatastoreDev uint64 `json:"datastore_dev,omitempty"`
-	DatastoreIno uint64 `json:"datastore_ino,omitempty"`
-	Conf         string `json:"conf,omitempty"` // <confdir>/opencryptoki.conf_BAK
-	ConfDev      uint64 `json:"conf_dev,omitempty"`
-	ConfIno      uint64 `json:"conf_ino,omitempty"`
-}
 
 // Plan is what `plan` prints and what `apply --plan` executes (schema "plan").
 // It holds nothing derived from a PIN.
@@ -47,7 +18,7 @@ type Plan struct {
 	Confdir   string `json:"confdir"`   // absolute, cleaned
 	Conf      string `json:"conf"`      // <confdir>/opencryptoki.conf
 
-	Format string `json:"format"` // "old", "3.12", "mixed"
+	Format Format `json:"format"` // old, 3.12 or mixed
 	// ByteOrder is the byte order of the repository's host-order fields (doc/format.md §0),
 	// found from its own bytes: "little-endian", "big-endian", or "any" when it holds no field
 	// whose value depends on the order. ByteOrderEvidence says what showed it.
@@ -67,7 +38,7 @@ type Plan struct {
 	// repository under a journal) or "none" (the repository stays as it is). "blocked" (apply
 	// refuses with cannot_switch) is what plans said before the in-place switch; apply still
 	// refuses such a saved plan.
-	Switch          string `json:"switch,omitempty"`
+	Switch          Switch `json:"switch,omitempty"`
 	SwitchBlockedBy string `json:"switch_blocked_by,omitempty"`
 	// Backup is where apply keeps the original repository: <datastore>_BAK, or inside the
 	// repository (InPlaceBak) when it is switched in place on a mount point.
@@ -99,14 +70,14 @@ type TokenInfo struct {
 type Object struct {
 	File      string `json:"file"`
 	Private   bool   `json:"private"`
-	Format    string `json:"format"` // "old", "3.12"
+	Format    Format `json:"format"` // old or 3.12
 	Class     *int64 `json:"class"`  // null when it could not be read (private, no PINs)
 	ClassName string `json:"class_name,omitempty"`
 	Label     string `json:"label"` // UTF-8 text of CKA_LABEL ("" when absent or unknown)
 	ID        string `json:"id"`    // hex of CKA_ID ("" when absent or unknown)
 	Size      int64  `json:"size"`  // current file size
 	NewSize   int64  `json:"new_size,omitempty"`
-	Action    string `json:"action"` // "reencrypt" (private), "rewrap_header" (public), "none" (already 3.12)
+	Action    Action `json:"action"` // reencrypt (private), rewrap_header (public), none (already 3.12)
 }
 
 // Counts sums up Objects.
@@ -122,12 +93,12 @@ type Counts struct {
 // FileAction says what happens to one file of the repository or of the conf directory.
 type FileAction struct {
 	File   string `json:"file"`
-	Action string `json:"action"` // "rewrite", "create", "none"
+	Action Action `json:"action"` // rewrite, create or none
 }
 
 // Step is one operation apply will carry out, in order.
 type Step struct {
-	Op   string `json:"op"` // "lock", "copy", "write_keys", "reencrypt", "verify", "exchange", "backup", "remove_shm", "conf_edit"
+	Op   Op     `json:"op"`
 	From string `json:"from,omitempty"`
 	To   string `json:"to,omitempty"`
 	Path string `json:"path,omitempty"`
