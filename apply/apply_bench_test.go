@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
@@ -67,8 +68,8 @@ func undo(b *testing.B, req plan.Options, trash string, i int) {
 		b.Fatal(err)
 	}
 	for _, m := range [][2]string{
-		{req.Datastore + SuffixRolledBack, filepath.Join(trash, "repo"+strconv.Itoa(i))},
-		{filepath.Join(req.Confdir, ConfRolledBackName), filepath.Join(trash, "conf"+strconv.Itoa(i))},
+		{req.Datastore + layout.SuffixRolledBack, filepath.Join(trash, "repo"+strconv.Itoa(i))},
+		{filepath.Join(req.Confdir, layout.ConfRolledBackName), filepath.Join(trash, "conf"+strconv.Itoa(i))},
 	} {
 		if err := os.Rename(m[0], m[1]); err != nil {
 			b.Fatal(err)

@@ -9,8 +9,8 @@ import (
 
 	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
-	"github.com/ocktools/pkcstok-migrate/plan"
 )
 
 // checkConfBackup refuses a conf backup that is not ours: one equal to the current conf was
@@ -26,19 +26,19 @@ func checkConfBackup(confdir string) error {
 	if info, err := d.Lstat(conf.TempName); err == nil && !info.IsRegular() {
 		return &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("%s exists and is not a regular file: remove it before migrating", filepath.Join(confdir, conf.TempName))}
 	}
-	bak, err := d.ReadFileAnyLinks(plan.ConfBakName)
+	bak, err := d.ReadFileAnyLinks(layout.ConfBakName)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return contract.Errorf(contract.CodeBackupExists, "conf backup %s: %w", filepath.Join(confdir, plan.ConfBakName), err)
+		return contract.Errorf(contract.CodeBackupExists, "conf backup %s: %w", filepath.Join(confdir, layout.ConfBakName), err)
 	}
-	cur, err := d.ReadFileAnyLinks(plan.ConfName)
+	cur, err := d.ReadFileAnyLinks(layout.ConfName)
 	if err != nil {
 		return contract.Errorf(contract.CodeIO, "read conf: %w", err)
 	}
 	if !bytes.Equal(bak, cur) {
-		return &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("config file backup %s already exists: remove it before migrating", filepath.Join(confdir, plan.ConfBakName))}
+		return &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("config file backup %s already exists: remove it before migrating", filepath.Join(confdir, layout.ConfBakName))}
 	}
 	return nil
 }

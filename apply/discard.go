@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/ocktools/pkcstok-migrate/contract"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
@@ -32,7 +33,7 @@ func RemoveBackups(req plan.Options, want *contract.Backup) (*contract.Result, e
 		return nil, err
 	}
 	defer unlock()
-	res := &contract.Result{Operation: "remove_backups", Slot: req.Slot, Datastore: ds, Conf: filepath.Join(confdir, plan.ConfName), Warnings: []string{}, Steps: []contract.Op{}, Removed: []string{}, Verified: true}
+	res := &contract.Result{Operation: "remove_backups", Slot: req.Slot, Datastore: ds, Conf: filepath.Join(confdir, layout.ConfName), Warnings: []string{}, Steps: []contract.Op{}, Removed: []string{}, Verified: true}
 	if err := rollbackSlot(req, confdir, res); err != nil {
 		return nil, err
 	}
@@ -67,17 +68,17 @@ func removeRepositoryBackup(pdir *repofs.Dir, ds string, live repofs.Info, want 
 	var in *repofs.Dir
 	var name, scratch string
 	switch filepath.Clean(want.Datastore) {
-	case ds + plan.SuffixBak:
-		in, name, scratch = pdir, filepath.Base(ds)+plan.SuffixBak, filepath.Base(ds)+plan.SuffixDiscard
-	case filepath.Join(ds, plan.InPlaceBak):
+	case ds + layout.SuffixBak:
+		in, name, scratch = pdir, filepath.Base(ds)+layout.SuffixBak, filepath.Base(ds)+layout.SuffixDiscard
+	case filepath.Join(ds, layout.InPlaceBak):
 		dsDir, err := repofs.OpenDir(ds)
 		if err != nil {
 			return contract.Errorf(contract.CodeIO, "open %s: %w", ds, err)
 		}
 		defer dsDir.Close()
-		in, name, scratch = dsDir, plan.InPlaceBak, plan.InPlaceDiscard
+		in, name, scratch = dsDir, layout.InPlaceBak, layout.InPlaceDiscard
 	default:
-		return &contract.Error{Code: contract.CodeBadRequest, Field: "backup", Message: fmt.Sprintf("%s is not a backup of %s (%s or %s)", want.Datastore, ds, ds+plan.SuffixBak, filepath.Join(ds, plan.InPlaceBak))}
+		return &contract.Error{Code: contract.CodeBadRequest, Field: "backup", Message: fmt.Sprintf("%s is not a backup of %s (%s or %s)", want.Datastore, ds, ds+layout.SuffixBak, filepath.Join(ds, layout.InPlaceBak))}
 	}
 	if want.DatastoreDev == 0 && want.DatastoreIno == 0 {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("%s was not made by that run (no identity given): kept", want.Datastore))
@@ -104,7 +105,7 @@ func removeRepositoryBackup(pdir *repofs.Dir, ds string, live repofs.Info, want 
 
 // removeConfBackup removes opencryptoki.conf_BAK if it is the file apply made.
 func removeConfBackup(confdir string, want *contract.Backup, res *contract.Result) error {
-	path := filepath.Join(confdir, plan.ConfBakName)
+	path := filepath.Join(confdir, layout.ConfBakName)
 	if filepath.Clean(want.Conf) != path {
 		return &contract.Error{Code: contract.CodeBadRequest, Field: "backup", Message: fmt.Sprintf("%s is not the conf backup %s", want.Conf, path)}
 	}
@@ -117,7 +118,7 @@ func removeConfBackup(confdir string, want *contract.Backup, res *contract.Resul
 		return contract.Errorf(contract.CodeIO, "open %s: %w", confdir, err)
 	}
 	defer cdir.Close()
-	err = cdir.RemoveIfSame(plan.ConfBakName, repofs.Info{Dev: want.ConfDev, Ino: want.ConfIno})
+	err = cdir.RemoveIfSame(layout.ConfBakName, repofs.Info{Dev: want.ConfDev, Ino: want.ConfIno})
 	switch {
 	case err == nil:
 		res.Removed = append(res.Removed, path)

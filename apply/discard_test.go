@@ -10,6 +10,7 @@ import (
 
 	"github.com/ocktools/pkcstok-migrate/apply"
 	"github.com/ocktools/pkcstok-migrate/contract"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/plan"
 )
 
@@ -38,7 +39,7 @@ func TestRemoveBackupsEverySwitch(t *testing.T) {
 			if !got.Changed || len(got.Removed) != 2 {
 				t.Errorf("removed %v", got.Removed)
 			}
-			for _, p := range []string{b.Datastore, b.Conf, ds + plan.SuffixDiscard, filepath.Join(ds, plan.InPlaceDiscard)} {
+			for _, p := range []string{b.Datastore, b.Conf, ds + layout.SuffixDiscard, filepath.Join(ds, layout.InPlaceDiscard)} {
 				if _, err := os.Lstat(p); err == nil {
 					t.Errorf("%s is still there", p)
 				}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ocktools/pkcstok-migrate/apply"
 	"github.com/ocktools/pkcstok-migrate/contract"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
@@ -51,7 +52,7 @@ func TestHostileForeignTreeAtWorkingCopyName(t *testing.T) {
 	for _, kind := range []string{"root_only_dir", "other_token", "symlink"} {
 		t.Run(kind, func(t *testing.T) {
 			ds, confdir, o := newToken(t)
-			tmp := ds + plan.SuffixTmp
+			tmp := ds + layout.SuffixTmp
 			switch kind {
 			case "root_only_dir":
 				victim(t, tmp)
@@ -97,7 +98,7 @@ func TestLeftoverWorkingCopy(t *testing.T) {
 	for _, whose := range []string{"this", "empty", "other"} {
 		t.Run(whose, func(t *testing.T) {
 			ds, confdir, o := newToken(t)
-			tmp := ds + plan.SuffixTmp
+			tmp := ds + layout.SuffixTmp
 			if err := os.Mkdir(tmp, 0o700); err != nil {
 				t.Fatal(err)
 			}
@@ -134,7 +135,7 @@ func TestHostileSwapBeforeExchange(t *testing.T) {
 		t.Run(which, func(t *testing.T) {
 			ds, confdir, o := newToken(t)
 			orig := tree(t, ds)
-			name := ds + plan.SuffixTmp
+			name := ds + layout.SuffixTmp
 			if which == "repository" {
 				name = ds
 			}
@@ -185,7 +186,7 @@ func TestHostileJournalDoesNotBypassStalePlan(t *testing.T) {
 			lines := strings.SplitAfter(string(b), "\n")
 			os.Remove(filepath.Join(ds, "TOK_OBJ", strings.TrimSpace(lines[0])))
 			os.WriteFile(idx, []byte(strings.Join(lines[1:], "")), 0o660)
-			j := ds + plan.SuffixJournal
+			j := ds + layout.SuffixJournal
 			os.WriteFile(j, nil, 0o600)
 			if owner == "member" {
 				os.Chown(j, 4242, 4242)
@@ -344,7 +345,7 @@ func TestLibraryTempFiles(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(ds, f)); err == nil {
 			t.Errorf("%s was carried into the 3.12 repository", f)
 		}
-		if _, err := os.Lstat(filepath.Join(ds+plan.SuffixBak, f)); err != nil {
+		if _, err := os.Lstat(filepath.Join(ds+layout.SuffixBak, f)); err != nil {
 			t.Errorf("%s is not kept in the backup: %v", f, err)
 		}
 	}
@@ -361,7 +362,7 @@ func TestRollbackRefusesUntrustedConfBackup(t *testing.T) {
 			if _, err := apply.Run(req(ds, confdir), nil, o); err != nil {
 				t.Fatal(err)
 			}
-			bak := filepath.Join(confdir, plan.ConfBakName)
+			bak := filepath.Join(confdir, layout.ConfBakName)
 			switch how {
 			case "member_owned":
 				os.Chown(bak, 4242, 4242)
@@ -373,7 +374,7 @@ func TestRollbackRefusesUntrustedConfBackup(t *testing.T) {
 				os.Symlink("hers.conf", bak)
 			case "both_group_writable":
 				os.Chmod(bak, 0o664)
-				os.Chmod(filepath.Join(confdir, plan.ConfName), 0o664)
+				os.Chmod(filepath.Join(confdir, layout.ConfName), 0o664)
 				res, err := apply.Rollback(plan.Options{Slot: 3, Datastore: ds, Confdir: confdir}, o)
 				if err != nil {
 					t.Fatal(err)

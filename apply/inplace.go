@@ -16,17 +16,17 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ocktools/pkcstok-migrate/contract"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
-	"github.com/ocktools/pkcstok-migrate/plan"
 )
 
 // The in-place switch is for a repository whose directory cannot be exchanged: a
 // mount point (its own volume, a tmpfs, a bind mount: EBUSY) or a directory of an overlay's
 // lower layer (EXDEV). The working copy is built inside the repository, on its file system
-// (plan.InPlaceTmp: private, marked, like the working copy beside it), and its files are
+// (layout.InPlaceTmp: private, marked, like the working copy beside it), and its files are
 // exchanged with the repository's one by one. Between the first and the last exchange the
 // repository mixes old and new files, so a journal says what is switched: it lives in the
-// private directory itself (plan.InPlaceJournal below it), where nobody but root can touch it.
+// private directory itself (layout.InPlaceJournal below it), where nobody but root can touch it.
 //
 // The protocol, each step durable before the next:
 //
@@ -35,7 +35,7 @@ import (
 //  2. the exchanges (renameat2 RENAME_EXCHANGE between the two directories; a new file is
 //     renamed in, a library temp file renamed out): one syncfs;
 //  3. the working copy, which now holds the original files, renamed to the backup (beside the
-//     repository when the parent directory can take it, else plan.InPlaceBak inside it);
+//     repository when the parent directory can take it, else layout.InPlaceBak inside it);
 //  4. a backup mark in it, then the journal removed, then its mode and no marks.
 //
 // A rerun after a crash at any point finds the private directory (by its marker: at its name,
@@ -71,10 +71,6 @@ type switchEntry struct {
 	New  string `json:"new,omitempty"` // hex SHA-256 of what ends up at Rel in the repository
 }
 
-// backupMark is created in the private directory once it is the backup (step 4): from then on
-// it is settled, never removed.
-const backupMark = "PKCSTOK_MIGRATE_BACKUP"
-
 // inPlace is an in-place switch under way: the repository, its parent and the private
 // directory, all open.
 type inPlace struct {
@@ -108,10 +104,10 @@ func (l location) path(ds string) string {
 
 // backupLocation is where the plan keeps the original of an in-place switch.
 func backupLocation(p *contract.Plan) location {
-	if p.Backup == filepath.Join(p.Datastore, plan.InPlaceBak) {
-		return location{Name: plan.InPlaceBak}
+	if p.Backup == filepath.Join(p.Datastore, layout.InPlaceBak) {
+		return location{Name: layout.InPlaceBak}
 	}
-	return location{Beside: true, Name: filepath.Base(p.Datastore) + plan.SuffixBak}
+	return location{Beside: true, Name: filepath.Base(p.Datastore) + layout.SuffixBak}
 }
 
 func exists(d *repofs.Dir, name string) bool {
@@ -140,7 +136,7 @@ func newInPlaceSwitch(m *migration) (*inPlaceSwitch, error) {
 		dsDir.Close()
 		return nil, &contract.Error{Code: contract.CodeStalePlan, Message: fmt.Sprintf("%s is not the directory apply locked any more: someone renamed it; plan again", p.Datastore)}
 	}
-	ip := &inPlace{ds: p.Datastore, base: filepath.Base(p.Datastore), pdir: m.pdir, dsDir: dsDir, ctlName: plan.InPlaceTmp, o: m.o}
+	ip := &inPlace{ds: p.Datastore, base: filepath.Base(p.Datastore), pdir: m.pdir, dsDir: dsDir, ctlName: layout.InPlaceTmp, o: m.o}
 	return &inPlaceSwitch{inPlace: ip, m: m, dest: backupLocation(p)}, nil
 }
 
@@ -152,7 +148,7 @@ func (s *inPlaceSwitch) backupFree() error {
 }
 
 func (s *inPlaceSwitch) makeWorkingCopy() (*repofs.Dir, error) {
-	wc, info, err := makeWorkingCopy(s.dsDir, plan.InPlaceTmp, s.ds, s.m.perm.GID)
+	wc, info, err := makeWorkingCopy(s.dsDir, layout.InPlaceTmp, s.ds, s.m.perm.GID)
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +157,7 @@ func (s *inPlaceSwitch) makeWorkingCopy() (*repofs.Dir, error) {
 }
 
 func (s *inPlaceSwitch) journal() error {
-	s.j = inPlaceJournal{State: "apply", Datastore: s.ds, Source: location{Name: plan.InPlaceTmp}, Dest: s.dest, PlanFingerprint: s.m.p.Fingerprint}
+	s.j = inPlaceJournal{State: "apply", Datastore: s.ds, Source: location{Name: layout.InPlaceTmp}, Dest: s.dest, PlanFingerprint: s.m.p.Fingerprint}
 	var err error
 	if s.j.Entries, err = switchEntries(s.dsDir, s.ctl, true); err != nil {
 		return err
@@ -189,7 +185,7 @@ func (s *inPlaceSwitch) keepBackup() error { return s.finishApply(s.j, s.m.rootM
 // journal a rerun finishes the switch.
 func (s *inPlaceSwitch) abandon() {
 	if !s.journaled && s.ctl != nil {
-		_ = removeWorkingCopy(s.dsDir, plan.InPlaceTmp, s.ctl)
+		_ = removeWorkingCopy(s.dsDir, layout.InPlaceTmp, s.ctl)
 	}
 }
 
@@ -208,15 +204,15 @@ func (s *inPlaceSwitch) close() {
 // switchEntries lists the files of an in-place switch of src into the repository dsDir, with
 // the SHA-256 of each file of src. skipMarks leaves the working copy's marker out.
 func switchEntries(dsDir, src *repofs.Dir, skipMarks bool) ([]switchEntry, error) {
-	exclude := plan.Reserved
+	exclude := layout.Reserved
 	if skipMarks {
-		exclude = func(rel string) bool { return rel == markerName || plan.Reserved(rel) }
+		exclude = func(rel string) bool { return rel == layout.WorkingCopyMarker || layout.Reserved(rel) }
 	}
 	srcFiles, err := fileDigests(src, exclude)
 	if err != nil {
 		return nil, contract.Errorf(contract.CodeIO, "read %s: %w", src.Path(), err)
 	}
-	dsFiles, err := fileDigests(dsDir, plan.Reserved)
+	dsFiles, err := fileDigests(dsDir, layout.Reserved)
 	if err != nil {
 		return nil, contract.Errorf(contract.CodeIO, "read %s: %w", dsDir.Path(), err)
 	}
@@ -294,7 +290,7 @@ func (ip *inPlace) writeJournal(j inPlaceJournal) error {
 	if err != nil {
 		return contract.Errorf(contract.CodeIO, "journal: %w", err)
 	}
-	if _, err := ip.ctl.CreatePrivate(plan.InPlaceJournal, raw); err != nil {
+	if _, err := ip.ctl.CreatePrivate(layout.InPlaceJournal, raw); err != nil {
 		return contract.Errorf(contract.CodeIO, "write journal: %w", err)
 	}
 	if syncJournal {
@@ -423,9 +419,9 @@ func (ip *inPlace) moveCtl(dest location) error {
 	err := ip.dsDir.RenameNoReplaceTo(ip.ctlName, dest.dir(ip), dest.Name)
 	if errors.Is(err, unix.EXDEV) && dest.Beside {
 		if ip.o.warn != nil {
-			ip.o.warn(fmt.Sprintf("the original files could not be moved to %s (another file system): they are kept in %s", dest.path(ip.ds), filepath.Join(ip.ds, plan.InPlaceBak)))
+			ip.o.warn(fmt.Sprintf("the original files could not be moved to %s (another file system): they are kept in %s", dest.path(ip.ds), filepath.Join(ip.ds, layout.InPlaceBak)))
 		}
-		dest = location{Name: plan.InPlaceBak}
+		dest = location{Name: layout.InPlaceBak}
 		err = ip.dsDir.RenameNoReplaceTo(ip.ctlName, ip.dsDir, dest.Name)
 	}
 	if err != nil {
@@ -448,15 +444,15 @@ func (ip *inPlace) moveCtl(dest location) error {
 // its mode (step 4). The ordering keeps it provably the backup at every point: with the
 // journal, then with the mark (which only root can have made there), then settled.
 func (ip *inPlace) settleBackup(rootMode uint32) error {
-	if _, err := ip.ctl.Lstat(backupMark); errors.Is(err, fs.ErrNotExist) {
-		if _, err := ip.ctl.CreatePrivate(backupMark, nil); err != nil {
+	if _, err := ip.ctl.Lstat(layout.BackupMark); errors.Is(err, fs.ErrNotExist) {
+		if _, err := ip.ctl.CreatePrivate(layout.BackupMark, nil); err != nil {
 			return contract.Errorf(contract.CodeIO, "mark the backup: %w", err)
 		}
 	}
 	if err := ip.o.hook("journal_remove"); err != nil {
 		return err
 	}
-	if err := ip.ctl.Remove(plan.InPlaceJournal); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := ip.ctl.Remove(layout.InPlaceJournal); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return contract.Errorf(contract.CodeIO, "remove journal: %w", err)
 	}
 	if err := ip.ctl.Sync(); err != nil {
@@ -469,7 +465,7 @@ func (ip *inPlace) settleBackup(rootMode uint32) error {
 	if err := ip.ctl.Sync(); err != nil {
 		return contract.Errorf(contract.CodeIO, "sync %s: %w", ip.ctl.Path(), err)
 	}
-	for _, n := range []string{markerName, backupMark} {
+	for _, n := range []string{layout.WorkingCopyMarker, layout.BackupMark} {
 		if err := ip.ctl.Remove(n); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return contract.Errorf(contract.CodeIO, "settle the backup: %w", err)
 		}
@@ -520,7 +516,7 @@ func (ip *inPlace) clearMarks() error {
 	for _, c := range []struct {
 		d    *repofs.Dir
 		name string
-	}{{ip.dsDir, plan.InPlaceBak}, {ip.pdir, ip.base + plan.SuffixBak}} {
+	}{{ip.dsDir, layout.InPlaceBak}, {ip.pdir, ip.base + layout.SuffixBak}} {
 		info, err := c.d.Lstat(c.name)
 		if err != nil || !info.IsDir() || info.UID != 0 || info.Perm()&0o077 == 0 {
 			continue
@@ -530,9 +526,9 @@ func (ip *inPlace) clearMarks() error {
 			continue
 		}
 		removed := false
-		for _, m := range []string{markerName, backupMark} {
+		for _, m := range []string{layout.WorkingCopyMarker, layout.BackupMark} {
 			data, mInfo, err := b.ReadPrivate(m)
-			if err != nil || m == markerName && !bytes.Equal(data, markerContent(ip.ds)) && !allZero(data) {
+			if err != nil || m == layout.WorkingCopyMarker && !bytes.Equal(data, markerContent(ip.ds)) && !allZero(data) {
 				continue
 			}
 			if err := b.RemoveIfSame(m, mInfo); err != nil {
@@ -562,7 +558,7 @@ type privateDir struct {
 // findPrivate lists the private directories of root's that carry this repository's marker:
 // inside the repository under any name (a member of the token group may have renamed one), and
 // the backup beside it while an in-place apply has not settled it. An empty private directory
-// counts only at plan.InPlaceTmp (made, the run stopped before its marker).
+// counts only at layout.InPlaceTmp (made, the run stopped before its marker).
 func (ip *inPlace) findPrivate() ([]privateDir, error) {
 	var out []privateDir
 	names, err := ip.dsDir.ReadDirNames(".")
@@ -573,7 +569,7 @@ func (ip *inPlace) findPrivate() ([]privateDir, error) {
 		d   *repofs.Dir
 		loc location
 	}
-	cands := []cand{{ip.pdir, location{Beside: true, Name: ip.base + plan.SuffixBak}}}
+	cands := []cand{{ip.pdir, location{Beside: true, Name: ip.base + layout.SuffixBak}}}
 	for _, n := range names {
 		cands = append(cands, cand{ip.dsDir, location{Name: n}})
 	}
@@ -586,7 +582,7 @@ func (ip *inPlace) findPrivate() ([]privateDir, error) {
 		if err != nil {
 			continue
 		}
-		if !exists(wc, markerName) && (c.loc.Beside || c.loc.Name != plan.InPlaceTmp) {
+		if !exists(wc, layout.WorkingCopyMarker) && (c.loc.Beside || c.loc.Name != layout.InPlaceTmp) {
 			wc.Close()
 			continue
 		}
@@ -598,7 +594,7 @@ func (ip *inPlace) findPrivate() ([]privateDir, error) {
 // recoverOne goes on with one private directory: resume its journal, settle it as the backup,
 // or remove it as a working copy nothing was switched from.
 func (ip *inPlace) recoverOne(f privateDir) (recovery, error) {
-	raw, _, jerr := f.dir.ReadPrivate(plan.InPlaceJournal)
+	raw, _, jerr := f.dir.ReadPrivate(layout.InPlaceJournal)
 	var j inPlaceJournal
 	switch {
 	case jerr == nil && !allZero(raw):
@@ -607,7 +603,7 @@ func (ip *inPlace) recoverOne(f privateDir) (recovery, error) {
 		}
 	case jerr != nil && !errors.Is(jerr, fs.ErrNotExist):
 		return recovery{}, contract.Errorf(contract.CodeCorruptRepository, "journal in %s: %w", f.loc.path(ip.ds), jerr)
-	case exists(f.dir, backupMark):
+	case exists(f.dir, layout.BackupMark):
 		return recovery{}, ip.settleFound(f)
 	case f.loc.Beside:
 		// Beside the repository only an apply's backup is ever private, and it has its
@@ -713,21 +709,21 @@ func (ip *inPlace) finishRollback(j inPlaceJournal, at location) error {
 }
 
 // inPlaceBackup finds the backup an in-place rollback switches back: inside the repository
-// (plan.InPlaceBak), or beside it when the repository cannot be exchanged (or a test forces
+// (layout.InPlaceBak), or beside it when the repository cannot be exchanged (or a test forces
 // the in-place switch). ok is false when rollback is the ordinary exchange.
 func inPlaceBackup(pdir, dsDir *repofs.Dir, ds, force string) (location, bool) {
-	if exists(dsDir, plan.InPlaceBak) {
-		return location{Name: plan.InPlaceBak}, true
+	if exists(dsDir, layout.InPlaceBak) {
+		return location{Name: layout.InPlaceBak}, true
 	}
 	base := filepath.Base(ds)
-	if !exists(pdir, base+plan.SuffixBak) {
+	if !exists(pdir, base+layout.SuffixBak) {
 		return location{}, false
 	}
 	if force != "" {
-		return location{Beside: true, Name: base + plan.SuffixBak}, true
+		return location{Beside: true, Name: base + layout.SuffixBak}, true
 	}
 	if why, _, err := pdir.ExchangeBlocker(base); err == nil && why != "" {
-		return location{Beside: true, Name: base + plan.SuffixBak}, true
+		return location{Beside: true, Name: base + layout.SuffixBak}, true
 	}
 	return location{}, false
 }
@@ -741,10 +737,10 @@ func rollbackInPlace(pdir *repofs.Dir, ds string, src location, o Options, res *
 		return contract.Errorf(contract.CodeIO, "open %s: %w", ds, err)
 	}
 	defer dsDir.Close()
-	ip := &inPlace{ds: ds, base: filepath.Base(ds), pdir: pdir, dsDir: dsDir, ctlName: plan.InPlaceTmp, o: o}
-	dest := location{Name: plan.InPlaceRolledBack}
+	ip := &inPlace{ds: ds, base: filepath.Base(ds), pdir: pdir, dsDir: dsDir, ctlName: layout.InPlaceTmp, o: o}
+	dest := location{Name: layout.InPlaceRolledBack}
 	if src.Beside {
-		dest = location{Beside: true, Name: ip.base + SuffixRolledBack}
+		dest = location{Beside: true, Name: ip.base + layout.SuffixRolledBack}
 	}
 	if exists(dest.dir(ip), dest.Name) {
 		return &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", dest.path(ds))}
@@ -773,7 +769,7 @@ func rollbackInPlace(pdir *repofs.Dir, ds string, src location, o Options, res *
 	if err != nil {
 		return contract.Errorf(contract.CodeIO, "stat %s: %w", ds, err)
 	}
-	ctl, ctlInfo, err := makeWorkingCopy(dsDir, plan.InPlaceTmp, ds, self.GID)
+	ctl, ctlInfo, err := makeWorkingCopy(dsDir, layout.InPlaceTmp, ds, self.GID)
 	if err != nil {
 		return err
 	}
@@ -781,11 +777,11 @@ func rollbackInPlace(pdir *repofs.Dir, ds string, src location, o Options, res *
 	ip.ctl, ip.ctlInfo = ctl, ctlInfo
 	j := inPlaceJournal{State: "rollback", Datastore: ds, Source: src, Dest: dest}
 	if j.Entries, err = switchEntries(dsDir, bd, false); err != nil {
-		_ = removeWorkingCopy(dsDir, plan.InPlaceTmp, ctl)
+		_ = removeWorkingCopy(dsDir, layout.InPlaceTmp, ctl)
 		return err
 	}
 	if err := ip.writeJournal(j); err != nil {
-		_ = removeWorkingCopy(dsDir, plan.InPlaceTmp, ctl)
+		_ = removeWorkingCopy(dsDir, layout.InPlaceTmp, ctl)
 		return err
 	}
 	if err := o.hook("rollback_exchange"); err != nil {

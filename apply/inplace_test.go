@@ -14,6 +14,7 @@ import (
 
 	"github.com/ocktools/pkcstok-migrate/apply"
 	"github.com/ocktools/pkcstok-migrate/contract"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/plan"
 )
 
@@ -24,7 +25,7 @@ func treeWithout(t *testing.T, root string) string {
 	for _, l := range strings.Split(tree(t, root), "\n") {
 		top, _, _ := strings.Cut(l, " ")
 		top, _, _ = strings.Cut(top, "/")
-		if !plan.Reserved(top) {
+		if !layout.Reserved(top) {
 			kept = append(kept, l)
 		}
 	}
@@ -70,7 +71,7 @@ func cycleInPlace(t *testing.T, r plan.Options, o apply.Options, backup string) 
 	if fp, err := plan.Make(r); err != nil || fp.Fingerprint != res.Fingerprint {
 		t.Errorf("the result's fingerprint is not a fresh plan's (%v)", err)
 	}
-	for _, n := range []string{plan.InPlaceTmp, plan.InPlaceJournal} {
+	for _, n := range []string{layout.InPlaceTmp, layout.InPlaceJournal} {
 		if _, err := os.Lstat(filepath.Join(ds, n)); err == nil {
 			t.Errorf("%s left in the repository", n)
 		}
@@ -112,9 +113,9 @@ func TestInPlaceForced(t *testing.T) {
 			ds, confdir, o := newToken(t)
 			r := req(ds, confdir)
 			plan.ForceSwitch(&r, force)
-			backup := ds + plan.SuffixBak
+			backup := ds + layout.SuffixBak
 			if force == "in_place_inside" {
-				backup = filepath.Join(ds, plan.InPlaceBak)
+				backup = filepath.Join(ds, layout.InPlaceBak)
 			}
 			cycleInPlace(t, r, o, backup)
 		})
@@ -136,7 +137,7 @@ func TestMountPointDatastoreInPlace(t *testing.T) {
 	if !strings.Contains(p.SwitchBlockedBy, "mount point") {
 		t.Errorf("plan: switch %q (%q)", p.Switch, p.SwitchBlockedBy)
 	}
-	cycleInPlace(t, req(ds, confdir), o, filepath.Join(ds, plan.InPlaceBak))
+	cycleInPlace(t, req(ds, confdir), o, filepath.Join(ds, layout.InPlaceBak))
 }
 
 // On an overlay without redirect_dir, a directory of the lower (image) layer cannot be
@@ -182,7 +183,7 @@ func TestOverlayLowerLayerDatastore(t *testing.T) {
 			if !strings.Contains(p.SwitchBlockedBy, "lower layer") {
 				t.Errorf("plan: switch %q (%q)", p.Switch, p.SwitchBlockedBy)
 			}
-			cycleInPlace(t, req(ds, confdir), o, ds+plan.SuffixBak)
+			cycleInPlace(t, req(ds, confdir), o, ds+layout.SuffixBak)
 		})
 	}
 }
@@ -268,9 +269,9 @@ func stopEverywhere(t *testing.T, force, op string) {
 
 func backupOf(ds, force string) string {
 	if force == "in_place_inside" {
-		return filepath.Join(ds, plan.InPlaceBak)
+		return filepath.Join(ds, layout.InPlaceBak)
 	}
-	return ds + plan.SuffixBak
+	return ds + layout.SuffixBak
 }
 
 func run(t *testing.T, op string, r plan.Options, o apply.Options) {
@@ -299,7 +300,7 @@ func TestOverlayLowerBackupRollbackRefused(t *testing.T) {
 	for _, d := range []string{lower, upper, work, merged} {
 		os.Mkdir(d, 0o755)
 	}
-	for _, n := range []string{"swtok", "swtok" + plan.SuffixBak} {
+	for _, n := range []string{"swtok", "swtok" + layout.SuffixBak} {
 		if err := os.Rename(filepath.Join(filepath.Dir(ds0), n), filepath.Join(lower, n)); err != nil {
 			t.Fatal(err)
 		}
@@ -327,7 +328,7 @@ func TestInPlaceHostile(t *testing.T) {
 		ds, confdir, o := newToken(t)
 		r := req(ds, confdir)
 		plan.ForceSwitch(&r, "in_place_inside")
-		v := filepath.Join(ds, plan.InPlaceTmp)
+		v := filepath.Join(ds, layout.InPlaceTmp)
 		victim(t, v)
 		before := tree(t, v)
 		_, err := apply.Run(r, nil, o)
@@ -346,7 +347,7 @@ func TestInPlaceHostile(t *testing.T) {
 			if s == "switch_entry" {
 				if n++; n == 3 {
 					// As a member can: a rename inside the repository.
-					if err := os.Rename(filepath.Join(ds, plan.InPlaceTmp), filepath.Join(ds, "hers")); err != nil {
+					if err := os.Rename(filepath.Join(ds, layout.InPlaceTmp), filepath.Join(ds, "hers")); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -360,7 +361,7 @@ func TestInPlaceHostile(t *testing.T) {
 			t.Fatalf("rerun: %v", err)
 		}
 		checkMigrated(t, r, 4)
-		if got := treeWithout(t, filepath.Join(ds, plan.InPlaceBak)); got != orig {
+		if got := treeWithout(t, filepath.Join(ds, layout.InPlaceBak)); got != orig {
 			t.Errorf("the backup is not the original")
 		}
 		if _, err := os.Lstat(filepath.Join(ds, "hers")); err == nil {
@@ -371,12 +372,12 @@ func TestInPlaceHostile(t *testing.T) {
 		ds, confdir, o := newToken(t)
 		r := req(ds, confdir)
 		plan.ForceSwitch(&r, "in_place_inside")
-		if err := os.WriteFile(filepath.Join(ds, plan.InPlaceBak), []byte("hers"), 0o660); err != nil {
+		if err := os.WriteFile(filepath.Join(ds, layout.InPlaceBak), []byte("hers"), 0o660); err != nil {
 			t.Fatal(err)
 		}
 		before := tree(t, ds)
 		_, err := apply.Run(r, nil, o)
-		wantCode(t, err, contract.CodeBackupExists, plan.InPlaceBak)
+		wantCode(t, err, contract.CodeBackupExists, layout.InPlaceBak)
 		if after := tree(t, ds); after != before {
 			t.Errorf("the refused run changed the repository")
 		}

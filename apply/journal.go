@@ -11,8 +11,8 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/ocktools/pkcstok-migrate/contract"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
-	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 )
 
@@ -53,13 +53,13 @@ func recoverJournal(ds string, o Options) (recovery, error) {
 		return recovery{}, contract.Errorf(contract.CodeIO, "open %s: %w", parent, err)
 	}
 	defer pdir.Close()
-	raw, jInfo, err := pdir.ReadPrivate(base + plan.SuffixJournal)
+	raw, jInfo, err := pdir.ReadPrivate(base + layout.SuffixJournal)
 	if errors.Is(err, fs.ErrNotExist) {
 		return recovery{}, clearLeftover(pdir, base, ds)
 	}
 	if err != nil {
 		if errors.Is(err, repofs.ErrNotOwn) || errors.Is(err, repofs.ErrSymlink) || errors.Is(err, repofs.ErrNotRegular) {
-			return recovery{foreign: &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("%s is not a journal this tool wrote (%v): nothing was touched; remove it after checking %s and %s", ds+plan.SuffixJournal, err, ds, ds+plan.SuffixTmp), Err: err}}, nil
+			return recovery{foreign: &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("%s is not a journal this tool wrote (%v): nothing was touched; remove it after checking %s and %s", ds+layout.SuffixJournal, err, ds, ds+layout.SuffixTmp), Err: err}}, nil
 		}
 		return recovery{}, contract.Errorf(contract.CodeIO, "read journal: %w", err)
 	}
@@ -73,7 +73,7 @@ func recoverJournal(ds string, o Options) (recovery, error) {
 		// journal is durable. It goes, and the working copy is rebuilt
 		// (crash/testdata/states/good_apply_journal_*).
 		if !allZero(raw) || nvFormat(pdir, base) != tokens.FormatOld {
-			return recovery{}, &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("journal %s is not readable: remove it after checking %s and %s", ds+plan.SuffixJournal, ds, ds+plan.SuffixTmp)}
+			return recovery{}, &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("journal %s is not readable: remove it after checking %s and %s", ds+layout.SuffixJournal, ds, ds+layout.SuffixTmp)}
 		}
 		if err := removeJournal(pdir, base, jInfo); err != nil {
 			return recovery{}, err
@@ -94,7 +94,7 @@ func recoverJournal(ds string, o Options) (recovery, error) {
 // the exchange did not happen (the working copy, this tool's by its marker, is removed), or
 // forward when it did (the switched-in copy settled, the original renamed to _BAK).
 func finishJournaled(pdir *repofs.Dir, base, ds string) (exchanged bool, err error) {
-	tmpName := base + plan.SuffixTmp
+	tmpName := base + layout.SuffixTmp
 	if err := settleSwitched(pdir, base, ds); err != nil {
 		return false, contract.Errorf(contract.CodeIO, "give %s its mode: %w", ds, err)
 	}
@@ -102,11 +102,11 @@ func finishJournaled(pdir *repofs.Dir, base, ds string) (exchanged bool, err err
 	switch {
 	case dsFormat == tokens.Format312 && tmpFormat == tokens.FormatOld:
 		// Exchanged, not yet backed up.
-		if _, err := pdir.Lstat(base + plan.SuffixBak); err == nil {
-			return false, &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("%s exists: cannot move the original repository (now at %s) there", ds+plan.SuffixBak, ds+plan.SuffixTmp)}
+		if _, err := pdir.Lstat(base + layout.SuffixBak); err == nil {
+			return false, &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("%s exists: cannot move the original repository (now at %s) there", ds+layout.SuffixBak, ds+layout.SuffixTmp)}
 		}
-		if err := pdir.RenameNoReplace(tmpName, base+plan.SuffixBak); err != nil {
-			return false, contract.Errorf(contract.CodeIO, "rename %s: %w", ds+plan.SuffixTmp, err)
+		if err := pdir.RenameNoReplace(tmpName, base+layout.SuffixBak); err != nil {
+			return false, contract.Errorf(contract.CodeIO, "rename %s: %w", ds+layout.SuffixTmp, err)
 		}
 		exchanged = true
 	case dsFormat == tokens.FormatOld:
@@ -118,7 +118,7 @@ func finishJournaled(pdir *repofs.Dir, base, ds string) (exchanged bool, err err
 		// Exchanged and backed up.
 		exchanged = true
 	default:
-		return false, &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("journal %s: cannot tell %s (%s) from %s (%s): check them by hand", ds+plan.SuffixJournal, ds, dsFormat, ds+plan.SuffixTmp, tmpFormat)}
+		return false, &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("journal %s: cannot tell %s (%s) from %s (%s): check them by hand", ds+layout.SuffixJournal, ds, dsFormat, ds+layout.SuffixTmp, tmpFormat)}
 	}
 	// Durability: the rename to _BAK before the journal goes (covered by the next fsync
 	// under the crash model: one directory's changes reach the disk in order).
@@ -144,7 +144,7 @@ func settleSwitched(pdir *repofs.Dir, base, ds string) error {
 	if err != nil || self.UID != os.Geteuid() {
 		return nil
 	}
-	marker, mInfo, err := wc.ReadPrivate(markerName)
+	marker, mInfo, err := wc.ReadPrivate(layout.WorkingCopyMarker)
 	if err != nil || !bytes.Equal(marker, markerContent(ds)) && !allZero(marker) {
 		return nil
 	}
@@ -152,12 +152,12 @@ func settleSwitched(pdir *repofs.Dir, base, ds string) error {
 		// Still private: nobody else can have touched it. The copy was given the token
 		// group when it was made.
 		mode := uint32(repofs.DirMode)
-		if orig, err := pdir.Lstat(base + plan.SuffixTmp); err == nil {
+		if orig, err := pdir.Lstat(base + layout.SuffixTmp); err == nil {
 			mode, _ = newCopyModes(self.GID, nil).mode(repofs.Entry{Rel: ".", Mode: orig.Mode, GID: orig.GID})
 		}
 		return settleWorkingCopy(wc, mode)
 	}
-	if err := wc.RemoveIfSame(markerName, mInfo); err != nil {
+	if err := wc.RemoveIfSame(layout.WorkingCopyMarker, mInfo); err != nil {
 		return err
 	}
 	return wc.Sync()
@@ -166,7 +166,7 @@ func settleSwitched(pdir *repofs.Dir, base, ds string) error {
 // removeJournal removes the journal described by info (the file read, not whatever is at its
 // name now) and makes that durable: the finished switch before the conf is edited to say 3.12.
 func removeJournal(pdir *repofs.Dir, base string, info repofs.Info) error {
-	if err := pdir.RemoveIfSame(base+plan.SuffixJournal, info); err != nil {
+	if err := pdir.RemoveIfSame(base+layout.SuffixJournal, info); err != nil {
 		return contract.Errorf(contract.CodeIO, "remove journal: %w", err)
 	}
 	if err := pdir.Sync(); err != nil {

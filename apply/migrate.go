@@ -9,8 +9,8 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/ocktools/pkcstok-migrate/contract"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
-	"github.com/ocktools/pkcstok-migrate/plan"
 )
 
 // exchangeSwitch is the switch wherever the file system can do it: the working copy is built
@@ -31,11 +31,11 @@ func newExchangeSwitch(m *migration) *exchangeSwitch {
 	return &exchangeSwitch{m: m, base: filepath.Base(m.p.Datastore)}
 }
 
-func (x *exchangeSwitch) tmpName() string { return x.base + plan.SuffixTmp }
+func (x *exchangeSwitch) tmpName() string { return x.base + layout.SuffixTmp }
 
 func (x *exchangeSwitch) backupFree() error {
-	if _, err := x.m.pdir.Lstat(x.base + plan.SuffixBak); err == nil {
-		return &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("datastore backup %s already exists: remove it before migrating", x.m.p.Datastore+plan.SuffixBak)}
+	if _, err := x.m.pdir.Lstat(x.base + layout.SuffixBak); err == nil {
+		return &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("datastore backup %s already exists: remove it before migrating", x.m.p.Datastore+layout.SuffixBak)}
 	}
 	return nil
 }
@@ -55,14 +55,14 @@ func (x *exchangeSwitch) makeWorkingCopy() (*repofs.Dir, error) {
 // syncfs makes both durable.
 func (x *exchangeSwitch) journal() error {
 	p, pdir := x.m.p, x.m.pdir
-	j, _ := json.Marshal(journal{State: "exchanging", Datastore: p.Datastore, Tmp: p.Datastore + plan.SuffixTmp, Bak: p.Datastore + plan.SuffixBak, PlanFingerprint: p.Fingerprint})
+	j, _ := json.Marshal(journal{State: "exchanging", Datastore: p.Datastore, Tmp: p.Datastore + layout.SuffixTmp, Bak: p.Datastore + layout.SuffixBak, PlanFingerprint: p.Fingerprint})
 	if err := x.m.o.hook("journal"); err != nil {
 		return err
 	}
-	info, err := pdir.CreatePrivate(x.base+plan.SuffixJournal, j)
+	info, err := pdir.CreatePrivate(x.base+layout.SuffixJournal, j)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("%s appeared while apply ran: someone else creates entries in %s", p.Datastore+plan.SuffixJournal, pdir.Path()), Err: err}
+			return &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("%s appeared while apply ran: someone else creates entries in %s", p.Datastore+layout.SuffixJournal, pdir.Path()), Err: err}
 		}
 		return contract.Errorf(contract.CodeIO, "write journal: %w", err)
 	}
@@ -97,7 +97,7 @@ func (x *exchangeSwitch) switchIn() error {
 // the journal goes.
 func (x *exchangeSwitch) keepBackup() error {
 	p, o, pdir := x.m.p, x.m.o, x.m.pdir
-	tmpName, bakName := x.tmpName(), x.base+plan.SuffixBak
+	tmpName, bakName := x.tmpName(), x.base+layout.SuffixBak
 	// Durability: the exchange, so that "the repository is migrated" holds after a power
 	// cut should the next step fail (covered by the next fsync when it does not).
 	if err := pdir.Sync(); err != nil {
@@ -112,10 +112,10 @@ func (x *exchangeSwitch) keepBackup() error {
 		return err
 	}
 	if info, err := pdir.Lstat(tmpName); err != nil || !repofs.Same(info, o.orig) {
-		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("the repository is migrated, but the original was moved away from %s by someone else before it could become %s: find it in %s", p.Datastore+plan.SuffixTmp, p.Datastore+plan.SuffixBak, pdir.Path())}
+		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("the repository is migrated, but the original was moved away from %s by someone else before it could become %s: find it in %s", p.Datastore+layout.SuffixTmp, p.Datastore+layout.SuffixBak, pdir.Path())}
 	}
 	if err := pdir.RenameNoReplace(tmpName, bakName); err != nil {
-		return contract.Errorf(contract.CodeIO, "rename the original to %s (the repository is migrated; run apply again): %w", p.Datastore+plan.SuffixBak, err)
+		return contract.Errorf(contract.CodeIO, "rename the original to %s (the repository is migrated; run apply again): %w", p.Datastore+layout.SuffixBak, err)
 	}
 	// Durability: the original's new name (covered by the next fsync).
 	if err := pdir.Sync(); err != nil {
@@ -124,7 +124,7 @@ func (x *exchangeSwitch) keepBackup() error {
 	if err := o.hook("journal_remove"); err != nil {
 		return err
 	}
-	if err := pdir.RemoveIfSame(x.base+plan.SuffixJournal, *x.jInfo); err != nil {
+	if err := pdir.RemoveIfSame(x.base+layout.SuffixJournal, *x.jInfo); err != nil {
 		return contract.Errorf(contract.CodeIO, "remove journal: %w", err)
 	}
 	// Durability: the whole switch before the conf says 3.12 (the conf lives in another
@@ -141,13 +141,13 @@ func (x *exchangeSwitch) abandon() {
 	}
 	_ = removeWorkingCopy(x.m.pdir, x.tmpName(), x.wc)
 	if x.jInfo != nil {
-		_ = x.m.pdir.RemoveIfSame(x.base+plan.SuffixJournal, *x.jInfo)
+		_ = x.m.pdir.RemoveIfSame(x.base+layout.SuffixJournal, *x.jInfo)
 	}
 }
 
 // made: the original, which the locks held, is the backup.
 func (x *exchangeSwitch) made() contract.Backup {
-	return contract.Backup{Datastore: x.m.p.Datastore + plan.SuffixBak, DatastoreDev: x.m.o.orig.Dev, DatastoreIno: x.m.o.orig.Ino}
+	return contract.Backup{Datastore: x.m.p.Datastore + layout.SuffixBak, DatastoreDev: x.m.o.orig.Dev, DatastoreIno: x.m.o.orig.Ino}
 }
 
 func (x *exchangeSwitch) close() {

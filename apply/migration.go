@@ -7,6 +7,7 @@ import (
 	"runtime"
 
 	"github.com/ocktools/pkcstok-migrate/contract"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
@@ -154,7 +155,7 @@ func (m *migration) buildWorkingCopy(wc *repofs.Dir) (hash.Hash, error) {
 	rc := newReencrypter(p, m.insp.Index, m.insp.Keys, up, m.o)
 	dst := plan.NewFingerprint()
 	copyOpts := repofs.CopyOptions{Transform: rc.transform, Verify: rc.verify, DstDigest: dst, Workers: copyWorkers(m.o), Defer: isKeyFile,
-		Mode: m.modes.mode, Skip: libraryTemp, RootMode: m.rootMode, Exclude: plan.Reserved}
+		Mode: m.modes.mode, Skip: libraryTemp, RootMode: m.rootMode, Exclude: layout.Reserved}
 	// The working copy is written out in the background while the copy makes it, and once
 	// more when every object is written while the key files may still wait for the PBKDF2
 	// derivations: the syncfs that makes the working copy durable (the journal's) then has

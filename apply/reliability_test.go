@@ -16,6 +16,7 @@ import (
 	"github.com/ocktools/pkcstok-migrate/apply"
 	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
@@ -43,7 +44,7 @@ func newToken(t *testing.T) (ds, confdir string, o apply.Options) {
 	if err := os.Mkdir(confdir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(confdir, plan.ConfName), c, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(confdir, layout.ConfName), c, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	proc := filepath.Join(root, "proc")
@@ -149,11 +150,11 @@ func TestReliabilityRollbackResumesAfterExchange(t *testing.T) {
 	if got := tree(t, ds); got != original {
 		t.Errorf("the repository is not the original:\n%s\nwant\n%s", got, original)
 	}
-	if _, err := os.Lstat(ds + plan.SuffixBak); err == nil {
-		t.Errorf("%s still exists after the rollback", ds+plan.SuffixBak)
+	if _, err := os.Lstat(ds + layout.SuffixBak); err == nil {
+		t.Errorf("%s still exists after the rollback", ds+layout.SuffixBak)
 	}
-	b, err := os.ReadFile(filepath.Join(ds+apply.SuffixRolledBack, "NVTOK.DAT"))
+	b, err := os.ReadFile(filepath.Join(ds+layout.SuffixRolledBack, "NVTOK.DAT"))
 	if err != nil || len(b) != tokens.NVTokNewSize {
-		t.Errorf("the migrated repository is not at %s (%v)", ds+apply.SuffixRolledBack, err)
+		t.Errorf("the migrated repository is not at %s (%v)", ds+layout.SuffixRolledBack, err)
 	}
 }

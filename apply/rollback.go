@@ -8,15 +8,10 @@ import (
 	"path/filepath"
 
 	"github.com/ocktools/pkcstok-migrate/contract"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
-)
-
-// Names the migrated state is kept under after a rollback, so a rollback loses nothing either.
-const (
-	SuffixRolledBack   = "_ROLLED_BACK"
-	ConfRolledBackName = "opencryptoki.conf_ROLLED_BACK"
 )
 
 // Rollback switches back to <datastore>_BAK and opencryptoki.conf_BAK. The migrated
@@ -32,7 +27,7 @@ func Rollback(req plan.Options, o Options) (*contract.Result, error) {
 		return nil, err
 	}
 	defer unlock()
-	res := &contract.Result{Operation: "rollback", Slot: req.Slot, Datastore: ds, Conf: filepath.Join(confdir, plan.ConfName), Warnings: []string{}, Steps: []contract.Op{}, Verified: true}
+	res := &contract.Result{Operation: "rollback", Slot: req.Slot, Datastore: ds, Conf: filepath.Join(confdir, layout.ConfName), Warnings: []string{}, Steps: []contract.Op{}, Verified: true}
 	if err := rollbackSlot(req, confdir, res); err != nil {
 		return nil, err
 	}
@@ -117,8 +112,8 @@ type rollbackPlan struct {
 // not be overwritten or installed.
 func rollbackTodo(pdir, cdir *repofs.Dir, ds, confdir string, inPlace bool) (rollbackPlan, error) {
 	base := filepath.Base(ds)
-	dsFmt, bakFmt := nvFormat(pdir, base), nvFormat(pdir, base+plan.SuffixBak)
-	_, confBakErr := cdir.Lstat(plan.ConfBakName)
+	dsFmt, bakFmt := nvFormat(pdir, base), nvFormat(pdir, base+layout.SuffixBak)
+	_, confBakErr := cdir.Lstat(layout.ConfBakName)
 	t := rollbackPlan{bakFmt: bakFmt, conf: confBakErr == nil}
 	// Interrupted after the exchange: only the rename is left (whether or not the conf is).
 	t.repo = bakFmt == tokens.FormatOld && dsFmt == tokens.Format312 || dsFmt == tokens.FormatOld && bakFmt == tokens.Format312
@@ -132,19 +127,19 @@ func rollbackTodo(pdir, cdir *repofs.Dir, ds, confdir string, inPlace bool) (rol
 		}
 	}
 	if !t.repo && !t.conf && !inPlace {
-		return t, &contract.Error{Code: contract.CodeNothingToRollBack, Message: fmt.Sprintf("nothing to roll back: no old-format %s beside a 3.12 %s, and no %s", ds+plan.SuffixBak, ds, filepath.Join(confdir, plan.ConfBakName))}
+		return t, &contract.Error{Code: contract.CodeNothingToRollBack, Message: fmt.Sprintf("nothing to roll back: no old-format %s beside a 3.12 %s, and no %s", ds+layout.SuffixBak, ds, filepath.Join(confdir, layout.ConfBakName))}
 	}
-	if _, err := pdir.Lstat(base + SuffixRolledBack); t.repo && err == nil {
-		return t, &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", ds+SuffixRolledBack)}
+	if _, err := pdir.Lstat(base + layout.SuffixRolledBack); t.repo && err == nil {
+		return t, &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", ds+layout.SuffixRolledBack)}
 	}
 	// A _ROLLED_BACK conf that holds the current conf is this rollback's own: linked by a
 	// run the power cut (or a kill) stopped before it renamed the backup back
 	// (crash/testdata/states/good_rollback_conf_linked_not_restored).
-	if _, err := cdir.Lstat(ConfRolledBackName); t.conf && err == nil {
-		rb, rerr := cdir.ReadFileAnyLinks(ConfRolledBackName)
-		cur, cerr := cdir.ReadFileAnyLinks(plan.ConfName)
+	if _, err := cdir.Lstat(layout.ConfRolledBackName); t.conf && err == nil {
+		rb, rerr := cdir.ReadFileAnyLinks(layout.ConfRolledBackName)
+		cur, cerr := cdir.ReadFileAnyLinks(layout.ConfName)
 		if rerr != nil || cerr != nil || !bytes.Equal(rb, cur) {
-			return t, &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", filepath.Join(confdir, ConfRolledBackName))}
+			return t, &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("%s exists from an earlier rollback: remove it first", filepath.Join(confdir, layout.ConfRolledBackName))}
 		}
 		t.confKept = true
 	}
@@ -155,7 +150,7 @@ func rollbackTodo(pdir, cdir *repofs.Dir, ds, confdir string, inPlace bool) (rol
 // before and after) back in for the locked repository, then keeps the migrated repository as
 // <ds>_ROLLED_BACK.
 func rollbackRepository(pdir *repofs.Dir, ds string, bakFmt tokens.Format, o Options, res *contract.Result) error {
-	base, bak := filepath.Base(ds), filepath.Base(ds)+plan.SuffixBak
+	base, bak := filepath.Base(ds), filepath.Base(ds)+layout.SuffixBak
 	if bakFmt == tokens.FormatOld {
 		bakInfo, err := loadableBackup(pdir, bak, ds)
 		if err != nil {
@@ -177,10 +172,10 @@ func rollbackRepository(pdir *repofs.Dir, ds string, bakFmt tokens.Format, o Opt
 		return err
 	}
 	if info, err := pdir.Lstat(bak); err != nil || !info.IsDir() || bakFmt == tokens.FormatOld && !repofs.Same(info, o.orig) {
-		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("%s is not the migrated repository any more: someone else renames entries in %s; check it", ds+plan.SuffixBak, pdir.Path())}
+		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("%s is not the migrated repository any more: someone else renames entries in %s; check it", ds+layout.SuffixBak, pdir.Path())}
 	}
-	if err := pdir.RenameNoReplace(bak, base+SuffixRolledBack); err != nil {
-		return contract.Errorf(contract.CodeIO, "rename %s: %w", ds+plan.SuffixBak, err)
+	if err := pdir.RenameNoReplace(bak, base+layout.SuffixRolledBack); err != nil {
+		return contract.Errorf(contract.CodeIO, "rename %s: %w", ds+layout.SuffixBak, err)
 	}
 	// Durability: the repository rolled back before the conf is (another directory):
 	// never the original conf over the 3.12 repository after a power cut.
@@ -189,7 +184,7 @@ func rollbackRepository(pdir *repofs.Dir, ds string, bakFmt tokens.Format, o Opt
 	}
 	res.Steps = append(res.Steps, contract.OpKeepMigrated)
 	res.RepositoryChanged = true
-	res.Backup = &contract.Backup{Datastore: ds + SuffixRolledBack}
+	res.Backup = &contract.Backup{Datastore: ds + layout.SuffixRolledBack}
 	return nil
 }
 
@@ -198,7 +193,7 @@ func rollbackRepository(pdir *repofs.Dir, ds string, bakFmt tokens.Format, o Opt
 func loadableBackup(pdir *repofs.Dir, bak, ds string) (repofs.Info, error) {
 	bd, err := pdir.OpenSubdir(bak)
 	if err != nil {
-		return repofs.Info{}, contract.Errorf(contract.CodeCorruptRepository, "open %s: %w", ds+plan.SuffixBak, err)
+		return repofs.Info{}, contract.Errorf(contract.CodeCorruptRepository, "open %s: %w", ds+layout.SuffixBak, err)
 	}
 	defer bd.Close()
 	_, err = tokens.Load(bd)
@@ -207,7 +202,7 @@ func loadableBackup(pdir *repofs.Dir, bak, ds string) (repofs.Info, error) {
 		info, err = bd.Lstat(".")
 	}
 	if err != nil {
-		return info, contract.Errorf(contract.CodeCorruptRepository, "backup %s: %w", ds+plan.SuffixBak, err)
+		return info, contract.Errorf(contract.CodeCorruptRepository, "backup %s: %w", ds+layout.SuffixBak, err)
 	}
 	return info, nil
 }
@@ -219,12 +214,12 @@ func rollbackConf(cdir *repofs.Dir, confdir string, confKept bool, o Options, re
 		return err
 	}
 	if !confKept {
-		if err := cdir.Link(plan.ConfName, ConfRolledBackName); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := cdir.Link(layout.ConfName, layout.ConfRolledBackName); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return contract.Errorf(contract.CodeIO, "keep the migrated conf: %w", err)
 		}
 	}
-	if err := cdir.Rename(plan.ConfBakName, plan.ConfName); err != nil {
-		return contract.Errorf(contract.CodeIO, "restore %s: %w", plan.ConfBakName, err)
+	if err := cdir.Rename(layout.ConfBakName, layout.ConfName); err != nil {
+		return contract.Errorf(contract.CodeIO, "restore %s: %w", layout.ConfBakName, err)
 	}
 	// Durability: the restored conf, before rollback reports success.
 	if err := cdir.Sync(); err != nil {
@@ -235,7 +230,7 @@ func rollbackConf(cdir *repofs.Dir, confdir string, confKept bool, o Options, re
 	if res.Backup == nil {
 		res.Backup = &contract.Backup{}
 	}
-	res.Backup.Conf = filepath.Join(confdir, ConfRolledBackName)
+	res.Backup.Conf = filepath.Join(confdir, layout.ConfRolledBackName)
 	return nil
 }
 
@@ -244,15 +239,15 @@ func rollbackConf(cdir *repofs.Dir, confdir string, confKept bool, o Options, re
 // conf directory's owner (the trusted users, SECURITY.md) made or may write. apply makes it
 // as a hard link of the conf it replaces, so it keeps that conf's owner and mode.
 func checkConfBackupTrusted(cdir *repofs.Dir, confdir string) error {
-	info, err := cdir.Lstat(plan.ConfBakName)
+	info, err := cdir.Lstat(layout.ConfBakName)
 	if err != nil {
-		return contract.Errorf(contract.CodeIO, "stat %s: %w", filepath.Join(confdir, plan.ConfBakName), err)
+		return contract.Errorf(contract.CodeIO, "stat %s: %w", filepath.Join(confdir, layout.ConfBakName), err)
 	}
 	dirInfo, err := cdir.Lstat(".")
 	if err != nil {
 		return contract.Errorf(contract.CodeIO, "stat %s: %w", confdir, err)
 	}
-	cur, cerr := cdir.Lstat(plan.ConfName)
+	cur, cerr := cdir.Lstat(layout.ConfName)
 	why := ""
 	switch {
 	case !info.IsRegular():
@@ -268,7 +263,7 @@ func checkConfBackupTrusted(cdir *repofs.Dir, confdir string) error {
 	if why == "" {
 		return nil
 	}
-	return &contract.Error{Code: contract.CodeConfInvalid, Message: fmt.Sprintf("%s is not a backup this tool made (%s): nothing was rolled back; check it and the permissions of %s", filepath.Join(confdir, plan.ConfBakName), why, confdir)}
+	return &contract.Error{Code: contract.CodeConfInvalid, Message: fmt.Sprintf("%s is not a backup this tool made (%s): nothing was rolled back; check it and the permissions of %s", filepath.Join(confdir, layout.ConfBakName), why, confdir)}
 }
 
 // writersCovered reports whether everyone who may write bak (beside its owner) may write cur:

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/procscan"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
@@ -214,7 +215,7 @@ func resolvePaths(req plan.Options) (ds, confdir string, err error) {
 		}
 		base := req.StateBase
 		if base == "" {
-			base = plan.DefaultStateBase
+			base = layout.DefaultStateBase
 		}
 		ds = s.RepositoryDir(base)
 	}
@@ -394,7 +395,7 @@ func execute(p *contract.Plan, insp *plan.Inspection, req plan.Options, o Option
 		res.ConfChanged = true
 		res.Steps = append(res.Steps, contract.OpConfEdit)
 		if info, err := lstatConfBackup(p.Confdir); err == nil {
-			made.Conf = filepath.Join(p.Confdir, plan.ConfBakName)
+			made.Conf = filepath.Join(p.Confdir, layout.ConfBakName)
 			made.ConfDev, made.ConfIno = info.Dev, info.Ino
 		}
 	}
@@ -429,15 +430,15 @@ func execute(p *contract.Plan, insp *plan.Inspection, req plan.Options, o Option
 func backups(p *contract.Plan, made contract.Backup) *contract.Backup {
 	b := made
 	if b.Datastore == "" {
-		for _, d := range []string{p.Datastore + plan.SuffixBak, filepath.Join(p.Datastore, plan.InPlaceBak)} {
+		for _, d := range []string{p.Datastore + layout.SuffixBak, filepath.Join(p.Datastore, layout.InPlaceBak)} {
 			if _, err := os.Lstat(d); err == nil && b.Datastore == "" {
 				b.Datastore = d
 			}
 		}
 	}
 	if b.Conf == "" {
-		if _, err := os.Lstat(filepath.Join(p.Confdir, plan.ConfBakName)); err == nil {
-			b.Conf = filepath.Join(p.Confdir, plan.ConfBakName)
+		if _, err := os.Lstat(filepath.Join(p.Confdir, layout.ConfBakName)); err == nil {
+			b.Conf = filepath.Join(p.Confdir, layout.ConfBakName)
 		}
 	}
 	if b.Datastore == "" && b.Conf == "" {
@@ -453,5 +454,5 @@ func lstatConfBackup(confdir string) (repofs.Info, error) {
 		return repofs.Info{}, err
 	}
 	defer cdir.Close()
-	return cdir.Lstat(plan.ConfBakName)
+	return cdir.Lstat(layout.ConfBakName)
 }

@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 
 	"github.com/ocktools/pkcstok-migrate/contract"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
-	"github.com/ocktools/pkcstok-migrate/plan"
 )
 
 // The working copy lives beside the repository, in a directory the members of the token group
@@ -18,9 +18,6 @@ import (
 // first entry is a marker naming the repository it is a copy of, which nobody else can
 // write, move or forge there. Only such a directory is ever removed as a working copy; the
 // marker goes, and the directory gets the token's mode, once it is switched in.
-
-// markerName is the marker file in the working copy's root while it is being built.
-const markerName = "PKCSTOK_MIGRATE_WORKING_COPY"
 
 // markerContent names the repository by its name in the parent directory: the working copy
 // never leaves that directory (moving a directory elsewhere needs write access to it, which
@@ -42,11 +39,11 @@ func makeWorkingCopy(pdir *repofs.Dir, name, ds string, gid int) (*repofs.Dir, r
 	}
 	info, err := wc.Lstat(".")
 	if err == nil {
-		_, err = wc.CreatePrivate(markerName, markerContent(ds))
+		_, err = wc.CreatePrivate(layout.WorkingCopyMarker, markerContent(ds))
 	}
 	if err != nil {
 		// Nothing but the empty directory, or it and the marker, was made.
-		_ = wc.RemoveAll(markerName)
+		_ = wc.RemoveAll(layout.WorkingCopyMarker)
 		_ = pdir.RemoveIfSame(name, info)
 		wc.Close()
 		return nil, repofs.Info{}, contract.Errorf(contract.CodeIO, "create the working copy: %w", err)
@@ -68,7 +65,7 @@ func ownWorkingCopy(pdir *repofs.Dir, name, ds string) (*repofs.Dir, error) {
 		// Only root can have put the marker there (the directory is root's and no one
 		// else's); its content tells this repository's copy from another's, unless a power
 		// cut took it (empty or zeros: the file was created, its data not yet durable).
-		if marker, _, err = wc.ReadPrivate(markerName); err == nil && !bytes.Equal(marker, markerContent(ds)) && !allZero(marker) {
+		if marker, _, err = wc.ReadPrivate(layout.WorkingCopyMarker); err == nil && !bytes.Equal(marker, markerContent(ds)) && !allZero(marker) {
 			err = fmt.Errorf("its marker is of another repository: %w", repofs.ErrNotOwn)
 		}
 	}
@@ -92,13 +89,13 @@ func removeWorkingCopy(pdir *repofs.Dir, name string, wc *repofs.Dir) error {
 		return err
 	}
 	for _, n := range names {
-		if n != markerName {
+		if n != layout.WorkingCopyMarker {
 			if err := wc.RemoveAll(n); err != nil {
 				return err
 			}
 		}
 	}
-	if err := wc.RemoveAll(markerName); err != nil {
+	if err := wc.RemoveAll(layout.WorkingCopyMarker); err != nil {
 		return err
 	}
 	return pdir.RemoveIfSame(name, info)
@@ -107,17 +104,17 @@ func removeWorkingCopy(pdir *repofs.Dir, name string, wc *repofs.Dir) error {
 // clearLeftover removes the working copy a stopped run left at <ds>_PKCSTOK_MIGRATE_TMP, if it
 // is one (ownWorkingCopy); anything else there is refused and left alone.
 func clearLeftover(pdir *repofs.Dir, base, ds string) error {
-	name := base + plan.SuffixTmp
+	name := base + layout.SuffixTmp
 	if _, err := pdir.Lstat(name); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	wc, err := ownWorkingCopy(pdir, name, ds)
 	if err != nil {
-		return &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("%s exists and is not a working copy this tool made (%v): nothing was touched; move it away after checking what it holds", ds+plan.SuffixTmp, err), Err: err}
+		return &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("%s exists and is not a working copy this tool made (%v): nothing was touched; move it away after checking what it holds", ds+layout.SuffixTmp, err), Err: err}
 	}
 	defer wc.Close()
 	if err := removeWorkingCopy(pdir, name, wc); err != nil {
-		return contract.Errorf(contract.CodeIO, "remove the working copy %s a stopped run left: %w", ds+plan.SuffixTmp, err)
+		return contract.Errorf(contract.CodeIO, "remove the working copy %s a stopped run left: %w", ds+layout.SuffixTmp, err)
 	}
 	return nil
 }
@@ -136,7 +133,7 @@ func settleWorkingCopy(wc *repofs.Dir, mode uint32) error {
 	if err := wc.Sync(); err != nil {
 		return err
 	}
-	if err := wc.Remove(markerName); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := wc.Remove(layout.WorkingCopyMarker); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	return wc.Sync()

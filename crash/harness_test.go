@@ -23,12 +23,11 @@ import (
 
 	json "github.com/goccy/go-json"
 
-	"github.com/ocktools/pkcstok-migrate/apply"
 	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/crash/crashsim"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
-	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 )
 
@@ -40,14 +39,14 @@ const (
 )
 
 var (
-	tmpName     = dsName + plan.SuffixTmp
-	bakName     = dsName + plan.SuffixBak
-	journalName = dsName + plan.SuffixJournal
-	rolledName  = dsName + apply.SuffixRolledBack
-	confPath    = confDir + "/" + plan.ConfName
-	confBakPath = confDir + "/" + plan.ConfBakName
+	tmpName     = dsName + layout.SuffixTmp
+	bakName     = dsName + layout.SuffixBak
+	journalName = dsName + layout.SuffixJournal
+	rolledName  = dsName + layout.SuffixRolledBack
+	confPath    = confDir + "/" + layout.ConfName
+	confBakPath = confDir + "/" + layout.ConfBakName
 	confNewPath = confDir + "/" + conf.TempName
-	confRolled  = confDir + "/" + apply.ConfRolledBackName
+	confRolled  = confDir + "/" + layout.ConfRolledBackName
 )
 
 const fixtures = "../tokens/testdata/fixtures"
@@ -129,9 +128,9 @@ func (fx *fixture) inPlace() bool { return fx.force != "" || fx.layout != "" }
 func (fx *fixture) names() (tmp, bak, rolled string) {
 	switch {
 	case fx.force == "in_place_inside" || fx.layout == "bind":
-		return dsName + "/" + plan.InPlaceTmp, dsName + "/" + plan.InPlaceBak, dsName + "/" + plan.InPlaceRolledBack
+		return dsName + "/" + layout.InPlaceTmp, dsName + "/" + layout.InPlaceBak, dsName + "/" + layout.InPlaceRolledBack
 	case fx.force == "in_place" || fx.layout == "overlay":
-		return dsName + "/" + plan.InPlaceTmp, bakName, rolledName
+		return dsName + "/" + layout.InPlaceTmp, bakName, rolledName
 	}
 	return tmpName, bakName, rolledName
 }
@@ -166,7 +165,7 @@ func loadFixture(name string, gid int) (*fixture, error) {
 		t.Entries = append(t.Entries, crashsim.Entry{Path: p, Kind: k, Attr: a, Data: data, Ino: len(t.Entries) + 1})
 	}
 	add(confDir, crashsim.Dir, crashsim.Attr{Mode: 0o755}, nil)
-	if fx.conf, err = os.ReadFile(filepath.Join(dir, "before", confDir, plan.ConfName)); err != nil {
+	if fx.conf, err = os.ReadFile(filepath.Join(dir, "before", confDir, layout.ConfName)); err != nil {
 		return nil, err
 	}
 	add(confPath, crashsim.File, crashsim.Attr{Mode: 0o644}, fx.conf)
@@ -577,7 +576,7 @@ func (h *harness) readRepo(fx *fixture, dir string) repoState {
 		// An in-place switch's own entries inside the repository are not part of it.
 		kept := snap.Entries[:0]
 		for _, e := range snap.Entries {
-			if top, _, _ := strings.Cut(e.Path, "/"); !plan.Reserved(top) {
+			if top, _, _ := strings.Cut(e.Path, "/"); !layout.Reserved(top) {
 				kept = append(kept, e)
 			}
 		}
@@ -588,7 +587,7 @@ func (h *harness) readRepo(fx *fixture, dir string) repoState {
 		files := kept[:0:0]
 		for _, e := range kept {
 			switch e.Path {
-			case "PKCSTOK_MIGRATE_WORKING_COPY", "PKCSTOK_MIGRATE_BACKUP", plan.InPlaceJournal:
+			case "PKCSTOK_MIGRATE_WORKING_COPY", "PKCSTOK_MIGRATE_BACKUP", layout.InPlaceJournal:
 			default:
 				files = append(files, e)
 			}
@@ -693,7 +692,7 @@ func (h *harness) look(fx *fixture, root string) *look {
 		// The in-place switch's journal is in its private directory: the working copy, or
 		// the backup it became.
 		for _, d := range []string{tmp, bak} {
-			if _, err := os.Lstat(at(d + "/" + plan.InPlaceJournal)); err == nil {
+			if _, err := os.Lstat(at(d + "/" + layout.InPlaceJournal)); err == nil {
 				journal, inPlaceJournal = true, true
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 
 	"github.com/ocktools/pkcstok-migrate/contract"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 )
 
 // MakeAll plans every slot of the conf whose token type can be migrated, each with its own
@@ -22,7 +23,7 @@ func MakeAll(o Options) (*contract.Multi, error) {
 	m := &contract.Multi{FormatVersion: contract.FormatVersion, Plans: []contract.Plan{}, Skipped: []contract.SkippedSlot{}}
 	slots, err := cf.Slots()
 	if err != nil {
-		return nil, contract.Errorf(contract.CodeConfInvalid, "%s: %w", filepath.Join(confdir, ConfName), err)
+		return nil, contract.Errorf(contract.CodeConfInvalid, "%s: %w", filepath.Join(confdir, layout.ConfName), err)
 	}
 	for _, s := range slots {
 		if !s.Type.Supported() {

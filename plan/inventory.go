@@ -10,10 +10,8 @@ import (
 	"strings"
 
 	"github.com/ocktools/pkcstok-migrate/contract"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 )
-
-// SuffixRolledBack names what rollback keeps of the migrated state (<store>_ROLLED_BACK).
-const SuffixRolledBack = "_ROLLED_BACK"
 
 // DefaultFIPSFile is where Linux says whether it runs in FIPS mode.
 const DefaultFIPSFile = "/proc/sys/crypto/fips_enabled"
@@ -52,7 +50,7 @@ func MakeInventory(o Options) (*contract.Inventory, error) {
 		return nil, &contract.Error{Code: contract.CodeBadRequest, Field: "confdir", Message: "confdir is required"}
 	}
 	if o.StateBase == "" {
-		o.StateBase = DefaultStateBase
+		o.StateBase = layout.DefaultStateBase
 	}
 	confdir, err := filepath.Abs(o.Confdir)
 	if err != nil {
@@ -70,9 +68,9 @@ func MakeInventory(o Options) (*contract.Inventory, error) {
 		FormatVersion: contract.FormatVersion,
 		ToolVersion:   ToolVersion,
 		Confdir:       confdir,
-		Conf:          filepath.Join(confdir, ConfName),
+		Conf:          filepath.Join(confdir, layout.ConfName),
 		StateDir:      stateBase,
-		ConfBackup:    exists(confdir, ConfBakName),
+		ConfBackup:    exists(confdir, layout.ConfBakName),
 		Slots:         []contract.SlotInfo{},
 		Warnings:      append([]string{}, confWarnings...),
 	}
@@ -93,10 +91,10 @@ func MakeInventory(o Options) (*contract.Inventory, error) {
 		if si.Datastore != "" {
 			parent, base := filepath.Dir(si.Datastore), filepath.Base(si.Datastore)
 			// The in-place switch keeps its entries inside the repository.
-			si.Files.Backup = exists(parent, base+SuffixBak) || exists(si.Datastore, InPlaceBak)
-			si.Files.RolledBack = exists(parent, base+SuffixRolledBack) || exists(si.Datastore, InPlaceRolledBack)
-			si.Files.Journal = exists(parent, base+SuffixJournal)
-			si.Files.WorkingCopy = exists(parent, base+SuffixTmp) || exists(si.Datastore, InPlaceTmp)
+			si.Files.Backup = exists(parent, base+layout.SuffixBak) || exists(si.Datastore, layout.InPlaceBak)
+			si.Files.RolledBack = exists(parent, base+layout.SuffixRolledBack) || exists(si.Datastore, layout.InPlaceRolledBack)
+			si.Files.Journal = exists(parent, base+layout.SuffixJournal)
+			si.Files.WorkingCopy = exists(parent, base+layout.SuffixTmp) || exists(si.Datastore, layout.InPlaceTmp)
 		}
 		if !s.Type.Supported() {
 			si.Reason = fmt.Sprintf("stdll %s is not a Soft, ICA, CCA or EP11 token: not examined", s.Stdll)

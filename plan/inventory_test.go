@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ocktools/pkcstok-migrate/contract"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/schema"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 	"github.com/ocktools/pkcstok-migrate/tokens/tokentest"
@@ -70,7 +71,7 @@ func TestInventoryEveryTokenType(t *testing.T) {
 			require.NotNil(t, s)
 			require.Equal(t, tc.typ.String(), s.TokenType)
 			require.Equal(t, filepath.Join(dir, tc.typ.DefaultDir()), s.Datastore)
-			require.Equal(t, "old", s.Format)
+			require.Equal(t, contract.FormatOld, s.Format)
 			require.Equal(t, "little-endian", s.ByteOrder)
 			require.NotNil(t, s.Objects)
 			require.Equal(t, 12, *s.Objects)
@@ -90,7 +91,7 @@ func TestInventoryConfErrors(t *testing.T) {
 	require.Equal(t, contract.CodeConfInvalid, contract.CodeOf(err))
 
 	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, ConfName), []byte("slot 1 {\n stdll = \n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, layout.ConfName), []byte("slot 1 {\n stdll = \n"), 0o644))
 	_, err = MakeInventory(Options{Confdir: dir})
 	require.Equal(t, contract.CodeConfInvalid, contract.CodeOf(err))
 
@@ -102,7 +103,7 @@ func TestInventoryConfErrors(t *testing.T) {
 func TestInventoryBadSlotIsAWarning(t *testing.T) {
 	dir := t.TempDir()
 	conf := "slot 1 {\n stdll = libpkcs11_sw.so\n}\nslot 2 {\n description = nothing\n}\n"
-	require.NoError(t, os.WriteFile(filepath.Join(dir, ConfName), []byte(conf), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, layout.ConfName), []byte(conf), 0o644))
 	inv, err := MakeInventory(Options{Confdir: dir, StateBase: dir})
 	require.NoError(t, err)
 	require.NoError(t, schema.ValidateValue(schema.Info, inv))

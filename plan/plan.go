@@ -20,6 +20,7 @@ import (
 
 	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/procscan"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/tokens"
@@ -27,41 +28,6 @@ import (
 
 // ToolVersion is the version printed in plans.
 var ToolVersion = "0.1.0"
-
-// Suffixes of the sibling directories and files the migration uses (doc/format.md §1.3).
-const (
-	SuffixTmp     = "_PKCSTOK_MIGRATE_TMP"
-	SuffixBak     = "_BAK"
-	SuffixJournal = "_PKCSTOK_MIGRATE_JOURNAL"
-	SuffixDiscard = "_PKCSTOK_MIGRATE_DISCARD" // remove-backups' private scratch directory
-	ConfName      = "opencryptoki.conf"
-	ConfBakName   = "opencryptoki.conf_BAK"
-)
-
-// The entries apply makes inside a repository it switches in place (Plan.Switch "in_place"):
-// its working copy, its journal, and the original kept there when the parent
-// directory cannot hold it. They are not part of the token: every walk of a repository
-// (the plan's scan, the fingerprint, the copy) leaves them out (Reserved).
-const (
-	InPlaceTmp        = "PKCSTOK_MIGRATE_TMP"
-	InPlaceJournal    = "PKCSTOK_MIGRATE_JOURNAL"
-	InPlaceBak        = "PKCSTOK_MIGRATE_BAK"
-	InPlaceRolledBack = "PKCSTOK_MIGRATE_ROLLED_BACK"
-	InPlaceDiscard    = "PKCSTOK_MIGRATE_DISCARD" // remove-backups' scratch for InPlaceBak
-)
-
-// Reserved reports whether rel (slash-separated, relative to the repository) is one of the
-// entries of an in-place switch at the repository's top level.
-func Reserved(rel string) bool {
-	switch rel {
-	case InPlaceTmp, InPlaceJournal, InPlaceBak, InPlaceRolledBack, InPlaceDiscard:
-		return true
-	}
-	return false
-}
-
-// DefaultStateBase is CONFIG_PATH (doc/format.md §1.1).
-const DefaultStateBase = "/var/lib/opencryptoki"
 
 // Options is a resolved request: PINs are bytes, paths are as given.
 type Options struct {
@@ -122,7 +88,7 @@ type Inspection struct {
 // them twice.
 func MakeWithKeys(o Options) (*contract.Plan, *Inspection, error) {
 	if o.StateBase == "" {
-		o.StateBase = DefaultStateBase
+		o.StateBase = layout.DefaultStateBase
 	}
 	p, err := newPlan(o)
 	if err != nil {
@@ -197,7 +163,7 @@ func newPlan(o Options) (*contract.Plan, error) {
 		return nil, contract.Errorf(contract.CodeBadRequest, "confdir %s: %w", o.Confdir, err)
 	}
 	p.Confdir = confdir
-	p.Conf = filepath.Join(confdir, ConfName)
+	p.Conf = filepath.Join(confdir, layout.ConfName)
 	return p, nil
 }
 
@@ -349,7 +315,7 @@ func planSwitch(p *contract.Plan, repoChange bool, force string) error {
 	if err != nil {
 		return repoError(p.Datastore, err)
 	}
-	p.Switch, p.Backup = contract.SwitchExchange, p.Datastore+SuffixBak
+	p.Switch, p.Backup = contract.SwitchExchange, p.Datastore+layout.SuffixBak
 	switch force {
 	case "in_place":
 		why = "forced by the test hook"
@@ -361,7 +327,7 @@ func planSwitch(p *contract.Plan, repoChange bool, force string) error {
 		p.Switch, p.SwitchBlockedBy = contract.SwitchInPlace, why
 		if why == repofs.BlockedMountPoint || why == repofs.BlockedOtherFS || why == blockedForcedInside {
 			// Renaming out of a mount is EXDEV: the original stays on its own volume.
-			p.Backup = filepath.Join(p.Datastore, InPlaceBak)
+			p.Backup = filepath.Join(p.Datastore, layout.InPlaceBak)
 			p.Warnings = append(p.Warnings, fmt.Sprintf("%s cannot be exchanged with a working copy beside it (%s): apply switches its files in place, one by one, with a journal, and keeps the original inside it as %s (a rename cannot move it out of its file system; move it away when the migrated token works)", p.Datastore, why, p.Backup))
 		} else {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("%s cannot be exchanged with a working copy beside it (%s): apply switches its files in place, one by one, with a journal; the original is kept as %s", p.Datastore, why, p.Backup))
@@ -385,32 +351,32 @@ const blockedForcedInside = "forced by the test hook, the backup inside"
 func warnAround(p *contract.Plan, confChange, repoChange bool, o Options) {
 	ds, confdir := p.Datastore, p.Confdir
 	parent, base := filepath.Dir(ds), filepath.Base(ds)
-	bak := ds + SuffixBak
-	if exists(parent, base+SuffixBak) {
+	bak := ds + layout.SuffixBak
+	if exists(parent, base+layout.SuffixBak) {
 		if repoChange {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("backup %s already exists: apply will refuse until it is removed", bak))
 		} else {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("backup %s exists from an earlier migration; remove it after testing the migrated token", bak))
 		}
 	}
-	if exists(ds, InPlaceBak) {
+	if exists(ds, layout.InPlaceBak) {
 		if repoChange {
-			p.Warnings = append(p.Warnings, fmt.Sprintf("backup %s already exists: apply will refuse until it is removed", filepath.Join(ds, InPlaceBak)))
+			p.Warnings = append(p.Warnings, fmt.Sprintf("backup %s already exists: apply will refuse until it is removed", filepath.Join(ds, layout.InPlaceBak)))
 		} else {
-			p.Warnings = append(p.Warnings, fmt.Sprintf("backup %s exists from an earlier in-place migration; move it away after testing the migrated token", filepath.Join(ds, InPlaceBak)))
+			p.Warnings = append(p.Warnings, fmt.Sprintf("backup %s exists from an earlier in-place migration; move it away after testing the migrated token", filepath.Join(ds, layout.InPlaceBak)))
 		}
 	}
-	if exists(ds, InPlaceTmp) {
-		p.Warnings = append(p.Warnings, fmt.Sprintf("%s of an interrupted in-place switch exists: apply finishes that switch (its journal says what is left) or removes the working copy, if this tool made it, and refuses otherwise", filepath.Join(ds, InPlaceTmp)))
+	if exists(ds, layout.InPlaceTmp) {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("%s of an interrupted in-place switch exists: apply finishes that switch (its journal says what is left) or removes the working copy, if this tool made it, and refuses otherwise", filepath.Join(ds, layout.InPlaceTmp)))
 	}
-	if exists(parent, base+SuffixTmp) {
-		p.Warnings = append(p.Warnings, fmt.Sprintf("working copy %s from an interrupted run exists: apply will remove and rebuild it if this tool made it, and refuse otherwise", ds+SuffixTmp))
+	if exists(parent, base+layout.SuffixTmp) {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("working copy %s from an interrupted run exists: apply will remove and rebuild it if this tool made it, and refuse otherwise", ds+layout.SuffixTmp))
 	}
-	if exists(parent, base+SuffixJournal) {
-		p.Warnings = append(p.Warnings, fmt.Sprintf("journal %s of an interrupted run exists: apply will finish that run if this tool wrote it, and refuse otherwise", ds+SuffixJournal))
+	if exists(parent, base+layout.SuffixJournal) {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("journal %s of an interrupted run exists: apply will finish that run if this tool wrote it, and refuse otherwise", ds+layout.SuffixJournal))
 	}
-	if confChange && exists(confdir, ConfBakName) {
-		p.Warnings = append(p.Warnings, fmt.Sprintf("conf backup %s already exists: apply will refuse unless it equals the current conf", filepath.Join(confdir, ConfBakName)))
+	if confChange && exists(confdir, layout.ConfBakName) {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("conf backup %s already exists: apply will refuse unless it equals the current conf", filepath.Join(confdir, layout.ConfBakName)))
 	}
 	if o.SlotdChecked {
 		return
@@ -422,10 +388,10 @@ func warnAround(p *contract.Plan, confChange, repoChange bool, o Options) {
 
 // planSteps lists what apply will do, in order.
 func planSteps(p *contract.Plan, slot *conf.Slot, edit *conf.Edit, repoChange, confChange bool) {
-	ds, tmp := p.Datastore, p.Datastore+SuffixTmp
+	ds, tmp := p.Datastore, p.Datastore+layout.SuffixTmp
 	inPlace := p.Switch == contract.SwitchInPlace
 	if inPlace {
-		tmp = filepath.Join(ds, InPlaceTmp)
+		tmp = filepath.Join(ds, layout.InPlaceTmp)
 	}
 	if repoChange {
 		p.Steps = append(p.Steps,
@@ -437,19 +403,19 @@ func planSteps(p *contract.Plan, slot *conf.Slot, edit *conf.Edit, repoChange, c
 		)
 		if inPlace {
 			p.Steps = append(p.Steps,
-				contract.Step{Op: contract.OpSwitchInPlace, From: tmp, To: ds, Note: "each file of the verified copy exchanged with the original's, one by one, under a journal (" + filepath.Join(ds, InPlaceJournal) + ") that a rerun after a crash finishes"},
+				contract.Step{Op: contract.OpSwitchInPlace, From: tmp, To: ds, Note: "each file of the verified copy exchanged with the original's, one by one, under a journal (" + filepath.Join(ds, layout.InPlaceJournal) + ") that a rerun after a crash finishes"},
 				contract.Step{Op: contract.OpBackup, From: tmp, To: p.Backup, Note: "the original files, now in the working copy, renamed"},
 			)
 		} else {
 			p.Steps = append(p.Steps,
 				contract.Step{Op: contract.OpExchange, From: tmp, To: ds, Note: "atomic exchange of the verified copy (device and inode checked before and after): the repository path never goes missing"},
-				contract.Step{Op: contract.OpBackup, From: tmp, To: ds + SuffixBak, Note: "the original repository, renamed"},
+				contract.Step{Op: contract.OpBackup, From: tmp, To: ds + layout.SuffixBak, Note: "the original repository, renamed"},
 			)
 		}
 		p.Steps = append(p.Steps, contract.Step{Op: contract.OpRemoveShm, Path: "/dev/shm/" + strings.TrimPrefix(procscan.ShmName(ds), "/")})
 	}
 	if confChange {
-		p.Steps = append(p.Steps, contract.Step{Op: contract.OpConfEdit, Path: p.Conf, To: filepath.Join(p.Confdir, ConfBakName), Note: "tokversion = 3.12 (" + edit.Action + ")"})
+		p.Steps = append(p.Steps, contract.Step{Op: contract.OpConfEdit, Path: p.Conf, To: filepath.Join(p.Confdir, layout.ConfBakName), Note: "tokversion = 3.12 (" + edit.Action + ")"})
 	}
 }
 
@@ -484,7 +450,7 @@ func ReadConfWarn(confdir string) (*conf.File, []byte, []string, error) {
 // readConf is ReadConf that also says, as warnings, when the conf directory or the conf
 // may be changed by someone the tool does not trust (conf.TrustWarnings).
 func readConf(confdir string) (*conf.File, []byte, []string, error) {
-	name := filepath.Join(confdir, ConfName)
+	name := filepath.Join(confdir, layout.ConfName)
 	d, err := repofs.OpenDir(confdir)
 	if err != nil {
 		if errors.Is(err, repofs.ErrSymlink) {
@@ -493,7 +459,7 @@ func readConf(confdir string) (*conf.File, []byte, []string, error) {
 		return nil, nil, nil, confReadError(name, err)
 	}
 	defer d.Close()
-	data, err := d.ReadFileAnyLinks(ConfName)
+	data, err := d.ReadFileAnyLinks(layout.ConfName)
 	if err != nil {
 		if errors.Is(err, repofs.ErrSymlink) {
 			return nil, nil, nil, &contract.Error{Code: contract.CodeConfInvalid, Message: fmt.Sprintf("%s is a symlink: refusing", name), Err: err}
@@ -511,7 +477,7 @@ func readConf(confdir string) (*conf.File, []byte, []string, error) {
 	if st, err := d.Lstat("."); err == nil {
 		warnings = append(warnings, conf.TrustWarnings(confdir, true, st.UID, st.Perm(), os.Geteuid())...)
 	}
-	if st, err := d.Lstat(ConfName); err == nil {
+	if st, err := d.Lstat(layout.ConfName); err == nil {
 		warnings = append(warnings, conf.TrustWarnings(name, false, st.UID, st.Perm(), os.Geteuid())...)
 	}
 	return f, data, warnings, nil
@@ -650,7 +616,7 @@ func scanRepository(p *contract.Plan, dir *repofs.Dir, repo *tokens.Repository, 
 	var temps sync.Mutex
 	err := repofs.Walk(dir, repofs.Visitor{
 		Digest:  h,
-		Exclude: Reserved,
+		Exclude: layout.Reserved,
 		File: func(e repofs.Entry, _ any, data []byte) (any, error) {
 			if IsLibraryTemp(e.Rel) {
 				temps.Lock()
@@ -811,7 +777,7 @@ func machinesOf(o tokens.ByteOrder) string {
 // derived from a PIN.
 func Fingerprint(dir *repofs.Dir, confBytes []byte) (string, error) {
 	h := newFingerprint()
-	if err := repofs.TreeDigestExcluding(dir, h, Reserved); err != nil {
+	if err := repofs.TreeDigestExcluding(dir, h, layout.Reserved); err != nil {
 		return "", err
 	}
 	return finishFingerprint(h, confBytes), nil

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ocktools/pkcstok-migrate/contract"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/schema"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 	"github.com/ocktools/pkcstok-migrate/tokens/tokentest"
@@ -37,7 +38,7 @@ func TestPlanEveryTokenType(t *testing.T) {
 			p, err := Make(Options{Slot: 3, Datastore: ds, Confdir: confdir, SOPIN: []byte("sopin123"), UserPIN: []byte("user1234"), ProcRoot: t.TempDir(), PIDFiles: []string{}})
 			require.NoError(t, err)
 			require.Equal(t, tc.typ.String(), p.TokenType)
-			require.Equal(t, "old", p.Format)
+			require.Equal(t, contract.FormatOld, p.Format)
 			require.True(t, p.Changed)
 			require.Equal(t, 12, p.Counts.Total)
 			require.Equal(t, p.Counts.Private, p.Counts.Reencrypt)
@@ -70,7 +71,7 @@ func TestFingerprintTracksState(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, first.Fingerprint, again.Fingerprint)
 
-	conf := filepath.Join(confdir, ConfName)
+	conf := filepath.Join(confdir, layout.ConfName)
 	orig, err := os.ReadFile(conf)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(conf, append(append([]byte{}, orig...), '\n'), 0o644))
@@ -105,7 +106,7 @@ func TestPlanWithoutPINs(t *testing.T) {
 // Codes for what the conf says about the slot.
 func TestPlanConfErrors(t *testing.T) {
 	ds, confdir := newRepo(t, tokens.TypeSoft, false)
-	conf := filepath.Join(confdir, ConfName)
+	conf := filepath.Join(confdir, layout.ConfName)
 	for _, tc := range []struct {
 		name, content string
 		slot          int

@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/ocktools/pkcstok-migrate/contract"
-	"github.com/ocktools/pkcstok-migrate/plan"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 )
 
 // The command line, as data. One table of flags, subcommands, upstream options, exit codes,
@@ -32,7 +32,7 @@ var flagSpecs = []flagSpec{
 	{name: "slot", arg: "N", usage: "slot number in opencryptoki.conf (0 to 1023)"},
 	{name: "confdir", arg: "DIR", def: defaultConfdir, usage: "directory of opencryptoki.conf", complete: "dir"},
 	{name: "datastore", arg: "DIR", def: "the slot's directory from the conf", usage: "token repository", complete: "dir"},
-	{name: "state-dir", arg: "DIR", def: plan.DefaultStateBase, parseDef: plan.DefaultStateBase, usage: "where the token library keeps the repositories", complete: "dir"},
+	{name: "state-dir", arg: "DIR", def: layout.DefaultStateBase, parseDef: layout.DefaultStateBase, usage: "where the token library keeps the repositories", complete: "dir"},
 	{name: "so-pin-file", arg: "FILE", usage: "first line is the SO PIN; the file must not be accessible by group or others", complete: "file"},
 	{name: "user-pin-file", arg: "FILE", usage: "first line is the user PIN; same rule", complete: "file"},
 	{name: "so-pin", arg: "PIN", usage: "the SO PIN (visible to other users of the host: prefer a file, the request or the prompt)"},
@@ -379,10 +379,10 @@ var errorCodes = []struct {
 var files = []struct{ path, desc string }{
 	{"/etc/opencryptoki/opencryptoki.conf", "the slots; apply sets tokversion = 3.12 in the slot's block and changes no other line"},
 	{"/var/lib/opencryptoki/<tokname or swtok|lite|ccatok|ep11tok>", "a slot's token repository (<store>): NVTOK.DAT, MK_SO, MK_USER, TOK_OBJ/"},
-	{"<store>" + plan.SuffixBak, "the repository as it was before apply (remove it after testing the migrated token)"},
-	{"<store>" + plan.SuffixTmp, "apply's working copy, root-only and marked as the tool's until it is switched in; left only by a killed run, which the next apply removes and rebuilds (anything else there is refused and left alone)"},
-	{"<store>" + plan.SuffixJournal, "apply's journal while it switches (root's, 0600); the next apply finishes a killed run from it, and refuses a journal that is not root's own"},
-	{"<confdir>/" + plan.ConfBakName, "opencryptoki.conf as it was before apply (a hard link of the original)"},
+	{"<store>" + layout.SuffixBak, "the repository as it was before apply (remove it after testing the migrated token)"},
+	{"<store>" + layout.SuffixTmp, "apply's working copy, root-only and marked as the tool's until it is switched in; left only by a killed run, which the next apply removes and rebuilds (anything else there is refused and left alone)"},
+	{"<store>" + layout.SuffixJournal, "apply's journal while it switches (root's, 0600); the next apply finishes a killed run from it, and refuses a journal that is not root's own"},
+	{"<confdir>/" + layout.ConfBakName, "opencryptoki.conf as it was before apply (a hard link of the original)"},
 	{"<store>_ROLLED_BACK, <confdir>/opencryptoki.conf_ROLLED_BACK", "the migrated state, kept by rollback"},
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/ocktools/pkcstok-migrate/contract"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/plan"
 )
 
@@ -85,10 +86,10 @@ func infoSummary(inv *contract.Inventory) string {
 			ok   bool
 			name string
 		}{
-			{s.Files.Backup, s.Datastore + plan.SuffixBak},
-			{s.Files.RolledBack, s.Datastore + plan.SuffixRolledBack},
-			{s.Files.Journal, s.Datastore + plan.SuffixJournal},
-			{s.Files.WorkingCopy, s.Datastore + plan.SuffixTmp},
+			{s.Files.Backup, s.Datastore + layout.SuffixBak},
+			{s.Files.RolledBack, s.Datastore + layout.SuffixRolledBack},
+			{s.Files.Journal, s.Datastore + layout.SuffixJournal},
+			{s.Files.WorkingCopy, s.Datastore + layout.SuffixTmp},
 		} {
 			if f.ok {
 				have = append(have, f.name)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ocktools/pkcstok-migrate/apply"
 	"github.com/ocktools/pkcstok-migrate/contract"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/procscan"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
@@ -181,21 +182,21 @@ func runLegacy(e *env, args []string) int {
 		warnx("Datastore %s does not exist.", a.datastore)
 		return fail()
 	}
-	confPath := filepath.Join(a.confdir, plan.ConfName)
+	confPath := filepath.Join(a.confdir, layout.ConfName)
 	if st, err := os.Lstat(confPath); err != nil || !st.Mode().IsRegular() {
 		warnx("%s does not exist or does not contain opencryptoki.conf", a.confdir)
 		return fail()
 	}
 	bakExists := false
 	// The in-place switch of a mount point keeps its backup inside the repository.
-	for _, bak := range []string{a.datastore + plan.SuffixBak, filepath.Join(a.datastore, plan.InPlaceBak)} {
+	for _, bak := range []string{a.datastore + layout.SuffixBak, filepath.Join(a.datastore, layout.InPlaceBak)} {
 		if _, err := os.Lstat(bak); err == nil && !bakExists {
 			warnx("Error: datastore backup already exists already: %s", bak)
 			bakExists = true
 		}
 	}
-	if _, err := os.Lstat(filepath.Join(a.confdir, plan.ConfBakName)); err == nil {
-		warnx("Error: config file backup already exists already: %s", filepath.Join(a.confdir, plan.ConfBakName))
+	if _, err := os.Lstat(filepath.Join(a.confdir, layout.ConfBakName)); err == nil {
+		warnx("Error: config file backup already exists already: %s", filepath.Join(a.confdir, layout.ConfBakName))
 		bakExists = true
 	}
 	if bakExists {
@@ -300,14 +301,14 @@ func runLegacy(e *env, args []string) int {
 	}
 	if res.RepositoryChanged {
 		tprintf(out, "Migrated %d object(s) out of %d object(s).\n", res.ObjectsMigrated, res.ObjectsTotal)
-		bak := a.datastore + plan.SuffixBak
+		bak := a.datastore + layout.SuffixBak
 		if res.Backup != nil && res.Backup.Datastore != "" {
 			bak = res.Backup.Datastore
 		}
 		tprintf(out, "Pre-migration data backed up at '%s'\n", bak)
 	}
 	if res.ConfChanged {
-		tprintf(out, "Config file backed up at '%s'\n", filepath.Join(a.confdir, plan.ConfBakName))
+		tprintf(out, "Config file backed up at '%s'\n", filepath.Join(a.confdir, layout.ConfBakName))
 	}
 	if res.RepositoryChanged || res.ConfChanged {
 		fmt.Fprint(out, "Remove these backups manually after testing the new repository.\n")

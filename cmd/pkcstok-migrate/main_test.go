@@ -15,9 +15,9 @@ import (
 	json "github.com/goccy/go-json"
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/procscan"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
-	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/schema"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 )
@@ -255,7 +255,7 @@ func cmdJSONSet(ts *testscript.TestScript, neg bool, args []string) {
 
 // treehash [-files] DIR FILE: writes a listing of DIR (path, mode, size, sha256, mtime) to FILE,
 // so two listings compare byte for byte with cmp. -files leaves out the directories' sizes and
-// times and an in-place switch's own entries (plan.Reserved): the same files, by content, mode
+// times and an in-place switch's own entries (layout.Reserved): the same files, by content, mode
 // and time, in the same directories (the in-place switch moves files, not directories).
 func cmdTreeHash(ts *testscript.TestScript, neg bool, args []string) {
 	files := len(args) > 0 && args[0] == "-files"
@@ -277,7 +277,7 @@ func cmdTreeHash(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		rel, _ := filepath.Rel(root, p)
 		line := fmt.Sprintf("%s %v %d %d", rel, info.Mode(), info.Size(), info.ModTime().UnixNano())
-		if top, _, _ := strings.Cut(rel, "/"); files && plan.Reserved(top) {
+		if top, _, _ := strings.Cut(rel, "/"); files && layout.Reserved(top) {
 			if d.IsDir() {
 				return filepath.SkipDir
 			}
@@ -361,7 +361,7 @@ func cmdCheckObjects(ts *testscript.TestScript, neg bool, args []string) {
 				return err
 			}
 			rel, _ := filepath.Rel(root, p)
-			if top, _, _ := strings.Cut(rel, "/"); plan.Reserved(top) {
+			if top, _, _ := strings.Cut(rel, "/"); layout.Reserved(top) {
 				// An in-place switch's backup inside the repository is not part of it.
 				if de.IsDir() {
 					return filepath.SkipDir

@@ -17,7 +17,7 @@ import (
 
 	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
-	"github.com/ocktools/pkcstok-migrate/plan"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 	"github.com/ocktools/pkcstok-migrate/tokens/tokentest"
 )
@@ -73,7 +73,7 @@ func (h *harness) testDiskFull(t *testing.T) {
 			}
 			c, _ := tokentest.OldConf(3, tokens.TypeSoft)
 			os.Mkdir(tk.confdir, 0o755)
-			if err := os.WriteFile(filepath.Join(tk.confdir, plan.ConfName), c, 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(tk.confdir, layout.ConfName), c, 0o644); err != nil {
 				t.Fatal(err)
 			}
 			var sfs unix.Statfs_t
@@ -89,7 +89,7 @@ func (h *harness) testDiskFull(t *testing.T) {
 			}
 			before := snapshot(t, mnt)
 			origRepo := withoutRoot(snapshot(t, tk.ds))
-			origConf, _ := os.ReadFile(filepath.Join(tk.confdir, plan.ConfName))
+			origConf, _ := os.ReadFile(filepath.Join(tk.confdir, layout.ConfName))
 			r := h.apply(t, tk)
 			h.fig.diskFull.Add(1)
 			t.Logf("used %d bytes %d inodes, %d entries, %s: %s: %s", used, usedInodes, entries, opts, strings.SplitN(r.String(), "\n", 2)[0], r.errMsg)
@@ -111,10 +111,10 @@ func (h *harness) testDiskFull(t *testing.T) {
 				if err := h.checkMigrated(tk, tk.ds); err != nil {
 					t.Fatalf("a failed apply changed the repository: %v\n%s", err, d)
 				}
-				if bd := snapDiff(origRepo, withoutRoot(snapshot(t, tk.ds+plan.SuffixBak))); bd != "" {
+				if bd := snapDiff(origRepo, withoutRoot(snapshot(t, tk.ds+layout.SuffixBak))); bd != "" {
 					t.Fatalf("_BAK is not the original:\n%s", bd)
 				}
-				if b, _ := os.ReadFile(filepath.Join(tk.confdir, plan.ConfName)); !bytes.Equal(b, origConf) {
+				if b, _ := os.ReadFile(filepath.Join(tk.confdir, layout.ConfName)); !bytes.Equal(b, origConf) {
 					t.Fatalf("the conf changed")
 				}
 				if err := unix.Mount("tmpfs", mnt, "tmpfs", unix.MS_REMOUNT, "size=16m,nr_inodes=100000,mode=0755"); err != nil {
@@ -233,21 +233,21 @@ func (h *harness) testHostile(t *testing.T) {
 			return map[string]any{"confdir": link}
 		}, []contract.Code{contract.CodeCorruptRepository, contract.CodeConfInvalid, contract.CodeIO}, false},
 		{"tmp_is_symlink_to_outside_dir", func(t *testing.T, tk *token, o string) map[string]any {
-			symlinkTo(t, o, tk.ds+plan.SuffixTmp)
+			symlinkTo(t, o, tk.ds+layout.SuffixTmp)
 			return nil
 		}, refused, true},
 		{"bak_is_symlink_to_outside_dir", func(t *testing.T, tk *token, o string) map[string]any {
-			symlinkTo(t, o, tk.ds+plan.SuffixBak)
+			symlinkTo(t, o, tk.ds+layout.SuffixBak)
 			return nil
 		}, []contract.Code{contract.CodeBackupExists}, false},
 		{"bak_is_dangling_symlink", func(t *testing.T, tk *token, o string) map[string]any {
-			symlinkTo(t, filepath.Join(o, "nothing"), tk.ds+plan.SuffixBak)
+			symlinkTo(t, filepath.Join(o, "nothing"), tk.ds+layout.SuffixBak)
 			return nil
 		}, []contract.Code{contract.CodeBackupExists}, false},
 		{"journal_is_symlink", func(t *testing.T, tk *token, o string) map[string]any {
-			j := fmt.Sprintf(`{"state":"exchanging","datastore":%q,"tmp":%q,"bak":%q}`, tk.ds, tk.ds+plan.SuffixTmp, tk.ds+plan.SuffixBak)
+			j := fmt.Sprintf(`{"state":"exchanging","datastore":%q,"tmp":%q,"bak":%q}`, tk.ds, tk.ds+layout.SuffixTmp, tk.ds+layout.SuffixBak)
 			os.WriteFile(filepath.Join(o, "journal"), []byte(j), 0o600)
-			symlinkTo(t, filepath.Join(o, "journal"), tk.ds+plan.SuffixJournal)
+			symlinkTo(t, filepath.Join(o, "journal"), tk.ds+layout.SuffixJournal)
 			return nil
 		}, refused, false},
 		// Beside the untouched original, a journal that cannot be read belongs to a run that
@@ -255,16 +255,16 @@ func (h *harness) testHostile(t *testing.T) {
 		// migration goes on (crash/testdata/states/good_apply_journal_created_not_written).
 		// Beside a switched repository it is refused (fail_apply_exchanged_with_empty_journal).
 		{"journal_garbage", func(t *testing.T, tk *token, o string) map[string]any {
-			os.WriteFile(tk.ds+plan.SuffixJournal, []byte("\x00garbage{"), 0o600)
+			os.WriteFile(tk.ds+layout.SuffixJournal, []byte("\x00garbage{"), 0o600)
 			return nil
 		}, corrupt, true},
 		{"conf_symlink", func(t *testing.T, tk *token, o string) map[string]any {
-			moveOutAndLink(t, filepath.Join(tk.confdir, plan.ConfName), o)
+			moveOutAndLink(t, filepath.Join(tk.confdir, layout.ConfName), o)
 			return nil
 		}, []contract.Code{contract.CodeConfInvalid, contract.CodeIO}, false},
 		{"conf_bak_symlink", func(t *testing.T, tk *token, o string) map[string]any {
 			os.WriteFile(filepath.Join(o, "bak"), []byte("outside\n"), 0o644)
-			symlinkTo(t, filepath.Join(o, "bak"), filepath.Join(tk.confdir, plan.ConfBakName))
+			symlinkTo(t, filepath.Join(o, "bak"), filepath.Join(tk.confdir, layout.ConfBakName))
 			return nil
 		}, []contract.Code{contract.CodeBackupExists}, false},
 		{"conf_new_symlink", func(t *testing.T, tk *token, o string) map[string]any {
@@ -277,11 +277,11 @@ func (h *harness) testHostile(t *testing.T) {
 			return nil
 		}, []contract.Code{contract.CodeBackupExists}, false},
 		{"conf_fifo", func(t *testing.T, tk *token, o string) map[string]any {
-			replaceWith(t, filepath.Join(tk.confdir, plan.ConfName), fifo)
+			replaceWith(t, filepath.Join(tk.confdir, layout.ConfName), fifo)
 			return nil
 		}, []contract.Code{contract.CodeConfInvalid, contract.CodeIO}, false},
 		{"conf_100MB", func(t *testing.T, tk *token, o string) map[string]any {
-			p := filepath.Join(tk.confdir, plan.ConfName)
+			p := filepath.Join(tk.confdir, layout.ConfName)
 			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
 			if err != nil {
 				t.Fatal(err)
@@ -503,7 +503,7 @@ func (h *harness) testConcurrency(t *testing.T) {
 	for attempt := 1; attempt <= 3; attempt++ {
 		tk := h.generated(t, genSpec{typ: tokens.TypeSoft, n: n})
 		origRepo := withoutRoot(snapshot(t, tk.ds))
-		origConf, _ := os.ReadFile(filepath.Join(tk.confdir, plan.ConfName))
+		origConf, _ := os.ReadFile(filepath.Join(tk.confdir, layout.ConfName))
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		a, aout, aerr := h.command(ctx, tk.request(nil), nil, "apply", "--request", "-")
 		aStart := time.Now()
@@ -512,7 +512,7 @@ func (h *harness) testConcurrency(t *testing.T) {
 		}
 		h.fig.childRuns.Add(1)
 		// The first run holds the locks once its working copy appears.
-		for !exists(tk.ds+plan.SuffixTmp) && time.Since(aStart) < time.Minute {
+		for !exists(tk.ds+layout.SuffixTmp) && time.Since(aStart) < time.Minute {
 			time.Sleep(time.Millisecond)
 		}
 		rb := h.apply(t, tk)

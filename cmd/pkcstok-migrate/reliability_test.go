@@ -35,11 +35,10 @@ import (
 	json "github.com/goccy/go-json"
 	"golang.org/x/sys/unix"
 
-	"github.com/ocktools/pkcstok-migrate/apply"
 	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
+	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
-	"github.com/ocktools/pkcstok-migrate/plan"
 	"github.com/ocktools/pkcstok-migrate/tokens"
 	"github.com/ocktools/pkcstok-migrate/tokens/tokentest"
 )
@@ -272,7 +271,7 @@ func (h *harness) generatedIn(t testing.TB, g genSpec, root string) *token {
 			err = os.MkdirAll(tmpl.confdir, 0o755)
 		}
 		if err == nil {
-			err = os.WriteFile(filepath.Join(tmpl.confdir, plan.ConfName), c, 0o644)
+			err = os.WriteFile(filepath.Join(tmpl.confdir, layout.ConfName), c, 0o644)
 		}
 		if err != nil {
 			m.Unlock()
@@ -541,11 +540,11 @@ var tokversion312 = regexp.MustCompile(`(?m)^[ \t]*tokversion[ \t]*=[ \t]*3\.12[
 
 // checkConfMigrated: the conf parses, slot tk.slot has tokversion 3.12, written exactly once.
 func checkConfMigrated(tk *token) error {
-	b, err := os.ReadFile(filepath.Join(tk.confdir, plan.ConfName))
+	b, err := os.ReadFile(filepath.Join(tk.confdir, layout.ConfName))
 	if err != nil {
 		return err
 	}
-	f, err := conf.Parse(plan.ConfName, b)
+	f, err := conf.Parse(layout.ConfName, b)
 	if err != nil {
 		return err
 	}
@@ -661,7 +660,7 @@ func contains(l []string, s string) bool {
 // then converges with a second apply.
 func (h *harness) faultCase(t *testing.T, tk *token, step, mode string) {
 	origRepo := withoutRoot(snapshot(t, tk.ds))
-	origConf, err := os.ReadFile(filepath.Join(tk.confdir, plan.ConfName))
+	origConf, err := os.ReadFile(filepath.Join(tk.confdir, layout.ConfName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -694,7 +693,7 @@ func (h *harness) faultCase(t *testing.T, tk *token, step, mode string) {
 		}
 		// The original must still be somewhere, byte for byte.
 		found := false
-		for _, where := range []string{tk.ds + plan.SuffixBak, tk.ds + plan.SuffixTmp} {
+		for _, where := range []string{tk.ds + layout.SuffixBak, tk.ds + layout.SuffixTmp} {
 			if exists(where) && snapDiff(origRepo, withoutRoot(snapshot(t, where))) == "" {
 				found = true
 			}
@@ -703,7 +702,7 @@ func (h *harness) faultCase(t *testing.T, tk *token, step, mode string) {
 			t.Fatalf("after %s:%s the repository is migrated but the original is neither at _BAK nor at the working copy", step, mode)
 		}
 	}
-	curConf, _ := os.ReadFile(filepath.Join(tk.confdir, plan.ConfName))
+	curConf, _ := os.ReadFile(filepath.Join(tk.confdir, layout.ConfName))
 	if !bytes.Equal(curConf, origConf) {
 		if err := checkConfMigrated(tk); err != nil {
 			t.Fatalf("after %s:%s the conf is neither the original nor migrated: %v", step, mode, err)
@@ -735,13 +734,13 @@ func (h *harness) checkFinal(t testing.TB, tk *token, origRepo map[string]string
 	if err := checkConfMigrated(tk); err != nil {
 		t.Errorf("final conf: %v", err)
 	}
-	if d := snapDiff(origRepo, withoutRoot(snapshot(t, tk.ds+plan.SuffixBak))); d != "" {
+	if d := snapDiff(origRepo, withoutRoot(snapshot(t, tk.ds+layout.SuffixBak))); d != "" {
 		t.Errorf("_BAK is not the original repository:\n%s", d)
 	}
-	if b, err := os.ReadFile(filepath.Join(tk.confdir, plan.ConfBakName)); err != nil || !bytes.Equal(b, origConf) {
+	if b, err := os.ReadFile(filepath.Join(tk.confdir, layout.ConfBakName)); err != nil || !bytes.Equal(b, origConf) {
 		t.Errorf("opencryptoki.conf_BAK is not the original conf (%v)", err)
 	}
-	for _, p := range []string{tk.ds + plan.SuffixTmp, tk.ds + plan.SuffixJournal, filepath.Join(tk.confdir, conf.TempName)} {
+	for _, p := range []string{tk.ds + layout.SuffixTmp, tk.ds + layout.SuffixJournal, filepath.Join(tk.confdir, conf.TempName)} {
 		if exists(p) {
 			t.Errorf("%s left behind", p)
 		}
@@ -758,12 +757,12 @@ func (h *harness) testNeverMissing(t *testing.T) {
 	}
 	tk := h.generated(t, genSpec{typ: tokens.TypeSoft, n: n})
 	origRepo := withoutRoot(snapshot(t, tk.ds))
-	origConf, _ := os.ReadFile(filepath.Join(tk.confdir, plan.ConfName))
+	origConf, _ := os.ReadFile(filepath.Join(tk.confdir, layout.ConfName))
 	var stop atomic.Bool
 	var missing atomic.Int64
 	var firstMissing atomic.Value
 	var loops sync.WaitGroup
-	paths := []string{tk.ds, filepath.Join(tk.ds, "NVTOK.DAT"), filepath.Join(tk.ds, "TOK_OBJ", "OBJ.IDX"), filepath.Join(tk.confdir, plan.ConfName)}
+	paths := []string{tk.ds, filepath.Join(tk.ds, "NVTOK.DAT"), filepath.Join(tk.ds, "TOK_OBJ", "OBJ.IDX"), filepath.Join(tk.confdir, layout.ConfName)}
 	loops.Add(1)
 	go func() {
 		defer loops.Done()
@@ -801,11 +800,11 @@ func (h *harness) testRollbackFaults(t *testing.T) {
 			t.Run(step+"/"+mode, func(t *testing.T) {
 				tk := fixtureTokenIn(t, "soft-small", h.root(t))
 				origRepo := withoutRoot(snapshot(t, tk.ds))
-				origConf, _ := os.ReadFile(filepath.Join(tk.confdir, plan.ConfName))
+				origConf, _ := os.ReadFile(filepath.Join(tk.confdir, layout.ConfName))
 				if r := h.apply(t, tk); r.code != 0 {
 					t.Fatalf("apply: %s", r)
 				}
-				migConf, _ := os.ReadFile(filepath.Join(tk.confdir, plan.ConfName))
+				migConf, _ := os.ReadFile(filepath.Join(tk.confdir, layout.ConfName))
 				req := tk.request(map[string]any{"so_pin": nil, "user_pin": nil})
 				r := h.run(t, tk, time.Minute, req, []string{"PKCSTOK_MIGRATE_FAULT=" + step + ":" + mode}, "rollback", "--request", "-")
 				if mode == "kill" && r.signal != syscall.SIGKILL || mode == "error" && (r.code != 1 || !strings.Contains(r.errMsg, "injected fault")) {
@@ -820,18 +819,18 @@ func (h *harness) testRollbackFaults(t *testing.T) {
 				}
 				if snapDiff(origRepo, withoutRoot(snapshot(t, tk.ds))) == "" {
 					// Rolled back: the migrated repository is kept at _BAK or _ROLLED_BACK.
-					if h.checkMigrated(tk, tk.ds+plan.SuffixBak) != nil && h.checkMigrated(tk, tk.ds+apply.SuffixRolledBack) != nil {
+					if h.checkMigrated(tk, tk.ds+layout.SuffixBak) != nil && h.checkMigrated(tk, tk.ds+layout.SuffixRolledBack) != nil {
 						t.Fatalf("the migrated repository is lost")
 					}
 				} else {
 					if err := h.checkMigrated(tk, tk.ds); err != nil {
 						t.Fatalf("the repository is neither original nor migrated: %v", err)
 					}
-					if d := snapDiff(origRepo, withoutRoot(snapshot(t, tk.ds+plan.SuffixBak))); d != "" {
+					if d := snapDiff(origRepo, withoutRoot(snapshot(t, tk.ds+layout.SuffixBak))); d != "" {
 						t.Fatalf("_BAK is not the original:\n%s", d)
 					}
 				}
-				if b, _ := os.ReadFile(filepath.Join(tk.confdir, plan.ConfName)); !bytes.Equal(b, origConf) && !bytes.Equal(b, migConf) {
+				if b, _ := os.ReadFile(filepath.Join(tk.confdir, layout.ConfName)); !bytes.Equal(b, origConf) && !bytes.Equal(b, migConf) {
 					t.Fatalf("the conf is neither the original nor the migrated one:\n%s", b)
 				}
 				if r := h.run(t, tk, time.Minute, req, nil, "rollback", "--request", "-"); r.code != 0 {
@@ -840,14 +839,14 @@ func (h *harness) testRollbackFaults(t *testing.T) {
 				if d := snapDiff(origRepo, withoutRoot(snapshot(t, tk.ds))); d != "" {
 					t.Errorf("after rollback the repository is not the original:\n%s", d)
 				}
-				if b, _ := os.ReadFile(filepath.Join(tk.confdir, plan.ConfName)); !bytes.Equal(b, origConf) {
+				if b, _ := os.ReadFile(filepath.Join(tk.confdir, layout.ConfName)); !bytes.Equal(b, origConf) {
 					t.Errorf("after rollback the conf is not the original")
 				}
-				if err := h.checkMigrated(tk, tk.ds+apply.SuffixRolledBack); err != nil {
+				if err := h.checkMigrated(tk, tk.ds+layout.SuffixRolledBack); err != nil {
 					t.Errorf("_ROLLED_BACK: %v", err)
 				}
-				if b, _ := os.ReadFile(filepath.Join(tk.confdir, apply.ConfRolledBackName)); !bytes.Equal(b, migConf) {
-					t.Errorf("%s is not the migrated conf", apply.ConfRolledBackName)
+				if b, _ := os.ReadFile(filepath.Join(tk.confdir, layout.ConfRolledBackName)); !bytes.Equal(b, migConf) {
+					t.Errorf("%s is not the migrated conf", layout.ConfRolledBackName)
 				}
 				if !t.Failed() && mode == "kill" {
 					h.fig.killsSurvived.Add(1)

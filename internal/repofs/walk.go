@@ -56,7 +56,7 @@ type Visitor struct {
 	Workers int
 	// Exclude, when not nil, names entries (by Rel) that the walk leaves out altogether: not
 	// opened, not counted, not visited, not in the digest. apply's own entries inside a
-	// repository it switches in place are left out this way (plan.Reserved).
+	// repository it switches in place are left out this way (layout.Reserved).
 	Exclude func(rel string) bool
 }
 
