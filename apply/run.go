@@ -316,111 +316,151 @@ func pidList(p []int) []int {
 	return p
 }
 
+// execute carries out the plan made under the locks: the repository's migration (one
+// skeleton, with the switch the plan chose), the token's shared-memory segments, the conf
+// edit, then the result's backups and fingerprint.
 func execute(p *contract.Plan, insp *plan.Inspection, req plan.Options, o Options) (*contract.Result, error) {
-	var treeDigest hash.Hash // of the migrated repository, when it was migrated
-	var made contract.Backup // the backups this run made, with their identity
-	res := &contract.Result{
-		Operation: "apply",
-		Slot:      p.Slot,
-		TokenType: p.TokenType,
-		Datastore: p.Datastore,
-		Conf:      p.Conf,
-		ConfDiff:  p.ConfDiff,
-		Warnings:  append([]string{}, p.Warnings...),
-		Steps:     []contract.Op{},
-		Verified:  true,
+	x := &execution{p: p, insp: insp, req: req, o: o}
+	x.res = &contract.Result{
+		Operation: "apply", Slot: p.Slot, TokenType: p.TokenType, Datastore: p.Datastore, Conf: p.Conf,
+		ConfDiff: p.ConfDiff, Warnings: append([]string{}, p.Warnings...), Steps: []contract.Op{},
+		Verified: true, ObjectsTotal: p.Counts.Total,
 	}
-	res.ObjectsTotal = p.Counts.Total
+	if err := x.check(); err != nil {
+		return nil, err
+	}
+	if x.repoChange {
+		if err := x.migrateRepository(); err != nil {
+			return nil, err
+		}
+	}
+	if x.repoChange || x.confChange {
+		o.shm.remove()
+		x.res.Steps = append(x.res.Steps, contract.OpRemoveShm)
+	}
+	if x.confChange {
+		if err := x.editConf(); err != nil {
+			return nil, err
+		}
+	}
+	x.res.Changed = x.repoChange || x.confChange
+	x.res.Backup = backups(p, x.made)
+	if err := x.fingerprint(); err != nil {
+		return nil, err
+	}
+	return x.res, nil
+}
+
+// execution is one execute under way.
+type execution struct {
+	p                      *contract.Plan
+	insp                   *plan.Inspection
+	req                    plan.Options
+	o                      Options
+	res                    *contract.Result
+	repoChange, confChange bool
+	treeDigest             hash.Hash       // of the migrated repository, when the exchange made it
+	made                   contract.Backup // the backups this run made, with their identity
+}
+
+// check refuses, before anything is written, what the plan cannot carry out.
+func (x *execution) check() error {
+	p := x.p
+	if p.Format == contract.FormatMixed {
+		return &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("%s mixes old and 3.12 files; refusing to guess", p.Datastore)}
+	}
+	x.repoChange, x.confChange = p.Format == contract.FormatOld, x.insp.Edit.Changes()
+	if x.confChange {
+		if err := checkConfBackup(p.Confdir); err != nil {
+			return err
+		}
+	}
+	if !x.repoChange {
+		return nil
+	}
+	if x.req.SOPIN == nil || x.req.UserPIN == nil || x.insp.Keys == nil {
+		return &contract.Error{Code: contract.CodeBadRequest, Field: "so_pin", Message: "the SO PIN and the user PIN are needed to migrate the repository"}
+	}
+	if p.Switch == contract.SwitchBlocked {
+		return &contract.Error{Code: contract.CodeCannotSwitch, Message: fmt.Sprintf("%s cannot be exchanged with a working copy beside it (%s): nothing was done", p.Datastore, p.SwitchBlockedBy)}
+	}
+	return nil
+}
+
+// migrateRepository runs the migration skeleton with the switch the plan chose.
+func (x *execution) migrateRepository() error {
+	p := x.p
 	parent := filepath.Dir(p.Datastore)
 	pdir, err := repofs.OpenDir(parent)
 	if err != nil {
-		return nil, contract.Errorf(contract.CodeIO, "open %s: %w", parent, err)
+		return contract.Errorf(contract.CodeIO, "open %s: %w", parent, err)
 	}
 	defer pdir.Close()
+	m, err := newMigration(p, x.insp, x.req, x.o, pdir)
+	if err != nil {
+		return err
+	}
+	m.res = x.res
+	var sw switcher = newExchangeSwitch(m)
+	if p.Switch == contract.SwitchInPlace {
+		if sw, err = newInPlaceSwitch(m); err != nil {
+			return err
+		}
+	}
+	if x.treeDigest, err = m.run(sw); err != nil {
+		return err
+	}
+	x.made = m.made
+	if p.Switch == contract.SwitchInPlace {
+		x.treeDigest = nil // the switch moved files, not the directory: fingerprinted afresh
+	}
+	return nil
+}
 
-	repoChange := p.Format == contract.FormatOld
-	if p.Format == contract.FormatMixed {
-		return nil, &contract.Error{Code: contract.CodeCorruptRepository, Message: fmt.Sprintf("%s mixes old and 3.12 files; refusing to guess", p.Datastore)}
+// editConf sets tokversion = 3.12 for the slot, keeping opencryptoki.conf_BAK.
+func (x *execution) editConf() error {
+	p := x.p
+	if err := x.o.hook("conf_edit"); err != nil {
+		return err
 	}
-	confChange := insp.Edit.Changes()
+	if _, err := conf.WriteIfUnchanged(p.Confdir, x.insp.Conf, x.insp.Edit.Content, x.o.stepHook); err != nil {
+		if errors.Is(err, conf.ErrBackupExists) {
+			return contract.Errorf(contract.CodeBackupExists, "%w", err)
+		}
+		if errors.Is(err, conf.ErrConfChanged) {
+			return contract.Errorf(contract.CodeStalePlan, "%s changed during the run (the repository is migrated; run apply again): %w", p.Conf, err)
+		}
+		return contract.Errorf(contract.CodeIO, "update %s (the repository is migrated; run apply again): %w", p.Conf, err)
+	}
+	x.res.ConfChanged = true
+	x.res.Steps = append(x.res.Steps, contract.OpConfEdit)
+	if info, err := lstatConfBackup(p.Confdir); err == nil {
+		x.made.Conf = filepath.Join(p.Confdir, layout.ConfBakName)
+		x.made.ConfDev, x.made.ConfIno = info.Dev, info.Ino
+	}
+	return nil
+}
 
-	if confChange {
-		if err := checkConfBackup(p.Confdir); err != nil {
-			return nil, err
-		}
-	}
-	if repoChange {
-		if req.SOPIN == nil || req.UserPIN == nil || insp.Keys == nil {
-			return nil, &contract.Error{Code: contract.CodeBadRequest, Field: "so_pin", Message: "the SO PIN and the user PIN are needed to migrate the repository"}
-		}
-		if p.Switch == contract.SwitchBlocked {
-			return nil, &contract.Error{Code: contract.CodeCannotSwitch, Message: fmt.Sprintf("%s cannot be exchanged with a working copy beside it (%s): nothing was done", p.Datastore, p.SwitchBlockedBy)}
-		}
-		m, err := newMigration(p, insp, req, o, pdir)
-		if err != nil {
-			return nil, err
-		}
-		m.res = res
-		var sw switcher = newExchangeSwitch(m)
-		if p.Switch == contract.SwitchInPlace {
-			if sw, err = newInPlaceSwitch(m); err != nil {
-				return nil, err
-			}
-		}
-		if treeDigest, err = m.run(sw); err != nil {
-			return nil, err
-		}
-		made = m.made
-		if p.Switch == contract.SwitchInPlace {
-			treeDigest = nil // the switch moved files, not the directory: fingerprinted afresh
-		}
-	}
-	if repoChange || confChange {
-		o.shm.remove()
-		res.Steps = append(res.Steps, contract.OpRemoveShm)
-	}
-	if confChange {
-		if err := o.hook("conf_edit"); err != nil {
-			return nil, err
-		}
-		if _, err := conf.WriteIfUnchanged(p.Confdir, insp.Conf, insp.Edit.Content, o.stepHook); err != nil {
-			if errors.Is(err, conf.ErrBackupExists) {
-				return nil, contract.Errorf(contract.CodeBackupExists, "%w", err)
-			}
-			if errors.Is(err, conf.ErrConfChanged) {
-				return nil, contract.Errorf(contract.CodeStalePlan, "%s changed during the run (the repository is migrated; run apply again): %w", p.Conf, err)
-			}
-			return nil, contract.Errorf(contract.CodeIO, "update %s (the repository is migrated; run apply again): %w", p.Conf, err)
-		}
-		res.ConfChanged = true
-		res.Steps = append(res.Steps, contract.OpConfEdit)
-		if info, err := lstatConfBackup(p.Confdir); err == nil {
-			made.Conf = filepath.Join(p.Confdir, layout.ConfBakName)
-			made.ConfDev, made.ConfIno = info.Dev, info.Ino
-		}
-	}
-	res.Changed = repoChange || confChange
-	res.Backup = backups(p, made)
-
-	// Nothing written: the plan's fingerprint, taken under the same locks, is the state.
-	// A migrated repository is the working copy, whose digest the copy computed from what
-	// it wrote: the fingerprint needs no second reading of it.
-	res.Fingerprint = p.Fingerprint
+// fingerprint is the state after the run. Nothing written: the plan's fingerprint, taken
+// under the same locks, is the state. A repository the exchange migrated is the working
+// copy, whose digest the copy computed from what it wrote: no second reading of it.
+func (x *execution) fingerprint() error {
+	x.res.Fingerprint = x.p.Fingerprint
 	switch {
-	case treeDigest != nil:
-		newConf := insp.Conf
-		if res.ConfChanged {
-			newConf = insp.Edit.Content
+	case x.treeDigest != nil:
+		newConf := x.insp.Conf
+		if x.res.ConfChanged {
+			newConf = x.insp.Edit.Content
 		}
-		res.Fingerprint = plan.FinishFingerprint(treeDigest, newConf)
-	case res.Changed:
-		fp, err := fingerprintNow(p.Datastore, p.Confdir)
+		x.res.Fingerprint = plan.FinishFingerprint(x.treeDigest, newConf)
+	case x.res.Changed:
+		fp, err := fingerprintNow(x.p.Datastore, x.p.Confdir)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		res.Fingerprint = fp
+		x.res.Fingerprint = fp
 	}
-	return res, nil
+	return nil
 }
 
 // backups names the backups of the slot: those this run made, with the identity they had
