@@ -16,9 +16,9 @@ import (
 // DefaultFIPSFile is where Linux says whether it runs in FIPS mode.
 const DefaultFIPSFile = "/proc/sys/crypto/fips_enabled"
 
-// ReadFIPS reads file ("" = DefaultFIPSFile): "1" is on, "0" is off; a missing file (a kernel
+// readFIPS reads file ("" = DefaultFIPSFile): "1" is on, "0" is off; a missing file (a kernel
 // without CONFIG_CRYPTO_FIPS) is off.
-func ReadFIPS(file string) contract.FIPSMode {
+func readFIPS(file string) contract.FIPSMode {
 	if file == "" {
 		file = DefaultFIPSFile
 	}
@@ -106,7 +106,7 @@ func MakeInventory(o Options) (*contract.Inventory, error) {
 		inv.NeedsMigration = inv.NeedsMigration || si.NeedsMigration
 		inv.Slots = append(inv.Slots, si)
 	}
-	inv.FIPS = ReadFIPS(o.FIPSFile)
+	inv.FIPS = readFIPS(o.FIPSFile)
 	if inv.FIPS.Enabled != nil && *inv.FIPS.Enabled {
 		var old []string
 		for _, si := range inv.Slots {

@@ -726,7 +726,7 @@ func scanObject(name string, data []byte, ord tokens.ByteOrder, keys *tokens.Key
 // SetByteOrder records the repository's byte order, its evidence, and the warning when it is
 // not this host's.
 func SetByteOrder(p *contract.Plan, order tokens.ByteOrder, why []tokens.Evidence) {
-	p.ByteOrder, p.ByteOrderEvidence = ByteOrderName(order), []string{}
+	p.ByteOrder, p.ByteOrderEvidence = byteOrderName(order), []string{}
 	for _, e := range why {
 		p.ByteOrderEvidence = append(p.ByteOrderEvidence, e.String())
 	}
@@ -758,8 +758,8 @@ func checkIndexNames(p *contract.Plan, names []string) error {
 	return nil
 }
 
-// ByteOrderName is the plan's name of a repository byte order: "any" when nothing depends on it.
-func ByteOrderName(o tokens.ByteOrder) string {
+// byteOrderName is the plan's name of a repository byte order: "any" when nothing depends on it.
+func byteOrderName(o tokens.ByteOrder) string {
 	if o == tokens.OrderUnknown {
 		return "any"
 	}
