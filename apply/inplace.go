@@ -161,7 +161,7 @@ func (s *inPlaceSwitch) journal() error {
 	if s.j.Entries, err = switchEntries(s.dsDir, s.ctl, true); err != nil {
 		return err
 	}
-	if err := s.o.hook("journal"); err != nil {
+	if err := s.o.hook(contract.OpJournal); err != nil {
 		return err
 	}
 	if err := s.writeJournal(s.j); err != nil {
@@ -172,7 +172,7 @@ func (s *inPlaceSwitch) journal() error {
 }
 
 func (s *inPlaceSwitch) switchIn() error {
-	if err := s.o.hook("switch_in_place"); err != nil {
+	if err := s.o.hook(contract.OpSwitchInPlace); err != nil {
 		return err
 	}
 	return s.switchAll(s.j, s.ctl, false)
@@ -308,7 +308,7 @@ func (ip *inPlace) writeJournal(j inPlaceJournal) error {
 // content what is done already (a rerun after a crash); else every entry is still to do.
 func (ip *inPlace) switchAll(j inPlaceJournal, src *repofs.Dir, judge bool) error {
 	for _, e := range j.Entries {
-		if err := ip.o.hook("switch_entry"); err != nil {
+		if err := ip.o.hook(contract.OpSwitchEntry); err != nil {
 			return err
 		}
 		if err := switchOne(ip.dsDir, src, e, judge); err != nil {
@@ -399,7 +399,7 @@ func entryDone(dsDir, src *repofs.Dir, e switchEntry) (bool, error) {
 // finishApply moves the working copy, which holds the original files now, to the backup,
 // marks it as such, removes the journal and settles it (steps 3 and 4).
 func (ip *inPlace) finishApply(j inPlaceJournal, rootMode uint32) error {
-	if err := ip.o.hook("backup"); err != nil {
+	if err := ip.o.hook(contract.OpBackup); err != nil {
 		return err
 	}
 	if err := ip.moveCtl(j.Dest); err != nil {
@@ -448,7 +448,7 @@ func (ip *inPlace) settleBackup(rootMode uint32) error {
 			return contract.Errorf(contract.CodeIO, "mark the backup: %w", err)
 		}
 	}
-	if err := ip.o.hook("journal_remove"); err != nil {
+	if err := ip.o.hook(contract.OpJournalRemove); err != nil {
 		return err
 	}
 	if err := ip.ctl.Remove(layout.InPlaceJournal); err != nil && !errors.Is(err, fs.ErrNotExist) {

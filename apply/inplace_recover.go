@@ -236,7 +236,7 @@ func (ip *inPlace) finishRollback(j inPlaceJournal, at location) error {
 			return contract.Errorf(contract.CodeIO, "sync: %w", err)
 		}
 	}
-	if err := ip.o.hook("journal_remove"); err != nil {
+	if err := ip.o.hook(contract.OpJournalRemove); err != nil {
 		return err
 	}
 	if err := removeWorkingCopy(ip.dsDir, ip.ctlName, ip.ctl); err != nil {

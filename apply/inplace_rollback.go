@@ -85,14 +85,14 @@ func rollbackInPlace(pdir *repofs.Dir, ds string, src location, o Options, res *
 		_ = removeWorkingCopy(dsDir, layout.InPlaceTmp, ctl)
 		return err
 	}
-	if err := o.hook("rollback_exchange"); err != nil {
+	if err := o.hook(contract.OpRollbackExchange); err != nil {
 		return err
 	}
 	if err := ip.switchAll(j, bd, false); err != nil {
 		return err
 	}
 	res.Steps = append(res.Steps, contract.OpSwitchInPlace)
-	if err := o.hook("rollback_rename"); err != nil {
+	if err := o.hook(contract.OpRollbackRename); err != nil {
 		return err
 	}
 	if info, err := src.dir(ip).Lstat(src.Name); err != nil || !repofs.Same(info, bakInfo) {

@@ -56,7 +56,7 @@ func (x *exchangeSwitch) makeWorkingCopy() (*repofs.Dir, error) {
 func (x *exchangeSwitch) journal() error {
 	p, pdir := x.m.p, x.m.pdir
 	j, _ := json.Marshal(journal{State: "exchanging", Datastore: p.Datastore, Tmp: p.Datastore + layout.SuffixTmp, Bak: p.Datastore + layout.SuffixBak, PlanFingerprint: p.Fingerprint})
-	if err := x.m.o.hook("journal"); err != nil {
+	if err := x.m.o.hook(contract.OpJournal); err != nil {
 		return err
 	}
 	info, err := pdir.CreatePrivate(x.base+layout.SuffixJournal, j)
@@ -81,7 +81,7 @@ func (x *exchangeSwitch) journal() error {
 }
 
 func (x *exchangeSwitch) switchIn() error {
-	if err := x.m.o.hook("exchange"); err != nil {
+	if err := x.m.o.hook(contract.OpExchange); err != nil {
 		return err
 	}
 	if err := exchangeVerified(x.m.pdir, x.base, x.tmpName(), x.m.o.orig, x.wcInfo); err != nil {
@@ -108,7 +108,7 @@ func (x *exchangeSwitch) keepBackup() error {
 	if err := settleWorkingCopy(x.wc, x.m.rootMode); err != nil {
 		return contract.Errorf(contract.CodeIO, "give %s its mode (the repository is migrated; run apply again): %w", p.Datastore, err)
 	}
-	if err := o.hook("backup"); err != nil {
+	if err := o.hook(contract.OpBackup); err != nil {
 		return err
 	}
 	if info, err := pdir.Lstat(tmpName); err != nil || !repofs.Same(info, o.orig) {
@@ -121,7 +121,7 @@ func (x *exchangeSwitch) keepBackup() error {
 	if err := pdir.Sync(); err != nil {
 		return contract.Errorf(contract.CodeIO, "sync %s: %w", pdir.Path(), err)
 	}
-	if err := o.hook("journal_remove"); err != nil {
+	if err := o.hook(contract.OpJournalRemove); err != nil {
 		return err
 	}
 	if err := pdir.RemoveIfSame(x.base+layout.SuffixJournal, *x.jInfo); err != nil {

@@ -79,7 +79,7 @@ func (m *migration) run(sw switcher) (dst hash.Hash, err error) {
 		return nil, err
 	}
 	defer plan.LimitMemory(len(m.insp.Index))()
-	if err := m.o.hook("copy"); err != nil {
+	if err := m.o.hook(contract.OpCopy); err != nil {
 		return nil, err
 	}
 	wc, err := sw.makeWorkingCopy()
@@ -99,11 +99,11 @@ func (m *migration) run(sw switcher) (dst hash.Hash, err error) {
 	}
 	// Durability: the working copy must be on disk before the switch; the journal's syncfs
 	// makes it so, with the journal (crash/README.md, "Which barriers are needed").
-	if err = m.o.hook("sync"); err != nil {
+	if err = m.o.hook(contract.OpSync); err != nil {
 		return nil, err
 	}
 	// Every file was verified from the bytes read back as it was written (reencrypter.verify).
-	if err = m.o.hook("verify"); err != nil {
+	if err = m.o.hook(contract.OpVerify); err != nil {
 		return nil, err
 	}
 	m.res.Steps = append(m.res.Steps, contract.OpVerify)

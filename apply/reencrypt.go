@@ -102,7 +102,7 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := r.o.hook("write " + rel); err != nil {
+		if err := r.o.hook(contract.OpWrite.Of(rel)); err != nil {
 			return nil, err
 		}
 		r.keyFiles[i].Store(true)
@@ -127,7 +127,7 @@ func (r *reencrypter) transform(rel string, data []byte) ([]byte, error) {
 		return data, nil // not listed in OBJ.IDX: copied as it is
 	}
 	if r.o.stepHook != nil {
-		if err := r.o.hook("object " + name); err != nil {
+		if err := r.o.hook(contract.OpObject.Of(name)); err != nil {
 			return nil, err
 		}
 	}

@@ -156,7 +156,7 @@ func rollbackRepository(pdir *repofs.Dir, ds string, bakFmt tokens.Format, o Opt
 		if err != nil {
 			return err
 		}
-		if err := o.hook("rollback_exchange"); err != nil {
+		if err := o.hook(contract.OpRollbackExchange); err != nil {
 			return err
 		}
 		if err := exchangeVerified(pdir, base, bak, o.orig, bakInfo); err != nil {
@@ -168,7 +168,7 @@ func rollbackRepository(pdir *repofs.Dir, ds string, bakFmt tokens.Format, o Opt
 		}
 		res.Steps = append(res.Steps, contract.OpExchange)
 	}
-	if err := o.hook("rollback_rename"); err != nil {
+	if err := o.hook(contract.OpRollbackRename); err != nil {
 		return err
 	}
 	if info, err := pdir.Lstat(bak); err != nil || !info.IsDir() || bakFmt == tokens.FormatOld && !repofs.Same(info, o.orig) {
@@ -210,7 +210,7 @@ func loadableBackup(pdir *repofs.Dir, bak, ds string) (repofs.Info, error) {
 // rollbackConf keeps the migrated conf as opencryptoki.conf_ROLLED_BACK (a hard link, unless
 // an interrupted run made it) and renames opencryptoki.conf_BAK back.
 func rollbackConf(cdir *repofs.Dir, confdir string, confKept bool, o Options, res *contract.Result) error {
-	if err := o.hook("rollback_conf"); err != nil {
+	if err := o.hook(contract.OpRollbackConf); err != nil {
 		return err
 	}
 	if !confKept {

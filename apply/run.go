@@ -47,11 +47,11 @@ type Options struct {
 	stepHook func(step string) error
 }
 
-func (o *Options) hook(step string) error {
+func (o *Options) hook(step contract.Op) error {
 	if o.stepHook == nil {
 		return nil
 	}
-	if err := o.stepHook(step); err != nil {
+	if err := o.stepHook(string(step)); err != nil {
 		return contract.Errorf(contract.CodeIO, "step %s: %w", step, err)
 	}
 	return nil
@@ -175,7 +175,7 @@ func begin(req plan.Options, o *Options) (ds, confdir string, unlock func(), war
 	}
 	warnings = &[]string{}
 	o.warn = func(w string) { *warnings = append(*warnings, w) }
-	err = o.hook("locked")
+	err = o.hook(contract.OpLocked)
 	if err == nil {
 		err = checkNotInUse(ds, *o)
 	}
@@ -420,7 +420,7 @@ func (x *execution) migrateRepository() error {
 // editConf sets tokversion = 3.12 for the slot, keeping opencryptoki.conf_BAK.
 func (x *execution) editConf() error {
 	p := x.p
-	if err := x.o.hook("conf_edit"); err != nil {
+	if err := x.o.hook(contract.OpConfEdit); err != nil {
 		return err
 	}
 	if _, err := conf.WriteIfUnchanged(p.Confdir, x.insp.Conf, x.insp.Edit.Content, x.o.stepHook); err != nil {

@@ -38,8 +38,9 @@ const (
 	ActionNone         Action = "none"          // already 3.12
 )
 
-// Op is a step of apply, rollback or remove-backups: the vocabulary of a plan's steps and of
-// a result's steps.
+// Op is a step of apply, rollback or remove-backups: the one vocabulary of a plan's steps, a
+// result's steps and the points where a test build's fault injection can stop a run (the
+// finer ones below are never in a document).
 type Op string
 
 const (
@@ -58,3 +59,20 @@ const (
 	OpRemoveBackup     Op = "remove_backup"
 	OpRemoveConfBackup Op = "remove_conf_backup"
 )
+
+// The finer points apply's fault injection can stop at (test builds); never in a document.
+const (
+	OpLocked           Op = "locked"         // the locks are taken
+	OpSync             Op = "sync"           // before the working copy is made durable
+	OpJournal          Op = "journal"        // before the journal is written
+	OpSwitchEntry      Op = "switch_entry"   // before each file of an in-place switch
+	OpJournalRemove    Op = "journal_remove" // before the journal goes
+	OpRollbackExchange Op = "rollback_exchange"
+	OpRollbackRename   Op = "rollback_rename"
+	OpRollbackConf     Op = "rollback_conf"
+	OpObject           Op = "object" // "object NAME": before an object is re-encrypted
+	OpWrite            Op = "write"  // "write REL": before a file of the working copy is written
+)
+
+// Of names a point of op for one file ("object OB000001").
+func (op Op) Of(name string) Op { return op + " " + Op(name) }
