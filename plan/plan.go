@@ -356,7 +356,7 @@ func warnAround(p *contract.Plan, confChange, repoChange bool, o Options) {
 		if repoChange {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("backup %s already exists: apply will refuse until it is removed", bak))
 		} else {
-			p.Warnings = append(p.Warnings, fmt.Sprintf("backup %s exists from an earlier migration; remove it after testing the migrated token", bak))
+			p.Warnings = append(p.Warnings, fmt.Sprintf("backup %s exists from an earlier migration; once the migrated token works, remove-backups removes it (given the backup object that apply printed)", bak))
 		}
 	}
 	if exists(ds, layout.InPlaceBak) {
