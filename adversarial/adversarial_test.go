@@ -27,7 +27,7 @@ const (
 // attack is one row of the table: adding an attack is adding an entry to attacks.
 type attack struct {
 	name    string
-	finding int // the attack group (1–8, adversarial/README.md); 0: a regression guard, safe when written
+	group   int // the attack group (1–8, adversarial/README.md); 0: a regression guard, safe when written
 	promise string
 	runs    int // iterations of the victim operation (each on a fresh layout)
 	layout  layoutOpts
@@ -116,25 +116,25 @@ var (
 
 var attacks = []attack{
 	{
-		name: "1-tmp-preexisting-victim", finding: 1, runs: 1, kind: opApply,
+		name: "1-tmp-preexisting-victim", group: 1, runs: 1, kind: opApply,
 		promise: "root deletes/renames/chmods/chowns only entries this run created (dev/ino): a victim renamed to <ds>_PKCSTOK_MIGRATE_TMP survives",
 		pre:     member("rename", "{state}/vault", "{ds}_PKCSTOK_MIGRATE_TMP"),
 		op:      apply,
 	},
 	{
-		name: "2-tmp-swap-race", finding: 2, runs: 5, kind: opApply, layout: layoutOpts{objects: 40},
+		name: "2-tmp-swap-race", group: 2, runs: 5, kind: opApply, layout: layoutOpts{objects: 40},
 		promise: "after success the live datastore is root's verified copy (root-owned, 3.12, not her inode); else a clean failure, nothing lost",
 		race:    racing("swapin", "", "{state}", "swtok_PKCSTOK_MIGRATE_TMP", "{state}/mine"),
 		op:      apply,
 	},
 	{
-		name: "2-tmp-swap-race-victim-dir", finding: 2, runs: 3, kind: opApply, layout: layoutOpts{objects: 40},
+		name: "2-tmp-swap-race-victim-dir", group: 2, runs: 3, kind: opApply, layout: layoutOpts{objects: 40},
 		promise: "root's working copy swapped for the root-only vault: root never writes into, chmods, chowns, removes or switches in the vault",
 		race:    racing("swapin1", "", "{state}", "swtok_PKCSTOK_MIGRATE_TMP", "{state}/vault"),
 		op:      apply,
 	},
 	{
-		name: "3-stale-plan-empty-journal", finding: 3, runs: 1, kind: opApply,
+		name: "3-stale-plan-empty-journal", group: 3, runs: 1, kind: opApply,
 		promise: "a saved plan is refused (stale_plan) once the repository changed, an empty journal of hers or not",
 		setup:   func(e *env) { planOut(e, e.p("{root}/p.json")) },
 		pre:     member("stale", "{ds}"),
@@ -147,7 +147,7 @@ var attacks = []attack{
 		},
 	},
 	{
-		name: "4-plan-out-tmp-symlink", finding: 4, runs: 1, kind: opReadOnly,
+		name: "4-plan-out-tmp-symlink", group: 4, runs: 1, kind: opReadOnly,
 		promise: "plan --out never writes through a symlink the member placed at <out>.tmp",
 		pre:     member("symlink", "{dir}/victims/secret", "{shared}/p.json.tmp"),
 		op: func(e *env) *runRes {
@@ -156,7 +156,7 @@ var attacks = []attack{
 		check: planFileSane("{shared}/p.json"),
 	},
 	{
-		name: "4-plan-all-slots-out-symlink", finding: 4, runs: 1, kind: opReadOnly,
+		name: "4-plan-all-slots-out-symlink", group: 4, runs: 1, kind: opReadOnly,
 		promise: "plan --all-slots --out never writes through a symlink at <out>",
 		pre:     member("symlink", "{dir}/victims/secret", "{shared}/all.json"),
 		op: func(e *env) *runRes {
@@ -166,7 +166,7 @@ var attacks = []attack{
 		check: planFileSane("{shared}/all.json"),
 	},
 	{
-		name: "4-plan-forged-by-member", finding: 4, runs: 1, kind: opApply,
+		name: "4-plan-forged-by-member", group: 4, runs: 1, kind: opApply,
 		promise: "apply --plan refuses a plan file owned by the member (same bytes as root's)",
 		setup: func(e *env) {
 			// Plans are written 0600 now, so she cannot read root's; a plan is meant to be
@@ -181,7 +181,7 @@ var attacks = []attack{
 		check: refused("a plan file owned by the member"),
 	},
 	{
-		name: "4-plan-mode-0666", finding: 4, runs: 1, kind: opApply,
+		name: "4-plan-mode-0666", group: 4, runs: 1, kind: opApply,
 		promise: "apply --plan refuses a plan file others may write (0666)",
 		setup: func(e *env) {
 			planOut(e, e.p("{shared}/p.json"))
@@ -191,7 +191,7 @@ var attacks = []attack{
 		check: refused("a plan file of mode 0666"),
 	},
 	{
-		name: "5-hardlink-to-root-file", finding: 5, runs: 1, kind: opApply,
+		name: "5-hardlink-to-root-file", group: 5, runs: 1, kind: opApply,
 		promise: "no copy of a root 0600 file hard-linked into the repository becomes readable by the group; modes never widen",
 		setup: func(e *env) {
 			if !e.s.setHardlinks(e.t, "0") {
@@ -208,7 +208,7 @@ var attacks = []attack{
 		op: apply,
 	},
 	{
-		name: "5-stray-0600-file", finding: 5, runs: 1, kind: opApply,
+		name: "5-stray-0600-file", group: 5, runs: 1, kind: opApply,
 		promise: "a root 0600 file in the repository keeps its readers in the new repository and _BAK",
 		setup: func(e *env) {
 			must(e.t, os.WriteFile(e.p("{ds}/notes"), []byte("root's own notes\n"), 0o600))
@@ -217,7 +217,7 @@ var attacks = []attack{
 		op: apply,
 	},
 	{
-		name: "6-sparse-amplification", finding: 6, runs: 1, kind: opApply,
+		name: "6-sparse-amplification", group: 6, runs: 1, kind: opApply,
 		promise: fmt.Sprintf("%d sparse %d MiB files: a clear error, at most %d MiB written, peak RSS at most %d MiB", sparseFiles, sparseSize>>20, sparseBoundBytes>>20, sparseBoundRSSKB>>10),
 		pre:     member("sparse", "{ds}/TOK_OBJ", fmt.Sprint(sparseFiles), fmt.Sprint(sparseSize)),
 		op: func(e *env) *runRes {
@@ -247,14 +247,14 @@ var attacks = []attack{
 		},
 	},
 	{
-		name: "7-fifo-pin-file", finding: 7, runs: 1, kind: opReadOnly,
+		name: "7-fifo-pin-file", group: 7, runs: 1, kind: opReadOnly,
 		promise: "a FIFO as --user-pin-file is refused at once (no hang)",
 		pre:     member("mkfifo", "{shared}/user.pin"),
 		op:      func(e *env) *runRes { return pinFileReq(e, e.p("{shared}/user.pin")) },
 		check:   refused("a FIFO as PIN file"),
 	},
 	{
-		name: "7-fifo-pid-file", finding: 7, runs: 1, kind: opApply,
+		name: "7-fifo-pid-file", group: 7, runs: 1, kind: opApply,
 		promise: "a FIFO as a pkcsslotd PID file does not hang the run",
 		setup: func(e *env) {
 			e.extraEnv = append(e.extraEnv, "PKCSTOK_MIGRATE_PIDFILES="+e.p("{shared}/pkcsslotd.pid"))
@@ -263,7 +263,7 @@ var attacks = []attack{
 		op:  func(e *env) *runRes { return e.run(fifoTimeout, e.request(nil), nil, "apply", "--request", "-") },
 	},
 	{
-		name: "7-member-owned-pin-file", finding: 7, runs: 1, kind: opReadOnly,
+		name: "7-member-owned-pin-file", group: 7, runs: 1, kind: opReadOnly,
 		promise: "a PIN file owned by the member (0600) is refused",
 		pre: func(e *env) {
 			e.oneShot([]byte(userPIN+"\n"), "writestdin", e.p("{shared}/user.pin"), "600")
@@ -272,14 +272,14 @@ var attacks = []attack{
 		check: refused("a PIN file owned by the member"),
 	},
 	{
-		name: "7-symlinked-pin-file", finding: 7, runs: 1, kind: opReadOnly,
+		name: "7-symlinked-pin-file", group: 7, runs: 1, kind: opReadOnly,
 		promise: "a symlinked PIN file is refused",
 		pre:     member("symlink", "{root}/user.pin", "{shared}/user.pin"),
 		op:      func(e *env) *runRes { return pinFileReq(e, e.p("{shared}/user.pin")) },
 		check:   refused("a symlink as PIN file"),
 	},
 	{
-		name: "7-request-file-0644", finding: 7, runs: 1, kind: opReadOnly,
+		name: "7-request-file-0644", group: 7, runs: 1, kind: opReadOnly,
 		promise: "a --request file holding PINs at mode 0644 is refused",
 		setup: func(e *env) {
 			must(e.t, os.WriteFile(e.p("{shared}/req.json"), e.request(nil), 0o644))
@@ -289,21 +289,21 @@ var attacks = []attack{
 		check: refused("a world-readable request file with PINs"),
 	},
 	{
-		name: "7-label-escape-legacy", finding: 7, runs: 1, kind: opReadOnly, legacy: true,
+		name: "7-label-escape-legacy", group: 7, runs: 1, kind: opReadOnly, legacy: true,
 		layout:  layoutOpts{label: "\x1b]0;pwned\x07"},
 		promise: "a token label with escape sequences never reaches the terminal raw (-s -d -c)",
 		op:      func(e *env) *runRes { return e.legacy("n\n") },
 		check:   noControl,
 	},
 	{
-		name: "label-escape-info", finding: 0, runs: 1, kind: opReadOnly,
+		name: "label-escape-info", group: 0, runs: 1, kind: opReadOnly,
 		layout:  layoutOpts{label: "\x1b]0;pwned\x07"},
 		promise: "a token label with escape sequences never reaches the terminal raw (info --json=false)",
 		op:      func(e *env) *runRes { return e.info(false) },
 		check:   noControl,
 	},
 	{
-		name: "7-rollback-member-conf-bak", finding: 7, runs: 1, kind: opRollback,
+		name: "7-rollback-member-conf-bak", group: 7, runs: 1, kind: opRollback,
 		layout:  layoutOpts{confGroupW: true},
 		promise: "rollback never installs an opencryptoki.conf_BAK the member wrote (conf dir group-writable)",
 		setup:   func(e *env) { e.cleanApply() },
@@ -467,7 +467,7 @@ func diskUsage(root string) int64 {
 
 type row struct {
 	name        string
-	finding     int
+	group       int
 	runs, iters int
 	wins        int
 	promise     string
@@ -481,7 +481,7 @@ func TestAdversarial(t *testing.T) {
 	s := newSuite(t)
 	var rows []row
 	for _, a := range attacks {
-		rw := row{name: a.name, finding: a.finding, promise: a.promise}
+		rw := row{name: a.name, group: a.group, promise: a.promise}
 		t.Run(a.name, func(t *testing.T) {
 			defer func() { rows = append(rows, rw) }()
 			for i := 0; i < a.runs; i++ {
@@ -496,12 +496,12 @@ func TestAdversarial(t *testing.T) {
 		})
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%-36s %-7s %5s %9s %5s  %s\n", "attack", "finding", "runs", "att.iter", "wins", "promise")
+	fmt.Fprintf(&b, "\n%-36s %-7s %5s %9s %5s  %s\n", "attack", "group", "runs", "att.iter", "wins", "promise")
 	total := 0
 	for _, r := range rows {
 		f := "guard"
-		if r.finding > 0 {
-			f = fmt.Sprint(r.finding)
+		if r.group > 0 {
+			f = fmt.Sprint(r.group)
 		}
 		fmt.Fprintf(&b, "%-36s %-7s %5d %9d %5d  %s\n", r.name, f, r.runs, r.iters, r.wins, r.promise)
 		total += r.wins

@@ -121,7 +121,7 @@ func round2Attacks() []attack {
 		for _, op := range c.ops {
 			setup, pre := hardLinkVictim(c.rel)
 			a := attack{
-				name: "r2-hardlink-" + c.file + "/" + op, finding: 8, runs: 1, kind: opReadOnly,
+				name: "r2-hardlink-" + c.file + "/" + op, group: 8, runs: 1, kind: opReadOnly,
 				promise: fmt.Sprintf("victims/secret hard-linked as TOK_OBJ/%s: %s refuses before reading it (corrupt_repository), prints no byte of it", strings.TrimPrefix(c.rel, "{ds}/TOK_OBJ/"), op),
 				setup:   setup,
 				pre:     pre,
@@ -151,7 +151,7 @@ func round2Attacks() []attack {
 		}
 	}
 	out = append(out, attack{
-		name: "r2-million-entries-TOK_OBJ", finding: 8, runs: 1, kind: opApply,
+		name: "r2-million-entries-TOK_OBJ", group: 8, runs: 1, kind: opApply,
 		promise: fmt.Sprintf("%d names of 240 bytes in TOK_OBJ (empty files of hers): plan, info and apply refuse with the %d-entry bound, peak RSS of each under %d MiB, nothing changed", manyEntries, manyEntryBound, manyBoundRSSKB>>10),
 		op:      millionEntries,
 		check:   checkMillionEntries,

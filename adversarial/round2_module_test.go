@@ -20,7 +20,7 @@ import (
 func init() {
 	pinAttack := func(name, promise string, pre func(e *env)) attack {
 		return attack{
-			name: name, finding: 8, runs: 1, kind: opReadOnly, promise: promise, pre: pre,
+			name: name, group: 8, runs: 1, kind: opReadOnly, promise: promise, pre: pre,
 			op: func(e *env) *runRes {
 				return e.module(fifoTimeout, nil, "read_pins", e.p("{shared}/user.pin"))
 			},
@@ -35,7 +35,7 @@ func init() {
 		pinAttack("r2-module-pin-file-member-owned", "the module refuses a PIN file of hers",
 			func(e *env) { e.oneShot([]byte(userPIN+"\n"), "writestdin", e.p("{shared}/user.pin"), "0600") }),
 		attack{
-			name: "r2-module-library-check-hardlink", finding: 8, runs: 1, kind: opReadOnly,
+			name: "r2-module-library-check-hardlink", group: 8, runs: 1, kind: opReadOnly,
 			promise: "the module's library check runs as an unprivileged user: a root-only file linked in as MK_USER keeps its mode and group",
 			setup: func(e *env) {
 				e.cleanApply()

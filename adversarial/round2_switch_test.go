@@ -16,7 +16,7 @@ import (
 func init() {
 	attacks = append(attacks,
 		attack{
-			name: "r2-remove-backups-renamed-victim", finding: 8, runs: 1, kind: opRemoveBackups,
+			name: "r2-remove-backups-renamed-victim", group: 8, runs: 1, kind: opRemoveBackups,
 			promise: "remove-backups removes by identity: the vault renamed to <ds>_BAK is refused, left alone",
 			setup:   applyKeepingResult,
 			pre:     member2(func(e *env) { e.oneShot(nil, "rename", e.p("{ds}_BAK"), e.p("{state}/moved_BAK")) }, "rename", "{state}/vault", "{ds}_BAK"),
@@ -24,14 +24,14 @@ func init() {
 			check:   refusedWith("verify_failed"),
 		},
 		attack{
-			name: "r2-remove-backups-xchg-race", finding: 8, runs: 5, kind: opRemoveBackups,
+			name: "r2-remove-backups-xchg-race", group: 8, runs: 5, kind: opRemoveBackups,
 			promise: "the vault exchanged with <ds>_BAK in a loop is never removed",
 			setup:   applyKeepingResult,
 			race:    racing("xchg", "", "{state}/vault", "{ds}_BAK"),
 			op:      removeBackups,
 		},
 		attack{
-			name: "r2-shm-symlink-after-switch", finding: 8, runs: 5, kind: opApply,
+			name: "r2-shm-symlink-after-switch", group: 8, runs: 5, kind: opApply,
 			promise: "after the switch no name is resolved again: another token's /dev/shm segment stays",
 			setup:   otherTokenSegment,
 			race:    racing("afterswitch", "{state}", "{ds}", "{state}/othertok"),
@@ -39,7 +39,7 @@ func init() {
 			check:   otherSegmentKept,
 		},
 		attack{
-			name: "r2-shm-symlink-after-rollback", finding: 8, runs: 5, kind: opRollback,
+			name: "r2-shm-symlink-after-rollback", group: 8, runs: 5, kind: opRollback,
 			promise: "rollback: another token's /dev/shm segment stays",
 			setup: func(e *env) {
 				e.cleanApply()
