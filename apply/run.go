@@ -375,6 +375,9 @@ func (x *execution) check() error {
 			return err
 		}
 	}
+	if err := plan.SpaceError(p); err != nil {
+		return err
+	}
 	if !x.repoChange {
 		return nil
 	}

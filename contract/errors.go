@@ -29,6 +29,8 @@ const (
 	CodeIO                Code = "io_error"
 	CodeVerifyFailed      Code = "verify_failed"
 	CodeNothingToRollBack Code = "nothing_to_roll_back"
+	CodeNoSpace           Code = "no_space"  // a file system lacks the space or inodes the run needs
+	CodeReadOnly          Code = "read_only" // a file system the run must write is read-only
 	CodeInternal          Code = "internal"
 )
 

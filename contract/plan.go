@@ -45,6 +45,11 @@ type Plan struct {
 	Backup   string `json:"backup,omitempty"`
 	ConfDiff string `json:"conf_diff"` // unified diff, "" when the conf stays as it is
 
+	// Space is what apply will need on each file system it writes (the datastore's, the
+	// conf's), and what they have; absent when nothing is to be written. Apply refuses before
+	// any work when one lacks it (no_space) or is read-only (read_only).
+	Space []Space `json:"space,omitempty"`
+
 	// LibraryTempFiles are the token library's *.TMP files found in the repository
 	// (IsLibraryTemp), which apply leaves out of the 3.12 repository.
 	LibraryTempFiles []string `json:"library_temp_files,omitempty"`
@@ -118,4 +123,22 @@ type SkippedSlot struct {
 	Slot   int    `json:"slot"`
 	Stdll  string `json:"stdll"`
 	Reason string `json:"reason"`
+}
+
+// Space is what a run needs on one file system and what the file system has.
+type Space struct {
+	Path string   `json:"path"` // a directory on it that the run writes
+	For  []string `json:"for"`  // "repository", "conf"
+	// NeedBytes and NeedInodes are what the run writes there: the working copy (every file
+	// rounded up to whole blocks, with room for its 3.12 form), the journal and marks, or the
+	// new conf; the margin is kept on top.
+	NeedBytes    int64 `json:"need_bytes"`
+	NeedInodes   int64 `json:"need_inodes"`
+	MarginBytes  int64 `json:"margin_bytes"`
+	MarginInodes int64 `json:"margin_inodes"`
+	FreeBytes    int64 `json:"free_bytes"`
+	// FreeInodes is null where the file system has no inode limit (btrfs).
+	FreeInodes *int64 `json:"free_inodes"`
+	ReadOnly   bool   `json:"read_only"`
+	Enough     bool   `json:"enough"` // writable, and need plus margin is free
 }

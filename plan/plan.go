@@ -134,6 +134,9 @@ func MakeWithKeys(o Options) (*contract.Plan, *Inspection, error) {
 		return nil, nil, err
 	}
 	warnAround(p, confChange, repoChange, o)
+	if err := planSpace(p, dir, repoChange, confChange, len(edit.Content)); err != nil {
+		return nil, nil, err
+	}
 	p.Changed = repoChange || confChange
 	planSteps(p, slot, edit, repoChange, confChange)
 	ok = true

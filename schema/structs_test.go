@@ -30,6 +30,7 @@ func TestSchemasMatchStructs(t *testing.T) {
 		{schema.Plan, "/$defs/counts", contract.Counts{}},
 		{schema.Plan, "/$defs/file_action", contract.FileAction{}},
 		{schema.Plan, "/$defs/step", contract.Step{}},
+		{schema.Plan, "/$defs/space", contract.Space{}},
 		{schema.Plan, "/$defs/multi", contract.Multi{}},
 		{schema.Plan, "/$defs/skipped_slot", contract.SkippedSlot{}},
 		{schema.Result, "", contract.Result{}},

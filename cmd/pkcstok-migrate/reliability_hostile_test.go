@@ -98,10 +98,17 @@ func (h *harness) testDiskFull(t *testing.T) {
 				h.checkFinal(t, tk, origRepo, origConf)
 			case 1:
 				failed++
-				if r.errCode != string(contract.CodeIO) || !strings.Contains(r.errMsg, "no space left") {
-					t.Errorf("want io_error with \"no space left\": %s", r)
-				}
 				d := snapDiff(before, snapshot(t, mnt))
+				if r.errCode == string(contract.CodeNoSpace) {
+					// Found before any work, as the plan predicts: nothing may have changed.
+					if d != "" {
+						t.Fatalf("no_space, but the file system changed:\n%s", d)
+					}
+					return
+				}
+				if r.errCode != string(contract.CodeIO) || !strings.Contains(r.errMsg, "no space left") {
+					t.Errorf("want no_space, or io_error with \"no space left\": %s", r)
+				}
 				if d == "" {
 					return
 				}
