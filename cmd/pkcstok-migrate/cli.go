@@ -82,7 +82,7 @@ var commands = []cmdSpec{
 		name:    "plan",
 		summary: "show what a migration would change; changes nothing",
 		desc: []string{
-			"Reads the slot's token repository and opencryptoki.conf and prints the plan: the format of the repository and of every object, what apply would re-encrypt or rewrite, the diff of opencryptoki.conf, the steps apply would take, and a fingerprint of the state. With both PINs the PINs are checked and private objects are listed with class, label and id; without them the plan is still complete about what changes. The plan holds no PIN and nothing derived from one.",
+			"Reads the slot's token repository and opencryptoki.conf and prints the plan: the format of the repository and of every object, what apply would re-encrypt or rewrite, the diff of opencryptoki.conf, the steps apply would take, the space and inodes apply would need on each file system it writes and what is free there (apply refuses a shortfall or a read-only one before any work: no_space, read_only), and a fingerprint of the state. With both PINs the PINs are checked and private objects are listed with class, label and id; without them the plan is still complete about what changes. The plan holds no PIN and nothing derived from one.",
 		},
 		flags: concat(commonOpFlags, pinFlags, []string{"out", "all-slots", "json"}),
 		exit:  "0 nothing to do, 2 changes to make, 1 error",
@@ -369,6 +369,8 @@ var errorCodes = []struct {
 	{contract.CodeBadRequest, "the request or the flags make no sense; \"field\" names the culprit"},
 	{contract.CodeNotRoot, "apply and rollback must run as root"},
 	{contract.CodeGroupNotFound, "the slot's token group does not exist on the host"},
+	{contract.CodeNoSpace, "a file system apply writes lacks the space or inodes the plan says it needs (with its margin): nothing was done"},
+	{contract.CodeReadOnly, "a file system apply writes is read-only: nothing was done"},
 	{contract.CodeIO, "a read or write failed"},
 	{contract.CodeVerifyFailed, "the migrated copy did not decrypt to the original objects, or someone else renamed the repository or the working copy during the switch; nothing was switched"},
 	{contract.CodeNothingToRollBack, "rollback found no backup to switch back to"},
