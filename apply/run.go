@@ -241,8 +241,11 @@ func lockAll(confdir, ds string) (func(), repofs.Info, error) {
 		d, err := repofs.OpenDir(path)
 		if err != nil {
 			release()
+			if errors.Is(err, fs.ErrNotExist) && path == ds {
+				return nil, info, &contract.Error{Code: contract.CodeSlotNotInitialized, Message: fmt.Sprintf("%s holds no token (it does not exist): initialise the slot's token first, or give the right datastore", ds), Err: err}
+			}
 			if errors.Is(err, fs.ErrNotExist) {
-				return nil, info, contract.Errorf(contract.CodeCorruptRepository, "%s does not exist: %w", path, err)
+				return nil, info, contract.Errorf(contract.CodeConfInvalid, "%s does not exist: %w", path, err)
 			}
 			if errors.Is(err, repofs.ErrSymlink) {
 				return nil, info, contract.Errorf(contract.CodeCorruptRepository, "%s is a symlink: refusing: %w", path, err)

@@ -10,28 +10,29 @@ type Code string
 
 // The error codes of the JSON contract (schema "error").
 const (
-	CodeWrongPIN          Code = "wrong_pin"
-	CodeUserPINNotSet     Code = "user_pin_not_set"
-	CodeSlotdRunning      Code = "slot_daemon_running"
-	CodeRepositoryInUse   Code = "repository_in_use"
-	CodeLocked            Code = "locked"
-	CodeStalePlan         Code = "stale_plan"
-	CodeSlotNotFound      Code = "slot_not_found"
-	CodeUnsupportedToken  Code = "unsupported_token"
-	CodeConfInvalid       Code = "conf_invalid"
-	CodeCorruptRepository Code = "corrupt_repository"
-	CodeByteOrder         Code = "byte_order" // files of both byte orders, or an order nothing decides
-	CodeBackupExists      Code = "backup_exists"
-	CodeCannotSwitch      Code = "cannot_switch"
-	CodeBadRequest        Code = "bad_request"
-	CodeNotRoot           Code = "not_root"
-	CodeGroupNotFound     Code = "group_not_found"
-	CodeIO                Code = "io_error"
-	CodeVerifyFailed      Code = "verify_failed"
-	CodeNothingToRollBack Code = "nothing_to_roll_back"
-	CodeNoSpace           Code = "no_space"  // a file system lacks the space or inodes the run needs
-	CodeReadOnly          Code = "read_only" // a file system the run must write is read-only
-	CodeInternal          Code = "internal"
+	CodeWrongPIN           Code = "wrong_pin"
+	CodeUserPINNotSet      Code = "user_pin_not_set"
+	CodeSlotdRunning       Code = "slot_daemon_running"
+	CodeRepositoryInUse    Code = "repository_in_use"
+	CodeLocked             Code = "locked"
+	CodeStalePlan          Code = "stale_plan"
+	CodeSlotNotFound       Code = "slot_not_found"
+	CodeSlotNotInitialized Code = "slot_not_initialized" // no repository, or no NVTOK.DAT in it
+	CodeUnsupportedToken   Code = "unsupported_token"
+	CodeConfInvalid        Code = "conf_invalid"
+	CodeCorruptRepository  Code = "corrupt_repository"
+	CodeByteOrder          Code = "byte_order" // files of both byte orders, or an order nothing decides
+	CodeBackupExists       Code = "backup_exists"
+	CodeCannotSwitch       Code = "cannot_switch"
+	CodeBadRequest         Code = "bad_request"
+	CodeNotRoot            Code = "not_root"
+	CodeGroupNotFound      Code = "group_not_found"
+	CodeIO                 Code = "io_error"
+	CodeVerifyFailed       Code = "verify_failed"
+	CodeNothingToRollBack  Code = "nothing_to_roll_back"
+	CodeNoSpace            Code = "no_space"  // a file system lacks the space or inodes the run needs
+	CodeReadOnly           Code = "read_only" // a file system the run must write is read-only
+	CodeInternal           Code = "internal"
 )
 
 // Error is an error with a stable code. Message is safe to show: it never holds a secret.

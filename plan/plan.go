@@ -216,8 +216,10 @@ func resolveDatastore(p *contract.Plan, slot *conf.Slot, o Options) error {
 		return &contract.Error{Code: contract.CodeBadRequest, Field: "datastore", Message: "datastore must not be the root directory"}
 	}
 	p.Datastore = ds
-	if filepath.Clean(expected) != ds {
-		p.Warnings = append(p.Warnings, fmt.Sprintf("datastore %s differs from the directory the token library uses for slot %d (%s)", ds, o.Slot, expected))
+	// The library's directory as an absolute path: a relative state directory names the same
+	// directory as the datastore derived from it.
+	if exp, err := filepath.Abs(expected); err == nil && exp != ds {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("datastore %s differs from the directory the token library uses for slot %d (%s)", ds, o.Slot, exp))
 	}
 	return nil
 }
@@ -503,7 +505,11 @@ func repoError(ds string, err error) error {
 	if errors.As(err, &pe) {
 		return err
 	}
+	var pathErr *fs.PathError
 	switch {
+	case errors.Is(err, fs.ErrNotExist) && errors.As(err, &pathErr) && (pathErr.Path == ds || filepath.Base(pathErr.Path) == "NVTOK.DAT"):
+		// No repository, or none the token library initialised: what info calls missing.
+		return &contract.Error{Code: contract.CodeSlotNotInitialized, Message: fmt.Sprintf("%s holds no token (%s does not exist): initialise the slot's token first, or give the right datastore", ds, pathErr.Path), Err: err}
 	case errors.Is(err, fs.ErrNotExist):
 		return contract.Errorf(contract.CodeCorruptRepository, "repository %s: %w", ds, err)
 	case errors.Is(err, tokens.ErrByteOrder):
