@@ -63,7 +63,7 @@ func (d *Dir) usage(fd int, rel, display string, blockSize, slack int64, exclude
 	}
 	entries, err := listDir(fd, display, func(name string) (bool, error) {
 		if *seen++; *seen > entryBound {
-			return false, &fs.PathError{Op: "read directory", Path: display, Err: fmt.Errorf("the tree holds more than %d entries: %w", entryBound, ErrTooLarge)}
+			return false, &fs.PathError{Op: "read directory", Path: display, Err: fmt.Errorf("the repository holds more than %d files and directories: %w", entryBound, ErrTooLarge)}
 		}
 		return exclude == nil || !exclude(path.Join(rel, name)), nil
 	})
