@@ -88,19 +88,8 @@ func removeRepositoryBackup(pdir *repofs.Dir, ds string, live repofs.Info, want 
 	if repofs.Same(id, live) {
 		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("the backup named is the repository %s itself now: nothing was removed", ds)}
 	}
-	err := in.RemoveTreeIfSame(name, id, scratch)
-	switch {
-	case err == nil:
-		res.Removed = append(res.Removed, want.Datastore)
-		res.Steps = append(res.Steps, contract.OpRemoveBackup)
-	case errors.Is(err, fs.ErrNotExist):
-		res.Warnings = append(res.Warnings, fmt.Sprintf("%s does not exist (removed already?)", want.Datastore))
-	case errors.Is(err, repofs.ErrChanged):
-		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("%s is not the backup apply made (another directory is at that name now): it was left alone", want.Datastore), Err: err}
-	default:
-		return contract.Errorf(contract.CodeIO, "remove %s: %w", want.Datastore, err)
-	}
-	return nil
+	return recordRemoval(res, want.Datastore, contract.OpRemoveBackup, "the backup apply made (another directory is at that name now)",
+		in.RemoveTreeIfSame(name, id, scratch))
 }
 
 // removeConfBackup removes opencryptoki.conf_BAK if it is the file apply made.
@@ -118,15 +107,22 @@ func removeConfBackup(confdir string, want *contract.Backup, res *contract.Resul
 		return contract.Errorf(contract.CodeIO, "open %s: %w", confdir, err)
 	}
 	defer cdir.Close()
-	err = cdir.RemoveIfSame(layout.ConfBakName, repofs.Info{Dev: want.ConfDev, Ino: want.ConfIno})
+	return recordRemoval(res, path, contract.OpRemoveConfBackup, "the file apply made",
+		cdir.RemoveIfSame(layout.ConfBakName, repofs.Info{Dev: want.ConfDev, Ino: want.ConfIno}))
+}
+
+// recordRemoval records in res what the removal by identity of path did (err is its
+// outcome): removed (step op), gone already (a warning), or refused because another entry is
+// at that name now, which is not what (verify_failed).
+func recordRemoval(res *contract.Result, path string, op contract.Op, what string, err error) error {
 	switch {
 	case err == nil:
 		res.Removed = append(res.Removed, path)
-		res.Steps = append(res.Steps, contract.OpRemoveConfBackup)
+		res.Steps = append(res.Steps, op)
 	case errors.Is(err, fs.ErrNotExist):
 		res.Warnings = append(res.Warnings, fmt.Sprintf("%s does not exist (removed already?)", path))
 	case errors.Is(err, repofs.ErrChanged):
-		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("%s is not the file apply made: it was left alone", path), Err: err}
+		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("%s is not %s: it was left alone", path, what), Err: err}
 	default:
 		return contract.Errorf(contract.CodeIO, "remove %s: %w", path, err)
 	}
