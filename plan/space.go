@@ -27,17 +27,13 @@ const (
 func planSpace(p *contract.Plan, dir *repofs.Dir, repoChange, confChange bool, newConfSize int) error {
 	var needs []contract.Space
 	var infos []repofs.FSInfo
-	add := func(d *repofs.Dir, what string, bytes, inodes int64) error {
-		fi, err := d.StatFS()
-		if err != nil {
-			return err
-		}
+	add := func(d *repofs.Dir, fi repofs.FSInfo, what string, bytes, inodes int64) {
 		for i := range needs {
 			if infos[i].Dev == fi.Dev {
 				needs[i].For = append(needs[i].For, what)
 				needs[i].NeedBytes += bytes
 				needs[i].NeedInodes += inodes
-				return nil
+				return
 			}
 		}
 		free := fi.FreeInodes
@@ -46,7 +42,6 @@ func planSpace(p *contract.Plan, dir *repofs.Dir, repoChange, confChange bool, n
 			s.FreeInodes = &free
 		}
 		needs, infos = append(needs, s), append(infos, fi)
-		return nil
 	}
 	if repoChange {
 		where := dir // in place: on the repository's own file system
@@ -66,9 +61,7 @@ func planSpace(p *contract.Plan, dir *repofs.Dir, repoChange, confChange bool, n
 		if err != nil {
 			return repoError(p.Datastore, err)
 		}
-		if err := add(where, "repository", u.Bytes+extraInodes*fi.BlockSize, u.Files+u.Dirs+extraInodes); err != nil {
-			return repoError(p.Datastore, err)
-		}
+		add(where, fi, "repository", u.Bytes+extraInodes*fi.BlockSize, u.Files+u.Dirs+extraInodes)
 	}
 	if confChange {
 		cdir, err := repofs.OpenDir(p.Confdir)
@@ -77,12 +70,10 @@ func planSpace(p *contract.Plan, dir *repofs.Dir, repoChange, confChange bool, n
 		}
 		defer cdir.Close()
 		fi, err := cdir.StatFS()
-		if err == nil {
-			err = add(cdir, "conf", (int64(newConfSize)+fi.BlockSize-1)/fi.BlockSize*fi.BlockSize, 1)
-		}
 		if err != nil {
 			return contract.Errorf(contract.CodeIO, "%s: %w", p.Confdir, err)
 		}
+		add(cdir, fi, "conf", (int64(newConfSize)+fi.BlockSize-1)/fi.BlockSize*fi.BlockSize, 1)
 	}
 	for i := range needs {
 		s := &needs[i]

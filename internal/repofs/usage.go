@@ -47,50 +47,65 @@ func (d *Dir) StatFS() (FSInfo, error) {
 	return fi, nil
 }
 
-// Usage counts the tree below d (d included) from its metadata: every entry is listed under
-// the entry bound (listDir) and its size taken with fstatat, never opened or read. A regular
-// file counts its size plus slack bytes, rounded up to whole blocks of blockSize; a directory
-// counts one block. exclude leaves entries out by their path relative to d.
+// Usage counts the tree below d (d included) from its metadata: every entry is scanned under
+// the entry bound and its size taken with fstatat, never opened or read. A regular file counts
+// its size plus slack bytes, rounded up to whole blocks of blockSize; a directory counts one
+// block. exclude leaves entries out by their path relative to d. Nothing is sorted or held
+// but the names of one directory's subdirectories.
 func (d *Dir) Usage(blockSize, slack int64, exclude func(rel string) bool) (Usage, error) {
-	u := Usage{Dirs: 1, Bytes: blockSize}
-	var seen int
-	return u, d.usage(d.fd, ".", d.path, blockSize, slack, exclude, &u, &seen, 0)
+	w := &usageWalk{blockSize: blockSize, slack: slack, exclude: exclude, u: Usage{Dirs: 1, Bytes: blockSize}}
+	err := w.dir(d.fd, ".", d.path, 0)
+	return w.u, err
 }
 
-func (d *Dir) usage(fd int, rel, display string, blockSize, slack int64, exclude func(string) bool, u *Usage, seen *int, depth int) error {
+// usageWalk is one Usage under way.
+type usageWalk struct {
+	blockSize, slack int64
+	exclude          func(rel string) bool
+	u                Usage
+	seen             int
+}
+
+func (w *usageWalk) dir(fd int, rel, display string, depth int) error {
 	if depth >= maxDepth {
 		return &fs.PathError{Op: "read directory", Path: display, Err: fmt.Errorf("deeper than %d levels: %w", maxDepth, ErrTooLarge)}
 	}
-	entries, err := listDir(fd, display, func(name string) (bool, error) {
-		if *seen++; *seen > entryBound {
-			return false, &fs.PathError{Op: "read directory", Path: display, Err: fmt.Errorf("the repository holds more than %d files and directories: %w", entryBound, ErrTooLarge)}
+	var subdirs []string
+	err := ScanDir(fd, display, func(b []byte, _ uint8) error {
+		if w.seen++; w.seen > entryBound {
+			return &fs.PathError{Op: "read directory", Path: display, Err: fmt.Errorf("the repository holds more than %d files and directories: %w", entryBound, ErrTooLarge)}
 		}
-		return exclude == nil || !exclude(path.Join(rel, name)), nil
+		name := string(b)
+		if w.exclude != nil && w.exclude(path.Join(rel, name)) {
+			return nil
+		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return pathErr("stat", path.Join(display, name), err)
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			w.u.Files++
+			w.u.Bytes += (st.Size + w.slack + w.blockSize - 1) / w.blockSize * w.blockSize
+		case unix.S_IFDIR:
+			w.u.Dirs++
+			w.u.Bytes += w.blockSize
+			subdirs = append(subdirs, name)
+		}
+		return nil
 	})
 	if err != nil {
 		return err
 	}
-	for _, e := range entries {
-		var st unix.Stat_t
-		if err := unix.Fstatat(fd, e.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return pathErr("stat", path.Join(display, e.Name), err)
+	for _, name := range subdirs {
+		sub, err := openRetry(fd, name, dirOpenFlags, 0)
+		if err != nil {
+			return pathErr("open directory", path.Join(display, name), classify(fd, name, err))
 		}
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-			u.Files++
-			u.Bytes += (st.Size + slack + blockSize - 1) / blockSize * blockSize
-		case unix.S_IFDIR:
-			u.Dirs++
-			u.Bytes += blockSize
-			sub, err := openRetry(fd, e.Name, dirOpenFlags, 0)
-			if err != nil {
-				return pathErr("open directory", path.Join(display, e.Name), classify(fd, e.Name, err))
-			}
-			err = d.usage(sub, path.Join(rel, e.Name), path.Join(display, e.Name), blockSize, slack, exclude, u, seen, depth+1)
-			unix.Close(sub)
-			if err != nil {
-				return err
-			}
+		err = w.dir(sub, path.Join(rel, name), path.Join(display, name), depth+1)
+		unix.Close(sub)
+		if err != nil {
+			return err
 		}
 	}
 	return nil
