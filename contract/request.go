@@ -12,6 +12,9 @@ type Request struct {
 	UserPINFile string `json:"user_pin_file,omitempty"`
 	PlanFile    string `json:"plan_file,omitempty"`
 	AllSlots    bool   `json:"all_slots,omitempty"`
+	// Slots asks for several slots of the conf in one run, each with its own PINs: a host.
+	// It replaces Slot, Datastore and the PIN fields (bad_request when both are given).
+	Slots []SlotRequest `json:"slots,omitempty"`
 	// Backup is, for remove-backups, the backup object an apply printed: only the entries it
 	// names with their identity are removed, and only while they are those files.
 	Backup *Backup `json:"backup,omitempty"`
