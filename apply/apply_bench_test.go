@@ -62,14 +62,13 @@ func BenchmarkApply(b *testing.B) {
 	}
 }
 
-// undo rolls the migration back and moves the migrated repository and conf aside.
+// undo rolls the migration back and moves the migrated repository aside.
 func undo(b *testing.B, req plan.Options, trash string, i int) {
 	if _, err := Rollback(req, Options{}); err != nil {
 		b.Fatal(err)
 	}
 	for _, m := range [][2]string{
 		{req.Datastore + layout.SuffixRolledBack, filepath.Join(trash, "repo"+strconv.Itoa(i))},
-		{filepath.Join(req.Confdir, layout.ConfRolledBackName), filepath.Join(trash, "conf"+strconv.Itoa(i))},
 	} {
 		if err := os.Rename(m[0], m[1]); err != nil {
 			b.Fatal(err)

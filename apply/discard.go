@@ -28,11 +28,12 @@ func RemoveBackups(req plan.Options, want *contract.Backup) (*contract.Result, e
 	if err != nil {
 		return nil, err
 	}
-	unlock, live, err := lockAll(confdir, ds)
+	unlock, _, infos, _, err := lockAll(confdir, []string{ds})
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	live := infos[0]
 	res := &contract.Result{Operation: "remove_backups", Slot: req.Slot, Datastore: ds, Conf: filepath.Join(confdir, layout.ConfName), Warnings: []string{}, Steps: []contract.Op{}, Removed: []string{}, Verified: true}
 	if err := rollbackSlot(req, confdir, res); err != nil {
 		return nil, err

@@ -2,10 +2,12 @@ package apply_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -351,9 +353,10 @@ func TestLibraryTempFiles(t *testing.T) {
 	}
 }
 
-// Attack group 7 (last part): rollback installs opencryptoki.conf_BAK only when it is a file of
-// root's (or the conf directory owner's) that nobody else may write.
-func TestRollbackRefusesUntrustedConfBackup(t *testing.T) {
+// Attack group 7 (last part): rollback reads opencryptoki.conf_BAK (for the slot's tokversion
+// before the migration) only when it is a file of root's (or the conf directory owner's) that
+// nobody else may write, and never installs or changes it.
+func TestRollbackIgnoresUntrustedConfBackup(t *testing.T) {
 	// group_writable: only conf_BAK (the conf apply left keeps the original's mode, 0644);
 	// both_group_writable (a conf the group may change anyway) is rolled back, with a warning.
 	for _, how := range []string{"member_owned", "group_writable", "symlink", "both_group_writable"} {
@@ -384,11 +387,22 @@ func TestRollbackRefusesUntrustedConfBackup(t *testing.T) {
 				}
 				return
 			}
-			before := tree(t, filepath.Dir(ds))
-			_, err := apply.Rollback(plan.Options{Slot: 3, Datastore: ds, Confdir: confdir}, o)
-			wantCode(t, err, contract.CodeConfInvalid, "not a backup this tool made")
-			if after := tree(t, filepath.Dir(ds)); after != before {
-				t.Errorf("the refused rollback changed files:\nbefore\n%s\nafter\n%s", before, after)
+			bakBefore := lstatString(t, bak)
+			res, err := apply.Rollback(plan.Options{Slot: 3, Datastore: ds, Confdir: confdir}, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(strings.Join(res.Warnings, "\n"), "not a backup this tool made") {
+				t.Errorf("no warning about the untrusted backup: %q", res.Warnings)
+			}
+			// The backup is neither installed nor changed: the slot's line is removed as the
+			// migration wrote it.
+			got, _ := os.ReadFile(filepath.Join(confdir, layout.ConfName))
+			if strings.Contains(string(got), "tokversion") {
+				t.Errorf("the slot's tokversion line is still there:\n%s", got)
+			}
+			if after := lstatString(t, bak); after != bakBefore {
+				t.Errorf("the backup changed: before %s, after %s", bakBefore, after)
 			}
 		})
 	}
@@ -416,4 +430,15 @@ func TestParentDefaultACLNotInherited(t *testing.T) {
 			}
 		}
 	}
+}
+
+// lstatString describes the entry at p (not a symlink's target): type, mode, owner, size, inode.
+func lstatString(t *testing.T, p string) string {
+	t.Helper()
+	fi, err := os.Lstat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	return fmt.Sprintf("%v %d:%d size %d ino %d", fi.Mode(), st.Uid, st.Gid, fi.Size(), st.Ino)
 }

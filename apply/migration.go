@@ -27,6 +27,10 @@ type migration struct {
 	rootMode uint32 // the mode the migrated repository's directory gets
 	res      *contract.Result
 	made     contract.Backup // the backups this run made, with their identity
+	dst      hash.Hash // the digest of the working copy, from what the copy wrote
+	// switchedIn is the directory at the repository's name once the switch is done: the
+	// working copy the exchange put there, or the repository itself (in place).
+	switchedIn repofs.Info
 }
 
 func newMigration(p *contract.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir *repofs.Dir) (*migration, error) {
@@ -71,28 +75,30 @@ func switchStep(sw switcher) contract.Op {
 	return contract.OpExchange
 }
 
-// run migrates the repository with sw. It returns the digest of the migrated repository
-// (plan.NewFingerprint, from what the copy wrote).
-func (m *migration) run(sw switcher) (dst hash.Hash, err error) {
-	defer sw.close()
-	if err := sw.backupFree(); err != nil {
-		return nil, err
-	}
-	defer plan.LimitMemory(len(m.insp.Index))()
-	if err := m.o.hook(contract.OpCopy); err != nil {
-		return nil, err
-	}
-	wc, err := sw.makeWorkingCopy()
-	if err != nil {
-		return nil, err
-	}
+// prepare does every step up to the switch: the backup's place checked, the working copy
+// made, filled and verified, the journal written and made durable with it. Everything the run
+// allocates on the repository's file system is allocated here. On failure what it made is
+// removed (abandon) and the repository is untouched.
+func (m *migration) prepare(sw switcher) (err error) {
 	defer func() {
 		if err != nil {
 			sw.abandon()
+			sw.close()
 		}
 	}()
-	if dst, err = m.buildWorkingCopy(wc); err != nil {
-		return nil, err
+	if err := sw.backupFree(); err != nil {
+		return err
+	}
+	defer plan.LimitMemory(len(m.insp.Index))()
+	if err := m.o.hook(contract.OpCopy); err != nil {
+		return err
+	}
+	wc, err := sw.makeWorkingCopy()
+	if err != nil {
+		return err
+	}
+	if m.dst, err = m.buildWorkingCopy(wc); err != nil {
+		return err
 	}
 	if w := m.modes.warning(); w != "" {
 		m.res.Warnings = append(m.res.Warnings, w)
@@ -100,27 +106,41 @@ func (m *migration) run(sw switcher) (dst hash.Hash, err error) {
 	// Durability: the working copy must be on disk before the switch; the journal's syncfs
 	// makes it so, with the journal (crash/README.md, "Which barriers are needed").
 	if err = m.o.hook(contract.OpSync); err != nil {
-		return nil, err
+		return err
 	}
 	// Every file was verified from the bytes read back as it was written (reencrypter.verify).
 	if err = m.o.hook(contract.OpVerify); err != nil {
-		return nil, err
+		return err
 	}
 	m.res.Steps = append(m.res.Steps, contract.OpVerify)
-	if err = sw.journal(); err != nil {
-		return nil, err
-	}
+	return sw.journal()
+}
+
+// commit switches the prepared working copy in and keeps the original as the backup. It
+// returns the digest of the migrated repository (plan.NewFingerprint, from what the copy
+// wrote). After a failure at the switch the journal tells a rerun what to do.
+func (m *migration) commit(sw switcher) (dst hash.Hash, err error) {
+	defer sw.close()
+	defer func() {
+		if err != nil {
+			sw.abandon()
+		}
+	}()
 	if err = sw.switchIn(); err != nil {
 		return nil, err
 	}
 	m.res.RepositoryChanged = true
+	m.switchedIn = m.o.orig
+	if x, ok := sw.(*exchangeSwitch); ok {
+		m.switchedIn = x.wcInfo
+	}
 	m.res.Steps = append(m.res.Steps, switchStep(sw))
 	if err = sw.keepBackup(); err != nil {
 		return nil, err
 	}
 	m.res.Steps = append(m.res.Steps, contract.OpBackup)
 	m.made = sw.made()
-	return dst, nil
+	return m.dst, nil
 }
 
 // buildWorkingCopy copies the repository into the working copy wc in one pass that writes the

@@ -7,7 +7,6 @@
 package apply
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"hash"
@@ -57,76 +56,6 @@ func (o *Options) hook(step contract.Op) error {
 	return nil
 }
 
-// Run plans under the locks and executes the plan. When saved is not nil, the fresh plan
-// must have the same fingerprint (else stale_plan) and nothing else is taken from the
-// request but the PINs.
-func Run(req plan.Options, saved *contract.Plan, o Options) (*contract.Result, error) {
-	if saved != nil {
-		req.Slot, req.Datastore, req.Confdir = saved.Slot, saved.Datastore, saved.Confdir
-	}
-	if o.Rand == nil {
-		o.Rand = rand.Reader
-	}
-	if o.ShmDir == "" {
-		o.ShmDir = "/dev/shm"
-	}
-	req.ProcRoot, req.PIDFiles = o.ProcRoot, o.PIDFiles
-
-	ds, _, unlock, warnings, err := begin(req, &o)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	rec, err := recoverInterrupted(ds, &o)
-	if err != nil {
-		return nil, err
-	}
-
-	// The plan made here, under the locks, reads no object of an old-format repository: the
-	// copy reads each once, and checks and fingerprints what a scan would (each object
-	// decodes, none is 3.12 already, the byte order, the saved plan's fingerprint) before
-	// anything is switched. A 3.12 repository is scanned, private objects left encrypted.
-	scan := req
-	scan.PrivateUnread = true
-	scan.ObjectsUnread = saved == nil || saved.Format == contract.FormatOld
-	scan.SlotdChecked = true // begin refused a running pkcsslotd
-	p, insp, err := plan.MakeWithKeys(scan)
-	if err != nil {
-		return nil, err
-	}
-	if insp.Keys != nil {
-		defer insp.Keys.Wipe()
-	}
-	// A saved plan is always compared: with the state found now, or, when this run finished
-	// the switch of an interrupted one, with the state that run's journal says its working
-	// copy was made from (a journal is believed only as a file of root's: recoverJournal).
-	switch {
-	case saved == nil:
-	case rec.exchanged:
-		if rec.j.PlanFingerprint == "" || rec.j.PlanFingerprint != saved.Fingerprint {
-			return nil, staleError(p, saved.Fingerprint, rec.j.PlanFingerprint)
-		}
-	default:
-		if insp.ObjectsUnread {
-			if saved.Counts.Total != p.Counts.Total {
-				return nil, staleError(p, saved.Fingerprint, fmt.Sprintf("OBJ.IDX lists %d objects, the plan %d", p.Counts.Total, saved.Counts.Total))
-			}
-			o.wantFingerprint = saved.Fingerprint // checked by the copy
-		} else if saved.Fingerprint != p.Fingerprint {
-			return nil, staleError(p, saved.Fingerprint, p.Fingerprint)
-		}
-	}
-	if rec.foreign != nil {
-		return nil, rec.foreign
-	}
-	res, err := execute(p, insp, req, o)
-	if err != nil {
-		return nil, err
-	}
-	res.Warnings = append(res.Warnings, *warnings...)
-	return res, nil
-}
-
 // recoverInterrupted finishes or undoes what an interrupted apply or rollback of either switch
 // left, before anything else is done (Run and Rollback alike): the exchange's journal beside
 // the repository, then the in-place switch's private directories inside it. It reports an
@@ -162,36 +91,6 @@ func staleError(p *contract.Plan, saved, current string) error {
 		Details: map[string]any{"plan_fingerprint": saved, "current_fingerprint": current}}
 }
 
-// begin is what apply and rollback do first: find the paths (a look at the conf without
-// PINs; the real plan is made under the locks), take the locks, and refuse while pkcsslotd
-// or another process uses the repository. Warnings found on the way are collected in
-// *warnings; the caller must call unlock.
-func begin(req plan.Options, o *Options) (ds, confdir string, unlock func(), warnings *[]string, err error) {
-	if ds, confdir, err = resolvePaths(req); err != nil {
-		return "", "", nil, nil, err
-	}
-	if unlock, o.orig, err = lockAll(confdir, ds); err != nil {
-		return "", "", nil, nil, err
-	}
-	warnings = &[]string{}
-	o.warn = func(w string) { *warnings = append(*warnings, w) }
-	err = o.hook(contract.OpLocked)
-	if err == nil {
-		err = checkNotInUse(ds, *o)
-	}
-	if err != nil {
-		unlock()
-		return "", "", nil, nil, err
-	}
-	o.shm = findShm(ds, *o)
-	release := unlock
-	unlock = func() {
-		o.shm.close()
-		release()
-	}
-	return ds, confdir, unlock, warnings, nil
-}
-
 func resolvePaths(req plan.Options) (ds, confdir string, err error) {
 	if req.Confdir == "" {
 		return "", "", &contract.Error{Code: contract.CodeBadRequest, Field: "confdir", Message: "confdir is required"}
@@ -225,48 +124,63 @@ func resolvePaths(req plan.Options) (ds, confdir string, err error) {
 	return ds, confdir, nil
 }
 
-// lockAll takes flock on the conf directory (one migration per conf at a time, so two slots
-// cannot race on the conf) and on the repository directory, and describes the directory it
-// locked: the repository apply verifies and switches is that one (device and inode), whatever
-// is renamed meanwhile. No lock file is created.
-func lockAll(confdir, ds string) (func(), repofs.Info, error) {
+// lockAll takes flock on the conf directory (one run per conf at a time, so two runs cannot
+// race on the conf) and on each repository directory of dss, in that order, and describes the
+// directories it locked: the repository apply verifies and switches is that one (device and
+// inode), whatever is renamed meanwhile. No lock file is created. The conf directory stays
+// open (cdir) until release. failedAt is the index in dss of a repository that could not be
+// locked, -1 otherwise.
+func lockAll(confdir string, dss []string) (release func(), cdir *repofs.Dir, infos []repofs.Info, failedAt int, err error) {
 	var held []*repofs.Dir
-	release := func() {
+	release = func() {
 		for i := len(held) - 1; i >= 0; i-- {
 			held[i].Close()
 		}
 	}
-	var info repofs.Info
-	for _, path := range []string{confdir, ds} {
-		d, err := repofs.OpenDir(path)
+	failedAt = -1
+	for i, path := range append([]string{confdir}, dss...) {
+		d, err := lockDir(path, i > 0)
+		if err == nil {
+			var info repofs.Info
+			if info, err = d.Lstat("."); err != nil {
+				d.Close()
+				err = contract.Errorf(contract.CodeIO, "stat %s: %w", path, err)
+			} else if i > 0 {
+				infos = append(infos, info)
+			}
+		}
 		if err != nil {
 			release()
-			if errors.Is(err, fs.ErrNotExist) && path == ds {
-				return nil, info, &contract.Error{Code: contract.CodeSlotNotInitialized, Message: fmt.Sprintf("%s holds no token (it does not exist): initialise the slot's token first, or give the right datastore", ds), Err: err}
-			}
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil, info, contract.Errorf(contract.CodeConfInvalid, "%s does not exist: %w", path, err)
-			}
-			if errors.Is(err, repofs.ErrSymlink) {
-				return nil, info, contract.Errorf(contract.CodeCorruptRepository, "%s is a symlink: refusing: %w", path, err)
-			}
-			return nil, info, contract.Errorf(contract.CodeIO, "open %s: %w", path, err)
-		}
-		if err := d.TryLock(); err != nil {
-			d.Close()
-			release()
-			if errors.Is(err, repofs.ErrLocked) {
-				return nil, info, &contract.Error{Code: contract.CodeLocked, Message: fmt.Sprintf("another pkcstok-migrate run holds %s", path), Err: err}
-			}
-			return nil, info, contract.Errorf(contract.CodeIO, "lock %s: %w", path, err)
+			return nil, nil, nil, i - 1, err
 		}
 		held = append(held, d)
-		if info, err = d.Lstat("."); err != nil {
-			release()
-			return nil, info, contract.Errorf(contract.CodeIO, "stat %s: %w", path, err)
-		}
 	}
-	return release, info, nil
+	return release, held[0], infos, -1, nil
+}
+
+// lockDir opens the directory at path (never through a symlink) and takes its flock.
+func lockDir(path string, repository bool) (*repofs.Dir, error) {
+	d, err := repofs.OpenDir(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && repository {
+			return nil, &contract.Error{Code: contract.CodeSlotNotInitialized, Message: fmt.Sprintf("%s holds no token (it does not exist): initialise the slot's token first, or give the right datastore", path), Err: err}
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, contract.Errorf(contract.CodeConfInvalid, "%s does not exist: %w", path, err)
+		}
+		if errors.Is(err, repofs.ErrSymlink) {
+			return nil, contract.Errorf(contract.CodeCorruptRepository, "%s is a symlink: refusing: %w", path, err)
+		}
+		return nil, contract.Errorf(contract.CodeIO, "open %s: %w", path, err)
+	}
+	if err := d.TryLock(); err != nil {
+		d.Close()
+		if errors.Is(err, repofs.ErrLocked) {
+			return nil, &contract.Error{Code: contract.CodeLocked, Message: fmt.Sprintf("another pkcstok-migrate run holds %s", path), Err: err}
+		}
+		return nil, contract.Errorf(contract.CodeIO, "lock %s: %w", path, err)
+	}
+	return d, nil
 }
 
 // lstatDir describes the directory at path (never a symlink's target).
@@ -319,42 +233,18 @@ func pidList(p []int) []int {
 	return p
 }
 
-// execute carries out the plan made under the locks: the repository's migration (one
-// skeleton, with the switch the plan chose), the token's shared-memory segments, the conf
-// edit, then the result's backups and fingerprint.
-func execute(p *contract.Plan, insp *plan.Inspection, req plan.Options, o Options) (*contract.Result, error) {
+// newExecution is the slot's part of a host run, for the plan made under the locks.
+func newExecution(p *contract.Plan, insp *plan.Inspection, req plan.Options, o Options) *execution {
 	x := &execution{p: p, insp: insp, req: req, o: o}
 	x.res = &contract.Result{
 		Operation: "apply", Slot: p.Slot, TokenType: p.TokenType, Datastore: p.Datastore, Conf: p.Conf,
 		ConfDiff: p.ConfDiff, Warnings: append([]string{}, p.Warnings...), Steps: []contract.Op{},
 		Verified: true, ObjectsTotal: p.Counts.Total,
 	}
-	if err := x.check(); err != nil {
-		return nil, err
-	}
-	if x.repoChange {
-		if err := x.migrateRepository(); err != nil {
-			return nil, err
-		}
-	}
-	if x.repoChange || x.confChange {
-		o.shm.remove()
-		x.res.Steps = append(x.res.Steps, contract.OpRemoveShm)
-	}
-	if x.confChange {
-		if err := x.editConf(); err != nil {
-			return nil, err
-		}
-	}
-	x.res.Changed = x.repoChange || x.confChange
-	x.res.Backup = backups(p, x.made)
-	if err := x.fingerprint(); err != nil {
-		return nil, err
-	}
-	return x.res, nil
+	return x
 }
 
-// execution is one execute under way.
+// execution is one slot's part of a host run: its plan, what it changes, its result.
 type execution struct {
 	p                      *contract.Plan
 	insp                   *plan.Inspection
@@ -364,6 +254,10 @@ type execution struct {
 	repoChange, confChange bool
 	treeDigest             hash.Hash       // of the migrated repository, when the exchange made it
 	made                   contract.Backup // the backups this run made, with their identity
+	finalConf              []byte          // the conf after the run, for the fingerprint
+	switchedIn             repofs.Info     // the repository's directory after the switch
+	m                      *migration      // prepared, not yet switched
+	sw                     switcher
 }
 
 // check refuses, before anything is written, what the plan cannot carry out.
@@ -374,7 +268,7 @@ func (x *execution) check() error {
 	}
 	x.repoChange, x.confChange = p.Format == contract.FormatOld, x.insp.Edit.Changes()
 	if x.confChange {
-		if err := checkConfBackup(p.Confdir); err != nil {
+		if err := checkConfTemp(p.Confdir); err != nil {
 			return err
 		}
 	}
@@ -393,58 +287,63 @@ func (x *execution) check() error {
 	return nil
 }
 
-// migrateRepository runs the migration skeleton with the switch the plan chose.
-func (x *execution) migrateRepository() error {
+// prepareRepository does the migration's steps up to the switch (migration.prepare), with
+// the switch the plan chose.
+func (x *execution) prepareRepository() error {
 	p := x.p
 	parent := filepath.Dir(p.Datastore)
 	pdir, err := repofs.OpenDir(parent)
 	if err != nil {
 		return contract.Errorf(contract.CodeIO, "open %s: %w", parent, err)
 	}
-	defer pdir.Close()
 	m, err := newMigration(p, x.insp, x.req, x.o, pdir)
 	if err != nil {
+		pdir.Close()
 		return err
 	}
 	m.res = x.res
 	var sw switcher = newExchangeSwitch(m)
 	if p.Switch == contract.SwitchInPlace {
 		if sw, err = newInPlaceSwitch(m); err != nil {
+			pdir.Close()
 			return err
 		}
 	}
-	if x.treeDigest, err = m.run(sw); err != nil {
+	if err := m.prepare(sw); err != nil {
+		pdir.Close()
 		return err
 	}
-	x.made = m.made
-	if p.Switch == contract.SwitchInPlace {
+	x.m, x.sw = m, sw
+	return nil
+}
+
+// switchRepository switches the prepared working copy in (migration.commit).
+func (x *execution) switchRepository() error {
+	m, sw := x.m, x.sw
+	defer m.pdir.Close()
+	x.m, x.sw = nil, nil
+	var err error
+	x.treeDigest, err = m.commit(sw)
+	x.switchedIn = m.switchedIn
+	if err != nil {
+		return err
+	}
+	x.made.Datastore, x.made.DatastoreDev, x.made.DatastoreIno = m.made.Datastore, m.made.DatastoreDev, m.made.DatastoreIno
+	if x.p.Switch == contract.SwitchInPlace {
 		x.treeDigest = nil // the switch moved files, not the directory: fingerprinted afresh
 	}
 	return nil
 }
 
-// editConf sets tokversion = 3.12 for the slot, keeping opencryptoki.conf_BAK.
-func (x *execution) editConf() error {
-	p := x.p
-	if err := x.o.hook(contract.OpConfEdit); err != nil {
-		return err
+// abandonPrepared removes what prepareRepository made when the run stops before the switch.
+func (x *execution) abandonPrepared() {
+	if x.sw == nil {
+		return
 	}
-	if _, err := conf.WriteIfUnchanged(p.Confdir, x.insp.Conf, x.insp.Edit.Content, x.o.stepHook); err != nil {
-		if errors.Is(err, conf.ErrBackupExists) {
-			return contract.Errorf(contract.CodeBackupExists, "%w", err)
-		}
-		if errors.Is(err, conf.ErrConfChanged) {
-			return contract.Errorf(contract.CodeStalePlan, "%s changed during the run (the repository is migrated; run apply again): %w", p.Conf, err)
-		}
-		return contract.Errorf(contract.CodeIO, "update %s (the repository is migrated; run apply again): %w", p.Conf, err)
-	}
-	x.res.ConfChanged = true
-	x.res.Steps = append(x.res.Steps, contract.OpConfEdit)
-	if info, err := lstatConfBackup(p.Confdir); err == nil {
-		x.made.Conf = filepath.Join(p.Confdir, layout.ConfBakName)
-		x.made.ConfDev, x.made.ConfIno = info.Dev, info.Ino
-	}
-	return nil
+	x.sw.abandon()
+	x.sw.close()
+	x.m.pdir.Close()
+	x.m, x.sw = nil, nil
 }
 
 // fingerprint is the state after the run. Nothing written: the plan's fingerprint, taken
@@ -454,11 +353,7 @@ func (x *execution) fingerprint() error {
 	x.res.Fingerprint = x.p.Fingerprint
 	switch {
 	case x.treeDigest != nil:
-		newConf := x.insp.Conf
-		if x.res.ConfChanged {
-			newConf = x.insp.Edit.Content
-		}
-		x.res.Fingerprint = plan.FinishFingerprint(x.treeDigest, newConf)
+		x.res.Fingerprint = plan.FinishFingerprint(x.treeDigest, x.finalConf)
 	case x.res.Changed:
 		fp, err := fingerprintNow(x.p.Datastore, x.p.Confdir)
 		if err != nil {
@@ -491,14 +386,4 @@ func backups(p *contract.Plan, made contract.Backup) *contract.Backup {
 		return nil
 	}
 	return &b
-}
-
-// lstatConfBackup describes opencryptoki.conf_BAK in the conf directory (root's: trusted).
-func lstatConfBackup(confdir string) (repofs.Info, error) {
-	cdir, err := repofs.OpenDir(confdir)
-	if err != nil {
-		return repofs.Info{}, err
-	}
-	defer cdir.Close()
-	return cdir.Lstat(layout.ConfBakName)
 }

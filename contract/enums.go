@@ -62,16 +62,18 @@ const (
 
 // The finer points apply's fault injection can stop at (test builds); never in a document.
 const (
-	OpLocked           Op = "locked"         // the locks are taken
-	OpSync             Op = "sync"           // before the working copy is made durable
-	OpJournal          Op = "journal"        // before the journal is written
-	OpSwitchEntry      Op = "switch_entry"   // before each file of an in-place switch
-	OpJournalRemove    Op = "journal_remove" // before the journal goes
-	OpRollbackExchange Op = "rollback_exchange"
-	OpRollbackRename   Op = "rollback_rename"
-	OpRollbackConf     Op = "rollback_conf"
-	OpObject           Op = "object" // "object NAME": before an object is re-encrypted
-	OpWrite            Op = "write"  // "write REL": before a file of the working copy is written
+	OpLocked            Op = "locked"              // the locks are taken
+	OpHostJournal       Op = "host_journal"        // before the host journal is written
+	OpHostJournalRemove Op = "host_journal_remove" // before the kept conf and the host journal go
+	OpSync              Op = "sync"                // before the working copy is made durable
+	OpJournal           Op = "journal"             // before the journal is written
+	OpSwitchEntry       Op = "switch_entry"        // before each file of an in-place switch
+	OpJournalRemove     Op = "journal_remove"      // before the journal goes
+	OpRollbackExchange  Op = "rollback_exchange"
+	OpRollbackRename    Op = "rollback_rename"
+	OpRollbackConf      Op = "rollback_conf"
+	OpObject            Op = "object" // "object NAME": before an object is re-encrypted
+	OpWrite             Op = "write"  // "write REL": before a file of the working copy is written
 )
 
 // Of names a point of op for one file ("object OB000001").

@@ -30,8 +30,9 @@ const (
 	CodeIO                 Code = "io_error"
 	CodeVerifyFailed       Code = "verify_failed"
 	CodeNothingToRollBack  Code = "nothing_to_roll_back"
-	CodeNoSpace            Code = "no_space"  // a file system lacks the space or inodes the run needs
-	CodeReadOnly           Code = "read_only" // a file system the run must write is read-only
+	CodeNoSpace            Code = "no_space"    // a file system lacks the space or inodes the run needs
+	CodeReadOnly           Code = "read_only"   // a file system the run must write is read-only
+	CodeInterrupted        Code = "interrupted" // a run of other slots was interrupted: finish or roll it back first
 	CodeInternal           Code = "internal"
 )
 

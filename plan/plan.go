@@ -380,8 +380,8 @@ func warnAround(p *contract.Plan, confChange, repoChange bool, o Options) {
 	if exists(parent, base+layout.SuffixJournal) {
 		p.Warnings = append(p.Warnings, fmt.Sprintf("journal %s of an interrupted run exists: apply will finish that run if this tool wrote it, and refuse otherwise", ds+layout.SuffixJournal))
 	}
-	if confChange && exists(confdir, layout.ConfBakName) {
-		p.Warnings = append(p.Warnings, fmt.Sprintf("conf backup %s already exists: apply will refuse unless it equals the current conf", filepath.Join(confdir, layout.ConfBakName)))
+	if exists(confdir, layout.HostJournal) {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("journal %s of an interrupted run exists: apply of the same slots finishes that run, rollback reverts it; apply of other slots is refused until then", filepath.Join(confdir, layout.HostJournal)))
 	}
 	if o.SlotdChecked {
 		return

@@ -30,7 +30,7 @@
 // newline is accepted (pkcsslotd accepts it; only upstream pkcstok_migrate's comment-keeping
 // pass does not).
 //
-// Errors for errors.Is: ErrSlotNotFound, ErrBackupExists, ErrConfChanged, repofs.ErrSymlink,
+// Errors for errors.Is: ErrSlotNotFound, ErrConfChanged, repofs.ErrSymlink,
 // repofs.ErrNotRegular and repofs.ErrTooLarge; the others (a syntax error, a slot that cannot
 // be used, a tokversion that cannot be set) are for people to read. All are wrapped with
 // context.
@@ -62,9 +62,8 @@ var (
 	errUserGroupInvalid  = errors.New("slot usergroup is not a word or a string")
 	errTokNameInvalid    = errors.New("invalid slot tokname")
 	errTokVersionInvalid = errors.New("slot tokversion is neither a version nor a string")
-	ErrBackupExists      = errors.New("opencryptoki.conf_BAK already exists and differs from opencryptoki.conf")
 	ErrConfChanged       = errors.New("opencryptoki.conf changed while it was being updated")
-	errNoBackup          = errors.New("no opencryptoki.conf_BAK to roll back to")
+	errTokVersionNotOurs = errors.New("tokversion = 3.12 is not as a migration wrote it: put it back by hand")
 	errInternal          = errors.New("internal error in the opencryptoki.conf edit")
 )
 

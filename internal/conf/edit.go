@@ -14,6 +14,8 @@ const (
 	actionInsert  = "insert"  // a tokversion line was added
 	actionReplace = "replace" // the tokversion value was replaced
 	actionNone    = "none"    // tokversion already is 3.12; Content is the input
+	actionRemove  = "remove"  // UnsetTokVersion: the tokversion a migration added was removed
+	actionRestore = "restore" // UnsetTokVersion: the value a migration replaced was put back
 )
 
 // Edit is the change SetTokVersion makes. Content == Data[:Offset] + New + Data[Offset+len(Old):].
@@ -272,3 +274,80 @@ func splitLines(b []byte) []string {
 	}
 	return lines
 }
+
+// UnsetTokVersion computes the file with the slot's tokversion put back to what it was before
+// SetTokVersion set it to 3.12: removed when before is "absent" (the slot had none), else the
+// value before (as written, without quotes). It is the exact inverse: the result is accepted
+// only when SetTokVersion of it gives this file back byte for byte, so a line someone else
+// wrote, or moved, is never removed (errTokVersionNotOurs). A slot whose tokversion is not
+// 3.12 gives Action "none".
+func (f *File) UnsetTokVersion(id uint64, before string) (*Edit, error) {
+	s, err := f.Slot(id)
+	if err != nil {
+		return nil, err
+	}
+	e := &Edit{Slot: s, Action: actionNone, Content: bytes.Clone(f.Data)}
+	if !s.TokVersionIs312() || before == tokVersion312 {
+		return e, nil
+	}
+	tv := s.tokVersion
+	var cands []Edit
+	if before == "absent" {
+		cands = f.removals(tv)
+	} else {
+		v := tv.ValuePos
+		start, end := v.Start, v.End
+		if s.TokVersionKind == KindString {
+			start++
+			if end-1 > v.Start && f.Data[end-1] == '"' {
+				end--
+			}
+		}
+		cands = []Edit{{Action: actionRestore, Offset: start, Old: string(f.Data[start:end]), New: before}}
+	}
+	for _, c := range cands {
+		var b bytes.Buffer
+		b.Write(f.Data[:c.Offset])
+		b.WriteString(c.New)
+		b.Write(f.Data[c.Offset+len(c.Old):])
+		nf, err := Parse(f.Name, b.Bytes())
+		if err != nil {
+			continue
+		}
+		redo, err := nf.SetTokVersion(id)
+		if err != nil || !bytes.Equal(redo.Content, f.Data) {
+			continue
+		}
+		c.Slot, c.Content = s, b.Bytes()
+		c.Line = 1 + bytes.Count(f.Data[:c.Offset], []byte("\n"))
+		c.Diff = unifiedDiff(f.Data, c.Content)
+		return &c, nil
+	}
+	return nil, fmt.Errorf("%s: line %d: slot %d: %w", f.Name, tv.Line, s.ID, errTokVersionNotOurs)
+}
+
+// removals are the ways SetTokVersion can have inserted the element tv: its whole line, or the
+// element with the blank before or after it on the brace's line.
+func (f *File) removals(tv *node) []Edit {
+	d := f.Data
+	start, end := tv.Pos.Start, tv.Pos.End
+	var out []Edit
+	ls := bytes.LastIndexByte(d[:start], '\n') + 1
+	le := end
+	for le < len(d) && (d[le] == ' ' || d[le] == '\t' || d[le] == '\r') {
+		le++
+	}
+	if isBlank(d[ls:start]) && le < len(d) && d[le] == '\n' {
+		out = append(out, Edit{Action: actionRemove, Offset: ls, Old: string(d[ls : le+1])})
+	}
+	if start > 0 && d[start-1] == ' ' {
+		out = append(out, Edit{Action: actionRemove, Offset: start - 1, Old: string(d[start-1 : end])})
+	}
+	if end < len(d) && d[end] == ' ' {
+		out = append(out, Edit{Action: actionRemove, Offset: start, Old: string(d[start : end+1])})
+	}
+	return out
+}
+
+// Diff is the unified diff of opencryptoki.conf from a to b ("" when they are equal).
+func Diff(a, b []byte) string { return unifiedDiff(a, b) }

@@ -25,13 +25,22 @@ const (
 	maxConfReadLength = MaxSize + 1
 )
 
+// WriteOptions says which links of the replaced conf WriteIfUnchanged keeps.
+type WriteOptions struct {
+	// Pristine makes opencryptoki.conf_BAK, a hard link of the conf replaced, unless it exists.
+	Pristine bool
+	// Keep, when not "", is a name in the conf directory under which the conf replaced is
+	// hard-linked, so that RestoreKept can put it back.
+	Keep string
+}
+
 // WriteResult describes a finished Write.
 type WriteResult struct {
-	ConfPath       string
-	BackupPath     string
-	BackupReplaced bool        // an identical opencryptoki.conf_BAK from an earlier run was replaced
-	Mode           os.FileMode // permission bits kept from the original
-	UID, GID       int         // owner kept from the original
+	ConfPath   string
+	BackupPath string
+	BackupMade bool        // opencryptoki.conf_BAK was made by this write (opts.Pristine)
+	Mode       os.FileMode // permission bits kept from the original
+	UID, GID   int         // owner kept from the original
 }
 
 // WriteIfUnchanged replaces <confdir>/opencryptoki.conf with newContent. If old is not nil,
@@ -43,14 +52,16 @@ type WriteResult struct {
 //  2. opencryptoki.conf_new is created (O_EXCL|O_NOFOLLOW, mode 0600), written, given the
 //     original's owner, group and mode (upstream forces root:root 0644; pkcsslotd refuses a
 //     world-writable conf, and admins may have chosen 0640), and fsynced;
-//  3. opencryptoki.conf_BAK is made as a hard link of the original, so the conf path is never
-//     missing (upstream renames it away first). An existing _BAK identical to the current conf
-//     (left by an interrupted run) is replaced; any other _BAK gives ErrBackupExists;
+//  3. with opts.Pristine, opencryptoki.conf_BAK is made as a hard link of the original when it
+//     does not exist (the conf from before the first migration: an existing one is never
+//     replaced), so the conf path is never missing (upstream renames it away first); with
+//     opts.Keep, the original is also hard-linked under that name (a stale regular file there
+//     is replaced): the conf a failed run puts back with one rename (RestoreKept);
 //  4. opencryptoki.conf_new is renamed over opencryptoki.conf and the directory is fsynced.
 //
 // hook (may be nil) is called with the Step* name before each step; when it returns an error
 // WriteIfUnchanged stops, removes the temp file and returns that error (the backup link may remain).
-func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step string) error) (res *WriteResult, err error) {
+func WriteIfUnchanged(confdir string, old, newContent []byte, opts WriteOptions, hook func(step string) error) (res *WriteResult, err error) {
 	if hook == nil {
 		hook = func(string) error { return nil }
 	}
@@ -77,27 +88,11 @@ func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step str
 		GID:        int(curSt.Gid),
 	}
 
-	// An existing backup is only replaced when it holds the current bytes.
-	var bakSt unix.Stat_t
-	switch err := unix.Fstatat(dfd, backupName, &bakSt, unix.AT_SYMLINK_NOFOLLOW); {
-	case err == nil:
-		if bakSt.Mode&unix.S_IFMT != unix.S_IFREG {
-			return nil, fmt.Errorf("%s: %w (not a regular file)", at(backupName), ErrBackupExists)
+	// A stale kept conf (a regular file only) is replaced.
+	if opts.Keep != "" {
+		if err := removeStaleRegular(dfd, opts.Keep, at); err != nil {
+			return nil, err
 		}
-		bak, _, err := readAt(dfd, backupName)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", at(backupName), err)
-		}
-		if !bytes.Equal(bak, cur) {
-			return nil, fmt.Errorf("%s: %w; remove it first", at(backupName), ErrBackupExists)
-		}
-		if err := unix.Unlinkat(dfd, backupName, 0); err != nil {
-			return nil, &fs.PathError{Op: "remove stale", Path: at(backupName), Err: err}
-		}
-		res.BackupReplaced = true
-	case errors.Is(err, unix.ENOENT):
-	default:
-		return nil, &fs.PathError{Op: "stat", Path: at(backupName), Err: err}
 	}
 
 	// A stale temp file from an interrupted run.
@@ -160,17 +155,17 @@ func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step str
 	if err := hook(StepBackupLinked); err != nil {
 		return nil, err
 	}
-	if err := unix.Linkat(dfd, confName, dfd, backupName, 0); err != nil {
-		if errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("%s: %w (created meanwhile)", at(backupName), ErrBackupExists)
+	if opts.Pristine {
+		made, err := linkIfAbsent(dfd, backupName, curSt, at)
+		if err != nil {
+			return nil, err
 		}
-		return nil, fmt.Errorf("link %s to %s: %w", at(confName), at(backupName), err)
+		res.BackupMade = made
 	}
-	// The link must be the file that was read, not one put in its place meanwhile.
-	if err := unix.Fstatat(dfd, backupName, &bakSt, unix.AT_SYMLINK_NOFOLLOW); err != nil ||
-		bakSt.Dev != curSt.Dev || bakSt.Ino != curSt.Ino {
-		_ = unix.Unlinkat(dfd, backupName, 0)
-		return nil, fmt.Errorf("%s: %w", at(confName), ErrConfChanged)
+	if opts.Keep != "" {
+		if _, err := linkIfAbsent(dfd, opts.Keep, curSt, at); err != nil {
+			return nil, err
+		}
 	}
 
 	if err := hook(StepRenamed); err != nil {
@@ -189,34 +184,6 @@ func WriteIfUnchanged(confdir string, old, newContent []byte, hook func(step str
 		return nil, &fs.PathError{Op: "fsync", Path: confdir, Err: err}
 	}
 	return res, nil
-}
-
-// rollback puts opencryptoki.conf_BAK back as opencryptoki.conf with one atomic rename, with
-// the same safety as WriteIfUnchanged (no symlinks, relative to the opened directory), and
-// fsyncs the directory. errNoBackup when there is no backup.
-func rollback(confdir string) error {
-	dfd, err := openDir(confdir)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(dfd)
-	var st unix.Stat_t
-	if err := unix.Fstatat(dfd, backupName, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("%s: %w", filepath.Join(confdir, backupName), errNoBackup)
-		}
-		return &fs.PathError{Op: "stat", Path: filepath.Join(confdir, backupName), Err: err}
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return fmt.Errorf("%s: %w (or not a regular file)", filepath.Join(confdir, backupName), repofs.ErrSymlink)
-	}
-	if err := unix.Renameat(dfd, backupName, dfd, confName); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", backupName, confName, err)
-	}
-	if err := unix.Fsync(dfd); err != nil {
-		return &fs.PathError{Op: "fsync", Path: confdir, Err: err}
-	}
-	return nil
 }
 
 // openDir opens confdir as a directory without following a symlink in its last element.
@@ -285,4 +252,81 @@ func readConf(confdir string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(confdir, confName), err)
 	}
 	return b, nil
+}
+
+// removeStaleRegular removes name when it is a regular file; anything else there is an error.
+func removeStaleRegular(dfd int, name string, at func(string) string) error {
+	var st unix.Stat_t
+	switch err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil:
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return fmt.Errorf("%s exists and is not a regular file; remove it by hand", at(name))
+		}
+		if err := unix.Unlinkat(dfd, name, 0); err != nil {
+			return &fs.PathError{Op: "remove stale", Path: at(name), Err: err}
+		}
+	case errors.Is(err, unix.ENOENT):
+	default:
+		return &fs.PathError{Op: "stat", Path: at(name), Err: err}
+	}
+	return nil
+}
+
+// linkIfAbsent hard-links the conf (described by cur) as name unless name exists; the link
+// must be the file that was read, not one put in its place meanwhile (ErrConfChanged).
+func linkIfAbsent(dfd int, name string, cur *unix.Stat_t, at func(string) string) (bool, error) {
+	if err := unix.Linkat(dfd, confName, dfd, name, 0); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return false, nil
+		}
+		return false, fmt.Errorf("link %s to %s: %w", at(confName), at(name), err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Dev != cur.Dev || st.Ino != cur.Ino {
+		_ = unix.Unlinkat(dfd, name, 0)
+		return false, fmt.Errorf("%s: %w", at(confName), ErrConfChanged)
+	}
+	return true, nil
+}
+
+// RestoreKept puts the conf kept under keep (WriteOptions.Keep) back as opencryptoki.conf with
+// one rename, which allocates nothing, and fsyncs the directory. It refuses a kept entry that
+// is not a regular file.
+func RestoreKept(confdir, keep string) error {
+	dfd, err := openDir(confdir)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, keep, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &fs.PathError{Op: "stat", Path: filepath.Join(confdir, keep), Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fmt.Errorf("%s is not a regular file", filepath.Join(confdir, keep))
+	}
+	if err := unix.Renameat(dfd, keep, dfd, confName); err != nil {
+		return &fs.PathError{Op: "rename", Path: filepath.Join(confdir, keep), Err: err}
+	}
+	if err := unix.Fsync(dfd); err != nil {
+		return &fs.PathError{Op: "fsync", Path: confdir, Err: err}
+	}
+	return nil
+}
+
+// RemoveKept removes the conf kept under keep, when it is a regular file, and fsyncs the
+// directory; a missing one is no error.
+func RemoveKept(confdir, keep string) error {
+	dfd, err := openDir(confdir)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	if err := removeStaleRegular(dfd, keep, func(n string) string { return filepath.Join(confdir, n) }); err != nil {
+		return err
+	}
+	if err := unix.Fsync(dfd); err != nil {
+		return &fs.PathError{Op: "fsync", Path: confdir, Err: err}
+	}
+	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 
+var pristine = WriteOptions{Pristine: true, Keep: "opencryptoki.conf_KEPT"}
+
 const (
 	origConf = "slot 3\n{\n    stdll = libpkcs11_sw.so\n}\n"
 	newConf  = "slot 3\n{\n    stdll = libpkcs11_sw.so\n    tokversion = 3.12\n}\n"
@@ -52,7 +54,7 @@ func TestWriteKeepsModeOwnerAndBackup(t *testing.T) {
 	require.NoError(t, err)
 
 	var steps []string
-	res, err := WriteIfUnchanged(dir, nil, []byte(newConf), func(s string) error { steps = append(steps, s); return nil })
+	res, err := WriteIfUnchanged(dir, nil, []byte(newConf), pristine, func(s string) error { steps = append(steps, s); return nil })
 	require.NoError(t, err)
 	assert.Equal(t, []string{StepTmpWritten, StepTmpSynced, StepBackupLinked, StepRenamed, StepDirSynced}, steps)
 
@@ -65,19 +67,23 @@ func TestWriteKeepsModeOwnerAndBackup(t *testing.T) {
 	assert.Equal(t, [2]int{uid, gid}, [2]int{int(st.Uid), int(st.Gid)})
 	assert.Equal(t, os.FileMode(0o640), res.Mode)
 	assert.Equal(t, uid, res.UID)
-	assert.False(t, res.BackupReplaced)
+	assert.True(t, res.BackupMade)
 
 	bak, err := os.Stat(filepath.Join(dir, backupName))
 	require.NoError(t, err)
 	assert.True(t, os.SameFile(before, bak), "_BAK is the original inode (hard link)")
 	assertNoTemp(t, dir)
+	kept, err := os.Stat(filepath.Join(dir, pristine.Keep))
+	require.NoError(t, err)
+	assert.True(t, os.SameFile(before, kept), "the kept conf is the original inode (hard link)")
 
-	// rollback puts the original back.
-	require.NoError(t, rollback(dir))
+	// RestoreKept puts the original back; the pristine backup stays.
+	require.NoError(t, RestoreKept(dir, pristine.Keep))
 	assert.Equal(t, origConf, readFile(t, conf))
-	_, err = os.Lstat(filepath.Join(dir, backupName))
+	_, err = os.Lstat(filepath.Join(dir, pristine.Keep))
 	assert.True(t, errors.Is(err, os.ErrNotExist))
-	assert.ErrorIs(t, rollback(dir), errNoBackup)
+	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, backupName)))
+	assert.Error(t, RestoreKept(dir, pristine.Keep))
 }
 
 func TestWriteRefusesSymlinks(t *testing.T) {
@@ -86,7 +92,7 @@ func TestWriteRefusesSymlinks(t *testing.T) {
 	real := filepath.Join(dir, "real.conf")
 	require.NoError(t, os.WriteFile(real, []byte(origConf), 0o644))
 	require.NoError(t, os.Symlink(real, filepath.Join(dir, confName)))
-	_, err := WriteIfUnchanged(dir, nil, []byte(newConf), nil)
+	_, err := WriteIfUnchanged(dir, nil, []byte(newConf), pristine, nil)
 	assert.ErrorIs(t, err, repofs.ErrSymlink)
 	assert.Equal(t, origConf, readFile(t, real))
 	assertNoTemp(t, dir)
@@ -97,17 +103,29 @@ func TestWriteRefusesSymlinks(t *testing.T) {
 	realDir := confDir(t, 0o644)
 	link := filepath.Join(t.TempDir(), "etc-link")
 	require.NoError(t, os.Symlink(realDir, link))
-	_, err = WriteIfUnchanged(link, nil, []byte(newConf), nil)
+	_, err = WriteIfUnchanged(link, nil, []byte(newConf), pristine, nil)
 	assert.ErrorIs(t, err, repofs.ErrSymlink)
 	assert.Equal(t, origConf, readFile(t, filepath.Join(realDir, confName)))
 	assertNoTemp(t, realDir)
-	assert.ErrorIs(t, rollback(link), repofs.ErrSymlink)
+	assert.ErrorIs(t, RestoreKept(link, pristine.Keep), repofs.ErrSymlink)
 
 	// a symlinked _BAK is never followed or replaced
 	dir = confDir(t, 0o644)
-	require.NoError(t, os.Symlink(filepath.Join(dir, confName), filepath.Join(dir, backupName)))
-	_, err = WriteIfUnchanged(dir, nil, []byte(newConf), nil)
-	assert.ErrorIs(t, err, ErrBackupExists)
+	victim := filepath.Join(t.TempDir(), "victim")
+	require.NoError(t, os.WriteFile(victim, []byte("keep"), 0o644))
+	require.NoError(t, os.Symlink(victim, filepath.Join(dir, backupName)))
+	_, err = WriteIfUnchanged(dir, nil, []byte(newConf), pristine, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "keep", readFile(t, victim))
+	fi, err := os.Lstat(filepath.Join(dir, backupName))
+	require.NoError(t, err)
+	assert.True(t, fi.Mode()&os.ModeSymlink != 0)
+
+	// a kept conf that is not a regular file is refused, not replaced
+	dir = confDir(t, 0o644)
+	require.NoError(t, os.Symlink(victim, filepath.Join(dir, pristine.Keep)))
+	_, err = WriteIfUnchanged(dir, nil, []byte(newConf), pristine, nil)
+	assert.Error(t, err)
 	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, confName)))
 
 	// a symlinked stale temp file is not removed
@@ -115,36 +133,37 @@ func TestWriteRefusesSymlinks(t *testing.T) {
 	target := filepath.Join(t.TempDir(), "victim")
 	require.NoError(t, os.WriteFile(target, []byte("keep"), 0o644))
 	require.NoError(t, os.Symlink(target, filepath.Join(dir, TempName)))
-	_, err = WriteIfUnchanged(dir, nil, []byte(newConf), nil)
+	_, err = WriteIfUnchanged(dir, nil, []byte(newConf), pristine, nil)
 	assert.Error(t, err)
 	assert.Equal(t, "keep", readFile(t, target))
 	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, confName)))
 }
 
-func TestWriteBackupExists(t *testing.T) {
-	// identical _BAK (an interrupted run of ours): replaced
+// opencryptoki.conf_BAK is the conf from before the first migration: a second write (another
+// slot's migration) leaves it as it is, and never needs it gone.
+func TestWriteBackupIsPristine(t *testing.T) {
 	dir := confDir(t, 0o644)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, backupName), []byte(origConf), 0o644))
-	res, err := WriteIfUnchanged(dir, nil, []byte(newConf), nil)
-	require.NoError(t, err)
-	assert.True(t, res.BackupReplaced)
-	assert.Equal(t, newConf, readFile(t, filepath.Join(dir, confName)))
-	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, backupName)))
-
-	// different _BAK: refused, nothing touched
-	dir = confDir(t, 0o644)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, backupName), []byte("older\n"), 0o644))
-	_, err = WriteIfUnchanged(dir, nil, []byte(newConf), nil)
-	assert.ErrorIs(t, err, ErrBackupExists)
-	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, confName)))
+	res, err := WriteIfUnchanged(dir, nil, []byte(newConf), pristine, nil)
+	require.NoError(t, err)
+	assert.False(t, res.BackupMade)
+	assert.Equal(t, newConf, readFile(t, filepath.Join(dir, confName)))
 	assert.Equal(t, "older\n", readFile(t, filepath.Join(dir, backupName)))
 	assertNoTemp(t, dir)
+
+	// Without Pristine no backup is made at all.
+	dir = confDir(t, 0o644)
+	res, err = WriteIfUnchanged(dir, nil, []byte(newConf), WriteOptions{}, nil)
+	require.NoError(t, err)
+	assert.False(t, res.BackupMade)
+	_, err = os.Lstat(filepath.Join(dir, backupName))
+	assert.True(t, errors.Is(err, os.ErrNotExist))
 }
 
 func TestWriteStaleTempRemoved(t *testing.T) {
 	dir := confDir(t, 0o644)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, TempName), []byte("junk"), 0o600))
-	_, err := WriteIfUnchanged(dir, nil, []byte(newConf), nil)
+	_, err := WriteIfUnchanged(dir, nil, []byte(newConf), pristine, nil)
 	require.NoError(t, err)
 	assert.Equal(t, newConf, readFile(t, filepath.Join(dir, confName)))
 	assertNoTemp(t, dir)
@@ -152,10 +171,10 @@ func TestWriteStaleTempRemoved(t *testing.T) {
 
 func TestWriteIfUnchanged(t *testing.T) {
 	dir := confDir(t, 0o644)
-	_, err := WriteIfUnchanged(dir, []byte("something else"), []byte(newConf), nil)
+	_, err := WriteIfUnchanged(dir, []byte("something else"), []byte(newConf), pristine, nil)
 	assert.ErrorIs(t, err, ErrConfChanged)
 	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, confName)))
-	_, err = WriteIfUnchanged(dir, []byte(origConf), []byte(newConf), nil)
+	_, err = WriteIfUnchanged(dir, []byte(origConf), []byte(newConf), pristine, nil)
 	require.NoError(t, err)
 	assert.Equal(t, newConf, readFile(t, filepath.Join(dir, confName)))
 }
@@ -165,7 +184,7 @@ func TestWriteHookFailure(t *testing.T) {
 	for _, step := range []string{StepTmpWritten, StepTmpSynced, StepBackupLinked, StepRenamed} {
 		t.Run(step, func(t *testing.T) {
 			dir := confDir(t, 0o640)
-			_, err := WriteIfUnchanged(dir, nil, []byte(newConf), func(s string) error {
+			_, err := WriteIfUnchanged(dir, nil, []byte(newConf), pristine, func(s string) error {
 				if s == step {
 					return boom
 				}
@@ -178,14 +197,14 @@ func TestWriteHookFailure(t *testing.T) {
 			assert.Equal(t, os.FileMode(0o640), fi.Mode().Perm())
 			assertNoTemp(t, dir)
 			// a rerun (identical _BAK may remain) succeeds
-			_, err = WriteIfUnchanged(dir, nil, []byte(newConf), nil)
+			_, err = WriteIfUnchanged(dir, nil, []byte(newConf), pristine, nil)
 			require.NoError(t, err)
 			assert.Equal(t, origConf, readFile(t, filepath.Join(dir, backupName)))
 		})
 	}
 	// after the rename the new conf is in place; the error is still reported
 	dir := confDir(t, 0o644)
-	_, err := WriteIfUnchanged(dir, nil, []byte(newConf), func(s string) error {
+	_, err := WriteIfUnchanged(dir, nil, []byte(newConf), pristine, func(s string) error {
 		if s == StepDirSynced {
 			return boom
 		}
@@ -198,8 +217,8 @@ func TestWriteHookFailure(t *testing.T) {
 
 func TestWriteMissingConf(t *testing.T) {
 	dir := t.TempDir()
-	_, err := WriteIfUnchanged(dir, nil, []byte(newConf), nil)
+	_, err := WriteIfUnchanged(dir, nil, []byte(newConf), pristine, nil)
 	assert.ErrorIs(t, err, os.ErrNotExist)
-	_, err = WriteIfUnchanged(filepath.Join(dir, "nope"), nil, []byte(newConf), nil)
+	_, err = WriteIfUnchanged(filepath.Join(dir, "nope"), nil, []byte(newConf), pristine, nil)
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }

@@ -19,8 +19,13 @@ const (
 // In the conf directory.
 const (
 	ConfName           = "opencryptoki.conf"
-	ConfBakName        = "opencryptoki.conf_BAK"         // the conf before the migration
-	ConfRolledBackName = "opencryptoki.conf_ROLLED_BACK" // the migrated conf, after a rollback
+	ConfBakName        = "opencryptoki.conf_BAK"         // the conf from before the first migration: never replaced
+	// HostJournal names the slots of a run under way (apply or its undo): a rerun of the same
+	// slots finishes it, rollback reverts it, a run of other slots is refused meanwhile.
+	HostJournal = "opencryptoki.conf_PKCSTOK_MIGRATE_JOURNAL"
+	// ConfPrev is the conf as it was before the run under way, a hard link kept until the run
+	// ends: a run that fails puts it back with one rename (which allocates nothing).
+	ConfPrev = "opencryptoki.conf_PKCSTOK_MIGRATE_PREV"
 )
 
 // Inside a repository switched in place (a mount point, an overlay's lower layer): the working
