@@ -27,7 +27,7 @@ type migration struct {
 	rootMode uint32 // the mode the migrated repository's directory gets
 	res      *contract.Result
 	made     contract.Backup // the backups this run made, with their identity
-	dst      hash.Hash // the digest of the working copy, from what the copy wrote
+	dst      hash.Hash       // the digest of the working copy, from what the copy wrote
 	// switchedIn is the directory at the repository's name once the switch is done: the
 	// working copy the exchange put there, or the repository itself (in place).
 	switchedIn repofs.Info

@@ -18,8 +18,8 @@ const (
 
 // In the conf directory.
 const (
-	ConfName           = "opencryptoki.conf"
-	ConfBakName        = "opencryptoki.conf_BAK"         // the conf from before the first migration: never replaced
+	ConfName    = "opencryptoki.conf"
+	ConfBakName = "opencryptoki.conf_BAK" // the conf from before the first migration: never replaced
 	// HostJournal names the slots of a run under way (apply or its undo): a rerun of the same
 	// slots finishes it, rollback reverts it, a run of other slots is refused meanwhile.
 	HostJournal = "opencryptoki.conf_PKCSTOK_MIGRATE_JOURNAL"
