@@ -48,10 +48,9 @@ type SlotOutcome struct {
 
 // ErrorBody is an error as documents carry it (schema "error", "error" member).
 type ErrorBody struct {
-	Code    Code           `json:"code"`
-	Message string         `json:"message"`
-	Field   string         `json:"field,omitempty"`
-	Details map[string]any `json:"details,omitempty"`
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
 }
 
 // HostResult is what `apply` and `rollback` print for a request with "slots" (schema
