@@ -30,6 +30,7 @@ type flagSpec struct {
 var flagSpecs = []flagSpec{
 	{name: "request", arg: "FILE|-", usage: "one JSON request (see 'schema request'); a field may not also be a flag", complete: "file-or-stdin"},
 	{name: "slot", arg: "N", usage: "slot number in opencryptoki.conf (0 to 1023)"},
+	{name: "slots", arg: "LIST", usage: "several slots in one run (a host), comma-separated; each PIN file name may hold {slot}, replaced by each slot's number"},
 	{name: "confdir", arg: "DIR", def: defaultConfdir, usage: "directory of opencryptoki.conf", complete: "dir"},
 	{name: "datastore", arg: "DIR", def: "the slot's directory from the conf", usage: "token repository", complete: "dir"},
 	{name: "state-dir", arg: "DIR", def: layout.DefaultStateBase, parseDef: layout.DefaultStateBase, usage: "where the token library keeps the repositories", complete: "dir"},
@@ -60,13 +61,13 @@ type cmdSpec struct {
 	summary string   // one line
 	desc    []string // paragraphs of the help and of the man page
 	flags   []string // documented flags, in order
-	// hidden flags are parsed but not documented: rollback takes the PIN flags only to
-	// refuse them with a clear message ("rollback needs no PINs").
+	// hidden flags are parsed but not documented: rollback takes apply's PIN flags (and
+	// request) and ignores them, never opening a PIN file.
 	hidden []string
 	exit   string // exit status, one line
 }
 
-var commonOpFlags = []string{"request", "slot", "confdir", "datastore", "state-dir"}
+var commonOpFlags = []string{"request", "slot", "slots", "confdir", "datastore", "state-dir"}
 var pinFlags = []string{"so-pin-file", "user-pin-file", "so-pin", "user-pin"}
 
 func concat(lists ...[]string) []string {
@@ -364,7 +365,7 @@ var errorCodes = []struct {
 	{contract.CodeConfInvalid, "opencryptoki.conf is missing, unreadable or invalid"},
 	{contract.CodeCorruptRepository, "the repository is missing a file or a file is corrupt"},
 	{contract.CodeByteOrder, "the repository mixes files of both byte orders (one was copied from another machine), or nothing in it decides its order"},
-	{contract.CodeBackupExists, "<store>_BAK or opencryptoki.conf_BAK is in the way"},
+	{contract.CodeBackupExists, "<store>_BAK (or the in-place backup) is in the way"},
 	{contract.CodeCannotSwitch, "the repository is a mount point, on another file system than its parent, or in an overlay's lower layer: it cannot be exchanged (nothing was done)"},
 	{contract.CodeBadRequest, "the request or the flags make no sense; \"field\" names the culprit"},
 	{contract.CodeNotRoot, "apply and rollback must run as root"},
@@ -374,7 +375,8 @@ var errorCodes = []struct {
 	{contract.CodeReadOnly, "a file system apply writes is read-only: nothing was done"},
 	{contract.CodeIO, "a read or write failed"},
 	{contract.CodeVerifyFailed, "the migrated copy did not decrypt to the original objects, or someone else renamed the repository or the working copy during the switch; nothing was switched"},
-	{contract.CodeNothingToRollBack, "rollback found no backup to switch back to"},
+	{contract.CodeNothingToRollBack, "rollback found no backup to switch back to and no tokversion line a migration set"},
+	{contract.CodeInterrupted, "a run of other slots was interrupted (opencryptoki.conf_PKCSTOK_MIGRATE_JOURNAL names them): apply them again to finish it, or roll them back"},
 	{contract.CodeInternal, "a bug: please report it"},
 }
 
@@ -385,8 +387,10 @@ var files = []struct{ path, desc string }{
 	{"<store>" + layout.SuffixBak, "the repository as it was before apply (remove it after testing the migrated token)"},
 	{"<store>" + layout.SuffixTmp, "apply's working copy, root-only and marked as the tool's until it is switched in; left only by a killed run, which the next apply removes and rebuilds (anything else there is refused and left alone)"},
 	{"<store>" + layout.SuffixJournal, "apply's journal while it switches (root's, 0600); the next apply finishes a killed run from it, and refuses a journal that is not root's own"},
-	{"<confdir>/" + layout.ConfBakName, "opencryptoki.conf as it was before apply (a hard link of the original)"},
-	{"<store>_ROLLED_BACK, <confdir>/opencryptoki.conf_ROLLED_BACK", "the migrated state, kept by rollback"},
+	{"<confdir>/" + layout.ConfBakName, "opencryptoki.conf as it was before the first migration of any slot (a hard link of the original); made once, never replaced, never in the way"},
+	{"<confdir>/" + layout.HostJournal, "the slots of a run under way (root's, 0600): apply of the same slots finishes an interrupted run, rollback reverts it, a run of other slots is refused meanwhile"},
+	{"<confdir>/" + layout.ConfPrev, "the conf before the run under way (a hard link): a run that fails puts it back with one rename"},
+	{"<store>_ROLLED_BACK, <store>_ROLLED_BACK_2, ...", "the repository each rollback switched away from (the first free name: never replaced)"},
 }
 
 // examples for the man page.
@@ -395,7 +399,8 @@ var examples = []struct{ desc, cmd string }{
 	{"The same request as JSON on stdin; PINs never need the command line.", `echo '{"slot":3,"so_pin":"...","user_pin":"..."}' | pkcstok-migrate plan --request -`},
 	{"Save a plan (safe as a CI artifact: it holds no PIN) and apply exactly that.", "pkcstok-migrate plan --slot 3 --out plan.json\npkcstok-migrate apply --plan plan.json --so-pin-file so.pin --user-pin-file user.pin"},
 	{"Plan afresh and apply; a second run reports \"changed\": false.", "pkcstok-migrate apply --slot 3 --so-pin-file so.pin --user-pin-file user.pin"},
-	{"Switch back to the backups.", "pkcstok-migrate rollback --slot 3"},
+	{"A host: several slots in one run, all or nothing, a PIN file per slot ({slot} is each slot's number).", "pkcstok-migrate apply --slots 1,2,3,4 --so-pin-file /root/pins/so-{slot} --user-pin-file /root/pins/user-{slot}"},
+	{"Switch one slot back; the other slots stay migrated.", "pkcstok-migrate rollback --slot 3"},
 	{"Every slot of the host: what needs migrating, backups, journals. Needs no PINs.", "pkcstok-migrate info --json=false"},
 	{"Upstream's interface, with upstream's messages and question.", "pkcstok-migrate -s 3 -d /var/lib/opencryptoki/swtok -c /etc/opencryptoki"},
 }

@@ -195,10 +195,9 @@ func runLegacy(e *env, args []string) int {
 			bakExists = true
 		}
 	}
-	if _, err := os.Lstat(filepath.Join(a.confdir, layout.ConfBakName)); err == nil {
-		warnx("Error: config file backup already exists already: %s", filepath.Join(a.confdir, layout.ConfBakName))
-		bakExists = true
-	}
+	// opencryptoki.conf_BAK is the conf from before the first migration: it is kept and never
+	// in the way of another slot's migration (upstream refuses here, which stops the second
+	// slot of a host until the backup is deleted by hand).
 	if bakExists {
 		warnx("Please remove the backups before running this utility.")
 		return fail()

@@ -33,6 +33,7 @@ type opFlags struct {
 	planFile    string
 	out         string
 	allSlots    bool
+	slots       string
 	stateDir    string
 	json        bool
 	set         map[string]bool
@@ -52,7 +53,7 @@ func runOperation(e *env, op string, args []string) int {
 	f := opFlags{
 		request: v.s("request"), slot: v.s("slot"), datastore: v.s("datastore"), confdir: v.s("confdir"),
 		soPINFile: v.s("so-pin-file"), userPINFile: v.s("user-pin-file"), soPIN: v.s("so-pin"), userPIN: v.s("user-pin"),
-		planFile: v.s("plan"), out: v.s("out"), allSlots: v.b("all-slots"), stateDir: v.s("state-dir"), json: v.b("json"),
+		planFile: v.s("plan"), out: v.s("out"), allSlots: v.b("all-slots"), slots: v.s("slots"), stateDir: v.s("state-dir"), json: v.b("json"),
 		set: v.set,
 	}
 	out.json = f.json
@@ -63,6 +64,14 @@ func runOperation(e *env, op string, args []string) int {
 	req, err := buildRequest(e, &f)
 	if err != nil {
 		return out.fail(err)
+	}
+	if f.set["slots"] {
+		if err := slotsFromFlags(&f, req); err != nil {
+			return out.fail(err)
+		}
+	}
+	if len(req.Slots) > 0 {
+		return runHost(e, op, req, &f, out)
 	}
 	if f.set["so-pin"] || f.set["user-pin"] {
 		out.warn("PINs given on the command line are visible to other users of this host (ps, /proc); use --so-pin-file/--user-pin-file or --request")
@@ -202,10 +211,11 @@ func buildRequest(e *env, f *opFlags) (*contract.Request, error) {
 	if f.set["confdir"] {
 		req.Confdir = f.confdir
 	}
-	if f.set["so-pin-file"] {
+	// With --slots the PIN file flags name each slot's file (slotsFromFlags).
+	if f.set["so-pin-file"] && !f.set["slots"] {
 		req.SOPINFile = f.soPINFile
 	}
-	if f.set["user-pin-file"] {
+	if f.set["user-pin-file"] && !f.set["slots"] {
 		req.UserPINFile = f.userPINFile
 	}
 	if f.set["so-pin"] {
@@ -248,12 +258,16 @@ func resolve(e *env, op string, req *contract.Request, out *output) (plan.Option
 		return o, &contract.Error{Code: contract.CodeBadRequest, Field: "plan_file", Message: "plan_file is for apply only"}
 	}
 	if req.AllSlots && op != "plan" {
-		return o, &contract.Error{Code: contract.CodeBadRequest, Field: "all_slots", Message: "all_slots is for plan only: apply and rollback take one slot at a time"}
+		return o, &contract.Error{Code: contract.CodeBadRequest, Field: "all_slots", Message: "all_slots without slots is for plan only: to apply or roll back every slot, list each in slots with its PINs"}
 	}
 	if req.Backup != nil && op != "remove-backups" {
 		return o, &contract.Error{Code: contract.CodeBadRequest, Field: "backup", Message: "backup is for remove-backups only"}
 	}
-	if op == "rollback" || op == "remove-backups" {
+	if op == "rollback" {
+		// rollback takes the request of apply: its PINs are ignored, its PIN files never opened.
+		return o, nil
+	}
+	if op == "remove-backups" {
 		if req.SOPIN != "" || req.UserPIN != "" || req.SOPINFile != "" || req.UserPINFile != "" {
 			return o, &contract.Error{Code: contract.CodeBadRequest, Field: "so_pin", Message: op + " needs no PINs"}
 		}

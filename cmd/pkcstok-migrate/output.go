@@ -234,3 +234,31 @@ func runSchema(e *env, args []string) int {
 }
 
 func toolVersion() string { return plan.ToolVersion }
+
+func (o *output) hostPlan(hp *contract.HostPlan) {
+	hp.Warnings = append(hp.Warnings, o.warnings...)
+	var b strings.Builder
+	for i := range hp.Plans {
+		b.WriteString(planSummary(&hp.Plans[i]))
+	}
+	for _, w := range hp.Warnings {
+		tprintf(&b, "warning: %s\n", w)
+	}
+	text := ""
+	if hp.ConfDiff != "" {
+		text = "\n" + safeText(hp.ConfDiff)
+	}
+	o.emit(hp, b.String(), text)
+}
+
+func (o *output) hostResult(r *contract.HostResult) {
+	r.Warnings = append(r.Warnings, o.warnings...)
+	var b strings.Builder
+	for _, s := range r.Slots {
+		tprintf(&b, "slot %d: %s\n", s.Slot, s.Outcome)
+		if s.Result != nil {
+			b.WriteString(resultSummary(s.Result))
+		}
+	}
+	o.emit(r, b.String(), "")
+}
