@@ -46,6 +46,7 @@ type host struct {
 
 	confBefore, confAfter []byte // the conf the plans read, and with every slot's tokversion
 	confWritten           bool
+	confAttempted         bool // WriteIfUnchanged was called: the conf may be the new one
 	journalInfo           *repofs.Info // the host journal this run wrote or found
 	bakMade               *repofs.Info // opencryptoki.conf_BAK, when this run made it
 	failed                *hostSlot
@@ -397,6 +398,7 @@ func (h *host) editConf() error {
 	if err := h.o.hook(contract.OpConfEdit); err != nil {
 		return err
 	}
+	h.confAttempted = true
 	wr, err := conf.WriteIfUnchanged(h.confdir, h.confBefore, h.confAfter, conf.WriteOptions{Pristine: true, Keep: layout.ConfPrev}, h.o.stepHook)
 	if err != nil {
 		if errors.Is(err, conf.ErrConfChanged) {
@@ -506,8 +508,10 @@ func (h *host) undo() {
 	if !allBack {
 		return
 	}
-	if h.confWritten {
-		if err := conf.RestoreKept(h.confdir, layout.ConfPrev); err != nil {
+	if h.confAttempted {
+		// The write may have failed after its rename: the kept conf is put back whenever it
+		// was made.
+		if err := conf.RestoreKept(h.confdir, layout.ConfPrev); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return
 		}
 		h.confWritten = false
