@@ -272,7 +272,8 @@ func rollbackRepository(ds string, o *Options, forced string, res *contract.Resu
 	return nil
 }
 
-// loadsAsOld reports whether the repository dir/name loads as an old-format token.
+// loadsAsOld reports whether the repository dir/name loads as an old-format token (one whose
+// NVTOK.DAT the token library rewrote does not: tokens.RewrittenByLibrary).
 func loadsAsOld(pdir *repofs.Dir, name string) bool {
 	d, err := pdir.OpenSubdir(name)
 	if err != nil {
@@ -280,7 +281,12 @@ func loadsAsOld(pdir *repofs.Dir, name string) bool {
 	}
 	defer d.Close()
 	r, err := tokens.Load(d)
-	return err == nil && r.NV.Format == tokens.FormatOld
+	if err != nil || r.NV.Format != tokens.FormatOld {
+		return false
+	}
+	nv, err1 := d.ReadFile("NVTOK.DAT")
+	mk, err2 := d.ReadFile("MK_SO")
+	return err1 == nil && err2 == nil && !tokens.RewrittenByLibrary(nv, mk)
 }
 
 // switchBackExchange exchanges the backup with the repository the locks hold, then keeps that

@@ -33,6 +33,9 @@ const (
 	CodeNoSpace            Code = "no_space"    // a file system lacks the space or inodes the run needs
 	CodeReadOnly           Code = "read_only"   // a file system the run must write is read-only
 	CodeInterrupted        Code = "interrupted" // a run of other slots was interrupted: finish or roll it back first
+	// CodeRewrittenByLibrary: the token library opened a migrated repository under a conf
+	// without tokversion = 3.12 and rewrote its NVTOK.DAT in the old format.
+	CodeRewrittenByLibrary Code = "rewritten_by_library"
 	CodeInternal           Code = "internal"
 )
 

@@ -39,9 +39,23 @@ type SlotInfo struct {
 	Files SlotFiles `json:"files"`
 	// NeedsMigration: the repository is old or mixed, or it is 3.12 and the conf does not
 	// say so yet: a plan would have changes to make.
-	NeedsMigration bool     `json:"needs_migration"`
-	Warnings       []string `json:"warnings"`
+	NeedsMigration bool `json:"needs_migration"`
+	// Migration is where the slot stands: MigrationNone, MigrationDone, MigrationPending,
+	// MigrationRolledBack or MigrationDamaged; "" when the repository was not examined.
+	// Advice says what to do when something is left to do.
+	Migration string   `json:"migration"`
+	Advice    string   `json:"advice,omitempty"`
+	Warnings  []string `json:"warnings"`
 }
+
+// Where a slot stands (SlotInfo.Migration).
+const (
+	MigrationNone       = "not_migrated" // old repository, no tokversion = 3.12, never rolled back
+	MigrationDone       = "migrated"     // 3.12 repository and tokversion = 3.12
+	MigrationPending    = "pending"      // a run is unfinished, or the repository and the conf disagree
+	MigrationRolledBack = "rolled_back"  // old repository, no tokversion = 3.12, a rolled-back one beside it
+	MigrationDamaged    = "damaged"      // the token library rewrote NVTOK.DAT of a migrated repository
+)
 
 // FIPSMode is the host's FIPS setting as info read it. It is only reported: plan and apply
 // never read it, so they work the same on a host in FIPS mode (the migration is the way out
@@ -62,6 +76,7 @@ type SlotFiles struct {
 	Journal     bool `json:"journal"`      // <store>_PKCSTOK_MIGRATE_JOURNAL
 	WorkingCopy bool `json:"working_copy"` // <store>_PKCSTOK_MIGRATE_TMP, or <store>/PKCSTOK_MIGRATE_TMP (an in-place switch's, its journal inside)
 	ConfBackup  bool `json:"conf_backup"`  // <confdir>/opencryptoki.conf_BAK
+	HostJournal bool `json:"host_journal"` // <confdir>/opencryptoki.conf_PKCSTOK_MIGRATE_JOURNAL names the slot
 }
 
 // TokenTypeUnsupported is SlotInfo.TokenType for a slot whose token cannot be migrated.

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -93,6 +94,7 @@ func MakeInventory(o Options) (*contract.Inventory, error) {
 			// The in-place switch keeps its entries inside the repository.
 			si.Files.Backup = exists(parent, base+layout.SuffixBak) || exists(si.Datastore, layout.InPlaceBak)
 			si.Files.RolledBack = exists(parent, base+layout.SuffixRolledBack) || exists(si.Datastore, layout.InPlaceRolledBack)
+			si.Files.HostJournal = journalNames(confdir, s.ID)
 			si.Files.Journal = exists(parent, base+layout.SuffixJournal)
 			si.Files.WorkingCopy = exists(parent, base+layout.SuffixTmp) || exists(si.Datastore, layout.InPlaceTmp)
 		}
@@ -139,6 +141,9 @@ func inspectSlot(si *contract.SlotInfo, o Options, confdir, stateBase string, co
 	if err != nil {
 		si.Format = contract.FormatUnreadable
 		si.Reason = fmt.Sprintf("%s: %v", contract.CodeOf(err), err)
+		if contract.CodeOf(err) == contract.CodeRewrittenByLibrary {
+			si.Migration, si.Advice = contract.MigrationDamaged, err.Error()
+		}
 		return
 	}
 	si.Format = p.Format
@@ -148,6 +153,50 @@ func inspectSlot(si *contract.SlotInfo, o Options, confdir, stateBase string, co
 	si.Label = p.Token.Label
 	si.Warnings = append(si.Warnings, p.Warnings...)
 	si.NeedsMigration = p.Format != contract.Format312 || !conf312
+	si.Migration, si.Advice = migrationState(si, p.Format, conf312)
+}
+
+// migrationState says where a slot stands, and what to do when something is left.
+func migrationState(si *contract.SlotInfo, format contract.Format, conf312 bool) (string, string) {
+	unfinished := si.Files.Journal || si.Files.WorkingCopy || si.Files.HostJournal
+	switch {
+	case format == contract.Format312 && !conf312:
+		return contract.MigrationPending, "the repository is migrated but the conf does not say tokversion = 3.12: run apply now, before pkcsslotd starts (the token library would rewrite NVTOK.DAT of the migrated repository)"
+	case format == contract.FormatOld && conf312:
+		return contract.MigrationPending, "the conf says tokversion = 3.12 but the repository is old (an apply did not finish): run apply to finish it, or rollback to revert the conf line; the token library refuses the slot until then, without harm"
+	case unfinished:
+		return contract.MigrationPending, "a run did not finish: run apply to finish it, or rollback to revert it"
+	case format == contract.Format312:
+		return contract.MigrationDone, ""
+	case format == contract.FormatOld && si.Files.RolledBack:
+		return contract.MigrationRolledBack, ""
+	case format == contract.FormatOld:
+		return contract.MigrationNone, ""
+	}
+	return contract.MigrationPending, "the repository mixes old and 3.12 files: check it by hand"
+}
+
+// journalNames reports whether the host journal in confdir names the slot (only a journal
+// that parses is read; info never writes).
+func journalNames(confdir string, slot int) bool {
+	b, err := os.ReadFile(filepath.Join(confdir, layout.HostJournal))
+	if err != nil {
+		return false
+	}
+	var j struct {
+		Slots []struct {
+			Slot int `json:"slot"`
+		} `json:"slots"`
+	}
+	if json.Unmarshal(b, &j) != nil {
+		return false
+	}
+	for _, s := range j.Slots {
+		if s.Slot == slot {
+			return true
+		}
+	}
+	return false
 }
 
 // repositoryMissing tells whether the repository directory or its NVTOK.DAT does not exist:

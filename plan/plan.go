@@ -227,6 +227,9 @@ func resolveDatastore(p *contract.Plan, slot *conf.Slot, o Options) error {
 // loadAndUnlock reads the repository's key files and OBJ.IDX and, with both PINs, checks them.
 func loadAndUnlock(p *contract.Plan, dir *repofs.Dir, o Options) (*tokens.Repository, *tokens.Keys, error) {
 	repo, err := tokens.Load(dir)
+	if rerr := rewrittenError(p.Datastore, dir); rerr != nil {
+		return nil, nil, rerr
+	}
 	if err != nil {
 		return nil, nil, repoError(p.Datastore, err)
 	}
@@ -518,6 +521,21 @@ func repoError(ds string, err error) error {
 		return contract.Errorf(contract.CodeCorruptRepository, "repository %s: %w", ds, err)
 	}
 	return contract.Errorf(contract.CodeIO, "repository %s: %w", ds, err)
+}
+
+// rewrittenError recognises a repository the token library damaged (tokens.RewrittenByLibrary)
+// and says what to do; nil for any other.
+func rewrittenError(ds string, dir *repofs.Dir) error {
+	nv, err1 := dir.ReadFile("NVTOK.DAT")
+	mk, err2 := dir.ReadFile("MK_SO")
+	if err1 != nil || err2 != nil || !tokens.RewrittenByLibrary(nv, mk) {
+		return nil
+	}
+	todo := fmt.Sprintf("run rollback: it switches the original, %s, back in (the damaged repository is kept beside it), then apply again with tokversion = 3.12 kept in the conf", ds+layout.SuffixBak)
+	if !exists(filepath.Dir(ds), filepath.Base(ds)+layout.SuffixBak) {
+		todo = "restore the repository from a backup of before its migration, then apply again"
+	}
+	return &contract.Error{Code: contract.CodeRewrittenByLibrary, Message: fmt.Sprintf("%s: NVTOK.DAT is in the old format but MK_SO in the 3.12 format: the token library rewrote NVTOK.DAT because it opened the migrated repository under a conf without tokversion = 3.12; %s", ds, todo)}
 }
 
 func unlockError(err error) error {

@@ -216,3 +216,12 @@ func upgradeNVToken(old []byte, ord ByteOrder, salts []byte) []byte {
 	}
 	return out
 }
+
+// RewrittenByLibrary reports whether nvtok (NVTOK.DAT) and mkSO (MK_SO) are what the token
+// library leaves when it opens a 3.12 repository under a conf without tokversion = 3.12: it
+// rewrites NVTOK.DAT in the old format, while MK_SO keeps its 3.12 form (doc/format.md §12).
+// Such a repository cannot be read as either format; its original is in the migration's
+// backup.
+func RewrittenByLibrary(nvtok, mkSO []byte) bool {
+	return len(nvtok) == NVTokOldSize && len(mkSO) == mkNewFileSize
+}

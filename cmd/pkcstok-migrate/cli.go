@@ -90,18 +90,19 @@ var commands = []cmdSpec{
 	},
 	{
 		name:    "apply",
-		summary: "migrate the slot's repository and set tokversion = 3.12 (root)",
+		summary: "migrate the slot's repository (or a host's slots) and set tokversion = 3.12 (root)",
 		desc: []string{
-			"Plans again under locks on the conf directory and the repository, copies the repository to <store>_PKCSTOK_MIGRATE_TMP, re-encrypts every object under a fresh master key, verifies that every object decrypts to the bytes it had, swaps the copy in with one atomic exchange, keeps the original as <store>_BAK and sets tokversion = 3.12 for the slot in opencryptoki.conf (backup opencryptoki.conf_BAK). Refuses while pkcsslotd runs or a process holds a file of the repository open. A run that was killed is finished by the next apply; a second apply reports \"changed\": false.",
+			"Plans again under locks on the conf directory and the repository, copies the repository to <store>_PKCSTOK_MIGRATE_TMP, re-encrypts every object under a fresh master key and verifies that every object decrypts to the bytes it had; then it sets tokversion = 3.12 for the slot in opencryptoki.conf, and only then swaps the copy in with one atomic exchange and keeps the original as <store>_BAK. The token library refuses an old repository under tokversion = 3.12 without writing anything, so no moment of the run (or of a crash in it) shows it a migrated repository under the old conf. opencryptoki.conf_BAK is made once, from the conf before the first migration, and never replaced. Refuses while pkcsslotd runs or a process holds a file of the repository open. A run that was killed is finished by the next apply; a second apply reports \"changed\": false.",
+			"With --slots (or \"slots\" in the request, each slot with its own PINs) it migrates several slots of the conf in one run, all or nothing: every lock, PIN, backup place and file system is checked first, every working copy made and verified, the conf written once, then each repository switched; if a slot fails, the slots already switched are switched back and the conf is put back. The result says per slot what happened. A run killed half-way is finished by apply of the same slots or reverted by rollback; apply of other slots is refused (interrupted) until then.",
 		},
 		flags: concat(commonOpFlags, pinFlags, []string{"plan", "json"}),
 		exit:  "0 success or nothing to do, 1 error",
 	},
 	{
 		name:    "rollback",
-		summary: "switch back to <store>_BAK and opencryptoki.conf_BAK (root)",
+		summary: "switch a slot (or a host's slots) back to <store>_BAK and remove its tokversion line (root)",
 		desc: []string{
-			"Switches the slot back to the repository and conf of before the migration. The migrated state is kept as <store>_ROLLED_BACK and opencryptoki.conf_ROLLED_BACK. Needs no PINs.",
+			"Switches the slot's repository back to <store>_BAK, whatever the repository looks like now (one the token library damaged included), and keeps the one it switches away from under the first free name of <store>_ROLLED_BACK, <store>_ROLLED_BACK_2, ...; then it puts the slot's tokversion line back as it was before the migration (as opencryptoki.conf_BAK has it), changing no other line: other slots stay migrated. After every slot is rolled back the conf is the original byte for byte, and apply, rollback, apply, rollback ... work without removing anything by hand. Takes apply's request or flags, and needs no PINs: PINs given are ignored, PIN files never opened. With --slots, each listed slot.",
 		},
 		flags:  concat(commonOpFlags, []string{"json"}),
 		hidden: pinFlags,
@@ -376,6 +377,7 @@ var errorCodes = []struct {
 	{contract.CodeIO, "a read or write failed"},
 	{contract.CodeVerifyFailed, "the migrated copy did not decrypt to the original objects, or someone else renamed the repository or the working copy during the switch; nothing was switched"},
 	{contract.CodeNothingToRollBack, "rollback found no backup to switch back to and no tokversion line a migration set"},
+	{contract.CodeRewrittenByLibrary, "the token library rewrote NVTOK.DAT of a migrated repository opened under a conf without tokversion = 3.12: rollback switches the original back"},
 	{contract.CodeInterrupted, "a run of other slots was interrupted (opencryptoki.conf_PKCSTOK_MIGRATE_JOURNAL names them): apply them again to finish it, or roll them back"},
 	{contract.CodeInternal, "a bug: please report it"},
 }

@@ -7,6 +7,7 @@ package testseam
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -15,7 +16,7 @@ import (
 const (
 	// Fault is STEP:MODE: the run stops at the first step whose name is STEP (or starts with
 	// STEP without its trailing "*"), by returning an error (MODE "error") or by SIGKILL
-	// (MODE "kill").
+	// (MODE "kill"). STEP#N stops at the N-th such step (a host run has one per slot).
 	Fault = "PKCSTOK_MIGRATE_FAULT"
 	// Switch is "in_place" or "in_place_inside": the in-place switch is planned where the
 	// exchange would work (the backup beside or inside the repository), so that the crash and
@@ -55,8 +56,18 @@ func fault(spec string) func(string) error {
 		return nil
 	}
 	step, mode, _ := strings.Cut(spec, ":")
+	nth := 1
+	if i := strings.LastIndexByte(step, '#'); i >= 0 {
+		if n, err := strconv.Atoi(step[i+1:]); err == nil && n > 0 {
+			step, nth = step[:i], n
+		}
+	}
+	seen := 0
 	return func(s string) error {
 		if s != step && !(strings.HasSuffix(step, "*") && strings.HasPrefix(s, strings.TrimSuffix(step, "*"))) {
+			return nil
+		}
+		if seen++; seen < nth {
 			return nil
 		}
 		if mode == "kill" {
