@@ -46,7 +46,7 @@ type host struct {
 
 	confBefore, confAfter []byte // the conf the plans read, and with every slot's tokversion
 	confWritten           bool
-	confAttempted         bool // WriteIfUnchanged was called: the conf may be the new one
+	confAttempted         bool         // WriteIfUnchanged was called: the conf may be the new one
 	journalInfo           *repofs.Info // the host journal this run wrote or found
 	bakMade               *repofs.Info // opencryptoki.conf_BAK, when this run made it
 	failed                *hostSlot
