@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"runtime"
 	"sort"
 
 	json "github.com/goccy/go-json"
@@ -14,6 +15,7 @@ import (
 	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
 	"github.com/ocktools/pkcstok-migrate/internal/layout"
+	"github.com/ocktools/pkcstok-migrate/internal/parallel"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/plan"
 )
@@ -49,6 +51,7 @@ type host struct {
 	confAttempted         bool         // WriteIfUnchanged was called: the conf may be the new one
 	journalInfo           *repofs.Info // the host journal this run wrote or found
 	bakMade               *repofs.Info // opencryptoki.conf_BAK, when this run made it
+	kept                  repofs.Info  // the conf before the run, kept as layout.ConfPrev
 	failed                *hostSlot
 }
 
@@ -138,14 +141,9 @@ func (h *host) run() (*contract.HostResult, error) {
 	if !h.changes() {
 		return h.finish()
 	}
-	for _, s := range h.slots {
-		if !s.x.repoChange {
-			continue
-		}
-		if err := s.x.prepareRepository(); err != nil {
-			h.abandonPrepared()
-			return nil, h.fail(s, err)
-		}
+	if err := h.prepare(); err != nil {
+		h.abandonPrepared()
+		return nil, err
 	}
 	if err := h.journal(); err != nil {
 		h.abandonPrepared()
@@ -168,6 +166,43 @@ func (h *host) run() (*contract.HostResult, error) {
 		}
 	}
 	return h.finish()
+}
+
+// prepare makes and verifies the working copy of every slot to migrate, several at once: each
+// slot's copy gets its share of the cores. The first slot (in the request's order) that fails
+// is the run's failure.
+func (h *host) prepare() error {
+	var todo []*hostSlot
+	objects := 0
+	for _, s := range h.slots {
+		if s.x.repoChange {
+			todo = append(todo, s)
+			objects += len(s.x.insp.Index)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	defer plan.LimitMemory(objects)()
+	cores := runtime.GOMAXPROCS(0)
+	slotsAtOnce := min(len(todo), cores)
+	errs := make([]error, len(todo))
+	_ = parallel.Workers(len(todo), slotsAtOnce, func() func(int) error {
+		return func(i int) error {
+			x := todo[i].x
+			if x.o.Workers == 0 {
+				x.o.Workers = max(1, cores/slotsAtOnce)
+			}
+			errs[i] = x.prepareRepository()
+			return nil
+		}
+	})
+	for i, err := range errs {
+		if err != nil {
+			return h.fail(todo[i], err)
+		}
+	}
+	return nil
 }
 
 // abandonPrepared removes every working copy made and not switched in.
@@ -399,6 +434,10 @@ func (h *host) editConf() error {
 		return err
 	}
 	h.confAttempted = true
+	// The conf is read (and kept) by the write; its identity now, for the undo.
+	if info, err := h.cdir.Lstat(layout.ConfName); err == nil {
+		h.kept = info
+	}
 	wr, err := conf.WriteIfUnchanged(h.confdir, h.confBefore, h.confAfter, conf.WriteOptions{Pristine: true, Keep: layout.ConfPrev}, h.o.stepHook)
 	if err != nil {
 		if errors.Is(err, conf.ErrConfChanged) {
@@ -511,7 +550,7 @@ func (h *host) undo() {
 	if h.confAttempted {
 		// The write may have failed after its rename: the kept conf is put back whenever it
 		// was made.
-		if err := conf.RestoreKept(h.confdir, layout.ConfPrev); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := conf.RestoreKept(h.confdir, layout.ConfPrev, h.kept.Dev, h.kept.Ino); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return
 		}
 		h.confWritten = false

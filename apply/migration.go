@@ -89,7 +89,6 @@ func (m *migration) prepare(sw switcher) (err error) {
 	if err := sw.backupFree(); err != nil {
 		return err
 	}
-	defer plan.LimitMemory(len(m.insp.Index))()
 	if err := m.o.hook(contract.OpCopy); err != nil {
 		return err
 	}

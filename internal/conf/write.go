@@ -41,6 +41,8 @@ type WriteResult struct {
 	BackupMade bool        // opencryptoki.conf_BAK was made by this write (opts.Pristine)
 	Mode       os.FileMode // permission bits kept from the original
 	UID, GID   int         // owner kept from the original
+	// KeptDev and KeptIno are the identity of the conf replaced, linked as WriteOptions.Keep.
+	KeptDev, KeptIno uint64
 }
 
 // WriteIfUnchanged replaces <confdir>/opencryptoki.conf with newContent. If old is not nil,
@@ -166,6 +168,7 @@ func WriteIfUnchanged(confdir string, old, newContent []byte, opts WriteOptions,
 		if _, err := linkIfAbsent(dfd, opts.Keep, curSt, at); err != nil {
 			return nil, err
 		}
+		res.KeptDev, res.KeptIno = uint64(curSt.Dev), curSt.Ino
 	}
 
 	if err := hook(StepRenamed); err != nil {
@@ -291,8 +294,8 @@ func linkIfAbsent(dfd int, name string, cur *unix.Stat_t, at func(string) string
 
 // RestoreKept puts the conf kept under keep (WriteOptions.Keep) back as opencryptoki.conf with
 // one rename, which allocates nothing, and fsyncs the directory. It refuses a kept entry that
-// is not a regular file.
-func RestoreKept(confdir, keep string) error {
+// is not a regular file, or not the file the write kept (WriteResult.KeptDev, KeptIno).
+func RestoreKept(confdir, keep string, dev, ino uint64) error {
 	dfd, err := openDir(confdir)
 	if err != nil {
 		return err
@@ -302,8 +305,8 @@ func RestoreKept(confdir, keep string) error {
 	if err := unix.Fstatat(dfd, keep, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return &fs.PathError{Op: "stat", Path: filepath.Join(confdir, keep), Err: err}
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return fmt.Errorf("%s is not a regular file", filepath.Join(confdir, keep))
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || uint64(st.Dev) != dev || st.Ino != ino {
+		return fmt.Errorf("%s is not the conf this run kept: %w", filepath.Join(confdir, keep), ErrConfChanged)
 	}
 	if err := unix.Renameat(dfd, keep, dfd, confName); err != nil {
 		return &fs.PathError{Op: "rename", Path: filepath.Join(confdir, keep), Err: err}

@@ -78,12 +78,13 @@ func TestWriteKeepsModeOwnerAndBackup(t *testing.T) {
 	assert.True(t, os.SameFile(before, kept), "the kept conf is the original inode (hard link)")
 
 	// RestoreKept puts the original back; the pristine backup stays.
-	require.NoError(t, RestoreKept(dir, pristine.Keep))
+	require.Error(t, RestoreKept(dir, pristine.Keep, res.KeptDev, res.KeptIno+1), "not the file kept")
+	require.NoError(t, RestoreKept(dir, pristine.Keep, res.KeptDev, res.KeptIno))
 	assert.Equal(t, origConf, readFile(t, conf))
 	_, err = os.Lstat(filepath.Join(dir, pristine.Keep))
 	assert.True(t, errors.Is(err, os.ErrNotExist))
 	assert.Equal(t, origConf, readFile(t, filepath.Join(dir, backupName)))
-	assert.Error(t, RestoreKept(dir, pristine.Keep))
+	assert.Error(t, RestoreKept(dir, pristine.Keep, res.KeptDev, res.KeptIno))
 }
 
 func TestWriteRefusesSymlinks(t *testing.T) {
@@ -107,7 +108,7 @@ func TestWriteRefusesSymlinks(t *testing.T) {
 	assert.ErrorIs(t, err, repofs.ErrSymlink)
 	assert.Equal(t, origConf, readFile(t, filepath.Join(realDir, confName)))
 	assertNoTemp(t, realDir)
-	assert.ErrorIs(t, RestoreKept(link, pristine.Keep), repofs.ErrSymlink)
+	assert.ErrorIs(t, RestoreKept(link, pristine.Keep, 0, 0), repofs.ErrSymlink)
 
 	// a symlinked _BAK is never followed or replaced
 	dir = confDir(t, 0o644)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -62,12 +63,12 @@ func fault(spec string) func(string) error {
 			step, nth = step[:i], n
 		}
 	}
-	seen := 0
+	var seen atomic.Int64
 	return func(s string) error {
 		if s != step && !(strings.HasSuffix(step, "*") && strings.HasPrefix(s, strings.TrimSuffix(step, "*"))) {
 			return nil
 		}
-		if seen++; seen < nth {
+		if seen.Add(1) < int64(nth) {
 			return nil
 		}
 		if mode == "kill" {
