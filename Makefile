@@ -65,7 +65,7 @@ unit-arm64 unit-ppc64le:
 # Unit and CLI tests. e2e is left out here: it starts a real pkcsslotd, which every other
 # package's apply would then (rightly) refuse to run beside.
 unit:
-	$(GO) test $(TESTTAGS) -count=1 $$($(GO) list ./... | grep -v /e2e)
+	$(GO) test $(TESTTAGS) -count=1 -timeout 30m $$($(GO) list ./... | grep -v /e2e)
 
 # Each fuzz target for a few seconds: any input parses or errors, never panics.
 fuzz:
