@@ -297,6 +297,9 @@ func switchBackExchange(pdir *repofs.Dir, ds string, o Options, res *contract.Re
 	if err != nil {
 		return err
 	}
+	if !anyFree(pdir, base+layout.SuffixRolledBack) {
+		return &contract.Error{Code: contract.CodeBackupExists, Message: fmt.Sprintf("%s to %s_%d are all taken: remove old ones; nothing was rolled back", ds+layout.SuffixRolledBack, ds+layout.SuffixRolledBack, maxRolledBack)}
+	}
 	if err := o.hook(contract.OpRollbackExchange); err != nil {
 		return err
 	}
@@ -339,6 +342,21 @@ func keepRolledBack(pdir *repofs.Dir, ds string, o Options, res *contract.Result
 
 // maxRolledBack bounds the names renameToFree tries.
 const maxRolledBack = 1000
+
+// anyFree reports whether one of the names renameToFree tries is free now (checked before a
+// rollback changes anything; renameToFree still never replaces what appears meanwhile).
+func anyFree(d *repofs.Dir, want string) bool {
+	for i := 1; i <= maxRolledBack; i++ {
+		dest := want
+		if i > 1 {
+			dest = fmt.Sprintf("%s_%d", want, i)
+		}
+		if _, err := d.Lstat(dest); err != nil {
+			return true
+		}
+	}
+	return false
+}
 
 // renameToFree renames name to the first of want, want_2, want_3, ... that is free (never
 // replacing anything) and returns the name it took.
