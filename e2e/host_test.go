@@ -37,7 +37,8 @@ import (
 // repofs) on the host's files, and by the real 3.27 library opening copies of them.
 //
 // Only the Soft token library works here: the ICA and EP11 libraries ship on s390x only, and
-// the CCA library finds no adapter (the probe says so in the log and the table). Each token is
+// the CCA library has no CCA host library or adapter (the probe says what the slots hold, in
+// the log and the table). Each token is
 // made by the real 3.27 Soft library in swtok and then moved to its type's directory (lite,
 // ccatok, ep11tok); the host's conf names each type's real stdll. The real library opens the
 // host through a stand-in of that conf: each slot has the Soft library with tokname = its
@@ -544,8 +545,8 @@ func topNames(tr tree) []string {
 	return n
 }
 
-// sub is the part of tr below dir, relative to it (as snapshot(dir) would give it).
-func sub(tr tree, dir string) tree {
+// subtree is the part of tr below dir, relative to it (as snapshot(dir) would give it).
+func subtree(tr tree, dir string) tree {
 	out := tree{}
 	for p, e := range tr {
 		switch {
@@ -939,7 +940,7 @@ func (lh *labHost) applyHost(t *testing.T) (string, string) {
 		t.Errorf("opencryptoki.conf_BAK is not the original conf (%v)", err)
 	}
 	for _, tk := range lh.tokens {
-		if d := diff(lh.origTree[tk.slot], sub(s, tk.dir+"_BAK"), false); len(d) > 0 {
+		if d := diff(lh.origTree[tk.slot], subtree(s, tk.dir+"_BAK"), false); len(d) > 0 {
 			t.Errorf("%s_BAK is not the original:\n  %s", tk.dir, strings.Join(d, "\n  "))
 		}
 		checkSizes(t, lh.h.Path(tk.ds()))
@@ -1002,10 +1003,10 @@ func (lh *labHost) rollbackOne(t *testing.T) (string, string) {
 		t.Errorf("rollback --slot %d: want one tokversion line removed from the conf, got -%q +%q", slot, minus, plus)
 	}
 	s1, c1 := lh.stateTrees(t)
-	if d := diff(lh.origTree[slot], sub(s1, tk.dir), true); len(d) > 0 {
+	if d := diff(lh.origTree[slot], subtree(s1, tk.dir), true); len(d) > 0 {
 		t.Errorf("%s after rollback is not the original:\n  %s", tk.dir, strings.Join(d, "\n  "))
 	}
-	if d := diff(sub(s0, tk.dir), sub(s1, tk.dir+"_ROLLED_BACK"), false); len(d) > 0 {
+	if d := diff(subtree(s0, tk.dir), subtree(s1, tk.dir+"_ROLLED_BACK"), false); len(d) > 0 {
 		t.Errorf("%s_ROLLED_BACK is not the migrated repository:\n  %s", tk.dir, strings.Join(d, "\n  "))
 	}
 	if _, ok := s1[tk.dir+"_BAK"]; ok {
@@ -1016,7 +1017,7 @@ func (lh *labHost) rollbackOne(t *testing.T) (string, string) {
 			continue
 		}
 		for _, n := range []string{o.dir, o.dir + "_BAK"} {
-			if d := diff(sub(s0, n), sub(s1, n), true); len(d) > 0 {
+			if d := diff(subtree(s0, n), subtree(s1, n), true); len(d) > 0 {
 				t.Errorf("rollback of slot %d changed %s:\n  %s", slot, n, strings.Join(d, "\n  "))
 			}
 		}
@@ -1029,7 +1030,7 @@ func (lh *labHost) rollbackOne(t *testing.T) (string, string) {
 	}
 	want := want312(1, 3, 4)
 	ours := fmt.Sprintf("exit 0; %s is the original again (tree %s as made: content, modes, owners, file times), the migrated one kept as %s_ROLLED_BACK; the conf lost exactly slot %d's tokversion line; the other three repositories and their _BAK untouched; conf_BAK still the original; %s",
-		tk.dir, treeHash(sub(s1, tk.dir)), tk.dir, slot, lh.ours(t, want))
+		tk.dir, treeHash(subtree(s1, tk.dir)), tk.dir, slot, lh.ours(t, want))
 	real := lh.real(t, want, "", nil)
 
 	// The control: the real library opens a repository only with the conf's tokversion that
@@ -1087,12 +1088,12 @@ func (lh *labHost) rollbackHost(t *testing.T) (string, string) {
 	s1, c1 := lh.stateTrees(t)
 	var hashes []string
 	for _, tk := range lh.tokens {
-		now := sub(s1, tk.dir)
+		now := subtree(s1, tk.dir)
 		if d := diff(lh.origTree[tk.slot], now, true); len(d) > 0 || treeHash(now) != lh.origHash[tk.slot] {
 			t.Errorf("%s after the rollback is not the original (tree %s, as made %s):\n  %s", tk.dir, treeHash(now), lh.origHash[tk.slot], strings.Join(d, "\n  "))
 		}
 		if tk.slot != 2 {
-			if d := diff(sub(s0, tk.dir), sub(s1, tk.dir+"_ROLLED_BACK"), false); len(d) > 0 {
+			if d := diff(subtree(s0, tk.dir), subtree(s1, tk.dir+"_ROLLED_BACK"), false); len(d) > 0 {
 				t.Errorf("%s_ROLLED_BACK is not the migrated repository:\n  %s", tk.dir, strings.Join(d, "\n  "))
 			}
 		}
@@ -1101,7 +1102,7 @@ func (lh *labHost) rollbackHost(t *testing.T) (string, string) {
 		}
 		hashes = append(hashes, fmt.Sprintf("%s %s", tk.dir, treeHash(now)))
 	}
-	if d := diff(sub(s0, "ccatok_ROLLED_BACK"), sub(s1, "ccatok_ROLLED_BACK"), true); len(d) > 0 {
+	if d := diff(subtree(s0, "ccatok_ROLLED_BACK"), subtree(s1, "ccatok_ROLLED_BACK"), true); len(d) > 0 {
 		t.Errorf("the rollback of the host changed ccatok_ROLLED_BACK:\n  %s", strings.Join(d, "\n  "))
 	}
 	if l := leftovers(s1, c1); len(l) > 0 {
@@ -1167,7 +1168,7 @@ func (lh *labHost) oneByOne(t *testing.T) (string, string) {
 		}
 		for _, tk := range lh.tokens {
 			n := tk.dir + "_ROLLED_BACK"
-			if d := diff(sub(s0, n), sub(s1, n), true); len(d) > 0 {
+			if d := diff(subtree(s0, n), subtree(s1, n), true); len(d) > 0 {
 				t.Errorf("the apply of slot %d changed %s:\n  %s", st.slot, n, strings.Join(d, "\n  "))
 			}
 		}
@@ -1189,7 +1190,7 @@ func (lh *labHost) oneByOne(t *testing.T) (string, string) {
 	}
 	s, _ := lh.stateTrees(t)
 	for _, tk := range lh.tokens {
-		if d := diff(lh.origTree[tk.slot], sub(s, tk.dir+"_BAK"), false); len(d) > 0 {
+		if d := diff(lh.origTree[tk.slot], subtree(s, tk.dir+"_BAK"), false); len(d) > 0 {
 			t.Errorf("%s_BAK is not the original:\n  %s", tk.dir, strings.Join(d, "\n  "))
 		}
 	}
