@@ -584,7 +584,7 @@ func (h *host) result() *contract.HostResult {
 		if s.err != nil {
 			so.Error = errorBody(s.err)
 		}
-		res.Changed = res.Changed || s.outcome == contract.OutcomeMigrated
+		res.Changed = res.Changed || s.outcome == contract.OutcomeMigrated || s.outcome == contract.OutcomeRolledBack
 		res.Slots = append(res.Slots, so)
 	}
 	return res

@@ -72,13 +72,14 @@ const (
 type report struct {
 	mu    sync.Mutex
 	title string
+	first string // the first column's heading: what a row is
 	cols  []string
 	rows  []string
 	cells map[[2]string]string
 }
 
 func newReport(title string, cols ...string) *report {
-	return &report{title: title, cols: cols, cells: map[[2]string]string{}}
+	return &report{title: title, first: "producer", cols: cols, cells: map[[2]string]string{}}
 }
 
 func (rp *report) row(name string) {
@@ -131,7 +132,7 @@ func (rp *report) markdown() string {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
 	var b strings.Builder
-	fmt.Fprintf(&b, "### %s\n\n| producer | %s |\n|---|%s\n", rp.title, strings.Join(rp.cols, " | "), strings.Repeat("---|", len(rp.cols)))
+	fmt.Fprintf(&b, "### %s\n\n| %s | %s |\n|---|%s\n", rp.title, rp.first, strings.Join(rp.cols, " | "), strings.Repeat("---|", len(rp.cols)))
 	for _, r := range rp.rows {
 		cells := make([]string, len(rp.cols))
 		for i, c := range rp.cols {

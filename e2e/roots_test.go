@@ -145,21 +145,28 @@ func installTool(t *testing.T, r *ockroot.Root, goarch string, pins ...string) r
 	return tl
 }
 
-// run is `pkcstok-migrate <op> --request -` with req on stdin: PINs reach the tool only there.
-// An unexpected slot_daemon_running (another engineer's pkcsslotd on this machine: the tool's
-// check sees every process) is retried for up to two minutes.
-func (tl rootTool) run(t *testing.T, op string, req cliRequest, extra ...string) toolRun {
+// run is `pkcstok-migrate <op> --request -` with req (a cliRequest or a cliHostRequest) as
+// JSON on stdin: PINs reach the tool only there.
+func (tl rootTool) run(t *testing.T, op string, req any, extra ...string) toolRun {
 	t.Helper()
 	body, err := json.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{tl.path, op, "--request", "-"}, extra...)
+	return tl.runArgs(t, body, append([]string{op, "--request", "-"}, extra...)...)
+}
+
+// runArgs is `pkcstok-migrate args...` with stdin (may be nil). An unexpected
+// slot_daemon_running (another engineer's pkcsslotd on this machine: the tool's check sees
+// every process) is retried for up to two minutes.
+func (tl rootTool) runArgs(t *testing.T, stdin []byte, args ...string) toolRun {
+	t.Helper()
+	args = append([]string{tl.path}, args...)
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		start := time.Now()
-		res, err := tl.r.Run(ctx, body, tl.native, args...)
+		res, err := tl.r.Run(ctx, stdin, tl.native, args...)
 		cancel()
 		if err != nil {
 			t.Fatalf("%s: %v", tl.label, err)

@@ -159,6 +159,7 @@ type readObj struct {
 	Private bool
 	Clear   []byte
 	Class   uint32
+	KeyType *uint32 // CKA_KEY_TYPE, nil when absent
 	Label   string
 	ID      []byte
 }
@@ -202,7 +203,7 @@ func readRepository(t *testing.T, dir string, so, user []byte) *readRepo {
 			t.Fatalf("%s: parse object %q: %v", dir, name, err)
 		}
 		rr.Objects[name] = readObj{Name: name, Format: o.Format, Private: o.Private, Clear: o.Clear,
-			Class: a.Class, Label: string(a.Label), ID: a.ID}
+			Class: a.Class, KeyType: a.KeyType, Label: string(a.Label), ID: a.ID}
 	}
 	return rr
 }

@@ -120,10 +120,13 @@ func ReadStamp(dir string) (*Stamp, error) {
 	return st, nil
 }
 
-// CacheDir is $PKCSTOK_ROOTS, else <module root>/.cache/roots (as in mkroot.sh).
+// CacheDir is $PKCSTOK_ROOTS, else <module root>/.cache/roots (as in mkroot.sh), with its
+// symlinks resolved: /proc/PID/root names a session's real path, and a cache reached through a
+// symlink (a worktree's .cache) must compare equal to it, or no daemon of the session is
+// recognised as its own.
 func CacheDir() (string, error) {
 	if d := os.Getenv("PKCSTOK_ROOTS"); d != "" {
-		return filepath.Abs(d)
+		return resolved(filepath.Abs(d))
 	}
 	wd, err := os.Getwd()
 	if err != nil {
@@ -131,12 +134,23 @@ func CacheDir() (string, error) {
 	}
 	for d := wd; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return filepath.Join(d, ".cache", "roots"), nil
+			return resolved(filepath.Join(d, ".cache", "roots"), nil)
 		}
 		if filepath.Dir(d) == d {
 			return "", fmt.Errorf("no go.mod above %s: set PKCSTOK_ROOTS", wd)
 		}
 	}
+}
+
+// resolved is dir with its symlinks resolved, or dir as it is while it does not exist.
+func resolved(dir string, err error) (string, error) {
+	if err != nil {
+		return "", err
+	}
+	if r, err := filepath.EvalSymlinks(dir); err == nil {
+		return r, nil
+	}
+	return dir, nil
 }
 
 // Missing says what keeps spec from opening ("" when nothing does).
