@@ -120,10 +120,12 @@ func ReadStamp(dir string) (*Stamp, error) {
 	return st, nil
 }
 
-// CacheDir is $PKCSTOK_ROOTS, else <module root>/.cache/roots (as in mkroot.sh).
+// CacheDir is $PKCSTOK_ROOTS, else <module root>/.cache/roots (as in mkroot.sh), with
+// symbolic links resolved: a chrooted process's /proc/PID/root names the real path, and
+// that is how a session knows its own daemons (a worktree's .cache is often a link).
 func CacheDir() (string, error) {
 	if d := os.Getenv("PKCSTOK_ROOTS"); d != "" {
-		return filepath.Abs(d)
+		return resolved(filepath.Abs(d))
 	}
 	wd, err := os.Getwd()
 	if err != nil {
@@ -131,12 +133,23 @@ func CacheDir() (string, error) {
 	}
 	for d := wd; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return filepath.Join(d, ".cache", "roots"), nil
+			return resolved(filepath.Join(d, ".cache", "roots"), nil)
 		}
 		if filepath.Dir(d) == d {
 			return "", fmt.Errorf("no go.mod above %s: set PKCSTOK_ROOTS", wd)
 		}
 	}
+}
+
+// resolved is p with its symbolic links resolved, or p itself while it does not exist.
+func resolved(p string, err error) (string, error) {
+	if err != nil {
+		return "", err
+	}
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r, nil
+	}
+	return p, nil
 }
 
 // Missing says what keeps spec from opening ("" when nothing does).
