@@ -309,28 +309,7 @@ func (lc *libChecker) run(fx *fixture, tree *crashsim.Tree) (out libOutcome) {
 		out.err = errors.New("pkcs11-tool printed a PIN")
 		return out
 	}
-	text := string(res.Stdout) + string(res.Stderr)
-	m := ckrLine.FindAllStringSubmatch(text, -1)
-	switch {
-	case res.Code == 0:
-		out.kind = libLoginOK
-		for _, l := range strings.Split(string(res.Stdout), "\n") {
-			if objectLine.MatchString(l) {
-				out.objects++
-			}
-		}
-	case len(m) > 0:
-		f, rv := m[len(m)-1][1], m[len(m)-1][2]
-		out.rv = f + ": " + rv
-		switch f {
-		case "C_Login":
-			out.kind = libLoginFailed
-		case "C_FindObjectsInit", "C_FindObjects", "C_FindObjectsFinal", "C_GetAttributeValue":
-			out.kind = libListFailed
-		default:
-			out.kind = libRefused
-		}
-	default:
+	if out.kind, out.rv, out.objects = classify(res.Code, res.Stdout, res.Stderr); out.kind == "" {
 		out.err = fmt.Errorf("pkcs11-tool: %s", res)
 		return out
 	}
@@ -341,6 +320,35 @@ func (lc *libChecker) run(fx *fixture, tree *crashsim.Tree) (out libOutcome) {
 	}
 	out.changed = before.Diff(after)
 	return out
+}
+
+// classify reads what pkcs11-tool --login --list-objects said: the outcome, the failing call
+// and its return value, the objects listed. The last failing call counts (a failed
+// C_GetAttributeValue of one attribute is a warning, exit 0). kind is "" when the output
+// says neither.
+func classify(code int, stdout, stderr []byte) (kind, rv string, objects int) {
+	if code == 0 {
+		for _, l := range strings.Split(string(stdout), "\n") {
+			if objectLine.MatchString(l) {
+				objects++
+			}
+		}
+		return libLoginOK, "", objects
+	}
+	m := ckrLine.FindAllStringSubmatch(string(stdout)+string(stderr), -1)
+	if len(m) == 0 {
+		return "", "", 0
+	}
+	f, ckr := m[len(m)-1][1], m[len(m)-1][2]
+	switch f {
+	case "C_Login":
+		kind = libLoginFailed
+	case "C_FindObjectsInit", "C_FindObjects", "C_FindObjectsFinal", "C_GetAttributeValue":
+		kind = libListFailed
+	default:
+		kind = libRefused
+	}
+	return kind, f + ": " + ckr, 0
 }
 
 // placeState writes the state into the session: every top-level entry but the conf directory
