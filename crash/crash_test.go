@@ -4,14 +4,17 @@ package crash
 //
 // Every scenario runs the real binary once under strace on a fresh token, replays the trace
 // with crash/crashsim, and for every cut point of it builds the strict, the lenient and
-// a few seeded random crash states. Each distinct state (all of them, or a seeded sample
+// a few seeded random crash states. Every distinct state is opened by the real openCryptoki
+// of the testing-amd64 root, as the first application after the reboot would, which must
+// change nothing (library_test.go). Each distinct state (all of them, or a seeded sample
 // when a scenario has a budget) is written out, checked as a booting machine would see it,
 // and rebooted into: the operation runs again with the real binary and must converge, and a
 // second run must change nothing. Then the same is done with a binary built with the tag
 // crashcheck_nojournalsync, which lacks one barrier: that build must be caught.
 //
-// Runs with PKCSTOK_CRASH=1 (make crash), as root, with strace and the group pkcs11 (with
-// CI=true a missing one fails the test instead of skipping it). PKCSTOK_CRASH_SEED changes
+// Runs with PKCSTOK_CRASH=1 (make crash), as root, with strace, the group pkcs11 and the
+// testing-amd64 root of make setup (with CI=true a missing one fails the test instead of
+// skipping it; PKCSTOK_CRASH_LIBRARY=0 sweeps without the library). PKCSTOK_CRASH_SEED changes
 // the seed (default 14); PKCSTOK_CRASH_KEEP=DIR writes every failing state there as a JSON
 // file for crash/testdata/states; PKCSTOK_CRASH_BIN=FILE tests that binary (built with
 // -tags faultinject) instead of building one, e.g. an older commit's.
