@@ -105,8 +105,9 @@ e2e-matrix:
 e2e-s390x:
 	PKCSTOK_E2E=1 $(GO) test -count=1 -v -timeout 20m -run '^TestMatrix$$/s390x' ./e2e
 
-# Power loss at every step (crash/README.md; root, strace): apply, rollback and the
-# -s -d -c path run under strace, and every cut point's crash states are rebooted into with
+# Power loss at every step (crash/README.md; root, strace, after make setup): apply, rollback
+# and the -s -d -c path run under strace; every cut point's crash states are opened by the
+# real openCryptoki 3.27 of the testing-amd64 root (it must damage none) and rebooted into with
 # the real binary; a build without the journal's syncfs must be caught.
 crash:
 	PKCSTOK_CRASH=1 $(GO) test -count=1 -v -timeout 15m -run '^TestCrash$$' ./crash

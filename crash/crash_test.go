@@ -4,19 +4,23 @@ package crash
 //
 // Every scenario runs the real binary once under strace on a fresh token, replays the trace
 // with crash/crashsim, and for every cut point of it builds the strict, the lenient and
-// a few seeded random crash states. Each distinct state (all of them, or a seeded sample
+// a few seeded random crash states. Every distinct state is opened by the real openCryptoki
+// of the testing-amd64 root, as the first application after the reboot would, which must
+// change nothing (library_test.go). Each distinct state (all of them, or a seeded sample
 // when a scenario has a budget) is written out, checked as a booting machine would see it,
 // and rebooted into: the operation runs again with the real binary and must converge, and a
 // second run must change nothing. Then the same is done with a binary built with the tag
 // crashcheck_nojournalsync, which lacks one barrier: that build must be caught.
 //
-// Runs with PKCSTOK_CRASH=1 (make crash), as root, with strace and the group pkcs11 (with
-// CI=true a missing one fails the test instead of skipping it). PKCSTOK_CRASH_SEED changes
+// Runs with PKCSTOK_CRASH=1 (make crash), as root, with strace, the group pkcs11 and the
+// testing-amd64 root of make setup (with CI=true a missing one fails the test instead of
+// skipping it; PKCSTOK_CRASH_LIBRARY=0 sweeps without the library). PKCSTOK_CRASH_SEED changes
 // the seed (default 14); PKCSTOK_CRASH_KEEP=DIR writes every failing state there as a JSON
 // file for crash/testdata/states; PKCSTOK_CRASH_BIN=FILE tests that binary (built with
 // -tags faultinject) instead of building one, e.g. an older commit's.
 
 import (
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -51,21 +55,37 @@ type scenario struct {
 	// layout puts the scenario's trees on a real layout the exchange cannot switch: "bind"
 	// (a mount-point repository) or "overlay" (a lower-layer repository): fixture.layout.
 	layout string
+	// noLibrary leaves out the library check (the self-check: only the barrier it
+	// removes may catch that build).
+	noLibrary bool
 }
 
 // labeled is one distinct crash state and where it first came from.
 type labeled struct {
 	tree  *crashsim.Tree
+	id    int // its place among the scenario's distinct states
 	cut   int
 	kind  string // strict, lenient, mix N: how it was first built
 	label string
 	// strict, lenient, mix: whether some cut point built it that way (a state may be both
 	// the lenient state before a barrier and the strict state after it).
 	strict, lenient, mix bool
+	// builtAt is every cut point and kind of cut that built it.
+	builtAt []builtAt
+	// libErr: the real token library damaged it at boot, or could not open it
+	// (library_test.go).
+	libErr error
+}
+
+// builtAt is one cut that built a state: the cut point, where it is ("after ..."), the kind.
+type builtAt struct {
+	cut         int
+	where, kind string
 }
 
 // sweepStats are the figures of one scenario.
 type sweepStats struct {
+	name                            string
 	ops, cuts, built, distinct, ran int
 	byKind                          map[string]int
 	failures                        []string
@@ -74,6 +94,13 @@ type sweepStats struct {
 	// afterOp is the lenient state right after the first op of each kind ("exchange"), for
 	// the recovery scenarios.
 	afterOp map[string]*crashsim.Tree
+	// The library check: the states by outcome, the states damaged, the cut points where a
+	// state was damaged, and the scenario's report (table and DAMAGE list).
+	libOutcomes    map[string]int
+	libDamaged     int
+	libDamagedCuts []int
+	libReport      string
+	libDur         time.Duration
 }
 
 func gate(t *testing.T, needStrace bool) {
@@ -113,9 +140,14 @@ func TestCrash(t *testing.T) {
 		t.Skip("the crash sweep runs in its own make target: PKCSTOK_CRASH=1 (make crash)")
 	}
 	gate(t, true)
+	lib := newLibChecker(t)
 	start := time.Now()
 	h := newHarness(t, true)
+	h.lib = lib
 	sd := seed()
+	if lib != nil {
+		keepLibrary(t, fmt.Sprintf("# The real openCryptoki %s (%s) at every cut point, seed %d\n", lib.version, libSpec.Name(), sd), true)
+	}
 	t.Logf("seed %d, %d random mixes per cut point, %d workers; traced runs and states on %s (%s)", sd, mixesPerCut, workers(), h.fsType, h.scratch)
 
 	if b := os.Getenv("PKCSTOK_CRASH_BUDGET"); b != "" {
@@ -173,7 +205,7 @@ func TestCrash(t *testing.T) {
 	t.Run("selfcheck/crashcheck_nojournalsync", func(t *testing.T) {
 		broken := filepath.Join(h.dir, "pkcstok-migrate-nojournalsync")
 		build(t, broken, "crashcheck_nojournalsync")
-		st := h.sweep(t, scenario{name: "selfcheck", fixture: "soft-small", op: "apply"}, broken, sd, true)
+		st := h.sweep(t, scenario{name: "selfcheck", fixture: "soft-small", op: "apply", noLibrary: true}, broken, sd, true)
 		if len(st.failures) == 0 {
 			t.Fatalf("the build without the journal's syncfs passed %d crash states: the crash test cannot fail", st.ran)
 		}
@@ -183,7 +215,7 @@ func TestCrash(t *testing.T) {
 		// before the first exchange). Its strict states cannot show it (no exchange is
 		// durable before the next barrier either): the mixes do, where some exchanges
 		// survived and the contents they point at did not.
-		st = h.sweep(t, scenario{name: "selfcheck-in-place", fixture: "soft-small", op: "apply", force: "in_place_inside", budget: 40}, broken, sd, false)
+		st = h.sweep(t, scenario{name: "selfcheck-in-place", fixture: "soft-small", op: "apply", force: "in_place_inside", budget: 40, noLibrary: true}, broken, sd, false)
 		if len(st.failures) == 0 {
 			t.Fatalf("in place, the build without the journal's syncfs passed %d crash states: the crash test cannot fail", st.ran)
 		}
@@ -205,6 +237,41 @@ func TestCrash(t *testing.T) {
 	}
 	t.Logf("FIGURES: %d cut points, %d crash states built, %d distinct, %d rebooted into; objects checked %d, lost %d; half confs %d; missing repository paths %d; in-place switches half done at boot (journal present, finished by the rerun) %d; on %s; %.0fs",
 		cuts, built, distinct, ran, checked, lost, half, missing, mixed, h.fsType, time.Since(start).Seconds())
+	if lib != nil {
+		sum := lib.summary(all)
+		t.Log("\n" + sum)
+		if p := keepLibrary(t, sum, false); p != "" {
+			t.Logf("the library's tables and DAMAGE lists: %s", p)
+		}
+	}
+}
+
+// keepLibrary appends text to library.md in PKCSTOK_CRASH_KEEP (first empties it), scenario
+// by scenario, so that a run cut short keeps what it found. It returns the file's path.
+func keepLibrary(t *testing.T, text string, first bool) string {
+	keep := os.Getenv("PKCSTOK_CRASH_KEEP")
+	if keep == "" {
+		return ""
+	}
+	p := filepath.Join(keep, "library.md")
+	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	if first {
+		flags |= os.O_TRUNC
+	}
+	err := os.MkdirAll(keep, 0o755)
+	if err == nil {
+		var f *os.File
+		if f, err = os.OpenFile(p, flags, 0o644); err == nil {
+			_, err = f.WriteString(text + "\n")
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+	}
+	if err != nil {
+		t.Error(err)
+	}
+	return p
 }
 
 func workers() int { return max(1, min(runtime.NumCPU(), 4)) }
@@ -213,20 +280,42 @@ func workers() int { return max(1, min(runtime.NumCPU(), 4)) }
 // a strict cut built alone (for the self-check).
 func (h *harness) sweep(t *testing.T, sc scenario, bin string, sd int64, strictOnly bool) *sweepStats {
 	start := time.Now()
-	st := &sweepStats{byKind: map[string]int{}, afterOp: map[string]*crashsim.Tree{}}
+	st := &sweepStats{name: sc.name, byKind: map[string]int{}, afterOp: map[string]*crashsim.Tree{}, libOutcomes: map[string]int{}}
 	fx, sim := h.traceScenario(t, sc, bin)
 	st.ops = len(sim.Ops)
-	states, err := collect(sim, sd, st)
+	all, err := collect(sim, sd, st)
 	if err != nil {
 		t.Fatalf("%s: %v", sc.name, err)
 	}
-	st.distinct = len(states)
-	states = sample(states, budgetFor(sc), sd, strictOnly)
+	st.distinct = len(all)
+	if h.lib != nil && !sc.noLibrary {
+		// Boot, then an application: before any rerun, the real token library opens every
+		// distinct state (library_test.go).
+		st.libReport = h.lib.libSweep(fx, sc, all, len(sim.Ops), st)
+		t.Log("\n" + st.libReport)
+		keepLibrary(t, st.libReport, false)
+	}
+	states := sample(all, budgetFor(sc), sd, strictOnly)
 	h.runStates(fx, sc, bin, states, st)
+	// The states left out of the sample were opened by the library all the same.
+	sampled := map[int]bool{}
+	for _, s := range states {
+		sampled[s.id] = true
+	}
+	for _, s := range all {
+		if s.libErr != nil && !sampled[s.id] {
+			st.failures = append(st.failures, h.failure(fx, sc, s, s.libErr))
+		}
+	}
+	sort.Strings(st.failures)
 	st.dur = time.Since(start)
-	t.Logf("%s: %d ops, %d cut points, %d crash states built, %d distinct, %d rebooted into (%s); %d failed; objects checked %d, lost %d; half confs %d; missing repository paths %d; %.1fs",
+	lib := ""
+	if st.libReport != "" {
+		lib = fmt.Sprintf("; the library opened %d distinct states, %d damaged, at %d cut points, in %.1fs", st.distinct, st.libDamaged, len(st.libDamagedCuts), st.libDur.Seconds())
+	}
+	t.Logf("%s: %d ops, %d cut points, %d crash states built, %d distinct, %d rebooted into (%s); %d failed; objects checked %d, lost %d; half confs %d; missing repository paths %d%s; %.1fs",
 		sc.name, st.ops, st.cuts, st.built, st.distinct, st.ran, kinds(st.byKind), len(st.failures),
-		st.tl.objectsChecked.Load(), st.tl.objectsLost.Load(), st.tl.halfConf.Load(), st.tl.missingRepo.Load(), st.dur.Seconds())
+		st.tl.objectsChecked.Load(), st.tl.objectsLost.Load(), st.tl.halfConf.Load(), st.tl.missingRepo.Load(), lib, st.dur.Seconds())
 	return st
 }
 
@@ -285,7 +374,6 @@ func (h *harness) runStates(fx *fixture, sc scenario, bin string, states []label
 			}
 		}
 	}
-	keep := os.Getenv("PKCSTOK_CRASH_KEEP")
 	var mu sync.Mutex
 	work := make(chan labeled)
 	var wg sync.WaitGroup
@@ -295,17 +383,13 @@ func (h *harness) runStates(fx *fixture, sc scenario, bin string, states []label
 			defer wg.Done()
 			for s := range work {
 				_, err := h.checkState(fx, sc.op, s.tree, &st.tl, bin, false)
+				if s.libErr != nil {
+					err = errors.Join(s.libErr, err)
+				}
 				if err == nil {
 					continue
 				}
-				msg := fmt.Sprintf("%s: %s: %v", sc.name, s.label, err)
-				if keep != "" {
-					if p, serr := saveState(keep, fx, sc.op, s, err); serr != nil {
-						msg += fmt.Sprintf(" (not saved: %v)", serr)
-					} else {
-						msg += " (saved as " + p + ")"
-					}
-				}
+				msg := h.failure(fx, sc, s, err)
 				mu.Lock()
 				st.failures = append(st.failures, msg)
 				mu.Unlock()
@@ -318,6 +402,19 @@ func (h *harness) runStates(fx *fixture, sc scenario, bin string, states []label
 	close(work)
 	wg.Wait()
 	sort.Strings(st.failures)
+}
+
+// failure is the message of a failing state; with PKCSTOK_CRASH_KEEP the state is saved.
+func (h *harness) failure(fx *fixture, sc scenario, s labeled, err error) string {
+	msg := fmt.Sprintf("%s: %s: %v", sc.name, s.label, err)
+	if keep := os.Getenv("PKCSTOK_CRASH_KEEP"); keep != "" {
+		if p, serr := saveState(keep, fx, sc.op, s, err); serr != nil {
+			msg += fmt.Sprintf(" (not saved: %v)", serr)
+		} else {
+			msg += " (saved as " + p + ")"
+		}
+	}
+	return msg
 }
 
 func kinds(m map[string]int) string {
@@ -350,9 +447,10 @@ func collect(sim *crashsim.Sim, sd int64, st *sweepStats) ([]labeled, error) {
 			if !ok {
 				i = len(out)
 				seen[h] = i
-				out = append(out, labeled{tree: tr, cut: c.K, kind: kind,
+				out = append(out, labeled{tree: tr, id: i, cut: c.K, kind: kind,
 					label: fmt.Sprintf("cut %d of %d (%s), %s", c.K, len(sim.Ops), where, kind)})
 			}
+			out[i].builtAt = append(out[i].builtAt, builtAt{cut: c.K, where: where, kind: kind})
 			switch strings.Fields(kind)[0] {
 			case "strict":
 				out[i].strict = true

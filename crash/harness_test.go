@@ -280,13 +280,14 @@ func (fx *fixture) leaks(b []byte) bool {
 }
 
 type harness struct {
-	dir      string // private work directory
-	bin      string // pkcstok-migrate built with -tags faultinject
-	proc     string // an empty /proc: no pkcsslotd, no process holding files
-	pidfiles string // does not exist
-	scratch  string // where the traced runs and the states are written (scratchDir)
-	fsType   string // the file system of scratch, for the log
-	gid      int    // group pkcs11
+	dir      string      // private work directory
+	bin      string      // pkcstok-migrate built with -tags faultinject
+	proc     string      // an empty /proc: no pkcsslotd, no process holding files
+	pidfiles string      // does not exist
+	scratch  string      // where the traced runs and the states are written (scratchDir)
+	lib      *libChecker // the real token library opens every state (TestCrash only)
+	fsType   string      // the file system of scratch, for the log
+	gid      int         // group pkcs11
 	umask    uint32
 
 	seq  atomic.Int64

@@ -381,7 +381,11 @@ func Redact(argv []string) []string {
 // Run runs argv as root in the root (see Command) with stdin, and returns its output. A
 // non-zero exit is not an error (see Result.Code); failing to start or a timeout is.
 func (r *Root) Run(ctx context.Context, stdin []byte, native bool, argv ...string) (*Result, error) {
-	cmd := r.Command(ctx, false, native, argv...)
+	return r.run(ctx, r.Command(ctx, false, native, argv...), stdin, argv)
+}
+
+// run runs cmd (made by Command for argv) with stdin and returns its output, as Run says.
+func (r *Root) run(ctx context.Context, cmd *exec.Cmd, stdin []byte, argv []string) (*Result, error) {
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}

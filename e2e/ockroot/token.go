@@ -48,6 +48,19 @@ func (r *Root) Tool(ctx context.Context, slot int, pin string, args ...string) (
 	return r.Run(ctx, nil, false, append(a, args...)...)
 }
 
+// PINEnv is the environment variable through which ToolPINEnv hands pkcs11-tool the PIN.
+const PINEnv = "PKCSTOK_P11_PIN"
+
+// ToolPINEnv is Tool logged in with pin, which reaches pkcs11-tool in its environment
+// (`--pin env:PKCSTOK_P11_PIN`, opensc 0.21 and later), in no command line: for a caller
+// that keeps PINs out of every argv.
+func (r *Root) ToolPINEnv(ctx context.Context, slot int, pin string, args ...string) (*Result, error) {
+	a := append([]string{"/usr/bin/pkcs11-tool", "--module", r.Module(), "--slot", strconv.Itoa(slot), "--login", "--pin", "env:" + PINEnv}, args...)
+	cmd := r.Command(ctx, false, false, a...)
+	cmd.Env = append(cmd.Env, PINEnv+"="+pin)
+	return r.run(ctx, cmd, nil, a)
+}
+
 // Scratch is a directory inside the root for pkcs11-tool's input and output files.
 type Scratch struct {
 	r   *Root
