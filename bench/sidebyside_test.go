@@ -560,16 +560,23 @@ func parseStraceC(path string) (sysCount, error) {
 }
 
 // bytesMoved sums what the reads (read, pread64, getdents64) and the writes (write,
-// pwrite64, writev, copy_file_range, sendfile) returned in an strace -e trace file.
+// pwrite64, writev, copy_file_range, sendfile) returned in an strace -e trace file. A call
+// that another thread's interrupted is split over two lines, "name(... <unfinished ...>" and
+// "<... name resumed>...) = N": the second carries its result.
 func bytesMoved(path string) (read, written int64, err error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, 0, err
 	}
-	ret := regexp.MustCompile(`(?m)\b(read|pread64|getdents64|write|pwrite64|writev|copy_file_range|sendfile)\(.*\)\s+=\s+(\d+)`)
+	const calls = `(read|pread64|getdents64|write|pwrite64|writev|copy_file_range|sendfile)`
+	ret := regexp.MustCompile(`(?m)(?:\b` + calls + `\(.*\)|<\.\.\. ` + calls + ` resumed>.*)\s+=\s+(\d+)`)
 	for _, m := range ret.FindAllSubmatch(b, -1) {
-		n, _ := strconv.ParseInt(string(m[2]), 10, 64)
-		switch string(m[1]) {
+		n, _ := strconv.ParseInt(string(m[3]), 10, 64)
+		name := m[1]
+		if name == nil {
+			name = m[2]
+		}
+		switch string(name) {
 		case "read", "pread64", "getdents64":
 			read += n
 		default:
