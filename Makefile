@@ -172,9 +172,14 @@ man:
 # timed run; with system calls, the time of each kind of call, and bytes read and written per
 # object from strace; it writes bench/RESULTS.md. Inside a fresh PID namespace: apply refuses
 # while any pkcsslotd is visible, and other suites of this machine start real ones. Then the
-# in-process Go benchmarks.
+# in-process Go benchmarks, in a PID namespace too (BenchmarkApply applies).
+# The host part (bench/host_test.go): the downtime of a host of four slots (ICA, CCA, Soft, EP11;
+# BENCH_HOST_OBJECTS objects each) migrated by one `apply --slots 1,2,3,4` against upstream
+# run once per slot, BENCH_HOST_ROUNDS rounds alternating, with calls, bytes and peak RSS.
+# BENCH_PARTS="single host" picks the parts; a part left out keeps its text in BENCH_RESULTS.
 BENCHTIME ?= 3x
+BENCH_RESULTS ?= $(CURDIR)/bench/RESULTS.md
 .PHONY: bench
 bench: setup
-	unshare --pid --fork --mount-proc env BENCH_RESULTS=$(CURDIR)/bench/RESULTS.md $(GO) test -count=1 -run '^$$' -bench SideBySide -benchtime 1x -timeout 3h ./bench
-	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkPlan|BenchmarkApply|BenchmarkReencrypt' -benchtime $(BENCHTIME) ./plan ./apply ./tokens
+	unshare --pid --fork --mount-proc env BENCH_RESULTS=$(BENCH_RESULTS) $(GO) test -count=1 -run '^$$' -bench SideBySide -benchtime 1x -timeout 3h ./bench
+	unshare --pid --fork --mount-proc $(GO) test -count=1 -run '^$$' -bench 'BenchmarkPlan|BenchmarkApply|BenchmarkReencrypt' -benchtime $(BENCHTIME) ./plan ./apply ./tokens

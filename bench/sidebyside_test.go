@@ -74,10 +74,22 @@ type fsys struct {
 type bench struct {
 	ours    string // our binary
 	root    *ockroot.Root
+	parts   []string // BENCH_PARTS: "single" (one slot), "host" (four slots)
 	fss     []*fsys
 	sizes   []int
 	rounds  int
 	results map[string]*sizeResult // key: fs name + "/" + size
+	host    *hostBench
+}
+
+// part reports whether BENCH_PARTS (default: both) asks for the part name.
+func (bs *bench) part(name string) bool {
+	for _, p := range bs.parts {
+		if p == name {
+			return true
+		}
+	}
+	return false
 }
 
 // sizeResult is what one file system and one size gave.
@@ -113,6 +125,9 @@ func BenchmarkSideBySide(b *testing.B) {
 	done = true
 	bs := setup(b)
 	bs.prepare(b)
+	if bs.part("host") {
+		bs.host.prepare(b, bs)
+	}
 	for _, n := range bs.sizes {
 		for r := 0; r < bs.rounds; r++ {
 			for _, fs := range bs.fss {
@@ -137,6 +152,9 @@ func BenchmarkSideBySide(b *testing.B) {
 			b.Logf("%s n=%d: ours %.3f s, upstream %.3f s (%.2fx), cp -a %.3f s", fs.name, n, o.wall.Seconds(), u.wall.Seconds(), o.wall.Seconds()/u.wall.Seconds(), c.wall.Seconds())
 		}
 	}
+	if bs.part("host") {
+		bs.host.race(b, bs)
+	}
 	if err := bs.writeResults(); err != nil {
 		b.Fatal(err)
 	}
@@ -156,7 +174,12 @@ func setup(b *testing.B) *bench {
 	if m := ockroot.Missing(ockroot.Testing); m != "" {
 		b.Fatalf("bench: %s", m)
 	}
-	bs := &bench{results: map[string]*sizeResult{}}
+	bs := &bench{results: map[string]*sizeResult{}, parts: strings.Fields(env("BENCH_PARTS", "single host"))}
+	for _, p := range bs.parts {
+		if p != "single" && p != "host" {
+			b.Fatalf("BENCH_PARTS: %q (single, host)", p)
+		}
+	}
 	for _, f := range strings.Split(env("BENCH_SIZES", "1000,10000"), ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n <= 0 {
@@ -186,7 +209,11 @@ func setup(b *testing.B) *bench {
 	}
 	bs.root = r
 	b.Cleanup(bs.cleanup)
-	for _, name := range strings.Fields(env("BENCH_FS", "host xfs")) {
+	fsNames := strings.Fields(env("BENCH_FS", "host xfs"))
+	if !bs.part("single") {
+		fsNames = nil
+	}
+	for _, name := range fsNames {
 		fs := &fsys{}
 		switch name {
 		case "host":
@@ -208,18 +235,25 @@ func setup(b *testing.B) *bench {
 			fs.name = fs.kind + " (host)"
 		}
 		fs.inRoot = "/bench-" + name
-		mp := r.Path(fs.inRoot)
-		if err := os.MkdirAll(mp, 0o755); err != nil {
-			b.Fatal(err)
-		}
-		if err := unix.Mount(fs.dir, mp, "", unix.MS_BIND, ""); err != nil {
-			b.Fatalf("bind %s into the root: %v", fs.dir, err)
-		}
-		mpc := mp
-		b.Cleanup(func() { _ = unix.Unmount(mpc, unix.MNT_DETACH) })
+		bs.bindIntoRoot(b, fs.dir, fs.inRoot)
 		bs.fss = append(bs.fss, fs)
 	}
+	if bs.part("host") {
+		bs.host = newHostBench(b, bs, base)
+	}
 	return bs
+}
+
+// bindIntoRoot bind-mounts dir at inRoot inside the upstream root, until the end.
+func (bs *bench) bindIntoRoot(b *testing.B, dir, inRoot string) {
+	mp := bs.root.Path(inRoot)
+	if err := os.MkdirAll(mp, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := unix.Mount(dir, mp, "", unix.MS_BIND, ""); err != nil {
+		b.Fatalf("bind %s into the root: %v", dir, err)
+	}
+	b.Cleanup(func() { _ = unix.Unmount(mp, unix.MNT_DETACH) })
 }
 
 // loopXFS makes a new XFS on a sparse image (BENCH_XFS_SIZE, default 8G) and mounts it.
@@ -256,6 +290,9 @@ func (bs *bench) cleanup() {
 			_ = unix.Unmount(fs.mount, unix.MNT_DETACH)
 			os.Remove(filepath.Join(filepath.Dir(fs.mount), "xfs.img"))
 		}
+	}
+	if bs.host != nil && os.Getenv("BENCH_KEEP") == "" {
+		os.RemoveAll(filepath.Join(bs.host.dir, "runs"))
 	}
 }
 
@@ -523,16 +560,23 @@ func parseStraceC(path string) (sysCount, error) {
 }
 
 // bytesMoved sums what the reads (read, pread64, getdents64) and the writes (write,
-// pwrite64, writev, copy_file_range, sendfile) returned in an strace -e trace file.
+// pwrite64, writev, copy_file_range, sendfile) returned in an strace -e trace file. A call
+// that another thread's interrupted is split over two lines, "name(... <unfinished ...>" and
+// "<... name resumed>...) = N": the second carries its result.
 func bytesMoved(path string) (read, written int64, err error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, 0, err
 	}
-	ret := regexp.MustCompile(`(?m)\b(read|pread64|getdents64|write|pwrite64|writev|copy_file_range|sendfile)\(.*\)\s+=\s+(\d+)`)
+	const calls = `(read|pread64|getdents64|write|pwrite64|writev|copy_file_range|sendfile)`
+	ret := regexp.MustCompile(`(?m)(?:\b` + calls + `\(.*\)|<\.\.\. ` + calls + ` resumed>.*)\s+=\s+(\d+)`)
 	for _, m := range ret.FindAllSubmatch(b, -1) {
-		n, _ := strconv.ParseInt(string(m[2]), 10, 64)
-		switch string(m[1]) {
+		n, _ := strconv.ParseInt(string(m[3]), 10, 64)
+		name := m[1]
+		if name == nil {
+			name = m[2]
+		}
+		switch string(name) {
 		case "read", "pread64", "getdents64":
 			read += n
 		default:
@@ -598,12 +642,38 @@ func (bs *bench) rows(w *bytes.Buffer, row func(r *sizeResult) string) {
 	}
 }
 
-func (bs *bench) writeResults() error {
-	path := env("BENCH_RESULTS", "")
-	if path == "" {
-		return nil
+// The parts of RESULTS.md, each after its marker line: the single-slot race, the host's
+// downtime, and NOTES.md. A part that BENCH_PARTS left out keeps its text from the file.
+const (
+	markSingle = "<!-- bench: single slot -->"
+	markHost   = "<!-- bench: host -->"
+	markNotes  = "<!-- bench: notes -->"
+)
+
+var marks = []string{markSingle, markHost, markNotes}
+
+// splitParts returns the text after each marker of old, up to the next marker.
+func splitParts(old string) map[string]string {
+	parts := map[string]string{}
+	for _, m := range marks {
+		i := strings.Index(old, m+"\n")
+		if i < 0 {
+			continue
+		}
+		rest := old[i+len(m)+1:]
+		end := len(rest)
+		for _, o := range marks {
+			if j := strings.Index(rest, o+"\n"); j >= 0 && j < end {
+				end = j
+			}
+		}
+		parts[m] = rest[:end]
 	}
-	var w bytes.Buffer
+	return parts
+}
+
+// machine is the line naming the CPU, the cores, the kernel and Go.
+func machine() string {
 	cpu := "?"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		if m := regexp.MustCompile(`(?m)^model name\s*:\s*(.*)$`).FindSubmatch(b); m != nil {
@@ -612,24 +682,66 @@ func (bs *bench) writeResults() error {
 	}
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
+	return fmt.Sprintf("CPU: %s, %d cores; kernel %s; %s, CGO_ENABLED=0", cpu, runtime.NumCPU(), unix.ByteSliceToString(uts.Release[:]), runtime.Version())
+}
+
+// writeResults writes BENCH_RESULTS: the parts this session ran, the others as the file had
+// them, and NOTES.md.
+func (bs *bench) writeResults() error {
+	path := env("BENCH_RESULTS", "")
+	if path == "" {
+		return nil
+	}
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	parts := splitParts(string(old))
+	if bs.part("single") {
+		var w bytes.Buffer
+		bs.writeSingle(&w)
+		parts[markSingle] = w.String()
+	}
+	if bs.part("host") {
+		var w bytes.Buffer
+		bs.writeHost(&w)
+		parts[markHost] = w.String()
+	}
+	if notes, err := os.ReadFile("NOTES.md"); err == nil {
+		parts[markNotes] = string(notes)
+	}
+	var w bytes.Buffer
+	fmt.Fprintf(&w, "# pkcstok-migrate benchmark results\n")
+	for _, m := range marks {
+		// A blank line on each side of a marker: it ends the table before it.
+		if p := strings.Trim(parts[m], "\n"); p != "" {
+			fmt.Fprintf(&w, "\n%s\n\n%s\n", m, p)
+		} else {
+			fmt.Fprintf(&w, "\n%s\n", m)
+		}
+	}
+	return os.WriteFile(path, w.Bytes(), 0o644)
+}
+
+// writeSingle is the single-slot race: one repository, ours, upstream and cp -a.
+func (bs *bench) writeSingle(w *bytes.Buffer) {
 	load, _ := os.ReadFile("/proc/loadavg")
 	var names []string
 	for _, fs := range bs.fss {
 		names = append(names, fs.name)
 	}
-	fmt.Fprintf(&w, "# pkcstok-migrate benchmark results\n\n")
-	fmt.Fprintf(&w, "Written by `make bench` (bench/sidebyside_test.go, `go test -bench SideBySide`) on %s UTC. Not run in CI; no test asserts a time.\n\n", time.Now().UTC().Format("2006-01-02 15:04"))
-	fmt.Fprintf(&w, "## Machine and the upstream raced\n\n")
-	fmt.Fprintf(&w, "- CPU: %s, %d cores; kernel %s; %s, CGO_ENABLED=0\n", cpu, runtime.NumCPU(), unix.ByteSliceToString(uts.Release[:]), runtime.Version())
-	fmt.Fprintf(&w, "- upstream: `/usr/sbin/pkcstok_migrate` of Debian testing's opencryptoki %s (amd64), chrooted in the cached root of the real-openCryptoki suites; each file system's bench directory is bind-mounted into it, so all three work on the same file system\n", bs.root.Version())
-	fmt.Fprintf(&w, "- file systems: %s (the XFS a new sparse image, `mkfs.xfs` defaults, `mount -o loop`)\n", strings.Join(names, ", "))
-	fmt.Fprintf(&w, "- load average (1, 5, 15 min) at the start: %s; at the end: %s (a shared machine: compare only figures of one table, taken alternating)\n", loadStart, strings.TrimSpace(string(load)))
-	fmt.Fprintf(&w, "- protocol: every fresh copy (`cp -a --reflink=never`) made before the first timed run; per size, %d rounds; in each round each file system in turn runs ours, upstream and `cp -a --reflink=never` (of the repository to a new name: every file read and created once), the order rotating with the round; `sync` (untimed) before each run; nothing deleted until the end. Times are medians. Ours includes PBKDF2-SHA512 (4 derivations of 100,000 iterations, about 75 ms of both cores), upstream derives them too.\n\n", bs.rounds)
+	fmt.Fprintf(w, "Written by `make bench` (bench/sidebyside_test.go, `go test -bench SideBySide`) on %s UTC. Not run in CI; no test asserts a time.\n\n", time.Now().UTC().Format("2006-01-02 15:04"))
+	fmt.Fprintf(w, "## Machine and the upstream raced\n\n")
+	fmt.Fprintf(w, "- %s\n", machine())
+	fmt.Fprintf(w, "- upstream: `/usr/sbin/pkcstok_migrate` of Debian testing's opencryptoki %s (amd64), chrooted in the cached root of the real-openCryptoki suites; each file system's bench directory is bind-mounted into it, so all three work on the same file system\n", bs.root.Version())
+	fmt.Fprintf(w, "- file systems: %s (the XFS a new sparse image, `mkfs.xfs` defaults, `mount -o loop`)\n", strings.Join(names, ", "))
+	fmt.Fprintf(w, "- load average (1, 5, 15 min) at the start: %s; at the end: %s (a shared machine: compare only figures of one table, taken alternating)\n", loadStart, strings.TrimSpace(string(load)))
+	fmt.Fprintf(w, "- protocol: every fresh copy (`cp -a --reflink=never`) made before the first timed run; per size, %d rounds; in each round each file system in turn runs ours, upstream and `cp -a --reflink=never` (of the repository to a new name: every file read and created once), the order rotating with the round; `sync` (untimed) before each run; nothing deleted until the end. Times are medians. Ours includes PBKDF2-SHA512 (4 derivations of 100,000 iterations, about 75 ms of both cores), upstream derives them too.\n\n", bs.rounds)
 
-	fmt.Fprintf(&w, "## Side by side: apply (ours), pkcstok_migrate (upstream), cp -a (the floor)\n\n")
-	fmt.Fprintf(&w, "| file system | objects | ours s | upstream s | cp -a s | ours / upstream | ours / cp -a | ours user / sys s | upstream user / sys s | cp -a user / sys s | ours plan s |\n")
-	fmt.Fprintf(&w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	bs.rows(&w, func(r *sizeResult) string {
+	fmt.Fprintf(w, "## Side by side: apply (ours), pkcstok_migrate (upstream), cp -a (the floor)\n\n")
+	fmt.Fprintf(w, "| file system | objects | ours s | upstream s | cp -a s | ours / upstream | ours / cp -a | ours user / sys s | upstream user / sys s | cp -a user / sys s | ours plan s |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	bs.rows(w, func(r *sizeResult) string {
 		o, u, c, p := median(r.runs[toolOurs]), median(r.runs[toolUpstream]), median(r.runs[toolCp]), median(r.plan)
 		return fmt.Sprintf(" %.3f | %.3f | %.3f | **%.2f** | %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.3f |",
 			o.wall.Seconds(), u.wall.Seconds(), c.wall.Seconds(), o.wall.Seconds()/u.wall.Seconds(), o.wall.Seconds()/c.wall.Seconds(),
@@ -637,20 +749,20 @@ func (bs *bench) writeResults() error {
 	})
 	if len(bs.sizes) >= 2 {
 		lo, hi := bs.sizes[0], bs.sizes[len(bs.sizes)-1]
-		fmt.Fprintf(&w, "\nPer-object cost: the wall time each tool adds per object between %d and %d objects ((t(%d) − t(%d)) / %d, medians), which leaves out the fixed costs (process start, PBKDF2, the chroot):\n\n", lo, hi, hi, lo, hi-lo)
-		fmt.Fprintf(&w, "| file system | ours µs/obj | upstream µs/obj | cp -a µs/obj | ours / cp -a | ours / upstream |\n|---|---:|---:|---:|---:|---:|\n")
+		fmt.Fprintf(w, "\nPer-object cost: the wall time each tool adds per object between %d and %d objects ((t(%d) − t(%d)) / %d, medians), which leaves out the fixed costs (process start, PBKDF2, the chroot):\n\n", lo, hi, hi, lo, hi-lo)
+		fmt.Fprintf(w, "| file system | ours µs/obj | upstream µs/obj | cp -a µs/obj | ours / cp -a | ours / upstream |\n|---|---:|---:|---:|---:|---:|\n")
 		for _, fs := range bs.fss {
 			per := func(tool string) float64 {
 				a, z := median(bs.results[key(fs, lo)].runs[tool]), median(bs.results[key(fs, hi)].runs[tool])
 				return (z.wall - a.wall).Seconds() * 1e6 / float64(hi-lo)
 			}
 			o, u, c := per(toolOurs), per(toolUpstream), per(toolCp)
-			fmt.Fprintf(&w, "| %s | %.1f | %.1f | %.1f | **%.2f** | %.2f |\n", fs.name, o, u, c, o/c, o/u)
+			fmt.Fprintf(w, "| %s | %.1f | %.1f | %.1f | **%.2f** | %.2f |\n", fs.name, o, u, c, o/c, o/u)
 		}
 	}
-	fmt.Fprintf(&w, "\nMade durable: each run's time and then the `sync` right after it (timed apart, not in the table above), which writes back what the run left dirty. Ours makes its working copy durable before it switches it in (the crash safety `make crash` checks); upstream and `cp -a` never sync, so the run's wall time above leaves their write-back out:\n\n")
-	fmt.Fprintf(&w, "| file system | objects | ours s + sync s | upstream s + sync s | cp -a s + sync s | ours / upstream, both durable |\n|---|---:|---:|---:|---:|---:|\n")
-	bs.rows(&w, func(r *sizeResult) string {
+	fmt.Fprintf(w, "\nMade durable: each run's time and then the `sync` right after it (timed apart, not in the table above), which writes back what the run left dirty. Ours makes its working copy durable before it switches it in (the crash safety `make crash` checks); upstream and `cp -a` never sync, so the run's wall time above leaves their write-back out:\n\n")
+	fmt.Fprintf(w, "| file system | objects | ours s + sync s | upstream s + sync s | cp -a s + sync s | ours / upstream, both durable |\n|---|---:|---:|---:|---:|---:|\n")
+	bs.rows(w, func(r *sizeResult) string {
 		var cells string
 		var tot [3]float64
 		for i, t := range tools {
@@ -659,9 +771,9 @@ func (bs *bench) writeResults() error {
 		}
 		return cells + fmt.Sprintf(" **%.2f** |", tot[0]/tot[1])
 	})
-	fmt.Fprintf(&w, "\nBlock I/O per object (the process's ru_inblock / ru_oublock in 512-byte blocks, medians of the timed runs; what the file system sent to the disk on the tool's behalf, including our syncfs; write-back the kernel does later is not in it): does not drift with the load.\n\n")
-	fmt.Fprintf(&w, "| file system | objects | ours in / out | upstream in / out | cp -a in / out |\n|---|---:|---:|---:|---:|\n")
-	bs.rows(&w, func(r *sizeResult) string {
+	fmt.Fprintf(w, "\nBlock I/O per object (the process's ru_inblock / ru_oublock in 512-byte blocks, medians of the timed runs; what the file system sent to the disk on the tool's behalf, including our syncfs; write-back the kernel does later is not in it): does not drift with the load.\n\n")
+	fmt.Fprintf(w, "| file system | objects | ours in / out | upstream in / out | cp -a in / out |\n|---|---:|---:|---:|---:|\n")
+	bs.rows(w, func(r *sizeResult) string {
 		var cells string
 		for _, t := range tools {
 			in, out := medianBlocks(r.runs[t])
@@ -669,29 +781,29 @@ func (bs *bench) writeResults() error {
 		}
 		return cells
 	})
-	fmt.Fprintf(&w, "\nEvery run (wall s, user s, sys s, peak RSS MiB, the sync after it s), in the order run within a round:\n\n```\n")
+	fmt.Fprintf(w, "\nEvery run (wall s, user s, sys s, peak RSS MiB, the sync after it s), in the order run within a round:\n\n```\n")
 	for _, n := range bs.sizes {
 		for _, fs := range bs.fss {
 			r := bs.results[key(fs, n)]
 			for i := 0; i < bs.rounds; i++ {
-				fmt.Fprintf(&w, "%-11s n=%-6d round %d", fs.name, n, i+1)
+				fmt.Fprintf(w, "%-11s n=%-6d round %d", fs.name, n, i+1)
 				for k := range tools {
 					t := tools[(k+i)%len(tools)]
 					x := r.runs[t][i]
-					fmt.Fprintf(&w, "  %s %.3f %.2f %.2f %.1f +%.3f", t, x.wall.Seconds(), x.user.Seconds(), x.sys.Seconds(), float64(x.maxRSS)/1024, x.left.Seconds())
+					fmt.Fprintf(w, "  %s %.3f %.2f %.2f %.1f +%.3f", t, x.wall.Seconds(), x.user.Seconds(), x.sys.Seconds(), float64(x.maxRSS)/1024, x.left.Seconds())
 				}
-				fmt.Fprintf(&w, "\n")
+				fmt.Fprintf(w, "\n")
 			}
 			for i, p := range r.plan {
-				fmt.Fprintf(&w, "%-11s n=%-6d plan %d  ours %.3f %.2f %.2f %.1f\n", fs.name, n, i+1, p.wall.Seconds(), p.user.Seconds(), p.sys.Seconds(), float64(p.maxRSS)/1024)
+				fmt.Fprintf(w, "%-11s n=%-6d plan %d  ours %.3f %.2f %.2f %.1f\n", fs.name, n, i+1, p.wall.Seconds(), p.user.Seconds(), p.sys.Seconds(), float64(p.maxRSS)/1024)
 			}
 		}
 	}
-	fmt.Fprintf(&w, "```\n\n## What does not drift: system calls and bytes per object\n\n")
-	fmt.Fprintf(&w, "From `strace -f -c -w` (counts, and the wall-clock time of each kind of call) and `strace -f -e trace=read,pread64,getdents64,write,pwrite64,...` (bytes returned) of one more run of each, on its own fresh copy. \"runtime\" are the Go runtime's own calls (scheduler, memory, signals: futex, nanosleep, epoll, mmap, ...). Bytes written are what the write calls returned (the files' contents; the file system's own metadata is not in it).\n\n")
-	fmt.Fprintf(&w, "| file system | objects | ours fs calls/obj | ours runtime+other/obj | upstream fs calls/obj | upstream other/obj | cp -a fs calls/obj | cp -a other/obj | ours read B/obj | upstream read B/obj | cp -a read B/obj | ours written B/obj | upstream written B/obj | cp -a written B/obj |\n")
-	fmt.Fprintf(&w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	bs.rows(&w, func(r *sizeResult) string {
+	fmt.Fprintf(w, "```\n\n## What does not drift: system calls and bytes per object\n\n")
+	fmt.Fprintf(w, "From `strace -f -c -w` (counts, and the wall-clock time of each kind of call) and `strace -f -e trace=read,pread64,getdents64,write,pwrite64,...` (bytes returned) of one more run of each, on its own fresh copy. \"runtime\" are the Go runtime's own calls (scheduler, memory, signals: futex, nanosleep, epoll, mmap, ...). Bytes written are what the write calls returned (the files' contents; the file system's own metadata is not in it).\n\n")
+	fmt.Fprintf(w, "| file system | objects | ours fs calls/obj | ours runtime+other/obj | upstream fs calls/obj | upstream other/obj | cp -a fs calls/obj | cp -a other/obj | ours read B/obj | upstream read B/obj | cp -a read B/obj | ours written B/obj | upstream written B/obj | cp -a written B/obj |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	bs.rows(w, func(r *sizeResult) string {
 		f := float64(r.n)
 		o, u, c := r.count[toolOurs], r.count[toolUpstream], r.count[toolCp]
 		return fmt.Sprintf(" %.1f | %.1f | %.1f | %.2f | %.1f | %.2f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |",
@@ -703,19 +815,19 @@ func (bs *bench) writeResults() error {
 	// makes one file system cost more than another.
 	hi := bs.sizes[len(bs.sizes)-1]
 	for _, tool := range tools {
-		fmt.Fprintf(&w, "\n%s at %d objects, by kind of call: calls per object, then µs per call and total ms (strace -w wall-clock time of the call, strace's own overhead included) on each file system:\n\n", tool, hi)
-		fmt.Fprintf(&w, "| call |")
+		fmt.Fprintf(w, "\n%s at %d objects, by kind of call: calls per object, then µs per call and total ms (strace -w wall-clock time of the call, strace's own overhead included) on each file system:\n\n", tool, hi)
+		fmt.Fprintf(w, "| call |")
 		for _, fs := range bs.fss {
-			fmt.Fprintf(&w, " %s calls/obj |", fs.name)
+			fmt.Fprintf(w, " %s calls/obj |", fs.name)
 		}
 		for _, fs := range bs.fss {
-			fmt.Fprintf(&w, " %s µs/call | %s ms |", fs.name, fs.name)
+			fmt.Fprintf(w, " %s µs/call | %s ms |", fs.name, fs.name)
 		}
-		fmt.Fprintf(&w, "\n|---|")
+		fmt.Fprintf(w, "\n|---|")
 		for range bs.fss {
-			fmt.Fprintf(&w, "---:|---:|---:|")
+			fmt.Fprintf(w, "---:|---:|---:|")
 		}
-		fmt.Fprintf(&w, "\n")
+		fmt.Fprintf(w, "\n")
 		total := map[string]float64{}
 		for _, fs := range bs.fss {
 			for k, v := range bs.results[key(fs, hi)].count[tool].sys.secs {
@@ -732,9 +844,9 @@ func (bs *bench) writeResults() error {
 		}
 		sums := make([]float64, len(bs.fss))
 		for _, k := range ks {
-			fmt.Fprintf(&w, "| %s |", k)
+			fmt.Fprintf(w, "| %s |", k)
 			for _, fs := range bs.fss {
-				fmt.Fprintf(&w, " %.2f |", float64(bs.results[key(fs, hi)].count[tool].sys.byName[k])/float64(hi))
+				fmt.Fprintf(w, " %.2f |", float64(bs.results[key(fs, hi)].count[tool].sys.byName[k])/float64(hi))
 			}
 			for i, fs := range bs.fss {
 				c := bs.results[key(fs, hi)].count[tool].sys
@@ -743,23 +855,19 @@ func (bs *bench) writeResults() error {
 					us = c.secs[k] * 1e6 / float64(c.byName[k])
 				}
 				sums[i] += c.secs[k]
-				fmt.Fprintf(&w, " %.1f | %.1f |", us, c.secs[k]*1000)
+				fmt.Fprintf(w, " %.1f | %.1f |", us, c.secs[k]*1000)
 			}
-			fmt.Fprintf(&w, "\n")
+			fmt.Fprintf(w, "\n")
 		}
-		fmt.Fprintf(&w, "| (these, summed over threads) |")
+		fmt.Fprintf(w, "| (these, summed over threads) |")
 		for range bs.fss {
-			fmt.Fprintf(&w, " |")
+			fmt.Fprintf(w, " |")
 		}
 		for i := range bs.fss {
-			fmt.Fprintf(&w, " | %.1f |", sums[i]*1000)
+			fmt.Fprintf(w, " | %.1f |", sums[i]*1000)
 		}
-		fmt.Fprintf(&w, "\n")
+		fmt.Fprintf(w, "\n")
 	}
-	if notes, err := os.ReadFile("NOTES.md"); err == nil {
-		fmt.Fprintf(&w, "\n%s", notes)
-	}
-	return os.WriteFile(path, w.Bytes(), 0o644)
 }
 
 func fsType(dir string) string {

@@ -713,8 +713,32 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// selfOwner identifies this process across PID reuse: "pid starttime".
-func selfOwner() string { return ownerOf(os.Getpid()) }
+// selfOwner identifies this process across PID reuse and PID namespaces: "pid starttime
+// pid:[inode]", the PID as this process's namespace numbers it and that namespace.
+func selfOwner() string {
+	o := ownerOf(os.Getpid())
+	if o == "" {
+		return ""
+	}
+	return o + " " + pidNS()
+}
+
+// initPIDNS is the initial PID namespace (the kernel's PROC_PID_INIT_INO), the one an owner
+// record without a namespace was written in.
+const initPIDNS = "pid:[4026531836]"
+
+func pidNS() string {
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		return initPIDNS
+	}
+	return ns
+}
+
+// staleAfter is how old a session of another PID namespace must be before it is taken for
+// stale: its PID cannot be checked from here (make bench runs in a PID namespace of its own,
+// for at most 3 hours).
+const staleAfter = 24 * time.Hour
 
 func ownerOf(pid int) string {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -742,11 +766,21 @@ func removeStale(runDir string) {
 			continue
 		}
 		f := strings.Fields(string(b))
-		if len(f) != 2 {
+		ns := initPIDNS
+		switch len(f) {
+		case 2:
+		case 3:
+			ns = f[2]
+		default:
 			continue
 		}
-		pid, _ := strconv.Atoi(f[0])
-		if pid > 0 && ownerOf(pid) == string(b) {
+		if ns != pidNS() {
+			// Its PID means another process here, or none: a session of another namespace
+			// is left alone until it is old.
+			if fi, err := os.Stat(filepath.Join(work, "owner")); err != nil || time.Since(fi.ModTime()) < staleAfter {
+				continue
+			}
+		} else if pid, _ := strconv.Atoi(f[0]); pid > 0 && ownerOf(pid) == f[0]+" "+f[1] {
 			continue // still running
 		}
 		Cleanup(work)
