@@ -47,7 +47,7 @@ unit-s390x:
 	@command -v qemu-s390x-static >/dev/null || { echo "unit-s390x: qemu-s390x-static missing (apt-get install qemu-user-static; make setup)"; exit 1; }
 	@[ -e $(BINFMT)/register ] || mount -t binfmt_misc binfmt_misc $(BINFMT)
 	@[ -e $(BINFMT)/qemu-s390x ] || printf '%s\n' ':qemu-s390x:M::\x7fELF\x02\x02\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x16:\xff\xff\xff\xff\xff\xff\xff\xfc\xff\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff:/usr/bin/qemu-s390x-static:F' > $(BINFMT)/register
-	GOARCH=s390x $(GO) test $(TESTTAGS) -short -count=1 -exec qemu-s390x-static ./tokens/... ./plan ./apply ./cmd/...
+	GOARCH=s390x $(GO) test $(TESTTAGS) -short -count=1 -timeout 30m -exec qemu-s390x-static ./tokens/... ./plan ./apply ./cmd/...
 
 # The CLI test scripts once more as little-endian arm64 and ppc64le binaries under qemu-user
 # (the fleet's other two architectures), registered like qemu-s390x above (the
