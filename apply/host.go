@@ -52,6 +52,7 @@ type host struct {
 	journalInfo           *repofs.Info // the host journal this run wrote or found
 	bakMade               *repofs.Info // opencryptoki.conf_BAK, when this run made it
 	kept                  repofs.Info  // the conf before the run, kept as layout.ConfPrev
+	journalFound          bool         // an interrupted run's host journal was found
 	failed                *hostSlot
 }
 
@@ -290,7 +291,7 @@ func (h *host) recover() error {
 			return &contract.Error{Code: contract.CodeInterrupted, Message: fmt.Sprintf("a run of slots %v was interrupted (%s): run apply of those slots again to finish it, or rollback to revert it, before migrating slots %v", journalSlots(j), filepath.Join(h.confdir, layout.HostJournal), requestSlots(h.slots)),
 				Details: map[string]any{"journal_slots": journalSlots(j)}}
 		}
-		h.journalInfo = info
+		h.journalInfo, h.journalFound = info, true
 	}
 	for _, s := range h.slots {
 		rec, err := recoverInterrupted(s.ds, &s.o)
@@ -411,12 +412,13 @@ func (h *host) journal() error {
 	if err := h.o.hook(contract.OpHostJournal); err != nil {
 		return err
 	}
-	info, err := h.cdir.CreatePrivate(layout.HostJournal, data)
+	// Durability: the journal's content, then its name, before the conf it explains changes
+	// (a journal whose content a power cut lost is taken for one written before any change).
+	info, err := h.cdir.CreatePrivateDurable(layout.HostJournal, data)
 	if err != nil {
 		return contract.Errorf(contract.CodeIO, "write %s: %w", filepath.Join(h.confdir, layout.HostJournal), err)
 	}
 	h.journalInfo = &info
-	// Durability: the journal before the conf it explains changes (one directory: in order).
 	if err := h.cdir.Sync(); err != nil {
 		return contract.Errorf(contract.CodeIO, "sync %s: %w", h.confdir, err)
 	}
@@ -478,7 +480,9 @@ func (h *host) finish() (*contract.HostResult, error) {
 			s.o.shm.remove()
 			x.res.Steps = append(x.res.Steps, contract.OpRemoveShm)
 		}
-		x.res.Changed = x.repoChange || x.confChange
+		// A run that finished an interrupted one (its switch, or its host journal) changed
+		// the host too.
+		x.res.Changed = x.repoChange || x.confChange || s.rec.exchanged || h.journalFound
 		x.res.Backup = backups(x.p, x.made)
 		x.finalConf = finalConf
 		if err := x.fingerprint(); err != nil {

@@ -31,6 +31,17 @@ func Same(a, b Info) bool { return a.Dev == b.Dev && a.Ino == b.Ino }
 // with mode 0600 whatever the umask, and writes data. No fsync. The Info describes the file
 // created (for RemoveIfSame).
 func (d *Dir) CreatePrivate(name string, data []byte) (Info, error) {
+	return d.createPrivate(name, data, false)
+}
+
+// CreatePrivateDurable is CreatePrivate with the file's content fsynced before it is closed:
+// for a file whose name a later directory fsync makes durable and whose content must then be
+// there too.
+func (d *Dir) CreatePrivateDurable(name string, data []byte) (Info, error) {
+	return d.createPrivate(name, data, true)
+}
+
+func (d *Dir) createPrivate(name string, data []byte, durable bool) (Info, error) {
 	pfd, base, release, err := d.walkParent(name, "create")
 	if err != nil {
 		return Info{}, err
@@ -50,6 +61,9 @@ func (d *Dir) CreatePrivate(name string, data []byte) (Info, error) {
 	err = unix.Fchmod(fd, 0o600)
 	if err == nil {
 		err = writeFull(fd, data)
+	}
+	if err == nil && durable {
+		err = unix.Fsync(fd)
 	}
 	if cerr := unix.Close(fd); err == nil {
 		err = cerr
