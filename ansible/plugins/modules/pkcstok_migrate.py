@@ -24,6 +24,13 @@ description:
     the new repository and switches it in atomically.
   - With I(state=rolled_back) the module runs C(pkcstok-migrate rollback), which switches back to the
     backups made by an earlier migration.
+  - With I(slots) the module migrates a whole host in one run, each slot with its own repository
+    and PINs (a host with ICA, CCA, EP11 and Soft slots). It makes one plan of all the slots
+    (C(pkcstok-migrate plan) with a host request), stops C(pkcsslotd) once, runs one
+    C(pkcstok-migrate apply) of all the slots (all or nothing; the tool switches back the slots it
+    already switched when a later slot fails), then checks every migrated slot with the library. A
+    slot that fails its check is rolled back alone (C(pkcstok-migrate rollback) of that slot); the
+    other slots stay migrated.
   - PINs are passed to the tool only as a JSON request on its standard input, never on its command
     line and never in a file written by the module. PIN files (I(so_pin_file), I(user_pin_file)) are
     read once, by the module, and their PINs go into that request; the tool never opens them.
@@ -31,8 +38,65 @@ options:
   slot:
     description:
       - Slot number of the token, as in C(opencryptoki.conf).
+      - One of I(slot) and I(slots) is required; they are mutually exclusive.
     type: int
-    required: true
+  slots:
+    description:
+      - Several slots of the host's C(opencryptoki.conf), migrated (or rolled back) in one run, each
+        with its own repository and PINs.
+      - Mutually exclusive with I(slot), I(datastore), I(so_pin), I(user_pin), I(so_pin_file) and
+        I(user_pin_file), because each slot carries its own.
+      - Every PIN file is read once, by the module, under the rules of I(so_pin_file); the PINs reach
+        the tool only in the request on its standard input.
+      - With I(state=migrated), pkcsslotd is stopped once for the host (I(stop_slot_daemon)), one
+        C(pkcstok-migrate apply) migrates every slot that needs it, all or nothing (a slot with a
+        wrong PIN fails the run before anything is changed and the error names that slot), and
+        the daemon is started again. Then the host's library checks each migrated slot
+        (I(verify_with_library)), with that slot's user PIN. The slots that fail their check are
+        rolled back each alone, C(pkcstok-migrate rollback) of that slot, in one more stop of the
+        daemon; the other slots stay migrated and the module fails with C(library_verify_failed).
+      - With I(state=rolled_back), one C(pkcstok-migrate rollback) rolls back the slots listed
+        (their PINs are not needed and not sent).
+    type: list
+    elements: dict
+    suboptions:
+      slot:
+        description:
+          - Slot number of the token, as in C(opencryptoki.conf). Each slot at most once.
+        type: int
+        required: true
+      datastore:
+        description:
+          - Token repository directory of this slot; when not set, the slot's directory derived from
+            C(opencryptoki.conf).
+        type: path
+      so_pin:
+        description:
+          - SO PIN of this slot's token. Mutually exclusive with I(so_pin_file). Never logged.
+        type: str
+      user_pin:
+        description:
+          - User PIN of this slot's token (also used by its library check). Mutually exclusive with
+            I(user_pin_file). Never logged.
+        type: str
+      so_pin_file:
+        description:
+          - Path, on the managed host, of a file whose first line is this slot's SO PIN (the rules of
+            the module's I(so_pin_file)).
+        type: path
+      user_pin_file:
+        description:
+          - Path, on the managed host, of a file whose first line is this slot's user PIN (the rules
+            of the module's I(so_pin_file)).
+        type: path
+      verify_with_library:
+        description:
+          - Whether the host's library checks this slot after the migration; when not set, the
+            module's I(verify_with_library).
+          - Set C(false) for a slot whose token the host's library cannot open, for example a CCA or
+            EP11 slot on a host without the CCA or EP11 host library (C(libcsulcca.so),
+            C(libep11.so)) and its hardware, where its check would fail and roll the slot back.
+        type: bool
   datastore:
     description:
       - Token repository directory (for example C(/var/lib/opencryptoki/swtok)).
@@ -121,18 +185,21 @@ options:
       - The user and the group are looked up before anything changes; a user without a passwd entry
         (the library cannot initialise without one), a user or group that is root, or an unknown
         group fails the module first.
+      - With I(slots), every migrated slot is checked (each with its own user PIN and its own
+        token group) unless its entry sets I(verify_with_library=false); a slot that fails is
+        rolled back alone.
     type: bool
     default: false
   remove_backups_after_verify:
     description:
-      - Once I(verify_with_library) has seen every object of the plan in the migrated token, remove
-        the backups of this migration (C(<datastore>_BAK) and C(<confdir>/opencryptoki.conf_BAK)).
+      - An explicit opt-in, never needed to migrate another slot. Once I(verify_with_library) has
+        seen every object of the plan in the migrated token, remove the backups of this migration
+        (C(<datastore>_BAK), and C(<confdir>/opencryptoki.conf_BAK) when this run made it).
       - The module removes nothing itself. It runs C(pkcstok-migrate remove-backups) with the backup
         record of apply's result (the paths and the device and inode numbers apply made them with),
         and the tool removes an entry only while it still is that one; a directory a member of the
         token group renamed to C(<datastore>_BAK) is refused, not removed.
-      - Needed to migrate a second slot of the same C(opencryptoki.conf) in the same run, because the
-        tool keeps one C(opencryptoki.conf_BAK) per conf and refuses to overwrite it (C(backup_exists)).
+      - With I(slots), only when every checked slot passed, and only for the slots checked.
       - After that, C(state=rolled_back) has nothing to roll back to for this slot.
     type: bool
     default: false
@@ -156,14 +223,15 @@ attributes:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
-      - Check mode runs C(pkcstok-migrate plan) only. With I(state=rolled_back) it reports what would
-        be rolled back from the backups that exist, and never runs the rollback.
+      - Check mode runs C(pkcstok-migrate plan) only (with I(slots), one plan of all the slots). With
+        I(state=rolled_back) it reports what would be rolled back from the backups that exist, and
+        never runs the rollback.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details:
-      - Returns the change of C(opencryptoki.conf) and, for I(state=migrated), the format of every
-        token object before and after.
+      - Returns the change of C(opencryptoki.conf) (with I(slots), the one change of all the slots)
+        and, for I(state=migrated), the format of every token object before and after.
   platform:
     description: Target OS/families that can be operated against.
     support: full
@@ -179,7 +247,9 @@ notes:
   - Error results carry a machine-readable C(code) (for example C(wrong_pin),
     C(slot_daemon_running), C(backup_exists)).
   - The backups are left in place after a successful migration; remove them once the new repository
-    has been tested.
+    has been tested. C(opencryptoki.conf_BAK) is the conf from before the first migration, which the
+    tool makes once and never overwrites, so migrating another slot later (or with I(slots), several
+    at once) needs no backup removed.
 author:
   - ocktools contributors (@ocktools)
 '''
@@ -219,6 +289,32 @@ EXAMPLES = r'''
     state: rolled_back
     stop_slot_daemon: true
   become: true
+
+- name: Migrate a whole host in one run, each slot with its own PINs
+  ocktools.pkcstok.pkcstok_migrate:
+    slots:
+      - slot: 3
+        so_pin: "{{ vault_soft_so_pin }}"
+        user_pin: "{{ vault_soft_user_pin }}"
+      - slot: 1
+        so_pin: "{{ vault_ica_so_pin }}"
+        user_pin: "{{ vault_ica_user_pin }}"
+      - slot: 2
+        so_pin_file: /root/.ock/cca_so_pin
+        user_pin_file: /root/.ock/cca_user_pin
+    stop_slot_daemon: true
+    verify_with_library: true
+  become: true
+  register: host
+
+- name: Roll back slots 1 and 2 (no PINs needed)
+  ocktools.pkcstok.pkcstok_migrate:
+    slots:
+      - slot: 1
+      - slot: 2
+    state: rolled_back
+    stop_slot_daemon: true
+  become: true
 '''
 
 RETURN = r'''
@@ -231,7 +327,7 @@ plan:
   description:
     - The plan computed by C(pkcstok-migrate plan) (read-only), before any change was made.
     - Holds nothing derived from a PIN.
-  returned: when I(state=migrated)
+  returned: when I(state=migrated) and I(slot) is given
   type: dict
   contains:
     changed:
@@ -306,7 +402,7 @@ plan:
 result:
   description:
     - The result printed by C(pkcstok-migrate apply) or C(pkcstok-migrate rollback).
-  returned: when apply or rollback ran (not in check mode)
+  returned: when apply or rollback of I(slot) ran (not in check mode)
   type: dict
   sample:
     changed: true
@@ -319,6 +415,75 @@ result:
     objects_migrated: 3
     objects_total: 3
     verified: true
+host_plan:
+  description:
+    - With I(slots), the plan of the host computed by C(pkcstok-migrate plan) (read-only), before any
+      change was made.
+    - C(plans) holds one plan per slot (the fields of I(plan)); C(conf_diff) is the one change of
+      C(opencryptoki.conf) for all the slots. Holds nothing derived from a PIN.
+  returned: when I(state=migrated) and I(slots) is given
+  type: dict
+  contains:
+    changed:
+      description: Whether any slot has changes to make.
+      type: bool
+      returned: always
+    conf:
+      description: Absolute path of C(opencryptoki.conf).
+      type: str
+      returned: always
+    conf_diff:
+      description: Unified diff of C(opencryptoki.conf) once every slot's C(tokversion) is set.
+      type: str
+      returned: always
+    plans:
+      description: The plan of each slot, in the order of I(slots).
+      type: list
+      elements: dict
+      returned: always
+    warnings:
+      description: Warnings of the tool.
+      type: list
+      elements: str
+      returned: always
+  sample:
+    changed: true
+    conf: /etc/opencryptoki/opencryptoki.conf
+    conf_diff: "@@ -3,4 +3,5 @@ ..."
+    plans: [{slot: 3, token_type: Soft, format: old}, {slot: 1, token_type: ICA, format: old}]
+host_result:
+  description:
+    - With I(slots), what C(pkcstok-migrate apply) or C(pkcstok-migrate rollback) printed for the host
+      (C(changed), C(operation), C(conf), C(conf_changed), C(conf_diff), C(slots) with each slot's
+      C(outcome) and C(result), C(warnings)).
+  returned: when I(slots) is given and apply or rollback ran (not in check mode)
+  type: dict
+  sample:
+    changed: true
+    operation: apply
+    conf: /etc/opencryptoki/opencryptoki.conf
+    conf_changed: true
+    slots: [{slot: 3, outcome: migrated}, {slot: 1, outcome: migrated}]
+slots:
+  description:
+    - With I(slots), what happened to each slot, in the order of I(slots), also when the module
+      fails.
+    - C(outcome) is C(migrated), C(unchanged), C(rolled_back) (rolled back by this run, after its
+      library check failed or with I(state=rolled_back)), C(switched_back) (the tool switched it back
+      because another slot failed during apply), C(failed), C(not_started), or in check mode
+      C(would_migrate) or C(would_roll_back).
+    - C(verified) is true when the host's library opened the migrated slot and saw every object of
+      its plan; C(rolled_back) is true when this run rolled the slot back.
+    - Also C(result) (the tool's result for the slot), C(error) (the tool's error for the slot),
+      C(library_check) (as I(library_check), for this slot), C(rollback_result) and
+      C(backups_removed), when they apply.
+  returned: when I(slots) is given
+  type: list
+  elements: dict
+  sample:
+    - {slot: 3, outcome: migrated, verified: true, rolled_back: false}
+    - {slot: 1, outcome: rolled_back, verified: false, rolled_back: true}
+    - {slot: 2, outcome: migrated, verified: false, rolled_back: false}
 backup_datastore:
   description:
     - Backup of the token repository (C(<datastore>_BAK)).
@@ -728,7 +893,16 @@ def run_with_daemon_stopped(module, runner, sub, request, ret, after=None):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            slot=dict(type='int', required=True),
+            slot=dict(type='int'),
+            slots=dict(type='list', elements='dict', options=dict(
+                slot=dict(type='int', required=True),
+                datastore=dict(type='path'),
+                so_pin=dict(type='str', no_log=True),
+                user_pin=dict(type='str', no_log=True),
+                so_pin_file=dict(type='path'),
+                user_pin_file=dict(type='path'),
+                verify_with_library=dict(type='bool'),
+            ), mutually_exclusive=[('so_pin', 'so_pin_file'), ('user_pin', 'user_pin_file')]),
             datastore=dict(type='path'),
             confdir=dict(type='path', default='/etc/opencryptoki'),
             so_pin=dict(type='str', no_log=True),
@@ -743,7 +917,10 @@ def main():
             library_user=dict(type='str', default='pkcsslotd'),
             remove_backups_after_verify=dict(type='bool', default=False),
         ),
-        mutually_exclusive=[('so_pin', 'so_pin_file'), ('user_pin', 'user_pin_file')],
+        mutually_exclusive=[('so_pin', 'so_pin_file'), ('user_pin', 'user_pin_file'), ('slot', 'slots'),
+                            ('slots', 'datastore'), ('slots', 'so_pin'), ('slots', 'user_pin'),
+                            ('slots', 'so_pin_file'), ('slots', 'user_pin_file')],
+        required_one_of=[('slot', 'slots')],
         supports_check_mode=True,
     )
     module.run_command_environ_update = dict(LANG='C', LC_ALL='C', LC_MESSAGES='C', LC_CTYPE='C')
@@ -762,6 +939,23 @@ def main():
     if p['remove_backups_after_verify'] and not p['verify_with_library']:
         module.fail_json(msg='remove_backups_after_verify needs verify_with_library=true: backups are only '
                          'removed once the host\'s own library has opened the migrated token', code='bad_request')
+    if p['slots'] is not None:
+        entries = slot_entries(module)
+        if p['state'] == 'migrated' and not module.check_mode:
+            verifying = [e['slot'] for e in entries if e['verify']]
+            if verifying and not p['stop_slot_daemon']:
+                module.fail_json(msg='verify_with_library needs stop_slot_daemon=true (the library opens the tokens '
+                                 'through pkcsslotd, and a rollback needs it stopped)', code='bad_request')
+            for e in entries:
+                if e['verify'] and (e['user_pin'] is None or e['user_pin'] == '') and not e['user_pin_file']:
+                    module.fail_json(msg='verify_with_library needs user_pin or user_pin_file for slot %d' % e['slot'],
+                                     code='bad_request', field='slots')
+        if p['state'] == 'rolled_back':
+            host_rollback(module, runner, entries)
+        else:
+            host_migrate(module, runner, entries)
+        return
+
     if p['verify_with_library'] and p['state'] == 'migrated' and not module.check_mode:
         if not p['stop_slot_daemon']:
             module.fail_json(msg='verify_with_library needs stop_slot_daemon=true (the library opens the token '
@@ -1146,28 +1340,36 @@ def rollback(module, runner):
     conf = os.path.join(p['confdir'], CONF_NAME)
 
     if module.check_mode:
+        # The slot's directory and its tokversion from a read-only plan without PINs.
         datastore = p['datastore']
-        if not datastore:
-            # Learn the slot's directory from a read-only plan without PINs.
-            rc, plan, err, out = runner.run('plan', build_request(module))
-            if rc not in (0, 2) or plan is None or Runner.error_of(plan) is not None:
+        rc, plan, err, out = runner.run('plan', build_request(module))
+        if rc not in (0, 2) or plan is None or Runner.error_of(plan) is not None:
+            if not datastore:
                 fail_from(module, 'plan', rc, plan, err, out)
-            datastore = plan.get('datastore')
-            conf = plan.get('conf') or conf
+            warnings.append('could not plan slot %s (%s); judging from the backups alone'
+                            % (p['slot'], to_native((Runner.error_of(plan) or {}).get('message') or 'no plan')))
+            plan = {}
+        datastore = datastore or plan.get('datastore')
+        conf = plan.get('conf') or conf
         ds_bak = datastore.rstrip('/') + BAK_SUFFIX
         conf_bak = conf + BAK_SUFFIX
         if os.path.isdir(ds_bak):
             ret['backup_datastore'] = ds_bak
-        if os.path.isfile(conf_bak):
+        # opencryptoki.conf_BAK is the conf from before the first migration of any slot, kept
+        # for good: the rollback of this slot takes back only its own tokversion line.
+        conf_todo = os.path.isfile(conf_bak) and plan.get('conf_format', '3.12') == '3.12'
+        if conf_todo:
             ret['backup_conf'] = conf_bak
-        ret['changed'] = bool('backup_datastore' in ret or 'backup_conf' in ret)
+        ret['changed'] = bool('backup_datastore' in ret or conf_todo)
         if ret['changed']:
-            ret['msg'] = 'would roll back to %s' % ', '.join(
-                v for v in (ret.get('backup_datastore'), ret.get('backup_conf')) if v)
+            ret['msg'] = 'would roll back slot %s (%s)' % (p['slot'], ', '.join(
+                v for v in (ret.get('backup_datastore'), 'its tokversion line' if conf_todo else None) if v))
         else:
-            ret['msg'] = 'nothing to roll back: neither %s nor %s exists' % (ds_bak, conf_bak)
-        if module._diff and 'backup_conf' in ret:
-            ret['diff'] = [rollback_conf_diff(conf, conf_bak, warnings)]
+            ret['msg'] = 'nothing to roll back: no %s and no tokversion of slot %s to take back' % (ds_bak, p['slot'])
+        if module._diff and conf_todo:
+            d = rollback_conf_preview(conf, [p['slot']], warnings)
+            if d is not None:
+                ret['diff'] = [d]
         finish(module, ret, warnings)
 
     before_conf = None
@@ -1214,16 +1416,483 @@ def rollback(module, runner):
     finish(module, ret, warnings)
 
 
-def rollback_conf_diff(conf, conf_bak, warnings):
+# ---- a host: several slots in one run (the option slots) ----------------------------------
+
+def slot_entries(module):
+    """The slots option, checked: each slot once, and whether the library checks it (its own
+    verify_with_library, else the module's)."""
+    p = module.params
+    entries = []
+    seen = set()
+    if not p['slots']:
+        module.fail_json(msg='slots must list at least one slot', code='bad_request', field='slots')
+    for s in p['slots']:
+        if s['slot'] in seen:
+            module.fail_json(msg='slots: slot %d is listed twice' % s['slot'], code='bad_request', field='slots')
+        seen.add(s['slot'])
+        e = dict(s)
+        e['verify'] = p['verify_with_library'] if s.get('verify_with_library') is None else s['verify_with_library']
+        entries.append(e)
+    return entries
+
+
+def read_slot_pins(module, entries):
+    """The PINs of every slot, each PIN file read once (read_pins' rules); every value read is
+    added to the module's no_log values. Returns {slot: {'so_pin': str, 'user_pin': str}}."""
+    out = {}
+    for e in entries:
+        pins = {}
+        for k, what in (('so_pin', 'SO PIN'), ('user_pin', 'user PIN')):
+            if e.get(k) is not None and e[k] != '':
+                pins[k] = e[k]
+                module.no_log_values.add(e[k])
+            elif e.get(k + '_file'):
+                if pinfile is None:
+                    module.fail_json(msg='%s_file needs the collection\'s module_utils pinfile: %s' % (k, PINFILE_IMPORT_ERROR),
+                                     code='bad_request')
+                try:
+                    pins[k] = pinfile.read_pin_file(e[k + '_file'], what='slot %d: %s' % (e['slot'], what))
+                except pinfile.PinFileError as ex:
+                    module.fail_json(msg=to_native(ex), code='bad_request', field='slots', slot=e['slot'])
+                module.no_log_values.add(pins[k])
+        out[e['slot']] = pins
+    return out
+
+
+def host_request(module, entries, pins=None):
+    """The tool's host request: the confdir and every slot with its datastore and, when pins
+    are given, its PINs as values (the tool never opens a PIN file of the module's options)."""
+    slots = []
+    for e in entries:
+        s = dict(slot=e['slot'])
+        if e.get('datastore'):
+            s['datastore'] = e['datastore']
+        for k, v in ((pins or {}).get(e['slot']) or {}).items():
+            s[k] = v
+        slots.append(s)
+    return dict(confdir=module.params['confdir'], slots=slots)
+
+
+def slot_request(module, entry):
+    """The single-slot request for one slot of the host (rollback --slot N): no PIN."""
+    req = dict(slot=entry['slot'], confdir=module.params['confdir'])
+    if entry.get('datastore'):
+        req['datastore'] = entry['datastore']
+    return req
+
+
+def slot_list(nums):
+    nums = [str(n) for n in nums]
+    if len(nums) < 2:
+        return 'slot %s' % ''.join(nums)
+    return 'slots %s and %s' % (', '.join(nums[:-1]), nums[-1])
+
+
+def outcome_records(tool_slots):
+    """The module's per-slot records from the tool's slot outcomes."""
+    out = []
+    for o in tool_slots or []:
+        if not isinstance(o, dict):
+            continue
+        r = dict(slot=o.get('slot'), outcome=o.get('outcome'), verified=False, rolled_back=False)
+        if o.get('result') is not None:
+            r['result'] = o['result']
+        if o.get('error') is not None:
+            r['error'] = o['error']
+        out.append(r)
+    return out
+
+
+def daemon_running(module, daemon):
+    cmd = daemon._cmd('status') or ['false']
+    if daemon.systemd and cmd[1] == 'status':
+        cmd[1] = 'is-active'
+    rc, dummy, dummy = module.run_command(cmd)
+    return rc == 0
+
+
+def host_migrate(module, runner, entries):
+    """slots with state=migrated: one host plan; in check mode that is all. Otherwise one host
+    apply with pkcsslotd stopped once, then the library check of every migrated slot that asks
+    for it; a slot that fails its check is rolled back alone (rollback of that slot)."""
+    p = module.params
+    warnings = []
+    pins = read_slot_pins(module, entries)
+    req = host_request(module, entries, pins)
+    ret = dict(changed=False)
+
+    rc, hp, err, out = runner.run('plan', req)
+    if rc not in (0, 2) or hp is None or Runner.error_of(hp) is not None:
+        fail_from(module, 'plan', rc, hp, err, out)
+    plans = dict((pl.get('slot'), pl) for pl in hp.get('plans') or [] if isinstance(pl, dict))
+    missing = [e['slot'] for e in entries if e['slot'] not in plans]
+    if missing:
+        module.fail_json(msg='pkcstok-migrate plan printed no plan for %s' % slot_list(missing), code='internal',
+                         host_plan=hp)
+    changed = bool(hp.get('changed')) or rc == 2
+    ret['host_plan'] = hp
+    ret['changed'] = changed
+    for w in list(hp.get('warnings') or []) + [w for e in entries for w in plans[e['slot']].get('warnings') or []]:
+        if to_text(w) not in warnings:
+            warnings.append(to_text(w))
+
+    if module._diff:
+        diffs = []
+        c = conf_diff_entry(module, hp, warnings)
+        if c is not None:
+            diffs.append(c)
+        for e in entries:
+            diffs.append(object_diff(plans[e['slot']]))
+        ret['diff'] = diffs
+
+    todo = [e['slot'] for e in entries if plans[e['slot']].get('changed')]
+    if not changed:
+        ret['slots'] = [dict(slot=e['slot'], outcome='unchanged', verified=False, rolled_back=False) for e in entries]
+        ret['msg'] = '%s: already in the 3.12 format' % slot_list([e['slot'] for e in entries])
+        finish(module, ret, warnings)
+
+    if module.check_mode:
+        ret['slots'] = [dict(slot=e['slot'], outcome='would_migrate' if plans[e['slot']].get('changed') else 'unchanged',
+                             verified=False, rolled_back=False) for e in entries]
+        ret['msg'] = '%s would be migrated in one run' % slot_list(todo)
+        finish(module, ret, warnings)
+
+    # Resolved before anything changes: a missing user or group fails here, not after apply.
+    idents = {}
+    for e in entries:
+        if e['verify'] and plans[e['slot']].get('changed'):
+            idents[e['slot']] = library_identity(module, plans[e['slot']])
+
+    def canary(rc, doc):
+        for e in entries:
+            test_canary(plans[e['slot']])
+
+    rc, hr, err, out, start_err = run_with_daemon_stopped(module, runner, 'apply', req, ret, after=canary)
+    e = Runner.error_of(hr)
+    if rc != 0 or hr is None or e is not None:
+        details = (e or {}).get('details')
+        if isinstance(details, dict) and isinstance(details.get('slots'), list):
+            ret['slots'] = outcome_records(details['slots'])
+        if start_err:
+            ret['slot_daemon_error'] = start_err
+        ret.pop('changed', None)
+        fail_from(module, 'apply', rc, hr, err, out, **ret)
+    ret['host_result'] = hr
+    ret['changed'] = bool(hr.get('changed'))
+    records = outcome_records(hr.get('slots'))
+    by_slot = dict((r['slot'], r) for r in records)
+    for e in entries:
+        if e['slot'] not in by_slot:
+            r = dict(slot=e['slot'], outcome='unchanged', verified=False, rolled_back=False)
+            records.append(r)
+            by_slot[e['slot']] = r
+    ret['slots'] = records
+    for w in hr.get('warnings') or []:
+        if to_text(w) not in warnings:
+            warnings.append(to_text(w))
+    migrated = [r['slot'] for r in records if r['outcome'] == 'migrated']
+    if start_err:
+        ret['msg'] = 'migration of %s finished but %s' % (slot_list(migrated), start_err)
+        ret['code'] = 'slot_daemon_control'
+        module.fail_json(**ret)
+    parts = []
+    for r in records:
+        res = r.get('result') or {}
+        if r['outcome'] == 'migrated':
+            parts.append('slot %s migrated (%s of %s objects)' % (r['slot'], res.get('objects_migrated', 0),
+                                                                  res.get('objects_total', 0)))
+        else:
+            parts.append('slot %s %s' % (r['slot'], r['outcome']))
+    ret['msg'] = '; '.join(parts)
+
+    checked = [e for e in entries if e['verify'] and by_slot[e['slot']]['outcome'] == 'migrated']
+    if checked:
+        host_library_checks(module, runner, checked, plans, by_slot, idents, pins, ret, warnings)
+    if p['remove_backups_after_verify']:
+        host_remove_backups(module, runner, entries, by_slot, ret)
+    finish(module, ret, warnings)
+
+
+def host_library_checks(module, runner, checked, plans, by_slot, idents, pins, ret, warnings):
+    """The library check of each slot in checked, once the host's apply is done and pkcsslotd
+    runs again (started for the checks when it was not running, and stopped again after).
+    The slots that fail are rolled back together, each alone (rollback of that slot), in one
+    stop of pkcsslotd; the others stay migrated. Fails the module when any slot failed."""
+    if p11 is None:
+        module.fail_json(msg='verify_with_library needs the collection\'s module_utils p11: %s' % P11_IMPORT_ERROR,
+                         code='bad_request', **ret)
+    daemon = SlotDaemon(module)
+    started_for_check = False
+    if not daemon_running(module, daemon):
+        daemon.stopped = True  # let start() run it
+        e = daemon.start()
+        if e:
+            module.fail_json(msg='verify_with_library: ' + e, code='slot_daemon_control', **ret)
+        started_for_check = True
+    failed = []
+    for e in checked:
+        slot = e['slot']
+        rec, plan, ident = by_slot[slot], plans[slot], idents[slot]
+        counts = plan.get('counts') or {}
+        expected = dict(public=counts.get('public', 0), private=counts.get('private', 0))
+        check = dict(expected=expected, ok=False,
+                     identity=dict(user=ident['user'], uid=ident['uid'], group=ident['group'], gid=ident['gid']))
+        rec['library_check'] = check
+        pin = (pins.get(slot) or {}).get('user_pin', '').encode('utf-8')
+        seen, err = library_count(module, slot, pin, ident)
+        if seen is not None:
+            check.update(seen)
+        if seen is not None and seen['public'] == expected['public'] and seen['private'] == expected['private']:
+            check['ok'] = True
+            rec['verified'] = True
+            continue
+        if err:
+            check['error'] = err
+            why = 'the host\'s library could not open it: %s' % err
+        else:
+            why = ('the host\'s library %s sees %d public and %d private objects, the plan has %d and %d'
+                   % (seen['library'], seen['public'], seen['private'], expected['public'], expected['private']))
+        failed.append((e, why))
+    verified = [e['slot'] for e in checked if by_slot[e['slot']]['verified']]
+    if verified:
+        ident = idents[verified[0]]
+        ret['msg'] += '; the host\'s library (run as %s) sees every object of %s' % (identity_text(ident),
+                                                                                     slot_list(verified))
+    if not failed:
+        if started_for_check:
+            daemon.stop()
+        return
+    # One stop of the daemon for the rollbacks of every failing slot, one start after them.
+    rb_daemon = SlotDaemon(module)
+    stop_err = rb_daemon.stop()
+    rollback_errors = {}
+    try:
+        if stop_err:
+            for e, why in failed:
+                rollback_errors[e['slot']] = stop_err
+        else:
+            for e, why in failed:
+                rrc, rdoc, rerr, rout = runner.run('rollback', slot_request(module, e))
+                rec = by_slot[e['slot']]
+                rb_error = Runner.error_of(rdoc)
+                if rrc == 0 and rdoc is not None and rb_error is None:
+                    rec['rolled_back'] = True
+                    rec['outcome'] = 'rolled_back'
+                    rec['rollback_result'] = rdoc
+                else:
+                    rollback_errors[e['slot']] = to_native((rb_error or {}).get('message') or rerr or 'no result')
+    finally:
+        start_err = rb_daemon.start()
+    if start_err:
+        warnings.append(start_err)
+    states = []
+    for e, why in failed:
+        slot = e['slot']
+        rec = by_slot[slot]
+        check = rec['library_check']
+        check['rolled_back'] = rec['rolled_back']
+        if not rec['rolled_back']:
+            states.append('slot %s: migrated, but %s; the rollback FAILED too (%s): restore %s by hand'
+                          % (slot, why, rollback_errors.get(slot), plans[slot].get('backup') or 'the _BAK copy'))
+            continue
+        after, aerr = library_count(module, slot, (pins.get(slot) or {}).get('user_pin', '').encode('utf-8'),
+                                    idents[slot])
+        check['after_rollback'] = after if after is not None else dict(error=aerr)
+        if after is not None:
+            state = 'it was rolled back alone and opens again in the old format (%d public, %d private objects)' % (
+                after['public'], after['private'])
+        else:
+            state = 'it was rolled back alone, but the library cannot open the old token either: %s' % aerr
+        states.append('slot %s failed the check with the host\'s own openCryptoki (run as %s): %s; %s'
+                      % (slot, identity_text(idents[slot]), why, state))
+    if started_for_check:
+        daemon.stop()
+    for w in warnings:
+        module.warn(w)
+    ret['changed'] = True
+    kept = [r['slot'] for r in ret['slots'] if r['outcome'] == 'migrated']
+    msg = '; '.join(states)
+    if kept:
+        msg += '; %s stay%s migrated' % (slot_list(kept), 's' if len(kept) == 1 else '')
+    ret.pop('msg', None)
+    module.fail_json(msg=msg, code='library_verify_failed', **ret)
+
+
+def host_remove_backups(module, runner, entries, by_slot, ret):
+    """remove_backups_after_verify with slots: once every checked slot passed, the tool removes
+    the backups of each verified slot (remove-backups with that slot's backup record of the
+    host apply, unchanged but for the conf entry once it is gone). No PIN is in the request."""
+    removed_all = []
+    conf_done = False
+    for e in entries:
+        rec = by_slot[e['slot']]
+        if not rec['verified']:
+            continue
+        backup = dict(((rec.get('result') or {}).get('backup')) or {})
+        if conf_done:
+            for k in ('conf', 'conf_dev', 'conf_ino'):
+                backup.pop(k, None)
+        if not backup:
+            rec['backups_removed'] = []
+            continue
+        req = slot_request(module, e)
+        req['backup'] = backup
+        rc, doc, err, out = runner.run('remove-backups', req)
+        ex = Runner.error_of(doc)
+        if rc != 0 or doc is None or ex is not None:
+            kw = dict(ret)
+            kw.pop('msg', None)
+            if ex is not None:
+                why = to_native(ex.get('message') or 'refused')
+                kw.update(code=ex.get('code', 'internal'), rc=rc)
+                if ex.get('details'):
+                    kw['details'] = ex['details']
+            else:
+                why = 'it exited %d and printed no JSON result' % rc
+                kw.update(code='internal', rc=rc, stdout=out)
+            if err:
+                kw['stderr'] = err
+            module.fail_json(msg='slot %s: migrated and verified, but pkcstok-migrate remove-backups did not remove '
+                             'the backups: %s' % (e['slot'], why), **kw)
+        removed = [to_text(x) for x in doc.get('removed') or []]
+        if backup.get('conf') and (backup['conf'] in removed or not os.path.lexists(backup['conf'])):
+            conf_done = True
+        rec['backups_removed'] = removed
+        removed_all.extend(removed)
+    ret['backups_removed'] = removed_all
+    ret['msg'] += '; backups removed (%s)' % (', '.join(removed_all) or 'none left to remove')
+
+
+def host_rollback(module, runner, entries):
+    """slots with state=rolled_back: one host rollback of those slots (no PIN in the request).
+    Check mode plans the slots without PINs and reports the slots whose <datastore>_BAK exists
+    or whose conf block says tokversion = 3.12."""
+    p = module.params
+    warnings = []
+    ret = dict(changed=False)
+    req = host_request(module, entries)
+    if module.check_mode:
+        rc, hp, err, out = runner.run('plan', req)
+        if rc not in (0, 2) or hp is None or Runner.error_of(hp) is not None:
+            fail_from(module, 'plan', rc, hp, err, out)
+        plans = dict((pl.get('slot'), pl) for pl in hp.get('plans') or [] if isinstance(pl, dict))
+        records = []
+        for e in entries:
+            pl = plans.get(e['slot']) or {}
+            ds = pl.get('datastore') or e.get('datastore') or ''
+            ds_bak = ds.rstrip('/') + BAK_SUFFIX if ds else ''
+            conf_bak = (hp.get('conf') or os.path.join(p['confdir'], CONF_NAME)) + BAK_SUFFIX
+            would = bool(ds_bak) and os.path.isdir(ds_bak) or \
+                pl.get('conf_format') == '3.12' and os.path.isfile(conf_bak)
+            r = dict(slot=e['slot'], outcome='would_roll_back' if would else 'unchanged', verified=False,
+                     rolled_back=False)
+            if ds_bak and os.path.isdir(ds_bak):
+                r['backup_datastore'] = ds_bak
+            records.append(r)
+        ret['slots'] = records
+        todo = [r['slot'] for r in records if r['outcome'] == 'would_roll_back']
+        ret['changed'] = bool(todo)
+        ret['msg'] = ('%s would be rolled back' % slot_list(todo)) if todo else 'nothing to roll back'
+        conf_slots = [e['slot'] for e in entries if (plans.get(e['slot']) or {}).get('conf_format') == '3.12'
+                      and e['slot'] in todo]
+        if module._diff and conf_slots:
+            d = rollback_conf_preview(hp.get('conf') or os.path.join(p['confdir'], CONF_NAME), conf_slots, warnings)
+            if d is not None:
+                ret['diff'] = [d]
+        finish(module, ret, warnings)
+
+    conf = os.path.join(p['confdir'], CONF_NAME)
+    before_conf = None
+    if module._diff:
+        try:
+            before_conf = read_text(conf)
+        except (IOError, OSError):
+            before_conf = None
+    rc, hr, err, out, start_err = run_with_daemon_stopped(module, runner, 'rollback', req, ret)
+    e = Runner.error_of(hr)
+    if e is not None and e.get('code') == 'nothing_to_roll_back':
+        ret['changed'] = False
+        ret['slots'] = [dict(slot=x['slot'], outcome='unchanged', verified=False, rolled_back=False) for x in entries]
+        ret['msg'] = to_native(e.get('message') or 'nothing to roll back')
+        if start_err:
+            ret['msg'] += '; but ' + start_err
+            ret['code'] = 'slot_daemon_control'
+            module.fail_json(**ret)
+        finish(module, ret, warnings)
+    if rc != 0 or hr is None or e is not None:
+        details = (e or {}).get('details')
+        if isinstance(details, dict) and isinstance(details.get('slots'), list):
+            ret['slots'] = outcome_records(details['slots'])
+        if start_err:
+            ret['slot_daemon_error'] = start_err
+        ret.pop('changed', None)
+        fail_from(module, 'rollback', rc, hr, err, out, **ret)
+    ret['host_result'] = hr
+    ret['changed'] = bool(hr.get('changed'))
+    records = outcome_records(hr.get('slots'))
+    for r in records:
+        r['rolled_back'] = r['outcome'] == 'rolled_back'
+    ret['slots'] = records
+    for w in hr.get('warnings') or []:
+        warnings.append(to_text(w))
+    if module._diff and ret['changed']:
+        conf = hr.get('conf') or conf
+        try:
+            ret['diff'] = [dict(before_header=conf, after_header=conf, before=before_conf or '', after=read_text(conf))]
+        except (IOError, OSError) as ex:
+            warnings.append('could not read %s for the diff: %s' % (conf, to_native(ex)))
+    if start_err:
+        ret['msg'] = 'rollback finished but ' + start_err
+        ret['code'] = 'slot_daemon_control'
+        module.fail_json(**ret)
+    done = [r['slot'] for r in records if r['rolled_back']]
+    ret['msg'] = ('%s rolled back' % slot_list(done)) if done else 'nothing to roll back'
+    finish(module, ret, warnings)
+
+
+_SLOT_RE = re.compile(r'^\s*slot\s+(\d+)\s*(\{)?\s*(#.*)?$')
+
+
+def without_tokversion(text, slots):
+    """text of an opencryptoki.conf without the tokversion lines of the blocks of slots (what
+    the rollback of those slots leaves), or None when a block cannot be found."""
+    lines = text.splitlines(True)
+    out = []
+    want = set(slots)
+    found = set()
+    slot, depth = None, 0
+    for line in lines:
+        m = _SLOT_RE.match(line)
+        if slot is None and depth == 0 and m:
+            slot = int(m.group(1))
+            depth = 1 if m.group(2) else 0
+            out.append(line)
+            continue
+        if slot is not None:
+            code = line.split('#', 1)[0]
+            depth += code.count('{') - code.count('}')
+            if slot in want and depth == 1 and code.split('=', 1)[0].strip() == 'tokversion':
+                found.add(slot)
+                continue
+            if depth <= 0 and '}' in code:
+                slot, depth = None, 0
+        out.append(line)
+    if found != want:
+        return None
+    return ''.join(out)
+
+
+def rollback_conf_preview(conf, slots, warnings):
+    """The diff entry of a rollback of slots in check mode: the conf without their tokversion."""
     try:
         before = read_text(conf)
-    except (IOError, OSError):
-        before = ''
-    try:
-        after = read_text(conf_bak)
     except (IOError, OSError) as e:
-        warnings.append('could not read %s for the diff: %s' % (conf_bak, to_native(e)))
-        after = before
+        warnings.append('could not read %s for the diff: %s' % (conf, to_native(e)))
+        return None
+    after = without_tokversion(before, slots)
+    if after is None:
+        warnings.append('could not find the tokversion lines of %s in %s for the diff' % (slot_list(slots), conf))
+        return None
     return dict(before_header=conf, after_header=conf, before=before, after=after)
 
 
