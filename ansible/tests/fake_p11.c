@@ -5,7 +5,8 @@
  * C_Initialize refuses to run as root (CKR_GENERAL_ERROR), so a check that did not give up
  * root fails; with $FAKE_P11_AS_ROOT set it runs as root too, as the real library does (the
  * adversarial suite, where a check run as root must show as the victim's mode changed). $FAKE_P11_PUBLIC and $FAKE_P11_PRIVATE objects are
- * seen (before and after C_Login with $FAKE_P11_USER_PIN). */
+ * seen (before and after C_Login with $FAKE_P11_USER_PIN). Each of these variables may be given for
+ * one slot as <name>_<slot> (FAKE_P11_PRIVATE_1), which wins over <name> for the slot opened. */
 #include <fcntl.h>
 #include <grp.h>
 #include <stdio.h>
@@ -18,9 +19,19 @@ typedef unsigned long CK_ULONG;
 typedef struct { CK_ULONG type; void *pValue; CK_ULONG ulValueLen; } CK_ATTRIBUTE;
 
 static int logged_in, cursor;
+static CK_ULONG opened_slot;
+
+/* $<name>_<slot> for the slot opened, else $<name>. */
+static const char *slot_env(const char *name) {
+	char key[128];
+	const char *v;
+	snprintf(key, sizeof key, "%s_%lu", name, opened_slot);
+	v = getenv(key);
+	return v ? v : getenv(name);
+}
 
 static CK_ULONG env_n(const char *name, CK_ULONG def) {
-	const char *v = getenv(name);
+	const char *v = slot_env(name);
 	return v && *v ? strtoul(v, NULL, 10) : def;
 }
 
@@ -33,7 +44,7 @@ CK_ULONG C_Initialize(void *a) {
 CK_ULONG C_Finalize(void *a) { (void)a; return 0; }
 /* openCryptoki's set_perm on what it opens: mode 0660, group pkcs11 (fails unless root). */
 static int open_set_perm(const char *name) {
-	const char *dir = getenv("FAKE_P11_TOKDIR");
+	const char *dir = slot_env("FAKE_P11_TOKDIR");
 	char path[4096];
 	struct group *g;
 	int fd;
@@ -49,14 +60,15 @@ static int open_set_perm(const char *name) {
 }
 
 CK_ULONG C_OpenSession(CK_ULONG slot, CK_ULONG flags, void *app, void *notify, CK_ULONG *h) {
-	(void)slot; (void)flags; (void)app; (void)notify;
+	(void)flags; (void)app; (void)notify;
+	opened_slot = slot;
 	if (open_set_perm("NVTOK.DAT") != 0) return 0xE1; /* CKR_TOKEN_NOT_RECOGNIZED */
 	*h = 1;
 	return 0;
 }
 CK_ULONG C_CloseSession(CK_ULONG h) { (void)h; return 0; }
 CK_ULONG C_Login(CK_ULONG h, CK_ULONG type, unsigned char *pin, CK_ULONG len) {
-	const char *want = getenv("FAKE_P11_USER_PIN");
+	const char *want = slot_env("FAKE_P11_USER_PIN");
 	(void)h; (void)type;
 	if (!want) want = "user1234";
 	if (len != strlen(want) || memcmp(pin, want, len) != 0) return 0xA0;
