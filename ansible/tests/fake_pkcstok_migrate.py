@@ -6,7 +6,7 @@
 # absent), edits the conf, drops a marker file into the datastore and reports the backups with
 # their device and inode numbers; remove-backups removes a backup only while its device and
 # inode are still the reported ones (all or nothing). rollback of a slot puts <datastore>_BAK
-# back and removes only that slot's tokversion line.
+# back and removes only that slot's tokversion line (once its repository is old).
 #
 # A host request ("slots": several slots, each with its own PINs) is planned as one HostPlan
 # (one conf diff for all slots) and applied all-or-nothing as one HostResult: every slot's PINs
@@ -259,7 +259,8 @@ def rollback_slot(conf, sreq):
     datastore = os.path.abspath(sreq.get('datastore') or '/var/lib/opencryptoki/swtok')
     ds_bak = datastore + '_BAK'
     repo = os.path.isdir(ds_bak)
-    line = slot_migrated(conf.lines, slot)
+    # the slot's line is taken back once its repository is old (again)
+    line = slot_migrated(conf.lines, slot) and (repo or not os.path.exists(os.path.join(datastore, 'FAKE_MIGRATED')))
     if not repo and not line:
         raise Fail('nothing_to_roll_back', 'slot %d: nothing to roll back: no %s and no tokversion line' % (slot, ds_bak),
                    slot=slot)

@@ -637,7 +637,10 @@ else
 fi
 
 # A wrapper of the binary that logs each subcommand with the keys of its request (never the
-# values), and, when asked through the environment, plays a member of the token group:
+# values; keys.log, and reqs.log with the slot numbers and each slot's keys of a host request),
+# its argv (argv.log) and the subcommand into events.log; it can make the apply request wrong
+# (TW_WRONG_USER_PIN_SLOT=N: slot N's user PIN replaced in the apply of a host request, after a
+# plan with the right one); and, when asked through the environment, plays a member of the token group:
 # TW_FIFO_AFTER_APPLY=PATH replaces PATH by a FIFO once apply is done; TW_PLANT=VICTIM puts a
 # hard link to VICTIM in place of the migrated MK_USER (opened at C_Login) once apply is done; TW_SWAP_BAK=1
 # renames the datastore's _BAK away and puts a stranger's directory at its name before
@@ -652,6 +655,21 @@ except ValueError:
 sub = sys.argv[1] if len(sys.argv) > 1 else ''
 with open("$W/keys.log", "a") as f:
     f.write("%s %s\n" % (sub, ",".join(sorted(req))))
+with open("$W/argv.log", "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\n")
+with open("$W/events.log", "a") as f:
+    f.write("bin %s\n" % sub)
+with open("$W/reqs.log", "a") as f:
+    if isinstance(req.get("slots"), list):
+        f.write("%s %s\n" % (sub, " ".join("%s:%s" % (x.get("slot"), ",".join(sorted(x))) for x in req["slots"])))
+    else:
+        f.write("%s %s\n" % (sub, req.get("slot")))
+wrong = os.environ.get("TW_WRONG_USER_PIN_SLOT")
+if sub == "apply" and wrong and isinstance(req.get("slots"), list):
+    for x in req["slots"]:
+        if str(x.get("slot")) == wrong:
+            x["user_pin"] = "tw-wr0ng"
+    data = json.dumps(req).encode()
 ds = req.get("datastore") or ""
 if sub == "remove-backups" and os.environ.get("TW_SWAP_BAK") == "1" and ds:
     os.rename(ds + "_BAK", ds + "_BAK.moved")
@@ -846,6 +864,311 @@ else
     fi
     VBASE=$W
     unset MIGBIN
+fi
+
+# ---- a host: several slots in one task (the option slots) ------------------------------------
+# Slot $SLOT holds a copy of the fixture (its PINs), slot $SLOT2 (ICA in the fixture's conf) a
+# copy of a second fixture with PINs of its own, as <copy>/lite.
+FIXTURE2=${PKCSTOK_FIXTURE2:-$COLL/../tokens/testdata/fixtures/soft-mixed20/before}
+SLOT2=${PKCSTOK_SLOT2:-1}
+SO_PIN2=${PKCSTOK_SO_PIN2:-So-Pin#9}
+USER_PIN2=${PKCSTOK_USER_PIN2:-Us3r_pin}
+if [ ! -d "$FIXTURE2/swtok" ] || [ ! -f "$FIXTURE2/conf/opencryptoki.conf" ]; then
+    bad "26-34 slots: second fixture $FIXTURE2 needs swtok/ and conf/opencryptoki.conf"
+else
+FIXTURE2=$(readlink -f "$FIXTURE2")
+# the fake tool's PINs of that slot (the real tool reads the repository's)
+export "FAKE_SO_PIN_$SLOT2=$SO_PIN2" "FAKE_USER_PIN_$SLOT2=$USER_PIN2"
+cp "$HERE/playbooks/host.yml" "$W/host.yml"
+prepare_host() {
+    local d=$VBASE/$1
+    rm -rf "$d"
+    mkdir -p "$d"
+    cp -a "$FIXTURE/swtok" "$FIXTURE/conf" "$d/"
+    cp -a "$FIXTURE2/swtok" "$d/lite"
+    find "$d/swtok" "$d/lite" "$d/conf" -type d -exec chmod 0770 {} +
+    find "$d/swtok" "$d/lite" "$d/conf" -type f -exec chmod 0660 {} +
+    chgrp -R pkcs11 "$d/swtok" "$d/lite" "$d/conf" 2>/dev/null || true
+}
+# hostvars NAME [lines...]: $W/NAME.host.yml (0600) for the copy $VBASE/NAME: slot $SLOT and
+# slot $SLOT2 with their own PINs (PINFILES2=DIR: slot $SLOT2's from DIR/so and DIR/user).
+hostvars() {
+    local name=$1
+    shift
+    (
+        umask 077
+        {
+            echo "mig_confdir: '$VBASE/$name/conf'"
+            echo "mig_binary: '$W/toolwrap'"
+            echo "mig_slots:"
+            echo "  - slot: $SLOT"
+            echo "    datastore: '$VBASE/$name/swtok'"
+            echo "    so_pin: '$SO_PIN'"
+            echo "    user_pin: '$USER_PIN'"
+            echo "  - slot: $SLOT2"
+            echo "    datastore: '$VBASE/$name/lite'"
+            if [ -n "${PINFILES2:-}" ]; then
+                echo "    so_pin_file: '$PINFILES2/so'"
+                echo "    user_pin_file: '$PINFILES2/user'"
+            else
+                echo "    so_pin: '$SO_PIN2'"
+                echo "    user_pin: '${USER_PIN2X:-$USER_PIN2}'"
+            fi
+            for l in "$@"; do echo "$l"; done
+        } > "$W/$name.host.yml"
+    )
+}
+HENV=()
+# hplay OUT NAME [ansible-playbook args]: the host play with the fake systemctl/service on PATH
+# and HENV in the environment; what the tool was asked in reqs.log, daemon and tool events in
+# $EVENTS.
+hplay() {
+    local out=$1 name=$2
+    shift 2
+    : > "$W/keys.log"
+    : > "$W/reqs.log"
+    : > "$W/events.log"
+    : > "$W/argv.log"
+    env "${HENV[@]}" PATH="$W/bin:$PATH" timeout 300 ansible-playbook -i localhost, -c local "$W/host.yml" \
+        -e "@$W/$name.host.yml" "$@" > "$W/out/$out" 2>&1
+    RC=$?
+    EVENTS=$(grep -oE 'is-active|status|stop|start|plan|apply|rollback|remove-backups' "$W/events.log" | tr '\n' ' ' | sed 's/ $//')
+    REQS=$(tr '\n' ';' < "$W/reqs.log" | sed 's/;$//')
+}
+# tokversion_slots CONF: the slots whose block has a tokversion line
+tokversion_slots() {
+    awk '$1 == "slot" { cur = $2 } /^[ \t]*tokversion[ \t]*=/ { print cur }' "$1" | tr '\n' ' ' | sed 's/ $//'
+}
+# leaks FILE...: which of the four PINs (and the wrong ones) appear in FILE...
+leaks() {
+    local p l=""
+    for p in "$SO_PIN" "$USER_PIN" "$SO_PIN2" "$USER_PIN2" tw-wr0ng wr0ngP1N77; do
+        grep -qF -- "$p" "$@" 2>/dev/null && l="$l $p"
+    done
+    echo "${l# }"
+}
+SLOTKEYS="$SLOT:datastore,slot,so_pin,user_pin $SLOT2:datastore,slot,so_pin,user_pin"
+# the two slots in the order of the conf
+CONF_ORDER=$(awk -v a="$SLOT" -v b="$SLOT2" '$1 == "slot" && ($2 == a || $2 == b) { print $2 }' "$FIXTURE/conf/opencryptoki.conf" | tr '\n' ' ' | sed 's/ $//')
+
+# 26. check mode + diff with slots: one host plan, changed=1, ONE conf diff with both slots'
+#     tokversion, each slot would_migrate, nothing written, the daemon not touched.
+prepare_host h26
+hostvars h26 "mig_stop_slot_daemon: true"
+H0=$(tree_hash "$W/h26")
+hplay h26.out h26 --check --diff
+H1=$(tree_hash "$W/h26")
+NTV=$(grep -cE '^\+ *tokversion *= *3\.12' "$W/out/h26.out")
+NCD=$(grep -c "^--- before: $W/h26/$CONF_REL\$" "$W/out/h26.out")
+if [ "$RC" = 0 ] && [ "$(recap_changed h26.out)" = 1 ] && [ "$H0" = "$H1" ] && [ "$NTV" = 2 ] && [ "$NCD" = 1 ] \
+    && grep -q "SLOT $SLOT outcome=would_migrate" "$W/out/h26.out" && grep -q "SLOT $SLOT2 outcome=would_migrate" "$W/out/h26.out" \
+    && [ "$REQS" = "plan $SLOTKEYS" ] && [ "$EVENTS" = plan ] && [ -z "$(leaks "$W/out/h26.out" "$W/argv.log")" ]; then
+    ok "26 slots, check+diff: one plan of both slots ($REQS), one conf diff with $NTV tokversion lines, nothing written, daemon untouched"
+else
+    bad "26 slots check+diff (rc $RC changed=$(recap_changed h26.out) tree $( [ "$H0" = "$H1" ] && echo same || echo CHANGED) tokversion lines $NTV conf diffs $NCD requests '$REQS' events '$EVENTS' leaks '$(leaks "$W/out/h26.out" "$W/argv.log")')"
+    show h26.out
+fi
+
+# 27. apply of both slots with different PINs (slot $SLOT2's from 0600 PIN files) at -vvv:
+#     one apply, pkcsslotd stopped once and started once, both migrated, no PIN anywhere
+#     (output, argv), the PIN files' contents sent as values; the rerun changes nothing.
+prepare_host h27
+mkdir -m 0700 "$W/pins2"
+(umask 077; printf '%s\n' "$SO_PIN2" > "$W/pins2/so"; printf '%s\n' "$USER_PIN2" > "$W/pins2/user")
+PINFILES2=$W/pins2 hostvars h27 "mig_stop_slot_daemon: true"
+S0=$(content_hash "$W/h27/swtok") L0=$(content_hash "$W/h27/lite") HF0=$(sha256sum < "$W/h27/$CONF_REL")
+hplay h27.out h27 --diff -vvv
+E27=$EVENTS R27=$REQS
+LK=$(leaks "$W/out/h27.out" "$W/argv.log")
+hplay h27b.out h27 --diff
+if [ "$RC" = 0 ] && [ "$(recap_changed h27b.out)" = 0 ] && [ "$REQS" = "plan $SLOTKEYS" ] && [ "$EVENTS" = plan ] \
+    && grep -q "SLOT $SLOT outcome=unchanged" "$W/out/h27b.out" && grep -q "SLOT $SLOT2 outcome=unchanged" "$W/out/h27b.out" \
+    && grep -q 'localhost *: .*changed=1' "$W/out/h27.out" && ! grep -q 'failed=[1-9]' "$W/out/h27.out" \
+    && [ "$R27" = "plan $SLOTKEYS;apply $SLOTKEYS" ] && echo "$E27" | grep -qE '^plan (is-active|status) stop apply start$' \
+    && [ "$(tokversion_slots "$W/h27/$CONF_REL")" = "$CONF_ORDER" ] \
+    && [ "$(content_hash "$W/h27/swtok")" != "$S0" ] && [ "$(content_hash "$W/h27/lite")" != "$L0" ] \
+    && [ -d "$W/h27/swtok_BAK" ] && [ -d "$W/h27/lite_BAK" ] && [ -f "$W/h27/${CONF_REL}_BAK" ] \
+    && grep -q "SLOT $SLOT outcome=migrated" "$W/out/h27.out" && grep -q "SLOT $SLOT2 outcome=migrated" "$W/out/h27.out" \
+    && grep -q 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER' "$W/out/h27.out" && [ -z "$LK" ] && ! grep -q '_file' "$W/keys.log"; then
+    ok "27 slots apply: both slots with their own PINs in one apply ($R27), daemon: $E27; no PIN in -vvv output or argv; rerun changed=0 ($REQS)"
+else
+    bad "27 slots apply (requests '$R27' events '$E27', conf tokversion in slots '$(tokversion_slots "$W/h27/$CONF_REL")' want '$CONF_ORDER', leaks '$LK'; rerun rc $RC changed=$(recap_changed h27b.out) requests '$REQS')"
+    show h27.out
+    show h27b.out
+fi
+
+# 28. a wrong user PIN for slot $SLOT2 only: wrong_pin naming that slot, nothing changed, no
+#     apply, the daemon untouched, the PIN not shown.
+prepare_host h28
+USER_PIN2X=wr0ngP1N77 hostvars h28 "mig_stop_slot_daemon: true"
+H0=$(tree_hash "$W/h28")
+hplay h28.out h28
+H1=$(tree_hash "$W/h28")
+if [ "$RC" != 0 ] && grep -q '"code": "wrong_pin"' "$W/out/h28.out" && [ "$H0" = "$H1" ] \
+    && grep -qE "\"slot\": $SLOT2[,}]|slot $SLOT2\b" "$W/out/h28.out" && ! echo "$EVENTS" | grep -q 'apply\|stop' \
+    && [ -z "$(leaks "$W/out/h28.out" "$W/argv.log")" ]; then
+    ok "28 slots, wrong user PIN of slot $SLOT2: wrong_pin naming slot $SLOT2, nothing changed, no apply, daemon untouched ($EVENTS)"
+else
+    bad "28 slots wrong PIN (rc $RC, tree $( [ "$H0" = "$H1" ] && echo same || echo CHANGED), events '$EVENTS', leaks '$(leaks "$W/out/h28.out" "$W/argv.log")')"
+    show h28.out
+fi
+
+# 29. the apply request differs from the plan's (slot $SLOT2's user PIN made wrong after the
+#     plan): the tool's apply refuses with wrong_pin for slot $SLOT2, changes nothing, and the
+#     module reports each slot's outcome from the error; the daemon is started again.
+prepare_host h29
+hostvars h29 "mig_stop_slot_daemon: true"
+H0=$(tree_hash "$W/h29")
+HENV=(TW_WRONG_USER_PIN_SLOT=$SLOT2)
+hplay h29.out h29
+HENV=()
+H1=$(tree_hash "$W/h29")
+if [ "$RC" != 0 ] && grep -q '"code": "wrong_pin"' "$W/out/h29.out" && [ "$H0" = "$H1" ] \
+    && grep -q "SLOT $SLOT2 outcome=failed" "$W/out/h29.out" && ! grep -q "outcome=migrated" "$W/out/h29.out" \
+    && grep -q "SLOT $SLOT outcome=" "$W/out/h29.out" \
+    && echo "$EVENTS" | grep -qE '^plan (is-active|status) stop apply start$' && [ -z "$(leaks "$W/out/h29.out" "$W/argv.log")" ]; then
+    ok "29 slots, apply refused for slot $SLOT2 (wrong_pin): nothing changed, per-slot outcomes from the tool's error ($(grep -o 'SLOT [0-9]* outcome=[a-z_]*' "$W/out/h29.out" | tr '\n' ';')), daemon: $EVENTS"
+else
+    bad "29 slots apply refused (rc $RC, tree $( [ "$H0" = "$H1" ] && echo same || echo CHANGED), events '$EVENTS', $(grep -o 'SLOT [0-9]* outcome=[a-z_]*' "$W/out/h29.out" | tr '\n' ';'))"
+    show h29.out
+fi
+
+# 30. the library check (stand-in library as nobody:pkcs11, per slot) fails on slot $SLOT2
+#     alone: only slot $SLOT2 is rolled back (rollback of that slot, no PIN in the request), in one
+#     more stop of the daemon; slot $SLOT stays migrated and verified.
+# plan_counts BIN SLOT DATASTORE CONFDIR SO USER: "public private" of the plan
+plan_counts() {
+    printf '{"slot": %s, "datastore": "%s", "confdir": "%s", "so_pin": "%s", "user_pin": "%s"}' "$2" "$3" "$4" "$5" "$6" \
+        | "$1" plan --request - 2>/dev/null \
+        | "$APY" -c 'import json,sys; c=json.load(sys.stdin)["counts"]; print(c["public"], c["private"])'
+}
+if [ -z "$LIBD" ]; then
+    if [ "$CI" = true ]; then bad "30 slots library check: gcc or the user nobody is missing (CI=true)"; else echo "SKIP - 30 slots library check: gcc or the user nobody is missing (a skip, not a pass)"; fi
+else
+    VBASE=$TD
+    read -r P1 V1 <<<"$(plan_counts "$BIN" "$SLOT" "$FIXTURE/swtok" "$FIXTURE/conf" "$SO_PIN" "$USER_PIN")"
+    read -r P2 V2 <<<"$(FAKE_SO_PIN_3=$SO_PIN2 FAKE_USER_PIN_3=$USER_PIN2 plan_counts "$BIN" 3 "$FIXTURE2/swtok" "$FIXTURE2/conf" "$SO_PIN2" "$USER_PIN2")"
+    prepare_host h30
+    hostvars h30 "mig_stop_slot_daemon: true" "mig_verify_with_library: true" \
+        "mig_library: '$LIBD/libfakep11.so'" "mig_library_user: nobody"
+    S0=$(content_hash "$TD/h30/swtok") L0=$(content_hash "$TD/h30/lite")
+    HENV=("FAKE_P11_PUBLIC_$SLOT=$P1" "FAKE_P11_PRIVATE_$SLOT=$V1" "FAKE_P11_USER_PIN_$SLOT=$USER_PIN" "FAKE_P11_TOKDIR_$SLOT=$TD/h30/swtok"
+        "FAKE_P11_PUBLIC_$SLOT2=$P2" "FAKE_P11_PRIVATE_$SLOT2=$((V2 - 1))" "FAKE_P11_USER_PIN_$SLOT2=$USER_PIN2" "FAKE_P11_TOKDIR_$SLOT2=$TD/h30/lite")
+    hplay h30.out h30
+    HENV=()
+    if [ "$RC" != 0 ] && grep -q '"code": "library_verify_failed"' "$W/out/h30.out" \
+        && grep -q "SLOT $SLOT outcome=migrated verified=True rolled_back=False check=True" "$W/out/h30.out" \
+        && grep -q "SLOT $SLOT2 outcome=rolled_back verified=False rolled_back=True check=False" "$W/out/h30.out" \
+        && [ "$REQS" = "plan $SLOTKEYS;apply $SLOTKEYS;rollback $SLOT2" ] && grep -q '^rollback confdir,datastore,slot$' "$W/keys.log" \
+        && echo "$EVENTS" | grep -qE '^plan (is-active|status) stop apply start (is-active|status) (is-active|status) stop rollback start$' \
+        && [ "$(tokversion_slots "$TD/h30/$CONF_REL")" = "$SLOT" ] \
+        && [ "$(content_hash "$TD/h30/lite")" = "$L0" ] && [ "$(content_hash "$TD/h30/swtok")" != "$S0" ] \
+        && grep -q "slot $SLOT2 failed the check with the host's own openCryptoki (run as user nobody" "$W/out/h30.out" \
+        && grep -q "rolled back alone and opens again in the old format.*slot $SLOT stays migrated" "$W/out/h30.out" \
+        && [ -z "$(leaks "$W/out/h30.out" "$W/argv.log")" ]; then
+        ok "30 slots, library check fails on slot $SLOT2 alone: only it rolled back ($REQS), slot $SLOT stays migrated and verified; daemon: $EVENTS"
+    else
+        bad "30 slots library check on one slot (rc $RC, requests '$REQS', events '$EVENTS', tokversion in '$(tokversion_slots "$TD/h30/$CONF_REL")', lite $( [ "$(content_hash "$TD/h30/lite")" = "$L0" ] && echo restored || echo NOT-restored))"
+        show h30.out
+    fi
+    VBASE=$W
+fi
+
+# 31. state=rolled_back with slots on the host of 27: check mode writes nothing and shows
+#     both lines going; the rollback (one request, no PIN) restores both repositories and the
+#     conf byte for byte; the rerun has nothing to do.
+hostvars h27 "mig_stop_slot_daemon: true" "mig_state: rolled_back"
+H0=$(tree_hash "$W/h27")
+hplay h31c.out h27 --check --diff
+RCC=$RC NRM=$(grep -cE '^- *tokversion *= *3\.12' "$W/out/h31c.out")
+H1=$(tree_hash "$W/h27")
+hplay h31.out h27 --diff
+R31=$REQS E31=$EVENTS RC31=$RC
+hplay h31b.out h27
+if [ "$RCC" = 0 ] && [ "$(recap_changed h31c.out)" = 1 ] && [ "$H0" = "$H1" ] && [ "$NRM" = 2 ] \
+    && grep -q "SLOT $SLOT outcome=would_roll_back" "$W/out/h31c.out" && grep -q "SLOT $SLOT2 outcome=would_roll_back" "$W/out/h31c.out" \
+    && [ "$RC31" = 0 ] && [ "$(recap_changed h31.out)" = 1 ] && [ "$R31" = "rollback $SLOT:datastore,slot $SLOT2:datastore,slot" ] \
+    && echo "$E31" | grep -qE '^(is-active|status) stop rollback start$' \
+    && grep -q "SLOT $SLOT outcome=rolled_back" "$W/out/h31.out" && grep -q "SLOT $SLOT2 outcome=rolled_back" "$W/out/h31.out" \
+    && [ "$(content_hash "$W/h27/swtok")" = "$S0" ] && [ "$(content_hash "$W/h27/lite")" = "$L0" ] \
+    && [ "$(sha256sum < "$W/h27/$CONF_REL")" = "$HF0" ] \
+    && [ "$RC" = 0 ] && [ "$(recap_changed h31b.out)" = 0 ]; then
+    ok "31 slots rolled_back: check writes nothing ($NRM tokversion lines would go), one rollback ($R31, daemon: $E31) restores both repositories and the conf byte for byte, rerun changed=0"
+else
+    bad "31 slots rolled_back (check rc $RCC changed=$(recap_changed h31c.out) lines $NRM tree $( [ "$H0" = "$H1" ] && echo same || echo CHANGED); rollback rc $RC31 requests '$R31' events '$E31'; rerun rc $RC changed=$(recap_changed h31b.out))"
+    show h31c.out
+    show h31.out
+    show h31b.out
+fi
+
+# 32. slots with slot, with a top-level PIN, a slot with so_pin and so_pin_file, a slot listed
+#     twice, neither slot nor slots: refused before the tool runs, nothing changed, no PIN shown.
+prepare_host h32
+H0=$(tree_hash "$W/h32")
+MX_OK=yes
+for spec in "slot:parameters are mutually exclusive: slot|slots" "so_pin:parameters are mutually exclusive: slots|so_pin" \
+    "pinfile:parameters are mutually exclusive: so_pin|so_pin_file found in slots" "twice:slots: slot $SLOT is listed twice"; do
+    k=${spec%%:*} want=${spec#*:}
+    case $k in
+    slot) hostvars h32 "mig_slot: $SLOT" ;;
+    so_pin) hostvars h32 "mig_so_pin: '$SO_PIN'" ;;
+    pinfile) hostvars h32 && sed -i "0,/^    so_pin: '$SO_PIN'\$/s##    so_pin: '$SO_PIN'\n    so_pin_file: '$W/pins2/so'#" "$W/h32.host.yml" ;;
+    twice) hostvars h32 && sed -i "s/^  - slot: $SLOT2\$/  - slot: $SLOT/" "$W/h32.host.yml" ;;
+    esac
+    hplay "h32-$k.out" h32
+    if [ "$RC" = 0 ] || ! grep -qF -- "$want" "$W/out/h32-$k.out" || [ -s "$W/reqs.log" ] || [ -n "$(leaks "$W/out/h32-$k.out")" ]; then
+        MX_OK="no ($k: rc $RC, requests '$REQS')"
+        show "h32-$k.out"
+    fi
+done
+: > "$W/reqs.log"
+ansible localhost -i localhost, -c local -m ocktools.pkcstok.pkcstok_migrate -a "{\"confdir\": \"$W/h32/conf\", \"binary\": \"$W/toolwrap\"}" > "$W/out/h32-none.out" 2>&1
+RC=$?
+if [ "$MX_OK" = yes ] && [ "$RC" != 0 ] && grep -qF 'one of the following is required: slot, slots' "$W/out/h32-none.out" \
+    && [ ! -s "$W/reqs.log" ] && [ "$(tree_hash "$W/h32")" = "$H0" ]; then
+    ok "32 slots refused with slot, with a top-level PIN, so_pin and so_pin_file in a slot, a slot twice, and neither slot nor slots: the tool never ran, nothing changed, no PIN shown"
+else
+    bad "32 mutually exclusive options ($MX_OK; none: rc $RC)"
+    show h32-none.out
+fi
+
+# 33. fleet-dry-run.yml and fleet-rollout.yml with the host's slots from its vault vars
+#     (vault_pkcstok_slots, each slot its own PINs): the dry run plans both in one plan, the
+#     rollout migrates both in ONE task (one apply, pkcsslotd stopped once), no backup removed;
+#     the rerun changes nothing.
+prepare_host h33
+(
+    umask 077
+    {
+        echo "pkcstok_confdir: '$W/h33/conf'"
+        echo "pkcstok_binary: '$W/evwrap.sh'"
+        echo "pkcstok_become: false"
+        echo "pkcstok_verify_with_library: false"
+        echo "vault_pkcstok_slots:"
+        echo "  - {slot: $SLOT, datastore: '$W/h33/swtok', so_pin: '$SO_PIN', user_pin: '$USER_PIN'}"
+        echo "  - {slot: $SLOT2, datastore: '$W/h33/lite', so_pin: '$SO_PIN2', user_pin: '$USER_PIN2'}"
+    } > "$W/h33.fleet.yml"
+)
+H0=$(tree_hash "$W/h33")
+fleet h33dry.out inv-expected fleet-dry-run.yml h33
+RCD=$RC EVD=$EVENTS NTV=$(grep -cE '^\+ *tokversion *= *3\.12' "$W/out/h33dry.out")
+H1=$(tree_hash "$W/h33")
+fleet h33roll.out inv-plain fleet-rollout.yml h33
+RC1=$RC EV1=$EVENTS
+fleet h33roll2.out inv-plain fleet-rollout.yml h33
+if [ "$RCD" = 0 ] && [ "$EVD" = plan ] && [ "$NTV" = 2 ] && [ "$H0" = "$H1" ] \
+    && [ "$RC1" = 0 ] && [ "$(recap_changed h33roll.out)" = 1 ] && echo "$EV1" | grep -qE '^plan (is-active|status) stop apply start$' \
+    && grep -q "slot $SLOT: migrated" "$W/out/h33roll.out" && grep -q "slot $SLOT2: migrated" "$W/out/h33roll.out" \
+    && [ "$(tokversion_slots "$W/h33/$CONF_REL")" = "$CONF_ORDER" ] && [ -d "$W/h33/swtok_BAK" ] && [ -d "$W/h33/lite_BAK" ] \
+    && [ "$RC" = 0 ] && [ "$(recap_changed h33roll2.out)" = 0 ] && [ "$EVENTS" = plan ] \
+    && [ -z "$(leaks "$W/out/h33dry.out" "$W/out/h33roll.out" "$W/out/h33roll2.out")" ]; then
+    ok "33 fleet playbooks with vault_pkcstok_slots: dry run one plan ($NTV tokversion lines), rollout both slots in one task ($EV1), backups kept, rerun changed=0"
+else
+    bad "33 fleet playbooks with vault_pkcstok_slots (dry rc $RCD events '$EVD' lines $NTV; rollout rc $RC1 events '$EV1'; rerun rc $RC events '$EVENTS')"
+    show h33dry.out
+    show h33roll.out
+    show h33roll2.out
+fi
 fi
 
 if [ "$FAILN" -gt 0 ] && grep -qs '"code": "io_error"' "$W"/out/*.out && grep -qs 'could not be inspected' "$W"/out/*.out; then

@@ -1355,10 +1355,12 @@ def rollback(module, runner):
         conf_bak = conf + BAK_SUFFIX
         if os.path.isdir(ds_bak):
             ret['backup_datastore'] = ds_bak
-        # opencryptoki.conf_BAK is the conf from before the first migration of any slot, kept
-        # for good: the rollback of this slot takes back only its own tokversion line.
-        conf_todo = os.path.isfile(conf_bak) and plan.get('conf_format', '3.12') == '3.12'
-        if conf_todo:
+        # The rollback of this slot takes back only its own tokversion line, once its repository
+        # is old again (opencryptoki.conf_BAK, the conf from before the first migration of any
+        # slot, is kept for good and says what the line was).
+        conf_todo = (os.path.isdir(ds_bak) or plan.get('format', 'old') == 'old') and \
+            plan.get('conf_format', '3.12') == '3.12'
+        if conf_todo and os.path.isfile(conf_bak):
             ret['backup_conf'] = conf_bak
         ret['changed'] = bool('backup_datastore' in ret or conf_todo)
         if ret['changed']:
@@ -1765,8 +1767,10 @@ def host_remove_backups(module, runner, entries, by_slot, ret):
 
 def host_rollback(module, runner, entries):
     """slots with state=rolled_back: one host rollback of those slots (no PIN in the request).
-    Check mode plans the slots without PINs and reports the slots whose <datastore>_BAK exists
-    or whose conf block says tokversion = 3.12."""
+    Check mode plans the slots without PINs and reports the slots whose <datastore>_BAK exists,
+    or whose repository is old under tokversion = 3.12 (the rollback takes the line back); its
+    diff shows the conf without those slots' tokversion lines (the real run puts back an old
+    value a line had before the migration, where there was one)."""
     p = module.params
     warnings = []
     ret = dict(changed=False)
@@ -1781,9 +1785,8 @@ def host_rollback(module, runner, entries):
             pl = plans.get(e['slot']) or {}
             ds = pl.get('datastore') or e.get('datastore') or ''
             ds_bak = ds.rstrip('/') + BAK_SUFFIX if ds else ''
-            conf_bak = (hp.get('conf') or os.path.join(p['confdir'], CONF_NAME)) + BAK_SUFFIX
-            would = bool(ds_bak) and os.path.isdir(ds_bak) or \
-                pl.get('conf_format') == '3.12' and os.path.isfile(conf_bak)
+            repo_todo = bool(ds_bak) and os.path.isdir(ds_bak)
+            would = repo_todo or pl.get('format') == 'old' and pl.get('conf_format') == '3.12'
             r = dict(slot=e['slot'], outcome='would_roll_back' if would else 'unchanged', verified=False,
                      rolled_back=False)
             if ds_bak and os.path.isdir(ds_bak):
