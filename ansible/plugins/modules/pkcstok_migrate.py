@@ -1716,6 +1716,8 @@ def host_library_checks(module, runner, checked, plans, by_slot, idents, pins, r
     msg = '; '.join(states)
     if kept:
         msg += '; %s stay%s migrated' % (slot_list(kept), 's' if len(kept) == 1 else '')
+        if verified:
+            msg += ' (the library saw every object of %s)' % slot_list(verified)
     ret.pop('msg', None)
     module.fail_json(msg=msg, code='library_verify_failed', **ret)
 
