@@ -278,7 +278,8 @@ else
     fi
 fi
 
-# 8. rollback: check mode changes nothing, real rollback restores the original files, then changed=0.
+# 8. rollback: check mode changes nothing, real rollback restores the original files, then changed=0
+#    (check mode too, with opencryptoki.conf_BAK, the conf of before the first migration, kept).
 vars c1r "mig_state: rolled_back" 
 sed -i "s#/c1r/#/c1/#" "$W/c1r.vars.yml"
 H0=$(tree_hash "$W/c1")
@@ -287,14 +288,17 @@ RCC=$RC
 H1=$(tree_hash "$W/c1")
 play rb.out c1r --diff
 RCR=$RC
+play rb2c.out c1r --check --diff
+RC2C=$RC
 play rb2.out c1r --diff
 if [ "$RCC" = 0 ] && [ "$(recap_changed rbcheck.out)" = 1 ] && [ "$H0" = "$H1" ] \
+    && [ "$RC2C" = 0 ] && [ "$(recap_changed rb2c.out)" = 0 ] \
     && [ "$RCR" = 0 ] && [ "$(recap_changed rb.out)" = 1 ] \
     && [ "$(content_hash "$W/c1/swtok")" = "$C0" ] && [ "$(sha256sum < "$W/c1/$CONF_REL")" = "$F0" ] \
     && [ "$RC" = 0 ] && [ "$(recap_changed rb2.out)" = 0 ]; then
-    ok "8 rollback: check changes nothing, rollback restores the original bytes, rerun changed=0"
+    ok "8 rollback: check changes nothing, rollback restores the original bytes, rerun changed=0 (check mode too)"
 else
-    bad "8 rollback (check rc=$RCC changed=$(recap_changed rbcheck.out), rollback rc=$RCR changed=$(recap_changed rb.out), again rc=$RC changed=$(recap_changed rb2.out))"
+    bad "8 rollback (check rc=$RCC changed=$(recap_changed rbcheck.out), rollback rc=$RCR changed=$(recap_changed rb.out), again rc=$RC changed=$(recap_changed rb2.out), check again rc=$RC2C changed=$(recap_changed rb2c.out))"
     show rbcheck.out
     show rb.out
     show rb2.out

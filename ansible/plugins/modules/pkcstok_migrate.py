@@ -1580,8 +1580,9 @@ def host_migrate(module, runner, entries):
         ret.pop('changed', None)
         fail_from(module, 'apply', rc, hr, err, out, **ret)
     ret['host_result'] = hr
-    ret['changed'] = bool(hr.get('changed'))
     records = outcome_records(hr.get('slots'))
+    ret['changed'] = bool(hr.get('changed')) or bool(hr.get('conf_changed')) or \
+        any(r['outcome'] == 'migrated' for r in records)
     by_slot = dict((r['slot'], r) for r in records)
     for e in entries:
         if e['slot'] not in by_slot:
@@ -1833,11 +1834,13 @@ def host_rollback(module, runner, entries):
         ret.pop('changed', None)
         fail_from(module, 'rollback', rc, hr, err, out, **ret)
     ret['host_result'] = hr
-    ret['changed'] = bool(hr.get('changed'))
     records = outcome_records(hr.get('slots'))
     for r in records:
         r['rolled_back'] = r['outcome'] == 'rolled_back'
     ret['slots'] = records
+    # changed from what happened to the slots and the conf, not only the host's flag (a host
+    # rollback may report changed=false for slots it rolled back)
+    ret['changed'] = bool(hr.get('changed')) or bool(hr.get('conf_changed')) or any(r['rolled_back'] for r in records)
     for w in hr.get('warnings') or []:
         warnings.append(to_text(w))
     if module._diff and ret['changed']:
