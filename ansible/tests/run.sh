@@ -407,13 +407,14 @@ else
     show roll3.out
 fi
 
-# 12. the unified-diff applier used for the conf "after" text in diff mode.
+# 12. the unified-diff applier used for the conf "after" text in diff mode, and the conf a
+#     rollback of some slots leaves (the check-mode diff of state=rolled_back).
 FXROOT=$(dirname "$FIXTURE")
 [ -f "$FXROOT/fixture.json" ] && [ -d "$FXROOT/after-reference" ] || FXROOT=
 "$APY" "$HERE/test_unidiff.py" $FXROOT > "$W/out/unidiff.out" 2>&1
 RC=$?
 if [ "$RC" = 0 ]; then
-    ok "12 unified-diff applier (incl. the fixture's multi-hunk upstream conf diff)"
+    ok "12 unified-diff applier (incl. the fixture's multi-hunk upstream conf diff) and the rollback conf preview"
 else
     bad "12 unified-diff applier"
     cat "$W/out/unidiff.out"

@@ -1,5 +1,7 @@
 # Unit tests of the unified-diff applier in plugins/modules/pkcstok_migrate.py (used to build the
-# "after" text of opencryptoki.conf for diff mode). Usage: test_unidiff.py [FIXTURE_ROOT]
+# "after" text of opencryptoki.conf for diff mode), and of the conf a rollback of some slots
+# leaves (without_tokversion, the check-mode diff of state=rolled_back). Usage: test_unidiff.py
+# [FIXTURE_ROOT]
 # FIXTURE_ROOT: a fixture directory with fixture.json, before/ and after-reference/ (optional).
 import difflib
 import json
@@ -7,7 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'plugins', 'modules'))
-from pkcstok_migrate import apply_unified_diff, DiffError  # noqa: E402
+from pkcstok_migrate import apply_unified_diff, DiffError, without_tokversion  # noqa: E402
 
 failed = 0
 
@@ -58,6 +60,17 @@ try:
     check('truncated hunk raises', False)
 except DiffError:
     pass
+
+# The rollback preview: only the tokversion lines of the slots named, in any layout.
+conf = ('version opencryptoki-3.23\n\nslot 1\n{\n  stdll = libpkcs11_ica.so\n  tokversion = 3.12\n}\n\n'
+        'slot 2 {\n stdll = libpkcs11_cca.so # cca\n tokversion=3.12 # by the tool\n}\n\n'
+        'slot 3\n{\nstdll = libpkcs11_sw.so\n# tokversion = 3.12\ntokversion = 3.12\n}\n')
+check('preview slot 1', without_tokversion(conf, [1]) == conf.replace('  tokversion = 3.12\n', '', 1))
+check('preview slot 2 (brace on the slot line)', without_tokversion(conf, [2]) == conf.replace(' tokversion=3.12 # by the tool\n', ''))
+check('preview slots 1 and 3 (a commented line stays)',
+      without_tokversion(conf, [1, 3]) == conf.replace('  tokversion = 3.12\n', '', 1).replace('\ntokversion = 3.12\n}', '\n}'))
+check('preview of a slot without the line', without_tokversion(conf.replace('  tokversion = 3.12\n', '', 1), [1]) is None)
+check('preview of a slot not in the conf', without_tokversion(conf, [4]) is None)
 
 if len(sys.argv) > 1:
     root = sys.argv[1]
