@@ -1701,11 +1701,12 @@ def host_library_checks(module, runner, checked, plans, by_slot, idents, pins, r
         after, aerr = library_count(module, slot, (pins.get(slot) or {}).get('user_pin', '').encode('utf-8'),
                                     idents[slot])
         check['after_rollback'] = after if after is not None else dict(error=aerr)
+        alone = ' alone' if len(by_slot) > 1 else ''
         if after is not None:
-            state = 'it was rolled back alone and opens again in the old format (%d public, %d private objects)' % (
-                after['public'], after['private'])
+            state = 'it was rolled back%s and opens again in the old format (%d public, %d private objects)' % (
+                alone, after['public'], after['private'])
         else:
-            state = 'it was rolled back alone, but the library cannot open the old token either: %s' % aerr
+            state = 'it was rolled back%s, but the library cannot open the old token either: %s' % (alone, aerr)
         states.append('slot %s failed the check with the host\'s own openCryptoki (run as %s): %s; %s'
                       % (slot, identity_text(idents[slot]), why, state))
     if started_for_check:
