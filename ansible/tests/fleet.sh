@@ -8,7 +8,8 @@
 # .cache/fleet/base) in an overlay of its own (/run/pkcstok-fleet/<host>/root, so every run starts
 # from the same roots), each served by its own sshd on 127.0.0.1:<port>:
 #
-#   z1  s390x   Debian 13 (trixie)   openCryptoki 3.23  Soft (slot 3) and ICA (slot 1)
+#   z1  s390x   Debian 13 (trixie)   openCryptoki 3.23  Soft (slot 3), ICA (slot 1), CCA (slot 2),
+#                                                       each with PINs of its own
 #   x1  amd64   Debian 13 (trixie)   openCryptoki 3.23  Soft (slot 3), PINs of its own
 #   z2  s390x   Debian testing       openCryptoki 3.27  Soft (slot 3)
 #   p1  ppc64el Debian testing       openCryptoki 3.27  Soft (slot 3), FIPS mode on
@@ -27,6 +28,22 @@
 # /proc/sys of its own: a tmpfs holding binds of the real /proc/sys directories plus
 # crypto/fips_enabled = 1. The release binary and Ansible's own fact gathering read it like
 # the real file; nothing in the binary is redirected.
+#
+# z1's CCA slot: the CCA token library needs IBM's CCA host library (libcsulcca.so) and a
+# crypto adapter, which no Debian root has, so the token cannot be made through it (nor opened
+# by it). The repository is made by the host's own 3.23 library through the Soft token library
+# with the slot's conf block saying stdll = libpkcs11_sw.so and tokname = ccatok (the data store
+# format is the same for every token type), then the block says stdll = libpkcs11_cca.so, as on
+# a host with the adapter: the tool migrates it as a CCA repository. Its library check is
+# switched off in its slot entry (verify_with_library: false: the CCA library cannot open it
+# here); at the end the migrated repository is listed through the same Soft view (the conf put
+# back byte for byte afterwards). The e2e suites make no CCA or EP11 tokens; the Go tests write
+# such repositories with tokens/tokentest (pkcstok-gentoken -type cca|ep11).
+#
+# z1 is migrated in one task (slots, each with its own PINs from z1's vault vars): in the
+# first rollout the canary truncates a private object of its ICA slot between apply and the
+# library check, so that slot alone is rolled back and Soft and CCA stay migrated; the next
+# rollout migrates it.
 #
 # The library check as root's target: in the second rollout a member of pkcs11 on z2 puts a hard
 # link to a root-only file in place of the migrated MK_USER (the module's test-only canary hook
@@ -55,22 +72,27 @@ RUN=${PKCSTOK_FLEET_RUN:-/run/pkcstok-fleet}
 T0=$(date +%s)
 
 # name  root             port  arch-of-go  slots (slot:stdll:label ...)
-HOSTS="z1 trixie-s390x 2201 s390x 3:libpkcs11_sw.so:z1-soft,1:libpkcs11_ica.so:z1-ica
+HOSTS="z1 trixie-s390x 2201 s390x 3:libpkcs11_sw.so:z1-soft,1:libpkcs11_ica.so:z1-ica,2:libpkcs11_cca.so:z1-cca
 x1 trixie-amd64 2202 amd64 3:libpkcs11_sw.so:x1-soft
 z2 testing-s390x 2203 s390x 3:libpkcs11_sw.so:z2-soft
 p1 testing-ppc64el 2204 ppc64le 3:libpkcs11_sw.so:p1-soft"
 NAMES="z1 x1 z2 p1"
 FIPS_HOST=p1
 CANARY_HOST=p1
+# The multi-slot host: its ICA slot's library check fails in the first rollout (the canary).
+HOST_CANARY=z1 HOST_CANARY_SLOT=1 HOST_CANARY_DS=/var/lib/opencryptoki/lite
 # The hard-link attack on the library check (see the rollout below): a member of pkcs11 on
 # this host puts a hard link to a root-only file into the migrated repository.
 ATTACK_HOST=z2
 ATTACK_USER=mallory ATTACK_UID=4242
 VICTIM=/var/lib/opencryptoki/fleet-victim
 
-# PINs (4-8 bytes for Soft and ICA). x1 has PINs of its own.
+# PINs (4-8 bytes for Soft and ICA). x1 has PINs of its own, and so has each slot of z1.
 SO_PIN=flSO-613 USER_PIN=flUS-284
 X1_SO_PIN=x1so-952 X1_USER_PIN=x1us-477 X1_WRONG_PIN=x1us-000
+Z1_SO_PIN_3=z1s3S-41 Z1_USER_PIN_3=z1s3U-72
+Z1_SO_PIN_1=z1s1S-53 Z1_USER_PIN_1=z1s1U-86
+Z1_SO_PIN_2=z1s2S-19 Z1_USER_PIN_2=z1s2U-64
 
 PASS=0 FAILN=0
 ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
@@ -161,11 +183,19 @@ chmod 600 "$RUN/authorized_keys"
 : >"$RUN/known_hosts"
 
 # --- the hosts -----------------------------------------------------------------------------------
-conf_of() { # slots -> opencryptoki.conf (no tokversion: the library writes the old format)
+conf_of() { # slots [make] -> opencryptoki.conf (no tokversion: the library writes the old format)
+	# With make: a CCA slot is the Soft token library with tokname = ccatok (how its repository
+	# is made here, without the CCA host library; see the top of this file).
 	printf 'version opencryptoki-3.1\n'
 	local IFS=,
 	for s in $1; do
-		printf '\nslot %s\n{\nstdll = %s\n}\n' "${s%%:*}" "$(echo "$s" | cut -d: -f2)"
+		local sd
+		sd=$(echo "$s" | cut -d: -f2)
+		if [ "${2:-}" = make ] && [ "$sd" = libpkcs11_cca.so ]; then
+			printf '\nslot %s\n{\nstdll = libpkcs11_sw.so\ntokname = ccatok\n}\n' "${s%%:*}"
+		else
+			printf '\nslot %s\n{\nstdll = %s\n}\n' "${s%%:*}" "$sd"
+		fi
 	done
 }
 
@@ -182,7 +212,7 @@ up_host() { # name root port goarch slots
 	mkdir -p "$r/usr/local/sbin"
 	local gid
 	gid=$(stat -c %g "$r/var/lib/opencryptoki")
-	conf_of "$5" >"$r/etc/opencryptoki/opencryptoki.conf"
+	conf_of "$5" make >"$r/etc/opencryptoki/opencryptoki.conf"
 	chown "0:$gid" "$r/etc/opencryptoki/opencryptoki.conf"
 	chmod 0640 "$r/etc/opencryptoki/opencryptoki.conf"
 	mkdir -p "$r/root/.ansible/tmp"
@@ -208,7 +238,7 @@ up_host() { # name root port goarch slots
 		PrintMotd no
 		PrintLastLog no
 	EOF
-	if [ "$h" = "$CANARY_HOST" ] || [ "$h" = "$ATTACK_HOST" ]; then
+	if [ "$h" = "$CANARY_HOST" ] || [ "$h" = "$ATTACK_HOST" ] || [ "$h" = "$HOST_CANARY" ]; then
 		# The canary's test-only hook (pkcstok_migrate: verify_with_library): armed per run by
 		# the file it names, see the rollout below. Only these hosts' sessions get it.
 		printf 'SetEnv PKCSTOK_MIGRATE_TEST_CANARY=/run/pkcstok-test-canary\n' >>"$d/sshd_config"
@@ -262,7 +292,8 @@ up_host() { # name root port goarch slots
 SSHOPTS=(-o BatchMode=yes -o IdentitiesOnly=yes -i "$RUN/id_ed25519" -o UserKnownHostsFile="$RUN/known_hosts"
 	-o StrictHostKeyChecking=yes -o ControlMaster=auto -o ControlPersist=600 -o ControlPath="$RUN/cp/%h-%p-%r" -l root)
 port_of() { awk -v h="$1" '$1 == h { print $3 }' <<<"$HOSTS"; }
-on() { # on HOST COMMAND...: over SSH (the same control master as ansible's)
+on() { # on HOST COMMAND...: over SSH (the same control master as ansible's); ssh reads its
+	# standard input, so inside a loop that reads $HOSTS give it </dev/null (or a pipe)
 	local h=$1
 	shift
 	ssh "${SSHOPTS[@]}" -p "$(port_of "$h")" 127.0.0.1 "$@"
@@ -298,8 +329,12 @@ p11() {
 	on "$1" python3 /tmp/fleet-p11.py
 }
 
-pins_of() { # host -> so user (the right ones)
-	if [ "$1" = x1 ]; then echo "$X1_SO_PIN $X1_USER_PIN"; else echo "$SO_PIN $USER_PIN"; fi
+pins_of() { # host slot -> so user (the right ones)
+	case $1 in
+	x1) echo "$X1_SO_PIN $X1_USER_PIN" ;;
+	z1) eval "echo \"\$Z1_SO_PIN_$2 \$Z1_USER_PIN_$2\"" ;;
+	*) echo "$SO_PIN $USER_PIN" ;;
+	esac
 }
 req() { # op slot user_pin [so_pin label]: a JSON request line (PINs only ever on stdin)
 	python3 -c 'import json,sys; a=sys.stdin.read().split("\n"); d={"op":a[0],"slot":int(a[1]),"user_pin":a[2]}
@@ -313,7 +348,8 @@ ${5:-}"
 
 # --- PIN sampler: every process's argv on this machine, all through the run -----------------
 PINS_FILE=$RUN/pins
-printf '%s\n' "$SO_PIN" "$USER_PIN" "$X1_SO_PIN" "$X1_USER_PIN" "$X1_WRONG_PIN" >"$PINS_FILE"
+printf '%s\n' "$SO_PIN" "$USER_PIN" "$X1_SO_PIN" "$X1_USER_PIN" "$X1_WRONG_PIN" "$Z1_SO_PIN_3" "$Z1_USER_PIN_3" \
+	"$Z1_SO_PIN_1" "$Z1_USER_PIN_1" "$Z1_SO_PIN_2" "$Z1_USER_PIN_2" >"$PINS_FILE"
 chmod 600 "$PINS_FILE"
 SAMPLES=$RUN/argv-samples
 (
@@ -348,24 +384,28 @@ done
 # --- the tokens, made by each host's own library in the old format -------------------------
 say "making the tokens ($(elapsed))"
 while read -r name root port goarch slots; do
-	read -r so user <<<"$(pins_of "$name")"
 	IFS=, read -ra ss <<<"$slots"
 	for s in "${ss[@]}"; do
 		IFS=: read -r slot stdll label <<<"$s"
+		read -r so user <<<"$(pins_of "$name" "$slot")"
 		a=$(req populate "$slot" "$user" "$so" "$label" | p11 "$name")
 		if [ "$(jq -r .ok <<<"$a" 2>/dev/null)" = true ]; then :; else bad "$name slot $slot: could not make the token: $a"; exit 1; fi
 		req list "$slot" "$user" | p11 "$name" >"$OUT/before-$name-$slot.json"
 		n=$(jq '.objects | length' "$OUT/before-$name-$slot.json" 2>/dev/null)
-		if [ "${n:-0}" -gt 0 ]; then ok "$name slot $slot ($label): $n objects made by its own library"; else bad "$name slot $slot: listing: $(cat "$OUT/before-$name-$slot.json")"; fi
+		if [ "${n:-0}" -gt 0 ]; then ok "$name slot $slot ($label): $n objects made by its own library$([ "$stdll" = libpkcs11_cca.so ] && echo " (Soft token library, tokname = ccatok)")"; else bad "$name slot $slot: listing: $(cat "$OUT/before-$name-$slot.json")"; fi
 	done
+	# The conf as on a host with its adapters: a CCA slot says libpkcs11_cca.so.
+	case $slots in *libpkcs11_cca.so*)
+		c=$RUN/$name/root/etc/opencryptoki/opencryptoki.conf
+		on "$name" service pkcsslotd stop </dev/null && conf_of "$slots" >"$c" && on "$name" service pkcsslotd start </dev/null ||
+			{ bad "$name: could not switch its CCA slot to libpkcs11_cca.so"; exit 1; }
+		;;
+	esac
 done <<<"$HOSTS"
 say "tokens made ($(elapsed))"
 T_TOKENS=$(elapsed)
 
 # --- the controller: collection with the four binaries, vault, inventory, ansible.cfg --------------
-# z1's second slot needs the first slot's backups removed (remove_backups_after_verify), which
-# the module has the tool's remove-backups do, by identity.
-Z1_VARS="pkcstok_slots='[3, 1]' pkcstok_remove_backups_after_verify=true"
 CROOT=$RUN/coll/ansible_collections/ocktools/pkcstok
 mkdir -p "$CROOT"
 cp -a "$COLL/." "$CROOT/"
@@ -375,11 +415,11 @@ for a in amd64 arm64 ppc64le s390x; do cp "$REPO/bin/pkcstok-migrate-linux-$a" "
 (cd "$CROOT/roles/install/files" && sha256sum pkcstok-migrate-linux-* >SHA256SUMS)
 PB=$CROOT/playbooks
 INV=$RUN/inventory
-mkdir -p "$INV/group_vars/opencryptoki_hosts" "$INV/host_vars/x1"
+mkdir -p "$INV/group_vars/opencryptoki_hosts" "$INV/host_vars/x1" "$INV/host_vars/z1"
 cat >"$INV/hosts" <<-EOF2
 	# inventory order = rollout order: z1, x1, then the rest
 	[opencryptoki_hosts]
-	z1 ansible_port=2201 $Z1_VARS
+	z1 ansible_port=2201
 	x1 ansible_port=2202
 	z2 ansible_port=2203
 	p1 ansible_port=2204
@@ -405,8 +445,16 @@ vault() { # vault FILE < plaintext yaml: encrypted in place (the plaintext never
 printf 'vault_pkcstok_so_pin: "%s"\nvault_pkcstok_user_pin: "%s"\n' "$SO_PIN" "$USER_PIN" | vault "$INV/group_vars/opencryptoki_hosts/vault.yml" || exit 1
 x1_vault() { printf 'vault_pkcstok_so_pin: "%s"\nvault_pkcstok_user_pin: "%s"\n' "$X1_SO_PIN" "$1" | vault "$INV/host_vars/x1/vault.yml" || exit 1; }
 x1_vault "$X1_USER_PIN"
-if grep -q '^\$ANSIBLE_VAULT' "$INV/group_vars/opencryptoki_hosts/vault.yml" "$INV/host_vars/x1/vault.yml" && ! grep -rqF -f "$PINS_FILE" "$INV"; then
-	ok "PINs in Ansible Vault files (password in a file written by the test), x1's of its own"
+# z1: its slots, each with its own PINs, in one list (the rollout migrates them in one task). Its
+# CCA slot is not checked with the library: the CCA token library cannot open it here.
+{
+	echo "vault_pkcstok_slots:"
+	echo "  - {slot: 3, so_pin: \"$Z1_SO_PIN_3\", user_pin: \"$Z1_USER_PIN_3\"}"
+	echo "  - {slot: 1, so_pin: \"$Z1_SO_PIN_1\", user_pin: \"$Z1_USER_PIN_1\"}"
+	echo "  - {slot: 2, so_pin: \"$Z1_SO_PIN_2\", user_pin: \"$Z1_USER_PIN_2\", verify_with_library: false}"
+} | vault "$INV/host_vars/z1/vault.yml" || exit 1
+if grep -q '^\$ANSIBLE_VAULT' "$INV/group_vars/opencryptoki_hosts/vault.yml" "$INV/host_vars/x1/vault.yml" "$INV/host_vars/z1/vault.yml" && ! grep -rqF -f "$PINS_FILE" "$INV"; then
+	ok "PINs in Ansible Vault files (password in a file written by the test), x1's of its own, z1's one list of its three slots each with its own"
 else
 	bad "vault files: $(cat "$OUT/vault.err")"
 fi
@@ -489,7 +537,7 @@ play audit2 fleet-audit.yml -e pkcstok_audit_install=true
 installed_ok=1
 while read -r name root port goarch slots; do
 	want=$(sha256sum <"$REPO/bin/pkcstok-migrate-linux-$goarch" | cut -d' ' -f1)
-	got=$(on "$name" sha256sum /usr/local/sbin/pkcstok-migrate 2>/dev/null | cut -d' ' -f1)
+	got=$(on "$name" sha256sum /usr/local/sbin/pkcstok-migrate </dev/null 2>/dev/null | cut -d' ' -f1)
 	[ "$want" = "$got" ] || { installed_ok=0; say "$name: installed $got, want linux-$goarch $want"; }
 done <<<"$HOSTS"
 changed2=0
@@ -504,7 +552,7 @@ audit_ok=1
 for h in $NAMES; do
 	info_of "$h" >"$OUT/info-before-$h.json"
 done
-for spec in "z1 3 big-endian" "z1 1 big-endian" "z2 3 big-endian" "x1 3 little-endian" "p1 3 little-endian"; do
+for spec in "z1 3 big-endian" "z1 1 big-endian" "z1 2 big-endian" "z2 3 big-endian" "x1 3 little-endian" "p1 3 little-endian"; do
 	read -r h s bo <<<"$spec"
 	got=$(jq -r --argjson s "$s" '.info.slots[] | select(.slot == $s) | "\(.format) \(.byte_order) \(.objects)"' "$OUT/info-before-$h.json")
 	[ "$got" = "old $bo 5" ] || { audit_ok=0; say "$h slot $s: $got, want old $bo 5"; }
@@ -523,30 +571,48 @@ for h in $NAMES; do H0[$h]=$(root_hash "$h"); done
 play dry fleet-dry-run.yml --diff
 same=1
 for h in $NAMES; do [ "$(root_hash "$h")" = "${H0[$h]}" ] || { same=0; say "$h: root changed by the dry run"; }; done
-ndiff=$(grep -c '^+tokversion = 3.12' "$OUT/dry.out")
-want_diffs=5
-if [ "$RC" = 0 ] && [ $same = 1 ] && [ "$ndiff" -ge "$want_diffs" ]; then
-	ok "fleet-dry-run.yml --diff: the conf diff of every slot of every host ($ndiff x +tokversion = 3.12), tree hashes of all four roots unchanged"
+ndiff=$(grep -cE '^\+ *tokversion = 3\.12' "$OUT/dry.out")
+# one conf diff per host: z1's with its three slots
+nconf=$(grep -c '^--- before: /etc/opencryptoki/opencryptoki.conf$' "$OUT/dry.out")
+want_diffs=6
+if [ "$RC" = 0 ] && [ $same = 1 ] && [ "$ndiff" -ge "$want_diffs" ] && [ "$nconf" = 4 ]; then
+	ok "fleet-dry-run.yml --diff: one conf diff per host ($nconf) with every slot's line ($ndiff x +tokversion = 3.12, z1's three in one), tree hashes of all four roots unchanged"
 else
-	bad "fleet-dry-run.yml (rc $RC, roots unchanged $same, $ndiff diffs)"
+	bad "fleet-dry-run.yml (rc $RC, roots unchanged $same, $ndiff lines in $nconf conf diffs)"
 fi
 
-# --- fleet-rollout.yml, 1: wrong user PIN on x1 ---------------------------------------------------
+# --- fleet-rollout.yml, 1: z1 and x1 in the first batch: z1's ICA slot fails its check, x1 a wrong PIN
+# slot_rows ROLL HOST: "slot N: outcome, library check ..." lines the rollout printed for HOST
+slot_rows() {
+	awk -v h="$2" '$0 ~ "^(ok|changed): \\[" h "\\] => \\(item=slot " { want = 1; next }
+		want && /"msg": "slot [0-9]+: / { sub(/^[^"]*"msg": "/, ""); sub(/"$/, ""); print; want = 0 }' "$OUT/$1.out"
+}
 SERIAL='{"pkcstok_serial": [1, 1, "100%"]}'
 x1_vault "$X1_WRONG_PIN"
-play roll1 fleet-rollout.yml -e "$SERIAL"
+# z1 in the same batch as x1: its three slots in one apply; the canary truncates a private object
+# of its ICA slot between apply and the check.
+echo "$HOST_CANARY_DS" >"$RUN/$HOST_CANARY/root/run/pkcstok-test-canary"
+play roll1 fleet-rollout.yml -e '{"pkcstok_serial": [2, "100%"]}'
 R1=$RC
 grep -a '^fatal: .*migration failed' "$OUT/roll1.out" | sed 's/^/  /'
-z1a=$(fmt_of z1 3) z1b=$(fmt_of z1 1) x1f=$(fmt_of x1 3)
+slot_rows roll1 z1 >"$OUT/roll1-z1-slots.txt"
+sed 's/^/  z1 /' "$OUT/roll1-z1-slots.txt"
+z1a=$(fmt_of z1 3) z1b=$(fmt_of z1 1) z1c=$(fmt_of z1 2) x1f=$(fmt_of x1 3)
+read -r _ z1u1 <<<"$(pins_of z1 1)"
+req list 1 "$z1u1" | p11 z1 >"$OUT/after-rollback-z1-1.json"
+z1same=$(jq -S .objects "$OUT/before-z1-1.json" | cmp -s - <(jq -S .objects "$OUT/after-rollback-z1-1.json") && echo yes || echo no)
 untouched=1
 for h in z2 p1; do [ "$(root_hash "$h")" = "${H0[$h]}" ] || untouched=0; done
-want_z1b=3.12
-if [ "$R1" != 0 ] && grep -q '\[wrong_pin\]' "$OUT/roll1.out" && [ "${z1a%% *}" = 3.12 ] && [ "${z1b%% *}" = "$want_z1b" ] &&
+if [ "$R1" != 0 ] && grep -q 'migration failed on x1 (slot 3): \[wrong_pin\]' "$OUT/roll1.out" &&
+	grep -q "migration failed on z1 (slot 1): \[library_verify_failed\] slot 1 failed the check with the host's own openCryptoki (run as user pkcsslotd (uid [1-9][0-9]*), group pkcs11 (gid [1-9][0-9]*)).*it was rolled back alone and opens again in the old format.*slots 3 and 2 stay migrated" "$OUT/roll1.out" &&
+	[ "$(cat "$OUT/roll1-z1-slots.txt" | tr '\n' ';')" = "slot 3: migrated, library check passed;slot 1: rolled_back, library check failed, rolled back;slot 2: migrated, library check not run;" ] &&
+	[ "${z1a%% *}" = 3.12 ] && [ "${z1b%% *}" = old ] && [ "${z1c%% *}" = 3.12 ] && [ "$z1same" = yes ] &&
+	[ ! -e "$RUN/$HOST_CANARY/root/run/pkcstok-test-canary" ] &&
 	[ "${x1f%% *}" = old ] && [ $untouched = 1 ] && slotd_running x1 && slotd_running z1 &&
 	! grep -qE '^(ok|changed|fatal|skipping): \[(z2|p1)\]' "$OUT/roll1.out"; then
-	ok "fleet-rollout.yml: z1 migrated (both slots), stopped at x1 with [wrong_pin], x1 still old with its daemon running, z2/p1 untouched"
+	ok "fleet-rollout.yml, batch z1+x1: z1's three slots in one task, its ICA slot 1 damaged before the check: only slot 1 rolled back (opens again in the old format, same objects), Soft 3 and CCA 2 stay migrated; x1 stopped with [wrong_pin], still old, daemons running; z2/p1 untouched"
 else
-	bad "rollout 1 (rc $R1, z1 '$z1a'/'$z1b', x1 '$x1f', z2/p1 untouched $untouched)"
+	bad "rollout 1 (rc $R1, z1 '$z1a'/'$z1b'/'$z1c' slot 1 same objects $z1same, slots: $(tr '\n' ';' <"$OUT/roll1-z1-slots.txt"), x1 '$x1f', z2/p1 untouched $untouched)"
 fi
 
 # --- fleet-rollout.yml, 2: x1 fixed; the canary p1 is damaged between apply and the check ---------
@@ -576,12 +642,16 @@ req list 3 "$USER_PIN" | p11 p1 >"$OUT/after-rollback-p1-3.json"
 p1same=$(jq -S .objects "$OUT/before-p1-3.json" | cmp -s - <(jq -S .objects "$OUT/after-rollback-p1-3.json") && echo yes || echo no)
 req list 3 "$USER_PIN" | p11 z2 >"$OUT/after-rollback-z2-3.json"
 z2same=$(jq -S .objects "$OUT/before-z2-3.json" | cmp -s - <(jq -S .objects "$OUT/after-rollback-z2-3.json") && echo yes || echo no)
+slot_rows roll2 z1 >"$OUT/roll2-z1-slots.txt"
+z1b=$(fmt_of z1 1)
 if [ "$R2" != 0 ] && grep -q 'migration failed on p1 (slot 3): \[library_verify_failed\].*rolled back and opens again in the old format' "$OUT/roll2.out" &&
 	[ "${p1f%% *}" = old ] && [ "$p1same" = yes ] && slotd_running p1 &&
-	[ "${x1f%% *}" = 3.12 ] && [ "$(recap roll2 z1 changed)" = 0 ] && [ ! -e "$RUN/p1/root/run/pkcstok-test-canary" ]; then
-	ok "canary: p1's migrated repository damaged before the check: its own library saw it, it was rolled back, opens again in the old format with the same objects; x1 migrated; z1 changed=0"
+	[ "${x1f%% *}" = 3.12 ] && [ "$(recap roll2 z1 changed)" = 1 ] && [ "${z1b%% *}" = 3.12 ] &&
+	[ "$(cat "$OUT/roll2-z1-slots.txt" | tr '\n' ';')" = "slot 3: unchanged, library check not run;slot 1: migrated, library check passed;slot 2: unchanged, library check not run;" ] &&
+	[ ! -e "$RUN/p1/root/run/pkcstok-test-canary" ]; then
+	ok "canary: p1's migrated repository damaged before the check: its own library saw it, it was rolled back, opens again in the old format with the same objects; x1 migrated; z1's slot 1 migrated and checked, its slots 3 and 2 unchanged"
 else
-	bad "rollout 2 (rc $R2, p1 '$p1f' same objects $p1same, x1 '$x1f', z1 changed $(recap roll2 z1 changed))"
+	bad "rollout 2 (rc $R2, p1 '$p1f' same objects $p1same, x1 '$x1f', z1 changed $(recap roll2 z1 changed) slot 1 '$z1b', slots: $(tr '\n' ';' <"$OUT/roll2-z1-slots.txt"))"
 fi
 # The attack counts as run when the member's link was planted; as won when the victim changed
 # (owner, group, mode, content) or the check passed with it or ran as root.
@@ -605,7 +675,7 @@ fi
 play roll3 fleet-rollout.yml -e "$SERIAL" -vvv
 R3=$RC
 all=1
-for spec in "z1 3" "z1 1" "x1 3" "z2 3" "p1 3"; do
+for spec in "z1 3" "z1 1" "z1 2" "x1 3" "z2 3" "p1 3"; do
 	read -r h s <<<"$spec"
 	f=$(fmt_of "$h" "$s")
 	[ "${f% *}" = "3.12 3.12" ] || { all=0; say "$h slot $s after the rollout: $f"; }
@@ -618,8 +688,9 @@ else
 	bad "rollout 3 (rc $R3, all 3.12 $all, changed z1=${CH[z1]} x1=${CH[x1]} z2=${CH[z2]} p1=${CH[p1]})"
 fi
 # Every library check of the rollouts ran as the pkcsslotd user with group pkcs11, never as root.
-nlib=$(cat "$OUT"/roll[123].out | grep -ac "the host's library (run as user pkcsslotd (uid [1-9][0-9]*), group pkcs11 (gid [1-9][0-9]*)) sees all")
-libhosts=$(cat "$OUT"/roll[123].out | grep -ao "ok: \[[a-z0-9]*\] => (item=slot [0-9]*) => {\|the host's library (run as user pkcsslotd" | grep -B1 "the host's library" | grep -o '\[[a-z0-9]*\]' | sort -u | tr -d '[]' | tr '\n' ' ')
+nlib=$(cat "$OUT"/roll[123].out | grep -ac "the host's library (run as user pkcsslotd (uid [1-9][0-9]*), group pkcs11 (gid [1-9][0-9]*)) sees every object of")
+libhosts=$(cat "$OUT"/roll[123].out | awk '/^ok: \[[a-z0-9]*\] => \{/ { h = $2; gsub(/[][]/, "", h) }
+	/the host.s library \(run as user pkcsslotd .* sees every object of/ { print h }' | sort -u | tr '\n' ' ')
 if [ "$nlib" -ge 4 ] && ! cat "$OUT"/roll[123].out | grep -aq 'run as user root\|(uid 0)'; then
 	ok "library checks: $nlib passed, every one run as the user pkcsslotd with group pkcs11 only (hosts: ${libhosts% }); none as root"
 else
@@ -631,14 +702,36 @@ for h in $NAMES; do c4=$((c4 + $(recap roll4 "$h" changed))); done
 [ "$RC" = 0 ] && [ "$c4" = 0 ] && ok "fleet-rollout.yml once more: changed=0 on every host" || bad "rollout 4 (rc $RC, changed $c4)"
 
 # --- each host's own library lists every object with the same values -----------------------------
+# soft_view HOST on|off: a CCA slot's repository seen through the Soft token library (stdll =
+# libpkcs11_sw.so, tokname = ccatok, its tokversion line kept), as it was made; off puts the
+# conf back byte for byte. pkcsslotd is restarted around each change (it reads the conf at start).
+soft_view() {
+	local c=$RUN/$1/root/etc/opencryptoki/opencryptoki.conf
+	on "$1" service pkcsslotd stop </dev/null || return 1
+	if [ "$2" = on ]; then
+		cat "$c" >"$RUN/$1/conf.saved"
+		sed -i 's/^\([ \t]*\)stdll[ \t]*=[ \t]*libpkcs11_cca\.so[ \t]*$/\1stdll = libpkcs11_sw.so\n\1tokname = ccatok/' "$c"
+	else
+		cat "$RUN/$1/conf.saved" >"$c"
+	fi
+	on "$1" service pkcsslotd start </dev/null
+}
 declare -A CMP
 while read -r name root port goarch slots; do
-	read -r so user <<<"$(pins_of "$name")"
 	IFS=, read -ra ss <<<"$slots"
 	CMP[$name]=
 	for s in "${ss[@]}"; do
 		IFS=: read -r slot stdll label <<<"$s"
+		read -r so user <<<"$(pins_of "$name" "$slot")"
+		if [ "$stdll" = libpkcs11_cca.so ]; then
+			soft_view "$name" on || bad "$name: could not show slot $slot through the Soft token library"
+			grep -A4 "slot $slot" "$RUN/$name/root/etc/opencryptoki/opencryptoki.conf" | tr -s ' \n\t' ' ' >"$OUT/soft-view-$name-$slot.txt"
+		fi
 		req list "$slot" "$user" | p11 "$name" >"$OUT/after-$name-$slot.json"
+		if [ "$stdll" = libpkcs11_cca.so ]; then
+			soft_view "$name" off || bad "$name: could not put its conf back"
+			say "$name slot $slot listed through: $(cat "$OUT/soft-view-$name-$slot.txt")"
+		fi
 		n=$(jq '.objects | length' "$OUT/before-$name-$slot.json")
 		eq=$(jq -n --slurpfile a "$OUT/before-$name-$slot.json" --slurpfile b "$OUT/after-$name-$slot.json" \
 			'[$a[0].objects, $b[0].objects] as [$x, $y] | [range(0; $x | length) | select($x[.] == $y[.])] | length')
@@ -684,9 +777,22 @@ echo "| host | ansible_architecture | release | openCryptoki | tokens | objects 
 echo "|---|---|---|---|---|---|---|"
 while read -r name root port goarch slots; do
 	ver=$(sed -n 's/^version opencryptoki //p' "$BASE/$root/.pkcstok-root")
-	toks=$(IFS=,; for s in $slots; do IFS=: read -r sl sd lb <<<"$s"; printf '%s ' "$(case $sd in *ica*) echo ICA ;; *) echo Soft ;; esac) $sl"; done)
-	echo "| $name | ${ARCH[$name]} | Debian ${root%-*} ${root#*-} | $ver | ${toks% } | ${CMP[$name]} | $(recap roll4 "$name" changed) |"
+	toks=$(IFS=,; for s in $slots; do IFS=: read -r sl sd lb <<<"$s"; printf '%s, ' "$(case $sd in *ica*) echo ICA ;; *cca*) echo CCA ;; *ep11*) echo EP11 ;; *) echo Soft ;; esac) $sl"; done)
+	echo "| $name | ${ARCH[$name]} | Debian ${root%-*} ${root#*-} | $ver | ${toks%, } | ${CMP[$name]} | $(recap roll4 "$name" changed) |"
 done <<<"$HOSTS"
+echo
+echo "| rollout | host | slot | token | outcome | library check (as pkcsslotd:pkcs11) |"
+echo "|---|---|---|---|---|---|"
+for r in roll1 roll2; do
+	while read -r line; do
+		# "slot N: OUTCOME, library check X[, rolled back]"
+		sl=${line#slot } sl=${sl%%:*}
+		rest=${line#*: }
+		tok=$(awk -v h=z1 '$1 == h { print $5 }' <<<"$HOSTS" | tr ',' '\n' | awk -F: -v s="$sl" '$1 == s { print $2 }')
+		tok=$(case $tok in *ica*) echo ICA ;; *cca*) echo CCA ;; *ep11*) echo EP11 ;; *) echo Soft ;; esac)
+		echo "| ${r#roll} | z1 | $sl | $tok | ${rest%%,*} | ${rest#*library check } |"
+	done <"$OUT/$r-z1-slots.txt"
+done
 echo
 echo "| attack on the library check | host | library | runs | wins |"
 echo "|---|---|---|---|---|"
