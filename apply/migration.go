@@ -34,14 +34,26 @@ type migration struct {
 }
 
 func newMigration(p *contract.Plan, insp *plan.Inspection, req plan.Options, o Options, pdir *repofs.Dir) (*migration, error) {
-	gid, err := repofs.LookupGroup(p.UserGroup)
+	gid, err := tokenGID(p)
 	if err != nil {
-		return nil, contract.Errorf(contract.CodeGroupNotFound, "token group %q: %w", p.UserGroup, err)
+		return nil, err
 	}
 	m := &migration{p: p, insp: insp, req: req, o: o, pdir: pdir, perm: repofs.Perm{GID: gid}}
 	m.modes = newCopyModes(gid, insp.Index)
 	m.rootMode, _ = m.modes.mode(repofs.Entry{Rel: ".", Mode: o.orig.Mode, GID: o.orig.GID})
 	return m, nil
+}
+
+// tokenGID is the gid the migrated files get: the token group's on this host, which the
+// plan found to agree with the repository's (plan.GroupError).
+func tokenGID(p *contract.Plan) (int, error) {
+	if p.Group == nil || p.Group.GID == nil {
+		return -1, &contract.Error{Code: contract.CodeGroupNotFound, Message: fmt.Sprintf("token group %q does not exist on this host", p.UserGroup)}
+	}
+	if err := plan.GroupError(p); err != nil {
+		return -1, err
+	}
+	return *p.Group.GID, nil
 }
 
 // switcher is how a verified working copy replaces the repository: by one exchange of two

@@ -278,6 +278,9 @@ func (x *execution) check() error {
 	if !x.repoChange {
 		return nil
 	}
+	if _, err := tokenGID(p); err != nil {
+		return err
+	}
 	if x.req.SOPIN == nil || x.req.UserPIN == nil || x.insp.Keys == nil {
 		return &contract.Error{Code: contract.CodeBadRequest, Field: "so_pin", Message: "the SO PIN and the user PIN are needed to migrate the repository"}
 	}

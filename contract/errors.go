@@ -27,12 +27,16 @@ const (
 	CodeBadRequest         Code = "bad_request"
 	CodeNotRoot            Code = "not_root"
 	CodeGroupNotFound      Code = "group_not_found"
-	CodeIO                 Code = "io_error"
-	CodeVerifyFailed       Code = "verify_failed"
-	CodeNothingToRollBack  Code = "nothing_to_roll_back"
-	CodeNoSpace            Code = "no_space"    // a file system lacks the space or inodes the run needs
-	CodeReadOnly           Code = "read_only"   // a file system the run must write is read-only
-	CodeInterrupted        Code = "interrupted" // a run of other slots was interrupted: finish or roll it back first
+	// CodeGroupMismatch: the repository belongs to another gid than the token group has on
+	// this host (a chroot's or container's repository): migrated here, its own library would
+	// refuse it.
+	CodeGroupMismatch     Code = "group_mismatch"
+	CodeIO                Code = "io_error"
+	CodeVerifyFailed      Code = "verify_failed"
+	CodeNothingToRollBack Code = "nothing_to_roll_back"
+	CodeNoSpace           Code = "no_space"    // a file system lacks the space or inodes the run needs
+	CodeReadOnly          Code = "read_only"   // a file system the run must write is read-only
+	CodeInterrupted       Code = "interrupted" // a run of other slots was interrupted: finish or roll it back first
 	// CodeRewrittenByLibrary: the token library opened a migrated repository under a conf
 	// without tokversion = 3.12 and rewrote its NVTOK.DAT in the old format.
 	CodeRewrittenByLibrary Code = "rewritten_by_library"

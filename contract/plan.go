@@ -14,6 +14,8 @@ type Plan struct {
 	TokenType string `json:"token_type"` // "Soft", "ICA", "CCA", "EP11"
 	Stdll     string `json:"stdll"`
 	UserGroup string `json:"usergroup"`
+	// Group is the token group's gid on this host and the repository directory's group.
+	Group     *Group `json:"group,omitempty"`
 	Datastore string `json:"datastore"` // absolute, cleaned
 	Confdir   string `json:"confdir"`   // absolute, cleaned
 	Conf      string `json:"conf"`      // <confdir>/opencryptoki.conf
@@ -141,4 +143,15 @@ type Space struct {
 	FreeInodes *int64 `json:"free_inodes"`
 	ReadOnly   bool   `json:"read_only"`
 	Enough     bool   `json:"enough"` // writable, and need plus margin is free
+}
+
+// Group is the token group as this host names it and the group the repository has. When they
+// differ (and the repository is not in group root), apply refuses with group_mismatch: the
+// migrated files would get a gid the library of the repository's own system refuses.
+type Group struct {
+	Name string `json:"name"`
+	// GID is the name's gid in this host's group database, null when the name is unknown here.
+	GID *int `json:"gid"`
+	// RepositoryGID is the group of the repository's directory now.
+	RepositoryGID int `json:"repository_gid"`
 }

@@ -128,6 +128,9 @@ func MakeWithKeys(o Options) (*contract.Plan, *Inspection, error) {
 	if err := inspectObjects(p, dir, repo, keys, confBytes, unread, o.PrivateUnread); err != nil {
 		return nil, nil, err
 	}
+	if err := planGroup(p, dir); err != nil {
+		return nil, nil, err
+	}
 	repoChange := repo.NV.Format == tokens.FormatOld
 	planKeyFiles(p, repo, repoChange)
 	if err := planSwitch(p, repoChange, o.forceSwitch); err != nil {

@@ -213,7 +213,7 @@ func TestResultFromGo(t *testing.T) {
 func TestErrorCodes(t *testing.T) {
 	codes := []string{"wrong_pin", "user_pin_not_set", "slot_daemon_running", "repository_in_use", "locked",
 		"stale_plan", "slot_not_found", "unsupported_token", "conf_invalid", "corrupt_repository", "byte_order",
-		"backup_exists", "bad_request", "not_root", "group_not_found", "io_error", "verify_failed",
+		"backup_exists", "bad_request", "not_root", "group_not_found", "group_mismatch", "io_error", "verify_failed",
 		"nothing_to_roll_back", "internal"}
 	for _, c := range codes {
 		doc := map[string]any{"error": map[string]any{"code": c, "message": "m"}}

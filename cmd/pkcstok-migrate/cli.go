@@ -371,6 +371,7 @@ var errorCodes = []struct {
 	{contract.CodeBadRequest, "the request or the flags make no sense; \"field\" names the culprit"},
 	{contract.CodeNotRoot, "apply and rollback must run as root"},
 	{contract.CodeGroupNotFound, "the slot's token group does not exist on the host"},
+	{contract.CodeGroupMismatch, "the repository's group is not the token group's gid on this host (a chroot's or container's repository?): nothing was done"},
 	{contract.CodeSlotNotInitialized, "the slot's repository does not exist, or holds no NVTOK.DAT: the token was never initialised (info: missing)"},
 	{contract.CodeNoSpace, "a file system apply writes lacks the space or inodes the plan says it needs (with its margin): nothing was done"},
 	{contract.CodeReadOnly, "a file system apply writes is read-only: nothing was done"},
