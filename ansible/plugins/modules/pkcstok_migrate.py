@@ -542,7 +542,8 @@ code:
     - One of C(wrong_pin), C(user_pin_not_set), C(slot_daemon_running), C(repository_in_use), C(locked),
       C(stale_plan), C(slot_not_found), C(unsupported_token), C(conf_invalid), C(corrupt_repository), C(byte_order),
       C(backup_exists), C(cannot_switch), C(bad_request), C(not_root), C(group_not_found), C(group_mismatch), C(io_error),
-      C(verify_failed), C(no_space), C(read_only), C(interrupted), C(rewritten_by_library), C(internal), C(slot_daemon_control) when pkcsslotd could not be stopped or started, or
+      C(verify_failed), C(no_space), C(read_only), C(interrupted), C(rewritten_by_library), C(internal),
+      C(slot_daemon_control) when pkcsslotd could not be stopped or started, or
       C(library_verify_failed) when I(verify_with_library) found the migrated token wrong (it was rolled back).
   returned: failure
   type: str
