@@ -332,11 +332,7 @@ func (h *host) preflight() error {
 		for i, s := range h.slots {
 			plans[i] = *s.x.p
 		}
-		spaces, err := plan.HostSpace(plans)
-		if err != nil {
-			return err
-		}
-		if err := plan.HostSpaceError(spaces); err != nil {
+		if err := plan.HostSpaceError(plan.HostSpace(plans)); err != nil {
 			return err
 		}
 	}
@@ -597,21 +593,10 @@ func (h *host) result() *contract.HostResult {
 // hostError is the error of a failed host run: the failing slot's, naming it, with what
 // happened to every slot.
 func (h *host) hostError(err error) error {
-	res := h.result()
-	slot := -1
 	if h.failed != nil {
-		slot = h.failed.req.Slot
-		err = plan.SlotError(slot, err)
+		err = plan.SlotError(h.failed.req.Slot, err)
 	}
-	e := &contract.Error{Code: contract.CodeOf(err), Message: err.Error(), Err: err, Details: map[string]any{}}
-	if pe, ok := err.(*contract.Error); ok {
-		e.Field = pe.Field
-		for k, v := range pe.Details {
-			e.Details[k] = v
-		}
-	}
-	e.Details["slots"] = res.Slots
-	return e
+	return contract.WithDetail(err, "", "slots", h.result().Slots)
 }
 
 // errorBody is err as a document carries it.

@@ -347,25 +347,26 @@ const maxRolledBack = 1000
 // rollback changes anything; renameToFree still never replaces what appears meanwhile).
 func anyFree(d *repofs.Dir, want string) bool {
 	for i := 1; i <= maxRolledBack; i++ {
-		dest := want
-		if i > 1 {
-			dest = fmt.Sprintf("%s_%d", want, i)
-		}
-		if _, err := d.Lstat(dest); err != nil {
+		if _, err := d.Lstat(keptName(want, i)); err != nil {
 			return true
 		}
 	}
 	return false
 }
 
+// keptName is the i-th name of the sequence want, want_2, want_3, ...
+func keptName(want string, i int) string {
+	if i == 1 {
+		return want
+	}
+	return fmt.Sprintf("%s_%d", want, i)
+}
+
 // renameToFree renames name to the first of want, want_2, want_3, ... that is free (never
 // replacing anything) and returns the name it took.
 func renameToFree(d *repofs.Dir, name, want string) (string, error) {
 	for i := 1; i <= maxRolledBack; i++ {
-		dest := want
-		if i > 1 {
-			dest = fmt.Sprintf("%s_%d", want, i)
-		}
+		dest := keptName(want, i)
 		err := d.RenameNoReplace(name, dest)
 		if err == nil {
 			return dest, nil

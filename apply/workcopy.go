@@ -149,11 +149,20 @@ var errUnsettled = errors.New("the exchange could not be undone")
 // directory under either name. If so, nothing is exchanged, or the exchange is undone, and the
 // error says which.
 func exchangeVerified(pdir *repofs.Dir, a, b string, wantA, wantB repofs.Info) error {
+	// A check the disk could not answer (EIO on a failing or shut-down file system) is an
+	// I/O error, not a sign of someone renaming entries.
+	var ioErr error
 	is := func(name string, want repofs.Info) bool {
 		got, err := pdir.Lstat(name)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) && ioErr == nil {
+			ioErr = err
+		}
 		return err == nil && got.IsDir() && repofs.Same(got, want)
 	}
 	raced := func(what string) *contract.Error {
+		if ioErr != nil {
+			return contract.Errorf(contract.CodeIO, "%s: checking the entries of %s failed: %w", what, pdir.Path(), ioErr)
+		}
 		return &contract.Error{Code: contract.CodeVerifyFailed, Message: fmt.Sprintf("%s: someone else renames entries in %s; check it", what, pdir.Path())}
 	}
 	if !is(a, wantA) || !is(b, wantB) {

@@ -3,6 +3,7 @@ package contract
 import (
 	"errors"
 	"fmt"
+	"syscall"
 )
 
 // Code is a stable error code that automation (the Ansible module, CI jobs) can branch on.
@@ -56,9 +57,30 @@ func (e *Error) Error() string { return e.Message }
 func (e *Error) Unwrap() error { return e.Err }
 
 // Errorf makes an *Error whose message is formatted and whose cause is the last %w argument.
+// A cause that is an I/O error of the disk (EIO: a failing or shut-down file system) makes
+// the code io_error whatever code was asked for: what could not be read is neither corrupt,
+// nor invalid, nor changed.
 func Errorf(code Code, format string, args ...any) *Error {
 	err := fmt.Errorf(format, args...)
+	if errors.Is(err, syscall.EIO) {
+		code = CodeIO
+	}
 	return &Error{Code: code, Message: err.Error(), Err: errors.Unwrap(err)}
+}
+
+// WithDetail is err as an *Error with prefix before its message and the detail key set to v.
+// Its code, field and details are kept (CodeInternal when it has no code), err itself is left
+// as it is and is the cause.
+func WithDetail(err error, prefix, key string, v any) *Error {
+	e := &Error{Code: CodeOf(err), Message: prefix + err.Error(), Err: err, Details: map[string]any{}}
+	if pe, ok := err.(*Error); ok {
+		e.Field = pe.Field
+		for k, x := range pe.Details {
+			e.Details[k] = x
+		}
+	}
+	e.Details[key] = v
+	return e
 }
 
 // CodeOf returns the code of err, CodeInternal when it carries none.

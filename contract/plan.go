@@ -143,6 +143,9 @@ type Space struct {
 	FreeInodes *int64 `json:"free_inodes"`
 	ReadOnly   bool   `json:"read_only"`
 	Enough     bool   `json:"enough"` // writable, and need plus margin is free
+	// Device is the file system's device number, to sum several plans' needs on one file
+	// system in the process that made them; not part of the document.
+	Device uint64 `json:"-"`
 }
 
 // Group is the token group as this host names it and the group the repository has. When they

@@ -7,7 +7,6 @@ import (
 	"github.com/ocktools/pkcstok-migrate/contract"
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
 	"github.com/ocktools/pkcstok-migrate/internal/layout"
-	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 )
 
 // MakeHost plans several slots of one conf, each with its own PINs (a host): every slot's
@@ -44,9 +43,7 @@ func MakeHost(confdir string, slots []Options) (*contract.HostPlan, error) {
 	if _, hp.ConfDiff, err = HostConf(hp.Conf, confBytes, ids); err != nil {
 		return nil, err
 	}
-	if hp.Space, err = HostSpace(hp.Plans); err != nil {
-		return nil, err
-	}
+	hp.Space = HostSpace(hp.Plans)
 	for _, s := range hp.Space {
 		if w := spaceShort(s); w != "" {
 			hp.Warnings = append(hp.Warnings, w+": apply would refuse before any work")
@@ -79,22 +76,8 @@ func CheckHostSlots(slots []Options) error {
 }
 
 // SlotError names the slot in err's message and details, keeping its code.
-func SlotError(slot int, err error) error {
-	e := &contract.Error{Code: contract.CodeOf(err), Message: fmt.Sprintf("slot %d: %v", slot, err), Err: err}
-	if pe, ok := err.(*contract.Error); ok {
-		e.Field, e.Details = pe.Field, pe.Details
-	}
-	if e.Details == nil {
-		e.Details = map[string]any{}
-	} else {
-		d := make(map[string]any, len(e.Details)+1)
-		for k, v := range e.Details {
-			d[k] = v
-		}
-		e.Details = d
-	}
-	e.Details["slot"] = slot
-	return e
+func SlotError(slot int, err error) *contract.Error {
+	return contract.WithDetail(err, fmt.Sprintf("slot %d: ", slot), "slot", slot)
 }
 
 // HostConf is the conf confBytes with tokversion = 3.12 set for every slot of ids, in one
@@ -117,34 +100,21 @@ func HostConf(name string, confBytes []byte, ids []int) ([]byte, string, error) 
 
 // HostSpace sums the slots' needs per file system (two slots, or a slot and the conf, on one
 // file system are counted together), with the margin on the sum.
-func HostSpace(plans []contract.Plan) ([]contract.Space, error) {
-	type fsNeed struct {
-		s   contract.Space
-		dev uint64
-	}
-	var out []fsNeed
+func HostSpace(plans []contract.Plan) []contract.Space {
+	var out []contract.Space
 	for _, p := range plans {
 		for _, s := range p.Space {
-			d, err := repofs.OpenDir(s.Path)
-			if err != nil {
-				return nil, contract.Errorf(contract.CodeIO, "open %s: %w", s.Path, err)
-			}
-			fi, err := d.StatFS()
-			d.Close()
-			if err != nil {
-				return nil, contract.Errorf(contract.CodeIO, "%s: %w", s.Path, err)
-			}
 			i := 0
-			for i < len(out) && out[i].dev != fi.Dev {
+			for i < len(out) && out[i].Device != s.Device {
 				i++
 			}
 			if i == len(out) {
 				n := s
 				n.For = append([]string{}, s.For...)
-				out = append(out, fsNeed{s: n, dev: fi.Dev})
+				out = append(out, n)
 				continue
 			}
-			o := &out[i].s
+			o := &out[i]
 			o.NeedBytes += s.NeedBytes
 			o.NeedInodes += s.NeedInodes
 			for _, f := range s.For {
@@ -154,16 +124,10 @@ func HostSpace(plans []contract.Plan) ([]contract.Space, error) {
 			}
 		}
 	}
-	spaces := make([]contract.Space, 0, len(out))
-	for _, n := range out {
-		s := n.s
-		s.MarginBytes = max(minMarginBytes, s.NeedBytes/20)
-		s.MarginInodes = max(minMarginInodes, s.NeedInodes/20)
-		s.Enough = !s.ReadOnly && s.FreeBytes >= s.NeedBytes+s.MarginBytes &&
-			(s.FreeInodes == nil || *s.FreeInodes >= s.NeedInodes+s.MarginInodes)
-		spaces = append(spaces, s)
+	for i := range out {
+		settle(&out[i])
 	}
-	return spaces, nil
+	return out
 }
 
 func contains(l []string, s string) bool {

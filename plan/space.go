@@ -26,22 +26,21 @@ const (
 // hard link and costs nothing. Two on one file system are counted together.
 func planSpace(p *contract.Plan, dir *repofs.Dir, repoChange, confChange bool, newConfSize int) error {
 	var needs []contract.Space
-	var infos []repofs.FSInfo
+	var dirs []*repofs.Dir
+	var commits []bool
 	add := func(d *repofs.Dir, fi repofs.FSInfo, what string, bytes, inodes int64) {
+		// On XFS every new inode takes its bytes from the free space, in chunks of 64.
+		bytes += inodes * fi.InodeBytes
 		for i := range needs {
-			if infos[i].Dev == fi.Dev {
+			if needs[i].Device == fi.Dev {
 				needs[i].For = append(needs[i].For, what)
 				needs[i].NeedBytes += bytes
 				needs[i].NeedInodes += inodes
 				return
 			}
 		}
-		free := fi.FreeInodes
-		s := contract.Space{Path: d.Path(), For: []string{what}, NeedBytes: bytes, NeedInodes: inodes, FreeBytes: fi.FreeBytes, ReadOnly: fi.ReadOnly}
-		if free >= 0 {
-			s.FreeInodes = &free
-		}
-		needs, infos = append(needs, s), append(infos, fi)
+		bytes += inodeChunk * fi.InodeBytes
+		needs, dirs, commits = append(needs, spaceOf(d.Path(), fi, what, bytes, inodes)), append(dirs, d), append(commits, fi.CommitsFreedSpace)
 	}
 	if repoChange {
 		where := dir // in place: on the repository's own file system
@@ -77,15 +76,54 @@ func planSpace(p *contract.Plan, dir *repofs.Dir, repoChange, confChange bool, n
 	}
 	for i := range needs {
 		s := &needs[i]
-		s.MarginBytes = max(minMarginBytes, s.NeedBytes/20)
-		s.MarginInodes = max(minMarginInodes, s.NeedInodes/20)
-		s.Enough = !s.ReadOnly && s.FreeBytes >= s.NeedBytes+s.MarginBytes &&
-			(s.FreeInodes == nil || *s.FreeInodes >= s.NeedInodes+s.MarginInodes)
+		settle(s)
+		if !s.Enough && commits[i] && !s.ReadOnly {
+			if err := recount(s, dirs[i]); err != nil {
+				return err
+			}
+		}
 		if w := spaceShort(*s); w != "" {
 			p.Warnings = append(p.Warnings, w+": apply would refuse before any work")
 		}
 	}
 	p.Space = needs
+	return nil
+}
+
+// inodeChunk is how many inodes XFS allocates at once.
+const inodeChunk = 64
+
+// spaceOf is the need of what on the file system fi, before its margin (settle).
+func spaceOf(path string, fi repofs.FSInfo, what string, bytes, inodes int64) contract.Space {
+	s := contract.Space{Path: path, For: []string{what}, NeedBytes: bytes, NeedInodes: inodes, FreeBytes: fi.FreeBytes, ReadOnly: fi.ReadOnly, Device: fi.Dev}
+	if fi.FreeInodes >= 0 {
+		free := fi.FreeInodes
+		s.FreeInodes = &free
+	}
+	return s
+}
+
+// settle sets s's margin (the larger of the minimum and 5 %) and whether it is enough.
+func settle(s *contract.Space) {
+	s.MarginBytes = max(minMarginBytes, s.NeedBytes/20)
+	s.MarginInodes = max(minMarginInodes, s.NeedInodes/20)
+	s.Enough = !s.ReadOnly && s.FreeBytes >= s.NeedBytes+s.MarginBytes &&
+		(s.FreeInodes == nil || *s.FreeInodes >= s.NeedInodes+s.MarginInodes)
+}
+
+// recount counts the free space of s's file system again after syncing it: btrfs shows space
+// an administrator just freed only once its transaction commits (up to 30 s later), and a
+// syncfs commits it. Syncing writes nothing of the tool's.
+func recount(s *contract.Space, d *repofs.Dir) error {
+	if err := d.Syncfs(); err != nil {
+		return contract.Errorf(contract.CodeIO, "%s: %w", s.Path, err)
+	}
+	fi, err := d.StatFS()
+	if err != nil {
+		return contract.Errorf(contract.CodeIO, "%s: %w", s.Path, err)
+	}
+	s.FreeBytes = fi.FreeBytes
+	settle(s)
 	return nil
 }
 
@@ -95,18 +133,20 @@ func spaceShort(s contract.Space) string {
 	case s.ReadOnly:
 		return fmt.Sprintf("the file system of %s is read-only", s.Path)
 	case s.FreeBytes < s.NeedBytes+s.MarginBytes:
-		return fmt.Sprintf("the file system of %s has %d bytes free; the %s needs %d bytes and %d are kept as margin", s.Path, s.FreeBytes, joinFor(s.For), s.NeedBytes, s.MarginBytes)
+		return fmt.Sprintf("the file system of %s has %d bytes free; %s %d bytes and %d are kept as margin", s.Path, s.FreeBytes, needs(s.For), s.NeedBytes, s.MarginBytes)
 	case s.FreeInodes != nil && *s.FreeInodes < s.NeedInodes+s.MarginInodes:
-		return fmt.Sprintf("the file system of %s has %d inodes free; the %s needs %d and %d are kept as margin", s.Path, *s.FreeInodes, joinFor(s.For), s.NeedInodes, s.MarginInodes)
+		return fmt.Sprintf("the file system of %s has %d inodes free; %s %d and %d are kept as margin", s.Path, *s.FreeInodes, needs(s.For), s.NeedInodes, s.MarginInodes)
 	}
 	return ""
 }
 
-func joinFor(f []string) string {
+// needs is the subject and verb for what the space is for: "the repository needs", "the
+// repository and the conf need".
+func needs(f []string) string {
 	if len(f) == 2 {
-		return f[0] + " and the " + f[1]
+		return "the " + f[0] + " and the " + f[1] + " need"
 	}
-	return f[0]
+	return "the " + f[0] + " needs"
 }
 
 // SpaceError is apply's refusal of a plan whose file systems lack room or cannot be written

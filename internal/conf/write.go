@@ -285,7 +285,11 @@ func linkIfAbsent(dfd int, name string, cur *unix.Stat_t, at func(string) string
 		return false, fmt.Errorf("link %s to %s: %w", at(confName), at(name), err)
 	}
 	var st unix.Stat_t
-	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Dev != cur.Dev || st.Ino != cur.Ino {
+	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		// Not a sign of a changed conf: the disk did not answer (EIO).
+		return false, &fs.PathError{Op: "stat", Path: at(name), Err: err}
+	}
+	if st.Dev != cur.Dev || st.Ino != cur.Ino {
 		_ = unix.Unlinkat(dfd, name, 0)
 		return false, fmt.Errorf("%s: %w", at(confName), ErrConfChanged)
 	}

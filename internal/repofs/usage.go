@@ -23,7 +23,23 @@ type FSInfo struct {
 	FreeBytes  int64 // for an unprivileged writer too (f_bavail)
 	FreeInodes int64 // -1: the file system has no inode limit (btrfs reports none)
 	ReadOnly   bool
+	// InodeBytes is what a new inode takes of the free bytes on a file system that
+	// allocates inodes from its free space (XFS: 512 bytes, the default inode size of its
+	// v5 format and the larger of the two, taken in chunks of 64); 0 where inodes are set
+	// aside when the file system is made (ext4) or counted elsewhere.
+	InodeBytes int64
+	// CommitsFreedSpace: space freed on it shows as free only once its transaction commits
+	// (btrfs): a count that looks short may be stale until the file system is synced.
+	CommitsFreedSpace bool
 }
+
+// Magic numbers of statfs(2)'s f_type (linux/magic.h).
+const (
+	xfsMagic   = 0x58465342
+	btrfsMagic = 0x9123683e
+	// xfsInodeBytes is the inode size of mkfs.xfs's default (v5) format.
+	xfsInodeBytes = 512
+)
 
 // StatFS describes the file system d is on.
 func (d *Dir) StatFS() (FSInfo, error) {
@@ -43,6 +59,12 @@ func (d *Dir) StatFS() (FSInfo, error) {
 		ReadOnly: sfs.Flags&unix.ST_RDONLY != 0}
 	if sfs.Files > 0 {
 		fi.FreeInodes = int64(sfs.Ffree)
+	}
+	switch uint32(sfs.Type) { // int64 on most architectures, uint32 on s390x
+	case xfsMagic:
+		fi.InodeBytes = xfsInodeBytes
+	case btrfsMagic:
+		fi.CommitsFreedSpace = true
 	}
 	return fi, nil
 }
