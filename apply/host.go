@@ -603,7 +603,7 @@ func (h *host) hostError(err error) error {
 func errorBody(err error) *contract.ErrorBody {
 	var pe *contract.Error
 	if errors.As(err, &pe) {
-		return &contract.ErrorBody{Code: pe.Code, Message: pe.Message, Field: pe.Field}
+		return &contract.ErrorBody{Code: contract.CodeOf(err), Message: pe.Message, Field: pe.Field}
 	}
 	return &contract.ErrorBody{Code: contract.CodeInternal, Message: err.Error()}
 }

@@ -84,10 +84,15 @@ func WithDetail(err error, prefix, key string, v any) *Error {
 }
 
 // CodeOf returns the code of err, CodeInternal when it carries none.
+// An error whose cause is the disk failing to answer (EIO) is io_error, whatever its own
+// code says (see Errorf).
 func CodeOf(err error) Code {
 	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
+	switch {
+	case !errors.As(err, &e):
+		return CodeInternal
+	case errors.Is(err, syscall.EIO):
+		return CodeIO
 	}
-	return CodeInternal
+	return e.Code
 }

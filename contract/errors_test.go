@@ -24,3 +24,13 @@ func TestErrorfEIOIsIOError(t *testing.T) {
 	e = Errorf(CodeNoSpace, "%w and %w", syscall.ENOSPC, syscall.EIO)
 	require.Equal(t, CodeIO, e.Code, "several causes, one of them EIO")
 }
+
+// Errors made as literals are reported the same way: CodeOf, which every output uses.
+func TestCodeOfEIOIsIOError(t *testing.T) {
+	eio := &fs.PathError{Op: "open", Path: "/c/opencryptoki.conf_PKCSTOK_MIGRATE_JOURNAL", Err: syscall.EIO}
+	e := &Error{Code: CodeConfInvalid, Message: "not a journal this tool wrote", Err: eio}
+	require.Equal(t, CodeIO, CodeOf(e))
+	require.Equal(t, CodeIO, CodeOf(fmt.Errorf("slot 3: %w", e)))
+	require.Equal(t, CodeConfInvalid, CodeOf(&Error{Code: CodeConfInvalid, Err: fs.ErrInvalid}))
+	require.Equal(t, CodeInternal, CodeOf(eio))
+}

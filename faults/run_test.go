@@ -95,8 +95,8 @@ func (o *outcome) short() string {
 }
 
 // clean says what is wrong with the outcome as an answer of the tool: an exit other than 0
-// or 1 (plan: 2 too), an error that is not a JSON error with a code, the code internal, or a
-// panic. "" when it is a clean answer.
+// or 1 (plan: 2 too), an error that is not a JSON error with a code, the code internal, an
+// EIO answered with another code than io_error, or a panic. "" when it is a clean answer.
 func (o *outcome) clean() string {
 	for _, s := range []string{"panic:", "goroutine ", "fatal error:", "SIGSEGV"} {
 		if bytes.Contains(o.stderr, []byte(s)) || bytes.Contains(o.stdout, []byte(s)) {
@@ -114,6 +114,9 @@ func (o *outcome) clean() string {
 		return fmt.Sprintf("%s: error code internal: %s", o.op, o.msg)
 	case o.msg == "":
 		return fmt.Sprintf("%s: error %s without a message", o.op, o.code)
+	case strings.Contains(o.msg, "input/output error") && o.code != "io_error":
+		// What the disk did not answer is neither corrupt, nor invalid, nor changed.
+		return fmt.Sprintf("%s: EIO answered as %s: %s", o.op, o.code, o.msg)
 	}
 	return ""
 }

@@ -71,7 +71,7 @@ func (o *output) fail(err error) int {
 	var pe *contract.Error
 	body := errorBody{Code: string(contract.CodeInternal), Message: err.Error()}
 	if errors.As(err, &pe) {
-		body = errorBody{Code: string(pe.Code), Message: pe.Message, Field: pe.Field, Details: pe.Details}
+		body = errorBody{Code: string(contract.CodeOf(err)), Message: pe.Message, Field: pe.Field, Details: pe.Details}
 	}
 	if o.json {
 		o.writeJSON(errorDoc{Error: body})
