@@ -1049,6 +1049,17 @@ def remove_backups(module, runner, ret):
         return []
     req = build_request(module)
     req['backup'] = backup
+    removed = run_remove_backups(module, runner, req, ret, module.params['slot'])
+    for key in ('backup_datastore', 'backup_conf'):
+        if ret.get(key) in removed:
+            ret.pop(key)
+    ret['backups_removed'] = removed
+    return removed
+
+
+def run_remove_backups(module, runner, req, ret, slot):
+    """Runs `pkcstok-migrate remove-backups` with req (a backup record, no PIN) and returns
+    the paths it removed; fails the module, saying which slot, when the tool refused."""
     rc, doc, err, out = runner.run('remove-backups', req)
     e = Runner.error_of(doc)
     if rc != 0 or doc is None or e is not None:
@@ -1065,13 +1076,8 @@ def remove_backups(module, runner, ret):
         if err:
             kw['stderr'] = err
         module.fail_json(msg='slot %s: migrated and verified, but pkcstok-migrate remove-backups did not remove '
-                         'the backups: %s' % (module.params['slot'], why), **kw)
-    removed = [to_text(x) for x in doc.get('removed') or []]
-    for key in ('backup_datastore', 'backup_conf'):
-        if ret.get(key) in removed:
-            ret.pop(key)
-    ret['backups_removed'] = removed
-    return removed
+                         'the backups: %s' % (slot, why), **kw)
+    return [to_text(x) for x in doc.get('removed') or []]
 
 
 CANARY_ENV = 'PKCSTOK_MIGRATE_TEST_CANARY'
@@ -1573,13 +1579,7 @@ def host_migrate(module, runner, entries):
     rc, hr, err, out, start_err = run_with_daemon_stopped(module, runner, 'apply', req, ret, after=canary)
     e = Runner.error_of(hr)
     if rc != 0 or hr is None or e is not None:
-        details = (e or {}).get('details')
-        if isinstance(details, dict) and isinstance(details.get('slots'), list):
-            ret['slots'] = outcome_records(details['slots'])
-        if start_err:
-            ret['slot_daemon_error'] = start_err
-        ret.pop('changed', None)
-        fail_from(module, 'apply', rc, hr, err, out, **ret)
+        fail_host(module, 'apply', rc, hr, e, err, out, start_err, ret)
     ret['host_result'] = hr
     records = outcome_records(hr.get('slots'))
     ret['changed'] = bool(hr.get('changed')) or bool(hr.get('conf_changed')) or \
@@ -1725,6 +1725,18 @@ def host_library_checks(module, runner, checked, plans, by_slot, idents, pins, r
     module.fail_json(msg=msg, code='library_verify_failed', **ret)
 
 
+def fail_host(module, op, rc, hr, e, err, out, start_err, ret):
+    """Fails a host apply or rollback that the tool refused or that failed: what happened to
+    each slot (the error's details) and any trouble restarting pkcsslotd go with it."""
+    details = (e or {}).get('details')
+    if isinstance(details, dict) and isinstance(details.get('slots'), list):
+        ret['slots'] = outcome_records(details['slots'])
+    if start_err:
+        ret['slot_daemon_error'] = start_err
+    ret.pop('changed', None)
+    fail_from(module, op, rc, hr, err, out, **ret)
+
+
 def host_remove_backups(module, runner, entries, by_slot, ret):
     """remove_backups_after_verify with slots: once every checked slot passed, the tool removes
     the backups of each verified slot (remove-backups with that slot's backup record of the
@@ -1744,24 +1756,7 @@ def host_remove_backups(module, runner, entries, by_slot, ret):
             continue
         req = slot_request(module, e)
         req['backup'] = backup
-        rc, doc, err, out = runner.run('remove-backups', req)
-        ex = Runner.error_of(doc)
-        if rc != 0 or doc is None or ex is not None:
-            kw = dict(ret)
-            kw.pop('msg', None)
-            if ex is not None:
-                why = to_native(ex.get('message') or 'refused')
-                kw.update(code=ex.get('code', 'internal'), rc=rc)
-                if ex.get('details'):
-                    kw['details'] = ex['details']
-            else:
-                why = 'it exited %d and printed no JSON result' % rc
-                kw.update(code='internal', rc=rc, stdout=out)
-            if err:
-                kw['stderr'] = err
-            module.fail_json(msg='slot %s: migrated and verified, but pkcstok-migrate remove-backups did not remove '
-                             'the backups: %s' % (e['slot'], why), **kw)
-        removed = [to_text(x) for x in doc.get('removed') or []]
+        removed = run_remove_backups(module, runner, req, ret, e['slot'])
         if backup.get('conf') and (backup['conf'] in removed or not os.path.lexists(backup['conf'])):
             conf_done = True
         rec['backups_removed'] = removed
@@ -1828,13 +1823,7 @@ def host_rollback(module, runner, entries):
             module.fail_json(**ret)
         finish(module, ret, warnings)
     if rc != 0 or hr is None or e is not None:
-        details = (e or {}).get('details')
-        if isinstance(details, dict) and isinstance(details.get('slots'), list):
-            ret['slots'] = outcome_records(details['slots'])
-        if start_err:
-            ret['slot_daemon_error'] = start_err
-        ret.pop('changed', None)
-        fail_from(module, 'rollback', rc, hr, err, out, **ret)
+        fail_host(module, 'rollback', rc, hr, e, err, out, start_err, ret)
     ret['host_result'] = hr
     records = outcome_records(hr.get('slots'))
     for r in records:
