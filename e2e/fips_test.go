@@ -41,7 +41,7 @@ const (
 )
 
 // The messages upstream's pkcstok_migrate prints when the FIPS provider refuses MD5.
-var upstreamFIPSErrors = []string{"EVP_DigestInit() failed", "Error calculating MD5 of PIN", "Cannot load old masterkey from MK_SO"}
+var upstreamFIPSErrors = []string{"EVP_DigestInit() failed", "Error calculating MD5 of PIN", "Cannot load old masterkey from MK_SO", "Failed to migrate repository."}
 
 // setFIPS puts the root's FIPS configuration (on) or Debian's own openssl.cnf (off) in force in
 // r's session, and proves which one is: `openssl md5` refused with it and computed without it
