@@ -293,7 +293,7 @@ func TestFIPS(t *testing.T) {
 		f    func(t *testing.T)
 	}{
 		{"provider-in-force", func(t *testing.T) {
-			on := openRoot(t, ockroot.TestingFIPS)
+			on := r
 			st := on.Stamp
 			note("Root `%s`: openCryptoki %s, opensc %s, openssl and openssl-provider-fips %s / %s; `openssl fipsinstall` run in it, `/etc/ssl/openssl.cnf` OpenSSL's standard FIPS configuration (`.include /etc/ssl/fipsmodule.cnf`, providers `fips` and `base` active, `default_properties = fips=yes`).",
 				on.Name(), st.Versions["opencryptoki"], st.Versions["opensc"], st.Versions["openssl"], st.Versions["openssl-provider-fips"])

@@ -111,9 +111,9 @@ fips_mode:
 broken_now:
   description:
     - The host runs in FIPS mode (kernel flag) and has old-format (or mixed) slots, which upstream's
-      C(pkcstok_migrate) cannot migrate now (openCryptoki 3.27 on Debian still opens them; upstream
-      issue 527 reports failures on RHEL 9). C(pkcstok-migrate) migrates them all the same (plan
-      and apply do not depend on FIPS).
+      C(pkcstok_migrate) cannot migrate now (openCryptoki 3.27 on Debian still opens them;
+      upstream issue 527 reports failures on RHEL 9). C(pkcstok-migrate) migrates them all the
+      same (plan and apply do not depend on FIPS).
   returned: success
   type: bool
   sample: false
