@@ -76,7 +76,8 @@ fuzz:
 # Everything `make test` needs (root, idempotent): the apt packages (Debian's opencryptoki
 # 3.8.1, opensc, mmdebstrap, qemu-user-static, ansible-core, rpm, man-db, ...), the group
 # pkcs11 and the cached Debian roots in .cache/roots (trixie amd64 and s390x with openCryptoki
-# 3.23, bookworm amd64 with 3.8.1, testing amd64, s390x, ppc64el and arm64 with 3.27). Fails,
+# 3.23, bookworm amd64 with 3.8.1, testing amd64, s390x, ppc64el and arm64 with 3.27, and
+# testing amd64 with Debian's OpenSSL FIPS provider in force: testing-amd64-fips). Fails,
 # saying what is missing, without root or archive.
 setup:
 	sh e2e/setup.sh
@@ -85,11 +86,15 @@ setup:
 # host, the Debian 12 -> 13 upgrade (3.8.1 and 3.23 tokens, ours and upstream's migration,
 # loaded by the real 3.23), every Soft fixture loaded by 3.23, and a lab host of four token
 # types with their own PINs migrated as one and rolled back slot by slot on the real 3.27; its
-# table of steps goes to $(HOSTTABLE).
+# table of steps goes to $(HOSTTABLE). And FIPS for real (TestFIPS): the real 3.27 with
+# Debian's OpenSSL FIPS provider in force and not, an old-format token opened by the library,
+# migrated by upstream's pkcstok_migrate (which fails under FIPS) and by ours, rolled back; its
+# table goes to $(FIPSTABLE).
 HOSTTABLE ?= $(CURDIR)/.cache/HOST.md
+FIPSTABLE ?= $(CURDIR)/.cache/FIPS.md
 e2e:
-	@mkdir -p $(dir $(HOSTTABLE))
-	PKCSTOK_E2E=1 PKCSTOK_HOST_OUT=$(HOSTTABLE) $(GO) test -count=1 -v -timeout 20m -run '^(TestRealOpencryptoki|TestUpgrade|TestFixturesLoadIn323|TestLabHostOfFourTokenTypesMigratesAsOneAndRollsBackPerSlot)$$' ./e2e
+	@mkdir -p $(dir $(HOSTTABLE)) $(dir $(FIPSTABLE))
+	PKCSTOK_E2E=1 PKCSTOK_HOST_OUT=$(HOSTTABLE) PKCSTOK_FIPS_OUT=$(FIPSTABLE) $(GO) test -count=1 -v -timeout 25m -run '^(TestRealOpencryptoki|TestUpgrade|TestFixturesLoadIn323|TestLabHostOfFourTokenTypesMigratesAsOneAndRollsBackPerSlot|TestFIPS)$$' ./e2e
 
 # The matrix: Debian 13's 3.23 (amd64, s390x) and testing's 3.27 (amd64, s390x,
 # ppc64el, arm64; the foreign ones under qemu-user): Soft tokens (and ICA on s390x) made by each

@@ -1,9 +1,13 @@
 #!/bin/sh
 # Builds (or checks) one cached Debian root for the real-openCryptoki suites:
 #
-#   sh e2e/mkroot.sh SUITE ARCH PACKAGE[,PACKAGE...]
+#   sh e2e/mkroot.sh SUITE ARCH PACKAGE[,PACKAGE...] [fips]
 #
 # The root is <cache>/SUITE-ARCH (<cache> = $PKCSTOK_ROOTS, default <module root>/.cache/roots),
+# or <cache>/SUITE-ARCH-fips with the variant fips: the same packages plus openssl and
+# openssl-provider-fips, `openssl fipsinstall` run in the root and OpenSSL's standard FIPS
+# configuration as its /etc/ssl/openssl.cnf (see fips_config below; Debian's own file is kept
+# as /etc/ssl/openssl.cnf.dist, so that a suite can switch FIPS off in its session),
 # unpacked with `mmdebstrap --variant=extract` from the Debian archive this machine's own apt
 # sources name (never a host written here), then made runnable (see fixup below). Idempotent:
 # <root>/.pkcstok-root holds the request (suite, arch, packages, layout, pkcs11 gid,
@@ -17,8 +21,17 @@ set -eu
 say() { echo "e2e/mkroot.sh: $*" >&2; }
 die() { say "$*"; exit 1; }
 
-[ $# -eq 3 ] || die "usage: mkroot.sh SUITE ARCH PACKAGE[,PACKAGE...]"
-SUITE=$1 ARCH=$2 INCLUDE=$3
+[ $# -eq 3 ] || [ $# -eq 4 ] || die "usage: mkroot.sh SUITE ARCH PACKAGE[,PACKAGE...] [fips]"
+SUITE=$1 ARCH=$2 INCLUDE=$3 VARIANT=${4:-}
+case $VARIANT in
+"") NAME=$SUITE-$ARCH ;;
+fips)
+	NAME=$SUITE-$ARCH-fips
+	case ",$INCLUDE," in *,openssl,*) ;; *) INCLUDE=$INCLUDE,openssl ;; esac
+	case ",$INCLUDE," in *,openssl-provider-fips,*) ;; *) INCLUDE=$INCLUDE,openssl-provider-fips ;; esac
+	;;
+*) die "unknown variant $VARIANT (known: fips)" ;;
+esac
 # Bump when fixup changes: every cached root is then rebuilt once.
 LAYOUT=1
 
@@ -29,7 +42,7 @@ done
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${PKCSTOK_ROOTS:-$(dirname "$HERE")/.cache/roots}
-ROOT=$CACHE/$SUITE-$ARCH
+ROOT=$CACHE/$NAME
 STAMP=.pkcstok-root
 mkdir -p "$CACHE"
 
@@ -62,9 +75,12 @@ packages=$INCLUDE
 layout=$LAYOUT
 pkcs11_gid=$gid
 pkcsslotd_uid=$uid"
+# Only a variant root records its variant: the plain roots' stamps stay as they were.
+[ -z "$VARIANT" ] || want="$want
+variant=$VARIANT"
 
 if [ -f "$ROOT/$STAMP" ] && [ "$(grep -v -e '^version ' -e '^fallback' "$ROOT/$STAMP")" = "$want" ]; then
-	say "$SUITE-$ARCH is up to date ($(grep '^version opencryptoki' "$ROOT/$STAMP" | cut -d' ' -f3))"
+	say "$NAME is up to date ($(grep '^version opencryptoki' "$ROOT/$STAMP" | cut -d' ' -f3))"
 	exit 0
 fi
 
@@ -90,7 +106,7 @@ URL=$(mirror | head -n 1)
 [ -n "$URL" ] || die "no 'deb ... main' entry in /etc/apt/sources.list.d/*.sources or sources.list"
 
 NEW=$ROOT.new.$$
-LOG=$CACHE/$SUITE-$ARCH.log
+LOG=$CACHE/$NAME.log
 cleanup() { [ -d "$NEW" ] && rm -rf --one-file-system "$NEW"; return 0; }
 trap cleanup EXIT INT TERM
 
@@ -121,7 +137,7 @@ testing) set -- '--aptopt=Acquire::Check-Valid-Until "false"' ;;
 *) set -- ;;
 esac
 
-say "unpacking $SUITE $ARCH ($INCLUDE) from the archive in this machine's apt sources (log: $LOG)"
+say "unpacking $SUITE $ARCH ($INCLUDE) for $NAME from the archive in this machine's apt sources (log: $LOG)"
 fallback=
 if ! extract "$NEW" "$@"; then
 	# The archive may lack some files its index names (seen here: trixie's s390x libc6, zlib1g,
@@ -136,7 +152,7 @@ if ! extract "$NEW" "$@"; then
 		esac
 	done
 	say "the archive lacks $SUITE $ARCH files of: $fallback- taking those packages from testing"
-	prefs=$CACHE/$SUITE-$ARCH.prefs
+	prefs=$CACHE/$NAME.prefs
 	printf 'Package: %s\nPin: release a=testing\nPin-Priority: 995\n' "$fallback" >"$prefs"
 	extract "$NEW" "--aptopt=APT::Default-Release \"$SUITE\"" '--aptopt=Acquire::Check-Valid-Until "false"' \
 		"--setup-hook=mkdir -p \"\$1/etc/apt/preferences.d\" && cp '$prefs' \"\$1/etc/apt/preferences.d/pkcstok-fallback\"" \
@@ -177,17 +193,65 @@ find "$R/var/lib/opencryptoki" "$R/run/opencryptoki" "$R/run/lock/opencryptoki" 
 # The loader cache (libc-bin's ldconfig), through qemu for a foreign root.
 chroot "$R" $qemu /sbin/ldconfig 2>/dev/null || say "ldconfig in the root failed (libraries are still found in the default paths)"
 
+# --- The variant fips: Debian's FIPS provider, installed and made the default ------------------
+# What OpenSSL's fips_module(7) and fips_config(5) describe: `openssl fipsinstall` writes the
+# provider's self-test record (fipsmodule.cnf), and openssl.cnf includes it, activates the
+# providers fips and base only (no default provider: nothing outside the module) and asks for
+# fips=yes by default. Debian's OPENSSLDIR is /usr/lib/ssl, whose openssl.cnf links to
+# /etc/ssl/openssl.cnf. The result is checked: MD5 refused, SHA-256 computed, fips listed.
+fips_config() {
+	cat <<-'EOF'
+		# OpenSSL's standard FIPS configuration (fips_config(5)), written by e2e/mkroot.sh.
+		# Debian's own openssl.cnf is /etc/ssl/openssl.cnf.dist.
+		config_diagnostics = 1
+		openssl_conf = openssl_init
+
+		.include /etc/ssl/fipsmodule.cnf
+
+		[openssl_init]
+		providers = provider_sect
+		alg_section = algorithm_sect
+
+		[provider_sect]
+		fips = fips_sect
+		base = base_sect
+
+		[base_sect]
+		activate = 1
+
+		[algorithm_sect]
+		default_properties = fips=yes
+	EOF
+}
+if [ "$VARIANT" = fips ]; then
+	module=$(cd "$R" && ls usr/lib/*/ossl-modules/fips.so 2>/dev/null | head -n 1)
+	[ -n "$module" ] || die "$NAME: no usr/lib/*/ossl-modules/fips.so after unpacking openssl-provider-fips"
+	[ -f "$R/etc/ssl/openssl.cnf" ] || die "$NAME: no /etc/ssl/openssl.cnf after unpacking openssl"
+	cp -p "$R/etc/ssl/openssl.cnf" "$R/etc/ssl/openssl.cnf.dist"
+	chroot "$R" $qemu /usr/bin/openssl fipsinstall -out /etc/ssl/fipsmodule.cnf -module "/$module" >>"$LOG" 2>&1 ||
+		{ tail -n 20 "$LOG" >&2; die "$NAME: openssl fipsinstall failed"; }
+	fips_config >"$R/etc/ssl/openssl.cnf"
+	chmod 0644 "$R/etc/ssl/openssl.cnf" "$R/etc/ssl/fipsmodule.cnf"
+	if chroot "$R" $qemu /usr/bin/openssl md5 </dev/null >>"$LOG" 2>&1; then
+		die "$NAME: openssl md5 works: the FIPS configuration is not in force"
+	fi
+	chroot "$R" $qemu /usr/bin/openssl sha256 </dev/null >>"$LOG" 2>&1 || die "$NAME: openssl sha256 fails under the FIPS configuration (log: $LOG)"
+	chroot "$R" $qemu /usr/bin/openssl list -providers 2>>"$LOG" | grep -qi '^ *fips' || die "$NAME: openssl list -providers does not list fips (log: $LOG)"
+	say "$NAME: FIPS provider installed (/$module), openssl md5 refused, sha256 computed"
+fi
+
 # --- Check it and stamp it ---------------------------------------------------------------------
 ver() { # version of package $1 from its changelog (the extract variant keeps no dpkg status)
 	zcat "$R/usr/share/doc/$1/changelog.Debian.gz" 2>/dev/null | head -n 1 | sed -n 's/^[^ ]* (\([^)]*\)).*/\1/p'
 }
 for f in usr/sbin/pkcsslotd usr/sbin/pkcsconf usr/bin/pkcs11-tool; do
-	[ -e "$R/$f" ] || die "$SUITE-$ARCH: $f missing after unpacking"
+	[ -e "$R/$f" ] || die "$NAME: $f missing after unpacking"
 done
-chroot "$R" $qemu /usr/bin/pkcs11-tool 2>&1 | grep -q '^Usage: pkcs11-tool' || die "$SUITE-$ARCH: pkcs11-tool does not run in the root"
+chroot "$R" $qemu /usr/bin/pkcs11-tool 2>&1 | grep -q '^Usage: pkcs11-tool' || die "$NAME: pkcs11-tool does not run in the root"
 {
 	printf '%s\n' "$want"
 	for p in opencryptoki opensc libc6; do printf 'version %s %s\n' "$p" "$(ver $p)"; done
+	[ "$VARIANT" != fips ] || for p in openssl openssl-provider-fips; do printf 'version %s %s\n' "$p" "$(ver $p)"; done
 	[ -z "$fallback" ] || printf 'fallback from testing: %s\n' "$fallback"
 } >"$R/$STAMP"
 
@@ -200,4 +264,4 @@ else
 	mv "$NEW" "$ROOT"
 fi
 trap - EXIT INT TERM
-say "$SUITE-$ARCH ready: $(grep '^version' "$ROOT/$STAMP" | cut -d' ' -f2- | tr '\n' ' ')"
+say "$NAME ready: $(grep '^version' "$ROOT/$STAMP" | cut -d' ' -f2- | tr '\n' ' ')"

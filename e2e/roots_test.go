@@ -318,10 +318,10 @@ func printRootVersions() {
 	for _, s := range ockroot.All {
 		st, err := ockroot.ReadStamp(filepath.Join(cache, s.Name()))
 		if err != nil {
-			fmt.Fprintf(&b, "  %-16s not built (%v)\n", s.Name(), err)
+			fmt.Fprintf(&b, "  %-19s not built (%v)\n", s.Name(), err)
 			continue
 		}
-		fmt.Fprintf(&b, "  %-16s opencryptoki %-26s opensc %-14s libc6 %s\n", s.Name(), st.Versions["opencryptoki"], st.Versions["opensc"], st.Versions["libc6"])
+		fmt.Fprintf(&b, "  %-19s opencryptoki %-26s opensc %-14s libc6 %s\n", s.Name(), st.Versions["opencryptoki"], st.Versions["opensc"], st.Versions["libc6"])
 	}
 	fmt.Printf("openCryptoki roots in %s:\n%s", cache, b.String())
 }

@@ -12,10 +12,13 @@
 #   * the cached Debian roots under .cache/roots (e2e/mkroot.sh): trixie amd64 (opencryptoki
 #     3.23, opensc, dpkg, man-db), trixie s390x (opencryptoki 3.23 under qemu), bookworm amd64
 #     (opencryptoki 3.8.1), and testing amd64, s390x, ppc64el and arm64 (opencryptoki 3.27, the
-#     newest release; the three foreign ones under qemu);
+#     newest release; the three foreign ones under qemu), and testing amd64 once more with
+#     Debian's OpenSSL FIPS provider in force (testing-amd64-fips: openssl,
+#     openssl-provider-fips, `openssl fipsinstall`, OpenSSL's standard FIPS openssl.cnf);
 #   * the fleet's roots under .cache/fleet/base (make fleet, ansible/tests/fleet.sh; $PKCSTOK_FLEET_DIR/base):
 #     trixie amd64 and s390x, testing s390x and ppc64el, each with opencryptoki, opensc,
-#     python3 (Ansible's module runtime), bash and coreutils.
+#     python3 (Ansible's module runtime), bash and coreutils; the ppc64el one (the FIPS host
+#     p1) with the FIPS provider in force like testing-amd64-fips (testing-ppc64el-fips).
 #
 # Without root, or when the package archive cannot be reached, it says what is missing and
 # exits 1.
@@ -26,14 +29,16 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 
 PACKAGES="mmdebstrap arch-test qemu-user-static strace ansible-core python3-voluptuous opencryptoki opensc rpm man-db time acl xfsprogs btrfs-progs openssh-server openssh-client jq"
-# name suite arch packages
+# suite arch packages [variant] (variant fips: mkroot.sh adds openssl and openssl-provider-fips
+# and puts OpenSSL's FIPS configuration in force; the root is <suite>-<arch>-fips)
 ROOTS="trixie amd64 opencryptoki,opensc,libc-bin,dpkg,man-db,dash,coreutils,diffutils
 trixie s390x opencryptoki,opensc,libc-bin
 bookworm amd64 opencryptoki,opensc,libc-bin
 testing amd64 opencryptoki,opensc,libc-bin
 testing s390x opencryptoki,opensc,libc-bin
 testing ppc64el opencryptoki,opensc,libc-bin
-testing arm64 opencryptoki,opensc,libc-bin"
+testing arm64 opencryptoki,opensc,libc-bin
+testing amd64 opencryptoki,opensc,libc-bin fips"
 # dash, coreutils and diffutils in trixie-amd64: man runs nroff (a shell script) and dpkg -i
 # needs sh, rm and diff; the extract variant brings only what is named and its dependencies.
 
@@ -47,8 +52,9 @@ missing_packages() {
 
 missing_roots() {
 	cache=${PKCSTOK_ROOTS:-$(pwd)/.cache/roots}
-	printf '%s\n' "$ROOTS" | while read -r suite arch _; do
-		[ -f "$cache/$suite-$arch/.pkcstok-root" ] || printf '%s ' "$cache/$suite-$arch"
+	printf '%s\n' "$ROOTS" | while read -r suite arch _ variant; do
+		d=$cache/$suite-$arch${variant:+-$variant}
+		[ -f "$d/.pkcstok-root" ] || printf '%s ' "$d"
 	done
 }
 
@@ -94,22 +100,27 @@ fi
 getent group pkcs11 >/dev/null || groupadd -r pkcs11
 
 # 4. The roots.
-printf '%s\n' "$ROOTS" | while read -r suite arch pkgs; do
+printf '%s\n' "$ROOTS" | while read -r suite arch pkgs variant; do
 	t0=$(date +%s)
-	sh e2e/mkroot.sh "$suite" "$arch" "$pkgs" || { say "could not build the $suite $arch root (archive reachable?)"; exit 1; }
-	say "root $suite-$arch: $(($(date +%s) - t0)) s"
+	name=$suite-$arch${variant:+-$variant}
+	# shellcheck disable=SC2086 # variant: no argument when empty
+	sh e2e/mkroot.sh "$suite" "$arch" "$pkgs" $variant || { say "could not build the $name root (archive reachable?)"; exit 1; }
+	say "root $name: $(($(date +%s) - t0)) s"
 done
 
-# 5. The fleet's roots (make fleet): python3 in them for Ansible's modules.
+# 5. The fleet's roots (make fleet): python3 in them for Ansible's modules. The ppc64el one is
+#    the FIPS host p1's: Debian's FIPS provider in force (variant fips).
 FLEET_ROOTS="trixie amd64
 trixie s390x
 testing s390x
-testing ppc64el"
-printf '%s\n' "$FLEET_ROOTS" | while read -r suite arch; do
+testing ppc64el fips"
+printf '%s\n' "$FLEET_ROOTS" | while read -r suite arch variant; do
 	t0=$(date +%s)
-	PKCSTOK_ROOTS=${PKCSTOK_FLEET_DIR:-$(pwd)/.cache/fleet}/base sh e2e/mkroot.sh "$suite" "$arch" opencryptoki,opensc,libc-bin,python3,bash,dash,coreutils ||
-		{ say "could not build the fleet's $suite $arch root (archive reachable?)"; exit 1; }
-	say "fleet root $suite-$arch: $(($(date +%s) - t0)) s"
+	name=$suite-$arch${variant:+-$variant}
+	# shellcheck disable=SC2086 # variant: no argument when empty
+	PKCSTOK_ROOTS=${PKCSTOK_FLEET_DIR:-$(pwd)/.cache/fleet}/base sh e2e/mkroot.sh "$suite" "$arch" opencryptoki,opensc,libc-bin,python3,bash,dash,coreutils $variant ||
+		{ say "could not build the fleet's $name root (archive reachable?)"; exit 1; }
+	say "fleet root $name: $(($(date +%s) - t0)) s"
 done
 
 say "ready in $(($(date +%s) - start)) s: host opencryptoki $(dpkg-query -W -f='${Version}' opencryptoki), roots in ${PKCSTOK_ROOTS:-.cache/roots}"

@@ -55,6 +55,9 @@ type tokenSpec struct {
 	ecGen    bool // generate the EC pair on the token (3.8.1 cannot: it is imported)
 	rsaBits  int
 	noEC     bool // no EC at all (ICA under qemu cannot generate EC keys)
+	// prepare, when set, readies the producer's session before its pkcsslotd starts (the
+	// FIPS suite switches OpenSSL's FIPS configuration off there).
+	prepare func(t *testing.T, r *ockroot.Root)
 }
 
 func (ts tokenSpec) ds() string { return "/var/lib/opencryptoki/" + ts.tokname }
@@ -74,6 +77,9 @@ func makeToken(t *testing.T, ts tokenSpec, dir string) *madeToken {
 	t.Helper()
 	start := time.Now()
 	r := openRoot(t, ts.root)
+	if ts.prepare != nil {
+		ts.prepare(t, r)
+	}
 	conf := slotConf(ts.confVer, ts.slot, ts.stdll, ts.tokname, "")
 	if err := r.WriteConf(conf); err != nil {
 		t.Fatal(err)
@@ -328,19 +334,20 @@ func upgradeOne(t *testing.T, mt *madeToken) {
 	}
 }
 
-// runUpstream runs the 3.23 package's own pkcstok_migrate in r. It prompts for the PINs and
-// asks y/n on stdin (no terminal needed): the PINs go there, not on its command line.
-func runUpstream(t *testing.T, r *ockroot.Root, slot int, ds, so, user string) *ockroot.Result {
+// runUpstream runs the root's own pkcstok_migrate in r, with extra arguments (e.g. "-v",
+// "error") after its usual ones. It prompts for the PINs and asks y/n on stdin (no terminal
+// needed): the PINs go there, not on its command line.
+func runUpstream(t *testing.T, r *ockroot.Root, slot int, ds, so, user string, extra ...string) *ockroot.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	start := time.Now()
-	res, err := r.Run(ctx, []byte("y\n"+so+"\n"+user+"\n"), false,
-		"/usr/sbin/pkcstok_migrate", "-s", itoa(slot), "-d", ds, "-c", "/etc/opencryptoki")
+	argv := append([]string{"/usr/sbin/pkcstok_migrate", "-s", itoa(slot), "-d", ds, "-c", "/etc/opencryptoki"}, extra...)
+	res, err := r.Run(ctx, []byte("y\n"+so+"\n"+user+"\n"), false, argv...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("upstream pkcstok_migrate -s %d -d %s -c /etc/opencryptoki in %s: exit %d (%v)", slot, ds, r.Name(), res.Code, time.Since(start).Round(time.Millisecond))
+	t.Logf("upstream pkcstok_migrate %s in %s: exit %d (%v)", strings.Join(argv[1:], " "), r.Name(), res.Code, time.Since(start).Round(time.Millisecond))
 	return res
 }
 

@@ -118,7 +118,12 @@ func MakeInventory(o Options) (*contract.Inventory, error) {
 		}
 		if len(old) > 0 {
 			inv.FIPS.OldFormatBroken = true
-			inv.Warnings = append(inv.Warnings, fmt.Sprintf("the host runs in FIPS mode and slot(s) %s are in the old format: openCryptoki cannot open them now (upstream issue #527); migrate them (this tool does not depend on the FIPS setting)", strings.Join(old, ", ")))
+			// What was measured (e2e TestFIPS, Debian's OpenSSL FIPS provider, openCryptoki 3.27)
+			// and what upstream reports for RHEL 9 (issue #527); nothing more.
+			inv.Warnings = append(inv.Warnings, fmt.Sprintf("the kernel runs in FIPS mode (%s = 1) and slot(s) %s are in the old format, whose keys need MD5: "+
+				"upstream's pkcstok_migrate cannot migrate them under a FIPS OpenSSL (measured with Debian's FIPS provider; reported for RHEL 9 in upstream issue #527, "+
+				"which says to migrate before enabling FIPS); openCryptoki 3.27 on Debian still opens them with its own OpenSSL context, other builds may not; "+
+				"migrate them with this tool, which does not depend on the FIPS setting", inv.FIPS.File, strings.Join(old, ", ")))
 		}
 	}
 	return inv, nil

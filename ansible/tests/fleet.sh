@@ -12,7 +12,8 @@
 #                                                       each with PINs of its own
 #   x1  amd64   Debian 13 (trixie)   openCryptoki 3.23  Soft (slot 3), PINs of its own
 #   z2  s390x   Debian testing       openCryptoki 3.27  Soft (slot 3)
-#   p1  ppc64el Debian testing       openCryptoki 3.27  Soft (slot 3), FIPS mode on
+#   p1  ppc64el Debian testing       openCryptoki 3.27  Soft (slot 3), FIPS mode on (Debian's
+#                                                       FIPS provider in force, kernel flag 1)
 #
 # The sshd is this machine's own /usr/sbin/sshd (Debian's openssh-server) with a config of
 # its own: key authentication only, root with prohibit-password, ChrootDirectory the host's
@@ -24,10 +25,16 @@
 # by binfmt_misc and qemu-user-static (flag F). A `service` shim (ansible/tests/fleet/service)
 # really stops and starts that root's pkcsslotd.
 #
-# p1's FIPS mode: this machine's kernel has no /proc/sys/crypto, so p1's namespace gets a
+# p1's FIPS mode, both halves of it. OpenSSL: p1's root is testing-ppc64el-fips (make setup,
+# e2e/mkroot.sh variant fips): Debian's openssl-provider-fips installed, `openssl fipsinstall`
+# run, and OpenSSL's standard FIPS configuration as /etc/ssl/openssl.cnf (providers fips and
+# base, default_properties = fips=yes): every OpenSSL program of p1 (python3, pkcsslotd, the
+# token library, pkcstok_migrate) runs with it, and the run checks it (openssl md5 refused).
+# The kernel's flag: this machine's kernel has no /proc/sys/crypto, so p1's namespace gets a
 # /proc/sys of its own: a tmpfs holding binds of the real /proc/sys directories plus
-# crypto/fips_enabled = 1. The release binary and Ansible's own fact gathering read it like
-# the real file; nothing in the binary is redirected.
+# crypto/fips_enabled = 1 (on RHEL that flag is what switches OpenSSL over; Debian's OpenSSL
+# does not read it). The release binary and Ansible's own fact gathering read it like the real
+# file; nothing in the binary is redirected.
 #
 # z1's CCA slot: the CCA token library needs IBM's CCA host library (libcsulcca.so) and a
 # crypto adapter, which no Debian root has, so the token cannot be made through it (nor opened
@@ -75,7 +82,7 @@ T0=$(date +%s)
 HOSTS="z1 trixie-s390x 2201 s390x 3:libpkcs11_sw.so:z1-soft,1:libpkcs11_ica.so:z1-ica,2:libpkcs11_cca.so:z1-cca
 x1 trixie-amd64 2202 amd64 3:libpkcs11_sw.so:x1-soft
 z2 testing-s390x 2203 s390x 3:libpkcs11_sw.so:z2-soft
-p1 testing-ppc64el 2204 ppc64le 3:libpkcs11_sw.so:p1-soft"
+p1 testing-ppc64el-fips 2204 ppc64le 3:libpkcs11_sw.so:p1-soft"
 NAMES="z1 x1 z2 p1"
 FIPS_HOST=p1
 CANARY_HOST=p1
@@ -380,6 +387,17 @@ for h in $NAMES; do
 	on "$h" 'for d in /proc/[0-9]*; do read -r c < $d/comm; [ "$c" = pkcsslotd ] && stat -c "%U" $d; done' >"$OUT/slotd-user-$h.txt" 2>&1
 	if [ "$(sort -u "$OUT/slotd-user-$h.txt")" = pkcsslotd ]; then ok "$h: the real pkcsslotd runs as user pkcsslotd, alone in the host's /proc"; else bad "$h: pkcsslotd processes: $(cat "$OUT/slotd-user-$h.txt")"; fi
 done
+
+# p1's OpenSSL: the FIPS provider in force (its root's standard openssl.cnf): MD5 refused.
+p1md5=$(on p1 'openssl md5 </dev/null >/dev/null 2>&1; echo $?' </dev/null)
+p1msg=$(on p1 'openssl md5 </dev/null 2>&1 | head -n 1' </dev/null)
+p1prov=$(on p1 'openssl list -providers' </dev/null 2>&1 | sed -n 's/^  \([a-z]*\)$/\1/p' | tr '\n' ' ')
+p1flag=$(on p1 cat /proc/sys/crypto/fips_enabled </dev/null)
+if [ -n "$p1md5" ] && [ "$p1md5" != 0 ] && [ "${p1prov% }" = "base fips" ] && [ "$p1flag" = 1 ]; then
+	ok "p1: Debian's FIPS provider in force (openssl list -providers: ${p1prov% }; openssl md5: exit $p1md5, $p1msg), kernel flag fips_enabled = $p1flag"
+else
+	bad "p1's FIPS configuration: openssl md5 exit '$p1md5' ($p1msg), providers '$p1prov', fips_enabled '$p1flag'"
+fi
 
 # --- the tokens, made by each host's own library in the old format -------------------------
 say "making the tokens ($(elapsed))"
@@ -778,7 +796,8 @@ echo "|---|---|---|---|---|---|---|"
 while read -r name root port goarch slots; do
 	ver=$(sed -n 's/^version opencryptoki //p' "$BASE/$root/.pkcstok-root")
 	toks=$(IFS=,; for s in $slots; do IFS=: read -r sl sd lb <<<"$s"; printf '%s, ' "$(case $sd in *ica*) echo ICA ;; *cca*) echo CCA ;; *ep11*) echo EP11 ;; *) echo Soft ;; esac) $sl"; done)
-	echo "| $name | ${ARCH[$name]} | Debian ${root%-*} ${root#*-} | $ver | ${toks%, } | ${CMP[$name]} | $(recap roll4 "$name" changed) |"
+	rel="Debian ${root%%-*} ${root#*-}"
+	echo "| $name | ${ARCH[$name]} | ${rel%-fips}$(case $root in *-fips) echo ", FIPS provider in force" ;; esac) | $ver | ${toks%, } | ${CMP[$name]} | $(recap roll4 "$name" changed) |"
 done <<<"$HOSTS"
 echo
 echo "| rollout | host | slot | token | outcome | library check (as pkcsslotd:pkcs11) |"

@@ -50,15 +50,16 @@ func infoSummary(inv *contract.Inventory) string {
 		b.WriteString(", needs migrating")
 	}
 	b.WriteString("\n")
+	// FIPS mode is the kernel's flag (f.File): OpenSSL's own configuration is not read.
 	switch f := inv.FIPS; {
 	case f.Enabled == nil:
 		tprintf(&b, "FIPS mode: unknown (%s: %s)\n", f.File, f.Reason)
 	case *f.Enabled && f.OldFormatBroken:
-		tprintf(&b, "FIPS mode: on, old-format tokens cannot be opened now: migrate them\n")
+		tprintf(&b, "FIPS mode: on (%s), old-format slots: upstream's pkcstok_migrate cannot migrate them under FIPS; migrate them with this tool\n", f.File)
 	case *f.Enabled:
-		tprintf(&b, "FIPS mode: on\n")
+		tprintf(&b, "FIPS mode: on (%s)\n", f.File)
 	default:
-		tprintf(&b, "FIPS mode: off\n")
+		tprintf(&b, "FIPS mode: off (%s)\n", f.File)
 	}
 	for _, s := range inv.Slots {
 		tprintf(&b, "slot %d: %s (%s)", s.Slot, s.TokenType, s.Stdll)

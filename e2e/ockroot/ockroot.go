@@ -31,25 +31,31 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Spec names a cached root: <cache>/<Suite>-<Arch>.
-type Spec struct{ Suite, Arch string }
+// Spec names a cached root: <cache>/<Suite>-<Arch>, or <cache>/<Suite>-<Arch>-<Variant>.
+type Spec struct{ Suite, Arch, Variant string }
 
 // The roots `make setup` builds.
 var (
-	Trixie      = Spec{"trixie", "amd64"}   // opencryptoki 3.23, opensc, dpkg, man-db
-	TrixieS390x = Spec{"trixie", "s390x"}   // opencryptoki 3.23 s390x, run under qemu
-	Bookworm    = Spec{"bookworm", "amd64"} // opencryptoki 3.8.1
+	Trixie      = Spec{Suite: "trixie", Arch: "amd64"}   // opencryptoki 3.23, opensc, dpkg, man-db
+	TrixieS390x = Spec{Suite: "trixie", Arch: "s390x"}   // opencryptoki 3.23 s390x, run under qemu
+	Bookworm    = Spec{Suite: "bookworm", Arch: "amd64"} // opencryptoki 3.8.1
 
 	// testing: openCryptoki 3.27, the newest upstream release, on the four architectures our
 	// users run; all but amd64 under qemu.
-	Testing        = Spec{"testing", "amd64"}
-	TestingS390x   = Spec{"testing", "s390x"}
-	TestingPPC64el = Spec{"testing", "ppc64el"}
-	TestingARM64   = Spec{"testing", "arm64"}
+	Testing        = Spec{Suite: "testing", Arch: "amd64"}
+	TestingS390x   = Spec{Suite: "testing", Arch: "s390x"}
+	TestingPPC64el = Spec{Suite: "testing", Arch: "ppc64el"}
+	TestingARM64   = Spec{Suite: "testing", Arch: "arm64"}
+
+	// TestingFIPS is testing amd64 with Debian's OpenSSL FIPS provider installed
+	// (openssl-provider-fips, `openssl fipsinstall`) and OpenSSL's standard FIPS configuration
+	// as /etc/ssl/openssl.cnf (providers fips and base, default_properties = fips=yes);
+	// Debian's own openssl.cnf is /etc/ssl/openssl.cnf.dist (e2e/mkroot.sh, variant fips).
+	TestingFIPS = Spec{Suite: "testing", Arch: "amd64", Variant: "fips"}
 )
 
 // All is every root `make setup` builds.
-var All = []Spec{Trixie, TrixieS390x, Bookworm, Testing, TestingS390x, TestingPPC64el, TestingARM64}
+var All = []Spec{Trixie, TrixieS390x, Bookworm, Testing, TestingS390x, TestingPPC64el, TestingARM64, TestingFIPS}
 
 // GoArch is the GOARCH of the root's Debian architecture (ppc64el is Go's ppc64le).
 func (s Spec) GoArch() string {
@@ -63,7 +69,12 @@ func (s Spec) GoArch() string {
 func (s Spec) BigEndian() bool { return s.Arch == "s390x" }
 
 // Name is the root's directory name.
-func (s Spec) Name() string { return s.Suite + "-" + s.Arch }
+func (s Spec) Name() string {
+	if s.Variant != "" {
+		return s.Suite + "-" + s.Arch + "-" + s.Variant
+	}
+	return s.Suite + "-" + s.Arch
+}
 
 // StampName is the file in a root's top directory that mkroot.sh writes last.
 const StampName = ".pkcstok-root"

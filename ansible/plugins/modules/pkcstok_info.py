@@ -102,15 +102,18 @@ fips_mode:
   description:
     - The host's FIPS mode from C(/proc/sys/crypto/fips_enabled) (C(true), C(false)), or C(null) when it
       could not be read.
-    - openCryptoki cannot open old-format tokens in FIPS mode (upstream issue 527), so migrate
-      before enabling it.
+    - Under a FIPS OpenSSL upstream's C(pkcstok_migrate) cannot migrate old-format tokens (measured
+      with Debian's FIPS provider; reported for RHEL 9 in upstream issue 527, which says to migrate
+      before enabling FIPS). This tool migrates them either way.
   returned: success
   type: bool
   sample: false
 broken_now:
   description:
-    - The host runs in FIPS mode and has old-format (or mixed) slots, which openCryptoki cannot open
-      now. C(pkcstok-migrate) migrates them all the same (plan and apply do not depend on FIPS).
+    - The host runs in FIPS mode (kernel flag) and has old-format (or mixed) slots, which upstream's
+      C(pkcstok_migrate) cannot migrate now (openCryptoki 3.27 on Debian still opens them;
+      upstream issue 527 reports failures on RHEL 9). C(pkcstok-migrate) migrates them all the
+      same (plan and apply do not depend on FIPS).
   returned: success
   type: bool
   sample: false
@@ -247,7 +250,7 @@ def main():
     fips = doc.get('fips') or {}
     broken = bool(fips.get('old_format_broken'))
     if fips.get('enabled'):
-        msg += '; FIPS mode is on' + (': old-format tokens cannot be opened now, migrate them' if broken else '')
+        msg += '; FIPS mode is on' + (": upstream's pkcstok_migrate cannot migrate the old-format slots now, migrate them with pkcstok-migrate" if broken else '')
     module.exit_json(changed=False, info=doc, needs_migration=bool(doc.get('needs_migration')),
                      slots_needing_migration=need, fips_mode=fips.get('enabled'), broken_now=broken,
                      msg=msg)
