@@ -10,8 +10,9 @@ type Inventory struct {
 	StateDir       string `json:"state_dir"`   // where the repositories of the slots are (CONFIG_PATH)
 	ConfBackup     bool   `json:"conf_backup"` // <confdir>/opencryptoki.conf_BAK exists
 	NeedsMigration bool   `json:"needs_migration"`
-	// FIPS is the host's FIPS mode: openCryptoki cannot open old-format tokens once it is on
-	// (upstream issue #527), so a host with FIPS on and an old or mixed slot is broken now.
+	// FIPS is the host's FIPS mode as the kernel reports it. Under a FIPS OpenSSL upstream's
+	// pkcstok_migrate cannot migrate old-format tokens (measured with Debian's provider, which
+	// left the 3.27 library opening them); on RHEL upstream reports worse (issue #527).
 	FIPS FIPSMode `json:"fips"`
 	// Slots lists every slot of the conf, in file order; slots the conf describes so badly
 	// that they cannot be listed are named in Warnings.
@@ -64,8 +65,8 @@ type FIPSMode struct {
 	File    string `json:"file"`    // the file read (DefaultFIPSFile)
 	Enabled *bool  `json:"enabled"` // null when the file could not be read (Reason says why)
 	Reason  string `json:"reason,omitempty"`
-	// OldFormatBroken: FIPS is on and at least one slot is old or mixed: openCryptoki
-	// cannot open those tokens now.
+	// OldFormatBroken: FIPS is on and at least one slot is old or mixed: upstream's tool
+	// cannot migrate those tokens now (the name predates the measurement; README, FIPS).
 	OldFormatBroken bool `json:"old_format_broken"`
 }
 
