@@ -39,10 +39,8 @@ const (
 )
 
 var (
-	tmpName         = dsName + layout.SuffixTmp
 	bakName         = dsName + layout.SuffixBak
 	journalName     = dsName + layout.SuffixJournal
-	rolledName      = dsName + layout.SuffixRolledBack
 	confPath        = confDir + "/" + layout.ConfName
 	confBakPath     = confDir + "/" + layout.ConfBakName
 	confNewPath     = confDir + "/" + conf.TempName
@@ -53,17 +51,29 @@ var (
 const fixtures = "../tokens/testdata/fixtures"
 
 // fixture is one token of tokens/testdata/fixtures, laid out as a Tree: root/swtok (0770,
-// files 0660, group pkcs11: git keeps neither) and root/conf/opencryptoki.conf (0644).
+// files 0660, group pkcs11: git keeps neither) and root/conf/opencryptoki.conf (0644); or a
+// host of several such tokens under one conf (host, hostFixture).
 type fixture struct {
 	name    string
 	slot    int
+	ds      string // the repository below the root: swtok, or the slot's tokname in a host
 	so      string
 	user    string
 	objects map[string]string // object file -> hex SHA-256 of its clear bytes
 	tree    *crashsim.Tree    // the whole initial root
 	repo    *crashsim.Tree    // the original repository alone
-	conf    []byte            // the original conf
-	newConf []byte            // the conf apply writes (from a run on a fresh copy)
+	// conf is the conf on the old side of the operation (the original; for a rollback of one
+	// slot of a host, the migrated host's without that slot's line), newConf the conf apply
+	// writes (from a run on a fresh copy), pristine the conf before the first migration (what
+	// opencryptoki.conf_BAK holds).
+	conf, newConf, pristine []byte
+	// host is the slots of a host, each a fixture of one token with its own repository
+	// and PINs (nil for a single slot); target, in a scenario that rolls back one slot of
+	// the host, is that slot. The other slots must stay as they were in start, the tree the
+	// scenario began with.
+	host   []*fixture
+	target *fixture
+	start  *crashsim.Tree
 	// force is PKCSTOK_MIGRATE_SWITCH for the scenario's runs: "in_place_inside" or
 	// "in_place" switches the repository in place, "" exchanges it.
 	force string
@@ -84,7 +94,7 @@ func (fx *fixture) materialize(tree *crashsim.Tree, root string) (func(), error)
 		if err := tree.Materialize(root); err != nil {
 			return func() {}, err
 		}
-		ds := filepath.Join(root, dsName)
+		ds := filepath.Join(root, fx.ds)
 		if err := unix.Mount(ds, ds, "", unix.MS_BIND, ""); err != nil {
 			return func() {}, fmt.Errorf("bind mount %s: %w", ds, err)
 		}
@@ -127,14 +137,35 @@ func (fx *fixture) inPlace() bool { return fx.force != "" || fx.layout != "" }
 // the scenario's switch: beside the repository for the exchange; inside it for the in-place
 // switch, the backup and the rolled-back copy beside it for "in_place".
 func (fx *fixture) names() (tmp, bak, rolled string) {
+	ds := fx.ds
 	switch {
 	case fx.force == "in_place_inside" || fx.layout == "bind":
-		return dsName + "/" + layout.InPlaceTmp, dsName + "/" + layout.InPlaceBak, dsName + "/" + layout.InPlaceRolledBack
+		return ds + "/" + layout.InPlaceTmp, ds + "/" + layout.InPlaceBak, ds + "/" + layout.InPlaceRolledBack
 	case fx.force == "in_place" || fx.layout == "overlay":
-		return dsName + "/" + layout.InPlaceTmp, bakName, rolledName
+		return ds + "/" + layout.InPlaceTmp, ds + layout.SuffixBak, ds + layout.SuffixRolledBack
 	}
-	return tmpName, bakName, rolledName
+	return ds + layout.SuffixTmp, ds + layout.SuffixBak, ds + layout.SuffixRolledBack
 }
+
+// slots is every slot of the fixture: the host's, or the fixture itself.
+func (fx *fixture) slots() []*fixture {
+	if fx.host != nil {
+		return fx.host
+	}
+	return []*fixture{fx}
+}
+
+// what names the slot in a host's messages ("" for a single slot).
+func (fx *fixture) what(s *fixture) string {
+	if fx.host == nil {
+		return ""
+	}
+	return fmt.Sprintf("slot %d (%s): ", s.slot, s.ds)
+}
+
+// untouched reports whether slot s of the scenario must stay as it began: another slot
+// than the one a rollback of one slot rolls back.
+func (fx *fixture) untouched(s *fixture) bool { return fx.target != nil && s != fx.target }
 
 type fixtureJSON struct {
 	SlotID  int    `json:"slot_id"`
@@ -156,7 +187,7 @@ func loadFixture(name string, gid int) (*fixture, error) {
 	if err := json.Unmarshal(b, &fj); err != nil {
 		return nil, fmt.Errorf("%s/fixture.json: %w", name, err)
 	}
-	fx := &fixture{name: name, slot: fj.SlotID, so: fj.SOPIN, user: fj.UserPIN, objects: map[string]string{}}
+	fx := &fixture{name: name, slot: fj.SlotID, ds: dsName, so: fj.SOPIN, user: fj.UserPIN, objects: map[string]string{}}
 	for _, o := range fj.Objects {
 		fx.objects[o.File] = o.ClearSHA256
 	}
@@ -198,8 +229,61 @@ func loadFixture(name string, gid int) (*fixture, error) {
 		add(dsName+"/TOK_OBJ", crashsim.Dir, crashsim.Attr{Mode: 0o770, GID: gid}, nil)
 	}
 	sortTree(t)
-	fx.tree, fx.repo = t, subtree(t, dsName)
+	fx.tree, fx.repo, fx.pristine = t, subtree(t, dsName), fx.conf
 	return fx, nil
+}
+
+// hostFixture names the fixture of a host: three Soft tokens of different fixtures, each with
+// its own PINs, under one conf (soft-small's, slot 3 at the Soft token's default directory,
+// and two more Soft slots with toknames). The toknames begin with dsName: the library check
+// places every entry of that prefix (library_test.go).
+const hostFixture = "host"
+
+// hostName names the host in the scenarios' names.
+const hostName = "soft-small+deb381-soft+soft-mixed20"
+
+var hostSlots = []struct {
+	fixture string
+	slot    int
+	ds      string
+}{
+	{"soft-small", 3, dsName},
+	{"deb381-soft", 5, dsName + "5"},
+	{"soft-mixed20", 6, dsName + "6"},
+}
+
+// loadHost lays out hostSlots below one root: the conf, and each token's repository at its
+// slot's directory.
+func loadHost(gid int) (*fixture, error) {
+	hx := &fixture{name: hostFixture}
+	t := &crashsim.Tree{Root: crashsim.Attr{Mode: 0o755}}
+	for i, hs := range hostSlots {
+		fx, err := loadFixture(hs.fixture, gid)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			hx.conf = fx.conf
+			t.Entries = append(t.Entries, *fx.tree.Lookup(confDir))
+		}
+		if fx.ds != hs.ds {
+			hx.conf = append(hx.conf, fmt.Sprintf("\nslot %d\n{\n    stdll = libpkcs11_sw.so\n    tokname = %s\n}\n", hs.slot, hs.ds)...)
+		}
+		fx.slot, fx.ds, fx.tree, fx.conf = hs.slot, hs.ds, nil, nil
+		t.Entries = append(t.Entries, crashsim.Entry{Path: fx.ds, Kind: crashsim.Dir, Attr: fx.repo.Root})
+		for _, e := range fx.repo.Entries {
+			e.Path = fx.ds + "/" + e.Path
+			t.Entries = append(t.Entries, e)
+		}
+		hx.host = append(hx.host, fx)
+	}
+	t.Entries = append(t.Entries, crashsim.Entry{Path: confPath, Kind: crashsim.File, Attr: crashsim.Attr{Mode: 0o644}, Data: hx.conf})
+	sortTree(t)
+	for i := range t.Entries {
+		t.Entries[i].Ino = i + 1
+	}
+	hx.tree, hx.pristine = t, hx.conf
+	return hx, nil
 }
 
 // sortTree puts the entries in the order Snapshot gives (a directory before its entries).
@@ -231,35 +315,53 @@ func subtree(t *crashsim.Tree, dir string) *crashsim.Tree {
 	return s
 }
 
-// request is the JSON request for the repository below root; PINs only when asked for.
+// request is the JSON request for the repository below root; PINs only when asked for. For a
+// host, the request of every slot ("slots"), each with its own PINs.
 func (fx *fixture) request(root string, pins bool) []byte {
-	m := map[string]any{"slot": fx.slot, "datastore": filepath.Join(root, dsName), "confdir": filepath.Join(root, confDir)}
-	if pins {
-		m["so_pin"], m["user_pin"] = fx.so, fx.user
+	slot := func(s *fixture) map[string]any {
+		m := map[string]any{"slot": s.slot, "datastore": filepath.Join(root, s.ds)}
+		if pins {
+			m["so_pin"], m["user_pin"] = s.so, s.user
+		}
+		return m
 	}
+	var m map[string]any
+	if fx.host == nil {
+		m = slot(fx)
+	} else {
+		var slots []map[string]any
+		for _, s := range fx.host {
+			slots = append(slots, slot(s))
+		}
+		m = map[string]any{"slots": slots}
+	}
+	m["confdir"] = filepath.Join(root, confDir)
 	b, _ := json.Marshal(m)
 	return b
 }
 
 // command is how operation op runs on the repository below root: PINs on standard input
-// only, never in argv.
+// only, never in argv. A host's rollback is that of its target slot alone, when it has one.
 func (fx *fixture) command(op, root string) (stdin []byte, args []string) {
 	switch op {
 	case "rollback":
+		if fx.target != nil {
+			return fx.target.request(root, false), []string{"rollback", "--request", "-"}
+		}
 		return fx.request(root, false), []string{"rollback", "--request", "-"}
 	case "legacy":
 		// Upstream's interface: the question and both PINs answered on standard input.
 		return []byte("y\n" + fx.so + "\n" + fx.user + "\n"),
-			[]string{"-s", strconv.Itoa(fx.slot), "-d", filepath.Join(root, dsName), "-c", filepath.Join(root, confDir)}
+			[]string{"-s", strconv.Itoa(fx.slot), "-d", filepath.Join(root, fx.ds), "-c", filepath.Join(root, confDir)}
 	}
 	return fx.request(root, true), []string{"apply", "--request", "-"}
 }
 
-// secrets are the byte strings that must never show: the PINs raw, in hex, and as strace
-// -xx prints them.
+// secrets are the byte strings that must never show: every slot's PINs raw, in hex, and as
+// strace -xx prints them.
 func (fx *fixture) secrets() [][]byte {
 	var s [][]byte
-	for _, p := range []string{fx.so, fx.user} {
+	for _, p := range fx.pins() {
 		h := hex.EncodeToString([]byte(p))
 		var esc strings.Builder
 		for i := 0; i < len(h); i += 2 {
@@ -268,6 +370,15 @@ func (fx *fixture) secrets() [][]byte {
 		s = append(s, []byte(p), []byte(h), []byte(strings.ToUpper(h)), []byte(esc.String()))
 	}
 	return s
+}
+
+// pins is every slot's SO and user PIN.
+func (fx *fixture) pins() []string {
+	var p []string
+	for _, s := range fx.slots() {
+		p = append(p, s.so, s.user)
+	}
+	return p
 }
 
 func (fx *fixture) leaks(b []byte) bool {
@@ -361,7 +472,7 @@ func readUmask() (uint32, error) {
 	return 0, errors.New("no Umask in /proc/self/status")
 }
 
-// fixture returns the named fixture with the conf apply makes of it.
+// fixture returns the named fixture (hostFixture: the host) with the conf apply makes of it.
 func (h *harness) fixture(t testing.TB, name string) *fixture {
 	t.Helper()
 	h.mu.Lock()
@@ -369,25 +480,106 @@ func (h *harness) fixture(t testing.TB, name string) *fixture {
 	if fx := h.fxs[name]; fx != nil {
 		return fx
 	}
-	fx, err := loadFixture(name, h.gid)
+	var fx *fixture
+	var err error
+	if name == hostFixture {
+		fx, err = loadHost(h.gid)
+	} else {
+		fx, err = loadFixture(name, h.gid)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := h.newDir("newconf-" + name)
-	if err := fx.tree.Materialize(root); err != nil {
-		t.Fatal(err)
+	if fx.newConf, err = h.confAfter(fx, "apply"); err != nil {
+		t.Fatalf("apply on a fresh %s: %v", name, err)
 	}
-	stdin, args := fx.command("apply", root)
-	r, err := h.run(fx, h.bin, stdin, args...)
-	if err != nil || r.code != 0 {
-		t.Fatalf("apply on a fresh %s: %v %v", name, err, r)
+	var slots []int
+	for _, s := range fx.slots() {
+		slots = append(slots, s.slot)
 	}
-	if fx.newConf, err = os.ReadFile(filepath.Join(root, confPath)); err != nil {
-		t.Fatal(err)
+	if err := confSays312(fx.newConf, slots, nil); err != nil {
+		t.Fatalf("the conf apply makes of %s: %v", name, err)
 	}
-	os.RemoveAll(root)
 	h.fxs[name] = fx
 	return fx
+}
+
+// confAfter runs ops on a fresh copy of the fixture and returns the conf they leave.
+func (h *harness) confAfter(fx *fixture, ops ...string) ([]byte, error) {
+	root := h.newDir("conf-" + fx.name)
+	defer os.RemoveAll(root)
+	if err := fx.tree.Materialize(root); err != nil {
+		return nil, err
+	}
+	for _, op := range ops {
+		stdin, args := fx.command(op, root)
+		if r, err := h.run(fx, h.bin, stdin, args...); err != nil || r.code != 0 {
+			return nil, fmt.Errorf("%s: %v %v", op, err, r)
+		}
+	}
+	return os.ReadFile(filepath.Join(root, confPath))
+}
+
+// confSays312 checks that the conf has tokversion = 3.12 for every slot of yes and for none of
+// no.
+func confSays312(b []byte, yes, no []int) error {
+	cf, err := conf.Parse(layout.ConfName, b)
+	if err != nil {
+		return err
+	}
+	for _, want := range []bool{true, false} {
+		ids := yes
+		if !want {
+			ids = no
+		}
+		for _, id := range ids {
+			s, err := cf.Slot(uint64(id))
+			if err != nil {
+				return err
+			}
+			if s.TokVersionIs312() != want {
+				return fmt.Errorf("slot %d: tokversion = 3.12 is %v, want %v", id, !want, want)
+			}
+		}
+	}
+	return nil
+}
+
+// rollbackOne is the host fixture for a rollback of its slot alone: that slot is the target,
+// and the conf on the old side is what the rollback of that slot makes of the migrated host
+// (checked against an apply of the other slots alone: the rollback removes its slot's line
+// and nothing else).
+func (h *harness) rollbackOne(fx *fixture, slot int) (*fixture, error) {
+	c := *fx
+	var rest []*fixture
+	for _, s := range fx.host {
+		if s.slot == slot {
+			c.target = s
+		} else {
+			rest = append(rest, s)
+		}
+	}
+	if c.target == nil || len(rest) == 0 {
+		return nil, fmt.Errorf("%s: no slot %d beside others", fx.name, slot)
+	}
+	var err error
+	if c.conf, err = h.confAfter(&c, "apply", "rollback"); err != nil {
+		return nil, fmt.Errorf("rollback of slot %d on a fresh migrated %s: %w", slot, fx.name, err)
+	}
+	others := c
+	others.host, others.target = rest, nil
+	want, err := h.confAfter(&others, "apply")
+	if err != nil {
+		return nil, fmt.Errorf("apply of the other slots on a fresh %s: %w", fx.name, err)
+	}
+	if !bytes.Equal(c.conf, want) {
+		return nil, fmt.Errorf("the rollback of slot %d leaves a conf other than an apply of the other slots alone:\n%s", slot, conf.Diff(want, c.conf))
+	}
+	var ids []int
+	for _, s := range rest {
+		ids = append(ids, s.slot)
+	}
+	return &c, confSays312(c.conf, ids, []int{slot})
 }
 
 // newDir names a fresh directory below scratch (not created).
@@ -676,22 +868,38 @@ func readFileState(p string) fileState {
 
 func (f fileState) is(b []byte) bool { return f.exists && bytes.Equal(f.data, b) }
 
-// look is what a state holds, read with the tokens package.
+// look is what a state holds of one slot, read with the tokens package, and its conf
+// directory.
 type look struct {
-	ds, bak, tmp, rolled             repoState
-	journal                          bool
-	inPlaceJournal                   bool // an in-place switch is under way: the repository may mix old and new files
+	ds, bak, tmp, rolled repoState
+	journal              bool
+	inPlaceJournal       bool // an in-place switch is under way: the repository may mix old and new files
+	confLook
+}
+
+// confLook is what a state holds in its conf directory.
+type confLook struct {
 	conf, confBak, confNew, confPrev fileState
 	hostJournal                      bool
 }
 
-func (h *harness) look(fx *fixture, root string) *look {
+func readConfLook(root string) confLook {
 	at := func(p string) string { return filepath.Join(root, p) }
-	tmp, bak, rolled := fx.names()
-	_, jerr := os.Lstat(at(journalName))
+	return confLook{
+		conf: readFileState(at(confPath)), confBak: readFileState(at(confBakPath)),
+		confNew: readFileState(at(confNewPath)), confPrev: readFileState(at(confPrevPath)),
+		hostJournal: exists(at(hostJournalPath)),
+	}
+}
+
+// look reads slot s (a fixture of one slot) below root.
+func (h *harness) look(s *fixture, root string) *look {
+	at := func(p string) string { return filepath.Join(root, p) }
+	tmp, bak, rolled := s.names()
+	_, jerr := os.Lstat(at(s.ds + layout.SuffixJournal))
 	journal := jerr == nil
 	inPlaceJournal := false
-	if fx.inPlace() {
+	if s.inPlace() {
 		// The in-place switch's journal is in its private directory: the working copy, or
 		// the backup it became.
 		for _, d := range []string{tmp, bak} {
@@ -701,11 +909,9 @@ func (h *harness) look(fx *fixture, root string) *look {
 		}
 	}
 	return &look{
-		ds: h.readRepo(fx, at(dsName)), bak: h.readRepo(fx, at(bak)), tmp: h.readRepo(fx, at(tmp)),
-		rolled: h.readRepo(fx, at(rolled)), journal: journal, inPlaceJournal: inPlaceJournal,
-		conf: readFileState(at(confPath)), confBak: readFileState(at(confBakPath)),
-		confNew: readFileState(at(confNewPath)), confPrev: readFileState(at(confPrevPath)),
-		hostJournal: exists(at(hostJournalPath)),
+		ds: h.readRepo(s, at(s.ds)), bak: h.readRepo(s, at(bak)), tmp: h.readRepo(s, at(tmp)),
+		rolled: h.readRepo(s, at(rolled)), journal: journal, inPlaceJournal: inPlaceJournal,
+		confLook: readConfLook(root),
 	}
 }
 
@@ -723,111 +929,17 @@ type problems []string
 
 func (p *problems) addf(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
 
-func (p problems) err() error {
-	if len(p) == 0 {
-		return nil
+// add records err, prefixed, when there is one.
+func (p *problems) add(prefix string, err error) {
+	if err != nil {
+		*p = append(*p, prefix+err.Error())
 	}
-	return errors.New(strings.Join(p, "; "))
 }
 
-// bootCheck is what a machine that lost power may see when it boots, before anyone reruns
-// the tool: pkcsslotd reads the repository path and the conf as they are.
-func (h *harness) bootCheck(fx *fixture, op string, l *look, tl *tally) error {
-	var p problems
-	tmpName, bakName, rolledName := fx.names()
-	tl.objectsChecked.Add(int64(len(fx.objects)))
-	switch {
-	case !l.ds.exists:
-		tl.missingRepo.Add(1)
-		p.addf("the repository path %s is missing", dsName)
-	case l.ds.err != nil && l.inPlaceJournal:
-		// Mid-switch: the journal in the private directory says which files are switched,
-		// and the rerun finishes (reboot checks that nothing is lost then).
-		tl.inPlaceMixed.Add(1)
-	case l.ds.err != nil:
-		tl.objectsLost.Add(int64(l.ds.lost))
-		p.addf("the repository at %s is not a complete old or 3.12 repository: %v", dsName, l.ds.err)
-	}
-	if !l.conf.exists || !l.conf.is(fx.conf) && !l.conf.is(fx.newConf) {
-		tl.halfConf.Add(1)
-		p.addf("%s is neither the original nor the migrated conf (%d bytes, exists %v)", confPath, len(l.conf.data), l.conf.exists)
-	}
-	if l.confBak.exists && !l.confBak.is(fx.conf) {
-		p.addf("%s exists and is not the original conf", confBakPath)
-	}
-	old, new := l.ds.format == tokens.FormatOld, l.ds.format == tokens.Format312
-	switch op {
-	case "apply", "legacy":
-		if old && !l.ds.original {
-			p.addf("the old-format repository at %s is not the original byte for byte", dsName)
-		}
-		if new && !l.bak.original && !l.tmp.original && !l.inPlaceJournal && !(fx.inPlace() && l.bak.originalFiles) {
-			// (With the in-place journal the original files are in the private directory,
-			// beside its marks; the rerun must leave them as the backup: finalCheck.)
-			p.addf("the repository is migrated but the original is neither at %s nor at %s", bakName, tmpName)
-		}
-		// The conf says 3.12 before the repository is switched: the token library refuses an
-		// old repository under 3.12 without writing anything, but damages a 3.12 one under a
-		// conf that does not say so.
-		if new && !l.conf.is(fx.newConf) {
-			p.addf("the repository is migrated but the conf does not say tokversion 3.12")
-		}
-	case "rollback":
-		if old && !l.ds.original {
-			p.addf("the old-format repository at %s is not the original byte for byte", dsName)
-		}
-		if old && l.bak.format != tokens.Format312 && l.rolled.format != tokens.Format312 && !l.inPlaceJournal {
-			p.addf("rolled back, but the migrated repository is neither at %s nor at %s", bakName, rolledName)
-		}
-		if new && !l.bak.original && !l.inPlaceJournal {
-			p.addf("the repository is still migrated but the original is not at %s", bakName)
-		}
-		if l.conf.is(fx.conf) && !old {
-			p.addf("the conf is the original but the repository is not rolled back")
-		}
-	}
-	return p.err()
-}
-
-// finalCheck is the state a finished run must leave.
-func (h *harness) finalCheck(fx *fixture, op string, l *look) error {
-	var p problems
-	tmpName, bakName, rolledName := fx.names()
-	leftovers := map[string]bool{tmpName: l.tmp.exists, journalName: l.journal, confNewPath: l.confNew.exists, confPrevPath: l.confPrev.exists, hostJournalPath: l.hostJournal}
-	switch op {
-	case "apply", "legacy":
-		if l.ds.format != tokens.Format312 {
-			p.addf("%s is not a complete 3.12 repository: %v", dsName, l.ds.err)
-		}
-		if !l.ds.settled {
-			p.addf("%s does not have the mode 0770 without the working copy's marker", dsName)
-		}
-		if !l.bak.original {
-			p.addf("%s is not the original repository byte for byte", bakName)
-		}
-		if !l.conf.is(fx.newConf) {
-			p.addf("%s is not the migrated conf", confPath)
-		}
-		if !l.confBak.is(fx.conf) {
-			p.addf("%s is not the original conf", confBakPath)
-		}
-	case "rollback":
-		if l.ds.format != tokens.FormatOld || !l.ds.original {
-			p.addf("%s is not the original repository byte for byte: %v", dsName, l.ds.err)
-		}
-		if l.rolled.format != tokens.Format312 {
-			p.addf("%s is not a complete 3.12 repository: %v", rolledName, l.rolled.err)
-		}
-		if !l.conf.is(fx.conf) {
-			p.addf("%s is not the original conf", confPath)
-		}
-		if l.confBak.exists && !l.confBak.is(fx.conf) {
-			p.addf("%s is not the original conf", confBakPath)
-		}
-		leftovers[bakName] = l.bak.exists
-	}
-	names := make([]string, 0, len(leftovers))
-	for n, left := range leftovers {
+// leftovers records every name of m that is left behind, in order.
+func (p *problems) leftovers(m map[string]bool) {
+	names := make([]string, 0, len(m))
+	for n, left := range m {
 		if left {
 			names = append(names, n)
 		}
@@ -836,6 +948,172 @@ func (h *harness) finalCheck(fx *fixture, op string, l *look) error {
 	for _, n := range names {
 		p.addf("%s left behind", n)
 	}
+}
+
+func (p problems) err() error {
+	if len(p) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(p, "; "))
+}
+
+// bootCheck is what a machine that lost power may see when it boots, before anyone reruns
+// the tool: pkcsslotd reads the repository paths and the conf as they are.
+func (h *harness) bootCheck(fx *fixture, op, root string, tl *tally) error {
+	var p problems
+	c := readConfLook(root)
+	if !c.conf.exists || !c.conf.is(fx.conf) && !c.conf.is(fx.newConf) {
+		tl.halfConf.Add(1)
+		p.addf("%s is neither the original nor the migrated conf of the operation (%d bytes, exists %v)", confPath, len(c.conf.data), c.conf.exists)
+	}
+	if c.confBak.exists && !c.confBak.is(fx.pristine) {
+		p.addf("%s exists and is not the original conf", confBakPath)
+	}
+	for _, s := range fx.slots() {
+		if fx.untouched(s) {
+			p.add(fx.what(s), h.untouchedCheck(fx, s, root))
+			continue
+		}
+		var sp problems
+		h.bootCheckSlot(fx, s, op, h.look(s, root), tl, &sp)
+		p.add(fx.what(s), sp.err())
+	}
+	return p.err()
+}
+
+// bootCheckSlot checks one slot of a state at boot; fx has the confs.
+func (h *harness) bootCheckSlot(fx, s *fixture, op string, l *look, tl *tally, p *problems) {
+	tmpName, bakName, rolledName := s.names()
+	tl.objectsChecked.Add(int64(len(s.objects)))
+	switch {
+	case !l.ds.exists:
+		tl.missingRepo.Add(1)
+		p.addf("the repository path %s is missing", s.ds)
+	case l.ds.err != nil && l.inPlaceJournal:
+		// Mid-switch: the journal in the private directory says which files are switched,
+		// and the rerun finishes (reboot checks that nothing is lost then).
+		tl.inPlaceMixed.Add(1)
+	case l.ds.err != nil:
+		tl.objectsLost.Add(int64(l.ds.lost))
+		p.addf("the repository at %s is not a complete old or 3.12 repository: %v", s.ds, l.ds.err)
+	}
+	old, new := l.ds.format == tokens.FormatOld, l.ds.format == tokens.Format312
+	switch op {
+	case "apply", "legacy":
+		if old && !l.ds.original {
+			p.addf("the old-format repository at %s is not the original byte for byte", s.ds)
+		}
+		if new && !l.bak.original && !l.tmp.original && !l.inPlaceJournal && !(s.inPlace() && l.bak.originalFiles) {
+			// (With the in-place journal the original files are in the private directory,
+			// beside its marks; the rerun must leave them as the backup: finalCheck.)
+			p.addf("the repository is migrated but the original is neither at %s nor at %s", bakName, tmpName)
+		}
+		// The conf says 3.12 before the repository is switched: the token library refuses an
+		// old repository under 3.12 without writing anything, but damages a 3.12 one under a
+		// conf that does not say so. (A host's conf says it for every slot at once.)
+		if new && !l.conf.is(fx.newConf) {
+			p.addf("the repository is migrated but the conf does not say tokversion 3.12")
+		}
+	case "rollback":
+		if old && !l.ds.original {
+			p.addf("the old-format repository at %s is not the original byte for byte", s.ds)
+		}
+		if old && l.bak.format != tokens.Format312 && l.rolled.format != tokens.Format312 && !l.inPlaceJournal {
+			p.addf("rolled back, but the migrated repository is neither at %s nor at %s", bakName, rolledName)
+		}
+		if new && !l.bak.original && !l.inPlaceJournal {
+			p.addf("the repository is still migrated but the original is not at %s", bakName)
+		}
+		if l.conf.is(fx.conf) && !old {
+			p.addf("the conf is the one of before the migration but the repository is not rolled back")
+		}
+	}
+}
+
+// untouchedCheck: slot s, which the scenario does not operate on, is as the scenario began:
+// its repository and everything beside it of its name (the backup), entry for entry, and the
+// conf keeps its tokversion line (both confs of the scenario have it: rollbackOne).
+func (h *harness) untouchedCheck(fx, s *fixture, root string) error {
+	now, err := crashsim.Snapshot(root)
+	if err != nil {
+		return err
+	}
+	if d := slotEntries(fx.start, s.ds).Diff(slotEntries(now, s.ds)); len(d) > 0 {
+		return fmt.Errorf("changed, though only slot %d is rolled back:\n%s", fx.target.slot, strings.Join(d, "\n"))
+	}
+	return nil
+}
+
+// slotEntries is the part of t that is the repository ds or beside it with its name and a
+// suffix (its backup, working copy, journal, rolled-back copies).
+func slotEntries(t *crashsim.Tree, ds string) *crashsim.Tree {
+	out := &crashsim.Tree{}
+	for _, e := range t.Entries {
+		if top, _, _ := strings.Cut(e.Path, "/"); top == ds || strings.HasPrefix(top, ds+"_") {
+			out.Entries = append(out.Entries, e)
+		}
+	}
+	return out
+}
+
+// finalCheck is the state a finished run must leave.
+func (h *harness) finalCheck(fx *fixture, op, root string) error {
+	var p problems
+	c := readConfLook(root)
+	leftovers := map[string]bool{confNewPath: c.confNew.exists, confPrevPath: c.confPrev.exists, hostJournalPath: c.hostJournal}
+	switch op {
+	case "apply", "legacy":
+		if !c.conf.is(fx.newConf) {
+			p.addf("%s is not the migrated conf", confPath)
+		}
+		if !c.confBak.is(fx.pristine) {
+			p.addf("%s is not the original conf", confBakPath)
+		}
+	case "rollback":
+		if !c.conf.is(fx.conf) {
+			p.addf("%s is not the conf of before the migration", confPath)
+		}
+		if c.confBak.exists && !c.confBak.is(fx.pristine) {
+			p.addf("%s is not the original conf", confBakPath)
+		}
+	}
+	p.leftovers(leftovers)
+	for _, s := range fx.slots() {
+		if fx.untouched(s) {
+			p.add(fx.what(s), h.untouchedCheck(fx, s, root))
+			continue
+		}
+		p.add(fx.what(s), finalCheckSlot(s, op, h.look(s, root)))
+	}
+	return p.err()
+}
+
+// finalCheckSlot is what a finished run must leave of one slot.
+func finalCheckSlot(s *fixture, op string, l *look) error {
+	var p problems
+	tmpName, bakName, rolledName := s.names()
+	leftovers := map[string]bool{tmpName: l.tmp.exists, s.ds + layout.SuffixJournal: l.journal}
+	switch op {
+	case "apply", "legacy":
+		if l.ds.format != tokens.Format312 {
+			p.addf("%s is not a complete 3.12 repository: %v", s.ds, l.ds.err)
+		}
+		if !l.ds.settled {
+			p.addf("%s does not have the mode 0770 without the working copy's marker", s.ds)
+		}
+		if !l.bak.original {
+			p.addf("%s is not the original repository byte for byte", bakName)
+		}
+	case "rollback":
+		if l.ds.format != tokens.FormatOld || !l.ds.original {
+			p.addf("%s is not the original repository byte for byte: %v", s.ds, l.ds.err)
+		}
+		if l.rolled.format != tokens.Format312 {
+			p.addf("%s is not a complete 3.12 repository: %v", rolledName, l.rolled.err)
+		}
+		leftovers[bakName] = l.bak.exists
+	}
+	p.leftovers(leftovers)
 	return p.err()
 }
 
@@ -855,7 +1133,7 @@ func (h *harness) reboot(fx *fixture, op, root, bin string) error {
 	if rerun == "rollback" && r.code == 1 && r.errCode == string(contract.CodeNothingToRollBack) {
 		// Rollback reports a finished rollback as an error: the power went after its last
 		// change, before (or after) its last fsync. Then the state must be the final one.
-		if err := h.finalCheck(fx, op, h.look(fx, root)); err != nil {
+		if err := h.finalCheck(fx, op, root); err != nil {
 			return fmt.Errorf("rollback found nothing to roll back in a state that is not rolled back: %w", err)
 		}
 		return nil
@@ -863,7 +1141,7 @@ func (h *harness) reboot(fx *fixture, op, root, bin string) error {
 	if r.code != 0 {
 		return fmt.Errorf("the %s after the crash failed: %s", rerun, r)
 	}
-	if err := h.finalCheck(fx, op, h.look(fx, root)); err != nil {
+	if err := h.finalCheck(fx, op, root); err != nil {
 		return fmt.Errorf("after the %s that followed the crash: %w", rerun, err)
 	}
 	before, err := crashsim.Snapshot(root)
@@ -897,7 +1175,7 @@ func (h *harness) checkState(fx *fixture, op string, tree *crashsim.Tree, tl *ta
 	root := h.newDir("state")
 	undo, err := fx.materialize(tree, root)
 	if err == nil {
-		err = h.bootCheck(fx, op, h.look(fx, root), tl)
+		err = h.bootCheck(fx, op, root, tl)
 	}
 	if err == nil {
 		err = h.reboot(fx, op, root, bin)

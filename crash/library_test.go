@@ -52,42 +52,92 @@ const (
 	libLoginFailed  = "login failed"  // C_Login
 	libListFailed   = "listing failed"
 	libNoRepository = "no repository" // nothing at the repository path: the library is not run
+	// pkcsslotd exited at start: no slot of the machine can be opened until the state is
+	// repaired (a failure of the state, like damage).
+	libSlotdRefused = "pkcsslotd refused to start"
 )
 
-// libOutcome is one run of the library on one input.
+// slotdReason is the line of pkcsslotd's log that says why it refused to start.
+func slotdReason(err error) string {
+	_, log, _ := strings.Cut(err.Error(), "): ")
+	for _, l := range strings.Split(log, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			return l
+		}
+	}
+	return err.Error()
+}
+
+// libOutcome is one run of the library on one input: a login to each slot of the state, in
+// one session.
 type libOutcome struct {
-	kind    string
-	rv      string   // the failing call and its return value, when not ok
-	objects int      // objects listed after the login
-	changed []string // how the repository, its backups and the conf directory differ afterwards
+	logins  []libLogin
+	changed []string // how the repositories, their backups and the conf directory differ afterwards
 	err     error    // the check could not be made
 	dur     time.Duration
 }
 
+// libLogin is what an application saw of one slot.
+type libLogin struct {
+	slot    int
+	kind    string
+	rv      string // the failing call and its return value, when not ok
+	objects int    // objects listed after the login
+}
+
 func (o *libOutcome) damaged() bool { return len(o.changed) > 0 }
 
-func (o *libOutcome) String() string {
-	var s string
-	switch o.kind {
+func (l libLogin) String() string {
+	switch l.kind {
 	case libLoginOK:
-		s = fmt.Sprintf("%s, %d objects listed", o.kind, o.objects)
+		return fmt.Sprintf("%s, %d objects listed", l.kind, l.objects)
 	case "":
-		s = "not run"
-	default:
-		s = o.kind
-		if o.rv != "" {
-			s += " (" + o.rv + ")"
+		return "not run"
+	}
+	if l.rv != "" {
+		return l.kind + " (" + l.rv + ")"
+	}
+	return l.kind
+}
+
+func (o *libOutcome) String() string {
+	var parts []string
+	if o.slotdRefused() {
+		parts = []string{o.logins[0].String()}
+	}
+	for _, l := range o.logins {
+		if o.slotdRefused() {
+			break
 		}
+		if len(o.logins) > 1 {
+			parts = append(parts, fmt.Sprintf("slot %d: %s", l.slot, l))
+		} else {
+			parts = append(parts, l.String())
+		}
+	}
+	s := strings.Join(parts, "; ")
+	if len(parts) == 0 {
+		s = "not run"
 	}
 	if o.err != nil {
 		s += "; the check failed: " + o.err.Error()
 	}
 	if o.damaged() {
 		s += "; DAMAGED: " + strings.Join(o.changed, "; ")
-	} else if o.err == nil && o.kind != libNoRepository {
+	} else if o.err == nil && !o.noRepository() {
 		s += "; nothing changed"
 	}
 	return s
+}
+
+// slotdRefused: pkcsslotd would not start with the state.
+func (o *libOutcome) slotdRefused() bool {
+	return len(o.logins) > 0 && o.logins[0].kind == libSlotdRefused
+}
+
+// noRepository: the state lacks a repository, and the library was not run.
+func (o *libOutcome) noRepository() bool {
+	return len(o.logins) > 0 && o.logins[0].kind == libNoRepository
 }
 
 // libEntry is the outcome for one input, shared by every state that has it.
@@ -138,17 +188,12 @@ func newLibChecker(t *testing.T) *libChecker {
 // and marks) it never opens.
 var libRead = []string{"NVTOK.DAT", "MK_SO", "MK_USER", "TOK_OBJ"}
 
-// libKey digests what the library can read of a state: the slot, the user PIN, the bytes of
-// opencryptoki.conf, and of the repository its own mode, owner and group and every entry of
-// libRead with everything below it (names, kinds, modes, owners, groups, content). It
-// reports whether the state has a repository at all.
+// libKey digests what the library can read of a state: the bytes of opencryptoki.conf, and of
+// each slot its number, its user PIN and of its repository its own mode, owner and group and
+// every entry of libRead with everything below it (names, kinds, modes, owners, groups,
+// content). It reports whether the state has every slot's repository.
 func libKey(fx *fixture, tree *crashsim.Tree) ([32]byte, bool) {
 	h := sha256.New()
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(fx.slot))
-	h.Write(n[:])
-	h.Write([]byte(fx.user))
-	h.Write([]byte{0})
 	if c := tree.Lookup(confPath); c != nil && c.Kind == crashsim.File {
 		sum := sha256.Sum256(c.Data)
 		h.Write([]byte{1})
@@ -156,15 +201,25 @@ func libKey(fx *fixture, tree *crashsim.Tree) ([32]byte, bool) {
 	} else {
 		h.Write([]byte{0})
 	}
-	repo := subtree(tree, dsName)
-	if repo != nil {
-		rh := libReadOf(repo).Hash()
-		h.Write([]byte{1})
-		h.Write(rh[:])
+	all := true
+	for _, s := range fx.slots() {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(s.slot))
+		h.Write(n[:])
+		h.Write([]byte(s.user))
+		h.Write([]byte{0})
+		if repo := subtree(tree, s.ds); repo != nil {
+			rh := libReadOf(repo).Hash()
+			h.Write([]byte{1})
+			h.Write(rh[:])
+		} else {
+			h.Write([]byte{0})
+			all = false
+		}
 	}
 	var k [32]byte
 	h.Sum(k[:0])
-	return k, repo != nil
+	return k, all
 }
 
 // libReadOf is the part of a repository the library can read: its root and libRead.
@@ -181,7 +236,7 @@ func libReadOf(repo *crashsim.Tree) *crashsim.Tree {
 	return read
 }
 
-// describeLibInput names the conf and the repository of a state in words, for the report
+// describeLibInput names the conf and the repositories of a state in words, for the report
 // ("the original's": what the library reads of it is the fixture's original).
 func (fx *fixture) describeLibInput(tree *crashsim.Tree) string {
 	conf := "no conf"
@@ -189,15 +244,26 @@ func (fx *fixture) describeLibInput(tree *crashsim.Tree) string {
 		switch string(c.Data) {
 		case string(fx.conf):
 			conf = "original conf"
+			if fx.target != nil {
+				conf = fmt.Sprintf("conf without slot %d's tokversion", fx.target.slot)
+			}
 		case string(fx.newConf):
 			conf = "migrated conf (tokversion = 3.12)"
 		default:
 			conf = fmt.Sprintf("another conf (%d bytes)", len(c.Data))
 		}
 	}
-	repo := subtree(tree, dsName)
+	parts := []string{conf}
+	for _, s := range fx.slots() {
+		parts = append(parts, fx.what(s)+s.describeRepo(subtree(tree, s.ds)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// describeRepo names a repository of slot s in words.
+func (s *fixture) describeRepo(repo *crashsim.Tree) string {
 	if repo == nil {
-		return conf + ", no repository"
+		return "no repository"
 	}
 	var parts []string
 	for _, n := range []string{"NVTOK.DAT", "MK_SO", "MK_USER"} {
@@ -216,11 +282,11 @@ func (fx *fixture) describeLibInput(tree *crashsim.Tree) string {
 			form = "3.12"
 		}
 	}
-	s := fmt.Sprintf("%s, %s repository %04o (%s)", conf, form, repo.Root.Mode, strings.Join(parts, ", "))
-	if libReadOf(repo).Hash() == libReadOf(fx.repo).Hash() {
-		s += ", the original's"
+	d := fmt.Sprintf("%s repository %04o (%s)", form, repo.Root.Mode, strings.Join(parts, ", "))
+	if libReadOf(repo).Hash() == libReadOf(s.repo).Hash() {
+		d += ", the original's"
 	}
-	return s
+	return d
 }
 
 // check returns the library's outcome for tree, running it when no state with the same input
@@ -238,7 +304,9 @@ func (lc *libChecker) check(fx *fixture, tree *crashsim.Tree) *libEntry {
 		} else {
 			// Not run: the boot check already fails a state whose repository path is
 			// missing.
-			e.out = libOutcome{kind: libNoRepository}
+			for _, s := range fx.slots() {
+				e.out.logins = append(e.out.logins, libLogin{slot: s.slot, kind: libNoRepository})
+			}
 		}
 		close(e.done)
 	} else {
@@ -297,24 +365,31 @@ func (lc *libChecker) run(fx *fixture, tree *crashsim.Tree) (out libOutcome) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	pid, err := r.StartSlotd(ctx)
-	if err != nil {
+	switch {
+	case errors.Is(err, ockroot.ErrSlotdExited):
+		// The daemon refused the state: no slot can be opened (what it wrote before it
+		// exited is compared all the same).
+		for _, s := range fx.slots() {
+			out.logins = append(out.logins, libLogin{slot: s.slot, kind: libSlotdRefused, rv: slotdReason(err)})
+		}
+		err = nil
+	case err != nil:
 		out.err = err
 		return out
-	}
-	res, err := r.ToolPINEnv(ctx, fx.slot, fx.user, "--list-objects")
-	if serr := r.StopSlotd(pid); serr != nil && err == nil {
-		err = fmt.Errorf("stop pkcsslotd: %w", serr)
+	default:
+		// Each slot in turn, with its own user PIN (in the environment, never in argv), as
+		// one application after another would.
+		for _, s := range fx.slots() {
+			if err = lc.login(ctx, r, fx, s, &out); err != nil {
+				break
+			}
+		}
+		if serr := r.StopSlotd(pid); serr != nil && err == nil {
+			err = fmt.Errorf("stop pkcsslotd: %w", serr)
+		}
 	}
 	if err != nil {
 		out.err = err
-		return out
-	}
-	if fx.leaks(res.Stdout) || fx.leaks(res.Stderr) {
-		out.err = errors.New("pkcs11-tool printed a PIN")
-		return out
-	}
-	if out.kind, out.rv, out.objects = classify(res.Code, res.Stdout, res.Stderr); out.kind == "" {
-		out.err = fmt.Errorf("pkcs11-tool: %s", res)
 		return out
 	}
 	after, err := libSnapshot(r)
@@ -324,6 +399,23 @@ func (lc *libChecker) run(fx *fixture, tree *crashsim.Tree) (out libOutcome) {
 	}
 	out.changed = before.Diff(after)
 	return out
+}
+
+// login logs in to slot s of the session's state as its user and lists the objects.
+func (lc *libChecker) login(ctx context.Context, r *ockroot.Root, fx, s *fixture, out *libOutcome) error {
+	res, err := r.ToolPINEnv(ctx, s.slot, s.user, "--list-objects")
+	if err != nil {
+		return fmt.Errorf("slot %d: %w", s.slot, err)
+	}
+	if fx.leaks(res.Stdout) || fx.leaks(res.Stderr) {
+		return fmt.Errorf("slot %d: pkcs11-tool printed a PIN", s.slot)
+	}
+	l := libLogin{slot: s.slot}
+	if l.kind, l.rv, l.objects = classify(res.Code, res.Stdout, res.Stderr); l.kind == "" {
+		return fmt.Errorf("slot %d: pkcs11-tool: %s", s.slot, res)
+	}
+	out.logins = append(out.logins, l)
+	return nil
 }
 
 // classify reads what pkcs11-tool --login --list-objects said: the outcome, the failing call
@@ -474,6 +566,20 @@ func snapshotEntry(p string) ([]crashsim.Entry, error) {
 	return nil, fmt.Errorf("snapshot %s: neither a file nor a directory", p)
 }
 
+// listedAll: the library logged in to every slot of fx and listed all its token's objects.
+func (o *libOutcome) listedAll(fx *fixture) bool {
+	slots := fx.slots()
+	if len(o.logins) != len(slots) {
+		return false
+	}
+	for i, s := range slots {
+		if l := o.logins[i]; l.kind != libLoginOK || l.objects != len(s.objects) {
+			return false
+		}
+	}
+	return true
+}
+
 // libState is one distinct crash state's library outcome, and every cut that built it.
 type libState struct {
 	s labeled
@@ -513,7 +619,10 @@ func (lc *libChecker) libSweep(fx *fixture, sc scenario, states []labeled, lastC
 		e := entries[i]
 		rows = append(rows, libState{*s, e})
 		o := &e.out
-		st.libOutcomes[o.kind]++
+		for _, l := range o.logins {
+			st.libOutcomes[l.kind]++
+		}
+		st.libOutcomes[""] += len(fx.slots()) - len(o.logins) // not opened: the check failed
 		first := sc.from == nil && s.strict && s.cut == 0
 		last := false
 		for _, b := range s.builtAt {
@@ -522,9 +631,11 @@ func (lc *libChecker) libSweep(fx *fixture, sc scenario, states []labeled, lastC
 		switch {
 		case o.err != nil || o.damaged():
 			s.libErr = fmt.Errorf("the real openCryptoki %s at boot: %s", lc.version, o)
-		case (first || last) && (o.kind != libLoginOK || o.objects != len(fx.objects)):
-			s.libErr = fmt.Errorf("the real openCryptoki %s must log in and list all %d objects of the token before and after the operation: %s",
-				lc.version, len(fx.objects), o)
+		case o.slotdRefused():
+			s.libErr = fmt.Errorf("the real openCryptoki %s at boot: no slot of the machine can be opened until apply runs again: %s", lc.version, o)
+		case (first || last) && !o.listedAll(fx):
+			s.libErr = fmt.Errorf("the real openCryptoki %s must log in to every slot and list all the objects of its token before and after the operation: %s",
+				lc.version, o)
 		}
 		if o.damaged() {
 			st.libDamaged++
@@ -548,6 +659,7 @@ func (lc *libChecker) libReport(sc scenario, rows []libState, lastCut int) (stri
 	var order []*agg
 	byKey := map[[32]byte]*agg{}
 	damage := map[int]map[string]bool{} // cut -> kinds
+	refused := map[int]bool{}           // cuts where pkcsslotd refused a state
 	where := map[int]string{}
 	for _, r := range rows {
 		a := byKey[r.e.key]
@@ -568,6 +680,9 @@ func (lc *libChecker) libReport(sc scenario, rows []libState, lastCut int) (stri
 		for _, b := range r.s.builtAt {
 			a.cuts[b.cut] = true
 			where[b.cut] = b.where
+			if r.e.out.slotdRefused() {
+				refused[b.cut] = true
+			}
 			if r.e.out.damaged() {
 				if damage[b.cut] == nil {
 					damage[b.cut] = map[string]bool{}
@@ -581,6 +696,9 @@ func (lc *libChecker) libReport(sc scenario, rows []libState, lastCut int) (stri
 	fmt.Fprintf(&b, "| cut points (of 0-%d) | states (strict/lenient/mix) | conf and repository | the library at boot |\n|---|---|---|---|\n", lastCut)
 	for _, a := range order {
 		fmt.Fprintf(&b, "| %s | %d (%d/%d/%d) | %s | %s |\n", ranges(a.cuts), a.states, a.strict, a.lenient, a.mix, a.e.what, &a.e.out)
+	}
+	if len(refused) > 0 {
+		fmt.Fprintf(&b, "SLOTD %s: pkcsslotd refused to start with a state built at %d of %d cut points: %s\n", sc.name, len(refused), lastCut+1, ranges(refused))
 	}
 	var cuts []int
 	for c := range damage {
@@ -635,7 +753,9 @@ func (lc *libChecker) summary(all []*sweepStats) string {
 	for _, st := range all {
 		for k, n := range st.libOutcomes {
 			states[k] += n
-			distinct += n
+		}
+		if st.libReport != "" {
+			distinct += st.distinct
 		}
 		damaged += st.libDamaged
 	}
@@ -645,7 +765,7 @@ func (lc *libChecker) summary(all []*sweepStats) string {
 		per = time.Duration(lc.runNS.Load() / runs)
 	}
 	var kinds []string
-	for _, k := range []string{libLoginOK, libRefused, libLoginFailed, libListFailed, libNoRepository, ""} {
+	for _, k := range []string{libLoginOK, libRefused, libLoginFailed, libListFailed, libSlotdRefused, libNoRepository, ""} {
 		if states[k] > 0 {
 			name := k
 			if k == "" {
@@ -654,11 +774,11 @@ func (lc *libChecker) summary(all []*sweepStats) string {
 			kinds = append(kinds, fmt.Sprintf("%s %d", name, states[k]))
 		}
 	}
-	fmt.Fprintf(&b, "LIBRARY: openCryptoki %s (%s) opened %d distinct crash states (%s) through %d inputs, %d library runs (pkcsslotd, user login, C_FindObjects) in %.1fs, %.2fs each; states damaged %d\n",
+	fmt.Fprintf(&b, "LIBRARY: openCryptoki %s (%s) opened %d distinct crash states (slots opened: %s) through %d inputs, %d library runs (pkcsslotd, a user login to each slot, C_FindObjects) in %.1fs, %.2fs each; states damaged %d\n",
 		lc.version, libSpec.Name(), distinct, strings.Join(kinds, ", "), len(lc.cache), runs, time.Duration(lc.runNS.Load()).Seconds(), per.Seconds(), damaged)
 	b.WriteString("DAMAGE SUMMARY (cut points where the library changed the repository, its backups or the conf):\n")
 	for _, st := range all {
-		if st.libOutcomes == nil || len(st.libOutcomes) == 0 {
+		if st.libReport == "" {
 			continue
 		}
 		set := map[int]bool{}

@@ -475,6 +475,10 @@ func (r *Root) socket() string {
 	return "/run/pkcsslotd.socket"
 }
 
+// ErrSlotdExited: pkcsslotd refused to start (its first process exited with a status other
+// than 0, and no daemon came up); the error carries its log.
+var ErrSlotdExited = errors.New("refused to start")
+
 // StartSlotd starts the root's pkcsslotd (it daemonises) and returns the daemon's PID once its
 // socket exists. 3.12+ runs as the pkcsslotd user (started as root it re-executes itself,
 // which fails under qemu-user without binfmt_misc), 3.8.1 as root.
@@ -496,6 +500,10 @@ func (r *Root) StartSlotd(ctx context.Context) (int, error) {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	runErr := cmd.Run()
 	deadline := time.Now().Add(60 * time.Second)
+	// pkcsslotd forks once it is up and its first process exits 0: an exit status other
+	// than 0 is its refusal to start (a token directory it cannot use, a broken conf), told
+	// in its log. A moment's grace for a daemon that did fork, then no 60 s wait for it.
+	exited := time.Now().Add(5 * time.Second)
 	for {
 		b, _ := os.ReadFile(r.Path(r.pidFile()))
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 && r.owns(pid) {
@@ -515,6 +523,10 @@ func (r *Root) StartSlotd(ctx context.Context) (int, error) {
 				time.Sleep(20 * time.Millisecond)
 			}
 			return pid, fmt.Errorf("%s: pkcsslotd %d runs but %s never appeared", r.Name(), pid, r.socket())
+		}
+		if runErr != nil && time.Now().After(exited) {
+			out, _ := os.ReadFile(logf.Name())
+			return 0, fmt.Errorf("%s: pkcsslotd %w (%v): %s", r.Name(), ErrSlotdExited, runErr, out)
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			out, _ := os.ReadFile(logf.Name())
