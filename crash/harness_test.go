@@ -29,6 +29,7 @@ import (
 	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/tokens"
+	"github.com/ocktools/pkcstok-migrate/tokens/tokentest"
 )
 
 // The names below the root of every state: the repository, the conf directory and the names
@@ -402,8 +403,8 @@ type harness struct {
 	umask    uint32
 
 	seq  atomic.Int64
-	mu   sync.Mutex
-	keys map[[32]byte]*tokens.Keys
+	keys tokentest.KeyCache
+	mu   sync.Mutex // fxs
 	fxs  map[string]*fixture
 }
 
@@ -433,7 +434,7 @@ func newHarness(t *testing.T, withBinary bool) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	h := &harness{dir: dir, bin: filepath.Join(dir, "pkcstok-migrate"), proc: filepath.Join(dir, "proc"),
-		pidfiles: filepath.Join(dir, "none.pid"), keys: map[[32]byte]*tokens.Keys{}, fxs: map[string]*fixture{}}
+		pidfiles: filepath.Join(dir, "none.pid"), fxs: map[string]*fixture{}}
 	gid, err := repofs.LookupGroup("pkcs11")
 	if err != nil {
 		t.Fatalf("group pkcs11: %v (groupadd -r pkcs11)", err)
@@ -710,28 +711,9 @@ func (h *harness) trace(fx *fixture, bin, op, root string) (*crashsim.Sim, *resu
 	return sim, r, nil
 }
 
-// unlock returns the keys of repo, derived once per set of key files.
+// unlock returns the keys of repo, derived once per set of key files and PINs.
 func (h *harness) unlock(fx *fixture, repo *tokens.Repository, nv []byte) (*tokens.Keys, error) {
-	kh := sha256.New()
-	for _, b := range [][]byte{nv, repo.MKSO, {0}, repo.MKUser, {0}, []byte(fx.so), {0}, []byte(fx.user)} {
-		kh.Write(b)
-	}
-	var key [32]byte
-	kh.Sum(key[:0])
-	h.mu.Lock()
-	k := h.keys[key]
-	h.mu.Unlock()
-	if k != nil {
-		return k, nil
-	}
-	k, err := repo.Unlock([]byte(fx.so), []byte(fx.user))
-	if err != nil {
-		return nil, err
-	}
-	h.mu.Lock()
-	h.keys[key] = k
-	h.mu.Unlock()
-	return k, nil
+	return h.keys.Unlock(repo, nv, fx.so, fx.user)
 }
 
 // repoState is what a directory holds as a repository.

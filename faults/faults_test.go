@@ -384,7 +384,7 @@ func (h *harness) setup(t *testing.T, fk *fsKind) *fsSetup {
 			t.Fatal(err)
 		}
 	}
-	tk := &token{slot: slot, so: soPIN, user: userPIN, objects: map[string][32]byte{}, keys: map[[32]byte]*tokens.Keys{}}
+	tk := &token{slot: slot, so: soPIN, user: userPIN, objects: map[string][32]byte{}}
 	for _, o := range g.Objects {
 		tk.objects[o.Name] = o.ClearSHA256
 		tk.names = append(tk.names, o.Name)

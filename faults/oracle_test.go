@@ -12,13 +12,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/ocktools/pkcstok-migrate/internal/conf"
 	"github.com/ocktools/pkcstok-migrate/internal/layout"
 	"github.com/ocktools/pkcstok-migrate/internal/repofs"
 	"github.com/ocktools/pkcstok-migrate/tokens"
+	"github.com/ocktools/pkcstok-migrate/tokens/tokentest"
 )
 
 // token is the repository every trial starts from: what its objects decrypt to (from the
@@ -31,8 +31,7 @@ type token struct {
 	tree          map[string]fileSum  // the repository's files, by path below it
 	conf, newConf []byte              // opencryptoki.conf before and after apply
 
-	mu   sync.Mutex
-	keys map[[32]byte]*tokens.Keys // by the key files' bytes: each set is unlocked once
+	keys tokentest.KeyCache // each set of key files is unlocked once
 }
 
 // fileSum is one entry of a tree: what must come back byte for byte and mode for mode
@@ -209,26 +208,7 @@ func (tk *token) readRepo(dir string, have map[string]bool) repoCheck {
 
 // unlock returns the keys of repo, derived once per set of key files.
 func (tk *token) unlock(repo *tokens.Repository, nv []byte) (*tokens.Keys, error) {
-	h := sha256.New()
-	for _, b := range [][]byte{nv, {0}, repo.MKSO, {0}, repo.MKUser} {
-		h.Write(b)
-	}
-	var id [32]byte
-	h.Sum(id[:0])
-	tk.mu.Lock()
-	k := tk.keys[id]
-	tk.mu.Unlock()
-	if k != nil {
-		return k, nil
-	}
-	k, err := repo.Unlock([]byte(tk.so), []byte(tk.user))
-	if err != nil {
-		return nil, err
-	}
-	tk.mu.Lock()
-	tk.keys[id] = k
-	tk.mu.Unlock()
-	return k, nil
+	return tk.keys.Unlock(repo, nv, tk.so, tk.user)
 }
 
 // state is what a trial's tree holds at a check point.
