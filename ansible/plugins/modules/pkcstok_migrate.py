@@ -808,6 +808,18 @@ def object_diff(plan):
                 before=before, after=after)
 
 
+def plan_diffs(module, doc, plans, warnings):
+    """Diff mode's entries for a plan document doc (one slot's plan or a host plan): its conf
+    diff, when there is one, then the objects of each slot's plan in plans."""
+    diffs = []
+    c = conf_diff_entry(module, doc, warnings)
+    if c is not None:
+        diffs.append(c)
+    for pl in plans:
+        diffs.append(object_diff(pl))
+    return diffs
+
+
 def conf_diff_entry(module, plan, warnings):
     conf = plan.get('conf') or os.path.join(module.params['confdir'], CONF_NAME)
     udiff = plan.get('conf_diff') or ''
@@ -987,12 +999,7 @@ def migrate(module, runner):
         warnings.append(to_text(w))
 
     if module._diff:
-        diffs = []
-        c = conf_diff_entry(module, plan, warnings)
-        if c is not None:
-            diffs.append(c)
-        diffs.append(object_diff(plan))
-        ret['diff'] = diffs
+        ret['diff'] = plan_diffs(module, plan, [plan], warnings)
 
     if not changed:
         ret['msg'] = 'slot %s is already in the 3.12 format' % plan.get('slot', module.params['slot'])
@@ -1546,13 +1553,7 @@ def host_migrate(module, runner, entries):
             warnings.append(to_text(w))
 
     if module._diff:
-        diffs = []
-        c = conf_diff_entry(module, hp, warnings)
-        if c is not None:
-            diffs.append(c)
-        for e in entries:
-            diffs.append(object_diff(plans[e['slot']]))
-        ret['diff'] = diffs
+        ret['diff'] = plan_diffs(module, hp, [plans[e['slot']] for e in entries], warnings)
 
     todo = [e['slot'] for e in entries if plans[e['slot']].get('changed')]
     if not changed:
