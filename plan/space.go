@@ -133,16 +133,16 @@ func spaceShort(s contract.Space) string {
 	case s.ReadOnly:
 		return fmt.Sprintf("the file system of %s is read-only", s.Path)
 	case s.FreeBytes < s.NeedBytes+s.MarginBytes:
-		return fmt.Sprintf("the file system of %s has %d bytes free; %s %d bytes and %d are kept as margin", s.Path, s.FreeBytes, needs(s.For), s.NeedBytes, s.MarginBytes)
+		return fmt.Sprintf("the file system of %s has %d bytes free; %s %d bytes and %d are kept as margin", s.Path, s.FreeBytes, needPhrase(s.For), s.NeedBytes, s.MarginBytes)
 	case s.FreeInodes != nil && *s.FreeInodes < s.NeedInodes+s.MarginInodes:
-		return fmt.Sprintf("the file system of %s has %d inodes free; %s %d and %d are kept as margin", s.Path, *s.FreeInodes, needs(s.For), s.NeedInodes, s.MarginInodes)
+		return fmt.Sprintf("the file system of %s has %d inodes free; %s %d and %d are kept as margin", s.Path, *s.FreeInodes, needPhrase(s.For), s.NeedInodes, s.MarginInodes)
 	}
 	return ""
 }
 
-// needs is the subject and verb for what the space is for: "the repository needs", "the
+// needPhrase is the subject and verb for what the space is for: "the repository needs", "the
 // repository and the conf need".
-func needs(f []string) string {
+func needPhrase(f []string) string {
 	if len(f) == 2 {
 		return "the " + f[0] + " and the " + f[1] + " need"
 	}
